@@ -1,0 +1,68 @@
+"""Ranking metrics over candidate pools, one group per request, on true relevance grades."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prectr.metrics.groups import rank_within_group
+
+EMPTY_MODES = ("skip", "zero", "one")
+
+
+def _prepared(grades: np.ndarray, scores: np.ndarray, groups: np.ndarray):
+    grades = np.asarray(grades, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not grades.shape == scores.shape == np.shape(groups):
+        raise ValueError("grades, scores and groups must have the same length")
+    if np.isnan(grades).any() or (grades < 0).any():
+        raise ValueError("grades must be known and >= 0 (pass true grades)")
+    rank, codes, n_groups = rank_within_group(scores, groups)
+    return grades, codes, rank, n_groups
+
+
+def ndcg_at_k(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10, empty: str = "skip"
+) -> float:
+    """Mean over groups of DCG@k / ideal DCG@k, gains 2^grade - 1, discount 1/log2(rank + 1).
+
+    Rows are ranked by descending score (ties keep row order). A group with no relevant item
+    (ideal DCG 0) is left out (``empty="skip"``) or counts as 0 (``"zero"``) or 1 (``"one"``).
+    """
+    if empty not in EMPTY_MODES:
+        raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
+    gain = 2.0**grades - 1.0
+    discount = 1.0 / np.log2(rank + 1.0)
+    dcg = np.bincount(codes, weights=np.where(rank <= k, gain * discount, 0.0), minlength=n_groups)
+    ideal_rank, _, _ = rank_within_group(grades, codes)
+    ideal_discount = np.where(ideal_rank <= k, 1.0 / np.log2(ideal_rank + 1.0), 0.0)
+    idcg = np.bincount(codes, weights=gain * ideal_discount, minlength=n_groups)
+    has_relevant = idcg > 0
+    ndcg = np.divide(dcg, idcg, out=np.zeros(n_groups), where=has_relevant)
+    if empty == "skip":
+        return float(ndcg[has_relevant].mean()) if has_relevant.any() else float("nan")
+    ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
+    return float(ndcg.mean()) if n_groups else float("nan")
+
+
+def _mean_of_top_k(values: np.ndarray, codes, rank, n_groups: int, k: int) -> float:
+    top = rank <= k
+    total = np.bincount(codes, weights=np.where(top, values, 0.0), minlength=n_groups)
+    count = np.bincount(codes, weights=top, minlength=n_groups)
+    return float(np.mean(total / count)) if n_groups else float("nan")
+
+
+def mean_grade_at_k(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
+) -> float:
+    """Mean true grade of each group's top min(k, size) rows, averaged over groups."""
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
+    return _mean_of_top_k(grades, codes, rank, n_groups, k)
+
+
+def irrelevant_share_at_k(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10, irrelevant: int = 0
+) -> float:
+    """Share of rows with grade <= ``irrelevant`` in each group's top k, averaged over groups."""
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
+    return _mean_of_top_k((grades <= irrelevant).astype(np.float64), codes, rank, n_groups, k)

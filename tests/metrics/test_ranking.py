@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pytest
+
+from prectr.metrics import irrelevant_share_at_k, mean_grade_at_k, ndcg_at_k
+
+# Request 1: grades 3, 0, 2 ranked by score as (0, 2, 3). Request 2 holds nothing relevant.
+GRADES = np.array([3, 0, 2, 0, 0])
+SCORES = np.array([0.1, 0.9, 0.5, 0.3, 0.2])
+GROUPS = np.array([1, 1, 1, 2, 2])
+# DCG@3 = 0/log2(2) + 3/log2(3) + 7/log2(4); ideal = 7/log2(2) + 3/log2(3) + 0
+NDCG_1 = (3 / math.log2(3) + 7 / 2) / (7 + 3 / math.log2(3))
+
+
+def test_ndcg_hand_computed():
+    assert ndcg_at_k(GRADES[:3], SCORES[:3], GROUPS[:3], k=3) == pytest.approx(NDCG_1)
+    assert ndcg_at_k(GRADES[:3], SCORES[:3], GROUPS[:3], k=1) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("empty", "expected"), [("skip", NDCG_1), ("zero", NDCG_1 / 2), ("one", (NDCG_1 + 1) / 2)]
+)
+def test_groups_without_relevant_items(empty, expected):
+    assert ndcg_at_k(GRADES, SCORES, GROUPS, k=3, empty=empty) == pytest.approx(expected)
+
+
+def test_ndcg_agrees_with_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    grades = rng.integers(0, 4, 2000)
+    scores = np.round(rng.random(2000), 2)
+    groups = rng.integers(0, 50, 2000)
+    values = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        ranked = idx[np.argsort(-scores[idx], kind="stable")][:10]
+        ideal = np.sort(grades[idx])[::-1][:10]
+        disc = 1 / np.log2(np.arange(2, 12))
+        dcg = ((2.0 ** grades[ranked] - 1) * disc[: ranked.size]).sum()
+        idcg = ((2.0**ideal - 1) * disc[: ideal.size]).sum()
+        if idcg > 0:
+            values.append(dcg / idcg)
+    assert ndcg_at_k(grades, scores, groups, k=10) == pytest.approx(np.mean(values), abs=1e-12)
+
+
+def test_ties_keep_row_order():
+    # all scores tie: the first row is ranked first
+    assert ndcg_at_k([3, 0], [0.5, 0.5], [1, 1], k=1) == 1.0
+    assert ndcg_at_k([0, 3], [0.5, 0.5], [1, 1], k=1) == 0.0
+
+
+def test_mean_grade_and_irrelevant_share_hand_computed():
+    # top 2 of request 1: grades 0, 2 (mean 1, half irrelevant); request 2: 0, 0 (all irrelevant)
+    assert mean_grade_at_k(GRADES, SCORES, GROUPS, k=2) == pytest.approx(0.5)
+    assert irrelevant_share_at_k(GRADES, SCORES, GROUPS, k=2) == pytest.approx(0.75)
+    # a group smaller than k contributes the mean of all its rows
+    assert mean_grade_at_k(GRADES, SCORES, GROUPS, k=10) == pytest.approx((5 / 3 + 0) / 2)
+
+
+def test_unknown_grades_are_refused():
+    with pytest.raises(ValueError, match="true grades"):
+        ndcg_at_k([np.nan, 1], [0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="empty"):
+        ndcg_at_k(GRADES, SCORES, GROUPS, empty="nan")
