@@ -7,7 +7,8 @@ parquet files inside one log directory:
     One row per item of the catalogue: ``item_id``, ``title`` (free text), ``category``,
     ``brand``, ``price``; any further columns are kept.
 ``requests``
-    One row per search request: ``request_id``, ``user_id``, ``query`` (free text), ``timestamp``.
+    One row per search request: ``request_id``, ``user_id``, ``query`` (free text), ``timestamp``,
+    and optionally ``query_category`` (the engine's query classifier output).
 ``impressions``
     One row per (request, candidate item): the coarse-ranking candidate pool of the request.
     ``position`` is the 1-based rank at which the item was shown, null for a candidate that was
@@ -93,6 +94,9 @@ SCHEMA: dict[str, Table] = {
             Column("user_id", "id", _ID, True, False, "who searched"),
             Column("query", "string", pa.string(), True, False, "the query text"),
             Column("timestamp", "timestamp", pa.timestamp("ms"), True, False, "request time"),
+            Column(
+                "query_category", "string", pa.string(), False, True, "query classifier's category"
+            ),
         ),
     ),
     "impressions": Table(
