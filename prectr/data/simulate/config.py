@@ -50,7 +50,10 @@ class WorldConfig:
     pool_same_department: float = knob(0.2, "share drawn from the query's department")
     ranker_relevance_weight: float = knob(1.0, "logging ranker: weight of the true grade")
     ranker_popularity_weight: float = knob(0.4, "logging ranker: weight of item popularity")
-    ranker_noise: float = knob(1.0, "logging ranker: std of its score noise")
+    ranker_noise: float = knob(
+        2.0,
+        "logging ranker: std of its score noise (2.0 moves the exposed grade mix towards ESCI's)",
+    )
     # clicks
     click_model: str = knob("pbm", "click model", choices=CLICK_MODELS)
     eta: float = knob(1.0, "severity of position bias (examination ** eta)")

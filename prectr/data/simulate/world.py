@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from prectr import __version__
-from prectr.data.schema import read_log
+from prectr.data.schema import SearchLog
 from prectr.data.simulate.catalogue import Catalogue, QueryPool, build_catalogue, true_grade
 from prectr.data.simulate.clicks import ClickModel, attraction
 from prectr.data.simulate.config import WorldConfig
@@ -302,18 +302,26 @@ def simulate(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "truth").mkdir()
         (tmp / "impressions").mkdir()
-        for name, table in _static_tables(state).items():
+        static = _static_tables(state)
+        for name, table in static.items():
             pq.write_table(table, tmp / name)
         starts = range(0, config.n_requests, config.chunk_requests)
         for index, start in enumerate(starts):
             rows = slice(start, min(start + config.chunk_requests, config.n_requests))
             columns = _chunk(state, retrieval, rows, index)
             counter.add(columns)
-            pq.write_table(
-                _impressions_table(columns), tmp / "impressions" / f"part-{index:05d}.parquet"
-            )
-        if validate:
-            read_log(tmp)
+            part = tmp / "impressions" / f"part-{index:05d}.parquet"
+            table = _impressions_table(columns)
+            if validate:
+                # A request never spans parts, so checking each part against the whole items
+                # and requests tables checks the whole log, in bounded memory.
+                SearchLog(
+                    static["items.parquet"],
+                    static["requests.parquet"],
+                    table,
+                    {"impressions": [(str(part), table.num_rows)]},
+                ).check()
+            pq.write_table(table, part)
         summary = counter.summary(elapsed=time.perf_counter() - started)
         meta = {
             "prectr_version": __version__,
