@@ -1,0 +1,224 @@
+"""The `prectr` command: one subcommand per step of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from prectr import __version__
+from prectr.data.schema import TABLES, SchemaError, read_log
+from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
+
+console = Console(highlight=False)
+
+
+def _knob_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("world knobs (override the preset and --config)")
+    for f in fields(WorldConfig):
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"knob_{f.name}",
+            type={"int": int, "float": float, "str": str}[f.type],
+            choices=f.metadata.get("choices"),
+            default=None,
+            metavar=f.type.upper(),
+            help=f"{f.metadata['doc']} (default {f.default})",
+        )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from prectr.data.simulate import simulate
+
+    overrides = {
+        k.removeprefix("knob_"): v
+        for k, v in vars(args).items()
+        if k.startswith("knob_") and v is not None
+    }
+    config = load_config(args.preset, args.config, overrides)
+    console.print(
+        f"simulating world [bold]{args.preset}[/] seed {config.seed}: {config.n_requests:,} "
+        f"requests x pool {config.pool_size} -> {args.out}"
+    )
+    summary = simulate(config, args.out, overwrite=args.overwrite, validate=not args.no_validate)
+    print_summary(summary, config)
+    return 0
+
+
+def print_summary(s: dict, config: WorldConfig) -> None:
+    sizes = Table(title="world", show_header=False)
+    for key in ("items", "users", "active_users", "queries", "real_queries", "requests"):
+        sizes.add_row(key.replace("_", " "), f"{s[key]:,}")
+    sizes.add_row("impressions (pool rows)", f"{s['impressions']:,}")
+    sizes.add_row("exposed / clicks", f"{s['exposed']:,} / {s['clicks']:,}")
+    sizes.add_row("CTR (exposed)", f"{s['ctr']:.4f}")
+    sizes.add_row("labelled pairs", f"{s['label_share']:.1%}")
+    sizes.add_row("cold-start requests (all / test day)",
+                  f"{s['cold_start']['request_share']:.1%} / "
+                  f"{s['cold_start']['test_request_share']:.1%}")  # fmt: skip
+    sizes.add_row("test pool rows on items unseen in training",
+                  f"{s['new_items']['test_pool_share']:.1%}")  # fmt: skip
+    sizes.add_row("generated in", f"{s['seconds']:.1f} s ({s['impressions_per_second']:,} imp/s)")
+    console.print(sizes)
+
+    grades = Table(title="by true grade (0 irrelevant, 1 complement, 2 substitute, 3 exact)")
+    for col in ("", "0", "1", "2", "3"):
+        grades.add_column(col, justify="right")
+    rows = [
+        ("CTR", s["ctr_by_grade"]),
+        *((f"CTR, {k} users", v) for k, v in s["ctr_by_grade_and_tolerance"].items()),
+        ("share of pool", s["grade_mix"]["pool"]),
+        ("share of exposed", s["grade_mix"]["exposed"]),
+        ("share of real ESCI judged", s["grade_mix"]["esci_judged"]),
+    ]
+    for name, values in rows:
+        grades.add_row(name, *(_fmt(v) for v in values))
+    console.print(grades)
+
+    positions = Table(title=f"CTR by position ({config.click_model}, eta {config.eta})")
+    for k in range(config.exposed_k):
+        positions.add_column(str(k + 1), justify="right")
+    positions.add_row(*(_fmt(v, 3) for v in s["ctr_by_position"]))
+    console.print(positions)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        log = read_log(args.path)
+    except SchemaError as err:
+        console.print(f"[red]invalid[/]: {args.path}: {len(err.problems)} problems")
+        for problem in err.problems:
+            console.print(f"  - {problem}", markup=False)
+        return 1
+    rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
+    console.print(f"[green]valid[/]: {args.path}: {rows}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from prectr.data.loaders import LOADERS
+
+    loader = LOADERS[args.name]
+    if len(args.sources) != len(loader.sources):
+        raise ValueError(
+            f"{args.name} takes {len(loader.sources)} files: {', '.join(loader.sources)}"
+        )
+    log = loader(*args.sources)
+    log.write(args.out, overwrite=args.overwrite)
+    rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
+    console.print(f"wrote {args.out}: {rows}")
+    return 0
+
+
+SCORE_METRICS = (
+    "auc", "gauc_user", "gauc_request", "logloss", "calibration",
+    "ndcg@10", "mean_grade@10", "irrelevant@10", "expected_clicks",
+)  # fmt: skip
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from prectr.data.simulate import World
+    from prectr.evaluation import evaluate_scores, evaluation_pool, train_impressions
+    from prectr.rankers import RANKERS
+
+    world = World(args.world)
+    pool, train = evaluation_pool(world), train_impressions(world)
+    results = {}
+    for name in args.rankers:
+        started = time.perf_counter()
+        scores, probability = RANKERS[name](train, pool)
+        results[name] = evaluate_scores(world, pool, scores, probability)
+        console.print(f"scored {name} in {time.perf_counter() - started:.1f} s", style="dim")
+    table = Table(title=f"test day of {args.world}: {pool.num_rows:,} pool candidates")
+    table.add_column("metric")
+    for name in args.rankers:
+        table.add_column(name, justify="right")
+    for metric in SCORE_METRICS:
+        table.add_row(metric, *(_fmt(results[name][metric]) for name in args.rankers))
+    console.print(table)
+    console.print(
+        "click metrics on exposed test impressions; ndcg/grade/irrelevant on the full pool "
+        "(true grades); expected_clicks per request when the world replays the ranking",
+        style="dim",
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from prectr.data.loaders import LOADERS
+    from prectr.rankers import RANKERS
+
+    parser = argparse.ArgumentParser(
+        prog="prectr",
+        description="Relevance-aware CTR ranking for search (PRECTR, PRECTR-V2).",
+    )
+    parser.add_argument("--version", action="version", version=f"prectr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "simulate",
+        help="generate a simulated marketplace search log (the default data set)",
+        description="Generate a seeded, deterministic search log in the schema: catalogue, "
+        "users, requests, candidate pools, logging-ranker exposure and clicks. Knobs come from "
+        "the preset, then --config YAML, then flags.",
+    )
+    p.add_argument("--preset", choices=list(PRESETS), default="small", help="world size")
+    p.add_argument("--config", type=Path, help="YAML file of knobs")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    p.add_argument("--no-validate", action="store_true", help="skip the final schema check")
+    _knob_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a search log against the schema",
+        description="Check a log directory (items, requests, impressions as NAME.parquet or "
+        "NAME/) and list every problem with its table, row and column. Exit 1 if invalid.",
+    )
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "load",
+        help="convert a public data set into the schema",
+        description="Convert real data into a validated log directory. Loaders: "
+        + "; ".join(f"{name}: {loader.description}" for name, loader in LOADERS.items()),
+    )
+    p.add_argument("name", choices=list(LOADERS))
+    p.add_argument("sources", nargs="+", type=Path, help="the data set's files, in order")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser(
+        "score",
+        help="score a world's test day with reference rankers and print the metric table",
+        description="Fit the reference rankers on the training days of a simulated world, "
+        "score every test-day candidate, and print click metrics (exposed impressions), "
+        "relevance metrics (full pool, true grades) and the online proxy (replayed clicks).",
+    )
+    p.add_argument("world", type=Path)
+    p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS))
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (SchemaError, ValueError, FileNotFoundError, FileExistsError) as err:
+        console.print("[red]error[/]:", end=" ")
+        console.print(str(err), markup=False)
+        code = 2
+    sys.exit(code)

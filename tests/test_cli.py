@@ -1,0 +1,89 @@
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prectr.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr().out
+
+
+def test_help_explains_each_subcommand(capsys):
+    code, out = run(["--help"], capsys)
+    assert code == 0
+    for command in ("simulate", "validate", "load", "score"):
+        assert command in out
+
+
+def test_simulate_prints_the_summary(tmp_path, capsys):
+    code, out = run(
+        ["simulate", "--preset", "tiny", "--n-requests", "200", "--out", str(tmp_path / "w")],
+        capsys,
+    )
+    assert code == 0
+    assert "CTR by position" in out and "cold-start requests" in out
+    assert (tmp_path / "w" / "world.json").is_file()
+
+
+def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": [1, 1],
+                "title": ["a", "b"],
+                "category": ["c", "c"],
+                "brand": [None, None],
+                "price": [1.0, 2.0],
+            }
+        ),
+        tmp_path / "items.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": [7],
+                "user_id": [1],
+                "query": ["q"],
+                "timestamp": pa.array([dt.datetime(2026, 1, 1)], pa.timestamp("ms")),
+            }
+        ),
+        tmp_path / "requests.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": [7, 8],
+                "item_id": [1, 1],
+                "position": [1, None],
+                "click": [0, 1],
+                "relevance": [9, None],
+                "relevance_source": ["human", None],
+            }
+        ),
+        tmp_path / "impressions.parquet",
+    )
+    code, out = run(["validate", str(tmp_path)], capsys)
+    assert code == 1
+    assert "duplicate item_id" in out and "row 1" in out
+    assert "unknown request_id" in out
+    assert "click on an unexposed candidate" in out
+    assert "column 'relevance'" in out and "grade outside 0-3" in out
+
+
+def test_validate_and_score_a_world(tiny_world, capsys):
+    code, out = run(["validate", str(tiny_world)], capsys)
+    assert code == 0 and "valid" in out
+    code, out = run(["score", str(tiny_world), "--rankers", "logging", "random"], capsys)
+    assert code == 0
+    assert "ndcg@10" in out and "expected_clicks" in out and "random" in out
+
+
+def test_load_with_the_wrong_number_of_files_is_a_clear_error(tmp_path, capsys):
+    code, out = run(["load", "esci", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o")],
+                    capsys)  # fmt: skip
+    assert code == 2 and "esci takes 2 files" in out
