@@ -1,0 +1,79 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prectr.data.history import build_histories, last_before
+from prectr.data.schema import read_log
+
+
+def brute_force(event_key, event_time, query_key, query_time, length):
+    out = np.full((query_key.size, length), -1)
+    for q in range(query_key.size):
+        if query_key[q] < 0:
+            continue
+        rows = np.flatnonzero((event_key == query_key[q]) & (event_time < query_time[q]))
+        rows = rows[np.lexsort((rows, event_time[rows]))][-length:]
+        out[q, length - rows.size :] = rows
+    return out
+
+
+def test_last_before_equals_brute_force_with_ties_in_time():
+    rng = np.random.default_rng(0)
+    event_key = rng.integers(-1, 6, 400)
+    event_time = rng.integers(0, 30, 400)  # many events share an instant
+    query_key = rng.integers(-1, 7, 300)
+    query_time = rng.integers(0, 32, 300)
+    for length in (1, 3, 50):
+        got = last_before(event_key, event_time, query_key, query_time, length)
+        assert np.array_equal(
+            got, brute_force(event_key, event_time, query_key, query_time, length)
+        )
+
+
+def test_an_event_at_the_same_instant_is_not_history():
+    got = last_before(np.array([0, 0]), np.array([5, 9]), np.array([0, 0]), np.array([9, 10]), 2)
+    assert got.tolist() == [[-1, 0], [0, 1]]
+
+
+@pytest.fixture(scope="module")
+def log_and_histories(tiny_world):
+    log = read_log(tiny_world)
+    return log, build_histories(log.requests, log.impressions, 5, 8, 8)
+
+
+def test_world_histories_hold_exactly_the_latest_earlier_events(log_and_histories):
+    """Compared row by row with a brute force: a single future (or missing) event fails it."""
+    log, h = log_and_histories
+    req, imp = log.requests, log.impressions
+    t = req["timestamp"].cast(pa.int64()).to_numpy()
+    user = req["user_id"].to_numpy()
+    row_of = {r: i for i, r in enumerate(req["request_id"].to_pylist())}
+    imp_req = np.array([row_of[r] for r in imp["request_id"].to_pylist()])
+    click = imp["click"].fill_null(-1).to_numpy()
+    assert np.array_equal(h.user_requests, brute_force(user, t, user, t, 5))
+    clicked_user = np.where(click == 1, user[imp_req], -1)
+    assert np.array_equal(h.user_clicks, brute_force(clicked_user, t[imp_req], user, t, 8))
+    query = np.unique(req["query"].to_numpy(zero_copy_only=False), return_inverse=True)[1]
+    crowd_key = np.where(click >= 0, query[imp_req], -1)
+    assert np.array_equal(h.query_crowd, brute_force(crowd_key, t[imp_req], query, t, 8))
+    assert h.category_crowd is not None and h.category_crowd.shape == (req.num_rows, 8)
+
+
+def test_a_user_without_history_still_gets_the_crowd(log_and_histories):
+    _, h = log_and_histories
+    new_user = (h.user_requests < 0).all(1)
+    assert new_user.any()
+    assert (h.query_crowd[new_user] >= 0).any(1).mean() > 0.3
+
+
+def test_histories_never_read_evaluation_columns(log_and_histories):
+    log, _ = log_and_histories
+    observed = log.impressions.drop_columns(["true_relevance", "logging_score"])
+    again = build_histories(log.requests, observed, 5, 8, 8)
+    assert np.array_equal(again.query_crowd, log_and_histories[1].query_crowd)
+
+
+def test_impressions_of_unknown_requests_are_refused(log_and_histories):
+    log, _ = log_and_histories
+    with pytest.raises(ValueError, match="not in the requests table"):
+        build_histories(log.requests.slice(0, 10), log.impressions)
