@@ -23,15 +23,21 @@ def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def group_auc(
     labels: np.ndarray, scores: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group (in sorted key order): AUC (nan for one-class groups), rows, positive rows.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct group, in sorted key order: the key, AUC (nan for one-class groups), rows,
+    positive rows.
 
     AUC = (sum of positives' average ranks - P(P+1)/2) / (P N), the Mann-Whitney statistic,
     with tied scores given the average of the ranks they span.
     """
     labels, scores = _checked(labels, scores)
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ValueError(f"groups {groups.shape} and labels {labels.shape} must be equal 1-d")
+    if labels.size == 0:
+        return groups[:0], np.zeros(0), np.zeros(0), np.zeros(0)
     order, c, offset = sort_within_groups(groups, scores)
-    n_groups = int(c[-1]) + 1 if c.size else 0
+    n_groups = int(c[-1]) + 1
     s = scores[order]
     run_start = np.r_[True, (c[1:] != c[:-1]) | (s[1:] != s[:-1])]
     run_first = np.flatnonzero(run_start)
@@ -47,13 +53,13 @@ def group_auc(
     with np.errstate(invalid="ignore", divide="ignore"):
         aucs = (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
     aucs[(pos == 0) | (neg == 0)] = np.nan
-    return aucs, n, pos
+    return groups[order[offset == 0]], aucs, n, pos
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Exact ROC AUC; nan when only one class is present."""
     labels = np.asarray(labels)
-    aucs, _, _ = group_auc(labels, scores, np.zeros(labels.size, dtype=np.int64))
+    _, aucs, _, _ = group_auc(labels, scores, np.zeros(labels.size, dtype=np.int64))
     return float(aucs[0]) if aucs.size else float("nan")
 
 
@@ -67,7 +73,7 @@ def gauc(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
-    aucs, n, pos = group_auc(labels, scores, groups)
+    _, aucs, n, pos = group_auc(labels, scores, groups)
     eligible = ~np.isnan(aucs)
     if not eligible.any():
         return float("nan")

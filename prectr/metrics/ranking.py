@@ -1,4 +1,9 @@
-"""Ranking metrics over candidate pools, one group per request, on true relevance grades."""
+"""Ranking metrics over candidate pools, one group per request, on true relevance grades.
+
+Grades are the true judgments 0..3 (0 irrelevant, 3 exact). Callers pass true grades only: rows
+with an unknown (null) grade must be dropped or filled first; NaN or negative grades raise.
+Within a group rows are ranked by descending score, tied scores keeping their row order.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,20 @@ from prectr.metrics.groups import rank_within_group
 EMPTY_MODES = ("skip", "zero", "one")
 
 
-def _prepared(grades: np.ndarray, scores: np.ndarray, groups: np.ndarray):
+def _prepared(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Checked float grades, and per row its dense group code and rank; plus the group count."""
     grades = np.asarray(grades, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
-    if not grades.shape == scores.shape == np.shape(groups):
-        raise ValueError("grades, scores and groups must have the same length")
+    if not grades.shape == scores.shape == np.shape(groups) or grades.ndim != 1:
+        raise ValueError("grades, scores and groups must be 1-d and of the same length")
     if np.isnan(grades).any() or (grades < 0).any():
         raise ValueError("grades must be known and >= 0 (pass true grades)")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     rank, codes, n_groups = rank_within_group(scores, groups)
     return grades, codes, rank, n_groups
 
@@ -25,12 +37,13 @@ def ndcg_at_k(
 ) -> float:
     """Mean over groups of DCG@k / ideal DCG@k, gains 2^grade - 1, discount 1/log2(rank + 1).
 
-    Rows are ranked by descending score (ties keep row order). A group with no relevant item
-    (ideal DCG 0) is left out (``empty="skip"``) or counts as 0 (``"zero"``) or 1 (``"one"``).
+    Rows are ranked by descending score (ties keep row order); the ideal DCG@k ranks the same
+    group's grades descending. A group with no relevant item (ideal DCG 0) is left out
+    (``empty="skip"``) or counts as 0 (``"zero"``) or 1 (``"one"``). nan when no group counts.
     """
     if empty not in EMPTY_MODES:
         raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
-    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
     gain = 2.0**grades - 1.0
     discount = 1.0 / np.log2(rank + 1.0)
     dcg = np.bincount(codes, weights=np.where(rank <= k, gain * discount, 0.0), minlength=n_groups)
@@ -45,7 +58,10 @@ def ndcg_at_k(
     return float(ndcg.mean()) if n_groups else float("nan")
 
 
-def _mean_of_top_k(values: np.ndarray, codes, rank, n_groups: int, k: int) -> float:
+def _mean_of_top_k(
+    values: np.ndarray, codes: np.ndarray, rank: np.ndarray, n_groups: int, k: int
+) -> float:
+    """Per group the mean of ``values`` over its rows ranked <= k, then the mean over groups."""
     top = rank <= k
     total = np.bincount(codes, weights=np.where(top, values, 0.0), minlength=n_groups)
     count = np.bincount(codes, weights=top, minlength=n_groups)
@@ -56,13 +72,19 @@ def mean_grade_at_k(
     grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
 ) -> float:
     """Mean true grade of each group's top min(k, size) rows, averaged over groups."""
-    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
     return _mean_of_top_k(grades, codes, rank, n_groups, k)
 
 
 def irrelevant_share_at_k(
-    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10, irrelevant: int = 0
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 10,
+    irrelevant_grade: int = 0,
 ) -> float:
-    """Share of rows with grade <= ``irrelevant`` in each group's top k, averaged over groups."""
-    grades, codes, rank, n_groups = _prepared(grades, scores, groups)
-    return _mean_of_top_k((grades <= irrelevant).astype(np.float64), codes, rank, n_groups, k)
+    """Share of rows with grade <= ``irrelevant_grade`` in each group's top min(k, size) rows,
+    averaged over groups."""
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
+    is_irrelevant = (grades <= irrelevant_grade).astype(np.float64)
+    return _mean_of_top_k(is_irrelevant, codes, rank, n_groups, k)

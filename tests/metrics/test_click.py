@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from prectr.metrics import auc, calibration, gauc, logloss, relaimpr
+from prectr.metrics import auc, calibration, gauc, group_auc, logloss, relaimpr
 
 # Four groups: a is perfect, b half right, c has one class (skipped), d has a tie.
 GROUPS = np.array(["a", "a", "b", "b", "b", "c", "c", "d", "d", "d", "d"])
@@ -64,8 +64,33 @@ def test_gauc_agrees_with_a_per_group_sklearn_loop():
     assert gauc(y, s, groups.astype(str)) == pytest.approx(gauc(y, s, groups), abs=1e-12)
 
 
+def test_group_auc_per_group_hand_computed():
+    keys, aucs, rows, positives = group_auc(LABELS, SCORES, GROUPS)
+    assert keys.tolist() == ["a", "b", "c", "d"]
+    # d: positives 0.4, 0.3; negatives 0.4, 0.1: 0.4 ties 0.4 and beats 0.1 (1.5), 0.3 beats 0.1
+    # (1): 2.5 / 4. c holds positives only: nan.
+    np.testing.assert_allclose(aucs, [1.0, 0.5, np.nan, 0.625])
+    assert rows.tolist() == [2, 3, 2, 4]
+    assert positives.tolist() == [1, 1, 2, 2]
+
+
+def test_wide_group_keys_take_the_lexsort_path_with_the_same_result():
+    # a group span of 2^61 times 3 distinct scores does not fit the combined 62-bit sort key
+    labels = [1, 0, 1, 0, 0, 1]
+    scores = [0.9, 0.5, 0.5, 0.1, 0.9, 0.5]
+    wide = gauc(labels, scores, np.array([0, 0, 0, 2**61, 2**61, 2**61]))
+    assert wide == pytest.approx(gauc(labels, scores, [0, 0, 0, 1, 1, 1]))
+    # group 0: 0.9 beats 0.5; 0.5 ties 0.5 (1 + 1/2 over 2 pairs); group 1: 0.5 vs 0.1, 0.9:
+    # (1 + 0) / 2. Impression-weighted (3 rows each): (0.75 + 0.5) / 2.
+    assert wide == pytest.approx(0.625)
+
+
 def test_gauc_without_eligible_group_is_nan_and_reduction_is_checked():
     assert math.isnan(gauc([1, 0], [0.1, 0.2], [1, 2]))
+    assert math.isnan(gauc([], [], []))
+    assert math.isnan(auc([], []))
+    with pytest.raises(ValueError, match="groups"):
+        gauc([1, 0], [0.1, 0.2], [1])
     with pytest.raises(ValueError, match="reduction"):
         gauc(LABELS, SCORES, GROUPS, "mean")
 

@@ -55,10 +55,30 @@ def test_mean_grade_and_irrelevant_share_hand_computed():
     assert irrelevant_share_at_k(GRADES, SCORES, GROUPS, k=2) == pytest.approx(0.75)
     # a group smaller than k contributes the mean of all its rows
     assert mean_grade_at_k(GRADES, SCORES, GROUPS, k=10) == pytest.approx((5 / 3 + 0) / 2)
+    # grades <= 2 count as irrelevant: request 1's top 2 (0, 2) are both, request 2's too
+    assert irrelevant_share_at_k(GRADES, SCORES, GROUPS, k=2, irrelevant_grade=2) == 1.0
+    # top 1 of request 1 is grade 0 (share 1); every group weighs the same, whatever its size
+    assert irrelevant_share_at_k(GRADES[:3], SCORES[:3], GROUPS[:3], k=1) == 1.0
 
 
-def test_unknown_grades_are_refused():
+def test_wide_group_keys_take_the_lexsort_path_with_the_same_result():
+    wide = np.where(GROUPS == 2, 2**61, 0)
+    for empty in ("skip", "zero", "one"):
+        expected = ndcg_at_k(GRADES, SCORES, GROUPS, k=3, empty=empty)
+        assert ndcg_at_k(GRADES, SCORES, wide, k=3, empty=empty) == pytest.approx(expected)
+    assert mean_grade_at_k(GRADES, SCORES, wide, k=2) == pytest.approx(0.5)
+
+
+def test_unknown_grades_and_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="true grades"):
         ndcg_at_k([np.nan, 1], [0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="true grades"):
+        mean_grade_at_k([-1, 1], [0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        irrelevant_share_at_k([0, 1], [np.nan, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="k must be"):
+        ndcg_at_k([0, 1], [0.1, 0.2], [1, 1], k=0)
+    with pytest.raises(ValueError, match="same length"):
+        ndcg_at_k([0, 1], [0.1, 0.2], [1])
     with pytest.raises(ValueError, match="empty"):
         ndcg_at_k(GRADES, SCORES, GROUPS, empty="nan")
