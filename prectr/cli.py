@@ -107,12 +107,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from prectr.data.loaders import LOADERS
 
-    loader = LOADERS[args.name]
-    if len(args.sources) != len(loader.sources):
-        raise ValueError(
-            f"{args.name} takes {len(loader.sources)} files: {', '.join(loader.sources)}"
-        )
-    log = loader(*args.sources)
+    log = LOADERS[args.name](*args.sources)
     log.write(args.out, overwrite=args.overwrite)
     rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
     console.print(f"wrote {args.out}: {rows}")

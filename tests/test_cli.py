@@ -86,4 +86,4 @@ def test_validate_and_score_a_world(tiny_world, capsys):
 def test_load_with_the_wrong_number_of_files_is_a_clear_error(tmp_path, capsys):
     code, out = run(["load", "esci", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o")],
                     capsys)  # fmt: skip
-    assert code == 2 and "esci takes 2 files" in out
+    assert code == 2 and "expected 2 source paths" in out

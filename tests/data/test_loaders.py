@@ -446,5 +446,5 @@ def test_registry_names_each_loader_with_its_sources(tmp_path):
         assert len(loader.sources) == 2
     log = LOADERS["jdsearch"](*write_jd(tmp_path))
     assert log.requests.num_rows == 5
-    with pytest.raises(TypeError, match="expected 2 source paths"):
+    with pytest.raises(ValueError, match="expected 2 source paths"):
         LOADERS["esci"](tmp_path / "examples.parquet")

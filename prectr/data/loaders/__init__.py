@@ -25,7 +25,7 @@ class Loader:
 
     def __call__(self, *paths: str | Path) -> SearchLog:
         if len(paths) != len(self.sources):
-            raise TypeError(
+            raise ValueError(
                 f"expected {len(self.sources)} source paths ({', '.join(self.sources)}), "
                 f"got {len(paths)}"
             )
