@@ -88,7 +88,9 @@ def print_summary(s: dict, config: WorldConfig) -> None:
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -148,6 +150,58 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from prectr.config import load_experiment
+    from prectr.train.trainer import Trainer
+
+    config = load_experiment(args.config, args.set)
+    run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
+    trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log)
+    result = trainer.fit()
+    best = result["best_valid"] or {}
+    console.print(
+        f"trained {config.model} in {run_dir}: best valid "
+        + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
+        + f" (epoch {best.get('epoch')}); {result['train_samples_per_s']:,.0f} samples/s"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from prectr.evaluation import evaluate_run
+
+    result = evaluate_run(args.run, args.world, args.checkpoint)
+    sections = {"all": result["metrics"], **result["slices"]}
+    names = sorted({k for values in sections.values() for k in values}, key=EVALUATE_ORDER.index)
+    table = Table(title=f"{result['name']} ({result['model']}) on the test day of {args.world}")
+    table.add_column("metric")
+    for section in sections:
+        table.add_column(section.replace("_", " "), justify="right")
+    for name in names:
+        table.add_row(name, *(_fmt(values.get(name)) for values in sections.values()))
+    console.print(table)
+    online = result["online"]
+    console.print(
+        f"online proxy: {online['expected_clicks']:.4f} expected clicks per request, logging "
+        f"ranker {online['logging_expected_clicks']:.4f} (lift {online['lift']:+.1%})"
+    )
+    console.print(f"wrote {Path(args.run) / 'evaluation.json'} and scores.parquet", style="dim")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from prectr.report import write_report
+
+    out = write_report(args.runs, args.out)
+    console.print(f"report: {out.resolve()}")
+    return 0
+
+
+EVALUATE_ORDER = [
+    *SCORE_METRICS, "test_requests", "test_exposed", "candidates",
+]  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prectr.data.loaders import LOADERS
     from prectr.rankers import RANKERS
@@ -194,6 +248,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser(
+        "train",
+        help="train a registered model from a YAML config",
+        description="Train the config's model on a log in the schema (time split: the last day "
+        "is held out for testing, the day before validates). The run directory gets the config, "
+        "a log, train_log.jsonl, TensorBoard scalars, metrics.json, the fitted features and "
+        "best/last checkpoints; --resume continues a stopped run at the same step.",
+    )
+    p.add_argument("config", type=Path, help="experiment YAML (see configs/)")
+    p.add_argument("--log", type=Path, help="log directory (overrides data.log)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained run on a world's test day: every metric, by slice",
+        description="Score every test-day candidate of a simulated world with a trained run "
+        "and print click metrics (exposed impressions), relevance metrics (full pool, true "
+        "grades), the online proxy against the logging ranker, and the slices (cold-start "
+        "users, new items, unexposed candidates). Writes RUN/evaluation.json and "
+        "RUN/scores.parquet (request_id, item_id, score and grade probabilities if any).",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page comparing evaluated runs",
+        description="Metric table, training curves, calibration, NDCG@10 against AUC, slices "
+        "and the online proxy of runs that `prectr evaluate` has scored, in one HTML file.",
+    )
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, default=Path("runs/report.html"))
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "score",

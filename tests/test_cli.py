@@ -7,21 +7,21 @@ import pytest
 from prectr.cli import main
 
 
-def run(argv, capsys):
+def run_cli(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     return exit_info.value.code, capsys.readouterr().out
 
 
 def test_help_explains_each_subcommand(capsys):
-    code, out = run(["--help"], capsys)
+    code, out = run_cli(["--help"], capsys)
     assert code == 0
     for command in ("simulate", "validate", "load", "score"):
         assert command in out
 
 
 def test_simulate_prints_the_summary(tmp_path, capsys):
-    code, out = run(
+    code, out = run_cli(
         ["simulate", "--preset", "tiny", "--n-requests", "200", "--out", str(tmp_path / "w")],
         capsys,
     )
@@ -67,7 +67,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
         ),
         tmp_path / "impressions.parquet",
     )
-    code, out = run(["validate", str(tmp_path)], capsys)
+    code, out = run_cli(["validate", str(tmp_path)], capsys)
     assert code == 1
     assert "duplicate item_id" in out and "row 1" in out
     assert "unknown request_id" in out
@@ -76,14 +76,30 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
 
 
 def test_validate_and_score_a_world(tiny_world, capsys):
-    code, out = run(["validate", str(tiny_world)], capsys)
+    code, out = run_cli(["validate", str(tiny_world)], capsys)
     assert code == 0 and "valid" in out
-    code, out = run(["score", str(tiny_world), "--rankers", "logging", "random"], capsys)
+    code, out = run_cli(["score", str(tiny_world), "--rankers", "logging", "random"], capsys)
     assert code == 0
     assert "ndcg@10" in out and "expected_clicks" in out and "random" in out
 
 
 def test_load_with_the_wrong_number_of_files_is_a_clear_error(tmp_path, capsys):
-    code, out = run(["load", "esci", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o")],
+    code, out = run_cli(["load", "esci", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "o")],
                     capsys)  # fmt: skip
     assert code == 2 and "expected 2 source paths" in out
+
+
+def test_train_evaluate_report(tiny_world, tmp_path, capsys):
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\nmodel_params: {hidden: [16]}\ndata: {batch_size: 256}\n"
+                      "train: {epochs: 1}\n")  # fmt: skip
+    run = tmp_path / "run"
+    code, out = run_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run)], capsys)
+    assert code == 0 and "best valid auc" in out
+    code, out = run_cli(["evaluate", str(run), "--world", str(tiny_world)], capsys)
+    assert code == 0 and "cold start" in out and "online proxy" in out
+    html = tmp_path / "report.html"
+    code, out = run_cli(["report", str(run), "--out", str(html)], capsys)
+    assert code == 0 and html.is_file()
+    code, out = run_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run)], capsys)
+    assert code == 2 and "--resume" in out

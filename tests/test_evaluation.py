@@ -32,3 +32,34 @@ def test_popularity_gives_calibrated_probabilities(results):
     assert 0.7 < popularity["calibration"] < 1.3
     assert popularity["logloss"] < 0.6
     assert results["logging"]["logloss"] is None  # a score, not a probability
+
+
+def test_evaluating_a_run_writes_every_metric_and_recomputable_scores(tiny_run, tiny_world):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from prectr.evaluation import evaluate_run
+    from prectr.metrics import auc
+
+    result = evaluate_run(tiny_run, tiny_world)
+    saved = json.loads((tiny_run / "evaluation.json").read_text())
+    assert saved["metrics"] == pytest.approx(result["metrics"])
+    for key in ("auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10",
+                "mean_grade@10", "irrelevant@10", "expected_clicks"):  # fmt: skip
+        assert result["metrics"][key] is not None, key
+    assert set(result["slices"]) == {"cold_start", "new_items", "unexposed"}
+    assert result["slices"]["unexposed"]["ndcg@10"] > 0
+    assert result["online"]["logging_expected_clicks"] > 0
+    assert 5 <= len(result["calibration_bins"]) <= 10
+
+    # scores.parquet covers every test-day candidate and reproduces the reported AUC
+    world = World(tiny_world)
+    pool = evaluation_pool(world)
+    scores = pq.read_table(tiny_run / "scores.parquet")
+    assert scores.num_rows == pool.num_rows
+    joined = pool.join(scores, ["request_id", "item_id"])
+    exposed = joined.filter(joined["click"].is_valid())
+    assert auc(exposed["click"].to_numpy(), exposed["score"].to_numpy()) == pytest.approx(
+        result["metrics"]["auc"]
+    )

@@ -1,0 +1,306 @@
+"""Typed features built from the search-log schema, with vocabularies fitted on training data.
+
+Features live where they vary: per item (ids, price, title tokens), per request (user, query,
+query tokens, the user's history) and per impression (how well query and title match). Item and
+request features are small tables kept in memory; impressions only carry row indices into them,
+so a batch gathers its features and the log itself can stream from disk.
+
+Vocabularies are fitted on the training requests only and saved beside the checkpoint; id 0 is
+padding / missing and id 1 the out-of-vocabulary bucket, so unseen users, items, queries and
+tokens never crash a lookup. No feature reads ``true_relevance`` or ``logging_score``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prectr.data.history import build_histories
+from prectr.data.schema import SearchLog
+from prectr.io import atomic_file
+
+PAD, OOV = 0, 1
+TOKEN = re.compile(r"[a-z0-9]+")
+PRICE_BUCKETS = 20
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One id per row, looked up in ``vocab``; ``level`` is "item" or "request"."""
+
+    name: str
+    vocab: str
+    level: str
+
+
+@dataclass(frozen=True)
+class Numeric:
+    name: str
+    level: str  # "item", "request" or "impression"
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """A fixed-length, left-padded id sequence (newest or last token at the end)."""
+
+    name: str
+    vocab: str
+    level: str
+    length: int
+
+
+@dataclass
+class Vocabulary:
+    values: list
+    counts: list[int] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
+        counted = pc.value_counts(pc.drop_null(values)).flatten()
+        vals, counts = counted[0].to_numpy(zero_copy_only=False), counted[1].to_numpy()
+        keep = counts >= min_count
+        order = np.lexsort((vals[keep].astype(str), -counts[keep]))  # frequent first, stable
+        return cls(vals[keep][order].tolist(), counts[keep][order].tolist())
+
+    def __len__(self) -> int:
+        return len(self.values) + 2
+
+    def lookup(self, values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+        """Ids for ``values``: 0 for null, 1 for unseen, 2.. for known values."""
+        arr = pa.array(values) if isinstance(values, np.ndarray) else values
+        index = pc.index_in(arr, value_set=pa.array(self.values, type=arr.type))
+        ids = pc.add(index, 2).fill_null(OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+        null = arr.is_null()
+        if null.null_count == 0 and pc.any(null).as_py():
+            ids[null.to_numpy(zero_copy_only=False)] = PAD
+        return ids
+
+
+def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np.ndarray:
+    """Tokenise texts (lower-case alphanumeric runs) into an ``(n, length)`` id matrix."""
+    words = [TOKEN.findall((t or "").lower())[:length] for t in texts]
+    out = np.zeros((len(words), length), dtype=np.int32)
+    if vocab is None:
+        return out
+    flat = [w for ws in words for w in ws]
+    ids = vocab.lookup(pa.array(flat, pa.string())) if flat else np.zeros(0, np.int32)
+    lengths = np.array([len(ws) for ws in words])
+    rows = np.repeat(np.arange(len(words)), lengths)
+    cols = length - np.repeat(lengths, lengths) + (np.arange(ids.size) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths))  # fmt: skip
+    out[rows, cols] = ids
+    return out
+
+
+@dataclass
+class FeatureConfig:
+    """Which histories feed the features and how long each sequence is."""
+
+    query_tokens: int = 8
+    title_tokens: int = 24
+    user_clicks: int = 20
+    min_count: int = 1
+    token_min_count: int = 2
+    include: list[str] = field(default_factory=list)  # only these features; empty = all
+
+
+def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
+    """The declared features, in the order models see them."""
+    specs: list = [
+        Categorical("user_id", "user", "request"),
+        Categorical("query", "query", "request"),
+        Categorical("item_id", "item", "item"),
+        Categorical("category", "category", "item"),
+        Categorical("brand", "brand", "item"),
+        Categorical("price_bucket", "price_bucket", "item"),
+        Numeric("log_price", "item"),
+        Numeric("user_activity", "request"),
+        Numeric("title_match", "impression"),
+        Sequence("query_tokens", "token", "request", config.query_tokens),
+        Sequence("title_tokens", "token", "item", config.title_tokens),
+        Sequence("user_clicks", "item", "request", config.user_clicks),
+        Sequence("user_click_categories", "category", "request", config.user_clicks),
+    ]
+    if has_query_category:
+        specs.insert(2, Categorical("query_category", "category", "request"))
+        specs.insert(9, Numeric("category_match", "impression"))
+    if config.include:
+        unknown = sorted(set(config.include) - {s.name for s in specs})
+        if unknown:
+            raise ValueError(f"features.include names unknown features: {', '.join(unknown)}")
+        specs = [s for s in specs if s.name in config.include]
+    return specs
+
+
+@dataclass
+class EncodedLog:
+    """A log's features: per-item and per-request matrices, and per-impression columns."""
+
+    specs: list
+    vocab_sizes: dict[str, int]
+    item: dict[str, np.ndarray]  # name -> (n_items, ...) array
+    request: dict[str, np.ndarray]  # name -> (n_requests, ...) array
+    impressions: pa.Table  # request_row, item_row, impression numerics, labels, ids
+
+
+class FeatureEncoder:
+    """Fits vocabularies and numeric statistics on training requests; encodes any log."""
+
+    def __init__(self, config: FeatureConfig | None = None):
+        self.config = config or FeatureConfig()
+        self.vocabs: dict[str, Vocabulary] = {}
+        self.stats: dict[str, float | list[float]] = {}
+        self.has_query_category = False
+
+    def fit(self, log: SearchLog, train_requests: np.ndarray) -> FeatureEncoder:
+        """``train_requests``: row indices of ``log.requests`` used for fitting."""
+        cfg = self.config
+        req = log.requests.take(pa.array(train_requests))
+        imp = log.impressions.filter(pc.is_in(log.impressions["request_id"], req["request_id"]))
+        seen = log.items.filter(pc.is_in(log.items["item_id"], pc.unique(imp["item_id"])))
+        self.has_query_category = "query_category" in log.requests.column_names
+        self.vocabs = {
+            "user": Vocabulary.fit(req["user_id"], cfg.min_count),
+            "query": Vocabulary.fit(req["query"], cfg.min_count),
+            "item": Vocabulary.fit(seen["item_id"], cfg.min_count),
+            "category": Vocabulary.fit(seen["category"]),
+            "brand": Vocabulary.fit(seen["brand"], cfg.min_count),
+            "price_bucket": Vocabulary(list(range(PRICE_BUCKETS))),
+        }
+        words = [w for t in req["query"].to_pylist() + seen["title"].to_pylist()
+                 for w in TOKEN.findall((t or "").lower())]  # fmt: skip
+        self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
+        log_price = np.log1p(seen["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
+        log_price = log_price[~np.isnan(log_price)]
+        self.stats = {
+            "log_price_mean": float(log_price.mean()) if log_price.size else 0.0,
+            "log_price_std": float(log_price.std() + 1e-6) if log_price.size else 1.0,
+            "price_edges": np.quantile(
+                log_price, np.linspace(0, 1, PRICE_BUCKETS + 1)[1:-1]
+            ).tolist()
+            if log_price.size
+            else [],
+        }
+        return self
+
+    @property
+    def specs(self) -> list:
+        return feature_specs(self.config, self.has_query_category)
+
+    def encode(self, log: SearchLog) -> EncodedLog:
+        """Features of every item, request and impression of ``log`` (histories leak-free)."""
+        cfg, v = self.config, self.vocabs
+        items, req, imp = log.items, log.requests, log.impressions
+        price = np.log1p(items["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
+        missing = np.isnan(price)
+        bucket = np.searchsorted(np.asarray(self.stats["price_edges"]), np.nan_to_num(price))
+        title_tok = tokens(items["title"].to_pylist(), v["token"], cfg.title_tokens)
+        item = {
+            "item_id": v["item"].lookup(items["item_id"]),
+            "category": v["category"].lookup(items["category"]),
+            "brand": v["brand"].lookup(items["brand"]),
+            "price_bucket": np.where(missing, PAD, bucket + 2).astype(np.int32),
+            "log_price": np.where(
+                missing,
+                0.0,
+                (price - self.stats["log_price_mean"]) / self.stats["log_price_std"],
+            ).astype(np.float32),
+            "title_tokens": title_tok,
+        }
+        item_row = pc.index_in(imp["item_id"], value_set=items["item_id"]).to_numpy(
+            zero_copy_only=False
+        ).astype(np.int64)  # fmt: skip
+        request_row = pc.index_in(imp["request_id"], value_set=req["request_id"]).to_numpy(
+            zero_copy_only=False
+        ).astype(np.int64)  # fmt: skip
+
+        h = build_histories(req, imp, user_length=20, click_length=cfg.user_clicks)
+        clicked_item = np.where(h.user_clicks >= 0, item_row[np.maximum(h.user_clicks, 0)], -1)
+        gathered_item = item["item_id"][np.maximum(clicked_item, 0)]
+        gathered_cat = item["category"][np.maximum(clicked_item, 0)]
+        query_tok = tokens(req["query"].to_pylist(), v["token"], cfg.query_tokens)
+        request = {
+            "user_id": v["user"].lookup(req["user_id"]),
+            "query": v["query"].lookup(req["query"]),
+            "user_activity": np.log1p((h.user_requests >= 0).sum(1)).astype(np.float32),
+            "query_tokens": query_tok,
+            "user_clicks": np.where(clicked_item >= 0, gathered_item, PAD).astype(np.int32),
+            "user_click_categories": np.where(clicked_item >= 0, gathered_cat, PAD).astype(
+                np.int32
+            ),
+        }
+        columns = {
+            "request_row": request_row,
+            "item_row": item_row,
+            "title_match": _token_overlap(query_tok, title_tok, request_row, item_row),
+        }
+        if self.has_query_category:
+            request["query_category"] = v["category"].lookup(req["query_category"])
+            columns["category_match"] = (
+                (request["query_category"][request_row] == item["category"][item_row])
+                & (item["category"][item_row] > OOV)
+            ).astype(np.float32)
+        table = pa.table(
+            {
+                **columns,
+                "request_id": imp["request_id"],
+                "item_id": imp["item_id"],
+                "position": imp["position"].cast(pa.int16()),
+                "click": imp["click"].cast(pa.int8()),
+                "relevance": imp["relevance"].cast(pa.int8()),
+            }
+        )
+        return EncodedLog(self.specs, self.vocab_sizes, item, request, table)
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        return {name: len(vocab) for name, vocab in self.vocabs.items()}
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": asdict(self.config),
+            "stats": self.stats,
+            "has_query_category": self.has_query_category,
+            "vocabs": {
+                k: {"values": vb.values, "counts": vb.counts} for k, vb in self.vocabs.items()
+            },
+        }
+        with atomic_file(directory / "features.json") as tmp:
+            tmp.write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, directory: Path) -> FeatureEncoder:
+        path = directory / "features.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no fitted features (run `prectr train` first)")
+        state = json.loads(path.read_text())
+        encoder = cls(FeatureConfig(**state["config"]))
+        encoder.stats = state["stats"]
+        encoder.has_query_category = state["has_query_category"]
+        encoder.vocabs = {
+            k: Vocabulary(s["values"], s["counts"]) for k, s in state["vocabs"].items()
+        }
+        return encoder
+
+
+def _token_overlap(
+    query: np.ndarray, title: np.ndarray, rows: np.ndarray, items: np.ndarray, chunk: int = 100_000
+) -> np.ndarray:
+    """Per impression, the share of its query's known tokens found in its item's title (0 when
+    the query has none). Computed in chunks so memory stays small."""
+    out = np.empty(rows.size, dtype=np.float32)
+    for start in range(0, rows.size, chunk):
+        q = query[rows[start : start + chunk]]
+        t = title[items[start : start + chunk]]
+        known = q > OOV
+        hit = (q[:, :, None] == t[:, None, :]).any(2) & known
+        n = known.sum(1)
+        out[start : start + chunk] = np.where(n > 0, hit.sum(1) / np.maximum(n, 1), 0.0)
+    return out

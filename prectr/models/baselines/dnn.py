@@ -1,0 +1,29 @@
+"""DNN: every field's embedding and the numerics, concatenated, through an MLP."""
+
+from __future__ import annotations
+
+import torch
+
+from prectr.data.dataset import Batch
+from prectr.models.registry import RankingModel, register
+from prectr.modules.embeddings import FeatureEmbedding, mlp
+
+
+@register("dnn")
+class DNN(RankingModel):
+    def __init__(
+        self,
+        specs: list,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        hidden: tuple[int, ...] = (256, 128, 64),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
+        width = self.embedding.n_fields * embedding_dim + self.embedding.n_numeric
+        self.mlp = mlp([width, *hidden, 1], dropout)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = torch.cat([self.embedding.fields(batch).flatten(1), batch.numeric], 1)
+        return {"logit": self.mlp(x).squeeze(-1)}

@@ -1,0 +1,67 @@
+"""Embedding every feature of a batch, one table per vocabulary.
+
+Fields that share a vocabulary share a table: the candidate item and the items a user clicked
+live in one space (what target attention compares), and so do query and title tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from prectr.data.dataset import Batch
+from prectr.data.features import PAD, Categorical, Numeric, Sequence
+
+
+class FeatureEmbedding(nn.Module):
+    def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int = 16):
+        super().__init__()
+        self.dim = dim
+        self.categorical = [s for s in specs if isinstance(s, Categorical)]
+        self.sequence_specs = [s for s in specs if isinstance(s, Sequence)]
+        self.n_numeric = sum(isinstance(s, Numeric) for s in specs)
+        vocabs = sorted({s.vocab for s in self.categorical + self.sequence_specs})
+        self.tables = nn.ModuleDict(
+            {v: nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD) for v in vocabs}
+        )
+        for table in self.tables.values():
+            nn.init.normal_(table.weight, std=0.05)
+            with torch.no_grad():
+                table.weight[PAD].zero_()
+
+    @property
+    def n_fields(self) -> int:
+        """Categorical fields plus one mean-pooled field per sequence."""
+        return len(self.categorical) + len(self.sequence_specs)
+
+    def sequence(self, batch: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, dim)`` embeddings of a sequence feature and its ``(B, L)`` validity mask."""
+        spec = next(s for s in self.sequence_specs if s.name == name)
+        ids = batch.sequences[name]
+        return self.tables[spec.vocab](ids), ids != PAD
+
+    def lookup(self, vocab: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.tables[vocab](ids)
+
+    def fields(self, batch: Batch) -> torch.Tensor:
+        """``(B, n_fields, dim)``: each categorical field, then each sequence mean-pooled."""
+        out = [
+            self.tables[s.vocab](batch.categorical[:, i]) for i, s in enumerate(self.categorical)
+        ]
+        for s in self.sequence_specs:
+            emb, mask = self.sequence(batch, s.name)
+            m = mask.unsqueeze(-1).float()
+            out.append((emb * m).sum(1) / m.sum(1).clamp(min=1.0))
+        return torch.stack(out, 1)
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers with ReLU (and dropout) between them; the last layer is linear."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)] if dropout else [nn.ReLU()]
+    return nn.Sequential(*layers)

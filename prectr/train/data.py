@@ -1,0 +1,67 @@
+"""Preparing a log for training: time split, features fitted on the training days, and the
+encoded impressions of each split cached in the run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prectr.config import ExperimentConfig
+from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
+from prectr.data.features import EncodedLog, FeatureEncoder
+from prectr.data.schema import read_log
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class PreparedData:
+    encoder: FeatureEncoder
+    encoded: EncodedLog
+    split: dict[str, np.ndarray]  # request rows per split
+    paths: dict[str, Path]  # encoded impressions per split
+    user_of_request: np.ndarray  # dense user code per request row (for user-GAUC)
+    collator: Collator
+
+    def stream(
+        self, split: str, config: ExperimentConfig, shuffle: bool, exposed_only: bool = True,
+        rank: int = 0, world_size: int = 1,
+    ) -> BatchStream:  # fmt: skip
+        return BatchStream(
+            self.paths[split], self.collator, config.data.batch_size, shuffle,
+            config.train.seed, exposed_only, config.data.buffer_rows, rank, world_size,
+        )  # fmt: skip
+
+
+def prepare(
+    config: ExperimentConfig, run_dir: Path, log_dir: str | Path | None = None
+) -> PreparedData:
+    """Read and validate the log, fit (or reload) the features, and cache encoded splits."""
+    source = log_dir or config.data.log
+    if source is None:
+        raise ValueError("no log to train on: set data.log in the config or pass --log")
+    log = read_log(source)
+    split = time_split(log.requests, config.data.valid_days, config.data.test_days)
+    features_dir = run_dir / "features"
+    if (features_dir / "features.json").is_file():
+        encoder = FeatureEncoder.load(features_dir)
+    else:
+        encoder = FeatureEncoder(config.features).fit(log, split["train"])
+        encoder.save(features_dir)
+    encoded = encoder.encode(log)
+    rows = encoded.impressions["request_row"].to_numpy()
+    paths = {}
+    for name in SPLITS:
+        paths[name] = run_dir / "data" / f"{name}.parquet"
+        if not paths[name].is_file():
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            mask = pa.array(np.isin(rows, split[name]))
+            write_impressions(encoded.impressions.filter(mask), paths[name])
+    user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+    return PreparedData(
+        encoder, encoded, split, paths, user.to_numpy().astype(np.int64), Collator(encoded)
+    )

@@ -1,0 +1,46 @@
+"""Loading a trained run: its config, fitted features and a checkpoint's model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from prectr import __version__
+from prectr.config import ExperimentConfig, experiment_from_dict
+from prectr.data.features import FeatureEncoder
+from prectr.models import RankingModel, build_model
+from prectr.train.checkpoint import load_checkpoint
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    config: ExperimentConfig
+    encoder: FeatureEncoder
+    model: RankingModel
+
+
+def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
+    """Rebuild the model of a run directory from its config, features and a checkpoint.
+
+    A directory that is not a complete run, or a checkpoint written by another prectr
+    version, is refused with a message naming what is missing or different.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = experiment_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
+    encoder = FeatureEncoder.load(run_dir / "features")
+    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    if state.get("prectr_version") != __version__:
+        raise ValueError(
+            f"{run_dir}: checkpoint from prectr {state.get('prectr_version')}, "
+            f"this is {__version__}; retrain or use the matching version"
+        )
+    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return TrainedRun(run_dir, config, encoder, model)

@@ -1,0 +1,78 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prectr.data.dataset import time_split
+from prectr.data.features import OOV, PAD, FeatureConfig, FeatureEncoder, Vocabulary, tokens
+from prectr.data.schema import read_log
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_world):
+    log = read_log(tiny_world)
+    split = time_split(log.requests)
+    return log, split, FeatureEncoder().fit(log, split["train"])
+
+
+def test_vocabulary_maps_unknown_to_oov_and_null_to_padding():
+    vocab = Vocabulary.fit(pa.array(["a", "b", "a", None]))
+    assert vocab.values == ["a", "b"] and len(vocab) == 4
+    assert vocab.lookup(pa.array(["a", "b", "zzz", None])).tolist() == [2, 3, OOV, PAD]
+
+
+def test_tokens_are_left_padded_truncated_and_looked_up():
+    vocab = Vocabulary(["red", "sofa"])
+    ids = tokens(["Red velvet SOFA", None, "a b c d e"], vocab, 3)
+    assert ids[0].tolist() == [2, OOV, 3]
+    assert ids[1].tolist() == [PAD, PAD, PAD]
+    assert ids[2].tolist() == [OOV, OOV, OOV]
+
+
+def test_vocabularies_are_fitted_on_training_requests_only(fitted):
+    log, split, encoder = fitted
+    train_users = set(log.requests["user_id"].take(pa.array(split["train"])).to_pylist())
+    test_users = set(log.requests["user_id"].take(pa.array(split["test"])).to_pylist())
+    unseen = test_users - train_users
+    assert unseen, "the tiny world should have test users unseen in training"
+    assert set(encoder.vocabs["user"].values) == train_users
+    encoded = encoder.encode(log)
+    rows = [i for i, u in enumerate(log.requests["user_id"].to_pylist()) if u in unseen]
+    assert (encoded.request["user_id"][rows] == OOV).all()
+
+
+def test_encoding_never_reads_evaluation_columns(fitted):
+    log, _, encoder = fitted
+    a = encoder.encode(log)
+    log.impressions = log.impressions.drop_columns(["true_relevance", "logging_score"])
+    b = encoder.encode(log)
+    assert a.impressions.equals(b.impressions)
+    for level in ("item", "request"):
+        for name, values in getattr(a, level).items():
+            assert np.array_equal(values, getattr(b, level)[name]), name
+
+
+def test_saved_features_reload_to_the_same_encoding(fitted, tmp_path):
+    log, _, encoder = fitted
+    encoder.save(tmp_path)
+    again = FeatureEncoder.load(tmp_path).encode(log)
+    first = encoder.encode(log)
+    assert again.impressions.equals(first.impressions)
+    assert all(np.array_equal(first.request[k], again.request[k]) for k in first.request)
+
+
+def test_user_history_holds_only_earlier_clicks(fitted):
+    log, _, encoder = fitted
+    encoded = encoder.encode(log)
+    # the first request of the log has no earlier click
+    assert (encoded.request["user_clicks"][0] == PAD).all()
+    assert (encoded.request["user_clicks"] != PAD).any()
+
+
+def test_include_selects_features_and_names_unknown_ones(fitted):
+    log, split, _ = fitted
+    encoder = FeatureEncoder(FeatureConfig(include=["item_id", "log_price"])).fit(
+        log, split["train"]
+    )
+    assert [s.name for s in encoder.specs] == ["item_id", "log_price"]
+    with pytest.raises(ValueError, match="unknown features: colour"):
+        _ = FeatureEncoder(FeatureConfig(include=["colour"])).fit(log, split["train"]).specs

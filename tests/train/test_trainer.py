@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from prectr.config import load_experiment
+from prectr.train.checkpoint import load_checkpoint
+from prectr.train.trainer import StopTraining, Trainer
+from tests.conftest import tiny_config
+
+RUN_FILES = (
+    "config.yaml", "log.txt", "train_log.jsonl", "metrics.json", "features/features.json",
+    "checkpoints/best.pt", "checkpoints/last.pt",
+)  # fmt: skip
+
+
+def test_a_run_directory_holds_everything(tiny_run):
+    for name in RUN_FILES:
+        assert (tiny_run / name).is_file(), name
+    assert list((tiny_run / "tb").iterdir()), "TensorBoard scalars"
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["best_valid"]["auc"] > 0.5 and metrics["train_samples_per_s"] > 0
+    lines = [json.loads(x) for x in (tiny_run / "train_log.jsonl").read_text().splitlines()]
+    assert {x["split"] for x in lines} == {"train", "valid"}
+    assert all("loss" in x and "samples_per_s" in x for x in lines if x["split"] == "train")
+
+
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, epochs=2, checkpoint_every=3)
+    whole = Trainer(config, tmp_path / "whole").fit()
+    with pytest.raises(StopTraining):
+        # killed at step 8 of the first epoch: the last checkpoint is from step 6
+        Trainer(config, tmp_path / "killed", stop_after=8).fit()
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["state"]["step"] == 6
+    resumed = Trainer(config, tmp_path / "killed", resume=True).fit()
+    assert resumed["best_valid"] == whole["best_valid"]
+    assert resumed["steps"] == whole["steps"]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_non_empty_run_directory_needs_resume_and_the_same_config(tiny_world, tiny_run):
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config(tiny_world), tiny_run)
+    with pytest.raises(ValueError, match="config differs"):
+        Trainer(tiny_config(tiny_world, epochs=5), tiny_run, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: dnn\ntrain: {epochz: 2}\n", r"unknown key.*epochz"),
+        ("model: dnn\ntrain: {epochs: two}\n", "'train.epochs' expects"),
+        ("model: dnn\nextra: 1\n", r"unknown key.*extra"),
+        ("train: {epochs: 1}\n", "names no model"),
+    ],
+)
+def test_bad_configs_fail_before_training_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_experiment(path)
+
+
+def test_unknown_model_or_parameter_is_refused(tiny_world, tmp_path):
+    config = tiny_config(tiny_world)
+    config.model = "gbdt"
+    with pytest.raises(ValueError, match="unknown model 'gbdt'"):
+        Trainer(config, tmp_path / "a")
+    config = tiny_config(tiny_world)
+    config.model_params = {"layers": 3}
+    with pytest.raises(ValueError, match=r"unknown parameter.*layers"):
+        Trainer(config, tmp_path / "b")
+
+
+def test_overrides_and_saved_config_round_trip(tmp_path, tiny_run):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: dnn\n")
+    config = load_experiment(path, ["train.epochs=3", "model_params={hidden: [8]}"])
+    assert config.train.epochs == 3 and config.model_params == {"hidden": [8]}
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert saved["model"] == "dnn" and saved["train"]["epochs"] == 1
+
+
+def test_learning_rates_are_grouped_by_parameter_kind(tiny_world, tmp_path):
+    trainer = Trainer(tiny_config(tiny_world, lr_embedding=0.05, lr_dense=0.002), tmp_path / "r")
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs == {"embedding": 0.05, "dense": 0.002}
+    sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in trainer.optimizer.param_groups}
+    assert sizes["embedding"] > sizes["dense"]
