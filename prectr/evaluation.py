@@ -167,7 +167,7 @@ def evaluate_run(run_dir: str | Path, world_dir: str | Path, checkpoint: str = "
     test = encoded.impressions.filter(pa.array(np.isin(rows, test_rows["test"])))
     path = write_impressions(test, run.path / "data" / "evaluation.parquet")
     stream = BatchStream(path, Collator(encoded), run.config.data.batch_size, shuffle=False,
-                         exposed_only=False)  # fmt: skip
+                         rows="all")  # fmt: skip
     p = predict(run.model, stream.epoch())
     scored = {
         "request_id": log.requests["request_id"].take(pa.array(p["request"])),

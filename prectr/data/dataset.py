@@ -2,7 +2,8 @@
 
 Encoded impressions (row indices into the in-memory item and request features, impression-level
 numerics, labels) are written to parquet sorted by request and read back in chunks of
-``buffer_rows``; requests are shuffled within a chunk and never split between batches, so
+``buffer_rows``, keeping the ``rows`` a loss reads (``exposed``, ``exposed_or_labelled``
+or ``all`` candidates); requests are shuffled within a chunk and never split between batches, so
 request-level losses see every candidate of a request. The order is a pure function of
 ``(seed, epoch)``, which is what makes an interrupted run resumable at the same step. With
 ``world_size > 1`` each rank reads the requests whose row index falls to it.
@@ -24,6 +25,7 @@ from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence
 from prectr.io import atomic_file
 
 ROW_GROUP = 65_536
+ROW_SETS = ("exposed", "exposed_or_labelled", "all")
 
 
 def time_split(
@@ -133,14 +135,16 @@ class BatchStream:
         batch_size: int = 2048,
         shuffle: bool = True,
         seed: int = 0,
-        exposed_only: bool = True,
+        rows: str = "exposed",
         buffer_rows: int = 262_144,
         rank: int = 0,
         world_size: int = 1,
     ):
         self.path, self.collator = Path(path), collator
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.exposed_only, self.buffer_rows = exposed_only, buffer_rows
+        if rows not in ROW_SETS:
+            raise ValueError(f"rows {rows!r}: expected one of {', '.join(ROW_SETS)}")
+        self.rows, self.buffer_rows = rows, buffer_rows
         self.rank, self.world_size = rank, world_size
         names = pq.ParquetFile(self.path).schema_arrow.names
         self.columns = [c for c in names if c not in _COLUMNS_DROPPED]
@@ -153,8 +157,11 @@ class BatchStream:
         ):
             chunk = {name: _numpy(record.column(name)) for name in self.columns}
             keep = np.ones(record.num_rows, dtype=bool)
-            if self.exposed_only:
-                keep &= ~np.isnan(chunk["click"])
+            if self.rows != "all":
+                wanted = ~np.isnan(chunk["click"])
+                if self.rows == "exposed_or_labelled":
+                    wanted |= ~np.isnan(chunk["relevance"])
+                keep &= wanted
             if self.world_size > 1:
                 keep &= chunk["request_row"] % self.world_size == self.rank
             chunk = {k: v[keep] for k, v in chunk.items()}

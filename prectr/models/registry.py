@@ -27,6 +27,8 @@ MAX_POSITION = 64  # ranks beyond share the last position-bias slot
 
 class RankingModel(nn.Module):
     name: ClassVar[str]
+    # the candidates its loss reads: "exposed", "exposed_or_labelled" or "all" (see BatchStream)
+    training_rows: ClassVar[str] = "exposed"
 
     def __init__(self) -> None:
         super().__init__()

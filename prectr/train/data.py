@@ -28,12 +28,12 @@ class PreparedData:
     collator: Collator
 
     def stream(
-        self, split: str, config: ExperimentConfig, shuffle: bool, exposed_only: bool = True,
+        self, split: str, config: ExperimentConfig, shuffle: bool, rows: str = "exposed",
         rank: int = 0, world_size: int = 1,
     ) -> BatchStream:  # fmt: skip
         return BatchStream(
             self.paths[split], self.collator, config.data.batch_size, shuffle,
-            config.train.seed, exposed_only, config.data.buffer_rows, rank, world_size,
+            config.train.seed, rows, config.data.buffer_rows, rank, world_size,
         )  # fmt: skip
 
 

@@ -190,7 +190,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         t = self.config.train
-        stream = self.data.stream("train", self.config, shuffle=True)
+        stream = self.data.stream("train", self.config, True, self.model.training_rows)
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
         try:
             while self.state["epoch"] < t.epochs and self.state["stale"] < t.patience:

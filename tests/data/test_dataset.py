@@ -75,8 +75,17 @@ def test_ranks_share_requests_out(encoded_train):
 
 
 def test_the_whole_pool_can_be_read(encoded_train):
-    batches = list(_stream(encoded_train, exposed_only=False, shuffle=False).epoch())
+    batches = list(_stream(encoded_train, rows="all", shuffle=False).epoch())
     exposed = np.concatenate([b.exposed.numpy() for b in batches])
     assert (~exposed).sum() > exposed.sum()
     positions = np.concatenate([b.position.numpy() for b in batches])
     assert (positions[exposed] >= 1).all() and (positions[~exposed] == 0).all()
+
+
+def test_labelled_unexposed_rows_can_join_the_exposed_ones(encoded_train):
+    batches = list(_stream(encoded_train, rows="exposed_or_labelled").epoch(0))
+    exposed = np.concatenate([b.exposed.numpy() for b in batches])
+    labelled = np.concatenate([b.relevance.numpy() for b in batches]) >= 0
+    assert (~exposed).any() and labelled[~exposed].all()
+    with pytest.raises(ValueError, match="rows 'some'"):
+        _stream(encoded_train, rows="some")

@@ -1,3 +1,3 @@
 """Baselines; importing this package registers them."""
 
-from prectr.models.baselines import dnn  # noqa: F401
+from prectr.models.baselines import dcnv2, deepfm, din, dnn, lr, two_model  # noqa: F401

@@ -1,0 +1,198 @@
+"""Every registered baseline: output shapes, finite losses, learning on the tiny world, export."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prectr.models.baselines  # noqa: F401  (registers the baselines)
+from prectr.data.dataset import Batch, BatchStream, Collator, time_split, write_impressions
+from prectr.data.features import EncodedLog, FeatureEncoder
+from prectr.data.schema import read_log
+from prectr.metrics import auc
+from prectr.models.registry import MODELS, RankingModel, build_model
+from prectr.modules.attention import TargetAttention
+
+NAMES = sorted(MODELS)
+HISTORY = ("user_clicks", "user_click_categories")
+
+
+@dataclasses.dataclass
+class World:
+    encoded: EncodedLog
+    train: BatchStream
+    valid: Batch  # every exposed validation row
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    tmp = tmp_path_factory.mktemp("baselines")
+    log = read_log(tiny_world)
+    split = time_split(log.requests)
+    encoded = FeatureEncoder().fit(log, split["train"]).encode(log)
+    imp = encoded.impressions
+    req_row = imp["request_row"].to_numpy()
+    collator = Collator(encoded)
+    paths = {}
+    for part in ("train", "valid"):
+        rows = imp.filter(pa.array(np.isin(req_row, split[part])))
+        paths[part] = write_impressions(rows, tmp / f"{part}.parquet")
+    train = BatchStream(paths["train"], collator, batch_size=256, shuffle=True, seed=0)
+    valid = BatchStream(paths["valid"], collator, batch_size=1 << 20, shuffle=False)
+    return World(encoded, train, next(iter(valid.epoch())))
+
+
+@pytest.fixture(scope="module")
+def batch(world: World) -> Batch:
+    return next(iter(world.train.epoch()))
+
+
+def build(world: World, name: str) -> RankingModel:
+    torch.manual_seed(0)
+    return build_model(name, world.encoded.specs, world.encoded.vocab_sizes)
+
+
+def without_history(batch: Batch) -> Batch:
+    sequences = {k: torch.zeros_like(v) if k in HISTORY else v for k, v in batch.sequences.items()}
+    return dataclasses.replace(batch, sequences=sequences)
+
+
+def test_every_baseline_is_registered() -> None:
+    assert {"lr", "dnn", "deepfm", "dcnv2", "din", "two_model"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_and_loss(world: World, batch: Batch, name: str) -> None:
+    model = build(world, name)
+    out = model(batch)
+    assert out["logit"].shape == (len(batch),)
+    if "grade_logits" in out:
+        assert out["grade_logits"].shape == (len(batch), 4)
+    losses = model.loss(batch, out)
+    assert losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_history_is_finite(world: World, batch: Batch, name: str) -> None:
+    model = build(world, name)
+    empty = without_history(batch)
+    out = model(empty)
+    assert torch.isfinite(out["logit"]).all()
+    assert torch.isfinite(model.loss(empty, out)["loss"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learns_in_one_epoch(world: World, name: str) -> None:
+    model = build(world, name)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for b in world.train.epoch(0):
+        loss = model.loss(b, model(b))["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(model(world.valid)).numpy()
+    value = auc(world.valid.click.numpy(), scores)
+    assert value >= 0.6, f"{name}: validation AUC {value:.3f}"
+
+
+class LogitOf(nn.Module):
+    """Batch tensors -> logit, the signature a serving export traces."""
+
+    def __init__(self, model: RankingModel, template: Batch):
+        super().__init__()
+        self.model, self.template = model, template
+        self.names = sorted(template.sequences)
+
+    def forward(
+        self, categorical: torch.Tensor, numeric: torch.Tensor, *sequences: torch.Tensor
+    ) -> torch.Tensor:
+        batch = dataclasses.replace(
+            self.template,
+            categorical=categorical,
+            numeric=numeric,
+            sequences=dict(zip(self.names, sequences, strict=True)),
+        )
+        return self.model(batch)["logit"]
+
+
+def inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
+    return batch.categorical, batch.numeric, *(batch.sequences[k] for k in sorted(batch.sequences))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+@pytest.mark.parametrize("name", NAMES)
+def test_traced_export_matches_eager(world: World, batch: Batch, name: str) -> None:
+    wrapped = LogitOf(build(world, name).eval(), batch)
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, inputs(batch))
+        other = without_history(world.valid)  # another batch size, and empty histories
+        for b in (batch, world.valid, other):
+            torch.testing.assert_close(traced(*inputs(b)), wrapped(*inputs(b)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_export_with_dynamic_batch(world: World, batch: Batch, name: str) -> None:
+    """``torch.export``, the successor of ``jit.trace``, with the batch size left free."""
+    wrapped = LogitOf(build(world, name).eval(), batch)
+    rows = {0: torch.export.Dim("batch")}
+    shapes = (rows, rows, tuple(rows for _ in batch.sequences))
+    exported = torch.export.export(wrapped, inputs(batch), dynamic_shapes=shapes).module()
+    with torch.no_grad():
+        valid = inputs(world.valid)
+        torch.testing.assert_close(exported(*valid), wrapped(*valid), atol=1e-5, rtol=0)
+
+
+def test_two_model_fuses_click_and_relevance(world: World, batch: Batch) -> None:
+    model = build(world, "two_model")
+    relevance = {id(p) for p in model.relevance.parameters()}
+    assert relevance.isdisjoint(id(p) for p in model.ctr.parameters())
+    out = model(batch)
+    assert out["grade_logits"].shape == (len(batch), 4)
+    p = model.score(out)
+    assert ((p > 0) & (p < 1)).all()
+    assert (p <= torch.sigmoid(out["ctr_logit"]) + 1e-5).all()  # relevance only discounts
+    losses = model.loss(batch, out)
+    assert set(losses) == {"loss", "loss_click", "loss_relevance"}
+    assert torch.allclose(losses["loss"], losses["loss_click"] + losses["loss_relevance"])
+    click = F.binary_cross_entropy_with_logits(out["ctr_logit"], batch.click)
+    assert torch.allclose(losses["loss_click"], click)  # the CTR model's own logit
+    unlabelled = dataclasses.replace(batch, relevance=torch.full_like(batch.relevance, -1))
+    assert model.loss(unlabelled, out)["loss_relevance"] == 0
+
+
+def test_target_attention_masks_padding() -> None:
+    torch.manual_seed(0)
+    attention = TargetAttention(8)
+    query, keys = torch.randn(3, 8), torch.randn(3, 5, 8, requires_grad=True)
+    mask = torch.tensor([[True] * 5, [False, False, True, True, True], [False] * 5])
+    out = attention(query, keys, mask)
+    assert torch.equal(out[2], torch.zeros(8))
+    out.sum().backward()
+    assert torch.isfinite(keys.grad).all() and torch.equal(keys.grad[2], torch.zeros(5, 8))
+    noise = torch.where(mask.unsqueeze(-1), 0.0, torch.randn(3, 5, 8))
+    torch.testing.assert_close(attention(query, keys + noise, mask), out)
+
+
+def test_din_attends_only_to_clicked_items(world: World, batch: Batch) -> None:
+    model = build(world, "din")
+    interest: list[torch.Tensor] = []
+    model.attention.register_forward_hook(lambda module, args, out: interest.append(out))
+    model(batch)
+    model(without_history(batch))
+    has_history = (batch.sequences["user_clicks"] != 0).any(1)
+    assert has_history.any() and (~has_history).any()
+    assert (interest[0][has_history] != 0).any(1).all()
+    assert not interest[0][~has_history].any() and not interest[1].any()
