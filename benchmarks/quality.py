@@ -90,6 +90,7 @@ def main() -> None:
                     "run": str(out.relative_to(ROOT)),
                     **evaluation,
                     "train_samples_per_s": training["train_samples_per_s"],
+                    "peak_rss_mb": training["peak_rss_mb"],
                 }
             )
     report = summarise(results, args.reference or next(iter(results)))
@@ -133,6 +134,7 @@ def summarise(results: dict[str, list[dict]], reference: str) -> dict:
             np.array([relaimpr(a, b) for a, b in zip(auc, base_auc, strict=False)])
         )
         row["train_samples_per_s"] = _stat(np.array([r["train_samples_per_s"] for r in runs]))
+        row["peak_rss_mb"] = _stat(np.array([r["peak_rss_mb"] for r in runs]))
         row["lift_vs_logging"] = _stat(np.array([r["online"]["lift"] for r in runs]))
         summary[name] = row
     return {"reference": reference, "seeds": len(next(iter(results.values()))),
@@ -150,13 +152,14 @@ def markdown(report: dict) -> str:
         f"World `{report['world']}`, {report['seeds']} seeds, mean ± std; RelaImpr against "
         f"`{report['reference']}`; lift_vs_logging: expected clicks against the logging ranker.",
         "",
-        "| model | " + " | ".join(keys) + " | train samples/s |",
-        "|---" * (len(keys) + 2) + "|",
+        "| model | " + " | ".join(keys) + " | train samples/s | peak MB |",
+        "|---" * (len(keys) + 3) + "|",
     ]
     for name, row in report["summary"].items():
         cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in keys]
         speed = f"{row['train_samples_per_s']['mean']:,.0f}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} |")
+        memory = f"{row['peak_rss_mb']['mean']:,.0f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {memory} |")
     return "\n".join(lines) + "\n"
 
 

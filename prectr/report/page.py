@@ -127,14 +127,21 @@ def online_table(runs: Sequence[RunResult]) -> str:
         f"<tr><td>{_run_label(i, r)}</td>"
         + "".join(
             f'<td class="num">{format_value(r.online.get(k))}</td>'
-            for k in ("expected_clicks", "logging_expected_clicks", "lift")
+            for k in ("expected_clicks", "logging_expected_clicks")
         )
-        + "</tr>"
+        + f'<td class="num">{_percent(r.online.get("lift"))}</td></tr>'
         for i, r in enumerate(runs)
         if r.online
     ]
-    head = "<tr><th>run</th><th>expected clicks</th><th>logging ranker</th><th>lift</th></tr>"
+    head = (
+        "<tr><th>run</th><th>expected clicks</th><th>logging ranker</th>"
+        "<th>lift (relative change)</th></tr>"
+    )
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1%}"
 
 
 def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> str:

@@ -189,7 +189,7 @@ def online_figure(runs: Sequence[RunResult]) -> str | None:
         top = max(v for v in (model, logging_) if v is not None)
         if lift is not None:
             ax.annotate(
-                f"lift {lift:.3f}", (j, top), xytext=(0, 3), textcoords="offset points",
+                f"lift {lift:+.1%}", (j, top), xytext=(0, 3), textcoords="offset points",
                 ha="center", fontsize=8,
             )  # fmt: skip
     handles = [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -254,6 +255,7 @@ class Trainer:
             "train_samples": s["train_samples"],
             "train_samples_per_s": s["train_samples"] / max(s["train_seconds"], 1e-9),
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,6 +21,7 @@ def test_a_run_directory_holds_everything(tiny_run):
     assert list((tiny_run / "tb").iterdir()), "TensorBoard scalars"
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["best_valid"]["auc"] > 0.5 and metrics["train_samples_per_s"] > 0
+    assert 0 < metrics["peak_rss_mb"] < 4096
     lines = [json.loads(x) for x in (tiny_run / "train_log.jsonl").read_text().splitlines()]
     assert {x["split"] for x in lines} == {"train", "valid"}
     assert all("loss" in x and "samples_per_s" in x for x in lines if x["split"] == "train")
