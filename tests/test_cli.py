@@ -30,7 +30,10 @@ def test_simulate_prints_the_summary(tmp_path, capsys):
     assert (tmp_path / "w" / "world.json").is_file()
 
 
-def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
+def write_broken_log(root):
+    """A log with a duplicate item, an unknown request, a click on an unexposed candidate and
+    a grade outside 0-3."""
+    root.mkdir(parents=True, exist_ok=True)
     pq.write_table(
         pa.table(
             {
@@ -41,7 +44,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
                 "price": [1.0, 2.0],
             }
         ),
-        tmp_path / "items.parquet",
+        root / "items.parquet",
     )
     pq.write_table(
         pa.table(
@@ -52,7 +55,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
                 "timestamp": pa.array([dt.datetime(2026, 1, 1)], pa.timestamp("ms")),
             }
         ),
-        tmp_path / "requests.parquet",
+        root / "requests.parquet",
     )
     pq.write_table(
         pa.table(
@@ -65,8 +68,13 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
                 "relevance_source": ["human", None],
             }
         ),
-        tmp_path / "impressions.parquet",
+        root / "impressions.parquet",
     )
+    return root
+
+
+def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
+    write_broken_log(tmp_path)
     code, out = run_cli(["validate", str(tmp_path)], capsys)
     assert code == 1
     assert "duplicate item_id" in out and "row 1" in out
@@ -103,3 +111,13 @@ def test_train_evaluate_report(tiny_world, tmp_path, capsys):
     assert code == 0 and html.is_file()
     code, out = run_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run)], capsys)
     assert code == 2 and "--resume" in out
+
+
+def test_training_refuses_a_log_that_fails_validation(tmp_path, capsys):
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\n")
+    log = write_broken_log(tmp_path / "log")
+    code, out = run_cli(["train", str(config), "--log", str(log), "--out", str(tmp_path / "r")],
+                        capsys)  # fmt: skip
+    assert code == 2 and "fails schema validation" in out and "duplicate item_id" in out
+    assert not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from prectr.config import ExperimentConfig
 from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
 from prectr.data.features import EncodedLog, FeatureEncoder
-from prectr.data.schema import read_log
+from prectr.data.schema import SearchLog, read_log
 
 SPLITS = ("train", "valid", "test")
 
@@ -37,14 +37,16 @@ class PreparedData:
         )  # fmt: skip
 
 
-def prepare(
-    config: ExperimentConfig, run_dir: Path, log_dir: str | Path | None = None
-) -> PreparedData:
-    """Read and validate the log, fit (or reload) the features, and cache encoded splits."""
+def read_training_log(config: ExperimentConfig, log_dir: str | Path | None = None) -> SearchLog:
+    """The log to train on (``log_dir`` or the config's ``data.log``), validated."""
     source = log_dir or config.data.log
     if source is None:
         raise ValueError("no log to train on: set data.log in the config or pass --log")
-    log = read_log(source)
+    return read_log(source)
+
+
+def prepare(config: ExperimentConfig, run_dir: Path, log: SearchLog) -> PreparedData:
+    """Fit (or reload) the features on the training days and cache the encoded splits."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
     features_dir = run_dir / "features"
     if (features_dir / "features.json").is_file():

@@ -34,7 +34,7 @@ from prectr.evaluation import click_metrics
 from prectr.io import atomic_file
 from prectr.models import RankingModel, build_model
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
-from prectr.train.data import PreparedData, prepare
+from prectr.train.data import PreparedData, prepare, read_training_log
 
 LOWER_IS_BETTER = {"logloss"}
 
@@ -103,10 +103,11 @@ class Trainer:
         stop_after: int | None = None,
     ):
         self.config, self.run_dir, self.stop_after = config, Path(run_dir), stop_after
+        log = read_training_log(config, log_dir)  # a log that fails validation creates no run
         self._open_run(resume)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        self.data: PreparedData = prepare(config, self.run_dir, log_dir)
+        self.data: PreparedData = prepare(config, self.run_dir, log)
         torch.manual_seed(config.train.seed)
         self.model = build_model(
             config.model, self.data.encoded.specs, self.data.encoded.vocab_sizes,
