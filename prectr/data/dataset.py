@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence
+from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence, ranges
 from prectr.io import atomic_file
 
 ROW_GROUP = 65_536
@@ -210,13 +210,8 @@ class BatchStream:
         starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
         sizes = np.diff(np.r_[starts, req.size])
         order = np.random.default_rng([self.seed, epoch, index]).permutation(starts.size)
-        rows = np.repeat(starts[order], sizes[order]) + _ranges(sizes[order])
+        rows = np.repeat(starts[order], sizes[order]) + ranges(sizes[order])
         return {k: v[rows] for k, v in chunk.items()}
-
-
-def _ranges(sizes: np.ndarray) -> np.ndarray:
-    """0..n-1 for each n in ``sizes``, concatenated."""
-    return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
 
 
 def _numpy(column: pa.Array) -> np.ndarray:

@@ -82,6 +82,11 @@ class Vocabulary:
         return ids
 
 
+def ranges(sizes: np.ndarray) -> np.ndarray:
+    """0..n-1 for each n in ``sizes``, concatenated."""
+    return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np.ndarray:
     """Tokenise texts (lower-case alphanumeric runs) into an ``(n, length)`` id matrix."""
     words = [TOKEN.findall((t or "").lower())[:length] for t in texts]
@@ -92,8 +97,7 @@ def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np
     ids = vocab.lookup(pa.array(flat, pa.string())) if flat else np.zeros(0, np.int32)
     lengths = np.array([len(ws) for ws in words])
     rows = np.repeat(np.arange(len(words)), lengths)
-    cols = length - np.repeat(lengths, lengths) + (np.arange(ids.size) - np.repeat(
-        np.cumsum(lengths) - lengths, lengths))  # fmt: skip
+    cols = length - np.repeat(lengths, lengths) + ranges(lengths)  # left padding
     out[rows, cols] = ids
     return out
 
