@@ -89,6 +89,11 @@ def _check_type(hint: Any, value: Any, key: str) -> Any:
             return None
         if base is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if base is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if base is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if base in (str, dict, bool) and isinstance(value, base):

@@ -14,6 +14,11 @@ from torch import nn
 from prectr.data.dataset import Batch
 from prectr.data.features import PAD, Categorical, Numeric, Sequence
 
+# Small initial embeddings let rare ids start near zero instead of as random noise; with Xavier
+# dense layers this is worth about 0.01 AUC on `bench` against std 0.05 and torch's default
+# (measured by benchmarks/peer_fuxictr.py; FuxiCTR uses the same initialisation).
+EMBEDDING_INIT_STD = 1e-4
+
 
 class FeatureEmbedding(nn.Module):
     def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int = 16):
@@ -27,7 +32,7 @@ class FeatureEmbedding(nn.Module):
             {v: nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD) for v in vocabs}
         )
         for table in self.tables.values():
-            nn.init.normal_(table.weight, std=0.05)
+            nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
             with torch.no_grad():
                 table.weight[PAD].zero_()
 
@@ -58,10 +63,14 @@ class FeatureEmbedding(nn.Module):
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers with ReLU (and dropout) between them; the last layer is linear."""
+    """Linear layers (Xavier-normal weights, zero biases) with ReLU (and dropout) between
+    them; the last layer is linear."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
+        linear = nn.Linear(a, b)
+        nn.init.xavier_normal_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
         if i < len(sizes) - 2:
             layers += [nn.ReLU(), nn.Dropout(dropout)] if dropout else [nn.ReLU()]
     return nn.Sequential(*layers)

@@ -79,8 +79,10 @@ def test_unknown_model_or_parameter_is_refused(tiny_world, tmp_path):
 def test_overrides_and_saved_config_round_trip(tmp_path, tiny_run):
     path = tmp_path / "c.yaml"
     path.write_text("model: dnn\n")
-    config = load_experiment(path, ["train.epochs=3", "model_params={hidden: [8]}"])
+    config = load_experiment(path, ["train.epochs=3", "model_params={hidden: [8]}",
+                                    "train.lr_embedding=1e-3"])  # fmt: skip
     assert config.train.epochs == 3 and config.model_params == {"hidden": [8]}
+    assert config.train.lr_embedding == 0.001
     saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert saved["model"] == "dnn" and saved["train"]["epochs"] == 1
 
