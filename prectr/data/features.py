@@ -150,7 +150,9 @@ class EncodedLog:
     vocab_sizes: dict[str, int]
     item: dict[str, np.ndarray]  # name -> (n_items, ...) array
     request: dict[str, np.ndarray]  # name -> (n_requests, ...) array
-    impressions: pa.Table  # request_row, item_row, impression numerics, labels, ids
+    # request_row, item_row, impression numerics, labels, ids; None when the features were
+    # reloaded from a run's cache (the impressions then live in the run's split files)
+    impressions: pa.Table | None
 
 
 class FeatureEncoder:

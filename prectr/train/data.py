@@ -1,5 +1,5 @@
 """Preparing a log for training: time split, features fitted on the training days, and the
-encoded impressions of each split cached in the run directory."""
+encoded log cached in the run directory (item and request features, each split's impressions)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from prectr.config import ExperimentConfig
 from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
 from prectr.data.features import EncodedLog, FeatureEncoder
 from prectr.data.schema import SearchLog, read_log
+from prectr.io import atomic_file
 
 SPLITS = ("train", "valid", "test")
 
@@ -46,7 +47,9 @@ def read_training_log(config: ExperimentConfig, log_dir: str | Path | None = Non
 
 
 def prepare(config: ExperimentConfig, run_dir: Path, log: SearchLog) -> PreparedData:
-    """Fit (or reload) the features on the training days and cache the encoded splits."""
+    """Fit (or reload) the features on the training days and encode the log once: the item
+    and request features (histories included) and each split's impressions are cached in the
+    run directory, and a resumed run reuses them."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
     features_dir = run_dir / "features"
     if (features_dir / "features.json").is_file():
@@ -54,16 +57,37 @@ def prepare(config: ExperimentConfig, run_dir: Path, log: SearchLog) -> Prepared
     else:
         encoder = FeatureEncoder(config.features).fit(log, split["train"])
         encoder.save(features_dir)
-    encoded = encoder.encode(log)
-    rows = encoded.impressions["request_row"].to_numpy()
-    paths = {}
-    for name in SPLITS:
-        paths[name] = run_dir / "data" / f"{name}.parquet"
-        if not paths[name].is_file():
-            paths[name].parent.mkdir(parents=True, exist_ok=True)
-            mask = pa.array(np.isin(rows, split[name]))
-            write_impressions(encoded.impressions.filter(mask), paths[name])
+    data_dir = run_dir / "data"
+    paths = {name: data_dir / f"{name}.parquet" for name in SPLITS}
+    cache = data_dir / "features.npz"
+    if cache.is_file() and all(p.is_file() for p in paths.values()):
+        encoded = _load_features(cache, encoder)
+    else:
+        encoded = encoder.encode(log)
+        rows = encoded.impressions["request_row"].to_numpy()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in paths.items():
+            write_impressions(
+                encoded.impressions.filter(pa.array(np.isin(rows, split[name]))), path
+            )
+        _save_features(cache, encoded)  # last: its presence marks a complete cache
     user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
     return PreparedData(
         encoder, encoded, split, paths, user.to_numpy().astype(np.int64), Collator(encoded)
     )
+
+
+def _save_features(path: Path, encoded: EncodedLog) -> None:
+    arrays = {f"{level}.{name}": values for level in ("item", "request")
+              for name, values in getattr(encoded, level).items()}  # fmt: skip
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_features(path: Path, encoder: FeatureEncoder) -> EncodedLog:
+    with np.load(path) as arrays:
+        levels: dict[str, dict[str, np.ndarray]] = {"item": {}, "request": {}}
+        for key in arrays.files:
+            level, name = key.split(".", 1)
+            levels[level][name] = arrays[key]
+    return EncodedLog(encoder.specs, encoder.vocab_sizes, levels["item"], levels["request"], None)

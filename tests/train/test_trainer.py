@@ -93,3 +93,20 @@ def test_learning_rates_are_grouped_by_parameter_kind(tiny_world, tmp_path):
     assert lrs == {"embedding": 0.05, "dense": 0.002}
     sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in trainer.optimizer.param_groups}
     assert sizes["embedding"] > sizes["dense"]
+
+
+def test_a_resumed_run_reuses_the_cached_features(tiny_world, tmp_path, monkeypatch):
+    from prectr.data.features import FeatureEncoder
+
+    config = tiny_config(tiny_world)
+    first = Trainer(config, tmp_path / "r")
+    assert (tmp_path / "r" / "data" / "features.npz").is_file()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a resumed run must not encode the log (and its histories) again")
+
+    monkeypatch.setattr(FeatureEncoder, "encode", no_encoding)
+    again = Trainer(config, tmp_path / "r", resume=True)
+    for level in ("item", "request"):
+        for name, values in getattr(first.data.encoded, level).items():
+            assert (getattr(again.data.encoded, level)[name] == values).all(), name
