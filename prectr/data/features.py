@@ -28,6 +28,7 @@ from prectr.io import atomic_file
 PAD, OOV = 0, 1
 TOKEN = re.compile(r"[a-z0-9]+")
 PRICE_BUCKETS = 20
+MATCH_LEVELS = 10  # 5 title-match steps x (category match or not)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ class FeatureConfig:
     min_count: int = 1
     token_min_count: int = 2
     include: list[str] = field(default_factory=list)  # only these features; empty = all
+    # PRECTR's relevance context: each impression's match level, the query and match level of
+    # each clicked item, and the cross-user crowd (what all users were shown and clicked under
+    # the same query category, or the same query without categories); off for the baselines
+    relevance_context: bool = False
+    crowd_length: int = 20
 
 
 def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
@@ -134,6 +140,16 @@ def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
     if has_query_category:
         specs.insert(2, Categorical("query_category", "category", "request"))
         specs.insert(9, Numeric("category_match", "impression"))
+    if config.relevance_context:
+        specs += [
+            Categorical("match_level", "match_level", "impression"),
+            Sequence("user_click_queries", "query", "request", config.user_clicks),
+            Sequence("user_click_match", "match_level", "request", config.user_clicks),
+            Sequence("crowd_items", "item", "request", config.crowd_length),
+            Sequence("crowd_categories", "category", "request", config.crowd_length),
+            Sequence("crowd_match", "match_level", "request", config.crowd_length),
+            Sequence("crowd_clicks", "click", "request", config.crowd_length),
+        ]
     if config.include:
         unknown = sorted(set(config.include) - {s.name for s in specs})
         if unknown:
@@ -178,6 +194,8 @@ class FeatureEncoder:
             "category": Vocabulary.fit(seen["category"]),
             "brand": Vocabulary.fit(seen["brand"], cfg.min_count),
             "price_bucket": Vocabulary(list(range(PRICE_BUCKETS))),
+            "match_level": Vocabulary(list(range(MATCH_LEVELS))),
+            "click": Vocabulary([0, 1]),
         }
         words = [w for t in req["query"].to_pylist() + seen["title"].to_pylist()
                  for w in TOKEN.findall((t or "").lower())]  # fmt: skip
@@ -226,20 +244,18 @@ class FeatureEncoder:
             zero_copy_only=False
         ).astype(np.int64)  # fmt: skip
 
-        h = build_histories(req, imp, user_length=20, click_length=cfg.user_clicks)
-        clicked_item = np.where(h.user_clicks >= 0, item_row[np.maximum(h.user_clicks, 0)], -1)
-        gathered_item = item["item_id"][np.maximum(clicked_item, 0)]
-        gathered_cat = item["category"][np.maximum(clicked_item, 0)]
+        h = build_histories(
+            req, imp, user_length=20, click_length=cfg.user_clicks,
+            crowd_length=cfg.crowd_length,
+        )  # fmt: skip
         query_tok = tokens(req["query"].to_pylist(), v["token"], cfg.query_tokens)
         request = {
             "user_id": v["user"].lookup(req["user_id"]),
             "query": v["query"].lookup(req["query"]),
             "user_activity": np.log1p((h.user_requests >= 0).sum(1)).astype(np.float32),
             "query_tokens": query_tok,
-            "user_clicks": np.where(clicked_item >= 0, gathered_item, PAD).astype(np.int32),
-            "user_click_categories": np.where(clicked_item >= 0, gathered_cat, PAD).astype(
-                np.int32
-            ),
+            "user_clicks": _gather(item["item_id"], item_row, h.user_clicks),
+            "user_click_categories": _gather(item["category"], item_row, h.user_clicks),
         }
         columns = {
             "request_row": request_row,
@@ -252,6 +268,19 @@ class FeatureEncoder:
                 (request["query_category"][request_row] == item["category"][item_row])
                 & (item["category"][item_row] > OOV)
             ).astype(np.float32)
+        if cfg.relevance_context:
+            match = match_level(columns["title_match"], columns.get("category_match"))
+            columns["match_level"] = match
+            crowd = h.category_crowd if h.category_crowd is not None else h.query_crowd
+            clicked = imp["click"].fill_null(0).to_numpy().astype(np.int32) + 2
+            request |= {
+                "user_click_queries": _gather(request["query"], request_row, h.user_clicks),
+                "user_click_match": _gather(match, None, h.user_clicks),
+                "crowd_items": _gather(item["item_id"], item_row, crowd),
+                "crowd_categories": _gather(item["category"], item_row, crowd),
+                "crowd_match": _gather(match, None, crowd),
+                "crowd_clicks": _gather(clicked, None, crowd),
+            }
         table = pa.table(
             {
                 **columns,
@@ -294,6 +323,24 @@ class FeatureEncoder:
             k: Vocabulary(s["values"], s["counts"]) for k, s in state["vocabs"].items()
         }
         return encoder
+
+
+def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> np.ndarray:
+    """An impression's observed match level as an id: the share of query tokens in the title
+    in five steps, and whether the item's category is the query's (ids from 2, 0 = padding)."""
+    level = np.rint(title_match * 4).astype(np.int8)
+    if category_match is not None:
+        level += 5 * category_match.astype(np.int8)
+    return level + 2
+
+
+def _gather(values: np.ndarray, row: np.ndarray | None, history: np.ndarray) -> np.ndarray:
+    """``values`` of each history entry (an impression index, -1 = none), through ``row``
+    (impression -> item or request row) where given; padding where there is no entry."""
+    index = np.maximum(history, 0)
+    if row is not None:
+        index = row[index]
+    return np.where(history >= 0, values[index], PAD).astype(np.int32)
 
 
 def _token_overlap(

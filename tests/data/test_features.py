@@ -3,7 +3,15 @@ import pyarrow as pa
 import pytest
 
 from prectr.data.dataset import time_split
-from prectr.data.features import OOV, PAD, FeatureConfig, FeatureEncoder, Vocabulary, tokens
+from prectr.data.features import (
+    OOV,
+    PAD,
+    FeatureConfig,
+    FeatureEncoder,
+    Vocabulary,
+    match_level,
+    tokens,
+)
 from prectr.data.schema import read_log
 
 
@@ -76,3 +84,46 @@ def test_include_selects_features_and_names_unknown_ones(fitted):
     assert [s.name for s in encoder.specs] == ["item_id", "log_price"]
     with pytest.raises(ValueError, match="unknown features: colour"):
         _ = FeatureEncoder(FeatureConfig(include=["colour"])).fit(log, split["train"]).specs
+
+
+def test_match_level_steps_title_match_and_category_match():
+    levels = match_level(np.array([0.0, 0.26, 1.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0]))
+    assert levels.tolist() == [2, 3, 6, 11]  # ids from 2; 0 is padding
+    assert match_level(np.array([0.5]), None).tolist() == [4]
+
+
+def test_relevance_context_holds_the_crowd_strictly_before_each_request(fitted):
+    """Brute force on a sample of requests: the crowd is the last exposed impressions, by any
+    user, under the same query category, from strictly earlier requests, oldest first."""
+    log, split, _ = fitted
+    config = FeatureConfig(relevance_context=True, crowd_length=5)
+    encoder = FeatureEncoder(config).fit(log, split["train"])
+    encoded = encoder.encode(log)
+    req, imp = log.requests, encoded.impressions
+    time = req["timestamp"].cast(pa.int64()).to_numpy()
+    category = np.array(req["query_category"].to_pylist(), dtype=object)
+    row, item = imp["request_row"].to_numpy(), imp["item_row"].to_numpy()
+    exposed = imp["position"].is_valid().to_numpy(zero_copy_only=False)
+    click = imp["click"].fill_null(0).to_numpy()
+    level = imp["match_level"].to_numpy()
+    item_id = encoded.item["item_id"]
+    order = np.lexsort((np.arange(row.size), time[row]))  # events by time, stable
+    checked = 0
+    for r in np.random.default_rng(0).choice(req.num_rows, 40, replace=False):
+        events = order[exposed[order] & (category[row[order]] == category[r])
+                       & (time[row[order]] < time[r])][-5:]  # fmt: skip
+        got = encoded.request["crowd_items"][r]
+        assert (got[: 5 - events.size] == PAD).all()
+        assert got[5 - events.size :].tolist() == item_id[item[events]].tolist()
+        assert (
+            encoded.request["crowd_clicks"][r][5 - events.size :].tolist()
+            == (click[events] + 2).tolist()
+        )
+        assert encoded.request["crowd_match"][r][5 - events.size :].tolist() == (
+            level[events].tolist()
+        )
+        checked += events.size > 0
+    assert checked > 20
+    clicked = encoded.request["user_clicks"] != PAD
+    assert ((encoded.request["user_click_queries"] != PAD) == clicked).all()
+    assert ((encoded.request["user_click_match"] != PAD) == clicked).all()
