@@ -1,11 +1,12 @@
-"""Target attention (DIN, Zhou et al. 2018): a candidate weighs the items of a user's history."""
+"""Target attention: a candidate (or any target) weighs the entries of a history."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from prectr.modules.embeddings import mlp
+from prectr.data.dataset import Batch
+from prectr.modules.embeddings import FeatureEmbedding, mlp
 
 
 class TargetAttention(nn.Module):
@@ -27,3 +28,72 @@ class TargetAttention(nn.Module):
         weight = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
         weight = weight * mask.to(weight.dtype)
         return torch.einsum("bl,bld->bd", weight, keys)
+
+
+class MultiHeadTargetAttention(nn.Module):
+    """Scaled dot-product attention of one target over a history, with several heads.
+
+    The target (B, Dq) and each history entry (B, L, Dk) are projected to ``heads`` query, key
+    and value spaces; each head's softmax over the valid entries weighs the values, and the
+    heads are concatenated and projected to ``out_dim``. An all-padding history gives a zero
+    vector, never NaN.
+    """
+
+    def __init__(self, target_dim: int, entry_dim: int, out_dim: int, heads: int = 2):
+        super().__init__()
+        if out_dim % heads:
+            raise ValueError(f"out_dim {out_dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, out_dim // heads
+        self.query = nn.Linear(target_dim, out_dim, bias=False)
+        self.key = nn.Linear(entry_dim, out_dim, bias=False)
+        self.value = nn.Linear(entry_dim, out_dim, bias=False)
+        self.out = nn.Linear(out_dim, out_dim)
+
+    def forward(
+        self, target: torch.Tensor, entries: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``target`` (B, Dq), ``entries`` (B, L, Dk), ``mask`` (B, L) true where valid ->
+        (B, out_dim)."""
+        b, length, _ = entries.shape
+        q = self.query(target).view(b, self.heads, 1, self.head_dim)
+        k = self.key(entries).view(b, length, self.heads, self.head_dim).transpose(1, 2)
+        v = self.value(entries).view(b, length, self.heads, self.head_dim).transpose(1, 2)
+        logits = (q @ k.transpose(-1, -2)).squeeze(2) / self.head_dim**0.5  # (B, H, L)
+        valid = mask.unsqueeze(1)
+        # a large negative, not -inf: an all-padding row then gets weights 0 (after the mask),
+        # never the NaN of a softmax over nothing, in the forward and the backward pass
+        weight = torch.softmax(logits.masked_fill(~valid, -1e9), -1) * valid
+        pooled = (weight.unsqueeze(-1) * v).sum(2).reshape(b, -1)
+        return self.out(pooled) * mask.any(1, keepdim=True).to(pooled.dtype)
+
+
+class CandidateInterest(nn.Module):
+    """DIN's input layer: every field embedding, the candidate's :class:`TargetAttention` over
+    the user's clicked items and the numerics, concatenated to ``(B, out_dim)``.
+
+    The candidate is its item-id embedding concatenated with its category embedding; each
+    clicked item (``user_clicks`` with ``user_click_categories``) is embedded the same way, in
+    the same tables.
+    """
+
+    def __init__(self, embedding: FeatureEmbedding, attention_hidden: tuple[int, ...] = (80, 40)):
+        super().__init__()
+        self.embedding = embedding
+        names = [s.name for s in embedding.categorical]
+        self.item_column, self.category_column = names.index("item_id"), names.index("category")
+        self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
+        self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        emb = self.embedding
+        candidate = torch.cat(
+            [
+                emb.lookup("item", batch.categorical[:, self.item_column]),
+                emb.lookup("category", batch.categorical[:, self.category_column]),
+            ],
+            -1,
+        )
+        items, mask = emb.sequence(batch, "user_clicks")
+        categories, _ = emb.sequence(batch, "user_click_categories")
+        interest = self.attention(candidate, torch.cat([items, categories], -1), mask)
+        return torch.cat([emb.fields(batch).flatten(1), interest, batch.numeric], 1)

@@ -26,7 +26,8 @@ class FeatureEmbedding(nn.Module):
         self.dim = dim
         self.categorical = [s for s in specs if isinstance(s, Categorical)]
         self.sequence_specs = [s for s in specs if isinstance(s, Sequence)]
-        self.n_numeric = sum(isinstance(s, Numeric) for s in specs)
+        self.numeric_specs = [s for s in specs if isinstance(s, Numeric)]
+        self.n_numeric = len(self.numeric_specs)
         vocabs = sorted({s.vocab for s in self.categorical + self.sequence_specs})
         self.tables = nn.ModuleDict(
             {v: nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD) for v in vocabs}

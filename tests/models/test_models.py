@@ -1,57 +1,25 @@
-"""Every registered baseline: output shapes, finite losses, learning on the tiny world, export."""
+"""Every registered model: output shapes, finite losses, learning on the tiny world, export."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import prectr.models.baselines  # noqa: F401  (registers the baselines)
-from prectr.data.dataset import Batch, BatchStream, Collator, time_split, write_impressions
-from prectr.data.features import EncodedLog, FeatureEncoder
-from prectr.data.schema import read_log
+import prectr.models.baselines
+import prectr.models.prectr  # noqa: F401  (importing registers every model)
+from prectr.data.dataset import Batch
 from prectr.metrics import auc
 from prectr.models.registry import MODELS, RankingModel, build_model
 from prectr.modules.attention import TargetAttention
+from tests.models.conftest import World
 
 NAMES = sorted(MODELS)
-HISTORY = ("user_clicks", "user_click_categories")
-
-
-@dataclasses.dataclass
-class World:
-    encoded: EncodedLog
-    train: BatchStream
-    valid: Batch  # every exposed validation row
-
-
-@pytest.fixture(scope="module")
-def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
-    tmp = tmp_path_factory.mktemp("baselines")
-    log = read_log(tiny_world)
-    split = time_split(log.requests)
-    encoded = FeatureEncoder().fit(log, split["train"]).encode(log)
-    imp = encoded.impressions
-    req_row = imp["request_row"].to_numpy()
-    collator = Collator(encoded)
-    paths = {}
-    for part in ("train", "valid"):
-        rows = imp.filter(pa.array(np.isin(req_row, split[part])))
-        paths[part] = write_impressions(rows, tmp / f"{part}.parquet")
-    train = BatchStream(paths["train"], collator, batch_size=256, shuffle=True, seed=0)
-    valid = BatchStream(paths["valid"], collator, batch_size=1 << 20, shuffle=False)
-    return World(encoded, train, next(iter(valid.epoch())))
-
-
-@pytest.fixture(scope="module")
-def batch(world: World) -> Batch:
-    return next(iter(world.train.epoch()))
+HISTORY = ("user_clicks", "user_click_categories", "user_click_queries", "user_click_match",
+           "crowd_items", "crowd_categories", "crowd_match", "crowd_clicks")  # fmt: skip
 
 
 def build(world: World, name: str) -> RankingModel:
@@ -64,8 +32,9 @@ def without_history(batch: Batch) -> Batch:
     return dataclasses.replace(batch, sequences=sequences)
 
 
-def test_every_baseline_is_registered() -> None:
+def test_every_model_is_registered() -> None:
     assert {"lr", "dnn", "deepfm", "dcnv2", "din", "two_model"} <= set(NAMES)
+    assert {"prectr_v1", "prectr_v2"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,6 +65,12 @@ def test_learns_in_one_epoch(world: World, name: str) -> None:
     model = build(world, name)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    if hasattr(model, "relevance_loss"):  # stage 1, as the trainer runs it
+        for b in world.labelled.epoch(0):
+            loss = model.relevance_loss(b)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
     for b in world.train.epoch(0):
         loss = model.loss(b, model(b))["loss"]
         optimiser.zero_grad()
@@ -189,7 +164,7 @@ def test_target_attention_masks_padding() -> None:
 def test_din_attends_only_to_clicked_items(world: World, batch: Batch) -> None:
     model = build(world, "din")
     interest: list[torch.Tensor] = []
-    model.attention.register_forward_hook(lambda module, args, out: interest.append(out))
+    model.interest.attention.register_forward_hook(lambda module, args, out: interest.append(out))
     model(batch)
     model(without_history(batch))
     has_history = (batch.sequences["user_clicks"] != 0).any(1)

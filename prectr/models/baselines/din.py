@@ -6,7 +6,7 @@ import torch
 
 from prectr.data.dataset import Batch
 from prectr.models.registry import RankingModel, register
-from prectr.modules.attention import TargetAttention
+from prectr.modules.attention import CandidateInterest
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 
 
@@ -14,11 +14,10 @@ from prectr.modules.embeddings import FeatureEmbedding, mlp
 class DIN(RankingModel):
     """Deep Interest Network (Zhou et al., KDD 2018).
 
-    The candidate is its item-id embedding concatenated with its category embedding; each
-    clicked item of the user (``user_clicks`` with ``user_click_categories``) is embedded the
-    same way, in the same tables. :class:`TargetAttention` (unnormalised weights, as in the
-    paper; padding masked out) pools the history into one vector relevant to this candidate,
-    which joins every field embedding and the numerics as the input of the MLP.
+    :class:`~prectr.modules.attention.CandidateInterest` pools the user's clicked items into
+    one vector relevant to the candidate (target attention with unnormalised weights, as in the
+    paper; padding masked out), which joins every field embedding and the numerics as the
+    input of the MLP.
     """
 
     def __init__(
@@ -31,24 +30,9 @@ class DIN(RankingModel):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
-        names = [s.name for s in self.embedding.categorical]
-        self.item_column, self.category_column = names.index("item_id"), names.index("category")
-        self.attention = TargetAttention(2 * embedding_dim, attention_hidden)
-        width = (self.embedding.n_fields + 2) * embedding_dim + self.embedding.n_numeric
-        self.mlp = mlp([width, *hidden, 1], dropout)
+        embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
+        self.interest = CandidateInterest(embedding, attention_hidden)
+        self.mlp = mlp([self.interest.out_dim, *hidden, 1], dropout)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        emb = self.embedding
-        candidate = torch.cat(
-            [
-                emb.lookup("item", batch.categorical[:, self.item_column]),
-                emb.lookup("category", batch.categorical[:, self.category_column]),
-            ],
-            -1,
-        )
-        items, mask = emb.sequence(batch, "user_clicks")
-        categories, _ = emb.sequence(batch, "user_click_categories")
-        interest = self.attention(candidate, torch.cat([items, categories], -1), mask)
-        x = torch.cat([emb.fields(batch).flatten(1), interest, batch.numeric], 1)
-        return {"logit": self.mlp(x).squeeze(-1)}
+        return {"logit": self.mlp(self.interest(batch)).squeeze(-1)}

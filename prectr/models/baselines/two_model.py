@@ -4,44 +4,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from prectr.data.dataset import Batch
-from prectr.data.features import Numeric
 from prectr.models.baselines.dnn import DNN
 from prectr.models.registry import RankingModel, register
-from prectr.modules.embeddings import FeatureEmbedding, mlp
+from prectr.modules.rsl import GRADES, BagOfTokensEncoder, RSLModule
 
-GRADES = 4
 EPS = 1e-6
-TEXT = ("query_tokens", "title_tokens")
-MATCH = ("title_match", "category_match")
-
-
-class RelevanceClassifier(nn.Module):
-    """Four grade logits from the query and title text: mean-pooled token embeddings ``q``,
-    ``t``, ``q * t``, ``q - t`` and the match numerics that the features carry."""
-
-    def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int, hidden: tuple[int, ...]):
-        super().__init__()
-        self.embedding = FeatureEmbedding([s for s in specs if s.name in TEXT], vocab_sizes, dim)
-        numerics = [s.name for s in specs if isinstance(s, Numeric)]
-        self.match_columns = [numerics.index(n) for n in MATCH if n in numerics]
-        self.mlp = mlp([4 * dim + len(self.match_columns), *hidden, GRADES])
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        q, t = self.embedding.fields(batch).unbind(1)
-        match = batch.numeric[:, self.match_columns]
-        return self.mlp(torch.cat([q, t, q * t, q - t, match], 1))
 
 
 @register("two_model")
 class TwoModel(RankingModel):
     """The two-model pipeline that PRECTR (WWW 2025) replaces with one model.
 
-    A relevance classifier (:class:`RelevanceClassifier`, cross-entropy on the rows with a
-    human grade) and a CTR model (:class:`DNN` on every feature, click cross-entropy on its
-    own logit) are trained side by side with no shared parameters. They meet only at scoring:
+    A relevance classifier (:class:`~prectr.modules.rsl.RSLModule` over the bag-of-tokens text
+    encoder, cross-entropy on the rows with a human grade) and a CTR model (:class:`DNN` on
+    every feature, click cross-entropy on its own logit) are trained side by side with no
+    shared parameters. They meet only at scoring:
     the ranking score is ``P(click) * E[grade] / 3``, the expected relevance utility in [0, 1]
     (smooth in the grade distribution, unlike a ``P(grade >= 2)`` threshold). ``logit`` is the
     logit of that product, clamped to ``[1e-6, 1 - 1e-6]``. Like a production relevance
@@ -60,7 +39,8 @@ class TwoModel(RankingModel):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.relevance = RelevanceClassifier(specs, vocab_sizes, embedding_dim, relevance_hidden)
+        text = BagOfTokensEncoder(specs, vocab_sizes, embedding_dim)
+        self.relevance = RSLModule(text, text.out_dim, relevance_hidden)
         self.ctr = DNN(specs, vocab_sizes, embedding_dim, hidden, dropout)
         self.register_buffer("utility", torch.arange(GRADES, dtype=torch.float32) / (GRADES - 1))
 

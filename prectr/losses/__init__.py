@@ -1,0 +1,1 @@
+"""Loss terms beyond the click cross-entropy, one per file."""

@@ -1,0 +1,100 @@
+"""The personalised relevance incentive: how much a user tolerates less relevant items, learnt
+from behaviour, nudges the ranking logit up or down.
+
+:class:`PreferenceMining` reads the relevance preference ``tau`` off histories: PRECTR attends
+over the user's own clicks (each with the query it was clicked under and its match level), so a
+click under a similar query counts most (``r_user``); PRECTR-V2 adds the same attention over the
+cross-user crowd, what *all* users were shown and clicked under the same query category
+(``r_cate``), so a user with no history still gets the crowd's preference. ``tau = r_user +
+r_cate``, or with ``activity_gate`` a mix weighted by the user's activity, ``g * r_user + (1 -
+g) * r_cate`` with ``g = sigmoid(a * activity + b)`` learnt: a frequent user's own history
+counts more.
+
+:class:`RelevanceIncentive` turns ``tau`` and the item's grade distribution into the incentive:
+a positive expert ``softplus(f+(x))`` that can only raise the score, a negative expert
+``-softplus(f-(x))`` that can only lower it, and a softmax gate between them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prectr.data.dataset import Batch
+from prectr.modules.attention import MultiHeadTargetAttention
+from prectr.modules.embeddings import FeatureEmbedding, mlp
+from prectr.modules.rsl import GRADES
+
+USER_HISTORY = (("user_clicks", "item"), ("user_click_categories", "category"),
+                ("user_click_queries", "query"), ("user_click_match", "match_level"))  # fmt: skip
+CROWD_HISTORY = (("crowd_items", "item"), ("crowd_categories", "category"),
+                 ("crowd_match", "match_level"), ("crowd_clicks", "click"))  # fmt: skip
+TARGET = (("query", "query"), ("item_id", "item"), ("category", "category"),
+          ("match_level", "match_level"))  # fmt: skip
+
+
+class PreferenceMining(nn.Module):
+    def __init__(
+        self,
+        embedding: FeatureEmbedding,
+        dim: int = 32,
+        heads: int = 2,
+        cross_user: bool = True,
+        activity_gate: bool = True,
+    ):
+        super().__init__()
+        names = [s.name for s in embedding.categorical]
+        sequences = {s.name for s in embedding.sequence_specs}
+        needed = {n for n, _ in USER_HISTORY + CROWD_HISTORY} | {n for n, _ in TARGET}
+        missing = sorted(needed - sequences - set(names))
+        if missing:
+            raise ValueError(f"the personalised incentive needs the features {', '.join(missing)}"
+                             "; set features.relevance_context: true")  # fmt: skip
+        self.target_columns = [(names.index(n), vocab) for n, vocab in TARGET]
+        self.activity_column = [s.name for s in embedding.numeric_specs].index("user_activity")
+        width = 4 * embedding.dim
+        self.user = MultiHeadTargetAttention(width, width, dim, heads)
+        self.crowd = MultiHeadTargetAttention(width, width, dim, heads) if cross_user else None
+        self.gate = nn.Linear(1, 1) if cross_user and activity_gate else None
+        self.dim = dim
+
+    def forward(self, batch: Batch, embedding: FeatureEmbedding) -> torch.Tensor:
+        """``tau``, ``(B, dim)``; ``embedding`` holds the tables the histories are read in."""
+        target = torch.cat(
+            [embedding.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.target_columns],
+            -1,
+        )
+        r_user = self.user(target, *self._history(batch, embedding, USER_HISTORY))
+        if self.crowd is None:
+            return r_user
+        r_cate = self.crowd(target, *self._history(batch, embedding, CROWD_HISTORY))
+        if self.gate is None:
+            return r_user + r_cate
+        activity = batch.numeric[:, [self.activity_column]]
+        g = torch.sigmoid(self.gate(activity))
+        return g * r_user + (1 - g) * r_cate
+
+    @staticmethod
+    def _history(batch: Batch, embedding: FeatureEmbedding, fields: tuple) -> tuple:
+        parts = [embedding.sequence(batch, name) for name, _ in fields]
+        return torch.cat([p[0] for p in parts], -1), parts[-1][1]  # match/click: never PAD
+
+
+class RelevanceIncentive(nn.Module):
+    """``incentive = g+ * softplus(f+(x)) - g- * softplus(f-(x))``, ``x = [tau, P(rsl)]``."""
+
+    def __init__(self, preference_dim: int, hidden: tuple[int, ...] = (32,)):
+        super().__init__()
+        width = preference_dim + GRADES
+        self.positive = mlp([width, *hidden, 1])
+        self.negative = mlp([width, *hidden, 1])
+        self.gate = mlp([width, *hidden, 2])
+
+    def forward(self, tau: torch.Tensor, grade_probs: torch.Tensor) -> torch.Tensor:
+        """The incentive added to the ranking logit, ``(B,)``."""
+        x = torch.cat([tau, grade_probs], 1)
+        gate = torch.softmax(self.gate(x), -1)
+        up = F.softplus(self.positive(x)).squeeze(-1)
+        down = -F.softplus(self.negative(x)).squeeze(-1)
+        return gate[:, 0] * up + gate[:, 1] * down

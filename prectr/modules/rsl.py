@@ -1,0 +1,61 @@
+"""The RSL module: P(rsl = r | x), the relevance score level of a (query, item) pair.
+
+A text encoder turns the query and the item's title into a vector; a layer turns that into the
+*relevance embedding* (the representation the rest of PRECTR conditions on, and where
+PRECTR-V2 injects noise to make synthetic hard negatives); an MLP head gives one logit per
+grade (0 irrelevant, 1 complement, 2 substitute, 3 exact).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prectr.data.dataset import Batch
+from prectr.data.features import Numeric
+from prectr.modules.embeddings import FeatureEmbedding, mlp
+
+GRADES = 4
+TEXT = ("query_tokens", "title_tokens")
+MATCH = ("title_match", "category_match")
+
+
+class BagOfTokensEncoder(nn.Module):
+    """The stand-in text encoder until the distilled student replaces it: mean-pooled query
+    and title token embeddings ``q`` and ``t``, as ``[q, t, q * t, q - t]``, with the match
+    numerics the features carry (share of query tokens in the title, category match)."""
+
+    def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int):
+        super().__init__()
+        self.embedding = FeatureEmbedding([s for s in specs if s.name in TEXT], vocab_sizes, dim)
+        numerics = [s.name for s in specs if isinstance(s, Numeric)]
+        self.match_columns = [numerics.index(n) for n in MATCH if n in numerics]
+        self.out_dim = 4 * dim + len(self.match_columns)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        q, t = self.embedding.fields(batch).unbind(1)
+        return torch.cat([q, t, q * t, q - t, batch.numeric[:, self.match_columns]], 1)
+
+
+class RSLModule(nn.Module):
+    """Text -> relevance embedding (the first hidden layer, ReLU) -> grade logits (the rest
+    of the MLP). The head is nonlinear so that it can tell an off-manifold embedding (one with
+    noise injected) from a real one, which a linear head cannot for zero-mean noise."""
+
+    def __init__(self, text: nn.Module, text_dim: int, hidden: tuple[int, ...] = (64, 32)):
+        super().__init__()
+        self.text = text
+        self.embedding = nn.Sequential(mlp([text_dim, hidden[0]]), nn.ReLU())
+        self.head = mlp([*hidden, GRADES])
+        self.dim = hidden[0]
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The relevance embedding, ``(B, dim)``."""
+        return self.embedding(self.text(batch))
+
+    def classify(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Grade logits ``(B, 4)`` of relevance embeddings; softmax gives P(rsl = r | x)."""
+        return self.head(relevance)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classify(self.embed(batch))

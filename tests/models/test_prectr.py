@@ -1,0 +1,164 @@
+"""PRECTR and PRECTR-V2: each module's contract and each switch of the model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from prectr.data.features import FeatureEncoder
+from prectr.models.prectr import PRECTR, unexposed_partners
+from prectr.models.registry import build_model
+from prectr.modules.incentive import CROWD_HISTORY, USER_HISTORY, PreferenceMining
+from tests.models.conftest import World
+
+
+def build(world: World, name: str = "prectr_v2", **params) -> PRECTR:
+    torch.manual_seed(0)
+    return build_model(name, world.encoded.specs, world.encoded.vocab_sizes, params)
+
+
+def blank(batch, fields) -> object:
+    names = {name for name, _ in fields}
+    sequences = {k: torch.zeros_like(v) if k in names else v for k, v in batch.sequences.items()}
+    return dataclasses.replace(batch, sequences=sequences)
+
+
+def test_v2_presets_cross_user_mining_and_debias_over_v1(world: World) -> None:
+    v1, v2 = build(world, "prectr_v1"), build(world, "prectr_v2")
+    assert v1.preference.crowd is None and not v1.debias
+    assert v2.preference.crowd is not None and v2.debias
+    assert v2.preference.user.heads == 2
+    assert not build(world, "prectr_v2", debias=False).debias  # the config wins over a preset
+
+
+def test_grade_distribution_sums_to_one_and_outputs_have_their_shapes(world, batch) -> None:
+    out = build(world)(batch)
+    n = len(batch)
+    assert out["logit"].shape == out["incentive"].shape == (n,)
+    probs = torch.softmax(out["grade_logits"], -1)
+    assert probs.shape == (n, 4)
+    torch.testing.assert_close(probs.sum(1), torch.ones(n))
+    torch.testing.assert_close(out["logit"], out["fused_logit"] + out["incentive"])
+
+
+def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
+    model = build(world, monotone=True)
+    out = model(batch)
+    logits = model.base_ctr.click_logits(out["context"], out["relevance"])
+    assert (logits.diff(dim=1) >= 0).all()
+    free = build(world, monotone=False)
+    free_out = free(batch)
+    assert (free.base_ctr.click_logits(free_out["context"], free_out["relevance"]).diff(dim=1)
+            < 0).any()  # fmt: skip
+
+
+def test_incentive_experts_have_their_signs(world, batch) -> None:
+    model = build(world)
+    out = model(batch)
+    incentive, x = model.incentive, (out["tau"], torch.softmax(out["grade_logits"], -1))
+    with torch.no_grad():
+        gate = incentive.gate[-1]
+        gate.weight.zero_()
+        gate.bias.copy_(torch.tensor([50.0, -50.0]))
+        assert (incentive(*x) >= 0).all()  # all weight on the positive expert
+        gate.bias.copy_(torch.tensor([-50.0, 50.0]))
+        assert (incentive(*x) <= 0).all()
+
+
+def test_empty_histories_give_finite_scores_and_the_crowd_still_speaks(world, batch) -> None:
+    model = build(world)
+    model.eval()
+    no_user = blank(batch, USER_HISTORY)
+    nothing = blank(no_user, CROWD_HISTORY)
+    for b in (no_user, nothing):
+        out = model(b)
+        assert torch.isfinite(out["logit"]).all() and torch.isfinite(out["tau"]).all()
+    has_crowd = (no_user.sequences["crowd_clicks"] != 0).any(1)
+    assert has_crowd.any()
+    # a user with no history: V2's preference comes from the crowd, V1 has none
+    assert (model(no_user)["tau"][has_crowd] != 0).any(1).all()
+    assert not model(nothing)["tau"].any()
+    assert not build(world, "prectr_v1")(no_user)["tau"].any()
+
+
+def test_every_loss_part_is_logged_and_finite(world, batch) -> None:
+    model = build(world)
+    model.train()
+    losses = model.loss(batch, model(batch))
+    assert set(losses) == {"loss", "loss_click", "loss_consistency", "loss_pairwise",
+                           "loss_reconstruct"}  # fmt: skip
+    assert all(torch.isfinite(v) for v in losses.values())
+    expected = (losses["loss_click"] + 0.5 * losses["loss_consistency"]
+                + 0.1 * (losses["loss_pairwise"] + losses["loss_reconstruct"]))  # fmt: skip
+    torch.testing.assert_close(losses["loss"], expected)
+    assert int(model.step) == 1  # the truncation schedule advanced
+    plain = build(world, incentive=False, cross_user=False, debias=False, consistency="none")
+    assert set(plain.loss(batch, plain(batch))) == {"loss", "loss_click"}
+
+
+def test_training_rows_follow_the_switches(world) -> None:
+    assert build(world).training_rows == "exposed_or_labelled"
+    assert build(world, consistency="none").training_rows == "exposed"
+    assert build(world, debias_negatives="unexposed").training_rows == "all"
+    assert build(world, debias_negatives="both").training_rows == "all"
+
+
+def test_unexposed_partners_come_from_the_same_request_and_are_unexposed(world) -> None:
+    pool = world.pool
+    clicked = torch.nonzero(pool.exposed & (pool.click > 0)).squeeze(1)
+    torch.manual_seed(0)
+    partners, valid = unexposed_partners(pool, clicked, 5)
+    assert partners.shape == valid.shape == (clicked.numel(), 5) and valid.all()
+    assert (pool.request[partners] == pool.request[clicked, None]).all()
+    assert not pool.exposed[partners].any()
+    shown_only = dataclasses.replace(pool, exposed=torch.ones_like(pool.exposed))
+    assert not unexposed_partners(shown_only, clicked, 2)[1].any()
+
+
+@pytest.mark.parametrize("negatives", ["synthetic", "unexposed", "both"])
+def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None:
+    model = build(world, debias_negatives=negatives)
+    model.train()
+    losses = model.loss(world.pool, model(world.pool))
+    assert losses["loss_pairwise"] > 0
+    losses["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert (losses["loss_reconstruct"] > 0) == (negatives != "unexposed")
+
+
+def test_synthetic_negatives_flow_through_the_whole_scoring_path(world, batch) -> None:
+    model = build(world, incentive=True)
+    out = model(batch)
+    clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+    negatives = model._synthetic_negatives(out, clicked)
+    assert negatives["logit"].shape == (2 * clicked.numel(),)
+    assert "incentive" in negatives
+    model.noise_scale = 0.0  # no noise: each negative is its positive again
+    same = model._synthetic_negatives(out, clicked)["logit"]
+    torch.testing.assert_close(same, out["logit"][clicked].repeat_interleave(2))
+
+
+def test_bad_switches_are_refused_by_name(world) -> None:
+    with pytest.raises(ValueError, match="consistency 'mse'"):
+        build(world, consistency="mse")
+    with pytest.raises(ValueError, match="debias_negatives 'random'"):
+        build(world, debias_negatives="random")
+    with pytest.raises(ValueError, match="needs incentive"):
+        build(world, incentive=False, cross_user=True)
+
+
+def test_the_incentive_names_the_features_it_lacks(world) -> None:
+    plain = FeatureEncoder().specs  # no relevance context
+    specs = [s for s in world.encoded.specs if s.name in {p.name for p in plain}]
+    with pytest.raises(ValueError, match=r"crowd_clicks.*relevance_context: true"):
+        build_model("prectr_v2", specs, world.encoded.vocab_sizes)
+    assert build_model("prectr_v2", specs, world.encoded.vocab_sizes,
+                       {"incentive": False, "cross_user": False})  # fmt: skip
+
+
+def test_preference_gate_follows_activity(world, batch) -> None:
+    mining = build(world).preference
+    assert isinstance(mining, PreferenceMining) and mining.gate is not None
+    assert build(world, activity_gate=False).preference.gate is None

@@ -1,0 +1,27 @@
+import torch
+
+from prectr.modules.attention import MultiHeadTargetAttention
+
+
+def test_multi_head_target_attention_shapes_masking_and_empty_histories() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadTargetAttention(target_dim=6, entry_dim=8, out_dim=12, heads=3)
+    target = torch.randn(3, 6)
+    entries = torch.randn(3, 5, 8, requires_grad=True)
+    mask = torch.tensor([[True] * 5, [False, False, True, True, True], [False] * 5])
+    out = attention(target, entries, mask)
+    assert out.shape == (3, 12)
+    assert torch.equal(out[2], torch.zeros(12))  # an all-padding history: zero, not NaN
+    out.sum().backward()
+    assert torch.isfinite(entries.grad).all() and torch.equal(entries.grad[2], torch.zeros(5, 8))
+    noise = torch.where(mask.unsqueeze(-1), 0.0, torch.randn(3, 5, 8))
+    torch.testing.assert_close(attention(target, entries + noise, mask), out)
+
+
+def test_one_valid_entry_takes_all_the_weight() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadTargetAttention(4, 4, 4, heads=2)
+    entries = torch.randn(1, 3, 4)
+    only_first = attention(torch.randn(1, 4), entries, torch.tensor([[True, False, False]]))
+    expected = attention.out(attention.value(entries[:, 0]))
+    torch.testing.assert_close(only_first, expected)
