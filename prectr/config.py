@@ -29,6 +29,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    # stage 1 (models with a relevance module): epochs fitting it alone on the human grades
+    relevance_epochs: int = 0
     epochs: int = 2
     lr_dense: float = 1e-3
     lr_embedding: float = 1e-2

@@ -2,11 +2,11 @@
 
 Encoded impressions (row indices into the in-memory item and request features, impression-level
 numerics, labels) are written to parquet sorted by request and read back in chunks of
-``buffer_rows``, keeping the ``rows`` a loss reads (``exposed``, ``exposed_or_labelled``
-or ``all`` candidates); requests are shuffled within a chunk and never split between batches, so
-request-level losses see every candidate of a request. The order is a pure function of
-``(seed, epoch)``, which is what makes an interrupted run resumable at the same step. With
-``world_size > 1`` each rank reads the requests whose row index falls to it.
+``buffer_rows``, keeping the ``rows`` a loss reads (``exposed``, ``exposed_or_labelled``,
+``labelled`` or ``all`` candidates); requests are shuffled within a chunk and never split
+between batches, so request-level losses see every candidate of a request. The order is a
+pure function of ``(seed, epoch)``, which is what makes an interrupted run resumable at the
+same step. With ``world_size > 1`` each rank reads the requests whose row index falls to it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence, ran
 from prectr.io import atomic_file
 
 ROW_GROUP = 65_536
-ROW_SETS = ("exposed", "exposed_or_labelled", "all")
+ROW_SETS = ("exposed", "exposed_or_labelled", "labelled", "all")
 
 
 def time_split(
@@ -158,10 +158,9 @@ class BatchStream:
             chunk = {name: _numpy(record.column(name)) for name in self.columns}
             keep = np.ones(record.num_rows, dtype=bool)
             if self.rows != "all":
-                wanted = ~np.isnan(chunk["click"])
-                if self.rows == "exposed_or_labelled":
-                    wanted |= ~np.isnan(chunk["relevance"])
-                keep &= wanted
+                exposed, labelled = ~np.isnan(chunk["click"]), ~np.isnan(chunk["relevance"])
+                keep &= {"exposed": exposed, "labelled": labelled,
+                         "exposed_or_labelled": exposed | labelled}[self.rows]  # fmt: skip
             if self.world_size > 1:
                 keep &= chunk["request_row"] % self.world_size == self.rank
             chunk = {k: v[keep] for k, v in chunk.items()}

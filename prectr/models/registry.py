@@ -29,6 +29,8 @@ class RankingModel(nn.Module):
     name: ClassVar[str]
     # the candidates its loss reads: "exposed", "exposed_or_labelled" or "all" (see BatchStream)
     training_rows: ClassVar[str] = "exposed"
+    # parameters a registered variant presets (e.g. PRECTR-V2 over PRECTR); the config wins
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,7 +69,9 @@ def build_model(
     name: str, specs: list, vocab_sizes: dict[str, int], params: dict[str, Any] | None = None
 ) -> RankingModel:
     """Build a registered model; an unknown name or parameter is refused by name."""
-    import prectr.models.baselines  # noqa: F401  (registers the baselines)
+    # importing registers them: the baselines, PRECTR and PRECTR-V2
+    import prectr.models.baselines
+    import prectr.models.prectr  # noqa: F401
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
@@ -80,4 +84,4 @@ def build_model(
             f"model {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
-    return cls(specs, vocab_sizes, **params)
+    return cls(specs, vocab_sizes, **{**cls.defaults, **params})

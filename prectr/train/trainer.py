@@ -1,9 +1,11 @@
 """One training loop for every registered model.
 
 AdamW with three learning rates (embedding tables, dense layers, a text encoder if the model has
-one), gradient clipping, validation after each epoch, early stopping on a chosen metric, and
-``best``/``last`` checkpoints written atomically. A run directory holds the config, a log, the
-train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the checkpoints.
+one), gradient clipping, an optional stage 1 that fits a model's relevance module alone on the
+human grades (``train.relevance_epochs``), validation after each epoch, early stopping on a
+chosen metric, and ``best``/``last`` checkpoints written atomically. A run directory holds the
+config, a log, the train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the
+checkpoints.
 
 Resuming is exact: the batch order is a function of (seed, epoch), and the ``last`` checkpoint
 holds the model, the optimizer, the RNG state and the position in the epoch, so a run killed at
@@ -114,11 +116,23 @@ class Trainer:
             config.model_params,
         )  # fmt: skip
         self.model.position_bias.weight.requires_grad_(config.train.position_bias)
+        self._check_stages()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
-        self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "stale": 0,
-                      "train_seconds": 0.0, "train_samples": 0}  # fmt: skip
+        self.state = {
+            "relevance_epoch": 0, "epoch": 0, "step_in_epoch": 0, "step": 0, "best": None,
+            "stale": 0, "train_seconds": 0.0, "train_samples": 0,
+        }  # fmt: skip
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
+
+    def _check_stages(self) -> None:
+        stage1 = self.config.train.relevance_epochs
+        if stage1 and not hasattr(self.model, "relevance_loss"):
+            raise ValueError(f"train.relevance_epochs: model {self.config.model!r} has no "
+                             "relevance module to fit in stage 1")  # fmt: skip
+        if not stage1 and getattr(self.model, "requires_relevance_stage", False):
+            raise ValueError(f"model {self.config.model!r} as configured anchors to the stage-1 "
+                             "relevance module: set train.relevance_epochs >= 1")  # fmt: skip
 
     @property
     def last_path(self) -> Path:
@@ -150,7 +164,7 @@ class Trainer:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["rng"])
-        self.state = checkpoint["state"]
+        self.state = {"relevance_epoch": 0, **checkpoint["state"]}
         self.log.info("resumed at epoch %d step %d", self.state["epoch"], self.state["step"])
 
     def _checkpoint(self, name: str) -> None:
@@ -195,6 +209,7 @@ class Trainer:
         stream = self.data.stream("train", self.config, True, self.model.training_rows)
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
         try:
+            self._relevance_stage(writer)
             while self.state["epoch"] < t.epochs and self.state["stale"] < t.patience:
                 self._train_epoch(stream, writer)
                 metrics = self.validate()
@@ -213,24 +228,42 @@ class Trainer:
             writer.close()
         return self._write_metrics()
 
-    def _train_epoch(self, stream, writer: SummaryWriter) -> None:
+    def _relevance_stage(self, writer: SummaryWriter) -> None:
+        """Stage 1: the relevance module alone on the labelled pairs (only its parameters get
+        gradients), then the model is told the stage ended (e.g. to keep a reference copy)."""
+        t = self.config.train
+        stream = self.data.stream("train", self.config, True, "labelled")
+        while self.state["relevance_epoch"] < t.relevance_epochs:
+            self._train_epoch(stream, writer, stage="relevance")
+            self.state["relevance_epoch"] += 1
+            self.state["step_in_epoch"] = 0
+            if self.state["relevance_epoch"] == t.relevance_epochs:
+                self.model.end_relevance_stage()
+            self.log.info("relevance epoch %d done", self.state["relevance_epoch"])
+            self._checkpoint("last")
+
+    def _train_epoch(self, stream, writer: SummaryWriter, stage: str = "joint") -> None:
         t = self.config.train
         self.model.train()
+        epoch = self.state["relevance_epoch" if stage == "relevance" else "epoch"]
         bar = tqdm(
-            stream.epoch(self.state["epoch"], skip=self.state["step_in_epoch"]),
-            desc=f"epoch {self.state['epoch']}", unit="batch", disable=None, leave=False,
+            stream.epoch(epoch, skip=self.state["step_in_epoch"]),
+            desc=f"{stage} epoch {epoch}", unit="batch", disable=None, leave=False,
         )  # fmt: skip
         window_loss, window_samples, window_start = [], 0, time.perf_counter()
         for batch in bar:
             started = time.perf_counter()
-            out = self.model(batch)
-            losses = self.model.loss(batch, out)
+            if stage == "relevance":
+                losses = {"loss": self.model.relevance_loss(batch)}
+            else:
+                losses = self.model.loss(batch, self.model(batch))
             self.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
             self.optimizer.step()
-            self.state["train_seconds"] += time.perf_counter() - started
-            self.state["train_samples"] += int(batch.exposed.sum())
+            if stage == "joint":  # throughput is the click-training rate
+                self.state["train_seconds"] += time.perf_counter() - started
+                self.state["train_samples"] += int(batch.exposed.sum())
             self.state["step"] += 1
             self.state["step_in_epoch"] += 1
             window_loss.append({k: float(v.detach()) for k, v in losses.items()})
@@ -238,7 +271,8 @@ class Trainer:
             if self.state["step"] % t.log_every == 0:
                 rate = window_samples / (time.perf_counter() - window_start)
                 mean = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
-                self._record(writer, "train", {**mean, "samples_per_s": rate})
+                split = "train" if stage == "joint" else stage
+                self._record(writer, split, {**mean, "samples_per_s": rate})
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", samples_s=f"{rate:,.0f}")
                 window_loss, window_samples, window_start = [], 0, time.perf_counter()
             if self.state["step"] % t.checkpoint_every == 0:

@@ -110,3 +110,49 @@ def test_a_resumed_run_reuses_the_cached_features(tiny_world, tmp_path, monkeypa
     for level in ("item", "request"):
         for name, values in getattr(first.data.encoded, level).items():
             assert (getattr(again.data.encoded, level)[name] == values).all(), name
+
+
+def prectr_config(tiny_world, **train):
+    config = tiny_config(tiny_world, relevance_epochs=1, **train)
+    config.model, config.name = "prectr_v1", "tiny_prectr"
+    config.model_params = {"hidden": [32, 16], "consistency": "kl"}
+    config.features.relevance_context = True
+    return config
+
+
+def test_stage_one_fits_the_relevance_module_alone_then_anchors_the_kl(tiny_world, tmp_path):
+    config = prectr_config(tiny_world, epochs=0)
+    trainer = Trainer(config, tmp_path / "r")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("rsl.", "reference.")) for k in changed), changed
+    for k, v in trainer.model.rsl.state_dict().items():  # the KL anchor is the stage-1 RSL
+        assert torch.equal(trainer.model.reference.state_dict()[k], v)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert {x["split"] for x in lines} == {"relevance"}
+
+
+def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
+    config = prectr_config(tiny_world, epochs=1, checkpoint_every=2)
+    config.model = "prectr_v2"  # random synthetic negatives too
+    whole = Trainer(config, tmp_path / "whole").fit()
+    with pytest.raises(StopTraining):
+        Trainer(config, tmp_path / "killed", stop_after=3).fit()
+    state = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["state"]
+    assert state["relevance_epoch"] == 0 and state["step"] == 2
+    resumed = Trainer(config, tmp_path / "killed", resume=True).fit()
+    assert resumed["best_valid"] == whole["best_valid"]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage_one_needs_a_relevance_module_and_kl_needs_stage_one(tiny_world, tmp_path):
+    with pytest.raises(ValueError, match="no relevance module"):
+        Trainer(tiny_config(tiny_world, relevance_epochs=1), tmp_path / "a")
+    config = prectr_config(tiny_world)
+    config.train.relevance_epochs = 0
+    with pytest.raises(ValueError, match="relevance_epochs >= 1"):
+        Trainer(config, tmp_path / "b")

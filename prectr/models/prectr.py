@@ -1,0 +1,232 @@
+"""PRECTR (WWW 2025) and PRECTR-V2 (2026): one model for click probability and relevance.
+
+Read top to bottom, as the method section of the paper.
+
+**Unified relevance-CTR.** The RSL module gives P(rsl = r | x) over four relevance grades from
+the query and title text, through a *relevance embedding*. The Base CTR module gives
+P(click | rsl = r, x), one click head per grade over a DIN-style trunk that also reads the
+relevance embedding. They are fused by conditional probability,
+P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
+
+**Personalised relevance incentive.** A relevance preference ``tau`` mined from the user's
+own history (PRECTR) and, in V2, from what all users did under the same query category
+(cross-user preference mining, multi-head target attention) drives a positive and a negative
+softplus expert; their gated sum is added to the fused logit. The ranking score is
+sigmoid(fused logit + incentive).
+
+**Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
+pool is not. For every click in a batch, ``hard_negatives`` copies of its relevance embedding
+with noise injected (``noise_scale`` times each dimension's spread in the batch) are scored
+through the same RSL, Base CTR and incentive; their relevance label is reconstructed as grade 0,
+and a pairwise loss with margin clipping and dynamic truncation ranks the click above them
+(:mod:`prectr.losses.pairwise_debias`). ``debias_negatives: unexposed`` uses logged but
+unexposed candidates of the same request instead (training then reads every candidate), and
+``both`` uses both.
+
+**Training.** Stage 1 (``train.relevance_epochs``) fits the RSL module on human grades alone;
+stage 2 trains everything on clicks through the fused probability, with semantic consistency
+regularisation keeping the RSL faithful (:mod:`prectr.losses.consistency`: ``ce`` on labelled
+pairs, the default, or ``kl`` to the stage-1 RSL). The loss is
+click BCE + ``consistency_weight`` * consistency + ``debias_weight`` * (pairwise + reconstruction),
+each part logged. Every component switches off from the config: ``incentive``, ``cross_user``,
+``debias``, ``consistency: none``, ``relevance_epochs: 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from prectr.data.dataset import Batch
+from prectr.losses.consistency import grade_cross_entropy, reference_kl
+from prectr.losses.pairwise_debias import pairwise_debias, truncation
+from prectr.models.registry import RankingModel, register
+from prectr.modules.base_ctr import BaseCTR
+from prectr.modules.embeddings import FeatureEmbedding
+from prectr.modules.fusion import fuse
+from prectr.modules.incentive import PreferenceMining, RelevanceIncentive
+from prectr.modules.rsl import BagOfTokensEncoder, RSLModule
+
+CONSISTENCY = ("ce", "kl", "none")
+NEGATIVES = ("synthetic", "unexposed", "both")
+
+
+@register("prectr_v1")
+class PRECTR(RankingModel):
+    def __init__(
+        self,
+        specs: list,
+        vocab_sizes: dict[str, int],
+        embedding_dim: int = 16,
+        hidden: tuple[int, ...] = (256, 128, 64),
+        attention_hidden: tuple[int, ...] = (80, 40),
+        relevance_hidden: tuple[int, ...] = (64, 32),
+        dropout: float = 0.0,
+        monotone: bool = False,
+        incentive: bool = True,
+        cross_user: bool = False,
+        preference_dim: int = 32,
+        preference_heads: int = 1,
+        activity_gate: bool = True,
+        consistency: str = "ce",
+        consistency_weight: float = 0.5,
+        debias: bool = False,
+        debias_weight: float = 0.1,
+        debias_negatives: str = "synthetic",
+        hard_negatives: int = 2,
+        noise_scale: float = 3.0,
+        debias_margin: float = 1.0,
+        debias_clip: float = 4.0,
+        truncate_start: float = 4.0,
+        truncate_end: float = 1.0,
+        truncate_steps: int = 1000,
+    ):
+        super().__init__()
+        if consistency not in CONSISTENCY:
+            raise ValueError(f"consistency {consistency!r}: expected one of {CONSISTENCY}")
+        if debias_negatives not in NEGATIVES:
+            raise ValueError(f"debias_negatives {debias_negatives!r}: expected one of {NEGATIVES}")
+        if cross_user and not incentive:
+            raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
+        text = BagOfTokensEncoder(specs, vocab_sizes, embedding_dim)
+        self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
+        embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
+        self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
+                                monotone)  # fmt: skip
+        self.preference, self.incentive = None, None
+        if incentive:
+            self.preference = PreferenceMining(
+                embedding, preference_dim, preference_heads, cross_user, activity_gate
+            )
+            self.incentive = RelevanceIncentive(preference_dim)
+        self.consistency, self.consistency_weight = consistency, consistency_weight
+        # the KL form anchors to the RSL as stage 1 left it (see end_relevance_stage)
+        self.reference = (
+            copy.deepcopy(self.rsl).requires_grad_(False) if consistency == "kl" else None
+        )
+        self.requires_relevance_stage = consistency == "kl"
+        self.debias, self.debias_weight = debias, debias_weight
+        self.negatives, self.hard_negatives, self.noise_scale = (debias_negatives, hard_negatives,
+                                                                 noise_scale)  # fmt: skip
+        self.margin, self.clip = debias_margin, debias_clip
+        self.schedule = (truncate_start, truncate_end, truncate_steps)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # for the schedule
+        self.training_rows = (
+            "all" if debias and debias_negatives != "synthetic"
+            else "exposed_or_labelled" if consistency == "ce"
+            else "exposed"
+        )  # fmt: skip
+
+    # -- scoring: fusion and incentive ---------------------------------------------------------
+    def rank(
+        self, context: torch.Tensor, relevance: torch.Tensor, tau: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """Ranking logit, grade logits and incentive of candidates given their context
+        (everything but relevance), relevance embedding and relevance preference."""
+        grade_logits = self.rsl.classify(relevance)
+        logit = fuse(self.base_ctr.click_logits(context, relevance), grade_logits)
+        out = {"grade_logits": grade_logits, "fused_logit": logit}
+        if self.incentive is not None:
+            out["incentive"] = self.incentive(tau, torch.softmax(grade_logits, -1))
+            logit = logit + out["incentive"]
+        return {**out, "logit": logit}
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        context = self.base_ctr.context(batch)
+        relevance = self.rsl.embed(batch)
+        extra = {"context": context, "relevance": relevance}
+        if self.preference is not None:
+            extra["tau"] = self.preference(batch, self.base_ctr.embedding)
+        return {**self.rank(context, relevance, extra.get("tau")), **extra}
+
+    # -- training ------------------------------------------------------------------------------
+    def relevance_loss(self, batch: Batch) -> torch.Tensor:
+        """Stage 1: cross-entropy of the RSL module on the human grades."""
+        return grade_cross_entropy(self.rsl(batch), batch.relevance)
+
+    def end_relevance_stage(self) -> None:
+        if self.reference is not None:
+            self.reference.load_state_dict(self.rsl.state_dict())
+
+    def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = {"loss_click": self.click_loss(batch, out["logit"])}
+        total = parts["loss_click"]
+        if self.consistency == "ce":
+            parts["loss_consistency"] = grade_cross_entropy(out["grade_logits"], batch.relevance)
+        elif self.consistency == "kl":
+            with torch.no_grad():
+                reference = self.reference(batch)
+            parts["loss_consistency"] = reference_kl(out["grade_logits"], reference)
+        if "loss_consistency" in parts:
+            total = total + self.consistency_weight * parts["loss_consistency"]
+        if self.debias:
+            parts.update(self.debias_loss(batch, out))
+            total = total + self.debias_weight * (
+                parts["loss_pairwise"] + parts["loss_reconstruct"]
+            )
+            if self.training:
+                self.step += 1
+        return {"loss": total, **parts}
+
+    def debias_loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pairwise loss of each click against its hard negatives, and the reconstruction of
+        the synthetic negatives' relevance label as grade 0."""
+        clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+        weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
+        negatives, reconstruct = [], out["logit"].sum() * 0.0
+        if self.negatives != "unexposed":
+            synthetic = self._synthetic_negatives(out, clicked)
+            negatives.append(synthetic["logit"].view(clicked.numel(), -1))
+            grade0 = torch.zeros_like(synthetic["logit"], dtype=torch.long)
+            if grade0.numel():
+                reconstruct = F.cross_entropy(synthetic["grade_logits"], grade0)
+        if self.negatives != "synthetic":
+            rows, valid = unexposed_partners(batch, clicked, self.hard_negatives)
+            # positives without an unexposed partner pair with themselves at zero margin
+            negatives.append(torch.where(valid, out["logit"][rows], out["logit"][clicked, None]))
+        truncate = truncation(int(self.step), *self.schedule)
+        pairwise = pairwise_debias(out["logit"][clicked], torch.cat(negatives, 1), weight,
+                                   self.margin, self.clip, truncate)  # fmt: skip
+        return {"loss_pairwise": pairwise, "loss_reconstruct": reconstruct}
+
+    def _synthetic_negatives(self, out: dict, clicked: torch.Tensor) -> dict[str, torch.Tensor]:
+        k = self.hard_negatives
+        relevance = out["relevance"][clicked].repeat_interleave(k, 0)
+        spread = out["relevance"].detach().std(0) if out["relevance"].shape[0] > 1 else 1.0
+        noisy = relevance + self.noise_scale * spread * torch.randn_like(relevance)
+        tau = out["tau"][clicked].repeat_interleave(k, 0) if "tau" in out else None
+        return self.rank(out["context"][clicked].repeat_interleave(k, 0), noisy, tau)
+
+
+def unexposed_partners(
+    batch: Batch, rows: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row in ``rows``, ``k`` unexposed candidates of the same request drawn at
+    random (a batch holds whole requests, each contiguous): indices ``(P, k)`` and a validity
+    mask, false where the request has no unexposed candidate."""
+    n = batch.request.shape[0]
+    new_request = torch.ones(n, dtype=torch.bool)
+    new_request[1:] = batch.request[1:] != batch.request[:-1]
+    starts = torch.nonzero(new_request).squeeze(1)
+    ends = torch.cat([starts[1:], torch.tensor([n])])
+    block = torch.cumsum(new_request.long(), 0) - 1
+    unexposed = torch.nonzero(~batch.exposed).squeeze(1)
+    lo = torch.searchsorted(unexposed, starts[block[rows]])
+    hi = torch.searchsorted(unexposed, ends[block[rows]])
+    count = (hi - lo).unsqueeze(1)
+    offset = (torch.rand(rows.numel(), k) * count).long()
+    valid = count.expand(-1, k) > 0
+    index = (lo.unsqueeze(1) + offset).clamp(max=max(unexposed.numel() - 1, 0))
+    picked = unexposed[index] if unexposed.numel() else torch.zeros_like(index)
+    return picked, valid
+
+
+@register("prectr_v2")
+class PRECTRV2(PRECTR):
+    """PRECTR-V2: PRECTR with cross-user preference mining (multi-head) and exposure-bias
+    correction switched on."""
+
+    defaults: ClassVar[dict] = {"cross_user": True, "preference_heads": 2, "debias": True}
