@@ -20,12 +20,13 @@ demo: $(STAMP)
 	$(BIN)/prectr simulate --preset small --seed 0 --out $(DEMO_DIR)/world --overwrite
 	$(BIN)/prectr validate $(DEMO_DIR)/world
 	$(BIN)/prectr score $(DEMO_DIR)/world --rankers logging popularity random
-	rm -rf $(DEMO_DIR)/dnn $(DEMO_DIR)/din
-	$(BIN)/prectr train configs/dnn_small.yaml --log $(DEMO_DIR)/world --out $(DEMO_DIR)/dnn
-	$(BIN)/prectr evaluate $(DEMO_DIR)/dnn --world $(DEMO_DIR)/world
+	rm -rf $(DEMO_DIR)/din $(DEMO_DIR)/prectr_v2
 	$(BIN)/prectr train configs/din_small.yaml --log $(DEMO_DIR)/world --out $(DEMO_DIR)/din
 	$(BIN)/prectr evaluate $(DEMO_DIR)/din --world $(DEMO_DIR)/world
-	$(BIN)/prectr report $(DEMO_DIR)/dnn $(DEMO_DIR)/din --out $(DEMO_DIR)/report.html
+	$(BIN)/prectr train configs/prectr_v2_small.yaml --log $(DEMO_DIR)/world \
+		--out $(DEMO_DIR)/prectr_v2
+	$(BIN)/prectr evaluate $(DEMO_DIR)/prectr_v2 --world $(DEMO_DIR)/world
+	$(BIN)/prectr report $(DEMO_DIR)/din $(DEMO_DIR)/prectr_v2 --out $(DEMO_DIR)/report.html
 
 test: $(STAMP)
 	$(BIN)/ruff check prectr tests benchmarks
@@ -41,7 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/quality.py --preset bench --configs configs/dnn_bench.yaml \
 		configs/lr_bench.yaml configs/deepfm_bench.yaml configs/dcnv2_bench.yaml \
-		configs/din_bench.yaml configs/two_model_bench.yaml
+		configs/din_bench.yaml configs/two_model_bench.yaml configs/prectr_v1_bench.yaml \
+		configs/prectr_v2_bench.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -3,9 +3,10 @@
 Run: .venv/bin/python benchmarks/quality.py --preset bench --configs configs/*_bench.yaml
 Every run goes through the `prectr` command (simulate, train, evaluate), so each figure comes
 with the exact commands that produced it. A run that already holds an evaluation.json is reused,
-so an interrupted benchmark resumes. Writes results/quality_<world>.json and a markdown table
-(results/quality_<world>.md, for BENCHMARKS.md): mean ± std over seeds, and RelaImpr (AUC)
-against the reference config (the first one, or --reference).
+so an interrupted benchmark resumes. Writes results/quality_<world>[_<tag>].json and a
+markdown table (results/quality_<world>[_<tag>].md, for BENCHMARKS.md): mean ± std over seeds,
+RelaImpr (AUC) against the reference config (the first one, or --reference), and each seed's
+best validation epoch.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--world-name", help="name of the world directory under runs/worlds")
     parser.add_argument("--reference", help="config name RelaImpr is measured against")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every config")
+    parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
     args = parser.parse_args()
     if len(args.seeds) < 3:
         parser.error("quality figures need at least 3 seeds")
@@ -91,6 +93,7 @@ def main() -> None:
                     **evaluation,
                     "train_samples_per_s": training["train_samples_per_s"],
                     "peak_rss_mb": training["peak_rss_mb"],
+                    "best_epoch": training["best_valid"]["epoch"],
                 }
             )
     report = summarise(results, args.reference or next(iter(results)))
@@ -103,7 +106,8 @@ def main() -> None:
             "python": platform.python_version(),
         },
     )
-    out = ROOT / "results" / f"quality_{world.name}.json"
+    suffix = f"_{args.tag}" if args.tag else ""
+    out = ROOT / "results" / f"quality_{world.name}{suffix}.json"
     with atomic_file(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
@@ -136,6 +140,7 @@ def summarise(results: dict[str, list[dict]], reference: str) -> dict:
         row["train_samples_per_s"] = _stat(np.array([r["train_samples_per_s"] for r in runs]))
         row["peak_rss_mb"] = _stat(np.array([r["peak_rss_mb"] for r in runs]))
         row["lift_vs_logging"] = _stat(np.array([r["online"]["lift"] for r in runs]))
+        row["best_epochs"] = [r.get("best_epoch") for r in runs]
         summary[name] = row
     return {"reference": reference, "seeds": len(next(iter(results.values()))),
             "summary": summary, "runs": results}  # fmt: skip
@@ -152,14 +157,15 @@ def markdown(report: dict) -> str:
         f"World `{report['world']}`, {report['seeds']} seeds, mean ± std; RelaImpr against "
         f"`{report['reference']}`; lift_vs_logging: expected clicks against the logging ranker.",
         "",
-        "| model | " + " | ".join(keys) + " | train samples/s | peak MB |",
-        "|---" * (len(keys) + 3) + "|",
+        "| model | " + " | ".join(keys) + " | train samples/s | peak MB | best epochs |",
+        "|---" * (len(keys) + 4) + "|",
     ]
     for name, row in report["summary"].items():
         cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in keys]
         speed = f"{row['train_samples_per_s']['mean']:,.0f}"
         memory = f"{row['peak_rss_mb']['mean']:,.0f}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {memory} |")
+        epochs = ",".join("?" if e is None else str(e) for e in row["best_epochs"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {memory} | {epochs} |")
     return "\n".join(lines) + "\n"
 
 
