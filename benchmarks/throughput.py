@@ -1,0 +1,116 @@
+"""Training throughput side by side: models take turns on the same machine in one process.
+
+Run: .venv/bin/python benchmarks/throughput.py --world runs/worlds/bench-s0 \\
+         --configs configs/dnn_bench.yaml configs/prectr_v2_bench.yaml
+Each config's first training batches (the rows its loss reads) are assembled once; the models
+then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps`` optimiser steps
+(forward, loss, backward, AdamW) after a warm-up, the same span the trainer's samples/s covers.
+Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
+noise over every model; the ratio to the first config is the figure to quote. Writes
+results/throughput_<world>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prectr.config import load_experiment
+from prectr.data.schema import read_log
+from prectr.io import atomic_file
+from prectr.models import build_model
+from prectr.train.data import prepare
+from prectr.train.trainer import param_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Contender:
+    """One config: its model, optimiser and pre-assembled batches."""
+
+    def __init__(self, config_path: Path, log, scratch: Path, batches: int, threads: int):
+        self.config = load_experiment(config_path, [f"train.threads={threads}"])
+        self.name = self.config.name or config_path.stem
+        data = prepare(self.config, scratch / self.name, log)
+        torch.manual_seed(0)
+        self.model = build_model(self.config.model, data.encoded.specs, data.encoded.vocab_sizes,
+                                 self.config.model_params)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.config))
+        stream = data.stream("train", self.config, True, self.model.training_rows)
+        self.batches = [b for _, b in zip(range(batches), stream.epoch(0), strict=False)]
+        self.rates: list[float] = []
+
+    def turn(self, steps: int, warmup: int) -> None:
+        self.model.train()
+        samples, elapsed = 0, 0.0
+        for i, batch in enumerate(self.batches[: warmup + steps]):
+            started = time.perf_counter()
+            loss = self.model.loss(batch, self.model(batch))["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm)
+            self.optimizer.step()
+            if i >= warmup:
+                elapsed += time.perf_counter() - started
+                samples += int(batch.exposed.sum())
+        self.rates.append(samples / elapsed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--configs", nargs="+", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    log = read_log(args.world)
+    with tempfile.TemporaryDirectory() as scratch:
+        contenders = [Contender(c, log, Path(scratch), args.warmup + args.steps, args.threads)
+                      for c in args.configs]  # fmt: skip
+        for _ in range(args.rounds):
+            for contender in contenders:
+                contender.turn(args.steps, args.warmup)
+    base = statistics.median(contenders[0].rates)
+    rows = {
+        c.name: {
+            "samples_per_s": statistics.median(c.rates),
+            "rounds": c.rates,
+            "ratio_to_first": statistics.median(c.rates) / base,
+            "rows_per_batch": statistics.mean(len(b) for b in c.batches),
+            "parameters": sum(p.numel() for p in c.model.parameters()),
+        }
+        for c in contenders
+    }
+    print(f"{'config':<28} {'samples/s':>12} {'ratio':>7} {'rows/batch':>11}")
+    for name, row in rows.items():
+        print(f"{name:<28} {row['samples_per_s']:>12,.0f} {row['ratio_to_first']:>7.2f} "
+              f"{row['rows_per_batch']:>11,.0f}")  # fmt: skip
+    result = {
+        "command": " ".join(["python", "benchmarks/throughput.py", "--world", str(args.world),
+                             "--configs", *map(str, args.configs), "--steps", str(args.steps),
+                             "--rounds", str(args.rounds), "--threads", str(args.threads)]),
+        "models": rows,
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "threads": args.threads,
+                    "torch": torch.__version__},
+    }  # fmt: skip
+    out = ROOT / "results" / f"throughput_{args.world.name}.json"
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
