@@ -189,6 +189,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from prectr.serve.app import create_app
+    from prectr.serve.ranker import Ranker
+
+    # build once here: an incomplete run, another version's checkpoint or a bad history log
+    # stops the command with a clear message before any worker starts
+    ranker = Ranker(args.run, args.history, args.checkpoint, args.cache_size, args.threads,
+                    args.engine)  # fmt: skip
+    app = create_app(ranker, args.max_candidates, args.relevance_floor)
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    os.environ.update({
+        "PRECTR_RUN": str(args.run), "PRECTR_HISTORY": str(args.history or ""),
+        "PRECTR_CHECKPOINT": args.checkpoint, "PRECTR_CACHE_SIZE": str(args.cache_size),
+        "PRECTR_THREADS": str(args.threads), "PRECTR_ENGINE": args.engine,
+        "PRECTR_MAX_CANDIDATES": str(args.max_candidates),
+        "PRECTR_RELEVANCE_FLOOR": "" if args.relevance_floor is None else str(args.relevance_floor),
+    })  # fmt: skip
+    uvicorn.run("prectr.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning")  # fmt: skip
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prectr.serve.export import export
+    from prectr.serve.ranker import Ranker
+
+    ranker = Ranker(args.run, args.history, args.checkpoint)
+    last = ranker.store.requests.num_rows - 1
+    batches = [ranker.batch(ranker.logged_request(i)) for i in (last, max(last - 1, 0))]
+    worst = export(ranker.model, batches, args.out, args.format)
+    console.print(f"wrote {args.out} ({args.format}); largest difference from eager PyTorch "
+                  f"on {len(batches)} logged requests: {worst:.1e}")  # fmt: skip
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from prectr.report import write_report
 
@@ -292,6 +333,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
+        "serve",
+        help="serve a trained run over HTTP: POST /rank, GET /health, GET /metrics",
+        description="Load a run (and the log its histories come from) and answer ranking "
+        "requests with FastAPI + uvicorn. The OpenAPI schema is at /openapi.json.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--history", type=Path, help="log feeding the histories (default data.log)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--cache-size", type=int, default=100_000, help="items in the LRU cache")
+    p.add_argument("--max-candidates", type=int, default=1000)
+    p.add_argument("--relevance-floor", type=float, help="drop candidates with P(grade>=2) below")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "export",
+        help="export a run's scoring graph to ONNX or TorchScript, checked against PyTorch",
+        description="Trace the scoring graph on logged requests, write it, and keep it only "
+        "if it matches eager PyTorch within 1e-5 on them.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--history", type=Path, help="log to take the check requests from")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
         "score",
         help="score a world's test day with reference rankers and print the metric table",
         description="Fit the reference rankers on the training days of a simulated world, "
@@ -313,3 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(str(err), markup=False)
         code = 2
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prectr.data.history import build_histories
+from prectr.data.history import Histories, HistoryIndex
 from prectr.data.schema import SearchLog
 from prectr.io import atomic_file
 
@@ -29,6 +29,7 @@ PAD, OOV = 0, 1
 TOKEN = re.compile(r"[a-z0-9]+")
 PRICE_BUCKETS = 20
 MATCH_LEVELS = 10  # 5 title-match steps x (category match or not)
+SMALL_LOOKUP = 4096  # up to this many values, Vocabulary.lookup uses a dict
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Sequence:
 class Vocabulary:
     values: list
     counts: list[int] = field(default_factory=list)
+    _ids: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
@@ -73,8 +75,14 @@ class Vocabulary:
         return len(self.values) + 2
 
     def lookup(self, values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
-        """Ids for ``values``: 0 for null, 1 for unseen, 2.. for known values."""
+        """Ids for ``values``: 0 for null, 1 for unseen, 2.. for known values. A few values
+        (a served request) are looked up in a dict built once; many in one vectorised pass."""
         arr = pa.array(values) if isinstance(values, np.ndarray) else values
+        if len(arr) <= SMALL_LOOKUP:
+            if self._ids is None:
+                self._ids = {v: i + 2 for i, v in enumerate(self.values)}
+            ids = [PAD if v is None else self._ids.get(v, OOV) for v in arr.to_pylist()]
+            return np.array(ids, dtype=np.int32)
         index = pc.index_in(arr, value_set=pa.array(self.values, type=arr.type))
         ids = pc.add(index, 2).fill_null(OOV).to_numpy(zero_copy_only=False).astype(np.int32)
         null = arr.is_null()
@@ -219,68 +227,22 @@ class FeatureEncoder:
 
     def encode(self, log: SearchLog) -> EncodedLog:
         """Features of every item, request and impression of ``log`` (histories leak-free)."""
-        cfg, v = self.config, self.vocabs
         items, req, imp = log.items, log.requests, log.impressions
-        price = np.log1p(items["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
-        missing = np.isnan(price)
-        bucket = np.searchsorted(np.asarray(self.stats["price_edges"]), np.nan_to_num(price))
-        title_tok = tokens(items["title"].to_pylist(), v["token"], cfg.title_tokens)
-        item = {
-            "item_id": v["item"].lookup(items["item_id"]),
-            "category": v["category"].lookup(items["category"]),
-            "brand": v["brand"].lookup(items["brand"]),
-            "price_bucket": np.where(missing, PAD, bucket + 2).astype(np.int32),
-            "log_price": np.where(
-                missing,
-                0.0,
-                (price - self.stats["log_price_mean"]) / self.stats["log_price_std"],
-            ).astype(np.float32),
-            "title_tokens": title_tok,
-        }
+        item, request = self.encode_items(items), self.encode_requests(req)
         item_row = pc.index_in(imp["item_id"], value_set=items["item_id"]).to_numpy(
             zero_copy_only=False
         ).astype(np.int64)  # fmt: skip
         request_row = pc.index_in(imp["request_id"], value_set=req["request_id"]).to_numpy(
             zero_copy_only=False
         ).astype(np.int64)  # fmt: skip
-
-        h = build_histories(
-            req, imp, user_length=20, click_length=cfg.user_clicks,
-            crowd_length=cfg.crowd_length,
-        )  # fmt: skip
-        query_tok = tokens(req["query"].to_pylist(), v["token"], cfg.query_tokens)
-        request = {
-            "user_id": v["user"].lookup(req["user_id"]),
-            "query": v["query"].lookup(req["query"]),
-            "user_activity": np.log1p((h.user_requests >= 0).sum(1)).astype(np.float32),
-            "query_tokens": query_tok,
-            "user_clicks": _gather(item["item_id"], item_row, h.user_clicks),
-            "user_click_categories": _gather(item["category"], item_row, h.user_clicks),
-        }
         columns = {
             "request_row": request_row,
             "item_row": item_row,
-            "title_match": _token_overlap(query_tok, title_tok, request_row, item_row),
+            **self.encode_impressions(request, item, request_row, item_row),
         }
-        if self.has_query_category:
-            request["query_category"] = v["category"].lookup(req["query_category"])
-            columns["category_match"] = (
-                (request["query_category"][request_row] == item["category"][item_row])
-                & (item["category"][item_row] > OOV)
-            ).astype(np.float32)
-        if cfg.relevance_context:
-            match = match_level(columns["title_match"], columns.get("category_match"))
-            columns["match_level"] = match
-            crowd = h.category_crowd if h.category_crowd is not None else h.query_crowd
-            clicked = imp["click"].fill_null(0).to_numpy().astype(np.int32) + 2
-            request |= {
-                "user_click_queries": _gather(request["query"], request_row, h.user_clicks),
-                "user_click_match": _gather(match, None, h.user_clicks),
-                "crowd_items": _gather(item["item_id"], item_row, crowd),
-                "crowd_categories": _gather(item["category"], item_row, crowd),
-                "crowd_match": _gather(match, None, crowd),
-                "crowd_clicks": _gather(clicked, None, crowd),
-            }
+        events = self.history_events(request, item, columns, imp["click"])
+        request |= self.encode_histories(HistoryIndex(req, imp).histories(req, **self.lengths),
+                                         events)  # fmt: skip
         table = pa.table(
             {
                 **columns,
@@ -292,6 +254,105 @@ class FeatureEncoder:
             }
         )
         return EncodedLog(self.specs, self.vocab_sizes, item, request, table)
+
+    def encode_items(self, items: pa.Table) -> dict[str, np.ndarray]:
+        """Item features of an items table (item_id, title, category, brand, price)."""
+        v = self.vocabs
+        price = np.log1p(items["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
+        missing = np.isnan(price)
+        bucket = np.searchsorted(np.asarray(self.stats["price_edges"]), np.nan_to_num(price))
+        return {
+            "item_id": v["item"].lookup(items["item_id"]),
+            "category": v["category"].lookup(items["category"]),
+            "brand": v["brand"].lookup(items["brand"]),
+            "price_bucket": np.where(missing, PAD, bucket + 2).astype(np.int32),
+            "log_price": np.where(
+                missing,
+                0.0,
+                (price - self.stats["log_price_mean"]) / self.stats["log_price_std"],
+            ).astype(np.float32),
+            "title_tokens": tokens(
+                items["title"].to_pylist(), v["token"], self.config.title_tokens
+            ),
+        }
+
+    def encode_requests(self, requests: pa.Table) -> dict[str, np.ndarray]:
+        """Request features that need no history (user, query, its tokens and category)."""
+        v = self.vocabs
+        out = {
+            "user_id": v["user"].lookup(requests["user_id"]),
+            "query": v["query"].lookup(requests["query"]),
+            "query_tokens": tokens(
+                requests["query"].to_pylist(), v["token"], self.config.query_tokens
+            ),
+        }
+        if self.has_query_category:
+            out["query_category"] = v["category"].lookup(requests["query_category"])
+        return out
+
+    def encode_impressions(
+        self, request: dict, item: dict, request_row: np.ndarray, item_row: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """How each (request, item) pair matches: title token overlap, category match and,
+        with the relevance context, the match level."""
+        columns = {
+            "title_match": _token_overlap(
+                request["query_tokens"], item["title_tokens"], request_row, item_row
+            )
+        }
+        if self.has_query_category:
+            columns["category_match"] = (
+                (request["query_category"][request_row] == item["category"][item_row])
+                & (item["category"][item_row] > OOV)
+            ).astype(np.float32)
+        if self.config.relevance_context:
+            columns["match_level"] = match_level(
+                columns["title_match"], columns.get("category_match")
+            )
+        return columns
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """History lengths, as :meth:`HistoryIndex.histories` takes them."""
+        cfg = self.config
+        return {"user_length": 20, "click_length": cfg.user_clicks,
+                "crowd_length": cfg.crowd_length}  # fmt: skip
+
+    def history_events(
+        self, request: dict, item: dict, columns: dict, click: pa.ChunkedArray | pa.Array
+    ) -> dict[str, np.ndarray]:
+        """What a history entry shows of each impression: its item id and category, the query
+        it was shown under, its match level and whether it was clicked (ids, 0 = padding)."""
+        events = {
+            "item_id": item["item_id"][columns["item_row"]],
+            "category": item["category"][columns["item_row"]],
+        }
+        if self.config.relevance_context:
+            events |= {
+                "query": request["query"][columns["request_row"]],
+                "match_level": columns["match_level"],
+                "click": click.fill_null(0).to_numpy().astype(np.int32) + 2,
+            }
+        return events
+
+    def encode_histories(self, h: Histories, events: dict[str, np.ndarray]) -> dict:
+        """Request features read off histories (rows of the impressions ``events`` describe)."""
+        out = {
+            "user_activity": np.log1p((h.user_requests >= 0).sum(1)).astype(np.float32),
+            "user_clicks": _gather(events["item_id"], h.user_clicks),
+            "user_click_categories": _gather(events["category"], h.user_clicks),
+        }
+        if self.config.relevance_context:
+            crowd = h.category_crowd if h.category_crowd is not None else h.query_crowd
+            out |= {
+                "user_click_queries": _gather(events["query"], h.user_clicks),
+                "user_click_match": _gather(events["match_level"], h.user_clicks),
+                "crowd_items": _gather(events["item_id"], crowd),
+                "crowd_categories": _gather(events["category"], crowd),
+                "crowd_match": _gather(events["match_level"], crowd),
+                "crowd_clicks": _gather(events["click"], crowd),
+            }
+        return out
 
     @property
     def vocab_sizes(self) -> dict[str, int]:
@@ -334,13 +395,9 @@ def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> n
     return level + 2
 
 
-def _gather(values: np.ndarray, row: np.ndarray | None, history: np.ndarray) -> np.ndarray:
-    """``values`` of each history entry (an impression index, -1 = none), through ``row``
-    (impression -> item or request row) where given; padding where there is no entry."""
-    index = np.maximum(history, 0)
-    if row is not None:
-        index = row[index]
-    return np.where(history >= 0, values[index], PAD).astype(np.int32)
+def _gather(values: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """``values`` of each history entry (an index, -1 = none); padding where there is none."""
+    return np.where(history >= 0, values[np.maximum(history, 0)], PAD).astype(np.int32)
 
 
 def _token_overlap(

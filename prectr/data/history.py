@@ -1,8 +1,9 @@
 """Leak-free histories: what a user, and the crowd under a query, did strictly before a request.
 
-One primitive, :func:`last_before`, finds for each request the last ``length`` events that share
-its key (a user, a query, a query category) and happened strictly before it; an event at the
-same instant as the request is not history. Every history is built from it:
+One primitive, :class:`EventIndex`, sorts events once by (key, time) and then finds, for any
+batch of requests, the last ``length`` events that share a request's key (a user, a query, a
+query category) and happened strictly before it; an event at the same instant as the request
+is not history. :class:`HistoryIndex` holds the four histories of a log:
 
 * ``user_requests``: the user's last requests (their query, and through them what was clicked);
 * ``user_clicks``: the user's last clicked impressions (the sequence DIN-style attention reads);
@@ -10,9 +11,11 @@ same instant as the request is not history. Every history is built from it:
   cross-user preference mining);
 * ``category_crowd``: the same under the same query category.
 
-Histories are arrays of row indices into the ``requests`` or ``impressions`` table, oldest
-first, newest last, ``-1`` where there is nothing. They read observed columns only (``click``,
-``relevance``), never the evaluation-only ``true_relevance``.
+Offline, every request of a log asks the index built from that log (:func:`build_histories`);
+online, the serving store builds the index once and asks it for each new request, so both see
+exactly the same events. Histories are arrays of row indices into the ``requests`` or
+``impressions`` table, oldest first, newest last, ``-1`` where there is nothing. They read
+observed columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
 """
 
 from __future__ import annotations
@@ -24,11 +27,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    return encoded.indices.fill_null(-1).to_numpy().astype(np.int64)
+class EventIndex:
+    """Events sorted once by (key, time); keys below 0 are never history."""
+
+    def __init__(self, event_key: np.ndarray, event_time: np.ndarray):
+        self.times = np.unique(event_time)
+        self.width = self.times.size + 1
+        key = np.where(event_key >= 0, event_key, -1).astype(np.int64)
+        composite = (key + 1) * self.width + np.searchsorted(self.times, event_time)
+        self.order = np.argsort(composite, kind="stable")  # ties keep the events' order
+        self.sorted = composite[self.order]
+
+    def last_before(self, query_key: np.ndarray, query_time: np.ndarray, length: int) -> np.ndarray:
+        """For each query, the indices of the last ``length`` events with its key and an
+        earlier time (strictly), oldest first, -1 padded on the left; a key below 0 matches
+        nothing. Two binary searches per query: the key's block, and its events before the
+        query's instant (those whose time ranks below the number of event instants before it).
+        """
+        if length < 1:
+            raise ValueError("length must be >= 1")
+        q_key = np.asarray(query_key, dtype=np.int64)
+        base = (q_key + 1) * self.width
+        block_start = np.searchsorted(self.sorted, base, side="left")
+        end = np.searchsorted(self.sorted, base + np.searchsorted(self.times, query_time), "left")
+        positions = end[:, None] - length + np.arange(length)
+        valid = (positions >= block_start[:, None]) & (q_key[:, None] >= 0)
+        out = np.full(positions.shape, -1, dtype=np.int64)
+        out[valid] = self.order[positions[valid]]
+        return out
 
 
 def last_before(
@@ -38,30 +64,8 @@ def last_before(
     query_time: np.ndarray,
     length: int,
 ) -> np.ndarray:
-    """For each query, the indices of the last ``length`` events with the same key and an
-    earlier time (strictly), oldest first, -1 padded on the left. Keys below 0 match nothing.
-
-    Vectorised: events are sorted once by (key, time); each query's history is the run of
-    sorted events that ends just before (key, time) and starts no earlier than its key's block.
-    """
-    if length < 1:
-        raise ValueError("length must be >= 1")
-    all_times = np.concatenate([event_time, query_time])
-    time_rank = np.unique(all_times, return_inverse=True)[1].ravel().astype(np.int64)
-    width = int(time_rank.max(initial=0)) + 1
-    e_rank, q_rank = time_rank[: event_time.size], time_rank[event_time.size :]
-    e_key = np.where(event_key >= 0, event_key, -1).astype(np.int64)
-    composite = (e_key + 1) * width + e_rank  # key -1 sorts first and is never asked for
-    order = np.argsort(composite, kind="stable")
-    sorted_composite = composite[order]
-    q_key = query_key.astype(np.int64)
-    block_start = np.searchsorted(sorted_composite, (q_key + 1) * width, side="left")
-    end = np.searchsorted(sorted_composite, (q_key + 1) * width + q_rank, side="left")
-    positions = end[:, None] - length + np.arange(length)
-    valid = (positions >= block_start[:, None]) & (q_key[:, None] >= 0)
-    out = np.full(positions.shape, -1, dtype=np.int64)
-    out[valid] = order[positions[valid]]
-    return out
+    """:meth:`EventIndex.last_before` of a one-off index."""
+    return EventIndex(event_key, event_time).last_before(query_key, query_time, length)
 
 
 @dataclass
@@ -72,6 +76,74 @@ class Histories:
     category_crowd: np.ndarray | None  # as query_crowd; None without query_category
 
 
+def _times(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.cast(timestamps, pa.timestamp("ms")).cast(pa.int64()).to_numpy()
+
+
+class _Keys:
+    """Dense codes of the distinct values of a column; values never seen get -1."""
+
+    def __init__(self, values: pa.ChunkedArray | pa.Array):
+        self.values = pc.unique(pc.drop_null(values))
+
+    def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        found = pc.index_in(values, value_set=self.values).fill_null(-1)
+        return found.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class HistoryIndex:
+    """The events of a log (tables in the search-log schema), indexed for every history."""
+
+    def __init__(self, requests: pa.Table, impressions: pa.Table):
+        request_time = _times(requests["timestamp"])
+        found = pc.index_in(impressions["request_id"], value_set=requests["request_id"])
+        if found.null_count:
+            raise ValueError(
+                f"{found.null_count} impressions name requests not in the requests table"
+            )
+        request_row = found.to_numpy(zero_copy_only=False).astype(np.int64)
+        event_time = request_time[request_row]
+        exposed = impressions["click"].is_valid().to_numpy(zero_copy_only=False)
+        clicked = exposed & (impressions["click"].fill_null(0).to_numpy() == 1)
+        self.user, self.query = _Keys(requests["user_id"]), _Keys(requests["query"])
+        user = self.user(requests["user_id"])
+        self.requests = EventIndex(user, request_time)
+        self.clicks = EventIndex(np.where(clicked, user[request_row], -1), event_time)
+        query = self.query(requests["query"])
+        self.query_crowd = EventIndex(np.where(exposed, query[request_row], -1), event_time)
+        self.category: _Keys | None = None
+        if "query_category" in requests.column_names:
+            self.category = _Keys(requests["query_category"])
+            category = self.category(requests["query_category"])
+            self.category_crowd = EventIndex(
+                np.where(exposed, category[request_row], -1), event_time
+            )
+
+    def histories(
+        self,
+        requests: pa.Table,
+        user_length: int = 20,
+        click_length: int = 50,
+        crowd_length: int = 50,
+    ) -> Histories:
+        """The histories of ``requests`` (user_id, query, timestamp, optional query_category),
+        which need not be in the indexed log: an unseen user or query has none."""
+        time = _times(requests["timestamp"])
+        user = self.user(requests["user_id"])
+        category = None
+        if self.category is not None and "query_category" in requests.column_names:
+            key = self.category(requests["query_category"])
+            category = self.category_crowd.last_before(key, time, crowd_length)
+        return Histories(
+            user_requests=self.requests.last_before(user, time, user_length),
+            user_clicks=self.clicks.last_before(user, time, click_length),
+            query_crowd=self.query_crowd.last_before(
+                self.query(requests["query"]), time, crowd_length
+            ),
+            category_crowd=category,
+        )
+
+
 def build_histories(
     requests: pa.Table,
     impressions: pa.Table,
@@ -80,42 +152,5 @@ def build_histories(
     crowd_length: int = 50,
 ) -> Histories:
     """All histories of every request of a log (tables in the search-log schema)."""
-    request_time = pc.cast(requests["timestamp"], pa.timestamp("ms")).cast(pa.int64()).to_numpy()
-    found = pc.index_in(impressions["request_id"], value_set=requests["request_id"])
-    if found.null_count:
-        raise ValueError(f"{found.null_count} impressions name requests not in the requests table")
-    request_row = found.to_numpy(zero_copy_only=False).astype(np.int64)
-    event_time = request_time[request_row]
-    exposed = impressions["click"].is_valid().to_numpy(zero_copy_only=False)
-    clicked = exposed & (impressions["click"].fill_null(0).to_numpy() == 1)
-
-    user = _codes(pa.concat_arrays([
-        requests["user_id"].combine_chunks(),
-        requests["user_id"].combine_chunks().take(pa.array(request_row)),
-    ]))  # fmt: skip
-    user_of_request, user_of_event = user[: requests.num_rows], user[requests.num_rows :]
-    query = _codes(requests["query"])
-
-    def crowd(key_of_request: np.ndarray) -> np.ndarray:
-        key = np.where(exposed, key_of_request[request_row], -1)
-        return last_before(key, event_time, key_of_request, request_time, crowd_length)
-
-    category = (
-        crowd(_codes(requests["query_category"]))
-        if "query_category" in requests.column_names
-        else None
-    )
-    return Histories(
-        user_requests=last_before(
-            user_of_request, request_time, user_of_request, request_time, user_length
-        ),
-        user_clicks=last_before(
-            np.where(clicked, user_of_event, -1),
-            event_time,
-            user_of_request,
-            request_time,
-            click_length,
-        ),
-        query_crowd=crowd(query),
-        category_crowd=category,
-    )
+    index = HistoryIndex(requests, impressions)
+    return index.histories(requests, user_length, click_length, crowd_length)

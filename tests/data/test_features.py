@@ -127,3 +127,11 @@ def test_relevance_context_holds_the_crowd_strictly_before_each_request(fitted):
     clicked = encoded.request["user_clicks"] != PAD
     assert ((encoded.request["user_click_queries"] != PAD) == clicked).all()
     assert ((encoded.request["user_click_match"] != PAD) == clicked).all()
+
+
+def test_small_and_large_lookups_agree():
+    vocab = Vocabulary.fit(pa.array([str(i % 50) for i in range(500)]))
+    values = pa.array([str(i) for i in range(5000)] + [None])
+    large = vocab.lookup(values)
+    small = np.concatenate([vocab.lookup(values.slice(i, 100)) for i in range(0, 5001, 100)])
+    assert np.array_equal(large, small) and large[-1] == PAD and large[60] == OOV

@@ -1,0 +1,54 @@
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.test_cli import run_cli
+
+
+def test_export_command_writes_a_checked_file(prectr_run, tiny_world, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    code, text = run_cli(["export", str(prectr_run), "--format", "torchscript", "--out",
+                          str(out), "--history", str(tiny_world)], capsys)  # fmt: skip
+    assert code == 0 and out.is_file() and "largest difference" in text
+
+
+def test_serve_refuses_an_incomplete_run_with_a_clear_message(prectr_run, tmp_path, capsys):
+    broken = tmp_path / "run"
+    shutil.copytree(prectr_run, broken)
+    (broken / "checkpoints" / "best.pt").unlink()
+    code, text = run_cli(["serve", str(broken)], capsys)
+    assert code == 2 and "best.pt: no checkpoint" in text.replace("\n", "")
+    code, text = run_cli(["serve", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "not a run directory" in text.replace("\n", " ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_over_http(prectr_run, tiny_world):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from prectr.cli import main; main()", "serve", str(prectr_run),
+         "--history", str(tiny_world), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200 and b'"ok"' in r.read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(30)

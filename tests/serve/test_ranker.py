@@ -1,0 +1,123 @@
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from prectr.data.schema import SearchLog, read_log
+from prectr.serve.ranker import Candidate, Ranker, SearchRequest
+from prectr.serve.store import HistoryStore
+
+
+@pytest.fixture(scope="module")
+def ranker(prectr_run, tiny_world) -> Ranker:
+    return Ranker(prectr_run, history=tiny_world, cache_size=50)
+
+
+@pytest.fixture(scope="module")
+def log(tiny_world):
+    return read_log(tiny_world)
+
+
+def request_of(log, request_id) -> SearchRequest:
+    req = log.requests.filter(pc.equal(log.requests["request_id"], request_id)).to_pylist()[0]
+    imp = log.impressions.filter(pc.equal(log.impressions["request_id"], request_id))
+    items = log.items.filter(pc.is_in(log.items["item_id"], imp["item_id"]))
+    by_id = {r["item_id"]: r for r in items.to_pylist()}
+    candidates = [Candidate(**{k: by_id[i][k] for k in ("item_id", "title", "category",
+                                                         "brand", "price")})
+                  for i in imp["item_id"].to_pylist()]  # fmt: skip
+    return SearchRequest(req["user_id"], req["query"], candidates, req["query_category"],
+                         req["timestamp"])  # fmt: skip
+
+
+def test_online_scores_equal_the_offline_evaluation(ranker, prectr_run, log):
+    offline = pq.read_table(prectr_run / "scores.parquet")
+    requests = np.unique(offline["request_id"].to_numpy())[:25]
+    for request_id in requests:
+        request = request_of(log, int(request_id))
+        rows = offline.filter(pc.equal(offline["request_id"], request_id))
+        expected = dict(zip(rows["item_id"].to_pylist(), rows["score"].to_pylist(), strict=True))
+        got = ranker.score(request)
+        want = [expected[c.item_id] for c in request.candidates]
+        np.testing.assert_allclose(got["score"], want, atol=1e-6, rtol=0)
+        grades = np.stack([rows[f"grade_{g}"].to_numpy() for g in range(4)], 1)
+        assert got["grades"].shape == grades.shape
+
+
+def test_ranking_is_sorted_and_explained(ranker, log):
+    request = request_of(log, int(log.requests["request_id"][-1].as_py()))
+    ranked = ranker.rank(request)
+    assert [r.item_id for r in ranked] != [] and len(ranked) == len(request.candidates)
+    scores = [r.score for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert all(abs(sum(r.grades) - 1) < 1e-5 and r.incentive is not None for r in ranked)
+
+
+def test_unknown_ids_use_the_out_of_vocabulary_path_and_empty_ranks_nothing(ranker):
+    new = SearchRequest(10**9, "velvet sofa", [Candidate(10**9 + 1, "a brand new thing", "sofa")])
+    ranked = ranker.rank(new)
+    assert len(ranked) == 1 and 0 < ranked[0].score < 1
+    assert ranker.rank(SearchRequest(1, "sofa", [])) == []
+    with pytest.raises(ValueError, match="item_id"):
+        ranker.rank(SearchRequest(1, "sofa", [Candidate("not-a-number", "t", "sofa")]))
+
+
+def test_item_cache_is_bounded_and_hit_when_warm(ranker, log):
+    request = request_of(log, int(log.requests["request_id"][0].as_py()))
+    ranker.rank(request)
+    hits = ranker.cache.hits
+    ranker.rank(request)
+    assert ranker.cache.hits == hits + len(request.candidates)
+    assert len(ranker.cache) <= 50
+    renamed = [Candidate(c.item_id, c.title + " v2", c.category, c.brand, c.price)
+               for c in request.candidates]  # fmt: skip
+    misses = ranker.cache.misses
+    ranker.rank(SearchRequest(request.user_id, request.query, renamed))
+    assert ranker.cache.misses == misses + len(renamed)  # a changed title is a new entry
+
+
+def test_a_store_extended_with_newer_parts_equals_one_built_at_once(ranker, log):
+    half = log.requests.num_rows // 2
+    older, newer = log.requests.slice(0, half), log.requests.slice(half)
+
+    def part(requests):
+        impressions = log.impressions.filter(
+            pc.is_in(log.impressions["request_id"], requests["request_id"])
+        )
+        return SearchLog(log.items, requests, impressions)
+
+    store = HistoryStore(ranker.encoder, part(older))
+    store.extend(part(newer))
+    assert store.items.num_rows == log.items.num_rows  # known items are not repeated
+    probe = log.requests.slice(log.requests.num_rows - 30)
+    got, want = store.features(probe), ranker.store.features(probe)
+    assert got.keys() == want.keys()
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_the_onnx_engine_scores_like_eager_pytorch(ranker, prectr_run, tiny_world, log):
+    onnx = Ranker(prectr_run, history=tiny_world, engine="onnx")
+    assert (prectr_run / "export" / "best.onnx").is_file()
+    for request_id in log.requests["request_id"].to_pylist()[-3:]:
+        request = request_of(log, request_id)
+        eager, exported = ranker.score(request), onnx.score(request)
+        assert eager.keys() == exported.keys()
+        for k in eager:
+            np.testing.assert_allclose(exported[k], eager[k], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="engine 'tvm'"):
+        Ranker(prectr_run, history=tiny_world, engine="tvm")
+
+
+def test_item_cache_evicts_the_least_recently_used():
+    from prectr.serve.ranker import ItemCache
+
+    cache = ItemCache(2)
+    features = {"x": np.array([[1, 1], [2, 2], [3, 3]])}
+    cache.store([("a",), ("b",)], {"x": features["x"][:2]})
+    assert cache.lookup([("a",)]).tolist() == [0]  # a is now the most recent
+    cache.store([("c",)], {"x": features["x"][2:]})  # evicts b
+    slots = cache.lookup([("a",), ("b",), ("c",)])
+    assert slots[1] == -1 and len(cache) == 2
+    assert cache.gather(slots[[0, 2]])["x"].tolist() == [[1, 1], [3, 3]]
+    cache.store([("d",), ("e",), ("f",)], {"x": features["x"]})  # more than fits: the last 2
+    assert cache.lookup([("e",), ("f",)]).min() >= 0 and cache.lookup([("d",)])[0] == -1
