@@ -224,7 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ranker = Ranker(args.run, args.history, args.checkpoint)
     last = ranker.store.requests.num_rows - 1
     batches = [ranker.batch(ranker.logged_request(i)) for i in (last, max(last - 1, 0))]
-    worst = export(ranker.model, batches, args.out, args.format)
+    worst = export(ranker.model, batches, args.out, args.format, shared=ranker.shared)
     console.print(f"wrote {args.out} ({args.format}); largest difference from eager PyTorch "
                   f"on {len(batches)} logged requests: {worst:.1e}")  # fmt: skip
     return 0

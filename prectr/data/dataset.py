@@ -86,7 +86,9 @@ class Collator:
             if spec.level in levels
         }
 
-    def __call__(self, columns: dict[str, np.ndarray]) -> Batch:
+    def __call__(self, columns: dict[str, np.ndarray], one_request: bool = False) -> Batch:
+        """``one_request``: every row belongs to one request (serving); its request-level
+        sequences then come as one row that the model broadcasts."""
         rows = {
             "item": torch.from_numpy(columns["item_row"]),
             "request": torch.from_numpy(columns["request_row"]),
@@ -95,7 +97,10 @@ class Collator:
         def value(spec) -> torch.Tensor:
             if spec.level == "impression":
                 return torch.from_numpy(columns[spec.name])
-            return self.tables[spec.name][rows[spec.level]]
+            index = rows[spec.level]
+            if one_request and spec.level == "request" and isinstance(spec, Sequence):
+                index = index[:1]
+            return self.tables[spec.name][index]
 
         cats = [value(s).long() for s in self.specs if isinstance(s, Categorical)]
         nums = [value(s).float() for s in self.specs if isinstance(s, Numeric)]

@@ -23,8 +23,11 @@ class TargetAttention(nn.Module):
         self.score = mlp([4 * dim, *hidden, 1], dropout)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``query`` (B, D), ``keys`` (B, L, D), ``mask`` (B, L) true where valid -> (B, D)."""
-        q = query.unsqueeze(1).expand_as(keys)
+        """``query`` (B, D), ``keys`` (B or 1, L, D), ``mask`` (B or 1, L) true where valid ->
+        (B, D)."""
+        rows, length = query.shape[0], keys.shape[1]
+        keys, mask = keys.expand(rows, -1, -1), mask.expand(rows, -1)
+        q = query.unsqueeze(1).expand(-1, length, -1)
         weight = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
         weight = weight * mask.to(weight.dtype)
         return torch.einsum("bl,bld->bd", weight, keys)
@@ -52,19 +55,19 @@ class MultiHeadTargetAttention(nn.Module):
     def forward(
         self, target: torch.Tensor, entries: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """``target`` (B, Dq), ``entries`` (B, L, Dk), ``mask`` (B, L) true where valid ->
-        (B, out_dim)."""
-        b, length, _ = entries.shape
+        """``target`` (B, Dq), ``entries`` (B or 1, L, Dk), ``mask`` (B or 1, L) true where
+        valid -> (B, out_dim). One history for the whole batch is projected once."""
+        b, (e, length, _) = target.shape[0], entries.shape
         q = self.query(target).view(b, self.heads, 1, self.head_dim)
-        k = self.key(entries).view(b, length, self.heads, self.head_dim).transpose(1, 2)
-        v = self.value(entries).view(b, length, self.heads, self.head_dim).transpose(1, 2)
+        k = self.key(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
+        v = self.value(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
         logits = (q @ k.transpose(-1, -2)).squeeze(2) / self.head_dim**0.5  # (B, H, L)
         valid = mask.unsqueeze(1)
         # a large negative, not -inf: an all-padding row then gets weights 0 (after the mask),
         # never the NaN of a softmax over nothing, in the forward and the backward pass
         weight = torch.softmax(logits.masked_fill(~valid, -1e9), -1) * valid
         pooled = (weight.unsqueeze(-1) * v).sum(2).reshape(b, -1)
-        return self.out(pooled) * mask.any(1, keepdim=True).to(pooled.dtype)
+        return self.out(pooled) * mask.any(1, keepdim=True).expand(b, 1).to(pooled.dtype)
 
 
 class CandidateInterest(nn.Module):

@@ -2,6 +2,10 @@
 
 Fields that share a vocabulary share a table: the candidate item and the items a user clicked
 live in one space (what target attention compares), and so do query and title tokens.
+
+A sequence may come with one row for the whole batch (``(1, L)``): when every candidate belongs
+to one request, as in serving, its request-level histories are embedded once and broadcast,
+and every module that reads sequences accepts that.
 """
 
 from __future__ import annotations
@@ -56,10 +60,11 @@ class FeatureEmbedding(nn.Module):
         out = [
             self.tables[s.vocab](batch.categorical[:, i]) for i, s in enumerate(self.categorical)
         ]
+        rows = batch.categorical.shape[0]
         for s in self.sequence_specs:
             emb, mask = self.sequence(batch, s.name)
             m = mask.unsqueeze(-1).float()
-            out.append((emb * m).sum(1) / m.sum(1).clamp(min=1.0))
+            out.append(((emb * m).sum(1) / m.sum(1).clamp(min=1.0)).expand(rows, -1))
         return torch.stack(out, 1)
 
 

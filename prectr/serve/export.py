@@ -1,10 +1,10 @@
 """Export the scoring graph of a run: TorchScript or ONNX, checked against eager PyTorch.
 
 The graph takes a batch as plain tensors (categorical ids, numerics, then every sequence in
-name order, each with a free batch dimension) and returns the click probability, with the grade
-distribution and the incentive where the model has them. :func:`export` writes the file
-atomically and refuses to leave one that disagrees with eager PyTorch by more than ``atol`` on
-a real batch.
+name order, each with a free batch dimension or one row shared by the batch) and returns the
+click probability, with the grade distribution and the incentive where the model has them.
+:func:`export` writes the file atomically and refuses to leave one that disagrees with eager
+PyTorch by more than ``atol`` on a real batch.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 class ScoringGraph(nn.Module):
     """A model's scoring path over plain tensors, as export and ONNX Runtime see it."""
 
-    def __init__(self, model: RankingModel, template: Batch):
+    def __init__(self, model: RankingModel, template: Batch, shared: tuple[str, ...] = ()):
+        """``shared``: sequences that come as one row for the whole batch (a request's
+        histories when every candidate belongs to it); the others have a row per candidate."""
         super().__init__()
-        self.model, self.template = model.eval(), template
+        self.model, self.template, self.shared = model.eval(), template, shared
         self.sequence_names = sorted(template.sequences)
         outputs = model(template)
         self.output_names = ["score"] + [n for n in ("grades", "incentive")
@@ -63,14 +65,19 @@ def _key(name: str) -> str:
 
 
 def export(
-    model: RankingModel, batches: list[Batch], path: Path, fmt: str, atol: float = 1e-5
+    model: RankingModel,
+    batches: list[Batch],
+    path: Path,
+    fmt: str,
+    atol: float = 1e-5,
+    shared: tuple[str, ...] = (),
 ) -> float:
     """Write the scoring graph of ``model`` in ``fmt`` to ``path`` (traced on the first batch),
     check it against eager PyTorch on every batch, and only then move it into place. Returns
     the largest difference."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    graph = ScoringGraph(model, batches[0])
+    graph = ScoringGraph(model, batches[0], shared)
     with atomic_file(path) as tmp:
         _write(graph, batches[0], tmp, fmt)
         return check_export(tmp, fmt, graph, batches, atol)
@@ -88,7 +95,8 @@ def _write(graph: ScoringGraph, batch: Batch, path: Path, fmt: str) -> None:
             torch.onnx.export(
                 graph, args, str(path), input_names=graph.input_names,
                 output_names=graph.output_names, dynamo=True, external_data=False,
-                dynamic_shapes=(rows, rows, tuple(rows for _ in graph.sequence_names)),
+                dynamic_shapes=(rows, rows, tuple(None if n in graph.shared else rows
+                                                  for n in graph.sequence_names)),
                 verbose=False,
             )  # fmt: skip
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import torch
 
 from prectr.data.dataset import Batch, Collator
-from prectr.data.features import EncodedLog
+from prectr.data.features import EncodedLog, Sequence
 from prectr.data.schema import read_log
 from prectr.serve.export import ScoringGraph, export
 from prectr.serve.store import HistoryStore
@@ -141,7 +141,10 @@ class Ranker:
             "probe",
             [Candidate(self.store.items["item_id"][0].as_py(), "probe", "probe")],
         )
-        self.graph = ScoringGraph(self.model, self.batch(probe))
+        # a request's histories travel as one row that the model broadcasts to its candidates
+        self.shared = tuple(s.name for s in self.encoder.specs
+                            if isinstance(s, Sequence) and s.level == "request")  # fmt: skip
+        self.graph = ScoringGraph(self.model, self.batch(probe), self.shared)
         self.session = self._onnx_session(checkpoint, threads) if engine == "onnx" else None
         # what the model explains ("score", "grades", "incentive"); scoring also warms up
         self.outputs = set(self.score(probe))
@@ -160,7 +163,8 @@ class Ranker:
         if not path.is_file() or path.stat().st_mtime < source.stat().st_mtime:
             last = self.store.requests.num_rows - 1
             requests = [self.logged_request(i) for i in (last, max(last - 1, 0))]
-            export(self.model, [self.batch(r) for r in requests if r.candidates], path, "onnx")
+            batches = [self.batch(r) for r in requests if r.candidates]
+            export(self.model, batches, path, "onnx", shared=self.shared)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -228,7 +232,7 @@ class Ranker:
                    "click": np.full(n, np.nan), "relevance": np.full(n, np.nan),
                    "position": np.full(n, np.nan)}  # fmt: skip
         encoded = EncodedLog(enc.specs, enc.vocab_sizes, item, features, None)
-        return Collator(encoded)(columns)
+        return Collator(encoded)(columns, one_request=True)
 
     def _items(self, candidates: list[Candidate]) -> dict[str, np.ndarray]:
         keys = [c.key() for c in candidates]

@@ -21,9 +21,9 @@ def batches(prectr_run, tiny_world):
 def test_export_round_trips_within_1e_5_of_eager(batches, tmp_path, fmt):
     ranker, bs = batches
     path = tmp_path / f"model.{fmt}"
-    worst = export(ranker.model, bs, path, fmt)
+    worst = export(ranker.model, bs, path, fmt, shared=ranker.shared)
     assert path.is_file() and worst <= 1e-5
-    outputs = run_exported(path, fmt, ScoringGraph(ranker.model, bs[0]), bs[1])
+    outputs = run_exported(path, fmt, ScoringGraph(ranker.model, bs[0], ranker.shared), bs[1])
     assert [o.shape[0] for o in outputs] == [7, 7, 7]  # score, grades, incentive
 
 
