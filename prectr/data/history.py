@@ -81,12 +81,18 @@ def _times(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 class _Keys:
-    """Dense codes of the distinct values of a column; values never seen get -1."""
+    """Dense codes of the distinct values of a column; values never seen get -1. A few values
+    (a served request) are looked up in a dict built once, many in one vectorised pass."""
 
     def __init__(self, values: pa.ChunkedArray | pa.Array):
         self.values = pc.unique(pc.drop_null(values))
+        self.codes: dict | None = None
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        if len(values) <= 16:
+            if self.codes is None:
+                self.codes = {v: i for i, v in enumerate(self.values.to_pylist())}
+            return np.array([self.codes.get(v, -1) for v in values.to_pylist()], dtype=np.int64)
         found = pc.index_in(values, value_set=self.values).fill_null(-1)
         return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
