@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--candidates", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--cache-size", type=int, default=20_000)
     args = parser.parse_args()

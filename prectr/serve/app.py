@@ -77,8 +77,11 @@ def create_app(
     cache = Gauge("prectr_item_cache", "item cache counters", ["kind"], registry=registry)
     app = FastAPI(title="prectr ranking service", version=ranker.run.config.model)
 
+    # async on purpose: a worker ranks one request at a time on the event loop. Run in the
+    # thread pool, concurrent requests thrash one worker's core (measured: 85 against 235
+    # requests/s on one worker, benchmarks/serve_load.py); scale with --workers instead.
     @app.post("/rank", response_model=RankOut)
-    def rank(body: RankIn) -> RankOut:
+    async def rank(body: RankIn) -> RankOut:
         started = time.perf_counter()
         request = SearchRequest(
             body.user_id, body.query, [Candidate(**c.model_dump()) for c in body.candidates],
