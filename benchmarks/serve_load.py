@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--cache-size", type=int, default=20_000)
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     args = parser.parse_args()
     payloads = bodies(args.run, args.history, args.candidates, 400)
     results = []
@@ -112,7 +113,8 @@ def main() -> None:
         port = free_port()
         cmd = [sys.executable, "-m", "prectr.cli", "serve", str(args.run), "--history",
                str(args.history), "--port", str(port), "--workers", str(workers),
-               "--threads", "1", "--cache-size", str(args.cache_size)]  # fmt: skip
+               "--threads", "1", "--cache-size", str(args.cache_size),
+               "--engine", args.engine]  # fmt: skip
         server = subprocess.Popen(cmd)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -131,14 +133,14 @@ def main() -> None:
                              psutil.Process(server.pid)))  # warm-up  # fmt: skip
             row = asyncio.run(load(f"{base}/rank", payloads, args.concurrency, args.seconds,
                                    psutil.Process(server.pid)))  # fmt: skip
-            row = {"workers": workers, "candidates": args.candidates,
+            row = {"workers": workers, "engine": args.engine, "candidates": args.candidates,
                    "concurrency": args.concurrency, "seconds": args.seconds, **row}  # fmt: skip
             results.append(row)
             print(json.dumps(row), flush=True)
         finally:
             server.terminate()
             server.wait(60)
-    out = ROOT / "results" / "serve_load.json"
+    out = ROOT / "results" / f"serve_load_{args.engine}.json"
     result = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
               "results": results,
               "machine": {"processor": platform.processor() or platform.machine(),
