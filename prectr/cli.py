@@ -201,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # stops the command with a clear message before any worker starts
     ranker = Ranker(args.run, args.history, args.checkpoint, args.cache_size, args.threads,
                     args.engine)  # fmt: skip
-    app = create_app(ranker, args.max_candidates, args.relevance_floor)
+    app = create_app(ranker, args.max_candidates, args.relevance_floor, args.refresh_seconds)
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
@@ -211,6 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "PRECTR_THREADS": str(args.threads), "PRECTR_ENGINE": args.engine,
         "PRECTR_MAX_CANDIDATES": str(args.max_candidates),
         "PRECTR_RELEVANCE_FLOOR": "" if args.relevance_floor is None else str(args.relevance_floor),
+        "PRECTR_REFRESH_SECONDS": "" if args.refresh_seconds is None else str(args.refresh_seconds),
     })  # fmt: skip
     uvicorn.run("prectr.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning")  # fmt: skip
@@ -349,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", type=int, default=100_000, help="items in the LRU cache")
     p.add_argument("--max-candidates", type=int, default=1000)
     p.add_argument("--relevance-floor", type=float, help="drop candidates with P(grade>=2) below")
+    p.add_argument(
+        "--refresh-seconds",
+        type=float,
+        help="check the history log this often; rebuild the store if it changed",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

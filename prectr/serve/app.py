@@ -11,6 +11,8 @@ knob a product team turns to trade clicks for relevance (per service, or per req
 # no `from __future__ import annotations`: FastAPI reads the request model defined inside
 # create_app from the endpoint's real annotation
 
+import asyncio
+import contextlib
 import os
 import time
 from datetime import datetime
@@ -55,8 +57,14 @@ class RankOut(BaseModel):
 
 
 def create_app(
-    ranker: Ranker, max_candidates: int = 1000, relevance_floor: float | None = None
+    ranker: Ranker,
+    max_candidates: int = 1000,
+    relevance_floor: float | None = None,
+    refresh_seconds: float | None = None,
 ) -> FastAPI:
+    """The service around ``ranker``. ``refresh_seconds``: how often to look at the history
+    log on disk and rebuild the history store when it changed (in a thread; the old store
+    serves until then); None never does."""
     if relevance_floor is not None and "grades" not in ranker.outputs:
         raise ValueError(f"{ranker.run.path}: model {ranker.run.config.model!r} predicts no "
                          "relevance grades, so a relevance floor cannot apply")  # fmt: skip
@@ -75,7 +83,28 @@ def create_app(
     latency = Histogram("prectr_rank_seconds", "time to rank a request", buckets=LATENCY_BUCKETS,
                         registry=registry)  # fmt: skip
     cache = Gauge("prectr_item_cache", "item cache counters", ["kind"], registry=registry)
-    app = FastAPI(title="prectr ranking service", version=ranker.run.config.model)
+    refreshes = Counter("prectr_history_refreshes", "history store rebuilds by outcome",
+                        ["outcome"], registry=registry)  # fmt: skip
+
+    async def refresh_loop() -> None:
+        while True:
+            await asyncio.sleep(refresh_seconds)
+            try:
+                changed = await asyncio.to_thread(ranker.refresh_history)
+            except (ValueError, OSError):  # an invalid or unreadable log: keep the old store
+                refreshes.labels("failed").inc()
+            else:
+                refreshes.labels("rebuilt" if changed else "unchanged").inc()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = asyncio.create_task(refresh_loop()) if refresh_seconds else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(title="prectr ranking service", version=ranker.run.config.model,
+                  lifespan=lifespan)  # fmt: skip
 
     # async on purpose: a worker ranks one request at a time on the event loop. Run in the
     # thread pool, concurrent requests thrash one worker's core (measured: 85 against 235
@@ -128,5 +157,7 @@ def app_from_env() -> FastAPI:
                     int(env.get("PRECTR_CACHE_SIZE", "100000")),
                     int(env.get("PRECTR_THREADS", "1")),
                     env.get("PRECTR_ENGINE", "torch"))  # fmt: skip
+    refresh = env.get("PRECTR_REFRESH_SECONDS")
     return create_app(ranker, int(env.get("PRECTR_MAX_CANDIDATES", "1000")),
-                      float(floor) if floor else None)  # fmt: skip
+                      float(floor) if floor else None,
+                      float(refresh) if refresh else None)  # fmt: skip

@@ -132,7 +132,9 @@ class Ranker:
         source = history or self.run.config.data.log
         if source is None:
             raise ValueError(f"{run_dir}: no history log: pass one (the run's config names none)")
-        self.store = HistoryStore(self.encoder, read_log(source))
+        self.history = Path(source)
+        self.history_stamp = log_stamp(self.history)
+        self.store = HistoryStore(self.encoder, read_log(self.history))
         self.user_type = self.store.requests.schema.field("user_id").type
         self.item_type = self.store.items.schema.field("item_id").type
         self.cache = ItemCache(cache_size)
@@ -148,6 +150,17 @@ class Ranker:
         self.session = self._onnx_session(checkpoint, threads) if engine == "onnx" else None
         # what the model explains ("score", "grades", "incentive"); scoring also warms up
         self.outputs = set(self.score(probe))
+
+    def refresh_history(self) -> bool:
+        """Rebuild the history store if the history log changed on disk (a part added,
+        removed or rewritten); True when it did. The old store serves until the new one is
+        complete, and a log that fails validation leaves it in place (the error is raised)."""
+        stamp = log_stamp(self.history)
+        if stamp == self.history_stamp:
+            return False
+        store = HistoryStore(self.encoder, read_log(self.history))
+        self.store, self.history_stamp = store, stamp
+        return True
 
     def set_threads(self, threads: int) -> None:
         """Threads for scoring (torch intra-op threads, and ONNX Runtime's)."""
@@ -263,6 +276,12 @@ class Ranker:
                 out[k][missing] = v
         self.cache.store([keys[i] for i in missing], encoded)
         return out
+
+
+def log_stamp(root: Path) -> tuple:
+    """What identifies a log directory's content: each parquet file's path, size and mtime."""
+    return tuple(sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in root.rglob("*.parquet")))  # fmt: skip
 
 
 def typed(values: list, arrow_type: pa.DataType, name: str) -> pa.Array:

@@ -93,3 +93,17 @@ def test_openapi_schema_describes_rank(client):
 def test_a_floor_needs_a_model_with_grades(tiny_run, tiny_world):
     with pytest.raises(ValueError, match="no relevance grades"):
         create_app(Ranker(tiny_run, history=tiny_world), relevance_floor=0.5)
+
+
+def test_the_service_refreshes_its_history_store_in_the_background(prectr_run, tiny_world):
+    import time
+
+    ranker = Ranker(prectr_run, history=tiny_world)
+    calls = []
+    ranker.refresh_history = lambda: calls.append(1) or False
+    with TestClient(create_app(ranker, refresh_seconds=0.05)) as client:
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = client.get("/metrics").text
+    assert calls and 'prectr_history_refreshes_total{outcome="unchanged"}' in text

@@ -121,3 +121,30 @@ def test_item_cache_evicts_the_least_recently_used():
     assert cache.gather(slots[[0, 2]])["x"].tolist() == [[1, 1], [3, 3]]
     cache.store([("d",), ("e",), ("f",)], {"x": features["x"]})  # more than fits: the last 2
     assert cache.lookup([("e",), ("f",)]).min() >= 0 and cache.lookup([("d",)])[0] == -1
+
+
+def test_the_history_store_is_rebuilt_when_the_log_changes_on_disk(prectr_run, tiny_world,
+                                                                    tmp_path):  # fmt: skip
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    ranker = Ranker(prectr_run, history=world)
+    assert not ranker.refresh_history()  # nothing changed
+    requests = pq.read_table(world / "requests.parquet")
+    kept = requests.slice(0, requests.num_rows // 2)
+    shutil.rmtree(world / "impressions")
+    (world / "impressions").mkdir()
+    impressions = pq.read_table(tiny_world / "impressions")
+    pq.write_table(impressions.filter(pc.is_in(impressions["request_id"], kept["request_id"])),
+                   world / "impressions" / "part-00000.parquet")  # fmt: skip
+    pq.write_table(kept, world / "requests.parquet")
+    old = ranker.store
+    assert ranker.refresh_history() and ranker.store is not old
+    assert ranker.store.requests.num_rows == kept.num_rows
+    (world / "requests.parquet").write_bytes(b"not parquet")  # a broken log keeps the old store
+    with pytest.raises(Exception, match="requests"):
+        ranker.refresh_history()
+    assert ranker.store.requests.num_rows == kept.num_rows
