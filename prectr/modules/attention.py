@@ -24,13 +24,22 @@ class TargetAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``query`` (B, D), ``keys`` (B or 1, L, D), ``mask`` (B or 1, L) true where valid ->
-        (B, D)."""
-        rows, length = query.shape[0], keys.shape[1]
-        keys, mask = keys.expand(rows, -1, -1), mask.expand(rows, -1)
-        q = query.unsqueeze(1).expand(-1, length, -1)
-        weight = self.score(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
+        (B, D).
+
+        The first layer over ``[q, k, q - k, q * k]`` is computed as its four blocks,
+        ``(W_q + W_d) q + (W_k - W_d) k + W_p (q * k)``: the same function, but the query term
+        is computed once per candidate and the key term once per history (once per request
+        when the history comes as one row), leaving only the product term per (candidate,
+        entry) pair.
+        """
+        first = self.score[0]
+        w_q, w_k, w_d, w_p = first.weight.split(query.shape[1], dim=1)
+        per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
+        per_key = keys @ (w_k - w_d).T  # (B or 1, L, H)
+        hidden = per_query.unsqueeze(1) + per_key + (query.unsqueeze(1) * keys) @ w_p.T
+        weight = self.score[1:](hidden).squeeze(-1)  # (B, L)
         weight = weight * mask.to(weight.dtype)
-        return torch.einsum("bl,bld->bd", weight, keys)
+        return torch.einsum("bl,bld->bd", weight, keys.expand(query.shape[0], -1, -1))
 
 
 class MultiHeadTargetAttention(nn.Module):
