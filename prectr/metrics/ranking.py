@@ -43,6 +43,17 @@ def ndcg_at_k(
     """
     if empty not in EMPTY_MODES:
         raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
+    ndcg, has_relevant = ndcg_at_k_per_group(grades, scores, groups, k)
+    if empty == "skip":
+        return float(ndcg[has_relevant].mean()) if has_relevant.any() else float("nan")
+    ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
+    return float(ndcg.mean()) if ndcg.size else float("nan")
+
+
+def ndcg_at_k_per_group(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """NDCG@k of each group (0 where it has no relevant item) and whether it has one."""
     grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
     gain = 2.0**grades - 1.0
     discount = 1.0 / np.log2(rank + 1.0)
@@ -51,11 +62,7 @@ def ndcg_at_k(
     ideal_discount = np.where(ideal_rank <= k, 1.0 / np.log2(ideal_rank + 1.0), 0.0)
     idcg = np.bincount(codes, weights=gain * ideal_discount, minlength=n_groups)
     has_relevant = idcg > 0
-    ndcg = np.divide(dcg, idcg, out=np.zeros(n_groups), where=has_relevant)
-    if empty == "skip":
-        return float(ndcg[has_relevant].mean()) if has_relevant.any() else float("nan")
-    ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
-    return float(ndcg.mean()) if n_groups else float("nan")
+    return np.divide(dcg, idcg, out=np.zeros(n_groups), where=has_relevant), has_relevant
 
 
 def _mean_of_top_k(

@@ -1,0 +1,88 @@
+"""Click and ranking metrics over data sharded across ``torch.distributed`` processes.
+
+Each rank holds some rows; the results equal the single-process metrics on all rows.
+AUC and logloss need every score, so their inputs are gathered (an evaluation set fits in
+memory; training data never goes through here). GAUC and NDCG are per group: each row is
+routed to the rank that owns its group (integer key modulo the world size), every rank computes
+its groups, and the weighted sums are all-reduced. Works with any backend (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from prectr.metrics.click import auc, group_auc
+from prectr.metrics.ranking import EMPTY_MODES, ndcg_at_k_per_group
+
+
+def _gather(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, arrays)
+    return {k: np.concatenate([p[k] for p in parts]) for k in arrays}
+
+
+def _route(arrays: dict[str, np.ndarray], keys: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows (of every rank) whose integer key falls to this rank."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    owner = np.asarray(keys, dtype=np.int64) % world
+    outgoing = [{k: v[owner == r] for k, v in arrays.items()} for r in range(world)]
+    parts: list = [None] * world
+    dist.all_gather_object(parts, outgoing)
+    return {k: np.concatenate([p[rank][k] for p in parts]) for k in arrays}
+
+
+def _sum(*values: float) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def distributed_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    rows = _gather({"labels": labels, "scores": scores})
+    return auc(rows["labels"], rows["scores"])
+
+
+def distributed_logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    y, p = labels.astype(np.float64), np.clip(probs.astype(np.float64), eps, 1 - eps)
+    total, n = _sum(float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum()), float(y.size))
+    return total / n
+
+
+def distributed_gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """Impression-weighted GAUC over integer group keys (groups with one class skipped)."""
+    rows = _route({"labels": labels, "scores": scores, "groups": groups}, groups)
+    _, aucs, n, _ = group_auc(rows["labels"], rows["scores"], rows["groups"])
+    ok = ~np.isnan(aucs)
+    weighted, weight = _sum(float((aucs[ok] * n[ok]).sum()), float(n[ok].sum()))
+    return weighted / weight if weight else float("nan")
+
+
+def distributed_ndcg_at_k(
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 10,
+    empty: str = "skip",
+    order: np.ndarray | None = None,
+) -> float:
+    """NDCG@k over integer group keys, as :func:`prectr.metrics.ndcg_at_k`. Tied scores
+    keep row order there; ``order`` (each row's position in the whole data, e.g. a global
+    row id) keeps that here, otherwise ties follow (rank, local row)."""
+    if empty not in EMPTY_MODES:
+        raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
+    arrays = {"grades": grades, "scores": scores, "groups": groups}
+    if order is not None:
+        arrays["order"] = order
+    rows = _route(arrays, groups)
+    if order is not None:
+        by_order = np.argsort(rows["order"], kind="stable")
+        rows = {k_: v[by_order] for k_, v in rows.items()}
+    ndcg, has_relevant = ndcg_at_k_per_group(rows["grades"], rows["scores"], rows["groups"], k)
+    if empty == "skip":
+        total, count = _sum(float(ndcg[has_relevant].sum()), float(has_relevant.sum()))
+    else:
+        ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
+        total, count = _sum(float(ndcg.sum()), float(ndcg.size))
+    return total / count if count else float("nan")

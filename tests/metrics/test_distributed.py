@@ -1,0 +1,65 @@
+"""Distributed metrics with 2 gloo processes on CPU equal the single-process values."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from prectr.metrics import auc, gauc, logloss, ndcg_at_k
+from prectr.metrics.distributed import (
+    distributed_auc,
+    distributed_gauc,
+    distributed_logloss,
+    distributed_ndcg_at_k,
+)
+
+
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = 5000
+    groups = rng.integers(0, 400, n)
+    scores = rng.random(n).round(2)  # ties, within and across groups
+    labels = (rng.random(n) < 0.2 + 0.5 * scores).astype(np.int64)
+    grades = rng.integers(0, 4, n)
+    shard = rng.integers(0, 2, n)  # a group's rows are spread over both ranks
+    return {"groups": groups, "scores": scores, "labels": labels, "grades": grades,
+            "shard": shard, "row": np.arange(n)}  # fmt: skip
+
+
+def worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    d = data()
+    mine = {k: v[d["shard"] == rank] for k, v in d.items()}
+    result = {
+        "auc": distributed_auc(mine["labels"], mine["scores"]),
+        "logloss": distributed_logloss(mine["labels"], mine["scores"]),
+        "gauc": distributed_gauc(mine["labels"], mine["scores"], mine["groups"]),
+        "ndcg": distributed_ndcg_at_k(
+            mine["grades"], mine["scores"], mine["groups"], order=mine["row"]
+        ),  # ties keep the global row order
+        "ndcg_zero": distributed_ndcg_at_k(
+            mine["grades"], mine["scores"], mine["groups"], empty="zero", order=mine["row"]
+        ),
+    }
+    Path(f"{out}.{rank}").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(worker, args=(2, init, str(tmp_path / "result")), nprocs=2, join=True)
+    d = data()
+    expected = {
+        "auc": auc(d["labels"], d["scores"]),
+        "logloss": logloss(d["labels"], d["scores"]),
+        "gauc": gauc(d["labels"], d["scores"], d["groups"]),
+        "ndcg": ndcg_at_k(d["grades"], d["scores"], d["groups"]),
+        "ndcg_zero": ndcg_at_k(d["grades"], d["scores"], d["groups"], empty="zero"),
+    }
+    for rank in range(2):
+        got = json.loads((tmp_path / f"result.{rank}").read_text())
+        for name, value in expected.items():
+            assert math.isclose(got[name], value, rel_tol=1e-12, abs_tol=1e-12), name
