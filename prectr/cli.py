@@ -219,15 +219,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from prectr.serve.export import export
     from prectr.serve.ranker import Ranker
 
-    ranker = Ranker(args.run, args.history, args.checkpoint)
-    last = ranker.store.requests.num_rows - 1
-    batches = [ranker.batch(ranker.logged_request(i)) for i in (last, max(last - 1, 0))]
-    worst = export(ranker.model, batches, args.out, args.format, shared=ranker.shared)
+    worst = Ranker(args.run, args.history, args.checkpoint).export(args.out, args.format)
     console.print(f"wrote {args.out} ({args.format}); largest difference from eager PyTorch "
-                  f"on {len(batches)} logged requests: {worst:.1e}")  # fmt: skip
+                  f"on the history log's last requests: {worst:.1e}")  # fmt: skip
     return 0
 
 

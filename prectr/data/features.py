@@ -227,22 +227,10 @@ class FeatureEncoder:
 
     def encode(self, log: SearchLog) -> EncodedLog:
         """Features of every item, request and impression of ``log`` (histories leak-free)."""
-        items, req, imp = log.items, log.requests, log.impressions
-        item, request = self.encode_items(items), self.encode_requests(req)
-        item_row = pc.index_in(imp["item_id"], value_set=items["item_id"]).to_numpy(
-            zero_copy_only=False
-        ).astype(np.int64)  # fmt: skip
-        request_row = pc.index_in(imp["request_id"], value_set=req["request_id"]).to_numpy(
-            zero_copy_only=False
-        ).astype(np.int64)  # fmt: skip
-        columns = {
-            "request_row": request_row,
-            "item_row": item_row,
-            **self.encode_impressions(request, item, request_row, item_row),
-        }
-        events = self.history_events(request, item, columns, imp["click"])
-        request |= self.encode_histories(HistoryIndex(req, imp).histories(req, **self.lengths),
-                                         events)  # fmt: skip
+        imp = log.impressions
+        item, request, columns, events = self.encode_pairs(log)
+        h = HistoryIndex(log.requests, imp).histories(log.requests, **self.lengths)
+        request |= self.encode_histories(h, events)
         table = pa.table(
             {
                 **columns,
@@ -254,6 +242,21 @@ class FeatureEncoder:
             }
         )
         return EncodedLog(self.specs, self.vocab_sizes, item, request, table)
+
+    def encode_pairs(self, log: SearchLog) -> tuple[dict, dict, dict, dict]:
+        """Everything but the histories: item features, history-free request features, the
+        impression columns (row indices and match features) and what a history entry shows
+        of each impression (:meth:`history_events`)."""
+        items, req, imp = log.items, log.requests, log.impressions
+        item, request = self.encode_items(items), self.encode_requests(req)
+        request_row = _row_index(imp["request_id"], req["request_id"], "request_id")
+        item_row = _row_index(imp["item_id"], items["item_id"], "item_id")
+        columns = {
+            "request_row": request_row,
+            "item_row": item_row,
+            **self.encode_impressions(request, item, request_row, item_row),
+        }
+        return item, request, columns, self.history_events(request, item, columns, imp["click"])
 
     def encode_items(self, items: pa.Table) -> dict[str, np.ndarray]:
         """Item features of an items table (item_id, title, category, brand, price)."""
@@ -393,6 +396,14 @@ def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> n
     if category_match is not None:
         level += 5 * category_match.astype(np.int8)
     return level + 2
+
+
+def _row_index(values: pa.ChunkedArray, keys: pa.ChunkedArray, name: str) -> np.ndarray:
+    """The row of ``keys`` each value names; an unknown value is refused by name."""
+    found = pc.index_in(values, value_set=keys)
+    if found.null_count:
+        raise ValueError(f"impressions: {found.null_count} rows name an unknown {name}")
+    return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _gather(values: np.ndarray, history: np.ndarray) -> np.ndarray:

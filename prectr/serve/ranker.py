@@ -174,14 +174,19 @@ class Ranker:
         path = self.run.path / "export" / f"{checkpoint}.onnx"
         source = self.run.path / "checkpoints" / f"{checkpoint}.pt"
         if not path.is_file() or path.stat().st_mtime < source.stat().st_mtime:
-            last = self.store.requests.num_rows - 1
-            requests = [self.logged_request(i) for i in (last, max(last - 1, 0))]
-            batches = [self.batch(r) for r in requests if r.candidates]
-            export(self.model, batches, path, "onnx", shared=self.shared)
+            self.export(path, "onnx")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def export(self, path: Path, fmt: str) -> float:
+        """Export the scoring graph (:func:`prectr.serve.export.export`), checked against
+        eager PyTorch on the history log's last two requests; the largest difference."""
+        last = self.store.requests.num_rows - 1
+        requests = [self.logged_request(i) for i in (last, max(last - 1, 0))]
+        batches = [self.batch(r) for r in requests if r.candidates]
+        return export(self.model, batches, path, fmt, shared=self.shared)
 
     def logged_request(self, row: int) -> SearchRequest:
         """Request ``row`` of the history log with its logged candidates (to check exports)."""

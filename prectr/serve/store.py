@@ -25,17 +25,9 @@ class HistoryStore:
         self._index()
 
     def _index(self) -> None:
-        enc, imp = self.encoder, self.impressions
-        item = enc.encode_items(self.items)
-        request = enc.encode_requests(self.requests)
-        columns = {
-            "item_row": _rows(imp["item_id"], self.items["item_id"], "item_id"),
-            "request_row": _rows(imp["request_id"], self.requests["request_id"], "request_id"),
-        }
-        columns |= enc.encode_impressions(request, item, columns["request_row"],
-                                          columns["item_row"])  # fmt: skip
-        self.events = enc.history_events(request, item, columns, imp["click"])
-        self.index = HistoryIndex(self.requests, imp)
+        log = SearchLog(self.items, self.requests, self.impressions)
+        *_, self.events = self.encoder.encode_pairs(log)
+        self.index = HistoryIndex(self.requests, self.impressions)
 
     def extend(self, log: SearchLog) -> None:
         """Add a newer part of the log (its items may repeat known ones)."""
@@ -53,10 +45,3 @@ class HistoryStore:
         log has it): only events strictly before each request's timestamp count."""
         h = self.index.histories(requests, **self.encoder.lengths)
         return self.encoder.encode_histories(h, self.events)
-
-
-def _rows(values: pa.ChunkedArray, keys: pa.ChunkedArray, name: str) -> np.ndarray:
-    found = pc.index_in(values, value_set=keys)
-    if found.null_count:
-        raise ValueError(f"impressions: {found.null_count} rows name an unknown {name}")
-    return found.to_numpy(zero_copy_only=False).astype(np.int64)
