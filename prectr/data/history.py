@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prectr.data.vocabulary import Vocabulary
+
 
 class EventIndex:
     """Events sorted once by (key, time); keys below 0 are never history."""
@@ -81,20 +83,14 @@ def _times(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 class _Keys:
-    """Dense codes of the distinct values of a column; values never seen get -1. A few values
-    (a served request) are looked up in a dict built once, many in one vectorised pass."""
+    """Dense codes of the distinct values of a column (a :class:`Vocabulary` of them, whose
+    ids start at 2); values never seen, and nulls, get -1."""
 
     def __init__(self, values: pa.ChunkedArray | pa.Array):
-        self.values = pc.unique(pc.drop_null(values))
-        self.codes: dict | None = None
+        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)).to_pylist())
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        if len(values) <= 16:
-            if self.codes is None:
-                self.codes = {v: i for i, v in enumerate(self.values.to_pylist())}
-            return np.array([self.codes.get(v, -1) for v in values.to_pylist()], dtype=np.int64)
-        found = pc.index_in(values, value_set=self.values).fill_null(-1)
-        return found.to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.maximum(self.vocabulary.lookup(values).astype(np.int64) - 2, -1)
 
 
 class HistoryIndex:

@@ -1,0 +1,46 @@
+"""Vocabularies: values to dense ids, 0 for padding / missing and 1 for out-of-vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PAD, OOV = 0, 1
+SMALL_LOOKUP = 4096  # up to this many values, Vocabulary.lookup uses a dict
+
+
+@dataclass
+class Vocabulary:
+    values: list
+    counts: list[int] = field(default_factory=list)
+    _ids: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def fit(cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
+        counted = pc.value_counts(pc.drop_null(values)).flatten()
+        vals, counts = counted[0].to_numpy(zero_copy_only=False), counted[1].to_numpy()
+        keep = counts >= min_count
+        order = np.lexsort((vals[keep].astype(str), -counts[keep]))  # frequent first, stable
+        return cls(vals[keep][order].tolist(), counts[keep][order].tolist())
+
+    def __len__(self) -> int:
+        return len(self.values) + 2
+
+    def lookup(self, values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+        """Ids for ``values``: 0 for null, 1 for unseen, 2.. for known values. A few values
+        (a served request) are looked up in a dict built once; many in one vectorised pass."""
+        arr = pa.array(values) if isinstance(values, np.ndarray) else values
+        if len(arr) <= SMALL_LOOKUP:
+            if self._ids is None:
+                self._ids = {v: i + 2 for i, v in enumerate(self.values)}
+            ids = [PAD if v is None else self._ids.get(v, OOV) for v in arr.to_pylist()]
+            return np.array(ids, dtype=np.int32)
+        index = pc.index_in(arr, value_set=pa.array(self.values, type=arr.type))
+        ids = pc.add(index, 2).fill_null(OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+        null = arr.is_null()
+        if null.null_count == 0 and pc.any(null).as_py():
+            ids[null.to_numpy(zero_copy_only=False)] = PAD
+        return ids
