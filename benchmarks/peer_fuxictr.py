@@ -28,7 +28,7 @@ What it does, in order:
    end), `BaseModel.predict` on test. The runner is the string RUNNER below, written to the
    work directory and run with the peer environment's python; it prints JSON.
 5. Both sides' test predictions (prectr: the run's `checkpoints/best.pt` applied to the run's
-   `data/test.parquet`) are scored by the same code, `prectr.metrics.auc`/`logloss`, on the
+   `data/test/`) are scored by the same code, `prectr.metrics.auc`/`logloss`, on the
    same exposed test impressions. The table gives the mean over seeds (± their standard
    deviation) and the median samples/s; the verdict compares the mean AUC difference (with its
    standard error over seeds) with the issue's ±0.002 and the samples/s ratio with 1.0.
@@ -124,7 +124,7 @@ import torch
 
 from prectr import __version__ as prectr_version
 from prectr.config import load_experiment
-from prectr.data.dataset import BatchStream, Collator, time_split
+from prectr.data.dataset import BatchStream, Collator, shard_paths, time_split
 from prectr.data.features import Categorical, FeatureEncoder
 from prectr.data.schema import read_log
 from prectr.io import atomic_file
@@ -433,7 +433,7 @@ def prectr_test_scores(run: Path, world: Path) -> tuple[np.ndarray, np.ndarray]:
     encoded = FeatureEncoder.load(run / "features").encode(read_log(world))
     model = build_model(config.model, encoded.specs, encoded.vocab_sizes, config.model_params)
     model.load_state_dict(load_checkpoint(run / "checkpoints" / "best.pt")["model"])
-    stream = BatchStream(run / "data" / "test.parquet", Collator(encoded), shuffle=False)
+    stream = BatchStream(shard_paths(run / "data" / "test"), Collator(encoded), shuffle=False)
     p = predict(model, stream.epoch())
     return p["click"][p["exposed"]].astype(np.int64), p["score"][p["exposed"]]
 

@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/throughput.py --world runs/worlds/bench-s0 \\
          --configs configs/dnn_bench.yaml configs/prectr_v2_bench.yaml
 Each config's first training batches (the rows its loss reads) are assembled once; the models
 then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps`` optimiser steps
-(forward, loss, backward, AdamW) after a warm-up, the same span the trainer's samples/s covers.
+(forward, loss, backward, AdamW) after a warm-up; assembling batches is left out (the
+trainer's samples/s in metrics.json also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
 noise over every model; the ratio to the first config is the figure to quote. Writes
 results/throughput_<world>.json.

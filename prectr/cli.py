@@ -150,6 +150,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def experiment_arguments(p: argparse.ArgumentParser) -> None:
+    """The config, log, run directory and overrides of `train` and `prepare`."""
+    p.add_argument("config", type=Path, help="experiment YAML (see configs/)")
+    p.add_argument("--log", type=Path, help="log directory (overrides data.log)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable; `prepare` and "
+        "`train` of one run take the same)",
+    )  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from prectr.config import load_experiment
     from prectr.train.trainer import Trainer
@@ -164,6 +176,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
         + f" (epoch {best.get('epoch')}); {result['train_samples_per_s']:,.0f} samples/s"
     )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from prectr.config import load_experiment
+    from prectr.train.data import load_prepared
+    from prectr.train.trainer import open_run
+
+    config = load_experiment(args.config, args.set)
+    run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
+    open_run(config, run_dir, log_dir=args.log)
+    shards = load_prepared(run_dir).shards
+    table = Table("split", "shards", "impressions", title=f"prepared {run_dir}")
+    for split, paths in shards.items():
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        table.add_row(split, str(len(paths)), f"{rows:,}")
+    console.print(table)
     return 0
 
 
@@ -293,17 +324,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the config's model on a log in the schema (time split: the last day "
         "is held out for testing, the day before validates). The run directory gets the config, "
         "a log, train_log.jsonl, TensorBoard scalars, metrics.json, the fitted features and "
-        "best/last checkpoints; --resume continues a stopped run at the same step.",
+        "best/last checkpoints; --resume continues a stopped run at the same step. Runs unchanged "
+        "under `torchrun --nproc-per-node N` (one process per core or GPU; gloo or NCCL): "
+        "each process reads its own shards, the main one logs and writes checkpoints.",
     )
-    p.add_argument("config", type=Path, help="experiment YAML (see configs/)")
-    p.add_argument("--log", type=Path, help="log directory (overrides data.log)")
-    p.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    experiment_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
-    )  # fmt: skip
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "prepare",
+        help="encode a log into a run directory once, before training (e.g. under torchrun)",
+        description="Fit the config's features on the training days and write the encoded log "
+        "into the run directory as data.shards parquet shards per split. `prectr train` with "
+        "the same config and --out then trains without reading the log; under torchrun every "
+        "process streams only its own shards.",
+    )
+    experiment_arguments(p)
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(
         "evaluate",

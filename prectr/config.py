@@ -21,8 +21,9 @@ from prectr.data.features import FeatureConfig
 @dataclass
 class DataConfig:
     log: str | None = None  # a log directory in the schema (a simulated world is one)
-    batch_size: int = 2048
+    batch_size: int = 2048  # rows per optimiser step, shared out among the processes
     buffer_rows: int = 262_144  # rows read and shuffled together
+    shards: int = 8  # parquet shards per split; at least the number of training processes
     valid_days: int = 1
     test_days: int = 1
 
@@ -43,6 +44,7 @@ class TrainConfig:
     log_every: int = 50  # steps between train-log lines
     checkpoint_every: int = 200  # steps between `last` checkpoints (and at each epoch end)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
     position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
 
 

@@ -113,6 +113,23 @@ def test_train_evaluate_report(tiny_world, tmp_path, capsys):
     assert code == 2 and "--resume" in out
 
 
+def test_a_prepared_run_trains_without_its_log(tiny_world, tmp_path, capsys):
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\nmodel_params: {hidden: [16]}\ndata: {shards: 3}\n"
+                      "train: {epochs: 1}\n")  # fmt: skip
+    run = tmp_path / "run"
+    code, out = run_cli(["prepare", str(config), "--log", str(tiny_world), "--out", str(run)],
+                        capsys)  # fmt: skip
+    assert code == 0 and "valid" in out and len(list((run / "data" / "train").iterdir())) == 3
+    code, out = run_cli(["train", str(config), "--out", str(run)], capsys)  # no --log needed
+    assert code == 0 and "trained dnn" in out and (run / "checkpoints" / "best.pt").is_file()
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("shards: 3", "shards: 2"))
+    code, out = run_cli(["prepare", str(other), "--log", str(tiny_world), "--out", str(run)],
+                        capsys)  # fmt: skip
+    assert code == 2 and "not empty" in out
+
+
 def test_training_refuses_a_log_that_fails_validation(tmp_path, capsys):
     config = tmp_path / "dnn.yaml"
     config.write_text("model: dnn\n")

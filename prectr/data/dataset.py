@@ -4,14 +4,20 @@ Encoded impressions (row indices into the in-memory item and request features, i
 numerics, labels) are written to parquet sorted by request and read back in chunks of
 ``buffer_rows``, keeping the ``rows`` a loss reads (``exposed``, ``exposed_or_labelled``,
 ``labelled`` or ``all`` candidates); requests are shuffled within a chunk and never split
-between batches, so request-level losses see every candidate of a request. The order is a
-pure function of ``(seed, epoch)``, which is what makes an interrupted run resumable at the
-same step. With ``world_size > 1`` each rank reads the requests whose row index falls to it.
+between batches, so request-level losses see every candidate of a request.
+
+A split is written as shards (``part-00000.parquet``, ...), each request in exactly one, chosen
+by its row index; under ``torchrun`` each process reads only its own shards
+(:func:`shards_of`). The order of a shard's rows in an epoch is a pure function of
+``(seed, epoch, shard)`` and does not depend on the batch size or the number of processes, so
+a stream's position is a count of rows per shard: an interrupted run resumes there exactly, and
+a run resumed with another number of processes reads every remaining row once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,93 +133,137 @@ def write_impressions(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def write_shards(table: pa.Table, directory: Path, shards: int) -> list[Path]:
+    """Write encoded impressions as ``shards`` files in ``directory``; a request's rows all go
+    to shard ``request_row % shards`` (rows of one request never straddle two processes)."""
+    if shards < 1:
+        raise ValueError(f"data.shards {shards}: expected at least 1")
+    directory.mkdir(parents=True, exist_ok=True)
+    shard = table["request_row"].to_numpy() % shards
+    return [
+        write_impressions(table.filter(pa.array(shard == i)), directory / f"part-{i:05d}.parquet")
+        for i in range(shards)
+    ]
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The shard files of a split directory, in shard order."""
+    paths = sorted(Path(directory).glob("part-*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"{directory}: no shard files (part-*.parquet)")
+    return paths
+
+
+def shards_of(paths: Seq[Path], rank: int, world_size: int) -> list[Path]:
+    """The shards process ``rank`` of ``world_size`` reads: every ``world_size``-th one."""
+    if world_size > len(paths):
+        raise ValueError(
+            f"{world_size} processes but {len(paths)} shards: some process would have no data; "
+            "set data.shards to at least the number of processes (and rerun from a fresh run)"
+        )
+    return list(paths[rank::world_size])
+
+
 _COLUMNS_DROPPED = ("request_id", "item_id")
 
 
 class BatchStream:
-    """Batches of whole requests from an encoded-impressions parquet file."""
+    """Batches of whole requests from encoded-impressions parquet shards.
+
+    ``position`` maps each shard's file name to the rows of the current epoch already handed
+    out (after the last batch yielded); pass it back as ``start`` to resume there, with any
+    batch size.
+    """
 
     def __init__(
         self,
-        path: Path,
+        paths: Path | Seq[Path],
         collator: Collator,
         batch_size: int = 2048,
         shuffle: bool = True,
         seed: int = 0,
         rows: str = "exposed",
         buffer_rows: int = 262_144,
-        rank: int = 0,
-        world_size: int = 1,
     ):
-        self.path, self.collator = Path(path), collator
+        self.paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+        self.collator = collator
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         if rows not in ROW_SETS:
             raise ValueError(f"rows {rows!r}: expected one of {', '.join(ROW_SETS)}")
         self.rows, self.buffer_rows = rows, buffer_rows
-        self.rank, self.world_size = rank, world_size
-        names = pq.ParquetFile(self.path).schema_arrow.names
+        names = pq.ParquetFile(self.paths[0]).schema_arrow.names
         self.columns = [c for c in names if c not in _COLUMNS_DROPPED]
+        self.position: dict[str, int] = {}
 
-    def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
-        """Chunks of about ``buffer_rows`` rows that never split a request."""
+    def _chunks(self, path: Path) -> Iterator[dict[str, np.ndarray]]:
+        """Chunks of about ``buffer_rows`` rows of one shard that never split a request."""
         carry: dict[str, np.ndarray] | None = None
-        for record in pq.ParquetFile(self.path).iter_batches(
-            self.buffer_rows, columns=self.columns
-        ):
+        for record in pq.ParquetFile(path).iter_batches(self.buffer_rows, columns=self.columns):
             chunk = {name: _numpy(record.column(name)) for name in self.columns}
-            keep = np.ones(record.num_rows, dtype=bool)
-            if self.rows != "all":
-                exposed, labelled = ~np.isnan(chunk["click"]), ~np.isnan(chunk["relevance"])
-                keep &= {"exposed": exposed, "labelled": labelled,
-                         "exposed_or_labelled": exposed | labelled}[self.rows]  # fmt: skip
-            if self.world_size > 1:
-                keep &= chunk["request_row"] % self.world_size == self.rank
-            chunk = {k: v[keep] for k, v in chunk.items()}
+            exposed, labelled = ~np.isnan(chunk["click"]), ~np.isnan(chunk["relevance"])
+            keep = {"exposed": exposed, "labelled": labelled, "all": np.ones_like(exposed),
+                    "exposed_or_labelled": exposed | labelled}[self.rows]  # fmt: skip
+            chunk = {k: v[keep] for k, v in chunk.items()}  # (also a writable copy)
             if carry is not None:
                 chunk = {k: np.concatenate([carry[k], v]) for k, v in chunk.items()}
             req = chunk["request_row"]
             if req.size == 0:
                 carry = None
                 continue
-            last = req[-1]
-            cut = int(np.searchsorted(req, last, side="left"))
+            cut = int(np.searchsorted(req, req[-1], side="left"))
             carry = {k: v[cut:] for k, v in chunk.items()}
             if cut:
                 yield {k: v[:cut] for k, v in chunk.items()}
         if carry is not None and carry["request_row"].size:
             yield carry
 
-    def epoch(self, epoch: int = 0, skip: int = 0) -> Iterator[Batch]:
-        """The batches of one epoch, in an order fixed by (seed, epoch); the first ``skip``
-        batches are passed over without being assembled (resuming mid-epoch). Rows left over
-        at the end of a shuffle buffer join the next one, so only the last batch is short."""
-        produced = 0
+    def epoch(self, epoch: int = 0, start: dict[str, int] | None = None) -> Iterator[Batch]:
+        """The batches of one epoch: shard after shard (in an order fixed by seed and epoch),
+        each shard's rows in an order fixed by (seed, epoch, shard). ``start`` skips, per
+        shard, rows already read (a stream's ``position``) without assembling them. Rows left
+        at the end of a shuffle buffer join the next one, so only a shard's last batch is
+        short."""
+        start = start or {}
+        self.position = {p.name: start.get(p.name, 0) for p in self.paths}
+        order = range(len(self.paths))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
+        for i in order:
+            yield from self._shard(self.paths[i], epoch)
+
+    def _shard(self, path: Path, epoch: int) -> Iterator[Batch]:
+        skip = self.position[path.name]
+        shard = int(path.stem.rsplit("-", 1)[-1]) if path.stem.startswith("part-") else 0
         pending: dict[str, np.ndarray] | None = None
-        for index, chunk in enumerate(self._chunks()):
-            chunk = self._shuffled(chunk, epoch, index)
+        for index, chunk in enumerate(self._chunks(path)):
+            chunk = self._shuffled(chunk, (self.seed, epoch, shard, index))
             if pending is not None:
                 chunk = {k: np.concatenate([pending[k], v]) for k, v in chunk.items()}
+            if skip >= chunk["request_row"].size:  # read before: pass over the whole chunk
+                skip -= chunk["request_row"].size
+                pending = None
+                continue
+            start, skip = skip, 0
             req = chunk["request_row"]
             ends = np.r_[np.flatnonzero(req[1:] != req[:-1]) + 1, req.size]
-            start = 0
             while (i := int(np.searchsorted(ends, start + self.batch_size))) < ends.size:
                 cut = int(ends[i])  # the first request end at or after batch_size rows
-                produced += 1
-                if produced > skip:
-                    yield self.collator({k: v[start:cut] for k, v in chunk.items()})
+                self.position[path.name] += cut - start
+                yield self.collator({k: v[start:cut] for k, v in chunk.items()})
                 start = cut
             pending = {k: v[start:] for k, v in chunk.items()}
-        if pending is not None and pending["request_row"].size and produced + 1 > skip:
+        if pending is not None and pending["request_row"].size:
+            self.position[path.name] += pending["request_row"].size
             yield self.collator(pending)
 
-    def _shuffled(self, chunk: dict[str, np.ndarray], epoch: int, index: int) -> dict:
+    def _shuffled(self, chunk: dict[str, np.ndarray], key: tuple[int, ...]) -> dict:
         """The chunk with its requests in a random order (rows of a request stay together)."""
         if not self.shuffle:
             return chunk
         req = chunk["request_row"]
         starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
         sizes = np.diff(np.r_[starts, req.size])
-        order = np.random.default_rng([self.seed, epoch, index]).permutation(starts.size)
+        order = np.random.default_rng(list(key)).permutation(starts.size)
         rows = np.repeat(starts[order], sizes[order]) + ranges(sizes[order])
         return {k: v[rows] for k, v in chunk.items()}
 

@@ -4,7 +4,8 @@ Each rank holds some rows; the results equal the single-process metrics on all r
 AUC and logloss need every score, so their inputs are gathered (an evaluation set fits in
 memory; training data never goes through here). GAUC and NDCG are per group: each row is
 routed to the rank that owns its group (integer key modulo the world size), every rank computes
-its groups, and the weighted sums are all-reduced. Works with any backend (gloo on CPU).
+its groups, and the weighted sums are all-reduced. Works with any backend (gloo on CPU), and
+in a process that joined no group (then it is the single-process computation).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from prectr.metrics.click import auc, group_auc
 from prectr.metrics.ranking import EMPTY_MODES, ndcg_at_k_per_group
 
 
+def _grouped() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _gather(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not _grouped():
+        return arrays
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, arrays)
     return {k: np.concatenate([p[k] for p in parts]) for k in arrays}
@@ -25,6 +32,8 @@ def _gather(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _route(arrays: dict[str, np.ndarray], keys: np.ndarray) -> dict[str, np.ndarray]:
     """The rows (of every rank) whose integer key falls to this rank."""
+    if not _grouped():
+        return arrays
     world, rank = dist.get_world_size(), dist.get_rank()
     owner = np.asarray(keys, dtype=np.int64) % world
     outgoing = [{k: v[owner == r] for k, v in arrays.items()} for r in range(world)]
@@ -35,7 +44,8 @@ def _route(arrays: dict[str, np.ndarray], keys: np.ndarray) -> dict[str, np.ndar
 
 def _sum(*values: float) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
+    if _grouped():
+        dist.all_reduce(t)
     return t.tolist()
 
 
@@ -48,6 +58,26 @@ def distributed_logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7
     y, p = labels.astype(np.float64), np.clip(probs.astype(np.float64), eps, 1 - eps)
     total, n = _sum(float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum()), float(y.size))
     return total / n
+
+
+def distributed_calibration(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean predicted probability over mean observed rate (nan if no click)."""
+    predicted, clicked = _sum(float(probs.astype(np.float64).sum()), float(labels.sum()))
+    return predicted / clicked if clicked > 0 else float("nan")
+
+
+def distributed_click_metrics(
+    click: np.ndarray, score: np.ndarray, user: np.ndarray, request: np.ndarray
+) -> dict[str, float]:
+    """:func:`prectr.evaluation.click_metrics` of the exposed rows held by all ranks
+    (``click`` 0/1, ``score`` a probability); every rank gets the result."""
+    return {
+        "auc": distributed_auc(click, score),
+        "gauc_user": distributed_gauc(click, score, user),
+        "gauc_request": distributed_gauc(click, score, request),
+        "logloss": distributed_logloss(click, score),
+        "calibration": distributed_calibration(click, score),
+    }
 
 
 def distributed_gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:

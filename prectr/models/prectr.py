@@ -179,7 +179,7 @@ class PRECTR(RankingModel):
         negatives, reconstruct = [], out["logit"].sum() * 0.0
         if self.negatives != "unexposed":
             synthetic = self._synthetic_negatives(out, clicked)
-            negatives.append(synthetic["logit"].view(clicked.numel(), -1))
+            negatives.append(synthetic["logit"].view(clicked.numel(), self.hard_negatives))
             grade0 = torch.zeros_like(synthetic["logit"], dtype=torch.long)
             if grade0.numel():
                 reconstruct = F.cross_entropy(synthetic["grade_logits"], grade0)

@@ -1,5 +1,7 @@
 """Preparing a log for training: time split, features fitted on the training days, and the
-encoded log cached in the run directory (item and request features, each split's impressions)."""
+encoded log cached in the run directory (item and request features, each split's impressions
+as ``data.shards`` parquet shards). One process prepares; every training process then loads the
+features and streams its own shards, without reading the log."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.config import ExperimentConfig
-from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
+from prectr.data.dataset import (
+    BatchStream,
+    Collator,
+    shard_paths,
+    shards_of,
+    time_split,
+    write_shards,
+)
 from prectr.data.features import EncodedLog, FeatureEncoder
 from prectr.data.schema import SearchLog, read_log
 from prectr.io import atomic_file
@@ -22,9 +31,8 @@ SPLITS = ("train", "valid", "test")
 @dataclass
 class PreparedData:
     encoder: FeatureEncoder
-    encoded: EncodedLog
-    split: dict[str, np.ndarray]  # request rows per split
-    paths: dict[str, Path]  # encoded impressions per split
+    encoded: EncodedLog  # item and request features (no impressions: those stay on disk)
+    shards: dict[str, list[Path]]  # encoded impressions per split
     user_of_request: np.ndarray  # dense user code per request row (for user-GAUC)
     collator: Collator
 
@@ -32,9 +40,13 @@ class PreparedData:
         self, split: str, config: ExperimentConfig, shuffle: bool, rows: str = "exposed",
         rank: int = 0, world_size: int = 1,
     ) -> BatchStream:  # fmt: skip
+        """The batches of process ``rank`` of ``world_size``: its shards of the split, in
+        batches of ``data.batch_size / world_size`` rows (one optimiser step takes about
+        ``data.batch_size`` rows whatever the number of processes)."""
         return BatchStream(
-            self.paths[split], self.collator, config.data.batch_size, shuffle,
-            config.train.seed, rows, config.data.buffer_rows, rank, world_size,
+            shards_of(self.shards[split], rank, world_size), self.collator,
+            -(-config.data.batch_size // world_size), shuffle, config.train.seed, rows,
+            config.data.buffer_rows,
         )  # fmt: skip
 
 
@@ -46,48 +58,55 @@ def read_training_log(config: ExperimentConfig, log_dir: str | Path | None = Non
     return read_log(source)
 
 
+def prepared(run_dir: Path) -> bool:
+    """Whether the run directory holds a complete encoded log (features written last)."""
+    return (run_dir / "data" / "features.npz").is_file()
+
+
 def prepare(config: ExperimentConfig, run_dir: Path, log: SearchLog) -> PreparedData:
-    """Fit (or reload) the features on the training days and encode the log once: the item
-    and request features (histories included) and each split's impressions are cached in the
-    run directory, and a resumed run reuses them."""
-    split = time_split(log.requests, config.data.valid_days, config.data.test_days)
-    features_dir = run_dir / "features"
-    if (features_dir / "features.json").is_file():
-        encoder = FeatureEncoder.load(features_dir)
-    else:
+    """Fit the features on the training days and encode the log once into the run directory
+    (features, then each split's shards); a run that has them already reuses them."""
+    if not prepared(run_dir):
+        split = time_split(log.requests, config.data.valid_days, config.data.test_days)
         encoder = FeatureEncoder(config.features).fit(log, split["train"])
-        encoder.save(features_dir)
-    data_dir = run_dir / "data"
-    paths = {name: data_dir / f"{name}.parquet" for name in SPLITS}
-    cache = data_dir / "features.npz"
-    if cache.is_file() and all(p.is_file() for p in paths.values()):
-        encoded = _load_features(cache, encoder)
-    else:
+        encoder.save(run_dir / "features")
         encoded = encoder.encode(log)
         rows = encoded.impressions["request_row"].to_numpy()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for name, path in paths.items():
-            write_impressions(
-                encoded.impressions.filter(pa.array(np.isin(rows, split[name]))), path
-            )
-        _save_features(cache, encoded)  # last: its presence marks a complete cache
-    user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
-    return PreparedData(
-        encoder, encoded, split, paths, user.to_numpy().astype(np.int64), Collator(encoded)
-    )
+        for name in SPLITS:
+            write_shards(
+                encoded.impressions.filter(pa.array(np.isin(rows, split[name]))),
+                run_dir / "data" / name, config.data.shards,
+            )  # fmt: skip
+        user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+        _save_features(run_dir / "data" / "features.npz", encoded, user.to_numpy())
+    return load_prepared(run_dir)
 
 
-def _save_features(path: Path, encoded: EncodedLog) -> None:
+def load_prepared(run_dir: Path) -> PreparedData:
+    """The encoded log of a prepared run directory (the shards stay on disk)."""
+    if not prepared(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no prepared data (data/features.npz)")
+    encoder = FeatureEncoder.load(run_dir / "features")
+    encoded, user_of_request = _load_features(run_dir / "data" / "features.npz", encoder)
+    shards = {name: shard_paths(run_dir / "data" / name) for name in SPLITS}
+    return PreparedData(encoder, encoded, shards, user_of_request, Collator(encoded))
+
+
+def _save_features(path: Path, encoded: EncodedLog, user_of_request: np.ndarray) -> None:
     arrays = {f"{level}.{name}": values for level in ("item", "request")
               for name, values in getattr(encoded, level).items()}  # fmt: skip
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, user_of_request=user_of_request, **arrays)
 
 
-def _load_features(path: Path, encoder: FeatureEncoder) -> EncodedLog:
+def _load_features(path: Path, encoder: FeatureEncoder) -> tuple[EncodedLog, np.ndarray]:
     with np.load(path) as arrays:
         levels: dict[str, dict[str, np.ndarray]] = {"item": {}, "request": {}}
         for key in arrays.files:
-            level, name = key.split(".", 1)
-            levels[level][name] = arrays[key]
-    return EncodedLog(encoder.specs, encoder.vocab_sizes, levels["item"], levels["request"], None)
+            if key != "user_of_request":
+                level, name = key.split(".", 1)
+                levels[level][name] = arrays[key]
+        user_of_request = arrays["user_of_request"].astype(np.int64)
+    features = EncodedLog(encoder.specs, encoder.vocab_sizes, levels["item"], levels["request"],
+                          None)  # fmt: skip
+    return features, user_of_request

@@ -1,4 +1,4 @@
-"""One training loop for every registered model.
+"""One training loop for every registered model, in one process or many.
 
 AdamW with three learning rates (embedding tables, dense layers, a text encoder if the model has
 one), gradient clipping, an optional stage 1 that fits a model's relevance module alone on the
@@ -7,18 +7,27 @@ chosen metric, and ``best``/``last`` checkpoints written atomically. A run direc
 config, a log, the train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the
 checkpoints.
 
-Resuming is exact: the batch order is a function of (seed, epoch), and the ``last`` checkpoint
-holds the model, the optimizer, the RNG state and the position in the epoch, so a run killed at
-any step and resumed ends with the same weights and metrics as one that never stopped.
+Under ``torchrun`` the same loop runs in every process: the main process prepares the data (the
+others wait, and fail with its error if it fails), each process streams its own shards,
+PyTorch's ``DistributedDataParallel`` averages the gradients, and only the main process logs and
+writes. The processes step in lockstep: one whose shards are done takes steps that add no
+gradient until every process is done. Validation metrics are computed across the processes.
+
+Resuming is exact: the order of a shard's rows is a function of (seed, epoch, shard), and the
+``last`` checkpoint holds the model, the optimizer, each process's RNG state and how many rows
+of each shard the epoch has used, so a run killed at any step and resumed ends with the same
+weights and metrics as one that never stopped. Resumed with another number of processes, it
+reads each remaining row once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +40,13 @@ from tqdm import tqdm
 
 from prectr import __version__
 from prectr.config import ExperimentConfig
-from prectr.data.dataset import Batch
-from prectr.evaluation import click_metrics
+from prectr.data.dataset import Batch, BatchStream
 from prectr.io import atomic_file
+from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
-from prectr.train.data import PreparedData, prepare, read_training_log
+from prectr.train.data import PreparedData, load_prepared, prepare, prepared, read_training_log
+from prectr.train.distributed import Processes, join
 
 LOWER_IS_BETTER = {"logloss"}
 
@@ -74,12 +84,85 @@ def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, A
     ]
 
 
+def open_run(
+    config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
+    log_dir: str | Path | None = None,
+) -> None:  # fmt: skip
+    """Create (or reopen) a run directory and encode the log into it.
+
+    The log is validated first, so one that fails creates no run. A directory that is not
+    empty is reopened only to ``resume`` it or when it holds just the prepared data of the same
+    config (``prectr prepare``); a reopened run that has its encoded log does not read the log.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    wanted = config.to_dict()
+    only_prepared = prepared(run_dir) and not (run_dir / "checkpoints").exists()
+    reopen = resume or only_prepared
+    log = None if reopen and prepared(run_dir) else read_training_log(config, log_dir)
+    if reopen:
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.yaml)")
+        if yaml.safe_load(config_path.read_text()) != wanted:
+            raise ValueError(f"{run_dir}: the config differs from the run's; resume needs the "
+                             "same config")  # fmt: skip
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(config_path) as tmp:
+        tmp.write_text(yaml.safe_dump(wanted, sort_keys=False))
+    if log is not None:
+        prepare(config, run_dir, log)
+
+
+def run_logger(run_dir: Path, main: bool = True) -> logging.Logger:
+    """The run's ``log.txt`` logger in the main process; a silent one elsewhere."""
+    if not main:
+        return logging.getLogger("prectr.train.worker")
+    log = logging.getLogger(f"prectr.train.{run_dir}")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        handler = logging.FileHandler(run_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+    return log
+
+
+class Objective(nn.Module):
+    """A model's loss on one batch in a training stage, as one module that
+    ``DistributedDataParallel`` can wrap."""
+
+    def __init__(self, model: RankingModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
+        if stage == "relevance":
+            return {"loss": self.model.relevance_loss(batch)}
+        return self.model.loss(batch, self.model(batch))
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    """``train.device``: ``cpu``, ``cuda`` (this process's GPU) or ``auto`` (a GPU if any)."""
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device {setting!r}: expected auto, cpu or cuda")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device cuda: no GPU is visible to this process")
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
 @torch.no_grad()
-def predict(model: RankingModel, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+def predict(
+    model: RankingModel, batches: Iterable[Batch], device: torch.device | None = None
+) -> dict[str, np.ndarray]:
     """Scores (and grade distributions where the model has them) for every row of ``batches``."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
+        if device is not None:
+            batch = batch.to(device)
         out = model(batch)
         values = {
             "score": model.score(out),
@@ -91,7 +174,7 @@ def predict(model: RankingModel, batches: Iterable[Batch]) -> dict[str, np.ndarr
         if "grade_logits" in out:
             values["grades"] = torch.softmax(out["grade_logits"], -1)
         for k, v in values.items():
-            parts.setdefault(k, []).append(v.numpy())
+            parts.setdefault(k, []).append(v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -105,25 +188,48 @@ class Trainer:
         stop_after: int | None = None,
     ):
         self.config, self.run_dir, self.stop_after = config, Path(run_dir), stop_after
-        log = read_training_log(config, log_dir)  # a log that fails validation creates no run
-        self._open_run(resume)
-        if config.train.threads:
-            torch.set_num_threads(config.train.threads)
-        self.data: PreparedData = prepare(config, self.run_dir, log)
-        torch.manual_seed(config.train.seed)
+        t = config.train
+        self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.processes: Processes = join("nccl" if self.device.type == "cuda" else "gloo")
+        self._on_main(lambda: open_run(config, self.run_dir, resume, log_dir))
+        self.log = run_logger(self.run_dir, self.processes.main)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.data: PreparedData = load_prepared(self.run_dir)
+        torch.manual_seed(t.seed + self.processes.rank)
         self.model = build_model(
             config.model, self.data.encoded.specs, self.data.encoded.vocab_sizes,
             config.model_params,
-        )  # fmt: skip
-        self.model.position_bias.weight.requires_grad_(config.train.position_bias)
+        ).to(self.device)  # fmt: skip
+        self.model.position_bias.weight.requires_grad_(t.position_bias)
         self._check_stages()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
         self.state = {
-            "relevance_epoch": 0, "epoch": 0, "step_in_epoch": 0, "step": 0, "best": None,
-            "stale": 0, "train_seconds": 0.0, "train_samples": 0,
+            "relevance_epoch": 0, "epoch": 0, "position": {}, "step": 0, "best": None,
+            "stale": 0, "train_seconds": 0.0, "data_wait_seconds": 0.0, "train_samples": 0,
         }  # fmt: skip
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
+        self.objective: nn.Module = Objective(self.model)
+        if self.processes.distributed:  # after the restore: DDP starts from rank 0's weights
+            self.objective = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None, find_unused_parameters=True,
+            )  # fmt: skip
+
+    def _on_main(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in the main process; the others wait and fail if it fails."""
+        error: BaseException | None = None
+        if self.processes.main:
+            try:
+                work()
+            except Exception as err:  # the other processes must hear of it, then it is raised
+                error = err
+        message = self.processes.broadcast(None if error is None else f"{error}")
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RuntimeError(f"the main process (rank 0) failed: {message}")
 
     def _check_stages(self) -> None:
         stage1 = self.config.train.relevance_epochs
@@ -138,49 +244,42 @@ class Trainer:
     def last_path(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
 
-    def _open_run(self, resume: bool) -> None:
-        config_path = self.run_dir / "config.yaml"
-        wanted = self.config.to_dict()
-        if resume:
-            if not config_path.is_file():
-                raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no config.yaml)")
-            saved = yaml.safe_load(config_path.read_text())
-            if saved != wanted:
-                raise ValueError(f"{self.run_dir}: the config differs from the run's; resume "
-                                 "needs the same config")  # fmt: skip
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise FileExistsError(f"{self.run_dir} is not empty (pass --resume to continue it)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(config_path) as tmp:
-            tmp.write_text(yaml.safe_dump(wanted, sort_keys=False))
-        self.log = logging.getLogger(f"prectr.train.{self.run_dir}")
-        self.log.setLevel(logging.INFO)
-        if not self.log.handlers:
-            handler = logging.FileHandler(self.run_dir / "log.txt")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-            self.log.addHandler(handler)
-
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        self.state = {"relevance_epoch": 0, **checkpoint["state"]}
-        self.log.info("resumed at epoch %d step %d", self.state["epoch"], self.state["step"])
+        rng = checkpoint["rng"]  # one state per process of the run that wrote it
+        if self.processes.rank < len(rng):
+            torch.set_rng_state(rng[self.processes.rank])
+        self.state = {**self.state, **checkpoint["state"]}
+        self.log.info("resumed at epoch %d step %d with %d process(es), written by %d",
+                      self.state["epoch"], self.state["step"], self.processes.world_size,
+                      len(rng))  # fmt: skip
 
-    def _checkpoint(self, name: str) -> None:
+    def _checkpoint(self, name: str, stream: BatchStream | None = None) -> None:
+        """Write a checkpoint from the main process; every process must call this (it
+        collects the processes' stream positions and RNG states)."""
+        if stream is not None:
+            self.state["position"] = {
+                k: v for p in self.processes.gather(stream.position) for k, v in p.items()
+            }
+        rng = self.processes.gather(torch.get_rng_state())
+        if not self.processes.main:
+            return
         save_checkpoint(
             self.run_dir / "checkpoints" / f"{name}.pt",
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "rng": torch.get_rng_state(),
+                "rng": rng,
                 "state": dict(self.state),
                 "model_name": self.config.model,
                 "prectr_version": __version__,
             },
         )
 
-    def _record(self, writer: SummaryWriter, split: str, values: dict[str, float]) -> None:
+    def _record(self, writer: SummaryWriter | None, split: str, values: dict[str, float]) -> None:
+        if writer is None:
+            return
         entry = {"step": self.state["step"], "epoch": self.state["epoch"], "split": split, **values}
         with open(self.run_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -188,14 +287,20 @@ class Trainer:
             writer.add_scalar(f"{split}/{k}", v, self.state["step"])
 
     def validate(self) -> dict[str, float]:
-        p = predict(self.model, self.data.stream("valid", self.config, shuffle=False).epoch())
+        """Click metrics on the validation split, over the rows of every process."""
+        stream = self._stream("valid", shuffle=False)
+        p = predict(self.model, stream.epoch(), self.device)
         exposed = p["exposed"]
         request = p["request"][exposed]
-        metrics = click_metrics(
+        metrics = distributed_click_metrics(
             p["click"][exposed].astype(np.int64), p["score"][exposed],
             self.data.user_of_request[request], request,
         )  # fmt: skip
-        return {k: v for k, v in metrics.items() if v is not None}
+        return {k: v for k, v in metrics.items() if not np.isnan(v)}
+
+    def _stream(self, split: str, shuffle: bool, rows: str = "exposed") -> BatchStream:
+        return self.data.stream(split, self.config, shuffle, rows, self.processes.rank,
+                                self.processes.world_size)  # fmt: skip
 
     def _better(self, metrics: dict[str, float]) -> bool:
         key = self.config.train.early_stopping_metric
@@ -206,8 +311,10 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         t = self.config.train
-        stream = self.data.stream("train", self.config, True, self.model.training_rows)
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
+        stream = self._stream("train", True, self.model.training_rows)
+        writer = None
+        if self.processes.main:
+            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
         try:
             self._relevance_stage(writer)
             while self.state["epoch"] < t.epochs and self.state["stale"] < t.patience:
@@ -222,52 +329,73 @@ class Trainer:
                 else:
                     self.state["stale"] += 1
                 self.state["epoch"] += 1
-                self.state["step_in_epoch"] = 0
+                self.state["position"] = {}
                 self._checkpoint("last")
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         return self._write_metrics()
 
-    def _relevance_stage(self, writer: SummaryWriter) -> None:
+    def _relevance_stage(self, writer: SummaryWriter | None) -> None:
         """Stage 1: the relevance module alone on the labelled pairs (only its parameters get
         gradients), then the model is told the stage ended (e.g. to keep a reference copy)."""
         t = self.config.train
-        stream = self.data.stream("train", self.config, True, "labelled")
+        stream = self._stream("train", True, "labelled")
         while self.state["relevance_epoch"] < t.relevance_epochs:
             self._train_epoch(stream, writer, stage="relevance")
             self.state["relevance_epoch"] += 1
-            self.state["step_in_epoch"] = 0
+            self.state["position"] = {}
             if self.state["relevance_epoch"] == t.relevance_epochs:
                 self.model.end_relevance_stage()
             self.log.info("relevance epoch %d done", self.state["relevance_epoch"])
             self._checkpoint("last")
 
-    def _train_epoch(self, stream, writer: SummaryWriter, stage: str = "joint") -> None:
+    def _steps(self, stream: BatchStream, epoch: int) -> Iterator[tuple[Batch, float, int]]:
+        """The epoch's steps of this process, in lockstep with the others: each step's batch,
+        its loss weight (0 once this process's shards are done) and the rows of the step over
+        all processes. Time spent waiting for a batch counts as data wait."""
+        batches = stream.epoch(epoch, self.state["position"])
+        spare: Batch | None = None
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            self.state["data_wait_seconds"] += time.perf_counter() - started
+            rows = 0 if batch is None else int(batch.exposed.sum())
+            active, total = self.processes.sum(batch is not None, rows)
+            if not active:
+                return
+            if batch is None and spare is None:
+                raise RuntimeError(
+                    f"process {self.processes.rank} has no {stream.rows} rows in its shards; "
+                    "use fewer processes or more shards (data.shards)"
+                )
+            weight = 1.0 if batch is not None else 0.0
+            spare = batch if batch is not None else spare
+            yield spare.to(self.device), weight, int(total)
+
+    def _train_epoch(self, stream, writer: SummaryWriter | None, stage: str = "joint") -> None:
         t = self.config.train
         self.model.train()
         epoch = self.state["relevance_epoch" if stage == "relevance" else "epoch"]
-        bar = tqdm(
-            stream.epoch(epoch, skip=self.state["step_in_epoch"]),
-            desc=f"{stage} epoch {epoch}", unit="batch", disable=None, leave=False,
-        )  # fmt: skip
+        bar = tqdm(desc=f"{stage} epoch {epoch}", unit="batch", leave=False,
+                   disable=None if self.processes.main else True)  # fmt: skip
         window_loss, window_samples, window_start = [], 0, time.perf_counter()
-        for batch in bar:
-            started = time.perf_counter()
-            if stage == "relevance":
-                losses = {"loss": self.model.relevance_loss(batch)}
-            else:
-                losses = self.model.loss(batch, self.model(batch))
+        started = time.perf_counter()
+        for batch, weight, rows in self._steps(stream, epoch):
+            losses = self.objective(batch, stage)
             self.optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            (losses["loss"] * weight).backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
             self.optimizer.step()
-            if stage == "joint":  # throughput is the click-training rate
-                self.state["train_seconds"] += time.perf_counter() - started
-                self.state["train_samples"] += int(batch.exposed.sum())
+            bar.update()
+            if stage == "joint":  # throughput is the click-training rate, data wait included
+                now = time.perf_counter()
+                self.state["train_seconds"] += now - started
+                self.state["train_samples"] += rows
+            started = time.perf_counter()
             self.state["step"] += 1
-            self.state["step_in_epoch"] += 1
             window_loss.append({k: float(v.detach()) for k, v in losses.items()})
-            window_samples += int(batch.exposed.sum())
+            window_samples += rows
             if self.state["step"] % t.log_every == 0:
                 rate = window_samples / (time.perf_counter() - window_start)
                 mean = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
@@ -276,22 +404,29 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", samples_s=f"{rate:,.0f}")
                 window_loss, window_samples, window_start = [], 0, time.perf_counter()
             if self.state["step"] % t.checkpoint_every == 0:
-                self._checkpoint("last")
+                self._checkpoint("last", stream)
             if self.stop_after is not None and self.state["step"] >= self.stop_after:
                 raise StopTraining(f"stopped after step {self.state['step']}")
+        bar.close()
 
     def _write_metrics(self) -> dict[str, Any]:
         s = self.state
+        peak = self.processes.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        waits = self.processes.gather(s["data_wait_seconds"] / max(s["train_seconds"], 1e-9))
         result = {
             "model": self.config.model,
             "best_valid": s["best"],
             "epochs": s["epoch"],
             "steps": s["step"],
+            "processes": self.processes.world_size,
             "train_samples": s["train_samples"],
             "train_samples_per_s": s["train_samples"] / max(s["train_seconds"], 1e-9),
+            "data_wait_share": max(waits),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": max(peak),
+            "peak_rss_mb_per_process": peak,
         }
-        with atomic_file(self.run_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        if self.processes.main:
+            with atomic_file(self.run_dir / "metrics.json") as tmp:
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result

@@ -1,8 +1,18 @@
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
-from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
+from prectr.data.dataset import (
+    BatchStream,
+    Collator,
+    shard_paths,
+    shards_of,
+    time_split,
+    write_impressions,
+    write_shards,
+)
 from prectr.data.features import FeatureEncoder
 from prectr.data.schema import read_log
 
@@ -60,18 +70,61 @@ def test_order_is_fixed_by_seed_and_epoch(encoded_train):
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     c = _requests(stream.epoch(1))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=False))
-    skipped = _requests(stream.epoch(0, skip=3))
-    assert all(np.array_equal(x, y) for x, y in zip(a[3:], skipped, strict=True))
+    batches = stream.epoch(0)
+    for _ in range(3):
+        next(batches)
+    resumed = _requests(stream.epoch(0, start=dict(stream.position)))
+    assert all(np.array_equal(x, y) for x, y in zip(a[3:], resumed, strict=True))
 
 
-def test_ranks_share_requests_out(encoded_train):
-    full = np.concatenate(_requests(_stream(encoded_train, shuffle=False).epoch()))
-    parts = [
-        np.concatenate(_requests(_stream(encoded_train, rank=r, world_size=2).epoch()))
-        for r in (0, 1)
-    ]
-    assert not set(parts[0].tolist()) & set(parts[1].tolist())
-    assert sorted(np.concatenate(parts).tolist()) == sorted(full.tolist())
+@pytest.fixture(scope="module")
+def shards(encoded_train, tmp_path_factory):
+    path, collator, _ = encoded_train
+    table = pq.read_table(path)
+    return write_shards(table, tmp_path_factory.mktemp("shards"), 4), collator, table
+
+
+def test_shards_hold_whole_requests_once(shards):
+    paths, _, table = shards
+    assert shard_paths(paths[0].parent) == paths
+    parts = [pq.read_table(p)["request_row"].to_numpy() for p in paths]
+    assert all(np.all(np.diff(p) >= 0) for p in parts)  # sorted by request
+    owners = [set(p.tolist()) for p in parts]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])
+    assert sorted(np.concatenate(parts).tolist()) == sorted(table["request_row"].to_pylist())
+    assert shards_of(paths, 1, 2) == [paths[1], paths[3]]
+    with pytest.raises(ValueError, match="5 processes but 4 shards"):
+        shards_of(paths, 0, 5)
+    with pytest.raises(FileNotFoundError, match="no shard files"):
+        shard_paths(paths[0].parent / "missing")
+
+
+def _rows(batches) -> list[tuple[int, int]]:
+    pairs = (zip(b.request.tolist(), b.item.tolist(), strict=True) for b in batches)
+    return [pair for batch in pairs for pair in batch]
+
+
+def test_a_resume_with_other_processes_reads_each_remaining_row_once(shards):
+    """Two processes read 5 batches each, then three processes resume from their positions:
+    together they read every row of the epoch exactly once."""
+    paths, collator, table = shards
+
+    def stream(rank, world, batch_size):
+        return BatchStream(shards_of(paths, rank, world), collator, batch_size, buffer_rows=700)
+
+    before, position = [], {}
+    for rank in range(2):
+        s = stream(rank, 2, 150)
+        batches = s.epoch(0)
+        before += _rows(next(batches) for _ in range(5))
+        position.update(s.position)
+    after = [_rows(stream(rank, 3, 100).epoch(0, start=position)) for rank in range(3)]
+    seen = before + [row for part in after for row in part]
+    exposed = table.filter(pc.is_valid(table["click"]))
+    expected = list(
+        zip(exposed["request_row"].to_pylist(), exposed["item_row"].to_pylist(), strict=True)
+    )
+    assert len(seen) == len(set(seen)) and sorted(seen) == sorted(expected)
 
 
 def test_the_whole_pool_can_be_read(encoded_train):

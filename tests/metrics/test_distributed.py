@@ -8,9 +8,11 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from prectr.evaluation import click_metrics
 from prectr.metrics import auc, gauc, logloss, ndcg_at_k
 from prectr.metrics.distributed import (
     distributed_auc,
+    distributed_click_metrics,
     distributed_gauc,
     distributed_logloss,
     distributed_ndcg_at_k,
@@ -33,7 +35,11 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     d = data()
     mine = {k: v[d["shard"] == rank] for k, v in d.items()}
+    clicks = distributed_click_metrics(
+        mine["labels"], mine["scores"], mine["groups"], mine["grades"]
+    )  # grades stand in for a second grouping (requests)
     result = {
+        **{f"click.{k}": v for k, v in clicks.items()},
         "auc": distributed_auc(mine["labels"], mine["scores"]),
         "logloss": distributed_logloss(mine["labels"], mine["scores"]),
         "gauc": distributed_gauc(mine["labels"], mine["scores"], mine["groups"]),
@@ -52,7 +58,9 @@ def test_two_gloo_processes_equal_one(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(worker, args=(2, init, str(tmp_path / "result")), nprocs=2, join=True)
     d = data()
+    clicks = click_metrics(d["labels"], d["scores"], d["groups"], d["grades"])
     expected = {
+        **{f"click.{k}": v for k, v in clicks.items()},
         "auc": auc(d["labels"], d["scores"]),
         "logloss": logloss(d["labels"], d["scores"]),
         "gauc": gauc(d["labels"], d["scores"], d["groups"]),
@@ -63,3 +71,12 @@ def test_two_gloo_processes_equal_one(tmp_path):
         got = json.loads((tmp_path / f"result.{rank}").read_text())
         for name, value in expected.items():
             assert math.isclose(got[name], value, rel_tol=1e-12, abs_tol=1e-12), name
+
+
+def test_without_a_process_group_they_are_the_single_process_metrics():
+    d = data()
+    got = distributed_click_metrics(d["labels"], d["scores"], d["groups"], d["grades"])
+    assert got == click_metrics(d["labels"], d["scores"], d["groups"], d["grades"])
+    assert distributed_ndcg_at_k(d["grades"], d["scores"], d["groups"]) == ndcg_at_k(
+        d["grades"], d["scores"], d["groups"]
+    )

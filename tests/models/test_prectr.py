@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from prectr.data.dataset import Batch
 from prectr.data.features import FeatureEncoder
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
@@ -126,6 +127,24 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert (losses["loss_reconstruct"] > 0) == (negatives != "unexposed")
+
+
+@pytest.mark.parametrize("negatives", ["synthetic", "unexposed", "both"])
+def test_a_batch_without_clicks_has_a_finite_loss(world, negatives: str) -> None:
+    """A shard's last batch can be one request nobody clicked."""
+    pool = world.pool
+    rows = torch.nonzero(pool.request == pool.request[0]).squeeze(1)
+    quiet = Batch(**{f.name: _rows(getattr(pool, f.name), rows) for f in dataclasses.fields(pool)})
+    quiet = dataclasses.replace(quiet, click=torch.zeros_like(quiet.click))
+    model = build(world, debias_negatives=negatives)
+    model.train()
+    losses = model.loss(quiet, model(quiet))
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_pairwise"] == 0
+    losses["loss"].backward()
+
+
+def _rows(value, rows: torch.Tensor):
+    return {k: v[rows] for k, v in value.items()} if isinstance(value, dict) else value[rows]
 
 
 def test_synthetic_negatives_flow_through_the_whole_scoring_path(world, batch) -> None:

@@ -1,0 +1,149 @@
+"""Distributed training on this machine: 1 process against N, same config, same samples.
+
+Run: .venv/bin/python benchmarks/scaling.py --world runs/worlds/bench-s0 \\
+         --config configs/dnn_bench.yaml --processes 1 2 --seeds 0 1 2
+The log is encoded once (`prectr prepare`, its peak memory measured). Each (processes, seed)
+run then trains `--epochs` epochs from a hard-linked copy of that prepared run under
+`torchrun --standalone --nproc-per-node N` (gloo on CPU, NCCL with `--device cuda`), the
+machine's cores split evenly between the processes (`train.threads`), the global batch
+(`data.batch_size`) the same for every N. The runs alternate (1, N, 1, N, ...) so the machine's
+noise spreads over both. Reported per run: validation AUC, samples/s over all processes (data
+wait included), the largest share of time a process waited for data, peak RSS per process.
+Writes results/scaling_<world>_<config>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from prectr.config import load_experiment
+from prectr.io import atomic_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare(config: Path, world: Path, out: Path, overrides: list[str]) -> dict:
+    """Encode the log once in a child process; its wall time and peak RSS."""
+    sets = [x for o in overrides for x in ("--set", o)]
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "prectr.cli", "prepare", str(config), "--log",
+                    str(world), "--out", str(out), *sets], check=True)  # fmt: skip
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def train(config: Path, prepared: Path, run: Path, processes: int, overrides: list[str]) -> dict:
+    """Train from a copy of the prepared run with ``processes`` torchrun processes."""
+    shutil.copytree(prepared, run, copy_function=os.link)
+    with atomic_file(run / "config.yaml") as tmp:  # the same data, this run's train settings
+        settings = load_experiment(config, overrides).to_dict()
+        tmp.write_text(yaml.safe_dump(settings, sort_keys=False))
+    sets = [x for o in overrides for x in ("--set", o)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(processes), "-m", "prectr.cli", "train", str(config),
+               "--out", str(run), *sets]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - started
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {
+        "processes": processes,
+        "valid_auc": metrics["best_valid"]["auc"],
+        "valid_logloss": metrics["best_valid"]["logloss"],
+        "train_samples": metrics["train_samples"],
+        "samples_per_s": metrics["train_samples_per_s"],
+        "data_wait_share": metrics["data_wait_share"],
+        "peak_rss_mb_per_process": metrics["peak_rss_mb_per_process"],
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def summary(runs: list[dict]) -> list[dict]:
+    by_n: dict[int, list[dict]] = {}
+    for r in runs:
+        by_n.setdefault(r["processes"], []).append(r)
+    base = by_n[min(by_n)]
+    base_auc = statistics.mean(r["valid_auc"] for r in base)
+    base_rate = statistics.mean(r["samples_per_s"] for r in base)
+    rows = []
+    for n, rs in sorted(by_n.items()):
+        aucs = [r["valid_auc"] for r in rs]
+        rate = statistics.mean(r["samples_per_s"] for r in rs)
+        rows.append({
+            "processes": n,
+            "seeds": len(rs),
+            "valid_auc_mean": statistics.mean(aucs),
+            "valid_auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+            "auc_minus_fewest_processes": statistics.mean(aucs) - base_auc,
+            "samples_per_s_mean": rate,
+            "speedup": rate / base_rate,
+            "data_wait_share_max": max(r["data_wait_share"] for r in rs),
+            "peak_rss_mb_max": max(max(r["peak_rss_mb_per_process"]) for r in rs),
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads shared out among the processes")  # fmt: skip
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--scratch", type=Path, help="where runs go (default: a temporary dir)")
+    args = parser.parse_args()
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="prectr-scaling-"))
+    base = [f"train.epochs={args.epochs}", f"train.device={args.device}", "train.patience=1"]
+    data = {"prepare": prepare(args.config, args.world, scratch / "prepared", base)}
+    print("prepared:", json.dumps(data["prepare"]))
+    runs = []
+    for seed in args.seeds:
+        for n in args.processes:
+            threads = max(1, args.cores // n)
+            overrides = [*base, f"train.seed={seed}", f"train.threads={threads}"]
+            result = train(args.config, scratch / "prepared", scratch / f"p{n}-s{seed}", n,
+                           overrides)  # fmt: skip
+            runs.append({"seed": seed, "threads_per_process": threads, **result})
+            print(json.dumps(runs[-1]))
+    out = {
+        "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]),
+        "machine": {
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "world": str(args.world),
+        "config": str(args.config),
+        **data,
+        "runs": runs,
+        "summary": summary(runs),
+    }
+    for row in out["summary"]:
+        print(json.dumps(row))
+    path = ROOT / "results" / f"scaling_{args.world.name}_{args.config.stem}.json"
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+    if args.scratch is None:
+        shutil.rmtree(scratch)
+
+
+if __name__ == "__main__":
+    main()

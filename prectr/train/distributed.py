@@ -1,0 +1,79 @@
+"""The processes of one training run, as ``torchrun`` launches them.
+
+``torchrun --nproc-per-node N`` (with ``--nnodes``/``--rdzv-*`` across machines) sets
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in each process; :func:`join` reads them and joins
+the process group (``nccl`` for GPUs, ``gloo`` on CPU). Without them the run is one process
+and every collective here is the identity, so the trainer has one code path for both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The process that prepares data, logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def broadcast(self, value: T) -> T:
+        """The main process's ``value``, in every process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: T) -> list[T]:
+        """Every process's ``value``, by rank, in every process."""
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def sum(self, *values: float) -> list[float]:
+        """Element-wise sums of ``values`` over the processes."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in some process."""
+        return self.sum(float(flag))[0] > 0
+
+
+def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:
+    """Join the process group described by torchrun's environment with ``backend``
+    (idempotent); one process when the environment names none."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Processes()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return Processes(rank, world_size, local_rank)

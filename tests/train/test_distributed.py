@@ -1,0 +1,75 @@
+"""Training in several gloo processes on CPU, as torchrun launches them."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch.multiprocessing as mp
+import yaml
+
+from prectr.evaluation import click_metrics
+from prectr.train.checkpoint import load_checkpoint
+from prectr.train.data import load_prepared
+from prectr.train.run import load_trained
+from prectr.train.trainer import StopTraining, Trainer, predict
+from tests.conftest import tiny_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _killed_worker(rank: int, world: int, port: int, config, run: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    with pytest.raises(StopTraining):
+        Trainer(config, run, stop_after=12).fit()
+
+
+def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
+    run = tmp_path / "run"
+    mp.spawn(_killed_worker, args=(2, _free_port(), config, str(run)), nprocs=2, join=True)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["state"]["step"] == 10 and len(last["rng"]) == 2  # both processes' RNG
+    assert len(last["state"]["position"]) == config.data.shards  # every shard's progress
+
+    resumed = Trainer(config, run, resume=True).fit()
+    shards = load_prepared(run).shards["train"]
+    exposed = sum(int(pc.sum(pc.is_valid(pq.read_table(p)["click"])).as_py()) for p in shards)
+    assert resumed["processes"] == 1 and resumed["train_samples"] == exposed
+
+
+def test_prectr_train_runs_unchanged_under_torchrun(tiny_world, tmp_path):
+    config_path, run = tmp_path / "dnn.yaml", tmp_path / "run"
+    config_path.write_text(yaml.safe_dump(tiny_config(tiny_world, threads=1).to_dict()))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              "--nproc-per-node", "2", "-m", "prectr.cli"]  # fmt: skip
+    done = subprocess.run(
+        [*launch, "train", str(config_path), "--out", str(run)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(metrics["peak_rss_mb_per_process"]) == 2
+    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    train = [x["step"] for x in lines if x["split"] == "train"]
+    assert len(train) == len(set(train)) and [x["split"] for x in lines].count("valid") == 1
+    # the validation metrics computed across the processes equal one process's on the model
+    trained = load_trained(run)
+    data = load_prepared(run)
+    p = predict(trained.model, data.stream("valid", trained.config, shuffle=False).epoch())
+    e = p["exposed"]
+    single = click_metrics(p["click"][e].astype(np.int64), p["score"][e],
+                           data.user_of_request[p["request"][e]], p["request"][e])  # fmt: skip
+    for name, value in metrics["best_valid"].items():
+        if name != "epoch":
+            assert value == pytest.approx(single[name], abs=1e-9), name
