@@ -66,14 +66,16 @@ class Processes:
 
 
 def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:
-    """Join the process group described by torchrun's environment with ``backend``
-    (idempotent); one process when the environment names none."""
+    """This process's place in the run: the process group a launcher has already set up (Ray
+    Train's ``TorchTrainer``, for one), else the one torchrun's environment describes, joined
+    with ``backend``; one process when neither exists."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return Processes(dist.get_rank(), dist.get_world_size(), local_rank)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Processes()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
-    return Processes(rank, world_size, local_rank)
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return Processes(dist.get_rank(), world_size, local_rank)

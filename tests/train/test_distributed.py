@@ -1,8 +1,6 @@
 """Training in several gloo processes on CPU, as torchrun launches them."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -10,6 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
@@ -21,23 +20,19 @@ from prectr.train.trainer import StopTraining, Trainer, predict
 from tests.conftest import tiny_config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _killed_worker(rank: int, world: int, port: int, config, run: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+def _killed_worker(rank: int, world: int, init: str, config, run: str) -> None:
+    """A process whose group a launcher set up already (as Ray Train's TorchTrainer does)."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     with pytest.raises(StopTraining):
         Trainer(config, run, stop_after=12).fit()
+    dist.destroy_process_group()
 
 
 def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny_world, tmp_path):
     config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
     run = tmp_path / "run"
-    mp.spawn(_killed_worker, args=(2, _free_port(), config, str(run)), nprocs=2, join=True)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_killed_worker, args=(2, init, config, str(run)), nprocs=2, join=True)
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["state"]["step"] == 10 and len(last["rng"]) == 2  # both processes' RNG
     assert len(last["state"]["position"]) == config.data.shards  # every shard's progress
