@@ -113,7 +113,8 @@ def test_train_evaluate_report(tiny_world, tmp_path, capsys):
     assert code == 2 and "--resume" in out
 
 
-def test_a_prepared_run_trains_without_its_log(tiny_world, tmp_path, capsys):
+@pytest.mark.parametrize("resume", [[], ["--resume"]])  # --resume: an elastic job's first start
+def test_a_prepared_run_trains_without_its_log(tiny_world, tmp_path, capsys, resume):
     config = tmp_path / "dnn.yaml"
     config.write_text("model: dnn\nmodel_params: {hidden: [16]}\ndata: {shards: 3}\n"
                       "train: {epochs: 1}\n")  # fmt: skip
@@ -121,7 +122,7 @@ def test_a_prepared_run_trains_without_its_log(tiny_world, tmp_path, capsys):
     code, out = run_cli(["prepare", str(config), "--log", str(tiny_world), "--out", str(run)],
                         capsys)  # fmt: skip
     assert code == 0 and "valid" in out and len(list((run / "data" / "train").iterdir())) == 3
-    code, out = run_cli(["train", str(config), "--out", str(run)], capsys)  # no --log needed
+    code, out = run_cli(["train", str(config), "--out", str(run), *resume], capsys)  # no --log
     assert code == 0 and "trained dnn" in out and (run / "checkpoints" / "best.pt").is_file()
     other = tmp_path / "other.yaml"
     other.write_text(config.read_text().replace("shards: 3", "shards: 2"))
