@@ -24,6 +24,7 @@ class DataConfig:
     batch_size: int = 2048  # rows per optimiser step, shared out among the processes
     buffer_rows: int = 262_144  # rows read and shuffled together
     shards: int = 8  # parquet shards per split; at least the number of training processes
+    prefetch: int = 2  # training batches assembled ahead in a background thread (0: none)
     valid_days: int = 1
     test_days: int = 1
 

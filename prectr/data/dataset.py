@@ -16,10 +16,13 @@ a run resumed with another number of processes reads every remaining row once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +33,7 @@ import torch
 from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence, ranges
 from prectr.io import atomic_file
 
+T = TypeVar("T")
 ROW_GROUP = 65_536
 ROW_SETS = ("exposed", "exposed_or_labelled", "labelled", "all")
 
@@ -217,22 +221,37 @@ class BatchStream:
         if carry is not None and carry["request_row"].size:
             yield carry
 
-    def epoch(self, epoch: int = 0, start: dict[str, int] | None = None) -> Iterator[Batch]:
+    def epoch(
+        self, epoch: int = 0, start: dict[str, int] | None = None, prefetch: int = 0
+    ) -> Iterator[Batch]:
         """The batches of one epoch: shard after shard (in an order fixed by seed and epoch),
         each shard's rows in an order fixed by (seed, epoch, shard). ``start`` skips, per
         shard, rows already read (a stream's ``position``) without assembling them. Rows left
         at the end of a shuffle buffer join the next one, so only a shard's last batch is
-        short."""
+        short. ``prefetch > 0`` reads and assembles up to that many batches ahead in a
+        background thread; the batches and positions are the same."""
         start = start or {}
         self.position = {p.name: start.get(p.name, 0) for p in self.paths}
+        batches = self._batches(epoch, dict(self.position))
+        if prefetch > 0:
+            batches = _ahead(batches, prefetch)
+        for batch, position in batches:
+            self.position = position
+            yield batch
+
+    def _batches(self, epoch: int, position: dict[str, int]) -> Iterator[tuple[Batch, dict]]:
+        """Each batch with the stream's position after it."""
         order = range(len(self.paths))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
         for i in order:
-            yield from self._shard(self.paths[i], epoch)
+            path = self.paths[i]
+            for batch, rows in self._shard(path, epoch, position[path.name]):
+                position[path.name] += rows
+                yield batch, dict(position)
 
-    def _shard(self, path: Path, epoch: int) -> Iterator[Batch]:
-        skip = self.position[path.name]
+    def _shard(self, path: Path, epoch: int, skip: int) -> Iterator[tuple[Batch, int]]:
+        """A shard's batches after its first ``skip`` rows, each with its number of rows."""
         shard = int(path.stem.rsplit("-", 1)[-1]) if path.stem.startswith("part-") else 0
         pending: dict[str, np.ndarray] | None = None
         for index, chunk in enumerate(self._chunks(path)):
@@ -248,13 +267,11 @@ class BatchStream:
             ends = np.r_[np.flatnonzero(req[1:] != req[:-1]) + 1, req.size]
             while (i := int(np.searchsorted(ends, start + self.batch_size))) < ends.size:
                 cut = int(ends[i])  # the first request end at or after batch_size rows
-                self.position[path.name] += cut - start
-                yield self.collator({k: v[start:cut] for k, v in chunk.items()})
+                yield self.collator({k: v[start:cut] for k, v in chunk.items()}), cut - start
                 start = cut
             pending = {k: v[start:] for k, v in chunk.items()}
         if pending is not None and pending["request_row"].size:
-            self.position[path.name] += pending["request_row"].size
-            yield self.collator(pending)
+            yield self.collator(pending), pending["request_row"].size
 
     def _shuffled(self, chunk: dict[str, np.ndarray], key: tuple[int, ...]) -> dict:
         """The chunk with its requests in a random order (rows of a request stay together)."""
@@ -266,6 +283,43 @@ class BatchStream:
         order = np.random.default_rng(list(key)).permutation(starts.size)
         rows = np.repeat(starts[order], sizes[order]) + ranges(sizes[order])
         return {k: v[rows] for k, v in chunk.items()}
+
+
+def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items`` produced by a background thread, at most ``depth`` ahead of the consumer; an
+    error there is raised here, and a consumer that stops early stops the thread."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            put((False, err))
+
+    threading.Thread(target=produce, daemon=True, name="prectr-prefetch").start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _numpy(column: pa.Array) -> np.ndarray:

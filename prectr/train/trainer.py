@@ -354,7 +354,7 @@ class Trainer:
         """The epoch's steps of this process, in lockstep with the others: each step's batch,
         its loss weight (0 once this process's shards are done) and the rows of the step over
         all processes. Time spent waiting for a batch counts as data wait."""
-        batches = stream.epoch(epoch, self.state["position"])
+        batches = stream.epoch(epoch, self.state["position"], self.config.data.prefetch)
         spare: Batch | None = None
         while True:
             started = time.perf_counter()

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -75,6 +77,32 @@ def test_order_is_fixed_by_seed_and_epoch(encoded_train):
         next(batches)
     resumed = _requests(stream.epoch(0, start=dict(stream.position)))
     assert all(np.array_equal(x, y) for x, y in zip(a[3:], resumed, strict=True))
+
+
+def test_prefetching_gives_the_same_batches_and_positions(encoded_train):
+    stream, ahead = _stream(encoded_train), _stream(encoded_train)
+    plain, early = stream.epoch(3), ahead.epoch(3, prefetch=2)
+    for a, b in zip(plain, early, strict=True):
+        assert np.array_equal(a.request.numpy(), b.request.numpy())
+        assert stream.position == ahead.position  # the consumer's, not the thread's
+    early = ahead.epoch(3, prefetch=2)
+    next(early)
+    early.close()  # a consumer that stops early stops the thread
+    for thread in threading.enumerate():
+        if thread.name == "prectr-prefetch":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+
+
+def test_an_error_while_prefetching_reaches_the_consumer(encoded_train, monkeypatch):
+    stream = _stream(encoded_train)
+
+    def broken(*args):
+        raise OSError("shard unreadable")
+
+    monkeypatch.setattr(stream, "collator", broken)
+    with pytest.raises(OSError, match="shard unreadable"):
+        next(stream.epoch(0, prefetch=2))
 
 
 @pytest.fixture(scope="module")
