@@ -207,17 +207,17 @@ def unexposed_partners(
     """For each row in ``rows``, ``k`` unexposed candidates of the same request drawn at
     random (a batch holds whole requests, each contiguous): indices ``(P, k)`` and a validity
     mask, false where the request has no unexposed candidate."""
-    n = batch.request.shape[0]
-    new_request = torch.ones(n, dtype=torch.bool)
+    n, device = batch.request.shape[0], batch.request.device
+    new_request = torch.ones(n, dtype=torch.bool, device=device)
     new_request[1:] = batch.request[1:] != batch.request[:-1]
     starts = torch.nonzero(new_request).squeeze(1)
-    ends = torch.cat([starts[1:], torch.tensor([n])])
+    ends = torch.cat([starts[1:], torch.tensor([n], device=device)])
     block = torch.cumsum(new_request.long(), 0) - 1
     unexposed = torch.nonzero(~batch.exposed).squeeze(1)
     lo = torch.searchsorted(unexposed, starts[block[rows]])
     hi = torch.searchsorted(unexposed, ends[block[rows]])
     count = (hi - lo).unsqueeze(1)
-    offset = (torch.rand(rows.numel(), k) * count).long()
+    offset = (torch.rand(rows.numel(), k, device=device) * count).long()
     valid = count.expand(-1, k) > 0
     index = (lo.unsqueeze(1) + offset).clamp(max=max(unexposed.numel() - 1, 0))
     picked = unexposed[index] if unexposed.numel() else torch.zeros_like(index)
