@@ -16,6 +16,7 @@ a run resumed with another number of processes reads every remaining row once.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Iterator
 from collections.abc import Sequence as Seq
@@ -224,11 +225,10 @@ class BatchStream:
     def epoch(
         self, epoch: int = 0, start: dict[str, int] | None = None, prefetch: int = 0
     ) -> Iterator[Batch]:
-        """The batches of one epoch: shard after shard (in an order fixed by seed and epoch),
-        each shard's rows in an order fixed by (seed, epoch, shard). ``start`` skips, per
-        shard, rows already read (a stream's ``position``) without assembling them. Rows left
-        at the end of a shuffle buffer join the next one, so only a shard's last batch is
-        short. ``prefetch > 0`` reads and assembles up to that many batches ahead in a
+        """The batches of one epoch, each shard's rows in an order fixed by (seed, epoch,
+        shard). ``start`` skips, per shard, rows already read (a stream's ``position``)
+        without assembling them. Rows left at the end of a shuffle buffer join the next one,
+        so only a shard's last batch is short. ``prefetch > 0`` reads and assembles up to that many batches ahead in a
         background thread; the batches and positions are the same."""
         start = start or {}
         self.position = {p.name: start.get(p.name, 0) for p in self.paths}
@@ -240,15 +240,29 @@ class BatchStream:
             yield batch
 
     def _batches(self, epoch: int, position: dict[str, int]) -> Iterator[tuple[Batch, dict]]:
-        """Each batch with the stream's position after it."""
+        """Each batch with the stream's position after it. The shards are read side by side:
+        the next batch comes from the shard read least so far (ties in an order fixed by seed
+        and epoch), so an epoch is one pass through the log's time order whatever the number
+        of shards and processes, and the choice depends on the position alone (a resumed
+        stream makes the same one)."""
         order = range(len(self.paths))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.paths))
-        for i in order:
-            path = self.paths[i]
-            for batch, rows in self._shard(path, epoch, position[path.name]):
-                position[path.name] += rows
-                yield batch, dict(position)
+        shards = {i: self._shard(self.paths[i], epoch, position[self.paths[i].name])
+                  for i in order}  # fmt: skip
+        tie = {i: t for t, i in enumerate(order)}
+        queue = [(position[self.paths[i].name], tie[i], i) for i in order]
+        heapq.heapify(queue)
+        while queue:
+            _, _, i = heapq.heappop(queue)
+            item = next(shards[i], None)
+            if item is None:
+                continue
+            batch, rows = item
+            name = self.paths[i].name
+            position[name] += rows
+            heapq.heappush(queue, (position[name], tie[i], i))
+            yield batch, dict(position)
 
     def _shard(self, path: Path, epoch: int, skip: int) -> Iterator[tuple[Batch, int]]:
         """A shard's batches after its first ``skip`` rows, each with its number of rows."""
