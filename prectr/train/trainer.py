@@ -211,7 +211,9 @@ class Trainer:
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
         self.objective: nn.Module = Objective(self.model)
-        if self.processes.distributed:  # after the restore: DDP starts from rank 0's weights
+        if self.processes.distributed:
+            # after the restore (DDP starts every process from rank 0's weights); stage 1
+            # leaves all but the relevance module unused, hence find_unused_parameters
             self.objective = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None, find_unused_parameters=True,
