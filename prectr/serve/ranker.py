@@ -233,11 +233,15 @@ class Ranker:
                    for k in ("score", "grades", "incentive")]  # fmt: skip
         return [Ranked(*row) for row in zip(ids, *columns, strict=False)]
 
-    @torch.inference_mode()
     def score(self, request: SearchRequest) -> dict[str, np.ndarray]:
         """Scores in the candidates' order: ``score``, ``grades`` and ``incentive`` where the
         model has them."""
-        inputs = self.graph.inputs(self.batch(request))
+        return self.predict(self.batch(request))
+
+    @torch.inference_mode()
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The scoring graph's outputs on a batch, by the ranker's engine."""
+        inputs = self.graph.inputs(batch)
         if self.session is None:
             outputs = [t.numpy() for t in self.graph(*inputs)]
         else:
