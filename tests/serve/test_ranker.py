@@ -53,6 +53,15 @@ def test_ranking_is_sorted_and_explained(ranker, log):
     assert all(abs(sum(r.grades) - 1) < 1e-5 and r.incentive is not None for r in ranked)
 
 
+def test_a_model_without_grades_ranks_with_scores_alone(tiny_run, tiny_world, log):
+    dnn = Ranker(tiny_run, history=tiny_world)
+    request = request_of(log, int(log.requests["request_id"][-1].as_py()))
+    ranked = dnn.rank(request)
+    assert [r.item_id for r in ranked] != [] and len(ranked) == len(request.candidates)
+    assert [r.score for r in ranked] == sorted(dnn.score(request)["score"].tolist(), reverse=True)
+    assert all(r.grades is None and r.incentive is None for r in ranked)
+
+
 def test_unknown_ids_use_the_out_of_vocabulary_path_and_empty_ranks_nothing(ranker):
     new = SearchRequest(10**9, "velvet sofa", [Candidate(10**9 + 1, "a brand new thing", "sofa")])
     ranked = ranker.rank(new)
