@@ -5,9 +5,12 @@ Run: .venv/bin/python benchmarks/serve_latency.py --run runs/quality/bench-s0/pr
          --history runs/worlds/bench-s0
 Requests are the history log's last requests (real users, queries and histories), each
 padded with catalogue items to the candidate count. *Warm*: every item already in the LRU
-cache (the request repeats). *Cold*: every candidate's title is new (a fresh suffix), so
-every item is encoded again. Engines take turns on the same requests. Writes
-results/serve_latency.json.
+cache (the request is ranked once, untimed, just before: it repeats). *Cold*: every
+candidate's title is new (a fresh suffix), so every item is encoded again. Engines take turns
+on the same requests. Where the warm time goes is timed on the same requests: the request's
+features and the batch (``features``, item features from the cache), the scoring graph
+(``model``, by the engine) and the rest of ``rank`` (sorting, the ranked list: a request's
+``rank`` time less its two parts). Writes results/serve_latency.json.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    results = []
+    results, phases = [], []
     rankers = {e: Ranker(args.run, args.history, engine=e, threads=1) for e in ("torch", "onnx")}
     for threads in args.threads:
         for ranker in rankers.values():
@@ -75,16 +78,33 @@ def main() -> None:
             requests = requests_with(rankers["torch"], count, args.requests)
             for engine, ranker in rankers.items():
                 for r in requests[:10]:
-                    ranker.rank(r)  # warm the cache and the engine
+                    ranker.rank(r)  # warm the engine
                 warm, cold_times = [], []
+                breakdown = {"features": [], "model": [], "rest": []}
                 for i, r in enumerate(requests):
+                    ranker.rank(r)  # the request repeats: its items are all in the cache
                     started = time.perf_counter()
+                    batch = ranker.batch(r)
+                    built = time.perf_counter()
+                    ranker.predict(batch)
+                    scored = time.perf_counter()
                     ranker.rank(r)
-                    warm.append(time.perf_counter() - started)
+                    warm.append(time.perf_counter() - scored)
+                    breakdown["features"].append(built - started)
+                    breakdown["model"].append(scored - built)
+                    breakdown["rest"].append(warm[-1] - (scored - started))
                     fresh = cold(r, i)
                     started = time.perf_counter()
                     ranker.rank(fresh)
                     cold_times.append(time.perf_counter() - started)
+                parts = {k: float(np.percentile(v, 50) * 1e3) for k, v in breakdown.items()}
+                phases.append({"threads": threads, "candidates": count, "engine": engine,
+                               **{f"{k}_p50_ms": v for k, v in parts.items()}})  # fmt: skip
+                print(
+                    f"threads {threads} candidates {count:>5} {engine:>5} warm p50 parts: "
+                    + "  ".join(f"{k} {v:.2f} ms" for k, v in parts.items()),
+                    flush=True,
+                )
                 for cache, times in (("warm", warm), ("cold", cold_times)):
                     row = {"threads": threads, "candidates": count, "engine": engine,
                            "cache": cache, **percentiles(times)}  # fmt: skip
@@ -105,6 +125,7 @@ def main() -> None:
     result = {
         "command": f"python benchmarks/serve_latency.py --run {args.run} --history {args.history}",
         "results": results,
+        "warm_p50_breakdown": phases,
         "onnx_vs_eager": ratios,
         "machine": {"processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__},

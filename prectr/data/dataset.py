@@ -97,9 +97,7 @@ class Collator:
             if spec.level in levels
         }
 
-    def __call__(self, columns: dict[str, np.ndarray], one_request: bool = False) -> Batch:
-        """``one_request``: every row belongs to one request (serving); its request-level
-        sequences then come as one row that the model broadcasts."""
+    def __call__(self, columns: dict[str, np.ndarray]) -> Batch:
         rows = {
             "item": torch.from_numpy(columns["item_row"]),
             "request": torch.from_numpy(columns["request_row"]),
@@ -108,10 +106,7 @@ class Collator:
         def value(spec) -> torch.Tensor:
             if spec.level == "impression":
                 return torch.from_numpy(columns[spec.name])
-            index = rows[spec.level]
-            if one_request and spec.level == "request" and isinstance(spec, Sequence):
-                index = index[:1]
-            return self.tables[spec.name][index]
+            return self.tables[spec.name][rows[spec.level]]
 
         cats = [value(s).long() for s in self.specs if isinstance(s, Categorical)]
         nums = [value(s).float() for s in self.specs if isinstance(s, Numeric)]
@@ -128,6 +123,41 @@ class Collator:
             item=rows["item"].long(),
             position=torch.from_numpy(np.nan_to_num(columns["position"], nan=0).astype(np.int64)),
         )
+
+
+def request_batch(
+    specs: list, request: dict[str, np.ndarray], items: dict[str, np.ndarray],
+    impressions: dict[str, np.ndarray],
+) -> Batch:  # fmt: skip
+    """The unlabelled batch of one request's candidates (serving): ``request`` holds its
+    features as one row, ``items`` the candidates' item features in their order and
+    ``impressions`` their pair features. Request-level ids and numerics are broadcast to every
+    row; request-level sequences stay one row, which the model broadcasts."""
+    n = len(items["item_id"])
+    levels = {"request": {k: v[:1] for k, v in request.items()}, "item": items,
+              "impression": impressions}  # fmt: skip
+
+    def columns(kind: type, dtype: type) -> np.ndarray:
+        chosen = [s for s in specs if isinstance(s, kind)]
+        out = np.empty((n, len(chosen)), dtype)
+        for j, spec in enumerate(chosen):
+            out[:, j] = levels[spec.level][spec.name]
+        return out
+
+    sequences = {s.name: torch.from_numpy(levels[s.level][s.name].astype(np.int64))
+                 for s in specs if isinstance(s, Sequence)}  # fmt: skip
+    unlabelled = torch.zeros(n, dtype=torch.int64)
+    return Batch(
+        categorical=torch.from_numpy(columns(Categorical, np.int64)),
+        numeric=torch.from_numpy(columns(Numeric, np.float32)),
+        sequences=sequences,
+        click=torch.zeros(n),
+        exposed=torch.zeros(n, dtype=torch.bool),
+        relevance=torch.full((n,), -1, dtype=torch.int64),
+        request=unlabelled,
+        item=torch.arange(n),
+        position=unlabelled,
+    )
 
 
 def write_impressions(table: pa.Table, path: Path) -> Path:
@@ -228,8 +258,9 @@ class BatchStream:
         """The batches of one epoch, each shard's rows in an order fixed by (seed, epoch,
         shard). ``start`` skips, per shard, rows already read (a stream's ``position``)
         without assembling them. Rows left at the end of a shuffle buffer join the next one,
-        so only a shard's last batch is short. ``prefetch > 0`` reads and assembles up to that many batches ahead in a
-        background thread; the batches and positions are the same."""
+        so only a shard's last batch is short. ``prefetch > 0`` reads and assembles up to
+        that many batches ahead in a background thread; the batches and positions are the
+        same."""
         start = start or {}
         self.position = {p.name: start.get(p.name, 0) for p in self.paths}
         batches = self._batches(epoch, dict(self.position))

@@ -28,18 +28,37 @@ class TargetAttention(nn.Module):
 
         The first layer over ``[q, k, q - k, q * k]`` is computed as its four blocks,
         ``(W_q + W_d) q + (W_k - W_d) k + W_p (q * k)``: the same function, but the query term
-        is computed once per candidate and the key term once per history (once per request
-        when the history comes as one row), leaving only the product term per (candidate,
-        entry) pair.
+        is computed once per candidate and the key term once per history, leaving only the
+        product term per (candidate, entry) pair. One history shared by the batch (one request's
+        candidates, as served) goes further: :meth:`_shared_first_layer`.
         """
         first = self.score[0]
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[1], dim=1)
-        per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
-        per_key = keys @ (w_k - w_d).T  # (B or 1, L, H)
-        hidden = per_query.unsqueeze(1) + per_key + (query.unsqueeze(1) * keys) @ w_p.T
+        if keys.shape[0] == 1:
+            hidden = self._shared_first_layer(query, keys[0], w_q + w_d, w_k - w_d, w_p)
+        else:
+            per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
+            per_key = keys @ (w_k - w_d).T  # (B, L, H)
+            hidden = per_query.unsqueeze(1) + per_key + (query.unsqueeze(1) * keys) @ w_p.T
         weight = self.score[1:](hidden).squeeze(-1)  # (B, L)
         weight = weight * mask.to(weight.dtype)
-        return torch.einsum("bl,bld->bd", weight, keys.expand(query.shape[0], -1, -1))
+        if keys.shape[0] == 1:
+            return weight @ keys[0]
+        return torch.einsum("bl,bld->bd", weight, keys)
+
+    def _shared_first_layer(
+        self, query: torch.Tensor, keys: torch.Tensor, w_query: torch.Tensor,
+        w_key: torch.Tensor, w_product: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """The first layer for keys ``(L, D)`` shared by every query, ``(B, L, H)``, as one
+        matrix product: entry ``l``'s pre-activation is ``q @ (W_query + k_l * W_product)^T +
+        (bias + W_key k_l)``, so the per-entry weights ``(D, L * H)`` and offsets
+        ``(L * H,)`` are built once per history and the pairs cost a single GEMM."""
+        length, hidden = keys.shape[0], w_query.shape[0]
+        weights = w_query.T.unsqueeze(1) + keys.T.unsqueeze(2) * w_product.T.unsqueeze(1)
+        offsets = keys @ w_key.T + self.score[0].bias  # (L, H)
+        out = torch.addmm(offsets.reshape(-1), query, weights.reshape(query.shape[1], -1))
+        return out.view(query.shape[0], length, hidden)
 
 
 class MultiHeadTargetAttention(nn.Module):
@@ -70,12 +89,19 @@ class MultiHeadTargetAttention(nn.Module):
         q = self.query(target).view(b, self.heads, 1, self.head_dim)
         k = self.key(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
         v = self.value(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
-        logits = (q @ k.transpose(-1, -2)).squeeze(2) / self.head_dim**0.5  # (B, H, L)
+        if e == 1:  # one history for the batch: a product per head, never a copy per row
+            logits = (q.squeeze(2).transpose(0, 1) @ k[0].transpose(-1, -2)).transpose(0, 1)
+        else:
+            logits = (q @ k.transpose(-1, -2)).squeeze(2)
+        logits = logits / self.head_dim**0.5  # (B, H, L)
         valid = mask.unsqueeze(1)
         # a large negative, not -inf: an all-padding row then gets weights 0 (after the mask),
         # never the NaN of a softmax over nothing, in the forward and the backward pass
         weight = torch.softmax(logits.masked_fill(~valid, -1e9), -1) * valid
-        pooled = (weight.unsqueeze(-1) * v).sum(2).reshape(b, -1)
+        if e == 1:
+            pooled = (weight.transpose(0, 1) @ v[0]).transpose(0, 1).reshape(b, -1)
+        else:
+            pooled = (weight.unsqueeze(-1) * v).sum(2).reshape(b, -1)
         return self.out(pooled) * mask.any(1, keepdim=True).expand(b, 1).to(pooled.dtype)
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -105,15 +106,19 @@ def create_app(
 
     app = FastAPI(title="prectr ranking service", version=ranker.run.config.model,
                   lifespan=lifespan)  # fmt: skip
+    name = ranker.run.config.name or ranker.run.config.model
 
     # async on purpose: a worker ranks one request at a time on the event loop. Run in the
     # thread pool, concurrent requests thrash one worker's core (measured: 85 against 235
     # requests/s on one worker, benchmarks/serve_load.py); scale with --workers instead.
+    # The response is built as JSON directly: RankOut documents it (the OpenAPI schema), but
+    # validating the service's own output again per candidate would only cost time.
     @app.post("/rank", response_model=RankOut)
-    async def rank(body: RankIn) -> RankOut:
+    async def rank(body: RankIn) -> Response:
         started = time.perf_counter()
         request = SearchRequest(
-            body.user_id, body.query, [Candidate(**c.model_dump()) for c in body.candidates],
+            body.user_id, body.query,
+            [Candidate(c.item_id, c.title, c.category, c.brand, c.price) for c in body.candidates],
             body.query_category, body.timestamp,
         )  # fmt: skip
         try:
@@ -127,12 +132,11 @@ def create_app(
             relevant = None if r.grades is None else r.grades[2] + r.grades[3]
             if floor is not None and relevant is not None and relevant < floor:
                 continue
-            out.append(RankedOut(item_id=r.item_id, score=r.score, grades=r.grades,
-                                 relevant=relevant, incentive=r.incentive))  # fmt: skip
+            out.append({"item_id": r.item_id, "score": r.score, "grades": r.grades,
+                        "relevant": relevant, "incentive": r.incentive})  # fmt: skip
         latency.observe(time.perf_counter() - started)
         requests.labels("200").inc()
-        return RankOut(ranking=out, dropped=len(ranked) - len(out),
-                       model=ranker.run.config.name or ranker.run.config.model)  # fmt: skip
+        return JSONResponse({"ranking": out, "dropped": len(ranked) - len(out), "model": name})
 
     @app.get("/health")
     def health() -> dict:

@@ -4,12 +4,15 @@ The graph takes a batch as plain tensors (categorical ids, numerics, then every 
 name order, each with a free batch dimension or one row shared by the batch) and returns the
 click probability, with the grade distribution and the incentive where the model has them.
 :func:`export` writes the file atomically and refuses to leave one that disagrees with eager
-PyTorch by more than ``atol`` on a real batch.
+PyTorch by more than ``atol`` on a real batch. An ONNX file can carry metadata, such as the
+:func:`fingerprint` of what it was built from, so that a cached export is known to be stale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from prectr.io import atomic_file
 from prectr.models import RankingModel
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FINGERPRINT = "prectr_fingerprint"  # the ONNX metadata key of :func:`fingerprint`
 
 
 class ScoringGraph(nn.Module):
@@ -64,6 +68,27 @@ def _key(name: str) -> str:
     return {"grades": "grade_logits"}.get(name, name)
 
 
+def fingerprint(checkpoint: Path) -> str:
+    """What an export of ``checkpoint`` is built from: the checkpoint's bytes and the source of
+    the code that defines the scoring graph (every loaded module of ``prectr.models`` and
+    ``prectr.modules``, and this one). A change to either makes a cached export stale."""
+    digest = hashlib.sha256(checkpoint.read_bytes())
+    for name in sorted(sys.modules):
+        if name.startswith(("prectr.models", "prectr.modules")) or name == __name__:
+            digest.update(Path(sys.modules[name].__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def exported_fingerprint(path: Path) -> str | None:
+    """The :func:`fingerprint` an ONNX export carries, None without one (or without a file)."""
+    if not path.is_file():
+        return None
+    import onnx
+
+    props = onnx.load(str(path), load_external_data=False).metadata_props
+    return next((p.value for p in props if p.key == FINGERPRINT), None)
+
+
 def export(
     model: RankingModel,
     batches: list[Batch],
@@ -71,15 +96,24 @@ def export(
     fmt: str,
     atol: float = 1e-5,
     shared: tuple[str, ...] = (),
+    metadata: dict[str, str] | None = None,
 ) -> float:
     """Write the scoring graph of ``model`` in ``fmt`` to ``path`` (traced on the first batch),
     check it against eager PyTorch on every batch, and only then move it into place. Returns
-    the largest difference."""
+    the largest difference. ``metadata``: key-value pairs stored in an ONNX file."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if metadata and fmt != "onnx":
+        raise ValueError(f"format {fmt!r} carries no metadata; only onnx does")
     graph = ScoringGraph(model, batches[0], shared)
     with atomic_file(path) as tmp:
         _write(graph, batches[0], tmp, fmt)
+        if metadata:
+            import onnx
+
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, metadata)
+            onnx.save(proto, str(tmp))
         return check_export(tmp, fmt, graph, batches, atol)
 
 

@@ -11,9 +11,10 @@ ranks where it does.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from prectr.data.dataset import Batch, Collator
-from prectr.data.features import EncodedLog, Sequence
+from prectr.data.dataset import Batch, request_batch
+from prectr.data.features import Sequence
 from prectr.data.schema import read_log
-from prectr.serve.export import ScoringGraph, export
+from prectr.serve.export import (
+    FINGERPRINT,
+    ScoringGraph,
+    export,
+    exported_fingerprint,
+    fingerprint,
+)
 from prectr.serve.store import HistoryStore
 from prectr.train.run import load_trained
 
 ITEM_FIELDS = ("item_id", "title", "category", "brand", "price")
 ENGINES = ("torch", "onnx")
+item_key = attrgetter(*ITEM_FIELDS)  # a candidate's cache key: every field it was sent with
 
 
 @dataclass
@@ -39,9 +47,6 @@ class Candidate:
     category: str
     brand: str | None = None
     price: float | None = None
-
-    def key(self) -> tuple:
-        return tuple(getattr(self, f) for f in ITEM_FIELDS)
 
 
 @dataclass
@@ -62,13 +67,20 @@ class Ranked:
 
 
 class ItemCache:
-    """A bounded LRU of encoded item features: one slot per item key in preallocated arrays,
-    so a request's cached items are gathered in one indexing step per feature."""
+    """A bounded LRU of encoded item features: one slot per item key in preallocated arrays.
+
+    A request's items are found (one C-level pass over a dict), gathered (one indexing step
+    per feature) and marked as used (a per-slot clock) without a loop over candidates in
+    Python; when new items need room, the least recently used slots are found in one
+    partition of the clock."""
 
     def __init__(self, capacity: int):
         if capacity < 1:
             raise ValueError("the item cache needs a capacity of at least 1")
-        self.capacity, self.slots = capacity, OrderedDict()
+        self.capacity, self.slots = capacity, {}
+        self.keys: list = [None] * capacity  # the key in each slot
+        self.used = np.zeros(capacity, np.int64)  # the clock at each slot's last use
+        self.clock = 0
         self.arrays: dict[str, np.ndarray] = {}
         self.hits = self.misses = 0
 
@@ -77,37 +89,45 @@ class ItemCache:
 
     def lookup(self, keys: list[tuple]) -> np.ndarray:
         """Each key's slot, -1 when it is not cached (hits become the most recent)."""
-        slots = np.full(len(keys), -1, dtype=np.int64)
-        for i, key in enumerate(keys):
-            slot = self.slots.get(key)
-            if slot is not None:
-                self.slots.move_to_end(key)
-                slots[i] = slot
-        found = int((slots >= 0).sum())
-        self.hits, self.misses = self.hits + found, self.misses + len(keys) - found
+        slots = np.fromiter(map(self.slots.get, keys, repeat(-1)), np.int64, len(keys))
+        found = slots[slots >= 0]
+        self.clock += 1
+        self.used[found] = self.clock
+        self.hits, self.misses = self.hits + found.size, self.misses + len(keys) - found.size
         return slots
 
     def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[slots] for k, v in self.arrays.items()}
 
     def store(self, keys: list[tuple], features: dict[str, np.ndarray]) -> None:
-        """Cache the features of ``keys`` (row ``j`` of each array), evicting the least
-        recently used items beyond the capacity."""
+        """Cache the features of ``keys`` (row ``j`` of each array; a repeated key keeps its
+        last row), evicting the least recently used items beyond the capacity."""
         if not self.arrays:
             self.arrays = {k: np.empty((self.capacity, *v.shape[1:]), v.dtype)
                            for k, v in features.items()}  # fmt: skip
-        for j, key in enumerate(keys[-self.capacity :]):
-            j += max(len(keys) - self.capacity, 0)
-            if key in self.slots:
-                slot = self.slots[key]
-                self.slots.move_to_end(key)
-            elif len(self.slots) < self.capacity:
-                slot = len(self.slots)
-            else:
-                slot = self.slots.popitem(last=False)[1]
-            self.slots[key] = slot
-            for k, v in features.items():
-                self.arrays[k][slot] = v[j]
+        last = {key: j for j, key in enumerate(keys)}  # distinct keys, in order
+        new, rows = list(last)[-self.capacity :], list(last.values())[-self.capacity :]
+        slots = np.fromiter(map(self.slots.get, new, repeat(-1)), np.int64, len(new))
+        self.clock += 1
+        self.used[slots[slots >= 0]] = self.clock  # stored again: not evicted for the new
+        absent = np.flatnonzero(slots < 0)
+        free = np.arange(len(self.slots), min(len(self.slots) + absent.size, self.capacity))
+        evict = absent.size - free.size
+        if evict:
+            filled = len(self.slots)
+            oldest = (np.arange(filled) if evict == filled
+                      else np.argpartition(self.used[:filled], evict - 1)[:evict])  # fmt: skip
+            for slot in oldest.tolist():
+                del self.slots[self.keys[slot]]
+            free = np.concatenate([free, oldest])
+        slots[absent] = free
+        for i, slot in zip(absent.tolist(), free.tolist(), strict=True):
+            self.slots[new[i]] = slot
+            self.keys[slot] = new[i]
+        self.used[slots] = self.clock
+        rows = np.asarray(rows, np.int64)
+        for k, v in features.items():
+            self.arrays[k][slots] = v[rows]
 
 
 class Ranker:
@@ -169,24 +189,28 @@ class Ranker:
             self.session = self._onnx_session(self.checkpoint, threads)
 
     def _onnx_session(self, checkpoint: str, threads: int | None):
+        """ONNX Runtime on the run's exported graph, exported again when the export is missing
+        or was built from another checkpoint or another version of the model code."""
         import onnxruntime
 
         path = self.run.path / "export" / f"{checkpoint}.onnx"
-        source = self.run.path / "checkpoints" / f"{checkpoint}.pt"
-        if not path.is_file() or path.stat().st_mtime < source.stat().st_mtime:
-            self.export(path, "onnx")
+        built_from = fingerprint(self.run.path / "checkpoints" / f"{checkpoint}.pt")
         options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         if threads:
             options.intra_op_num_threads = threads
+        if built_from != exported_fingerprint(path):
+            self.export(path, "onnx", {FINGERPRINT: built_from})
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def export(self, path: Path, fmt: str) -> float:
+    def export(self, path: Path, fmt: str, metadata: dict[str, str] | None = None) -> float:
         """Export the scoring graph (:func:`prectr.serve.export.export`), checked against
         eager PyTorch on the history log's last two requests; the largest difference."""
         last = self.store.requests.num_rows - 1
         requests = [self.logged_request(i) for i in (last, max(last - 1, 0))]
         batches = [self.batch(r) for r in requests if r.candidates]
-        return export(self.model, batches, path, fmt, shared=self.shared)
+        return export(self.model, batches, path, fmt, shared=self.shared, metadata=metadata)
 
     def logged_request(self, row: int) -> SearchRequest:
         """Request ``row`` of the history log with its logged candidates (to check exports)."""
@@ -204,31 +228,30 @@ class Ranker:
             return []
         out = self.score(request)
         order = np.argsort(-out["score"], kind="stable")
-        grades, incentive = out.get("grades"), out.get("incentive")
-        return [
-            Ranked(
-                item_id=request.candidates[i].item_id,
-                score=float(out["score"][i]),
-                grades=None if grades is None else grades[i].tolist(),
-                incentive=None if incentive is None else float(incentive[i]),
-            )
-            for i in order
-        ]
+        ids = [request.candidates[i].item_id for i in order.tolist()]
+        columns = [out[k][order].tolist() if k in out else repeat(None)
+                   for k in ("score", "grades", "incentive")]  # fmt: skip
+        return [Ranked(*row) for row in zip(ids, *columns, strict=False)]
 
-    @torch.no_grad()
     def score(self, request: SearchRequest) -> dict[str, np.ndarray]:
         """Scores in the candidates' order: ``score``, ``grades`` and ``incentive`` where the
         model has them."""
-        batch = self.batch(request)
+        return self.predict(self.batch(request))
+
+    @torch.inference_mode()
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The scoring graph's outputs on a batch, by the ranker's engine."""
+        inputs = self.graph.inputs(batch)
         if self.session is None:
-            outputs = [t.numpy() for t in self.graph(*self.graph.inputs(batch))]
+            outputs = [t.numpy() for t in self.graph(*inputs)]
         else:
-            inputs = self.graph.inputs(batch)
             feed = {n: t.numpy() for n, t in zip(self.graph.input_names, inputs, strict=True)}
             outputs = self.session.run(self.graph.output_names, feed)
         return dict(zip(self.graph.output_names, outputs, strict=True))
 
     def batch(self, request: SearchRequest) -> Batch:
+        """The request's features (computed once, as one row), its candidates' (from the item
+        cache) and their pair features, as the model reads them."""
         enc = self.encoder
         item = self._items(request.candidates)
         stamp = request.timestamp or datetime.now(UTC)
@@ -244,16 +267,11 @@ class Ranker:
         table = pa.table(row)
         features = enc.encode_requests(table) | self.store.features(table)
         n = len(request.candidates)
-        request_row, item_row = np.zeros(n, np.int64), np.arange(n)
-        columns = {"request_row": request_row, "item_row": item_row,
-                   **enc.encode_impressions(features, item, request_row, item_row),
-                   "click": np.full(n, np.nan), "relevance": np.full(n, np.nan),
-                   "position": np.full(n, np.nan)}  # fmt: skip
-        encoded = EncodedLog(enc.specs, enc.vocab_sizes, item, features, None)
-        return Collator(encoded)(columns, one_request=True)
+        pairs = enc.encode_impressions(features, item, np.zeros(n, np.int64), np.arange(n))
+        return request_batch(enc.specs, features, item, pairs)
 
     def _items(self, candidates: list[Candidate]) -> dict[str, np.ndarray]:
-        keys = [c.key() for c in candidates]
+        keys = list(map(item_key, candidates))
         slots = self.cache.lookup(keys)
         missing = np.flatnonzero(slots < 0)
         if missing.size == 0:

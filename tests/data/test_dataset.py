@@ -5,10 +5,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from prectr.data.dataset import (
     BatchStream,
     Collator,
+    request_batch,
     shard_paths,
     shards_of,
     time_split,
@@ -181,3 +183,31 @@ def test_labelled_unexposed_rows_can_join_the_exposed_ones(encoded_train):
     assert (~exposed).any() and labelled[~exposed].all()
     with pytest.raises(ValueError, match="rows 'some'"):
         _stream(encoded_train, rows="some")
+
+
+def test_one_request_batch_holds_what_the_collator_gathers(tiny_world):
+    """Serving's batch of one request: its ids and numerics broadcast to every candidate, its
+    sequences as one row, every item- and pair-level feature as the Collator gathers it."""
+    log = read_log(tiny_world)
+    split = time_split(log.requests)
+    encoded = FeatureEncoder().fit(log, split["train"]).encode(log)
+    rows = encoded.impressions["request_row"].to_numpy()
+    one = np.flatnonzero(rows == rows[-1])
+    table = encoded.impressions.take(one).drop_columns(["request_id", "item_id"])
+    columns = {k: table[k].to_numpy(zero_copy_only=False) for k in table.column_names}
+    want = Collator(encoded)(columns)
+    item_rows = columns["item_row"]
+    request = {k: v[rows[-1] : rows[-1] + 1] for k, v in encoded.request.items()}
+    items = {k: v[item_rows] for k, v in encoded.item.items()}
+    pairs = {s.name: columns[s.name] for s in encoded.specs if s.level == "impression"}
+    got = request_batch(encoded.specs, request, items, pairs)
+    assert torch.equal(got.categorical, want.categorical)
+    assert torch.equal(got.numeric, want.numeric)
+    for spec in encoded.specs:
+        if spec.name in want.sequences:
+            expected = want.sequences[spec.name]
+            if spec.level == "request":  # one row for the request, the same on every row
+                assert got.sequences[spec.name].shape[0] == 1
+                expected = expected[:1]
+            assert torch.equal(got.sequences[spec.name], expected)
+    assert not got.exposed.any() and (got.relevance == -1).all() and len(got) == one.size

@@ -1,6 +1,6 @@
 import torch
 
-from prectr.modules.attention import MultiHeadTargetAttention
+from prectr.modules.attention import MultiHeadTargetAttention, TargetAttention
 
 
 def test_multi_head_target_attention_shapes_masking_and_empty_histories() -> None:
@@ -25,3 +25,21 @@ def test_one_valid_entry_takes_all_the_weight() -> None:
     only_first = attention(torch.randn(1, 4), entries, torch.tensor([[True, False, False]]))
     expected = attention.out(attention.value(entries[:, 0]))
     torch.testing.assert_close(only_first, expected)
+
+
+def test_a_history_shared_by_the_batch_attends_like_one_repeated_per_row() -> None:
+    """The one-row paths (one request's candidates, as served) are the batched function."""
+    torch.manual_seed(0)
+    target = torch.randn(5, 8)
+    entries = torch.randn(1, 6, 8)
+    mask = torch.tensor([[False, False, True, True, False, True]])
+    for attention in (TargetAttention(8, (12, 6)), MultiHeadTargetAttention(8, 8, 6, heads=2)):
+        with torch.no_grad():
+            for parameter in attention.parameters():
+                parameter.normal_(0, 0.5)  # non-zero biases too
+        shared = attention(target, entries, mask)
+        repeated = attention(target, entries.expand(5, -1, -1), mask.expand(5, -1))
+        assert shared.shape == (5, 8 if isinstance(attention, TargetAttention) else 6)
+        torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-5)
+        none = attention(target, entries, torch.zeros_like(mask))
+        assert torch.equal(none, torch.zeros_like(none))  # an empty shared history: zero

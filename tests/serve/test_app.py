@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from prectr.serve.app import create_app
+from prectr.serve.app import RankedOut, RankOut, create_app
 from prectr.serve.ranker import Ranker
 from tests.serve.test_ranker import request_of
 
@@ -35,6 +35,9 @@ def test_rank_returns_the_ranker_s_ranking(client, ranker, body):
     response = client.post("/rank", json=body)
     assert response.status_code == 200, response.text
     got = response.json()
+    # built as JSON directly, the body still is the documented RankOut, field for field
+    assert RankOut.model_validate(got).model_dump() == got
+    assert set(got["ranking"][0]) == set(RankedOut.model_fields)
     assert got["dropped"] == 0 and len(got["ranking"]) == len(body["candidates"])
     scores = [r["score"] for r in got["ranking"]]
     assert scores == sorted(scores, reverse=True)

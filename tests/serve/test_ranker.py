@@ -53,6 +53,15 @@ def test_ranking_is_sorted_and_explained(ranker, log):
     assert all(abs(sum(r.grades) - 1) < 1e-5 and r.incentive is not None for r in ranked)
 
 
+def test_a_model_without_grades_ranks_with_scores_alone(tiny_run, tiny_world, log):
+    dnn = Ranker(tiny_run, history=tiny_world)
+    request = request_of(log, int(log.requests["request_id"][-1].as_py()))
+    ranked = dnn.rank(request)
+    assert [r.item_id for r in ranked] != [] and len(ranked) == len(request.candidates)
+    assert [r.score for r in ranked] == sorted(dnn.score(request)["score"].tolist(), reverse=True)
+    assert all(r.grades is None and r.incentive is None for r in ranked)
+
+
 def test_unknown_ids_use_the_out_of_vocabulary_path_and_empty_ranks_nothing(ranker):
     new = SearchRequest(10**9, "velvet sofa", [Candidate(10**9 + 1, "a brand new thing", "sofa")])
     ranked = ranker.rank(new)
@@ -108,6 +117,22 @@ def test_the_onnx_engine_scores_like_eager_pytorch(ranker, prectr_run, tiny_worl
         Ranker(prectr_run, history=tiny_world, engine="tvm")
 
 
+def test_an_onnx_export_built_from_other_code_or_weights_is_exported_again(prectr_run, tiny_world):
+    import onnx
+
+    from prectr.serve.export import FINGERPRINT, exported_fingerprint, fingerprint
+
+    path = prectr_run / "export" / "best.onnx"
+    Ranker(prectr_run, history=tiny_world, engine="onnx")
+    current = fingerprint(prectr_run / "checkpoints" / "best.pt")
+    assert exported_fingerprint(path) == current
+    stale = onnx.load(str(path))
+    onnx.helper.set_model_props(stale, {FINGERPRINT: "another model"})
+    onnx.save(stale, str(path))
+    Ranker(prectr_run, history=tiny_world, engine="onnx")
+    assert exported_fingerprint(path) == current
+
+
 def test_item_cache_evicts_the_least_recently_used():
     from prectr.serve.ranker import ItemCache
 
@@ -121,6 +146,21 @@ def test_item_cache_evicts_the_least_recently_used():
     assert cache.gather(slots[[0, 2]])["x"].tolist() == [[1, 1], [3, 3]]
     cache.store([("d",), ("e",), ("f",)], {"x": features["x"]})  # more than fits: the last 2
     assert cache.lookup([("e",), ("f",)]).min() >= 0 and cache.lookup([("d",)])[0] == -1
+
+
+def test_item_cache_stores_a_repeated_key_once_and_refreshes_a_cached_one():
+    from prectr.serve.ranker import ItemCache
+
+    cache = ItemCache(3)
+    cache.store([("a",), ("b",), ("a",)], {"x": np.array([1, 2, 3])})  # a twice: its last row
+    assert len(cache) == 2 and cache.gather(cache.lookup([("a",), ("b",)]))["x"].tolist() == [3, 2]
+    cache.store([("c",)], {"x": np.array([4])})
+    cache.store([("b",)], {"x": np.array([5])})  # cached: rewritten in place, now the newest
+    cache.store([("d",)], {"x": np.array([6])})  # evicts a, the least recently used
+    slots = cache.lookup([("a",), ("b",), ("c",), ("d",)])
+    assert slots[0] == -1 and len(cache) == 3
+    assert cache.gather(slots[1:])["x"].tolist() == [5, 4, 6]
+    assert (cache.hits, cache.misses) == (5, 1)
 
 
 def test_the_history_store_is_rebuilt_when_the_log_changes_on_disk(prectr_run, tiny_world,
