@@ -127,6 +127,8 @@ def test_labels_without_hidden_states(tmp_path):
     labels = read_labels(tmp_path / "l")
     assert labels.column_names == ["query", "title", "logits"]
     assert labels_for(pairs_table(10), labels)[1] is None
+    with pytest.raises(ValueError, match="labels without hidden states; resume it the same way"):
+        label_pairs(CountingTeacher(), pairs_table(20), tmp_path / "l", progress=False)
 
 
 def test_read_labels_names_the_bad_file_and_row(tmp_path):

@@ -16,14 +16,16 @@ def tiny_llm(request, tmp_path_factory):
     return load_teacher(tiny_llm_dir(tmp_path_factory.mktemp("llm"), chat=request.param))
 
 
-def full_prompt_logits(teacher: CausalLMTeacher, query: str, title: str) -> np.ndarray:
-    """The grade logits of one pair from a plain forward pass over the whole prompt."""
+def full_prompt(teacher: CausalLMTeacher, query: str, title: str) -> tuple[np.ndarray, np.ndarray]:
+    """Grade logits and pooled hidden state of one pair from a plain forward pass over the whole
+    prompt: the digits' logits at the end, the mean over the pair's tokens at the chosen layer."""
     tok = teacher.tokenizer
     suffix = tok(teacher._suffix.format(query=query, title=title), add_special_tokens=False)
     ids = torch.tensor([teacher._prefix_ids + suffix["input_ids"]])
     with torch.no_grad():
-        logits = teacher.model(input_ids=ids).logits[0, -1]
-    return logits[teacher._grade_ids].numpy()
+        out = teacher.model(input_ids=ids, output_hidden_states=True)
+    pair = out.hidden_states[teacher.layer][0, len(teacher._prefix_ids) :]
+    return out.logits[0, -1, teacher._grade_ids].numpy(), pair.mean(0).numpy()
 
 
 def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm):
@@ -31,8 +33,11 @@ def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm)
     logits, hidden = tiny_llm.encode(QUERIES, TITLES)
     assert logits.shape == (4, 4) and logits.dtype == np.float32
     assert hidden.shape == (4, 32) and hidden.dtype == np.float32
+    assert tiny_llm.layer == 1  # two thirds of 2 layers
     for i, (q, t) in enumerate(zip(QUERIES, TITLES, strict=True)):
-        np.testing.assert_allclose(logits[i], full_prompt_logits(tiny_llm, q, t), atol=1e-5)
+        expected_logits, expected_hidden = full_prompt(tiny_llm, q, t)
+        np.testing.assert_allclose(logits[i], expected_logits, atol=1e-5)
+        np.testing.assert_allclose(hidden[i], expected_hidden, atol=1e-5)
     tiny_llm.batch_size = 1
     alone_logits, alone_hidden = tiny_llm.encode(QUERIES, TITLES)
     np.testing.assert_allclose(alone_logits, logits, atol=1e-5)
@@ -49,7 +54,9 @@ def test_llm_prompt_keeps_the_pair_after_the_shared_instruction(tiny_llm):
 def test_llm_fingerprint_names_weights_prompt_and_dtype(tiny_llm):
     fingerprint = tiny_llm.fingerprint()
     assert fingerprint["kind"] == "causal-lm" and fingerprint["dtype"] == "float32"
-    assert fingerprint == tiny_llm.fingerprint()
+    assert fingerprint == tiny_llm.fingerprint() and fingerprint["layer"] == 1
+    with pytest.raises(ValueError, match=r"depth 0 is not in \(0, 1\]"):
+        CausalLMTeacher(tiny_llm.model, tiny_llm.tokenizer, "tiny", depth=0)
 
 
 def test_llm_rejects_unpaired_input(tiny_llm):

@@ -117,22 +117,27 @@ def list_column(table: pa.Table, name: str) -> np.ndarray:
     return values.reshape(len(column), -1) if len(column) else values.reshape(0, 0)
 
 
-def _open_store(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Create ``out`` for this teacher, or check that its labels came from the same teacher."""
+def _open_store(out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overwrite: bool) -> None:
+    """Create ``out`` for this teacher, or check that its labels came from the same teacher
+    and hold the same columns."""
     meta = out / META_FILE
     if out.exists() and overwrite:
         shutil.rmtree(out)
     if meta.is_file():
-        if json.loads(meta.read_text())["teacher"] != fingerprint:
+        found = json.loads(meta.read_text())
+        if found["teacher"] != fingerprint:
             raise ValueError(
                 f"{out} holds labels of another teacher (see {meta}); pass overwrite or choose "
                 "another directory"
             )
+        if found["hidden"] != keep_hidden:
+            stored = "with" if found["hidden"] else "without"
+            raise ValueError(f"{out} holds labels {stored} hidden states; resume it the same way")
         return
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and has no {META_FILE}")
     with atomic_file(meta) as tmp:
-        tmp.write_text(json.dumps({"teacher": fingerprint}, indent=2) + "\n")
+        tmp.write_text(json.dumps({"teacher": fingerprint, "hidden": keep_hidden}, indent=2) + "\n")
 
 
 def _parts(path: Path) -> list[Path]:
@@ -198,7 +203,7 @@ def label_pairs(
     the rate of the pairs computed here. ``reuse`` names a labels directory of an adapted
     teacher's base whose hidden states are reused (only its head then runs on those pairs)."""
     out = Path(out)
-    _open_store(out, teacher.fingerprint(), overwrite)
+    _open_store(out, teacher.fingerprint(), keep_hidden, overwrite)
     done = _done_keys(out)
     wanted = dict.fromkeys(zip(pairs["query"].to_pylist(), pairs["title"].to_pylist(), strict=True))
     todo = [key for key in wanted if key not in done]
