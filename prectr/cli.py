@@ -317,6 +317,33 @@ def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher_finetune(args: argparse.Namespace) -> int:
+    from prectr.encoder.teacher import (
+        CausalLMTeacher,
+        FinetuneConfig,
+        finetune,
+        load_teacher,
+        log_pairs,
+    )
+
+    pairs = log_pairs(args.log, "adapt", args.heldout_share, human_only=True,
+                      n_queries=args.queries, max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+    teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
+    if not isinstance(teacher, CausalLMTeacher):
+        raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            seed=args.seed, device=args.device)  # fmt: skip
+    history = finetune(teacher, pairs["query"].to_pylist(), pairs["title"].to_pylist(),
+                       pairs["relevance"].to_numpy(), args.out, config, args.overwrite)  # fmt: skip
+    for epoch, h in enumerate(history):
+        console.print(f"epoch {epoch}: train loss {h['train_loss']:.4f}, validation loss "
+                      f"{h['valid_loss']:.4f}, accuracy {h['valid_accuracy']:.3f}")  # fmt: skip
+    console.print(
+        f"fine-tuned {args.teacher} on {pairs.num_rows:,} human-graded pairs -> {args.out}"
+    )
+    return 0
+
+
 def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     teacher = sub.add_parser(
         "teacher",
@@ -340,6 +367,21 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-hidden", type=int, default=256, help="MLP width; 0 = linear head")
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_adapt)
+
+    p = commands.add_parser(
+        "finetune",
+        help="fine-tune every weight of a language-model teacher on human grades (GPU)",
+        description="Train the whole model with cross-entropy on the grade digits' logits over "
+        "the human-graded pairs of the non-held-out queries; save it as a model directory "
+        "(a teacher like any other). Meant for a GPU; --device cpu forces it on a CPU.",
+    )
+    p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
+    p.add_argument("--out", type=Path, required=True, help="tuned model directory")
+    p.add_argument("--device", default="cuda", help="torch device (default cuda)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=2e-5)
+    _teacher_sample_flags(p)
+    p.set_defaults(func=cmd_teacher_finetune)
 
     p = commands.add_parser(
         "label",

@@ -26,6 +26,7 @@ from prectr.encoder.teachers.adapt import (
     train_head,
 )
 from prectr.encoder.teachers.base import N_GRADES, Teacher
+from prectr.encoder.teachers.finetune import FinetuneConfig, finetune
 from prectr.encoder.teachers.labels import (
     heldout_mask,
     label_pairs,
@@ -39,11 +40,11 @@ from prectr.encoder.teachers.quality import expected_grade, grade_quality, spear
 from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 
 __all__ = [
-    "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "GradeHead",
-    "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt", "adapt_teacher",
-    "evaluate_teacher", "expected_grade", "grade_quality", "heldout_mask", "label_pairs",
-    "labels_dir", "labels_for", "list_column", "load_teacher", "log_pairs", "read_labels",
-    "spearman", "train_head",
+    "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "FinetuneConfig",
+    "GradeHead", "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt",
+    "adapt_teacher", "evaluate_teacher", "expected_grade", "finetune", "grade_quality",
+    "heldout_mask", "label_pairs", "labels_dir", "labels_for", "list_column", "load_teacher",
+    "log_pairs", "read_labels", "spearman", "train_head",
 ]  # fmt: skip
 
 

@@ -21,11 +21,11 @@ def full_prompt(teacher: CausalLMTeacher, query: str, title: str) -> tuple[np.nd
     prompt: the digits' logits at the end, the mean over the pair's tokens at the chosen layer."""
     tok = teacher.tokenizer
     suffix = tok(teacher._suffix.format(query=query, title=title), add_special_tokens=False)
-    ids = torch.tensor([teacher._prefix_ids + suffix["input_ids"]])
+    ids = torch.tensor([teacher.prefix_ids + suffix["input_ids"]])
     with torch.no_grad():
         out = teacher.model(input_ids=ids, output_hidden_states=True)
-    pair = out.hidden_states[teacher.layer][0, len(teacher._prefix_ids) :]
-    return out.logits[0, -1, teacher._grade_ids].numpy(), pair.mean(0).numpy()
+    pair = out.hidden_states[teacher.layer][0, len(teacher.prefix_ids) :]
+    return out.logits[0, -1, teacher.grade_ids].numpy(), pair.mean(0).numpy()
 
 
 def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm):
@@ -46,9 +46,9 @@ def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm)
 
 
 def test_llm_prompt_keeps_the_pair_after_the_shared_instruction(tiny_llm):
-    assert "grade digit only" in tiny_llm.tokenizer.decode(tiny_llm._prefix_ids)
+    assert "grade digit only" in tiny_llm.tokenizer.decode(tiny_llm.prefix_ids)
     assert tiny_llm._suffix.startswith("Query: {query}\nProduct: {title}\nGrade:")
-    assert len(set(tiny_llm._grade_ids)) == 4
+    assert len(set(tiny_llm.grade_ids)) == 4
 
 
 def test_llm_fingerprint_names_weights_prompt_and_dtype(tiny_llm):

@@ -79,17 +79,17 @@ class CausalLMTeacher(Teacher):
         self.layer = max(1, round(depth * int(text_config.num_hidden_layers)))
         self._body = model.get_decoder()
         prefix, self._suffix = self._split_prompt()
-        self._grade_ids = self._grade_token_ids()
+        self.grade_ids = self._grade_token_ids()
         head = model.get_output_embeddings()
-        self._grade_weight = head.weight[self._grade_ids].detach().float()
+        self._grade_weight = head.weight[self.grade_ids].detach().float()
         bias = getattr(head, "bias", None)
-        self._grade_bias = None if bias is None else bias[self._grade_ids].detach().float()
-        self._prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
-        self._pad_id = tokenizer.pad_token_id
-        if self._pad_id is None:
-            self._pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self._grade_bias = None if bias is None else bias[self.grade_ids].detach().float()
+        self.prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         with torch.inference_mode():
-            out = self._body(input_ids=torch.tensor([self._prefix_ids]), use_cache=True)
+            out = self._body(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
         self._prefix_cache = [(k, v) for k, v, *_ in out.cache]
 
     @classmethod
@@ -123,7 +123,7 @@ class CausalLMTeacher(Teacher):
         files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
         stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
         digest = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
-        prompt = hashlib.sha256(repr((self._prefix_ids, self._suffix)).encode()).hexdigest()[:16]
+        prompt = hashlib.sha256(repr((self.prefix_ids, self._suffix)).encode()).hexdigest()[:16]
         return {"kind": "causal-lm", "source": self.source, "weights": digest, "prompt": prompt,
                 "dtype": self.dtype, "layer": self.layer}  # fmt: skip
 
@@ -161,16 +161,20 @@ class CausalLMTeacher(Teacher):
             f"{self.source}: the grade digits 0-3 are not single tokens after the prompt"
         )
 
-    def encode(
-        self, queries: Sequence[str], titles: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def pair_ids(self, queries: Sequence[str], titles: Sequence[str]) -> list[list[int]]:
+        """Token ids of each pair's part of the prompt (what follows the shared instruction)."""
         check_pairs(queries, titles)
-        suffixes = [
+        return [
             self.tokenizer(self._suffix.format(query=q, title=t), add_special_tokens=False)[
                 "input_ids"
             ]
             for q, t in zip(queries, titles, strict=True)
         ]
+
+    def encode(
+        self, queries: Sequence[str], titles: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        suffixes = self.pair_ids(queries, titles)
         logits = np.zeros((len(suffixes), N_GRADES), dtype=np.float32)
         hidden = np.zeros((len(suffixes), self.hidden_size), dtype=np.float32)
         order = np.argsort([len(s) for s in suffixes], kind="stable")  # similar lengths pad less
@@ -184,8 +188,8 @@ class CausalLMTeacher(Teacher):
         """One batch after the cached prefix: suffixes left-padded, positions continuing it."""
         from transformers import DynamicCache
 
-        n, width, p = len(suffixes), max(len(s) for s in suffixes), len(self._prefix_ids)
-        ids = torch.full((n, width), self._pad_id, dtype=torch.long)
+        n, width, p = len(suffixes), max(len(s) for s in suffixes), len(self.prefix_ids)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         real = torch.zeros((n, width), dtype=torch.long)
         for i, s in enumerate(suffixes):
             ids[i, width - len(s) :] = torch.tensor(s)
