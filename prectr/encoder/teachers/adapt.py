@@ -170,7 +170,9 @@ class AdaptedTeacher(Teacher):
 
 
 def base_spec(spec: str | Path) -> str:
-    """How an adapted teacher names its base: a built-in name, or an absolute path."""
+    """How an adapted teacher names its base: built-in names and absolute paths (joined by +)."""
+    if "+" in str(spec) and not Path(spec).exists():
+        return "+".join(base_spec(part) for part in str(spec).split("+"))
     return str(spec) if str(spec) in ("smollm2", "minilm") else str(Path(spec).resolve())
 
 

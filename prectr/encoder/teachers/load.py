@@ -1,5 +1,6 @@
 """Teachers by name or path: ``smollm2``, ``minilm``, an adapted teacher's directory, a local
-Hugging Face causal-LM directory, a ``.gguf`` file, or a sentence-transformers directory."""
+Hugging Face causal-LM directory, a ``.gguf`` file, a sentence-transformers directory, or
+several of these joined by ``+`` (side by side)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ def load_teacher(spec: str | Path, batch_size: int = 32, dtype: str = "float32")
     from prectr.encoder.teachers.llm import CausalLMTeacher
     from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 
+    if "+" in str(spec) and not Path(spec).exists():
+        from prectr.encoder.teachers.concat import ConcatTeacher
+
+        return ConcatTeacher(
+            [load_teacher(part, batch_size, dtype) for part in str(spec).split("+")]
+        )
     if str(spec) == "smollm2":
         return CausalLMTeacher.smollm2(batch_size=batch_size, dtype=dtype)
     if str(spec) == "minilm":
@@ -35,5 +42,5 @@ def load_teacher(spec: str | Path, batch_size: int = 32, dtype: str = "float32")
     raise FileNotFoundError(
         f"teacher {spec}: not one of {', '.join(NAMED)}, an adapted teacher directory "
         f"({ADAPTED_FILE}), a sentence-transformers directory (modules.json), a model directory "
-        "(config.json) or a .gguf file"
+        "(config.json), a .gguf file, or several of these joined by +"
     )
