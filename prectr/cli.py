@@ -291,8 +291,13 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
                       max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     reuse = args.reuse or getattr(teacher, "info", {}).get("features")
-    run = label_pairs(teacher, pairs, args.out, args.part_size, not args.no_hidden,
-                      args.overwrite, reuse)  # fmt: skip
+    try:
+        run = label_pairs(teacher, pairs, args.out, args.part_size, not args.no_hidden,
+                          args.overwrite, reuse)  # fmt: skip
+    except KeyboardInterrupt:
+        console.print(f"interrupted: {args.out} keeps every part written; run the same command "
+                      "again to resume")  # fmt: skip
+        return 130
     _print_labelling(run, args.out)
     return 0
 

@@ -121,3 +121,16 @@ def test_teacher_commands_adapt_label_and_evaluate(tiny_world, tmp_path, capsys)
     code, out = run_cli(["teacher", "label", "--log", str(tiny_world), "--teacher", "nowhere",
                          "--out", str(labels)], capsys)  # fmt: skip
     assert code == 2 and "teacher nowhere" in out
+
+
+def test_interrupted_labelling_says_how_to_resume(tiny_world, tmp_path, capsys, monkeypatch):
+    import prectr.encoder.teacher as teacher_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_module, "label_pairs", interrupted)
+    teacher = str(tiny_llm_dir(tmp_path))
+    argv = ["teacher", "label", "--log", str(tiny_world), "--teacher", teacher, "--out", "l"]
+    code, out = run_cli(argv, capsys)
+    assert code == 130 and "run the same command again to resume" in out
