@@ -157,11 +157,11 @@ def main() -> None:
             cells = " ".join(f"{row[head_name][m][0]:8.3f} ± {row[head_name][m][1]:.3f}"
                              for m in METRICS)  # fmt: skip
             print(f"{'':24s} {head_name:12s} {cells}")
-        print(f"{'':24s} {'pairs/s':12s} {row['pairs_per_s']:15.1f}")
-    print(
-        f"SmolLM2 on {args.speed_pairs} pairs: float32 {speed['float32']:.1f} pairs/s, "
-        f"bfloat16 {speed['bfloat16']:.1f} pairs/s ({speed['bfloat16_speedup']:.2f}x)"
-    )
+        if row["pairs_per_s"]:
+            print(f"{'':24s} {'pairs/s':12s} {row['pairs_per_s']:15.1f}")
+    if speed:
+        print(f"SmolLM2 on {args.speed_pairs} pairs: float32 {speed['float32']:.1f} pairs/s, "
+              f"bfloat16 {speed['bfloat16']:.1f} pairs/s ({speed['bfloat16_speedup']:.2f}x)")  # fmt: skip
     record = {
         "command": " ".join([".venv/bin/python", "benchmarks/teacher.py", *sys.argv[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
