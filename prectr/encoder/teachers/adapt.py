@@ -1,0 +1,198 @@
+"""Adapting a frozen teacher to the observed human grades: a head trained on its hidden states.
+
+The head (an MLP, or a linear softmax layer with ``hidden=0``) sees the standardised hidden
+state and predicts the grade with cross-entropy; training stops early on a validation share of
+the labelled queries and keeps the best epoch. The adapted teacher is the frozen base teacher
+followed by this head; it is saved as a directory (``teacher.json`` + ``head.pt``), atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prectr.encoder.teachers.base import N_GRADES, Teacher
+from prectr.encoder.teachers.load import ADAPTED_FILE, load_teacher
+from prectr.io import atomic_dir
+
+HEAD_FILE = "head.pt"
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    hidden: int = 256  # 0 gives a linear (multinomial logistic) head
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 256
+    max_epochs: int = 300
+    patience: int = 15
+    valid_share: float = 0.15
+    seed: int = 0
+
+
+class GradeHead(nn.Module):
+    """Standardise the hidden state, then an MLP (or a linear layer) to four grade logits."""
+
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        if hidden:
+            self.net = nn.Sequential(
+                nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, N_GRADES)
+            )
+        else:
+            self.net = nn.Sequential(nn.Linear(dim, N_GRADES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.scale)
+
+
+def train_head(
+    hidden: np.ndarray, grades: np.ndarray, groups: Sequence[str], config: HeadConfig = HeadConfig()
+) -> tuple[GradeHead, dict[str, Any]]:
+    """Fit a head on (hidden state, human grade) pairs; ``groups`` (the queries) keep each
+    query's pairs on one side of the train/validation split. Returns the head at its best
+    validation loss and a summary of the fit."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    grades = np.asarray(grades)
+    if hidden.ndim != 2 or grades.shape != (hidden.shape[0],) or len(groups) != len(grades):
+        raise ValueError(f"hidden {hidden.shape}, grades {grades.shape}, {len(groups)} groups")
+    if not np.isin(grades, np.arange(N_GRADES)).all():
+        raise ValueError("grades must be 0, 1, 2 or 3")
+    rng = np.random.default_rng(config.seed)
+    names, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    valid_groups = rng.random(names.size) < config.valid_share
+    valid = valid_groups[codes]
+    if valid.all() or not valid.any():
+        raise ValueError(
+            f"{names.size} labelled queries are too few to hold some out for validation"
+        )
+    torch.manual_seed(config.seed)
+    head = GradeHead(hidden.shape[1], config.hidden, config.dropout)
+    x, y = torch.from_numpy(hidden), torch.from_numpy(grades.astype(np.int64))
+    train_x, train_y, valid_x, valid_y = x[~valid], y[~valid], x[valid], y[valid]
+    head.mean.copy_(train_x.mean(0))
+    head.scale.copy_(train_x.std(0).clamp(min=1e-6))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    best, best_state, best_epoch = float("inf"), None, 0
+    generator = torch.Generator().manual_seed(config.seed)
+    for epoch in range(config.max_epochs):
+        head.train()
+        for rows in torch.randperm(len(train_y), generator=generator).split(config.batch_size):
+            optimizer.zero_grad()
+            loss_fn(head(train_x[rows]), train_y[rows]).backward()
+            optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            loss = float(loss_fn(head(valid_x), valid_y))
+        if loss < best:
+            best, best_epoch = loss, epoch
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            break
+    head.load_state_dict(best_state)
+    head.eval()
+    with torch.no_grad():
+        accuracy = float((head(valid_x).argmax(1) == valid_y).float().mean())
+    summary = {
+        "train_pairs": int((~valid).sum()),
+        "valid_pairs": int(valid.sum()),
+        "valid_cross_entropy": best,
+        "valid_accuracy": accuracy,
+        "best_epoch": best_epoch,
+    }
+    return head, summary
+
+
+class AdaptedTeacher(Teacher):
+    """A frozen base teacher whose grade logits come from a trained head on its hidden states."""
+
+    def __init__(self, base: Teacher, base_spec: str, head: GradeHead, info: dict[str, Any]):
+        self.base = base
+        self.base_spec = base_spec
+        self.head = head.eval()
+        self.info = info
+        self.name = f"adapted:{base.name}"
+        self.hidden_size = base.hidden_size
+
+    def encode(
+        self, queries: Sequence[str], titles: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _, hidden = self.base.encode(queries, titles)
+        return self.adapt(hidden), hidden
+
+    @torch.no_grad()
+    def adapt(self, hidden: np.ndarray) -> np.ndarray:
+        """Adapted grade logits from the base teacher's hidden states."""
+        return self.head(torch.from_numpy(np.asarray(hidden, dtype=np.float32))).numpy()
+
+    def fingerprint(self) -> dict[str, Any]:
+        state = b"".join(v.numpy().tobytes() for v in self.head.state_dict().values())
+        head = hashlib.sha256(state).hexdigest()[:16]
+        return {"kind": "adapted", "base": self.base.fingerprint(), "head": head}
+
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            torch.save(self.head.state_dict(), tmp / HEAD_FILE)
+            meta = {"base": self.base_spec, "hidden_size": self.hidden_size, **self.info}
+            (tmp / ADAPTED_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return Path(out)
+
+    @classmethod
+    def load(cls, path: str | Path, batch_size: int = 32) -> AdaptedTeacher:
+        path = Path(path)
+        try:
+            meta = json.loads((path / ADAPTED_FILE).read_text())
+            config = HeadConfig(**meta["head_config"])
+            base_spec, dim = meta["base"], int(meta["hidden_size"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path / ADAPTED_FILE}: not an adapted teacher ({err})") from err
+        head = GradeHead(dim, config.hidden, config.dropout)
+        head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
+        base = load_teacher(base_spec, batch_size, meta.get("dtype", "float32"))
+        if base.hidden_size != dim:
+            raise ValueError(
+                f"{path}: head expects {dim}-d hidden states, teacher {base_spec} gives "
+                f"{base.hidden_size}"
+            )
+        return cls(base, base_spec, head, meta)
+
+
+def base_spec(spec: str | Path) -> str:
+    """How an adapted teacher names its base: built-in names and absolute paths (joined by +)."""
+    if "+" in str(spec) and not Path(spec).exists():
+        return "+".join(base_spec(part) for part in str(spec).split("+"))
+    return str(spec) if str(spec) in ("smollm2", "minilm") else str(Path(spec).resolve())
+
+
+def adapt_teacher(
+    base: Teacher,
+    spec: str | Path,
+    hidden: np.ndarray,
+    grades: np.ndarray,
+    queries: Sequence[str],
+    config: HeadConfig = HeadConfig(),
+) -> AdaptedTeacher:
+    """Train a head for ``base`` on its hidden states of human-labelled pairs."""
+    if hidden.shape[1] != base.hidden_size:
+        raise ValueError(
+            f"hidden states are {hidden.shape[1]}-d, {base.name} gives {base.hidden_size}"
+        )
+    head, summary = train_head(hidden, grades, queries, config)
+    info = {
+        "head_config": asdict(config),
+        "fit": summary,
+        "dtype": getattr(base, "dtype", "float32"),
+    }
+    return AdaptedTeacher(base, base_spec(spec), head, info)

@@ -1,0 +1,120 @@
+"""Full fine-tuning of a causal-LM teacher on human grades, for machines with a GPU.
+
+Every weight is trained with cross-entropy between the human grade and the softmax over the
+grade digits' next-token logits, the very logits the teacher is read from; the tuned model is
+saved (with its tokenizer) as a Hugging Face directory, atomically, and is then a teacher like
+any other local model directory (its zero-shot grades are the tuned ones, and a head can still
+be adapted on top). On a CPU this is slow even for a 135M model: the head of
+:mod:`prectr.encoder.teachers.adapt` is the adaptation for CPU-only machines. The teacher passed
+in is trained in place; load the saved directory to use the tuned teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prectr.encoder.teachers.base import N_GRADES
+from prectr.encoder.teachers.llm import CausalLMTeacher
+from prectr.io import atomic_dir
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 2
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    valid_share: float = 0.1
+    seed: int = 0
+    device: str = "cuda"
+
+
+def _batch(teacher: CausalLMTeacher, pairs: list[list[int]], device: str) -> dict[str, Any]:
+    """Whole prompts (instruction + pair), left-padded, with positions that skip the padding."""
+    rows = [teacher.prefix_ids + p for p in pairs]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), teacher.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "position_ids": positions.to(device)}  # fmt: skip
+
+
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _grade_logits(
+    teacher: CausalLMTeacher, pairs: list[list[int]], rows: np.ndarray, device: str
+) -> torch.Tensor:
+    batch = _batch(teacher, [pairs[i] for i in rows], device)
+    last = teacher.model.get_decoder()(**batch).last_hidden_state[:, -1]
+    head = teacher.model.get_output_embeddings()
+    logits = last @ head.weight[teacher.grade_ids].T
+    bias = getattr(head, "bias", None)
+    return logits if bias is None else logits + bias[teacher.grade_ids]
+
+
+def finetune(
+    teacher: CausalLMTeacher,
+    queries: Sequence[str],
+    titles: Sequence[str],
+    grades: np.ndarray,
+    out: str | Path,
+    config: FinetuneConfig = FinetuneConfig(),
+    overwrite: bool = False,
+) -> list[dict[str, float]]:
+    """Fine-tune every weight of ``teacher`` on (pair, human grade); save it to ``out``.
+    Returns per epoch the mean training loss and the validation loss and accuracy."""
+    grades = np.asarray(grades)
+    if not np.isin(grades, np.arange(N_GRADES)).all() or grades.shape != (len(queries),):
+        raise ValueError(f"need one grade 0-3 per pair: {len(queries)} pairs, {grades.shape}")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("no CUDA device: fine-tuning needs a GPU (pass device='cpu' to force)")
+    pairs = teacher.pair_ids(queries, titles)
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(pairs))
+    n_valid = max(1, round(config.valid_share * len(pairs)))
+    valid_rows, train_rows = order[:n_valid], order[n_valid:]
+    if train_rows.size == 0:
+        raise ValueError(f"{len(pairs)} pairs are too few to train and validate on")
+    model = teacher.model.to(config.device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    loss_fn, y = nn.CrossEntropyLoss(), torch.from_numpy(grades.astype(np.int64)).to(config.device)
+    history = []
+    for _ in range(config.epochs):
+        model.train()
+        losses = []
+        for rows in _chunks(rng.permutation(train_rows), config.batch_size):
+            optimizer.zero_grad()
+            loss = loss_fn(_grade_logits(teacher, pairs, rows, config.device).float(), y[rows])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            logits = [_grade_logits(teacher, pairs, rows, config.device).float()
+                      for rows in _chunks(valid_rows, config.batch_size)]  # fmt: skip
+        logits, target = torch.cat(logits), y[valid_rows]
+        history.append({
+            "train_loss": float(np.mean(losses)),
+            "valid_loss": float(loss_fn(logits, target)),
+            "valid_accuracy": float((logits.argmax(1) == target).float().mean()),
+        })  # fmt: skip
+    model.to("cpu")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        teacher.tokenizer.save_pretrained(tmp)
+    return history

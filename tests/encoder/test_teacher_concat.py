@@ -1,0 +1,43 @@
+import json
+
+import numpy as np
+import pytest
+
+from prectr.encoder.teacher import ConcatTeacher, HeadConfig, adapt, load_teacher
+from prectr.encoder.teachers.concat import log_softmax
+from tests.encoder.teacher_models import CountingTeacher, tiny_llm_dir, tiny_sentence_dir
+
+
+def test_side_by_side_concatenates_hidden_states_and_averages_log_probabilities():
+    a, b = CountingTeacher(hidden_size=6), CountingTeacher(hidden_size=5, salt="b")
+    both = ConcatTeacher([a, b])
+    assert both.hidden_size == 11 and both.name == "counting+counting"
+    logits, hidden = both.encode(["oak chair", "sofa"], ["red chair", "lamp"])
+    (la, ha), (lb, hb) = (
+        a.encode(["oak chair", "sofa"], ["red chair", "lamp"]),
+        b.encode(["oak chair", "sofa"], ["red chair", "lamp"]),
+    )
+    np.testing.assert_array_equal(hidden, np.hstack([ha, hb]))
+    np.testing.assert_allclose(logits, (log_softmax(la) + log_softmax(lb)) / 2, atol=1e-6)
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    product = np.exp(log_softmax(la) + log_softmax(lb))
+    np.testing.assert_allclose(
+        probabilities, np.sqrt(product) / np.sqrt(product).sum(1, keepdims=True), atol=1e-6
+    )
+    assert both.fingerprint()["parts"] == [a.fingerprint(), b.fingerprint()]
+    with pytest.raises(ValueError, match="at least two"):
+        ConcatTeacher([a])
+
+
+def test_teachers_joined_by_plus_load_and_adapt(tiny_world, tmp_path):
+    llm, sentence = tiny_llm_dir(tmp_path), tiny_sentence_dir(tmp_path)
+    spec = f"{llm}+{sentence}"
+    teacher = load_teacher(spec)
+    assert isinstance(teacher, ConcatTeacher) and teacher.hidden_size == 32 + 4 * 16
+    adapted, _ = adapt(tiny_world, spec, tmp_path / "adapted", max_pairs=60,
+                       config=HeadConfig(hidden=8, max_epochs=3), progress=False)  # fmt: skip
+    meta = json.loads((tmp_path / "adapted" / "teacher.json").read_text())
+    assert meta["base"] == f"{llm.resolve()}+{sentence.resolve()}"
+    loaded = load_teacher(tmp_path / "adapted")
+    expected = adapted.grade_logits(["sofa"], ["oak chair"])
+    np.testing.assert_allclose(loaded.grade_logits(["sofa"], ["oak chair"]), expected, atol=1e-5)

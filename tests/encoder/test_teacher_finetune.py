@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from prectr.cli import main
+from prectr.encoder.teacher import FinetuneConfig, finetune, load_teacher
+from tests.encoder.teacher_models import tiny_llm_dir
+
+QUERIES = ["oak chair", "red shoe rack", "sofa", "blue lamp"] * 10
+TITLES = ["oak chair", "desk lamp", "sofa in red", "shoe storage"] * 10
+GRADES = np.array([3, 0, 2, 0] * 10)
+
+
+def test_finetuning_moves_the_grade_logits_and_saves_a_teacher(tmp_path):
+    teacher = load_teacher(tiny_llm_dir(tmp_path))
+    before = teacher.grade_logits(QUERIES[:4], TITLES[:4])
+    config = FinetuneConfig(epochs=10, lr=1e-2, batch_size=8, valid_share=0.25, device="cpu")
+    history = finetune(teacher, QUERIES, TITLES, GRADES, tmp_path / "tuned", config)
+    assert len(history) == 10 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["valid_accuracy"] > 0.9  # the four pairs repeat: it fits them
+    tuned = load_teacher(tmp_path / "tuned")
+    after = tuned.grade_logits(QUERIES[:4], TITLES[:4])
+    assert (after.argmax(1) == GRADES[:4]).all() and not np.allclose(after, before)
+
+
+def test_finetuning_refuses_bad_grades_and_a_missing_gpu(tmp_path):
+    teacher = load_teacher(tiny_llm_dir(tmp_path))
+    with pytest.raises(ValueError, match="one grade 0-3 per pair"):
+        finetune(teacher, QUERIES, TITLES, GRADES + 1, tmp_path / "x", FinetuneConfig(device="cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            finetune(teacher, QUERIES, TITLES, GRADES, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_finetune_command(tiny_world, tmp_path, capsys):
+    teacher, out = str(tiny_llm_dir(tmp_path)), tmp_path / "tuned"
+    argv = ["teacher", "finetune", "--log", str(tiny_world), "--teacher", teacher,
+            "--out", str(out), "--max-pairs", "40", "--epochs", "1", "--device", "cpu"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0 and "epoch 0: train loss" in capsys.readouterr().out
+    assert load_teacher(out).grade_logits(["sofa"], ["oak chair"]).shape == (1, 4)

