@@ -8,7 +8,8 @@ human grades of the training days, starting from a distilled student (``init``) 
 (the ablation that shows what distillation is worth).
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
-queries and titles unless ``init`` brings one), ``train_log.jsonl``, ``checkpoints/last.pt``
+queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
+arbitrarily, so runs to be compared should share one), ``train_log.jsonl``, ``checkpoints/last.pt``
 (student, projection, optimizer, RNG, position in the epoch: a killed run resumes at the same
 step and ends with the same weights), the exported ``student/`` directory and ``metrics.json``
 with the held-out evaluation (:mod:`prectr.encoder.evaluate`). Every write is atomic.
@@ -75,7 +76,7 @@ class EncoderRun:
         self, kind: str, log_dir: str | Path, run_dir: str | Path,
         student: StudentConfig | None = None, train: EncoderTrainConfig | None = None,
         labels: str | Path | None = None, init: str | Path | None = None, resume: bool = False,
-        stop_after: int | None = None,
+        stop_after: int | None = None, tokenizer: str | Path | None = None,
     ):  # fmt: skip
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
@@ -85,12 +86,13 @@ class EncoderRun:
         self.train = train or EncoderTrainConfig()
         wanted = {
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
-            "init": str(init) if init else None, "student": asdict(student or StudentConfig()),
+            "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
+            "student": asdict(student or StudentConfig()),
             "train": asdict(self.train),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir)  # a log that fails validation creates no run
         self._open(wanted, resume)
-        self.student, self.tokenizer = self._student(student or StudentConfig(), init)
+        self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
         self.samples, self.unmatched = self._samples(labels)
         self.projection = None
         if self.train.hidden_weight > 0:
@@ -126,11 +128,14 @@ class EncoderRun:
         with atomic_file(path) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2) + "\n")
 
-    def _student(self, config: StudentConfig, init: str | Path | None) -> tuple:
+    def _student(self, config: StudentConfig, init: str | Path | None,
+                 tokenizer_path: str | Path | None) -> tuple:  # fmt: skip
         if init is not None:
             return load_student(init)
         path = self.run_dir / "tokenizer.json"
-        if path.is_file():  # a resumed run keeps the tokenizer it trained
+        if tokenizer_path is not None:  # e.g. one tokenizer for runs that are compared
+            tokenizer = TextTokenizer.load(tokenizer_path)
+        elif path.is_file():  # a resumed run keeps the tokenizer it trained
             tokenizer = TextTokenizer.load(path)
         else:
             p = self.pairs

@@ -46,6 +46,11 @@ class TextTokenizer:
             show_progress=False,
         )  # fmt: skip
         tokenizer.train_from_iterator((t for t in texts if t), trainer)
+        # the trainer numbers pieces in hash order (and breaks frequency ties at the cut the
+        # same way): number them in sorted order, and keep a trained tokenizer with its model
+        pieces = sorted(set(tokenizer.get_vocab()) - set(SPECIAL))
+        vocab = {token: i for i, token in enumerate([*SPECIAL, *pieces])}
+        tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]")
         return cls(tokenizer)
 
     @property

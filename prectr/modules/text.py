@@ -20,7 +20,7 @@ from torch import nn
 
 from prectr.data.dataset import Batch
 from prectr.data.features import Sequence
-from prectr.modules.rsl import BagOfTokensEncoder, match_columns
+from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
 
 ENCODERS = ("bag", "student", "cache")
 ENCODER_INPUTS = ("query_pieces", "title_pieces", "query_text", "title_text")
@@ -41,8 +41,9 @@ def _require(specs: list, names: tuple[str, ...], setting: str) -> None:
 
 
 class StudentText(nn.Module):
-    """The student's pair state for each candidate (each distinct query, title or pair of the
-    batch encoded once, see :meth:`prectr.encoder.student.Student.pair_state`)."""
+    """The student's pair state and its fine-tuned grade logits for each candidate (each
+    distinct query, title or pair of the batch encoded once, see
+    :meth:`prectr.encoder.student.Student.pair_state`)."""
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool):
         super().__init__()
@@ -62,7 +63,7 @@ class StudentText(nn.Module):
         self.frozen = frozen
         self.text_encoder.requires_grad_(not frozen)
         self.match_columns = match_columns(specs)
-        self.out_dim = c.dim + len(self.match_columns)
+        self.out_dim = c.dim + GRADES + len(self.match_columns)
 
     def train(self, mode: bool = True) -> StudentText:
         super().train(mode)
@@ -74,7 +75,8 @@ class StudentText(nn.Module):
         queries, titles = _sequence(batch, "query_pieces"), _sequence(batch, "title_pieces")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             state = self.text_encoder.pair_state(queries, titles)
-        return torch.cat([state, batch.numeric[:, self.match_columns]], 1)
+            grades = self.text_encoder.head(state)
+        return torch.cat([state, grades, batch.numeric[:, self.match_columns]], 1)
 
 
 class CachedText(nn.Module):
