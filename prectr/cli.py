@@ -336,6 +336,8 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub) -> None:
+    from prectr.encoder.distill import EncoderTrainConfig
+
     parser = sub.add_parser(
         "encoder",
         help="the distilled student text encoder: tokenizer, distill, sft, evaluate, cache",
@@ -360,8 +362,9 @@ def add_encoder_commands(sub) -> None:
     p.add_argument("log", type=Path)
     p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
     p.add_argument("--init", type=Path, help="start from this student directory")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--hidden-weight", type=float, default=0.0)
+    defaults = EncoderTrainConfig()
+    p.add_argument("--temperature", type=float, default=defaults.temperature)
+    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight)
     _student_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
