@@ -5,9 +5,10 @@ validation days give the pairs the student learns from (every distinct pair, lab
 for distillation; the pairs with a human grade for fine-tuning), and the test day is held out
 for evaluation against the simulator's ``true_relevance`` (read for evaluation only).
 
-Teacher labels are a parquet file with one row per distinct pair: ``query`` (string), ``title``
-(string), ``logits`` (list of 4 floats, the grade logits) and optionally ``hidden`` (list of
-floats, one width for every row).
+Teacher labels are a parquet file, or a directory of parquet parts (as ``prectr teacher label``
+writes them), with one row per distinct pair: ``query`` (string), ``title`` (string), ``logits``
+(list of 4 floats, the grade logits) and optionally ``hidden`` (list of floats, one width for
+every row).
 """
 
 from __future__ import annotations
@@ -94,10 +95,14 @@ def read_teacher_labels(path: str | Path, pairs: LogPairs) -> TeacherLabels:
     """Teacher labels of the log's training pairs; rows of other pairs are counted and left out.
     A malformed file is refused naming the file, the column and the first bad row."""
     path = Path(path)
-    if not path.is_file():
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
         raise FileNotFoundError(f"{path}: no teacher labels (run `prectr teacher label`)")
-    table = pq.read_table(path)
-    _check_labels(table, path)
+    tables = []
+    for file in files:
+        tables.append(pq.read_table(file))
+        _check_labels(tables[-1], file)
+    table = pa.concat_tables(tables, promote_options="permissive")
     query_index = pc.index_in(table["query"], pa.array(pairs.queries))
     title_index = pc.index_in(table["title"], pa.array(pairs.titles))
     keyed = pa.table({

@@ -33,6 +33,16 @@ def test_teacher_labels_join_the_training_pairs_and_count_the_rest(pairs, labels
     assert labels.hidden.shape == (pairs.train.num_rows, 8)
 
 
+def test_teacher_labels_may_come_as_a_directory_of_parts(pairs, labels_path, tmp_path) -> None:
+    table = pq.read_table(labels_path)
+    (tmp_path / "meta.json").write_text("{}")  # what `prectr teacher label` writes beside
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), tmp_path / "part-00000.parquet")
+    pq.write_table(table.slice(half), tmp_path / "part-00001.parquet")
+    labels = read_teacher_labels(tmp_path, pairs)
+    np.testing.assert_array_equal(labels.logits, read_teacher_labels(labels_path, pairs).logits)
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
