@@ -86,6 +86,12 @@ class Student(nn.Module):
         weight = mask.unsqueeze(-1).to(x.dtype)
         return (x * weight).sum(1) / weight.sum(1)
 
+    def query_states(self, queries: torch.Tensor) -> torch.Tensor:
+        """Two-tower only: the query side, ``(n, dim)``, each distinct query encoded once."""
+        if self.interaction is None:
+            raise ValueError("query states exist in the two_tower mode only (this is cross)")
+        return _once(queries, lambda ids: self.encode(ids, 0))
+
     def title_states(self, titles: torch.Tensor) -> torch.Tensor:
         """Two-tower only: the title side, ``(n, dim)``, which depends on the item alone."""
         if self.interaction is None:
@@ -100,8 +106,7 @@ class Student(nn.Module):
         """The pooled pair state ``(B, dim)`` of query and title piece ids ``(B, Lq)``,
         ``(B, Lt)``; each distinct query, title or pair is encoded once."""
         if self.interaction is not None:
-            query = _once(queries, lambda ids: self.encode(ids, 0))
-            return self.pair_from_states(query, self.title_states(titles))
+            return self.pair_from_states(self.query_states(queries), self.title_states(titles))
         sep = torch.full_like(queries[:, :1], SEP)
         ids = torch.cat([queries, sep, titles], 1)
         segment = torch.zeros_like(ids)

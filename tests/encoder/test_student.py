@@ -53,11 +53,13 @@ def test_two_tower_scores_from_cached_title_states_equal_direct_scores() -> None
     q, t = ids([[5], [6, 7]], 6), ids([[9, 10], [11]], 16)
     with torch.no_grad():
         cached = student.title_states(t)
-        query = student.encode(q, 0)
+        query = student.query_states(q)
         from_cache = student.head(student.pair_from_states(query, cached))
         torch.testing.assert_close(from_cache, student(q, t))
     with pytest.raises(ValueError, match="two_tower"):
         tiny_student(50, "cross").title_states(t)
+    with pytest.raises(ValueError, match="two_tower"):
+        tiny_student(50, "cross").query_states(q)
 
 
 def test_an_empty_text_gives_finite_scores() -> None:
