@@ -73,7 +73,7 @@ class Student(nn.Module):
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere)."""
         keep = (ids != PAD).any(0)
-        if keep.any():  # drop the columns that are padding in every row
+        if _eager() and keep.any():  # drop the columns that are padding in every row
             last = int(torch.nonzero(keep).max()) + 1
             ids = ids[:, :last]
             segment = segment[:, :last] if isinstance(segment, torch.Tensor) else segment
@@ -118,9 +118,18 @@ class Student(nn.Module):
         return self.head(self.pair_state(queries, titles))
 
 
+def _eager() -> bool:
+    """Whether data-dependent shortcuts (trimming padding, encoding distinct rows once) may
+    run: not while a graph is traced or exported, where shapes must not depend on values.
+    Either way the result is the same."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+
+
 def _once(ids: torch.Tensor, encode) -> torch.Tensor:
     """``encode`` applied to the distinct rows of ``ids`` only, gathered back to every row.
     (The segment layout is the same for every row, so a prefix of it serves the distinct ones.)"""
+    if not _eager():
+        return encode(ids)
     distinct, inverse = torch.unique(ids, dim=0, return_inverse=True)
     return encode(distinct)[inverse]
 

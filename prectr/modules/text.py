@@ -28,8 +28,7 @@ ENCODER_INPUTS = ("query_pieces", "title_pieces", "query_text", "title_text")
 
 def _sequence(batch: Batch, name: str) -> torch.Tensor:
     """A request- or item-level sequence expanded to every row (serving sends one request row)."""
-    ids = batch.sequences[name]
-    return ids.expand(batch.numeric.shape[0], -1) if ids.shape[0] == 1 else ids
+    return batch.sequences[name].expand(batch.numeric.shape[0], -1)
 
 
 def _require(specs: list, names: tuple[str, ...], setting: str) -> None:

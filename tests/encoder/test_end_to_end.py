@@ -17,6 +17,7 @@ from prectr.models.registry import build_model
 from prectr.train.run import load_trained
 from prectr.train.trainer import Trainer, param_groups, predict
 from tests.encoder.conftest import fake_embed
+from tests.models.test_models import LogitOf, inputs
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def encoded(tiny_world: Path, student_dir: Path, cache_path: Path, tmp_path_fact
     encoder = FeatureEncoder(features).fit(log, split["train"])
     encoded = encoder.encode(log)
     path = write_impressions(encoded.impressions, tmp_path_factory.mktemp("e2e") / "all.parquet")
-    stream = BatchStream(path, Collator(encoded), batch_size=256, seed=0)
-    return encoded, next(iter(stream.epoch()))
+    batches = BatchStream(path, Collator(encoded), batch_size=256, seed=0).epoch()
+    return encoded, next(batches), next(batches)
 
 
 def build(encoded, name: str = "prectr_v2", **params):
@@ -120,3 +121,20 @@ def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_
     stream = trainer.data.stream("valid", config, shuffle=False)
     torch.testing.assert_close(predict(run.model, stream.epoch())["score"],
                                predict(trainer.model, stream.epoch())["score"])  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_the_student_model_exports_and_matches_eager_on_another_batch(encoded, student_dir):
+    """Tracing and export skip the data-dependent shortcuts (trimming, distinct rows); the
+    graph then gives what eager PyTorch gives, whatever the batch."""
+    model = build(encoded, text_encoder="student", student=str(student_dir)).eval()
+    batch, other = encoded[1], encoded[2]
+    wrapped = LogitOf(model, batch)
+    rows = {0: torch.export.Dim("batch")}
+    shapes = (rows, rows, tuple(rows for _ in batch.sequences))
+    exported = torch.export.export(wrapped, inputs(batch), dynamic_shapes=shapes).module()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, inputs(batch))
+        eager = wrapped(*inputs(other))
+        torch.testing.assert_close(exported(*inputs(other)), eager, atol=1e-5, rtol=0)
+        torch.testing.assert_close(traced(*inputs(other)), eager, atol=1e-5, rtol=0)
