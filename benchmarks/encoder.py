@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result: dict = {"command": " ".join(["python", "benchmarks/encoder.py", *sys.argv[1:]])}
@@ -202,7 +203,7 @@ def main() -> None:
     result["machine"] = {"processor": platform.processor() or platform.machine(),
                          "cpus": os.cpu_count(), "threads": args.threads,
                          "torch": torch.__version__}  # fmt: skip
-    out = ROOT / "results" / f"encoder_{args.world.name}.json"
+    out = ROOT / "results" / f"encoder_{args.world.name}{'_' + args.tag if args.tag else ''}.json"
     with atomic_file(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
