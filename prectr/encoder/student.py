@@ -10,6 +10,14 @@ blocks; a masked mean over the non-padding pieces is the pooled state. Two modes
   precompute it (:meth:`Student.title_states`) and score a query against cached titles
   (:meth:`Student.pair_from_states`).
 
+**The default is two-tower.** Fine-tuned alike on the `small` world's human grades (200 steps
+of 256, the same tokenizer), the two-tower student scored 0.686 accuracy, 0.815 Spearman and
+0.926 NDCG@10 on 300 held-out test-day pools against the cross-encoder's 0.480, 0.306 and 0.639:
+its explicit ``q * t`` and ``|q - t|`` interaction learns matching much sooner than attention
+across one sequence does. It is also the one whose item side a server can cache, its attention
+spans one side at a time, and a batch's candidates share one encoding of their query
+(``prectr encoder sft --mode cross`` and ``--mode two_tower``; figures in README, "Figures").
+
 Within a call each distinct query, title (two-tower) or pair (cross) is encoded once and the
 result gathered back, so a batch of a request's candidates encodes its query once. A linear head
 turns the pair state into grade logits (0 irrelevant .. 3 exact). The student is saved as a
@@ -35,7 +43,7 @@ WEIGHTS, TOKENIZER = "student.pt", "tokenizer.json"
 @dataclass
 class StudentConfig:
     vocab_size: int = 8000
-    mode: str = "cross"
+    mode: str = "two_tower"  # the default: see the module docstring
     dim: int = 144
     layers: int = 3
     heads: int = 4
