@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class Contender:
     """One config: its model, optimiser and pre-assembled batches."""
 
-    def __init__(self, config_path: Path, log, scratch: Path, batches: int, threads: int):
-        self.config = load_experiment(config_path, [f"train.threads={threads}"])
+    def __init__(self, config_path: Path, log, scratch: Path, batches: int, threads: int,
+                 overrides: list[str] | None = None):  # fmt: skip
+        self.config = load_experiment(config_path, [f"train.threads={threads}", *(overrides or [])])
         self.name = self.config.name or config_path.stem
         data = prepare(self.config, scratch / self.name, log)
         torch.manual_seed(0)

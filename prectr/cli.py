@@ -457,6 +457,169 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 # --- end of teacher commands ---------------------------------------------------------------------
 
 
+# -- prectr encoder: the distilled student (tokenizer, distill, sft, evaluate, cache) ----------
+def _student_flags(parser: argparse.ArgumentParser) -> None:
+    from prectr.encoder.distill import EncoderTrainConfig
+    from prectr.encoder.student import MODES, StudentConfig
+
+    s, t = StudentConfig(), EncoderTrainConfig()
+    group = parser.add_argument_group("student (ignored with --init, which brings its own)")
+    group.add_argument("--mode", choices=MODES, default=s.mode)
+    for name in ("dim", "layers", "heads", "ff", "query_length", "title_length"):
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name))
+    group.add_argument("--dropout", type=float, default=s.dropout)
+    group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
+    group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
+    group = parser.add_argument_group("training")
+    for name in ("epochs", "max_steps", "batch_size", "seed", "checkpoint_every", "eval_requests"):
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name))
+    group.add_argument("--lr", type=float, default=t.lr)
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+
+
+def cmd_encoder_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
+    from prectr.encoder.student import StudentConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    student = StudentConfig(
+        mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
+        dropout=args.dropout, query_length=args.query_length, title_length=args.title_length,
+    )  # fmt: skip
+    train = EncoderTrainConfig(
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        vocab_size=args.vocab_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        eval_requests=args.eval_requests,
+        temperature=getattr(args, "temperature", EncoderTrainConfig.temperature),
+        hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
+    )  # fmt: skip
+    run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
+                     getattr(args, "labels", None), args.init, args.resume,
+                     tokenizer=args.tokenizer)  # fmt: skip
+    result = run.fit()
+    console.print(f"{result['kind']}: {result['steps']} steps on {result['samples']:,} samples "
+                  f"({result['train_pairs_per_s']:,.0f} pairs/s), student in "
+                  f"{args.out / 'student'}")  # fmt: skip
+    if result["unmatched_labels"]:
+        console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
+                      "log's training days; left out", style="dim")  # fmt: skip
+    if "held_out" in result:
+        _print_relevance("held-out test day", result["held_out"])
+    return 0
+
+
+def _print_relevance(title: str, metrics: dict) -> None:
+    table = Table(title=f"{title}: {metrics['requests']:,} requests, {metrics['pairs']:,} pairs")
+    for name in ("accuracy", "spearman", "ndcg@10"):
+        table.add_column(name, justify="right")
+    table.add_row(*(_fmt(metrics[k]) for k in ("accuracy", "spearman", "ndcg@10")))
+    console.print(table)
+
+
+def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
+    from prectr.encoder.pairs import read_pairs
+    from prectr.encoder.tokenizer import TextTokenizer
+
+    pairs = read_pairs(args.log)
+    tokenizer = TextTokenizer.train(pairs.queries + pairs.titles, args.vocab_size)
+    tokenizer.save(args.out)
+    console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
+    return 0
+
+
+def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from prectr.encoder.evaluate import evaluate_held_out
+    from prectr.encoder.pairs import read_pairs
+    from prectr.encoder.student import load_student
+
+    student, tokenizer = load_student(args.student)
+    metrics = evaluate_held_out(student, tokenizer, read_pairs(args.world), args.eval_requests)
+    _print_relevance(f"{args.student} on the test day of {args.world}", metrics)
+    if args.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+def cmd_encoder_cache(args: argparse.Namespace) -> int:
+    from prectr.encoder.cache import build_embedding_cache, log_texts
+    from prectr.encoder.teacher import MiniLM
+
+    texts = log_texts(args.log)
+    build_embedding_cache(texts, MiniLM().embed, args.out)
+    console.print(f"wrote {args.out}: {len(texts):,} texts embedded by the frozen MiniLM")
+    return 0
+
+
+def add_encoder_commands(sub) -> None:
+    from prectr.encoder.distill import EncoderTrainConfig
+
+    parser = sub.add_parser(
+        "encoder",
+        help="the distilled student text encoder: tokenizer, distill, sft, evaluate, cache",
+        description="Train PRECTR-V2's lightweight text encoder: distil it from a teacher's "
+        "labels, fine-tune it on human grades, score it against the simulator's true grades.",
+    )
+    commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
+    p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
+    p.add_argument("log", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.set_defaults(func=cmd_encoder_tokenizer)
+
+    p = commands.add_parser(
+        "distill",
+        help="distil the student from teacher labels (KL at a temperature, + hidden-state MSE)",
+        description="Train the student on every training-day pair the teacher labelled: KL to "
+        "the teacher's grade distribution at --temperature, plus --hidden-weight times the MSE "
+        "between a projection of its pooled state and the teacher's hidden state. The test "
+        "day is held out and scored against true_relevance at the end.",
+    )
+    p.add_argument("log", type=Path)
+    p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
+    p.add_argument("--init", type=Path, help="start from this student directory")
+    defaults = EncoderTrainConfig()
+    p.add_argument("--temperature", type=float, default=defaults.temperature)
+    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight)
+    _student_flags(p)
+    p.set_defaults(func=cmd_encoder_train)
+
+    p = commands.add_parser(
+        "sft",
+        help="fine-tune the student on the human grades (cross-entropy)",
+        description="Cross-entropy on the human grades of the log's training days, from a "
+        "distilled student (--init) or from scratch; the test day is scored at the end.",
+    )
+    p.add_argument("log", type=Path)
+    p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
+    _student_flags(p)
+    p.set_defaults(func=cmd_encoder_train)
+
+    p = commands.add_parser("evaluate", help="score a student on a world's held-out test day")
+    p.add_argument("student", type=Path, help="a student directory (RUN/student)")
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--eval-requests", type=int, default=0, help="sample of test requests (0: all)")
+    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.set_defaults(func=cmd_encoder_evaluate)
+
+    p = commands.add_parser(
+        "cache",
+        help="embed every query and title of a log with the frozen MiniLM, once (PRECTR V1)",
+    )
+    p.add_argument("log", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="embedding cache (parquet)")
+    p.set_defaults(func=cmd_encoder_cache)
+
+
+# -- end of prectr encoder ---------------------------------------------------------------------
+
+
 EVALUATE_ORDER = [
     *SCORE_METRICS, "test_requests", "test_exposed", "candidates",
 ]  # fmt: skip
@@ -606,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS))
     p.set_defaults(func=cmd_score)
     _add_teacher_commands(sub)
+    add_encoder_commands(sub)
     return parser
 
 

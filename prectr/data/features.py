@@ -91,6 +91,12 @@ class FeatureConfig:
     # the same query category, or the same query without categories); off for the baselines
     relevance_context: bool = False
     crowd_length: int = 20
+    # a distilled student's directory: its tokenizer gives query and title pieces
+    student: str | None = None
+    query_pieces: int = 12
+    title_pieces: int = 32
+    # a frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it
+    text_cache: str | None = None
 
 
 def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
@@ -123,6 +129,12 @@ def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
             Sequence("crowd_match", "match_level", "request", config.crowd_length),
             Sequence("crowd_clicks", "click", "request", config.crowd_length),
         ]
+    if config.student:
+        specs += [Sequence("query_pieces", "piece", "request", config.query_pieces),
+                  Sequence("title_pieces", "piece", "item", config.title_pieces)]  # fmt: skip
+    if config.text_cache:
+        specs += [Sequence("query_text", "text", "request", 1),
+                  Sequence("title_text", "text", "item", 1)]  # fmt: skip
     if config.include:
         unknown = sorted(set(config.include) - {s.name for s in specs})
         if unknown:
@@ -152,6 +164,7 @@ class FeatureEncoder:
         self.vocabs: dict[str, Vocabulary] = {}
         self.stats: dict[str, float | list[float]] = {}
         self.has_query_category = False
+        self.pieces = _student_tokenizer(self.config.student)
 
     def fit(self, log: SearchLog, train_requests: np.ndarray) -> FeatureEncoder:
         """``train_requests``: row indices of ``log.requests`` used for fitting."""
@@ -173,6 +186,10 @@ class FeatureEncoder:
         words = [w for t in req["query"].to_pylist() + seen["title"].to_pylist()
                  for w in TOKEN.findall((t or "").lower())]  # fmt: skip
         self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
+        if cfg.text_cache:  # ids follow the cache's rows
+            from prectr.encoder.cache import load_embedding_cache
+
+            self.vocabs["text"] = Vocabulary(load_embedding_cache(cfg.text_cache)[0])
         log_price = np.log1p(seen["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
         log_price = log_price[~np.isnan(log_price)]
         self.stats = {
@@ -242,6 +259,7 @@ class FeatureEncoder:
             "title_tokens": tokens(
                 items["title"].to_pylist(), v["token"], self.config.title_tokens
             ),
+            **self._text_features(items["title"], "title"),
         }
 
     def encode_requests(self, requests: pa.Table) -> dict[str, np.ndarray]:
@@ -256,6 +274,16 @@ class FeatureEncoder:
         }
         if self.has_query_category:
             out["query_category"] = v["category"].lookup(requests["query_category"])
+        return out | self._text_features(requests["query"], "query")
+
+    def _text_features(self, texts: pa.ChunkedArray, side: str) -> dict[str, np.ndarray]:
+        """A text encoder's inputs: the student's pieces, or the text's embedding-cache row."""
+        out = {}
+        if self.pieces is not None:
+            length = getattr(self.config, f"{side}_pieces")
+            out[f"{side}_pieces"] = self.pieces.encode(texts.to_pylist(), length).astype(np.int32)
+        if self.config.text_cache:
+            out[f"{side}_text"] = self.vocabs["text"].lookup(texts)[:, None]
         return out
 
     def encode_impressions(
@@ -324,7 +352,10 @@ class FeatureEncoder:
 
     @property
     def vocab_sizes(self) -> dict[str, int]:
-        return {name: len(vocab) for name, vocab in self.vocabs.items()}
+        sizes = {name: len(vocab) for name, vocab in self.vocabs.items()}
+        if self.pieces is not None:
+            sizes["piece"] = self.pieces.vocab_size
+        return sizes
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -352,6 +383,16 @@ class FeatureEncoder:
             k: Vocabulary(s["values"], s["counts"]) for k, s in state["vocabs"].items()
         }
         return encoder
+
+
+def _student_tokenizer(student: str | None):
+    """The tokenizer saved with a student (:func:`prectr.encoder.student.save_student`)."""
+    if not student:
+        return None
+    from prectr.encoder.student import TOKENIZER
+    from prectr.encoder.tokenizer import TextTokenizer
+
+    return TextTokenizer.load(Path(student) / TOKENIZER)
 
 
 def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> np.ndarray:

@@ -1,1 +1,2 @@
-"""Text encoders for relevance: LLM teachers, their adaptation and labels, and the student."""
+"""Text encoders for relevance: LLM teachers, their adaptation and labels, the distilled
+student and its tokenizer."""

@@ -8,6 +8,12 @@ P(click | rsl = r, x), one click head per grade over a DIN-style trunk that also
 relevance embedding. They are fused by conditional probability,
 P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 
+**Text encoder.** The RSL module reads query and title through ``text_encoder``: ``bag``
+(mean-pooled word embeddings, the stand-in), ``student`` (PRECTR-V2's distilled transformer,
+loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, or
+``frozen_encoder``) or ``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
+:mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
+
 **Personalised relevance incentive.** A relevance preference ``tau`` mined from the user's
 own history (PRECTR) and, in V2, from what all users did under the same query category
 (cross-user preference mining, multi-head target attention) drives a positive and a negative
@@ -48,7 +54,8 @@ from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
 from prectr.modules.incentive import PreferenceMining, RelevanceIncentive
-from prectr.modules.rsl import BagOfTokensEncoder, RSLModule
+from prectr.modules.rsl import RSLModule
+from prectr.modules.text import ENCODER_INPUTS, build_text_encoder
 
 CONSISTENCY = ("ce", "kl", "none")
 NEGATIVES = ("synthetic", "unexposed", "both")
@@ -83,6 +90,10 @@ class PRECTR(RankingModel):
         truncate_start: float = 4.0,
         truncate_end: float = 1.0,
         truncate_steps: int = 1000,
+        text_encoder: str = "bag",
+        student: str | None = None,
+        frozen_encoder: bool = False,
+        text_cache: str | None = None,
     ):
         super().__init__()
         if consistency not in CONSISTENCY:
@@ -91,9 +102,12 @@ class PRECTR(RankingModel):
             raise ValueError(f"debias_negatives {debias_negatives!r}: expected one of {NEGATIVES}")
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
-        text = BagOfTokensEncoder(specs, vocab_sizes, embedding_dim)
+        text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
+                                  frozen_encoder, text_cache)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
-        embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
+        # the text encoder's own inputs are its alone, not fields of the click trunk
+        embedding = FeatureEmbedding([s for s in specs if s.name not in ENCODER_INPUTS],
+                                     vocab_sizes, embedding_dim)  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
                                 monotone)  # fmt: skip
         self.preference, self.incentive = None, None

@@ -20,6 +20,12 @@ TEXT = ("query_tokens", "title_tokens")
 MATCH = ("title_match", "category_match")
 
 
+def match_columns(specs: list) -> list[int]:
+    """Where the match numerics (:data:`MATCH`) the features carry sit in ``batch.numeric``."""
+    numerics = [s.name for s in specs if isinstance(s, Numeric)]
+    return [numerics.index(n) for n in MATCH if n in numerics]
+
+
 class BagOfTokensEncoder(nn.Module):
     """The stand-in text encoder until the distilled student replaces it: mean-pooled query
     and title token embeddings ``q`` and ``t``, as ``[q, t, q * t, q - t]``, with the match
@@ -28,8 +34,7 @@ class BagOfTokensEncoder(nn.Module):
     def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int):
         super().__init__()
         self.embedding = FeatureEmbedding([s for s in specs if s.name in TEXT], vocab_sizes, dim)
-        numerics = [s.name for s in specs if isinstance(s, Numeric)]
-        self.match_columns = [numerics.index(n) for n in MATCH if n in numerics]
+        self.match_columns = match_columns(specs)
         self.out_dim = 4 * dim + len(self.match_columns)
 
     def forward(self, batch: Batch) -> torch.Tensor:

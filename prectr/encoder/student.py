@@ -1,0 +1,173 @@
+"""The student: a small transformer encoder judging (query, title) relevance in four grades.
+
+Piece, position and segment embeddings feed ``layers`` pre-norm ``nn.TransformerEncoderLayer``
+blocks; a masked mean over the non-padding pieces is the pooled state. Two modes:
+
+* ``cross``: one sequence ``query [SEP] title``, so every piece of the query attends to every
+  piece of the title; the pooled state is the pair's.
+* ``two_tower``: query and title are encoded apart (segments 0 and 1) and an interaction layer
+  reads ``[q, t, q * t, |q - t|]``; the title side depends on the item alone, so a server can
+  precompute it (:meth:`Student.title_states`) and score a query against cached titles
+  (:meth:`Student.pair_from_states`).
+
+**The default is two-tower.** Fine-tuned alike on the `small` world's human grades (200 steps
+of 256, the same tokenizer), the two-tower student scored 0.686 accuracy, 0.815 Spearman and
+0.926 NDCG@10 on 300 held-out test-day pools against the cross-encoder's 0.480, 0.306 and 0.639:
+its explicit ``q * t`` and ``|q - t|`` interaction learns matching much sooner than attention
+across one sequence does. It is also the one whose item side a server can cache, its attention
+spans one side at a time, and a batch's candidates share one encoding of their query
+(``prectr encoder sft --mode cross`` and ``--mode two_tower``; figures in README, "Figures").
+
+Within a call each distinct query, title (two-tower) or pair (cross) is encoded once and the
+result gathered back, so a batch of a request's candidates encodes its query once. A linear head
+turns the pair state into grade logits (0 irrelevant .. 3 exact). The student is saved as a
+directory: ``student.pt`` (config and weights) and ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prectr.encoder.tokenizer import PAD, SEP, TextTokenizer
+from prectr.io import atomic_file
+
+GRADES = 4
+MODES = ("cross", "two_tower")
+WEIGHTS, TOKENIZER = "student.pt", "tokenizer.json"
+
+
+@dataclass
+class StudentConfig:
+    vocab_size: int = 8000
+    mode: str = "two_tower"  # the default: see the module docstring
+    dim: int = 144
+    layers: int = 3
+    heads: int = 4
+    ff: int = 576
+    dropout: float = 0.0
+    query_length: int = 12  # pieces kept of a query
+    title_length: int = 32  # pieces kept of a title
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"student mode {self.mode!r}: expected one of {MODES}")
+        if self.dim % self.heads:
+            raise ValueError(f"student dim {self.dim} is not a multiple of heads {self.heads}")
+
+
+class Student(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config, c = config, config
+        self.pieces = nn.Embedding(c.vocab_size, c.dim, padding_idx=PAD)
+        self.positions = nn.Embedding(c.query_length + c.title_length + 1, c.dim)
+        self.segments = nn.Embedding(2, c.dim)
+        layer = nn.TransformerEncoderLayer(
+            c.dim, c.heads, c.ff, c.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, c.layers, norm=nn.LayerNorm(c.dim), enable_nested_tensor=False
+        )
+        self.interaction = (
+            nn.Sequential(nn.Linear(4 * c.dim, c.dim), nn.GELU()) if c.mode == "two_tower" else None
+        )
+        self.head = nn.Linear(c.dim, GRADES)
+        self.dim = c.dim
+
+    def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
+        """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere)."""
+        keep = (ids != PAD).any(0)
+        if _eager() and keep.any():  # drop the columns that are padding in every row
+            last = int(torch.nonzero(keep).max()) + 1
+            ids = ids[:, :last]
+            segment = segment[:, :last] if isinstance(segment, torch.Tensor) else segment
+        mask = ids != PAD
+        mask[:, 0] = True  # an empty text still attends to something (its padding piece)
+        position = (mask.cumsum(1) - 1).clamp(min=0)
+        segments = torch.as_tensor(segment, device=ids.device).expand_as(ids)
+        x = self.pieces(ids) + self.positions(position) + self.segments(segments)
+        x = self.encoder(x, src_key_padding_mask=~mask)
+        weight = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weight).sum(1) / weight.sum(1)
+
+    def query_states(self, queries: torch.Tensor) -> torch.Tensor:
+        """Two-tower only: the query side, ``(n, dim)``, each distinct query encoded once."""
+        if self.interaction is None:
+            raise ValueError("query states exist in the two_tower mode only (this is cross)")
+        return _once(queries, lambda ids: self.encode(ids, 0))
+
+    def title_states(self, titles: torch.Tensor) -> torch.Tensor:
+        """Two-tower only: the title side, ``(n, dim)``, which depends on the item alone."""
+        if self.interaction is None:
+            raise ValueError("title states exist in the two_tower mode only (this is cross)")
+        return _once(titles, lambda ids: self.encode(ids, 1))
+
+    def pair_from_states(self, query: torch.Tensor, title: torch.Tensor) -> torch.Tensor:
+        """Two-tower: the pair state from query and title states (e.g. cached titles)."""
+        return self.interaction(torch.cat([query, title, query * title, (query - title).abs()], 1))
+
+    def pair_state(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
+        """The pooled pair state ``(B, dim)`` of query and title piece ids ``(B, Lq)``,
+        ``(B, Lt)``; each distinct query, title or pair is encoded once."""
+        if self.interaction is not None:
+            return self.pair_from_states(self.query_states(queries), self.title_states(titles))
+        sep = torch.full_like(queries[:, :1], SEP)
+        ids = torch.cat([queries, sep, titles], 1)
+        segment = torch.zeros_like(ids)
+        segment[:, queries.shape[1] + 1 :] = 1
+        return _once(ids, lambda rows: self.encode(rows, segment[: rows.shape[0]]))
+
+    def forward(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
+        """Grade logits ``(B, 4)``."""
+        return self.head(self.pair_state(queries, titles))
+
+
+def _eager() -> bool:
+    """Whether data-dependent shortcuts (trimming padding, encoding distinct rows once) may
+    run: not while a graph is traced or exported, where shapes must not depend on values.
+    Either way the result is the same."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+
+
+def _once(ids: torch.Tensor, encode) -> torch.Tensor:
+    """``encode`` applied to the distinct rows of ``ids`` only, gathered back to every row.
+    (The segment layout is the same for every row, so a prefix of it serves the distinct ones.)"""
+    if not _eager():
+        return encode(ids)
+    distinct, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    return encode(distinct)[inverse]
+
+
+def save_student(directory: str | Path, student: Student, tokenizer: TextTokenizer,
+                 meta: dict | None = None) -> Path:  # fmt: skip
+    """Write ``student.pt`` (config, weights, ``meta``) and ``tokenizer.json``, each atomically."""
+    directory = Path(directory)
+    if tokenizer.vocab_size != student.config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces, the student "
+                         f"{student.config.vocab_size}")  # fmt: skip
+    tokenizer.save(directory / TOKENIZER)
+    state = {"config": asdict(student.config), "state": student.state_dict(), "meta": meta or {}}
+    with atomic_file(directory / WEIGHTS) as tmp:
+        torch.save(state, tmp)
+    return directory
+
+
+def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
+    """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
+    directory = Path(directory)
+    path = directory / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no student ({WEIGHTS} missing; run "
+                                "`prectr encoder distill` or `prectr encoder sft`)")  # fmt: skip
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    student = Student(StudentConfig(**state["config"]))
+    student.load_state_dict(state["state"])
+    tokenizer = TextTokenizer.load(directory / TOKENIZER)
+    if tokenizer.vocab_size != student.config.vocab_size:
+        raise ValueError(f"{directory}: {TOKENIZER} has {tokenizer.vocab_size} pieces, "
+                         f"{WEIGHTS} expects {student.config.vocab_size}")  # fmt: skip
+    return student, tokenizer

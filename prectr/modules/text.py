@@ -1,0 +1,121 @@
+"""The text encoders the RSL module can read query and title through.
+
+* ``bag``: :class:`prectr.modules.rsl.BagOfTokensEncoder`, mean-pooled word embeddings (the
+  stand-in, no pre-training);
+* ``student``: :class:`StudentText`, the distilled and fine-tuned transformer student
+  (:mod:`prectr.encoder.student`) loaded from its directory, trained end to end at the trainer's
+  ``lr_encoder`` (it is the submodule named ``text_encoder``) or ``frozen``;
+* ``cache``: :class:`CachedText`, a frozen encoder's embeddings (PRECTR's MiniLM) read from an
+  embedding cache (:mod:`prectr.encoder.cache`), never recomputed.
+
+Each returns one vector per candidate, with the match numerics the features carry (share of query
+tokens in the title, category match) appended, and says its width in ``out_dim``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from prectr.data.dataset import Batch
+from prectr.data.features import Sequence
+from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
+
+ENCODERS = ("bag", "student", "cache")
+ENCODER_INPUTS = ("query_pieces", "title_pieces", "query_text", "title_text")
+
+
+def _sequence(batch: Batch, name: str) -> torch.Tensor:
+    """A request- or item-level sequence expanded to every row (serving sends one request row)."""
+    return batch.sequences[name].expand(batch.numeric.shape[0], -1)
+
+
+def _require(specs: list, names: tuple[str, ...], setting: str) -> None:
+    have = {s.name for s in specs}
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ValueError(f"the text encoder needs the features {', '.join(missing)}; set "
+                         f"features.{setting}")  # fmt: skip
+
+
+class StudentText(nn.Module):
+    """The student's pair state and its fine-tuned grade logits for each candidate (each
+    distinct query, title or pair of the batch encoded once, see
+    :meth:`prectr.encoder.student.Student.pair_state`)."""
+
+    def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool):
+        super().__init__()
+        from prectr.encoder.student import load_student
+
+        _require(specs, ("query_pieces", "title_pieces"), "student")
+        self.text_encoder, _ = load_student(student)
+        c = self.text_encoder.config
+        if vocab_sizes.get("piece") != c.vocab_size:
+            raise ValueError(f"{student}: the student has {c.vocab_size} pieces, the features' "
+                             f"tokenizer {vocab_sizes.get('piece')}; features.student must name "
+                             "the same student")  # fmt: skip
+        lengths = {s.name: s.length for s in specs if isinstance(s, Sequence)}
+        if lengths["query_pieces"] > c.query_length or lengths["title_pieces"] > c.title_length:
+            raise ValueError(f"features.query_pieces / title_pieces exceed the student's "
+                             f"{c.query_length} / {c.title_length}")  # fmt: skip
+        self.frozen = frozen
+        self.text_encoder.requires_grad_(not frozen)
+        self.match_columns = match_columns(specs)
+        self.out_dim = c.dim + GRADES + len(self.match_columns)
+
+    def train(self, mode: bool = True) -> StudentText:
+        super().train(mode)
+        if self.frozen:  # a frozen student keeps its inference behaviour (no dropout)
+            self.text_encoder.eval()
+        return self
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        queries, titles = _sequence(batch, "query_pieces"), _sequence(batch, "title_pieces")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            state = self.text_encoder.pair_state(queries, titles)
+            grades = self.text_encoder.head(state)
+        return torch.cat([state, grades, batch.numeric[:, self.match_columns]], 1)
+
+
+class CachedText(nn.Module):
+    """``[q, t, q * t, |q - t|]`` of a frozen encoder's cached query and title embeddings."""
+
+    def __init__(self, specs: list, vocab_sizes: dict[str, int], text_cache: str):
+        super().__init__()
+        from prectr.encoder.cache import load_embedding_cache
+
+        _require(specs, ("query_text", "title_text"), "text_cache")
+        texts, vectors = load_embedding_cache(text_cache)
+        if vocab_sizes.get("text") != len(texts) + 2:
+            raise ValueError(f"{text_cache}: {len(texts)} cached texts, the features know "
+                             f"{vocab_sizes.get('text', 2) - 2}; features.text_cache must name "
+                             "the same cache")  # fmt: skip
+        table = np.concatenate([np.zeros((2, vectors.shape[1]), np.float32), vectors])
+        # a buffer left out of the state dict: checkpoints stay small, the cache is the source
+        self.register_buffer("table", torch.from_numpy(table), persistent=False)
+        self.match_columns = match_columns(specs)
+        self.out_dim = 4 * vectors.shape[1] + len(self.match_columns)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        q = self.table[_sequence(batch, "query_text")[:, 0]]
+        t = self.table[_sequence(batch, "title_text")[:, 0]]
+        return torch.cat([q, t, q * t, (q - t).abs(), batch.numeric[:, self.match_columns]], 1)
+
+
+def build_text_encoder(
+    kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
+    frozen: bool = False, text_cache: str | None = None,
+) -> nn.Module:  # fmt: skip
+    """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
+    if kind not in ENCODERS:
+        raise ValueError(f"text_encoder {kind!r}: expected one of {ENCODERS}")
+    if kind == "student":
+        if not student:
+            raise ValueError("text_encoder student needs model_params.student (its directory)")
+        return StudentText(specs, vocab_sizes, student, frozen)
+    if kind == "cache":
+        if not text_cache:
+            raise ValueError("text_encoder cache needs model_params.text_cache (its file)")
+        return CachedText(specs, vocab_sizes, text_cache)
+    return BagOfTokensEncoder(specs, vocab_sizes, dim)

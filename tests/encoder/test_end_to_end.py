@@ -1,0 +1,140 @@
+"""PRECTR reading query and title through the student or a frozen encoder's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from prectr.config import experiment_from_dict
+from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
+from prectr.data.features import FeatureConfig, FeatureEncoder
+from prectr.data.schema import read_log
+from prectr.models.registry import build_model
+from prectr.train.run import load_trained
+from prectr.train.trainer import Trainer, param_groups, predict
+from tests.encoder.conftest import fake_embed
+from tests.models.test_models import LogitOf, inputs
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_world: Path, student_dir: Path, cache_path: Path, tmp_path_factory):
+    log = read_log(tiny_world)
+    split = time_split(log.requests)
+    features = FeatureConfig(relevance_context=True, student=str(student_dir), query_pieces=6,
+                             title_pieces=16, text_cache=str(cache_path))  # fmt: skip
+    encoder = FeatureEncoder(features).fit(log, split["train"])
+    encoded = encoder.encode(log)
+    path = write_impressions(encoded.impressions, tmp_path_factory.mktemp("e2e") / "all.parquet")
+    batches = BatchStream(path, Collator(encoded), batch_size=256, seed=0).epoch()
+    return encoded, next(batches), next(batches)
+
+
+def build(encoded, name: str = "prectr_v2", **params):
+    torch.manual_seed(0)
+    return build_model(name, encoded[0].specs, encoded[0].vocab_sizes, params)
+
+
+def test_the_student_trains_end_to_end_at_the_encoder_learning_rate(encoded, student_dir):
+    model = build(encoded, text_encoder="student", student=str(student_dir))
+    config = experiment_from_dict({"model": "prectr_v2", "train": {"lr_encoder": 1e-5}})
+    groups = {g["name"]: g for g in param_groups(model, config)}
+    student = {id(p) for p in model.rsl.text.text_encoder.parameters()}
+    assert {id(p) for p in groups["encoder"]["params"]} == student
+    assert groups["encoder"]["lr"] == 1e-5
+    assert "piece" not in model.base_ctr.embedding.tables  # its inputs are the encoder's alone
+    batch = encoded[1]
+    model.loss(batch, model(batch))["loss"].backward()
+    assert all(p.grad is not None for p in model.rsl.text.text_encoder.parameters())
+
+
+def test_a_frozen_student_gets_no_gradient_and_stays_in_inference_mode(encoded, student_dir):
+    model = build(encoded, text_encoder="student", student=str(student_dir), frozen_encoder=True)
+    model.train()
+    assert not model.rsl.text.text_encoder.training
+    batch = encoded[1]
+    model.loss(batch, model(batch))["loss"].backward()
+    assert all(p.grad is None for p in model.rsl.text.text_encoder.parameters())
+    config = experiment_from_dict({"model": "prectr_v2"})
+    assert "encoder" not in {g["name"] for g in param_groups(model, config)}
+
+
+def test_a_batch_encodes_each_distinct_pair_once(encoded, student_dir):
+    model = build(encoded, text_encoder="student", student=str(student_dir))
+    batch = encoded[1]
+    sizes = []
+    student = model.rsl.text.text_encoder
+    encode = student.encode
+    student.encode = lambda ids, segment: sizes.append(ids.shape[0]) or encode(ids, segment)
+    model(batch)
+    pairs = torch.cat([batch.sequences["query_pieces"], batch.sequences["title_pieces"]], 1)
+    assert sizes == [torch.unique(pairs, dim=0).shape[0]] and sizes[0] < len(batch)
+
+
+def test_the_frozen_cache_reads_each_texts_own_embedding(encoded, tiny_world, cache_path):
+    model = build(encoded, "prectr_v1", text_encoder="cache", text_cache=str(cache_path))
+    batch = encoded[1]
+    assert model(batch)["logit"].shape == (len(batch),)
+    assert not any("text" in n and p.requires_grad for n, p in model.named_parameters())
+    items = pq.read_table(tiny_world / "items.parquet")
+    first = int(batch.item[0])
+    title_id = int(batch.sequences["title_text"][0, 0])
+    np.testing.assert_allclose(model.rsl.text.table[title_id].numpy(),
+                               fake_embed([items["title"][first].as_py()])[0])  # fmt: skip
+
+
+def test_missing_or_mismatched_text_features_are_refused(encoded, student_dir, tmp_path):
+    plain = [s for s in encoded[0].specs if s.name not in ("query_pieces", "title_pieces")]
+    with pytest.raises(ValueError, match=r"features\.student"):
+        build_model("prectr_v2", plain, encoded[0].vocab_sizes,
+                    {"text_encoder": "student", "student": str(student_dir)})  # fmt: skip
+    sizes = {**encoded[0].vocab_sizes, "piece": 7}
+    with pytest.raises(ValueError, match="same student"):
+        build_model("prectr_v2", encoded[0].specs, sizes,
+                    {"text_encoder": "student", "student": str(student_dir)})  # fmt: skip
+    with pytest.raises(ValueError, match=r"model_params\.student"):
+        build(encoded, text_encoder="student")
+    with pytest.raises(ValueError, match="text_encoder 'bert'"):
+        build(encoded, text_encoder="bert")
+
+
+def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_path):
+    student = str(student_dir)
+    config = experiment_from_dict({
+        "model": "prectr_v2",
+        "model_params": {"text_encoder": "student", "student": student},
+        "features": {"relevance_context": True, "student": student, "query_pieces": 6,
+                     "title_pieces": 16},
+        "data": {"log": str(tiny_world), "batch_size": 512},
+        "train": {"epochs": 1, "log_every": 5},
+    })  # fmt: skip
+    trainer = Trainer(config, tmp_path / "run")
+    before = [p.detach().clone() for p in trainer.model.rsl.text.text_encoder.parameters()]
+    result = trainer.fit()
+    after = list(trainer.model.rsl.text.text_encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert result["best_valid"]["auc"] > 0.5
+    run = load_trained(tmp_path / "run", "last")
+    stream = trainer.data.stream("valid", config, shuffle=False)
+    torch.testing.assert_close(predict(run.model, stream.epoch())["score"],
+                               predict(trainer.model, stream.epoch())["score"])  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_the_student_model_exports_and_matches_eager_on_another_batch(encoded, student_dir):
+    """Tracing and export skip the data-dependent shortcuts (trimming, distinct rows); the
+    graph then gives what eager PyTorch gives, whatever the batch."""
+    model = build(encoded, text_encoder="student", student=str(student_dir)).eval()
+    batch, other = encoded[1], encoded[2]
+    wrapped = LogitOf(model, batch)
+    rows = {0: torch.export.Dim("batch")}
+    shapes = (rows, rows, tuple(rows for _ in batch.sequences))
+    exported = torch.export.export(wrapped, inputs(batch), dynamic_shapes=shapes).module()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, inputs(batch))
+        eager = wrapped(*inputs(other))
+        torch.testing.assert_close(exported(*inputs(other)), eager, atol=1e-5, rtol=0)
+        torch.testing.assert_close(traced(*inputs(other)), eager, atol=1e-5, rtol=0)

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from prectr.encoder.student import Student, StudentConfig, load_student, save_student
+from prectr.encoder.tokenizer import PAD
+from tests.encoder.conftest import tiny_student
+
+
+def ids(rows: list[list[int]], length: int) -> torch.Tensor:
+    return torch.tensor([r + [PAD] * (length - len(r)) for r in rows])
+
+
+def test_default_student_has_three_layers_and_about_two_million_parameters() -> None:
+    for mode in ("cross", "two_tower"):
+        student = Student(StudentConfig(mode=mode))
+        assert len(student.encoder.layers) == 3
+        assert 1.8e6 < sum(p.numel() for p in student.parameters()) < 2.2e6
+    with pytest.raises(ValueError, match="mode"):
+        StudentConfig(mode="bi")
+    with pytest.raises(ValueError, match="multiple of heads"):
+        StudentConfig(dim=30, heads=4)
+
+
+@pytest.mark.parametrize("mode", ["cross", "two_tower"])
+def test_each_distinct_input_is_encoded_once_and_results_match_row_by_row(mode) -> None:
+    student = tiny_student(50, mode).eval()
+    q = ids([[5, 6], [5, 6], [7], [5, 6]], 6)
+    t = ids([[9, 10, 11], [12], [9, 10, 11], [9, 10, 11]], 16)
+    calls = []
+    encode = student.encode
+    student.encode = lambda rows, segment: calls.append(rows.shape[0]) or encode(rows, segment)
+    with torch.no_grad():
+        together = student(q, t)
+        alone = torch.cat([student(q[i : i + 1], t[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    # cross: 3 distinct pairs; two-tower: 2 distinct queries, then 2 distinct titles
+    assert calls[:2] == ([2, 2] if mode == "two_tower" else [3, 1])
+    assert together.shape == (4, 4)
+
+
+def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
+    student = tiny_student(50).eval()
+    with torch.no_grad():
+        a = student(ids([[5, 6]], 6), ids([[9, 10]], 16))
+        padded = student(ids([[5, 6]], 9), ids([[9, 10]], 20))  # wider padding
+        swapped = student(ids([[9, 10]], 6), ids([[5, 6]], 16))
+    torch.testing.assert_close(a, padded)
+    assert not torch.allclose(a, swapped)  # query and title are told apart (segments)
+
+
+def test_two_tower_scores_from_cached_title_states_equal_direct_scores() -> None:
+    student = tiny_student(50, "two_tower").eval()
+    q, t = ids([[5], [6, 7]], 6), ids([[9, 10], [11]], 16)
+    with torch.no_grad():
+        cached = student.title_states(t)
+        query = student.query_states(q)
+        from_cache = student.head(student.pair_from_states(query, cached))
+        torch.testing.assert_close(from_cache, student(q, t))
+    with pytest.raises(ValueError, match="two_tower"):
+        tiny_student(50, "cross").title_states(t)
+    with pytest.raises(ValueError, match="two_tower"):
+        tiny_student(50, "cross").query_states(q)
+
+
+def test_an_empty_text_gives_finite_scores() -> None:
+    student = tiny_student(50).eval()
+    with torch.no_grad():
+        out = student(ids([[]], 6), ids([[]], 16))
+    assert torch.isfinite(out).all()
+
+
+def test_saved_student_reloads_identically_and_a_mismatched_tokenizer_is_refused(
+    tmp_path, tokenizer
+) -> None:
+    student = tiny_student(tokenizer.vocab_size, "two_tower").eval()
+    save_student(tmp_path / "s", student, tokenizer, {"kind": "sft"})
+    again, tok = load_student(tmp_path / "s")
+    q = torch.from_numpy(tokenizer.encode(["oak table"], 6))
+    t = torch.from_numpy(tokenizer.encode(["round oak dining table"], 16))
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(q, t), student(q, t))
+    assert tok.vocab_size == tokenizer.vocab_size and again.config.mode == "two_tower"
+    with pytest.raises(ValueError, match="pieces"):
+        save_student(tmp_path / "bad", tiny_student(tokenizer.vocab_size + 1), tokenizer)
+    with pytest.raises(FileNotFoundError, match=r"student\.pt"):
+        load_student(tmp_path / "nothing")
