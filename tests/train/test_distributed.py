@@ -1,5 +1,6 @@
 """Training in several gloo processes on CPU, as torchrun launches them."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
@@ -20,19 +22,37 @@ from prectr.train.trainer import StopTraining, Trainer, predict
 from tests.conftest import tiny_config
 
 
-def _killed_worker(rank: int, world: int, init: str, config, run: str) -> None:
+def _worker(rank: int, world: int, init: str, config, run: str, stop_after, resume) -> None:
     """A process whose group a launcher set up already (as Ray Train's TorchTrainer does)."""
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    with pytest.raises(StopTraining):
-        Trainer(config, run, stop_after=12).fit()
+    with contextlib.suppress(StopTraining):  # the run killed at step ``stop_after``
+        Trainer(config, run, resume=resume, stop_after=stop_after).fit()
     dist.destroy_process_group()
+
+
+def _in_two_processes(tmp_path, name: str, *args) -> None:
+    init = f"file://{tmp_path / name}"
+    mp.spawn(_worker, args=(2, init, *args), nprocs=2, join=True)
+
+
+def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
+    tiny_world, tmp_path
+):
+    config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
+    _in_two_processes(tmp_path, "a", config, str(tmp_path / "whole"), None, False)
+    _in_two_processes(tmp_path, "b", config, str(tmp_path / "killed"), 12, False)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["state"]["step"] == 10
+    _in_two_processes(tmp_path, "c", config, str(tmp_path / "killed"), None, True)
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny_world, tmp_path):
     config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
     run = tmp_path / "run"
-    init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_killed_worker, args=(2, init, config, str(run)), nprocs=2, join=True)
+    _in_two_processes(tmp_path, "rendezvous", config, str(run), 12, False)
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["state"]["step"] == 10 and len(last["rng"]) == 2  # both processes' RNG
     assert len(last["state"]["position"]) == config.data.shards  # every shard's progress
