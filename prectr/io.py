@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 @contextmanager
@@ -52,3 +56,29 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def claim_run_dir(
+    run_dir: Path, settings: str, wanted: dict[str, Any], reopen: bool,
+    what: str = "the config differs",
+) -> None:  # fmt: skip
+    """Create a run directory, or reopen one, and write its settings file atomically.
+
+    ``settings`` names the file in ``run_dir`` (YAML or JSON by its suffix). A reopened run
+    must hold the same settings (``what`` words the refusal); a new one needs a missing or
+    empty directory.
+    """
+    path = run_dir / settings
+    yaml_file = path.suffix in (".yaml", ".yml")
+    if reopen:
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no {settings})")
+        saved = yaml.safe_load(path.read_text()) if yaml_file else json.loads(path.read_text())
+        if saved != wanted:
+            raise ValueError(f"{run_dir}: {what} from the run's ({settings}); resume needs "
+                             "the same")  # fmt: skip
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue it)")
+    text = yaml.safe_dump(wanted, sort_keys=False) if yaml_file else json.dumps(wanted, indent=2)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text if yaml_file else text + "\n")

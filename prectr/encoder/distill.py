@@ -33,7 +33,7 @@ from prectr.encoder.evaluate import evaluate_held_out
 from prectr.encoder.pairs import read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.encoder.tokenizer import TextTokenizer
-from prectr.io import atomic_file
+from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -91,7 +91,7 @@ class EncoderRun:
             "train": asdict(self.train),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir)  # a log that fails validation creates no run
-        self._open(wanted, resume)
+        claim_run_dir(self.run_dir, "config.json", wanted, resume, "the settings differ")
         self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
         self.samples, self.unmatched = self._samples(labels)
         self.projection = None
@@ -114,19 +114,6 @@ class EncoderRun:
     @property
     def last_path(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
-
-    def _open(self, wanted: dict, resume: bool) -> None:
-        path = self.run_dir / "config.json"
-        if resume:
-            if not path.is_file():
-                raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no config.json)")
-            if json.loads(path.read_text()) != wanted:
-                raise ValueError(f"{self.run_dir}: the settings differ from the run's; resume "
-                                 "needs the same ones")  # fmt: skip
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise FileExistsError(f"{self.run_dir} is not empty (pass --resume to continue it)")
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(wanted, indent=2) + "\n")
 
     def _student(self, config: StudentConfig, init: str | Path | None,
                  tokenizer_path: str | Path | None) -> tuple:  # fmt: skip

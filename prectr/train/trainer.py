@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from prectr import __version__
 from prectr.config import ExperimentConfig
 from prectr.data.dataset import Batch, BatchStream
-from prectr.io import atomic_file
+from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
@@ -95,22 +94,10 @@ def open_run(
     config (``prectr prepare``); a reopened run that has its encoded log does not read the log.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    wanted = config.to_dict()
     only_prepared = prepared(run_dir) and not (run_dir / "checkpoints").exists()
     reopen = resume or only_prepared
     log = None if reopen and prepared(run_dir) else read_training_log(config, log_dir)
-    if reopen:
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.yaml)")
-        if yaml.safe_load(config_path.read_text()) != wanted:
-            raise ValueError(f"{run_dir}: the config differs from the run's; resume needs the "
-                             "same config")  # fmt: skip
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue it)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_file(config_path) as tmp:
-        tmp.write_text(yaml.safe_dump(wanted, sort_keys=False))
+    claim_run_dir(run_dir, "config.yaml", config.to_dict(), reopen)
     if log is not None:
         prepare(config, run_dir, log)
 
