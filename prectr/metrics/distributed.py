@@ -42,7 +42,8 @@ def _route(arrays: dict[str, np.ndarray], keys: np.ndarray) -> dict[str, np.ndar
     return {k: np.concatenate([p[rank][k] for p in parts]) for k in arrays}
 
 
-def _sum(*values: float) -> list[float]:
+def all_sum(*values: float) -> list[float]:
+    """Element-wise sums of ``values`` over the ranks (the values themselves without a group)."""
     t = torch.tensor(values, dtype=torch.float64)
     if _grouped():
         dist.all_reduce(t)
@@ -56,13 +57,13 @@ def distributed_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def distributed_logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     y, p = labels.astype(np.float64), np.clip(probs.astype(np.float64), eps, 1 - eps)
-    total, n = _sum(float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum()), float(y.size))
+    total, n = all_sum(float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum()), float(y.size))
     return total / n
 
 
 def distributed_calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean predicted probability over mean observed rate (nan if no click)."""
-    predicted, clicked = _sum(float(probs.astype(np.float64).sum()), float(labels.sum()))
+    predicted, clicked = all_sum(float(probs.astype(np.float64).sum()), float(labels.sum()))
     return predicted / clicked if clicked > 0 else float("nan")
 
 
@@ -85,7 +86,7 @@ def distributed_gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray)
     rows = _route({"labels": labels, "scores": scores, "groups": groups}, groups)
     _, aucs, n, _ = group_auc(rows["labels"], rows["scores"], rows["groups"])
     ok = ~np.isnan(aucs)
-    weighted, weight = _sum(float((aucs[ok] * n[ok]).sum()), float(n[ok].sum()))
+    weighted, weight = all_sum(float((aucs[ok] * n[ok]).sum()), float(n[ok].sum()))
     return weighted / weight if weight else float("nan")
 
 
@@ -111,8 +112,8 @@ def distributed_ndcg_at_k(
         rows = {k_: v[by_order] for k_, v in rows.items()}
     ndcg, has_relevant = ndcg_at_k_per_group(rows["grades"], rows["scores"], rows["groups"], k)
     if empty == "skip":
-        total, count = _sum(float(ndcg[has_relevant].sum()), float(has_relevant.sum()))
+        total, count = all_sum(float(ndcg[has_relevant].sum()), float(has_relevant.sum()))
     else:
         ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
-        total, count = _sum(float(ndcg.sum()), float(ndcg.size))
+        total, count = all_sum(float(ndcg.sum()), float(ndcg.size))
     return total / count if count else float("nan")

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from prectr.metrics.distributed import all_sum
+
 T = TypeVar("T")
 
 
@@ -54,15 +56,7 @@ class Processes:
 
     def sum(self, *values: float) -> list[float]:
         """Element-wise sums of ``values`` over the processes."""
-        if not self.distributed:
-            return [float(v) for v in values]
-        t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` holds in some process."""
-        return self.sum(float(flag))[0] > 0
+        return all_sum(*values)
 
 
 def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:
