@@ -37,6 +37,8 @@ from prectr.io import atomic_file
 T = TypeVar("T")
 ROW_GROUP = 65_536
 ROW_SETS = ("exposed", "exposed_or_labelled", "labelled", "all")
+# the rows a loss averages over: every row of a batch, exposed, graded, clicked (and exposed)
+LOSS_ROWS = ("all", "exposed", "labelled", "clicked")
 
 
 def time_split(
@@ -72,6 +74,8 @@ class Batch:
     request: torch.Tensor  # (B,) int64 request row, equal within a request
     item: torch.Tensor  # (B,) int64 item row
     position: torch.Tensor  # (B,) int64 shown rank, 0 = not exposed (for position-bias terms)
+    # in a distributed step: rows of each kind per process over the step (see ``rows_of``)
+    step_rows: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return self.click.shape[0]
@@ -81,8 +85,28 @@ class Batch:
             self.categorical.to(device), self.numeric.to(device),
             {k: v.to(device) for k, v in self.sequences.items()}, self.click.to(device),
             self.exposed.to(device), self.relevance.to(device), self.request.to(device),
-            self.item.to(device), self.position.to(device),
+            self.item.to(device), self.position.to(device), self.step_rows,
         )  # fmt: skip
+
+    def local_rows(self) -> dict[str, float]:
+        """This batch's rows of each kind a loss averages over (see ``LOSS_ROWS``)."""
+        return {
+            "all": float(len(self)),
+            "exposed": float(self.exposed.sum()),
+            "labelled": float((self.relevance >= 0).sum()),
+            "clicked": float((self.exposed & (self.click > 0)).sum()),
+        }
+
+    def rows_of(self, kind: str) -> float:
+        """The number of rows of ``kind`` a loss over this batch divides its sum by.
+
+        One process: the batch's own count, so the loss is a plain mean. In a distributed
+        step the trainer sets ``step_rows``, the count over all processes' batches divided by
+        the number of processes: DDP averages the processes' gradients, so each process
+        dividing its sum by that figure makes the step's gradient the gradient of the mean
+        over every row of the step, however unevenly the rows fall between processes.
+        """
+        return (self.step_rows or self.local_rows())[kind]
 
 
 class Collator:

@@ -11,20 +11,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prectr.losses.reduction import per_row
 
-def grade_cross_entropy(grade_logits: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy on the rows with a grade (``relevance >= 0``); 0 when there are none."""
+
+def grade_cross_entropy(
+    grade_logits: torch.Tensor, relevance: torch.Tensor, rows: float | None = None
+) -> torch.Tensor:
+    """Cross-entropy on the rows with a grade (``relevance >= 0``), summed and divided by
+    ``rows`` (default: the graded rows, a mean); 0 when there are none."""
     labelled = relevance >= 0
-    if not labelled.any():
-        return grade_logits.sum() * 0.0
-    return F.cross_entropy(grade_logits[labelled], relevance[labelled])
+    total = F.cross_entropy(grade_logits[labelled], relevance[labelled], reduction="sum")
+    return per_row(total, float(labelled.sum()) if rows is None else rows)
 
 
-def reference_kl(grade_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
-    """Mean KL(reference || current) over rows, the reference held fixed."""
-    return F.kl_div(
+def reference_kl(
+    grade_logits: torch.Tensor, reference_logits: torch.Tensor, rows: float | None = None
+) -> torch.Tensor:
+    """KL(reference || current) summed over rows and divided by ``rows`` (default: all of
+    them, a mean), the reference held fixed."""
+    total = F.kl_div(
         F.log_softmax(grade_logits, -1),
         F.log_softmax(reference_logits.detach(), -1),
         log_target=True,
-        reduction="batchmean",
+        reduction="sum",
     )
+    return per_row(total, float(grade_logits.shape[0]) if rows is None else rows)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prectr.losses.reduction import per_row
+
 
 def pairwise_debias(
     positive: torch.Tensor,
@@ -29,14 +31,15 @@ def pairwise_debias(
     margin: float = 1.0,
     clip: float = 4.0,
     truncate: float = float("inf"),
+    positives: float | None = None,
 ) -> torch.Tensor:
-    """``positive`` (P,), ``negative`` (P, K) ranking logits, ``weight`` (P,) -> scalar."""
-    if negative.numel() == 0:
-        return positive.sum() * 0.0
+    """``positive`` (P,), ``negative`` (P, K) ranking logits, ``weight`` (P,) -> scalar: the
+    kept pairs' cost over ``positives * K`` pairs (``positives`` default: P, a mean)."""
     d = positive.unsqueeze(1) - negative
     cost = F.softplus(margin - d.clamp(min=-clip)) * weight.detach().unsqueeze(1)
     kept = d.detach() <= truncate
-    return (cost * kept).sum() / d.numel()
+    pairs = (positive.shape[0] if positives is None else positives) * negative.shape[1]
+    return per_row((cost * kept).sum(), pairs)
 
 
 def truncation(step: int, start: float, end: float, steps: int) -> float:

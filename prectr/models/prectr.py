@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from prectr.data.dataset import Batch
 from prectr.losses.consistency import grade_cross_entropy, reference_kl
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
+from prectr.losses.reduction import per_row
 from prectr.models.registry import RankingModel, register
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
@@ -159,7 +160,7 @@ class PRECTR(RankingModel):
     # -- training ------------------------------------------------------------------------------
     def relevance_loss(self, batch: Batch) -> torch.Tensor:
         """Stage 1: cross-entropy of the RSL module on the human grades."""
-        return grade_cross_entropy(self.rsl(batch), batch.relevance)
+        return grade_cross_entropy(self.rsl(batch), batch.relevance, batch.rows_of("labelled"))
 
     def end_relevance_stage(self) -> None:
         if self.reference is not None:
@@ -169,11 +170,15 @@ class PRECTR(RankingModel):
         parts = {"loss_click": self.click_loss(batch, out["logit"])}
         total = parts["loss_click"]
         if self.consistency == "ce":
-            parts["loss_consistency"] = grade_cross_entropy(out["grade_logits"], batch.relevance)
+            parts["loss_consistency"] = grade_cross_entropy(
+                out["grade_logits"], batch.relevance, batch.rows_of("labelled")
+            )
         elif self.consistency == "kl":
             with torch.no_grad():
                 reference = self.reference(batch)
-            parts["loss_consistency"] = reference_kl(out["grade_logits"], reference)
+            parts["loss_consistency"] = reference_kl(
+                out["grade_logits"], reference, batch.rows_of("all")
+            )
         if "loss_consistency" in parts:
             total = total + self.consistency_weight * parts["loss_consistency"]
         if self.debias:
@@ -195,15 +200,18 @@ class PRECTR(RankingModel):
             synthetic = self._synthetic_negatives(out, clicked)
             negatives.append(synthetic["logit"].view(clicked.numel(), self.hard_negatives))
             grade0 = torch.zeros_like(synthetic["logit"], dtype=torch.long)
-            if grade0.numel():
-                reconstruct = F.cross_entropy(synthetic["grade_logits"], grade0)
+            reconstruct = per_row(
+                F.cross_entropy(synthetic["grade_logits"], grade0, reduction="sum"),
+                batch.rows_of("clicked") * self.hard_negatives,
+            )
         if self.negatives != "synthetic":
             rows, valid = unexposed_partners(batch, clicked, self.hard_negatives)
             # positives without an unexposed partner pair with themselves at zero margin
             negatives.append(torch.where(valid, out["logit"][rows], out["logit"][clicked, None]))
         truncate = truncation(int(self.step), *self.schedule)
         pairwise = pairwise_debias(out["logit"][clicked], torch.cat(negatives, 1), weight,
-                                   self.margin, self.clip, truncate)  # fmt: skip
+                                   self.margin, self.clip, truncate,
+                                   batch.rows_of("clicked"))  # fmt: skip
         return {"loss_pairwise": pairwise, "loss_reconstruct": reconstruct}
 
     def _synthetic_negatives(self, out: dict, clicked: torch.Tensor) -> dict[str, torch.Tensor]:

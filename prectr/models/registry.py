@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prectr.data.dataset import Batch
+from prectr.losses.reduction import per_row
 
 MODELS: dict[str, type[RankingModel]] = {}
 MAX_POSITION = 64  # ranks beyond share the last position-bias slot
@@ -44,7 +45,10 @@ class RankingModel(nn.Module):
         """Cross-entropy of clicks on the exposed rows, the position bias added to ``logit``."""
         exposed = batch.exposed
         shown = logit + self.position_bias(batch.position.clamp(max=MAX_POSITION)).squeeze(-1)
-        return F.binary_cross_entropy_with_logits(shown[exposed], batch.click[exposed])
+        total = F.binary_cross_entropy_with_logits(
+            shown[exposed], batch.click[exposed], reduction="sum"
+        )
+        return per_row(total, batch.rows_of("exposed"))
 
     def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         click = self.click_loss(batch, out["logit"])

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from prectr import __version__
 from prectr.config import ExperimentConfig
-from prectr.data.dataset import Batch, BatchStream
+from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
 from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
@@ -341,16 +341,19 @@ class Trainer:
 
     def _steps(self, stream: BatchStream, epoch: int) -> Iterator[tuple[Batch, float, int]]:
         """The epoch's steps of this process, in lockstep with the others: each step's batch,
-        its loss weight (0 once this process's shards are done) and the rows of the step over
-        all processes. Time spent waiting for a batch counts as data wait."""
+        its loss weight (0 once this process's shards are done) and the exposed rows of the
+        step over all processes. In a distributed run each batch carries the step's rows per
+        process (``Batch.step_rows``), which its losses divide by. Time spent waiting for a
+        batch counts as data wait."""
         batches = stream.epoch(epoch, self.state["position"], self.config.data.prefetch)
         spare: Batch | None = None
+        world = self.processes.world_size
         while True:
             started = time.perf_counter()
             batch = next(batches, None)
             self.state["data_wait_seconds"] += time.perf_counter() - started
-            rows = 0 if batch is None else int(batch.exposed.sum())
-            active, total = self.processes.sum(batch is not None, rows)
+            rows = batch.local_rows() if batch is not None else dict.fromkeys(LOSS_ROWS, 0.0)
+            active, *totals = self.processes.sum(batch is not None, *(rows[k] for k in LOSS_ROWS))
             if not active:
                 return
             if batch is None and spare is None:
@@ -360,7 +363,10 @@ class Trainer:
                 )
             weight = 1.0 if batch is not None else 0.0
             spare = batch if batch is not None else spare
-            yield spare.to(self.device), weight, int(total)
+            step = dict(zip(LOSS_ROWS, totals, strict=True))
+            if self.processes.distributed:
+                spare.step_rows = {k: v / world for k, v in step.items()}
+            yield spare.to(self.device), weight, int(step["exposed"])
 
     def _train_epoch(self, stream, writer: SummaryWriter | None, stage: str = "joint") -> None:
         t = self.config.train

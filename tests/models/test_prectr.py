@@ -144,7 +144,9 @@ def test_a_batch_without_clicks_has_a_finite_loss(world, negatives: str) -> None
 
 
 def _rows(value, rows: torch.Tensor):
-    return {k: v[rows] for k, v in value.items()} if isinstance(value, dict) else value[rows]
+    if isinstance(value, dict):
+        return {k: v[rows] for k, v in value.items()}
+    return value if value is None else value[rows]
 
 
 def test_synthetic_negatives_flow_through_the_whole_scoring_path(world, batch) -> None:
@@ -181,3 +183,35 @@ def test_preference_gate_follows_activity(world, batch) -> None:
     mining = build(world).preference
     assert isinstance(mining, PreferenceMining) and mining.gate is not None
     assert build(world, activity_gate=False).preference.gate is None
+
+
+@pytest.mark.parametrize(("name", "consistency"), [("prectr_v1", "ce"), ("prectr_v1", "kl"),
+                                                   ("two_model", "ce")])  # fmt: skip
+def test_processes_splitting_a_step_unevenly_get_the_one_process_gradient(
+    world, batch, name: str, consistency: str
+) -> None:
+    """DDP averages the processes' gradients: with the step's rows per process
+    (``Batch.step_rows``) each process's loss terms divide by, the average is the gradient of
+    the mean over every row of the step, however unevenly the rows fall between processes."""
+    params = {"consistency": consistency} if name != "two_model" else {}
+    model = build(world, name, **params)
+    cut = int(torch.nonzero(batch.request != batch.request[0])[0])  # one request, the rest
+    parts = [
+        Batch(**{f.name: _rows(getattr(batch, f.name), rows) for f in dataclasses.fields(batch)})
+        for rows in (torch.arange(cut), torch.arange(cut, len(batch)))
+    ]
+    assert parts[0].local_rows()["labelled"] != parts[1].local_rows()["labelled"]
+
+    def gradient(batches: list[Batch]) -> torch.Tensor:
+        model.zero_grad()
+        for b in batches:
+            (model.loss(b, model(b))["loss"] / len(batches)).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    one_process = gradient([batch])
+    uneven = gradient(parts)
+    step = {k: sum(p.local_rows()[k] for p in parts) / 2 for k in parts[0].local_rows()}
+    for p in parts:
+        p.step_rows = step
+    torch.testing.assert_close(gradient(parts), one_process, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(uneven, one_process, rtol=1e-3, atol=1e-5)

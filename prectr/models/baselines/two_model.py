@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
+from prectr.losses.consistency import grade_cross_entropy
 from prectr.models.baselines.dnn import DNN
 from prectr.models.registry import RankingModel, register
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, RSLModule
@@ -57,7 +57,7 @@ class TwoModel(RankingModel):
 
     def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         click = super().loss(batch, {"logit": out["ctr_logit"]})["loss_click"]
-        labelled = (batch.relevance >= 0).float()
-        ce = F.cross_entropy(out["grade_logits"], batch.relevance.clamp(min=0), reduction="none")
-        relevance = (ce * labelled).sum() / labelled.sum().clamp(min=1.0)
+        relevance = grade_cross_entropy(
+            out["grade_logits"], batch.relevance, batch.rows_of("labelled")
+        )
         return {"loss": click + relevance, "loss_click": click, "loss_relevance": relevance}
