@@ -73,7 +73,9 @@ def speed(students: list[Path], pairs: LogPairs, n: int, batch: int, rounds: int
                                 chosen[:, 1], batch)  # fmt: skip
             rates[name].append(len(chosen) / (time.perf_counter() - started))
             if student.interaction is not None:
-                cached.setdefault(name, []).append(_cached_rate(student, tokenizer, pairs, chosen))
+                cached.setdefault(name, []).append(
+                    cached_titles_rate(student, tokenizer, pairs, chosen)
+                )
     out = {name: {"pairs_per_s": statistics.median(r), "rounds": r, "mode":
                   loaded[name][0].config.mode} for name, r in rates.items()}  # fmt: skip
     for name, r in cached.items():
@@ -82,7 +84,7 @@ def speed(students: list[Path], pairs: LogPairs, n: int, batch: int, rounds: int
 
 
 @torch.no_grad()
-def _cached_rate(student, tokenizer, pairs: LogPairs, chosen: np.ndarray) -> float:
+def cached_titles_rate(student, tokenizer, pairs: LogPairs, chosen: np.ndarray) -> float:
     """Two-tower serving: title states precomputed, each request encodes its query only."""
     c = student.config
     titles = torch.from_numpy(tokenizer.encode([pairs.titles[i] for i in chosen[:, 1]],

@@ -8,11 +8,11 @@ Prints a table and writes results/teacher.json.
 Teachers: SmolLM2-135M-Instruct (hidden state pooled at two thirds of the depth, and, as an
 ablation, at the final layer), all-MiniLM-L6-v2 (pair features of its embeddings), and both
 (their hidden states side by side, one head over them). Each is
-adapted with an MLP head and a linear head on the human grades of pairs of the adaptation
-queries (one head per seed), and judged on pairs of the held-out queries, which no head saw,
-against true_relevance: accuracy of the most likely grade, Spearman between expected and true
-grade, NDCG@10 per query. Speed: pairs/s of SmolLM2 in float32 and bfloat16 and of MiniLM on
-the same pairs, side by side in this run.
+adapted with an MLP head and a linear head on the human grades of training-day pairs (one head
+per seed), and judged as the student is (prectr.encoder.evaluate) on random test-day pools,
+whose pairs no head saw, against true_relevance: accuracy of the most likely grade, Spearman
+between expected and true grade, NDCG@10 per pool. Speed: pairs/s of SmolLM2 in float32 and
+bfloat16 and of MiniLM on the same pairs, side by side in this run.
 """
 
 from __future__ import annotations
@@ -27,20 +27,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
+from prectr.encoder.evaluate import HeldOutSample, held_out_sample
+from prectr.encoder.pairs import LogPairs, read_pairs
 from prectr.encoder.teacher import (
     BiEncoderTeacher,
     CausalLMTeacher,
+    GradeHead,
     HeadConfig,
     MiniLM,
     Teacher,
-    grade_quality,
     label_pairs,
     labels_dir,
     labels_for,
     log_pairs,
     read_labels,
+    softmax,
     train_head,
 )
 from prectr.io import atomic_file
@@ -67,6 +71,31 @@ def cached_outputs(teacher: Teacher, pairs, work: Path) -> tuple[np.ndarray, np.
 def mean_std(rows: list[dict]) -> dict:
     return {m: [float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows]))]
             for m in METRICS}  # fmt: skip
+
+
+def held_out_table(pairs: LogPairs, sample: HeldOutSample) -> pa.Table:
+    """The distinct pairs of a held-out sample as texts (what a teacher labels)."""
+    queries, titles = sample.texts(pairs)
+    return pa.table({"query": pa.array(queries, pa.string()),
+                     "title": pa.array(titles, pa.string())})  # fmt: skip
+
+
+def fit_head(train_hidden: np.ndarray, adapt_pairs: pa.Table, width: int, seed: int) -> GradeHead:
+    """A head (``width``, 0: linear) fitted on the adaptation pairs' hidden states and human
+    grades."""
+    grades, queries = adapt_pairs["relevance"].to_numpy(), adapt_pairs["query"].to_pylist()
+    return train_head(train_hidden, grades, queries, HeadConfig(hidden=width, seed=seed))[0]
+
+
+@torch.no_grad()
+def head_logits(head: GradeHead, hidden: np.ndarray) -> np.ndarray:
+    return head(torch.from_numpy(hidden)).numpy()
+
+
+def write_record(out: Path, record: dict) -> None:
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def side_by_side_speed(pairs, n: int) -> dict:
@@ -98,8 +127,7 @@ def main() -> None:
     parser.add_argument("--world", type=Path, required=True, help="a simulated world")
     parser.add_argument("--work", type=Path, default=Path("runs/teacher-bench"), help="caches")
     parser.add_argument("--adapt-pairs", type=int, default=1500, help="human-graded pairs")
-    parser.add_argument("--heldout-queries", type=int, default=40)
-    parser.add_argument("--heldout-pairs", type=int, default=800)
+    parser.add_argument("--eval-requests", type=int, default=20, help="test-day pools")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     parser.add_argument("--speed-pairs", type=int, default=128, help="0: skip the speed test")
@@ -109,15 +137,15 @@ def main() -> None:
     args = parser.parse_args()
 
     adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
-    heldout = log_pairs(args.world, "heldout", n_queries=args.heldout_queries,
-                        max_pairs=args.heldout_pairs, with_truth=True)  # fmt: skip
-    grades, queries = heldout["true_relevance"].to_numpy(), heldout["query"].to_pylist()
+    pairs = read_pairs(args.world)
+    sample = held_out_sample(pairs, args.eval_requests)
+    heldout = held_out_table(pairs, sample)
     features = {}
     for name in args.teachers:
         teacher = teachers(args.dtype)[name]()
         _, train_hidden = cached_outputs(teacher, adapt_pairs, args.work)
         zero_shot, test_hidden = cached_outputs(teacher, heldout, args.work)
-        features[name] = (train_hidden, test_hidden, grade_quality(zero_shot, grades, queries))
+        features[name] = (train_hidden, test_hidden, sample.score(softmax(zero_shot)))
     if {"smollm2", "minilm"} <= features.keys():
         (a_train, a_test, *_), (b_train, b_test, *_) = features["smollm2"], features["minilm"]
         features["smollm2 + minilm"] = (np.hstack([a_train, b_train]), np.hstack([a_test, b_test]),
@@ -126,19 +154,14 @@ def main() -> None:
     for name, (train_hidden, test_hidden, zero_shot) in features.items():
         row = {"zero-shot": zero_shot}
         for head_name, width in (("mlp head", 256), ("linear head", 0)):
-            runs = []
-            for seed in args.seeds:
-                head, _ = train_head(train_hidden, adapt_pairs["relevance"].to_numpy(),
-                                     adapt_pairs["query"].to_pylist(),
-                                     HeadConfig(hidden=width, seed=seed))  # fmt: skip
-                with torch.no_grad():
-                    logits = head(torch.from_numpy(test_hidden)).numpy()
-                runs.append(grade_quality(logits, grades, queries))
-            row[head_name] = mean_std(runs)
+            heads = [fit_head(train_hidden, adapt_pairs, width, seed) for seed in args.seeds]
+            row[head_name] = mean_std(
+                [sample.score(softmax(head_logits(head, test_hidden))) for head in heads]
+            )
         results[name] = row
     speed = side_by_side_speed(heldout, args.speed_pairs) if args.speed_pairs else None
 
-    print(f"held-out pairs: {heldout.num_rows} of {args.heldout_queries} queries; "
+    print(f"held-out: {heldout.num_rows} distinct pairs of {args.eval_requests} test-day pools; "
           f"adaptation: {adapt_pairs.num_rows} human-graded pairs; seeds {args.seeds}")  # fmt: skip
     print(f"{'teacher':24s} {'variant':12s} " + " ".join(f"{m:>15s}" for m in METRICS))
     for name, row in results.items():
@@ -158,11 +181,9 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads()},
         "world": str(args.world), "dtype": args.dtype, "seeds": args.seeds,
         "adapt_pairs": adapt_pairs.num_rows, "heldout_pairs": heldout.num_rows,
-        "heldout_queries": len(set(queries)), "teachers": results, "pairs_per_s": speed,
+        "heldout_requests": args.eval_requests, "teachers": results, "pairs_per_s": speed,
     }  # fmt: skip
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

@@ -269,16 +269,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- teacher commands (issue 5: LLM teachers, adaptation, labels) -------------------------------
 
 
-def _teacher_sample_flags(p: argparse.ArgumentParser) -> None:
+def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     p.add_argument("--log", type=Path, required=True, help="log (or simulated world) directory")
-    p.add_argument("--queries", type=int, help="keep this many random queries (all their pairs)")
-    p.add_argument("--max-pairs", type=int, help="then keep this many random pairs")
-    p.add_argument(
-        "--heldout-share",
-        type=float,
-        default=0.2,
-        help="share of queries held out from adaptation (a stable hash of the text)",
-    )
+    if evaluate:
+        p.add_argument("--eval-requests", type=int, default=500,
+                       help="test-day pools drawn at random (0: all)")  # fmt: skip
+    else:
+        p.add_argument("--queries", type=int, help="keep this many random queries (their pairs)")
+        p.add_argument("--max-pairs", type=int, help="then keep this many random pairs")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per language-model batch")
     p.add_argument(
@@ -287,7 +286,6 @@ def _teacher_sample_flags(p: argparse.ArgumentParser) -> None:
         default="float32",
         help="language-model precision (bfloat16: about 2x faster on bf16 CPUs)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _print_labelling(run: dict, out: Path) -> None:
@@ -304,8 +302,8 @@ def cmd_teacher_adapt(args: argparse.Namespace) -> int:
 
     config = HeadConfig(hidden=args.head_hidden, seed=args.seed)
     _, summary = adapt(args.log, args.teacher, args.out, args.features, args.queries,
-                       args.max_pairs, args.heldout_share, config, args.overwrite,
-                       args.batch_size, args.dtype)  # fmt: skip
+                       args.max_pairs, config, args.overwrite, args.batch_size,
+                       args.dtype)  # fmt: skip
     _print_labelling(summary["labelling"], args.features or Path(f"{args.out}.features"))
     console.print(
         f"adapted {args.teacher} -> {args.out}: head trained on {summary['train_pairs']:,} "
@@ -318,8 +316,8 @@ def cmd_teacher_adapt(args: argparse.Namespace) -> int:
 def cmd_teacher_label(args: argparse.Namespace) -> int:
     from prectr.encoder.teacher import label_pairs, load_teacher, log_pairs
 
-    pairs = log_pairs(args.log, args.split, args.heldout_share, n_queries=args.queries,
-                      max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+    pairs = log_pairs(args.log, args.split, n_queries=args.queries, max_pairs=args.max_pairs,
+                      seed=args.seed)  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     reuse = args.reuse or getattr(teacher, "info", {}).get("features")
     try:
@@ -334,18 +332,20 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
-    from prectr.encoder.teacher import evaluate_teacher, load_teacher, log_pairs
+    from prectr.encoder.pairs import read_pairs
+    from prectr.encoder.teacher import evaluate_teacher, load_teacher
 
-    pairs = log_pairs(args.log, "heldout", args.heldout_share, n_queries=args.queries,
-                      max_pairs=args.max_pairs, seed=args.seed, with_truth=True)  # fmt: skip
-    table = Table(title=f"teachers on {pairs.num_rows:,} held-out pairs of {args.log} "
-                        "against the true grades")  # fmt: skip
+    pairs = read_pairs(args.log)
+    results = {}
+    for spec in args.teachers:
+        teacher = load_teacher(spec, args.batch_size, args.dtype)
+        results[spec] = evaluate_teacher(teacher, pairs, args.cache, args.eval_requests, args.seed)
+    first = next(iter(results.values()))
+    table = Table(title=f"teachers on {first['requests']:,} test-day pools of {args.log} "
+                        f"({first['pairs']:,} pairs) against the true grades")  # fmt: skip
     for column in ("teacher", "accuracy", "spearman", "ndcg@10", "pairs/s"):
         table.add_column(column, justify="left" if column == "teacher" else "right")
-    for spec in args.teachers:
-        result = evaluate_teacher(
-            load_teacher(spec, args.batch_size, args.dtype), pairs, args.cache
-        )
+    for spec, result in results.items():
         rate = result["labelling"]["pairs_per_s"]
         table.add_row(spec, *(_fmt(result[k]) for k in ("accuracy", "spearman", "ndcg@10")),
                       "-" if rate is None else f"{rate:.1f}")  # fmt: skip
@@ -362,8 +362,8 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
         log_pairs,
     )
 
-    pairs = log_pairs(args.log, "adapt", args.heldout_share, human_only=True,
-                      n_queries=args.queries, max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+    pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
+                      max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
@@ -393,8 +393,9 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "adapt",
         help="train a grade head on a teacher's hidden states of human-graded pairs",
-        description="Run the teacher on the human-graded pairs of the log's non-held-out "
-        "queries (cached in --features, resumable), train a head on its hidden states with "
+        description="Run the teacher on the human-graded pairs of the log's training days, "
+        "held-out pairs left out (cached in --features, resumable), train a head on its "
+        "hidden states with "
         "early stopping, and save the adapted teacher directory atomically.",
     )
     p.add_argument("--teacher", default="smollm2", help="base teacher (name or path)")
@@ -408,7 +409,7 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune every weight of a language-model teacher on human grades (GPU)",
         description="Train the whole model with cross-entropy on the grade digits' logits over "
-        "the human-graded pairs of the non-held-out queries; save it as a model directory "
+        "the human-graded training pairs (held-out pairs left out); save it as a model directory "
         "(a teacher like any other). Meant for a GPU; --device cpu forces it on a CPU.",
     )
     p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
@@ -432,7 +433,7 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         "--split",
         choices=["all", "adapt", "heldout"],
         default="all",
-        help="pairs of all queries, of the adaptation queries, or of held-out ones",
+        help="every pair, the training days' pairs, or the held-out ones (the test day's)",
     )
     p.add_argument("--no-hidden", action="store_true", help="do not store hidden states")
     p.add_argument("--part-size", type=int, default=256, help="pairs per written part")
@@ -445,12 +446,13 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "evaluate",
         help="teachers' grades against a simulated world's true grades on held-out pairs",
-        description="Accuracy, Spearman and NDCG@10 (per query) of each teacher's grades on "
-        "pairs of the held-out queries, against true_relevance (evaluation only).",
+        description="Accuracy, Spearman and NDCG@10 (per pool) of each teacher's grades on the "
+        "test day's pools, the held-out set the student is scored on too, against "
+        "true_relevance (evaluation only).",
     )
     p.add_argument("teachers", nargs="+", help="teacher names or paths")
     p.add_argument("--cache", type=Path, required=True, help="labels cache directory")
-    _teacher_sample_flags(p)
+    _teacher_sample_flags(p, evaluate=True)
     p.set_defaults(func=cmd_teacher_evaluate)
 
 
@@ -525,8 +527,7 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.tokenizer import TextTokenizer
 
-    pairs = read_pairs(args.log)
-    tokenizer = TextTokenizer.train(pairs.queries + pairs.titles, args.vocab_size)
+    tokenizer = TextTokenizer.train(read_pairs(args.log).train_texts(), args.vocab_size)
     tokenizer.save(args.out)
     console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
     return 0

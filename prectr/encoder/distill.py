@@ -125,10 +125,7 @@ class EncoderRun:
         elif path.is_file():  # a resumed run keeps the tokenizer it trained
             tokenizer = TextTokenizer.load(path)
         else:
-            p = self.pairs
-            texts = [p.queries[i] for i in np.unique(p.train["query"].to_numpy())]
-            texts += [p.titles[i] for i in np.unique(p.train["title"].to_numpy())]
-            tokenizer = TextTokenizer.train(texts, self.train.vocab_size)
+            tokenizer = TextTokenizer.train(self.pairs.train_texts(), self.train.vocab_size)
             tokenizer.save(path)
         torch.manual_seed(self.train.seed)
         config = StudentConfig(**{**asdict(config), "vocab_size": tokenizer.vocab_size})
@@ -244,9 +241,9 @@ class EncoderRun:
             "parameters": sum(p.numel() for p in self.student.parameters()),
             "mode": self.student.config.mode,
         }  # fmt: skip
-        if self.pairs.held_out is not None:
-            result["held_out"] = evaluate_held_out(
-                self.student, self.tokenizer, self.pairs, self.train.eval_requests, self.train.seed
+        if "true_grade" in self.pairs.held_out.column_names:
+            result["held_out"] = evaluate_held_out(  # the same pools whatever the seed
+                self.student, self.tokenizer, self.pairs, self.train.eval_requests
             )
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")

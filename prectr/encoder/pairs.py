@@ -1,9 +1,12 @@
 """The (query, title) pairs a log offers the student, and the teacher's labels of them.
 
-A log is split by time as for ranking (:func:`prectr.data.dataset.time_split`): the training and
-validation days give the pairs the student learns from (every distinct pair, labelled or not,
-for distillation; the pairs with a human grade for fine-tuning), and the test day is held out
-for evaluation against the simulator's ``true_relevance`` (read for evaluation only).
+A log is split by time as for ranking (:func:`prectr.data.dataset.time_split`), and that one
+split is the held-out set of teachers and student alike: every (query, title) pair shown in a
+test-day pool is held out, and nothing trains on it (no teacher head, no distillation or SFT
+step), even where the pair was also shown on a training day. The training and validation days'
+other pairs are what teachers and student learn from (every distinct pair, labelled or not, for
+distillation; the rows with a human grade for adaptation and fine-tuning). The test day's pools
+are scored against the simulator's ``true_relevance`` (read for evaluation only).
 
 Teacher labels are a parquet file, or a directory of parquet parts (as ``prectr teacher label``
 writes them), with one row per distinct pair: ``query`` (string), ``title`` (string), ``logits``
@@ -33,9 +36,14 @@ class LogPairs:
 
     queries: list[str]
     titles: list[str]
-    train: pa.Table  # distinct training pairs: query (index), title (index)
-    labelled: pa.Table  # human-graded training rows: query, title, grade
-    held_out: pa.Table | None  # test-day pool rows: request, query, title, true_grade
+    train: pa.Table  # distinct training pairs (held-out pairs left out): query, title
+    labelled: pa.Table  # human-graded rows of the training pairs: query, title, grade
+    held_out: pa.Table  # test-day pool rows: request, query, title[, true_grade when simulated]
+
+    def train_texts(self) -> list[str]:
+        """The distinct queries, then titles, of the training pairs (what a tokenizer learns)."""
+        texts = [self.queries[i] for i in np.unique(self.train["query"].to_numpy())]
+        return texts + [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
 
 
 def read_pairs(log_dir: str | Path) -> LogPairs:
@@ -43,8 +51,8 @@ def read_pairs(log_dir: str | Path) -> LogPairs:
     log = read_log(log_dir)
     split = time_split(log.requests)
     requests = log.requests
-    is_train = np.zeros(requests.num_rows, dtype=bool)
-    is_train[np.r_[split["train"], split["valid"]]] = True
+    is_test = np.zeros(requests.num_rows, dtype=bool)
+    is_test[split["test"]] = True
     queries, query_code = _codes(requests["query"])
     titles, title_code = _codes(log.items["title"])
     imp = log.impressions
@@ -57,20 +65,20 @@ def read_pairs(log_dir: str | Path) -> LogPairs:
         "grade": imp["relevance"].cast(pa.int8()),
         "human": pc.fill_null(pc.equal(imp["relevance_source"], "human"), False),
     })  # fmt: skip
-    train_rows = rows.filter(pa.array(is_train[request_row]))
-    train = train_rows.group_by(["query", "title"]).aggregate([])
-    labelled = train_rows.filter(
-        pc.and_(train_rows["human"], pc.is_valid(train_rows["grade"]))
-    ).select(["query", "title", "grade"])
-    held_out = None
+    test = pa.array(is_test[request_row])
+    held_out = rows.filter(test).select(["request", "query", "title"])
     if "true_relevance" in imp.column_names:
-        test = ~is_train[request_row]
-        held_out = rows.filter(pa.array(test)).select(["request", "query", "title"])
-        truth = imp["true_relevance"].filter(pa.array(test))
+        truth = imp["true_relevance"].filter(test)
         if truth.null_count:
             raise ValueError(f"{log_dir}: impressions.true_relevance has {truth.null_count} "
                              "nulls on the test day")  # fmt: skip
         held_out = held_out.append_column("true_grade", truth.cast(pa.int8()))
+    key = query_code[request_row] * len(titles) + title_code[item_row]
+    train_rows = rows.filter(pa.array(~np.isin(key, key[is_test[request_row]])))
+    train = train_rows.group_by(["query", "title"]).aggregate([])
+    labelled = train_rows.filter(
+        pc.and_(train_rows["human"], pc.is_valid(train_rows["grade"]))
+    ).select(["query", "title", "grade"])
     return LogPairs(queries, titles, train, labelled, held_out)
 
 

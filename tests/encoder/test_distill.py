@@ -2,10 +2,13 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from prectr.data.dataset import time_split
+from prectr.data.schema import read_log
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining
 from prectr.encoder.pairs import read_teacher_labels
 from prectr.encoder.student import StudentConfig, load_student
@@ -24,7 +27,27 @@ def test_log_pairs_split_by_time_and_keep_only_human_grades(pairs) -> None:
     assert pairs.train.num_rows == len(set(zip(*pairs.train.to_pydict().values(), strict=True)))
     assert pairs.labelled.num_rows > 0 and pairs.labelled["grade"].null_count == 0
     held = pairs.held_out
-    assert held is not None and set(held["true_grade"].to_numpy()) <= {0, 1, 2, 3}
+    assert set(held["true_grade"].to_numpy()) <= {0, 1, 2, 3}
+
+
+def test_no_held_out_pair_is_trained_on_even_when_a_training_day_showed_it(tiny_world, pairs):
+    log = read_log(tiny_world)
+    test_requests = log.requests.take(time_split(log.requests)["test"])["request_id"]
+    imp = log.impressions.join(log.requests.select(["request_id", "query"]), "request_id")
+    imp = imp.join(log.items.select(["item_id", "title"]), "item_id")
+    on_test_day = pc.is_in(imp["request_id"], test_requests)
+
+    def keys(table, by_index=False):
+        q, t = table["query"].to_pylist(), table["title"].to_pylist()
+        if by_index:
+            q, t = [pairs.queries[i] for i in q], [pairs.titles[i] for i in t]
+        return set(zip(q, t, strict=True))
+
+    held, earlier = keys(imp.filter(on_test_day)), keys(imp.filter(pc.invert(on_test_day)))
+    assert held & earlier  # some test-day pairs were shown on training days too
+    assert keys(pairs.held_out, True) == held
+    assert keys(pairs.train, True) == earlier - held
+    assert not keys(pairs.labelled, True) & held
 
 
 def test_teacher_labels_join_the_training_pairs_and_count_the_rest(pairs, labels_path) -> None:

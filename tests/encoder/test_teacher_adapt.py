@@ -116,7 +116,8 @@ def test_teacher_commands_adapt_label_and_evaluate(tiny_world, tmp_path, capsys)
     ) == sorted(zip(wanted["query"].to_pylist(), wanted["title"].to_pylist(), strict=True))
     assert len(table["hidden"][0]) == 32
     code, out = run_cli(["teacher", "evaluate", teacher, adapted, "--log", str(tiny_world),
-                         "--cache", str(tmp_path / "cache"), "--queries", "4"], capsys)  # fmt: skip
+                         "--cache", str(tmp_path / "cache"), "--eval-requests", "4"],
+                        capsys)  # fmt: skip
     assert code == 0 and "ndcg@10" in out and "spearman" in out
     code, out = run_cli(["teacher", "label", "--log", str(tiny_world), "--teacher", "nowhere",
                          "--out", str(labels)], capsys)  # fmt: skip

@@ -9,7 +9,6 @@ run with the same teacher skips every pair already written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from prectr.data.schema import read_log
+from prectr.encoder.pairs import read_pairs
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_file
 
@@ -30,78 +29,50 @@ META_FILE = "meta.json"
 SPLITS = ("all", "adapt", "heldout")
 
 
-def heldout_mask(queries: pa.Array | list[str], share: float = 0.2) -> np.ndarray:
-    """Whether each query belongs to the held-out queries: a stable hash of the query text, so
-    the split is the same in every log and every run (teacher and student evaluate on it)."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"held-out share {share} is not in [0, 1]")
-    values = pa.array(queries, type=pa.string()).to_pylist()
-    fractions = np.array(
-        [
-            int.from_bytes(hashlib.blake2b(q.encode(), digest_size=8).digest()) / 2.0**64
-            for q in values
-        ]
-    )
-    return fractions < share
-
-
 def log_pairs(
     log_dir: str | Path,
     split: str = "all",
-    heldout_share: float = 0.2,
     human_only: bool = False,
     n_queries: int | None = None,
     max_pairs: int | None = None,
     seed: int = 0,
-    with_truth: bool = False,
 ) -> pa.Table:
     """One row per distinct (query, title) pair of a log's candidate pools, sorted.
 
-    ``relevance`` is the pair's human grade (the rounded mean of its human judgments; null when
-    none). ``split`` keeps the pairs of all queries, of the queries used for adaptation, or of
-    the held-out ones; ``n_queries`` keeps that many random queries (all their pairs) and
-    ``max_pairs`` then that many random pairs. ``with_truth`` adds the simulator's
-    ``true_relevance`` (evaluation only; the highest grade among the pair's impressions).
+    ``split`` keeps every pair, the pairs a teacher may learn from (``adapt``: the training
+    days' pairs) or the held-out ones (``heldout``: the test day's, never learnt from; see
+    :mod:`prectr.encoder.pairs`). ``relevance`` is the pair's human grade on the training days
+    (the rounded mean of its human judgments; null when none, and always for held-out pairs).
+    ``n_queries`` keeps that many random queries (all their pairs) and ``max_pairs`` then that
+    many random pairs.
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
-    log = read_log(log_dir)
-    if with_truth and "true_relevance" not in log.impressions.column_names:
-        raise ValueError(f"{log_dir}: impressions have no true_relevance (not a simulated world)")
-    columns = ["request_id", "item_id", "relevance", "relevance_source"]
-    imp = log.impressions.select(columns + (["true_relevance"] if with_truth else []))
-    human = pc.equal(imp["relevance_source"].cast(pa.string()), "human")
-    imp = imp.set_column(
-        imp.column_names.index("relevance"),
-        "relevance",
-        pc.if_else(human, imp["relevance"].cast(pa.float64()), None),
-    )
-    joined = imp.join(log.requests.select(["request_id", "query"]), "request_id")
-    joined = joined.join(log.items.select(["item_id", "title"]), "item_id")
-    aggregates = [("relevance", "mean")] + ([("true_relevance", "max")] if with_truth else [])
-    pairs = joined.group_by(["query", "title"], use_threads=False).aggregate(aggregates)
-    pairs = pairs.rename_columns(
-        [name.removesuffix("_mean").removesuffix("_max") for name in pairs.column_names]
-    )
-    pairs = pairs.set_column(
-        pairs.column_names.index("relevance"),
-        "relevance",
-        pc.round(pairs["relevance"]).cast(pa.int8()),
-    )
+    pairs = read_pairs(log_dir)
+    keys = []
+    if split in ("all", "adapt"):
+        keys.append(pairs.train.select(["query", "title"]))
+    if split in ("all", "heldout"):
+        keys.append(pairs.held_out.group_by(["query", "title"]).aggregate([]))
+    table = pa.concat_tables(keys)
+    grades = pairs.labelled.group_by(["query", "title"]).aggregate([("grade", "mean")])
+    table = table.join(grades, ["query", "title"])
+    table = pa.table({
+        "query": pa.array(pairs.queries).take(table["query"]),
+        "title": pa.array(pairs.titles).take(table["title"]),
+        "relevance": pc.round(table["grade_mean"]).cast(pa.int8()),
+    })  # fmt: skip
     if human_only:
-        pairs = pairs.filter(pc.is_valid(pairs["relevance"]))
-    if split != "all":
-        mask = heldout_mask(pairs["query"], heldout_share)
-        pairs = pairs.filter(mask if split == "heldout" else ~mask)
-    pairs = pairs.sort_by([("query", "ascending"), ("title", "ascending")])
+        table = table.filter(pc.is_valid(table["relevance"]))
+    table = table.sort_by([("query", "ascending"), ("title", "ascending")])
     rng = np.random.default_rng(seed)
     if n_queries is not None:
-        names = pc.unique(pairs["query"]).to_pylist()
+        names = pc.unique(table["query"]).to_pylist()
         kept = rng.choice(len(names), size=min(n_queries, len(names)), replace=False)
-        pairs = pairs.filter(pc.is_in(pairs["query"], pa.array([names[i] for i in kept])))
-    if max_pairs is not None and pairs.num_rows > max_pairs:
-        pairs = pairs.take(np.sort(rng.choice(pairs.num_rows, size=max_pairs, replace=False)))
-    return pairs
+        table = table.filter(pc.is_in(table["query"], pa.array([names[i] for i in kept])))
+    if max_pairs is not None and table.num_rows > max_pairs:
+        table = table.take(np.sort(rng.choice(table.num_rows, size=max_pairs, replace=False)))
+    return table
 
 
 def _float_lists(values: np.ndarray) -> pa.ListArray:
