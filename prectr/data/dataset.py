@@ -282,7 +282,7 @@ class BatchStream:
         """The batches of one epoch, each shard's rows in an order fixed by (seed, epoch,
         shard). ``start`` skips, per shard, rows already read (a stream's ``position``)
         without assembling them. Rows left at the end of a shuffle buffer join the next one,
-        so only a shard's last batch is short. ``prefetch > 0`` reads and assembles up to
+        and those at the end of a shard its last batch. ``prefetch > 0`` reads and assembles up to
         that many batches ahead in a background thread; the batches and positions are the
         same."""
         start = start or {}
@@ -320,9 +320,12 @@ class BatchStream:
             yield batch, dict(position)
 
     def _shard(self, path: Path, epoch: int, skip: int) -> Iterator[tuple[Batch, int]]:
-        """A shard's batches after its first ``skip`` rows, each with its number of rows."""
+        """A shard's batches after its first ``skip`` rows, each with its number of rows. The
+        rows left after the last full batch join it, so no batch is short (a run of short
+        batches at the end of an epoch, one per shard, would be its last and noisiest steps)."""
         shard = int(path.stem.rsplit("-", 1)[-1]) if path.stem.startswith("part-") else 0
         pending: dict[str, np.ndarray] | None = None
+        held: dict[str, np.ndarray] | None = None  # the last full batch, until the next is cut
         for index, chunk in enumerate(self._chunks(path)):
             chunk = self._shuffled(chunk, (self.seed, epoch, shard, index))
             if pending is not None:
@@ -336,11 +339,16 @@ class BatchStream:
             ends = np.r_[np.flatnonzero(req[1:] != req[:-1]) + 1, req.size]
             while (i := int(np.searchsorted(ends, start + self.batch_size))) < ends.size:
                 cut = int(ends[i])  # the first request end at or after batch_size rows
-                yield self.collator({k: v[start:cut] for k, v in chunk.items()}), cut - start
+                if held is not None:
+                    yield self.collator(held), held["request_row"].size
+                held = {k: v[start:cut] for k, v in chunk.items()}
                 start = cut
             pending = {k: v[start:] for k, v in chunk.items()}
         if pending is not None and pending["request_row"].size:
-            yield self.collator(pending), pending["request_row"].size
+            held = pending if held is None else {k: np.concatenate([held[k], pending[k]])
+                                                 for k in held}  # fmt: skip
+        if held is not None:
+            yield self.collator(held), held["request_row"].size
 
     def _shuffled(self, chunk: dict[str, np.ndarray], key: tuple[int, ...]) -> dict:
         """The chunk with its requests in a random order (rows of a request stay together)."""

@@ -66,6 +66,7 @@ def test_an_epoch_covers_every_exposed_row_once_and_keeps_requests_whole(encoded
     assert set(seen.tolist()) <= set(split["train"].tolist())
     assert np.bincount(seen).max() == 10  # each request's 10 exposed rows, once
     assert all(300 <= len(b) < 300 + 10 for b in batches[:-1])  # cut at a request end
+    assert 300 <= len(batches[-1]) < 2 * 300 + 10  # the remainder joins the last batch
 
 
 def test_order_is_fixed_by_seed_and_epoch(encoded_train):
@@ -127,6 +128,14 @@ def test_shards_hold_whole_requests_once(shards):
         shards_of(paths, 0, 5)
     with pytest.raises(FileNotFoundError, match="no shard files"):
         shard_paths(paths[0].parent / "missing")
+
+
+def test_no_shard_ends_an_epoch_with_a_short_batch(shards):
+    """One short batch per shard would make the epoch's last steps its noisiest."""
+    paths, collator, _ = shards
+    batches = list(BatchStream(paths, collator, 300, buffer_rows=700).epoch(0))
+    assert len(batches) > 2 * len(paths)
+    assert all(len(b) >= 300 for b in batches)
 
 
 @pytest.mark.parametrize("world", [1, 2])
