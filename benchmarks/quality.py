@@ -5,8 +5,8 @@ Every run goes through the `prectr` command (simulate, train, evaluate), so each
 with the exact commands that produced it. A run that already holds an evaluation.json is reused,
 so an interrupted benchmark resumes. Writes results/quality_<world>[_<tag>].json and a
 markdown table (results/quality_<world>[_<tag>].md, for BENCHMARKS.md): mean ± std over seeds,
-RelaImpr (AUC) against the reference config (the first one, or --reference), and each seed's
-best validation epoch.
+RelaImpr (AUC) against the reference config (the first one, or --reference), the validation AUC
+of each run's best epoch and each seed's best validation epoch.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
                     "seed": seed,
                     "run": str(out.relative_to(ROOT)),
                     **evaluation,
+                    "valid_auc": training["best_valid"]["auc"],
                     "train_samples_per_s": training["train_samples_per_s"],
                     "peak_rss_mb": training["peak_rss_mb"],
                     "best_epoch": training["best_valid"]["epoch"],
@@ -133,6 +134,7 @@ def summarise(results: dict[str, list[dict]], reference: str) -> dict:
             row[key] = _stat(_values(runs, None, key))
         for section, key in SLICE_COLUMNS:
             row[f"{section}.{key}"] = _stat(_values(runs, section, key))
+        row["valid_auc"] = _stat(np.array([r["valid_auc"] for r in runs]))
         auc = _values(runs, None, "auc")
         row["relaimpr"] = _stat(
             np.array([relaimpr(a, b) for a, b in zip(auc, base_auc, strict=False)])
@@ -152,9 +154,11 @@ def _stat(values: np.ndarray) -> dict[str, float]:
 
 
 def markdown(report: dict) -> str:
-    keys = [*COLUMNS, *(f"{s}.{k}" for s, k in SLICE_COLUMNS), "relaimpr", "lift_vs_logging"]
+    keys = ["valid_auc", *COLUMNS, *(f"{s}.{k}" for s, k in SLICE_COLUMNS), "relaimpr",
+            "lift_vs_logging"]  # fmt: skip
     lines = [
-        f"World `{report['world']}`, {report['seeds']} seeds, mean ± std; RelaImpr against "
+        f"World `{report['world']}`, {report['seeds']} seeds, mean ± std; valid_auc: the best "
+        f"epoch's validation AUC, the rest on the test day; RelaImpr against "
         f"`{report['reference']}`; lift_vs_logging: expected clicks against the logging ranker.",
         "",
         "| model | " + " | ".join(keys) + " | train samples/s | peak MB | best epochs |",

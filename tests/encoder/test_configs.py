@@ -8,10 +8,11 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 TEXT_CONFIGS = sorted(CONFIGS.glob("*_student*.yaml")) + sorted(CONFIGS.glob("*_minilm*.yaml"))
 
 
-def test_the_four_text_encoder_configs_exist() -> None:
+@pytest.mark.parametrize("world", ["bench", "small"])
+def test_the_four_text_encoder_configs_exist(world: str) -> None:
     names = {p.stem for p in TEXT_CONFIGS}
-    assert {"prectr_v2_student_bench", "prectr_v2_student_frozen_bench",
-            "prectr_v2_minilm_bench", "prectr_v1_minilm_bench"} <= names  # fmt: skip
+    assert {f"prectr_v2_student_{world}", f"prectr_v2_student_frozen_{world}",
+            f"prectr_v2_minilm_{world}", f"prectr_v1_minilm_{world}"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", TEXT_CONFIGS, ids=lambda p: p.stem)
