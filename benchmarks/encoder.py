@@ -24,9 +24,7 @@ Four parts, each printed and written to results/encoder_<world>.json with the co
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,13 +36,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import machine, write_record
 from throughput import Contender
 
 from prectr.data.schema import read_log
 from prectr.encoder.evaluate import evaluate_held_out, grade_probabilities
 from prectr.encoder.pairs import LogPairs, read_pairs
 from prectr.encoder.student import load_student
-from prectr.io import atomic_file
 from prectr.modules.text import StudentText
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,13 +200,9 @@ def main() -> None:
         report_students(args, result)
     if args.configs:
         report_training(args, result)
-    result["machine"] = {"processor": platform.processor() or platform.machine(),
-                         "cpus": os.cpu_count(), "threads": args.threads,
-                         "torch": torch.__version__}  # fmt: skip
+    result["machine"] = machine(threads=args.threads)
     out = ROOT / "results" / f"encoder_{args.world.name}{'_' + args.tag if args.tag else ''}.json"
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(out, result)
 
 
 if __name__ == "__main__":

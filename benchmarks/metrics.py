@@ -10,17 +10,15 @@ subsample, ours vectorised, the other with a per-group roc_auc_score loop (timed
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from record import machine, write_record
 from sklearn.metrics import roc_auc_score
 
-from prectr.io import atomic_file
 from prectr.metrics import gauc, ndcg_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,20 +86,13 @@ def main() -> None:
     print(f"speed-up over the per-group sklearn loop: {speedup:.0f}x (values agree to 1e-9)")
     report = {
         "command": COMMAND,
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "pinned_to_one_core": pinned,
-            "numpy": np.__version__,
-        },
+        "machine": machine(pinned_to_one_core=pinned, numpy=np.__version__),
         "seconds": {name.strip(): round(s, 4) for name, _, s in rows},
         "rows_per_second": {name.strip(): round(n / s) for name, n, s in rows},
         "speedup_vs_sklearn_loop": round(speedup, 1),
     }
     out = ROOT / "results" / "metrics.json"
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(out, report)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from record import machine, write_record
 
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
@@ -101,21 +100,16 @@ def main() -> None:
     report.update(
         world=str(world.relative_to(ROOT)),
         commands=commands,
-        machine={
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        machine=machine(),
     )
     suffix = f"_{args.tag}" if args.tag else ""
     out = ROOT / "results" / f"quality_{world.name}{suffix}.json"
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    write_record(out, report)
     table = markdown(report)
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text(table)
     print(table)
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    print(f"wrote {out.with_suffix('.md')}")
 
 
 def _values(runs: list[dict], section: str | None, key: str) -> np.ndarray:

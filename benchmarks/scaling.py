@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from record import machine, write_record
 
 from prectr.config import load_experiment
 from prectr.io import atomic_file
@@ -125,11 +125,7 @@ def main() -> None:
             print(json.dumps(runs[-1]))
     out = {
         "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "processor": platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "world": str(args.world),
         "config": str(args.config),
         **data,
@@ -139,8 +135,7 @@ def main() -> None:
     for row in out["summary"]:
         print(json.dumps(row))
     path = ROOT / "results" / f"scaling_{args.world.name}_{args.config.stem}.json"
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
+    write_record(path, out)
     if args.scratch is None:
         shutil.rmtree(scratch)
 

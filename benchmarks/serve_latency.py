@@ -16,16 +16,12 @@ features and the batch (``features``, item features from the cache), the scoring
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from record import machine, write_record
 
-from prectr.io import atomic_file
 from prectr.serve.ranker import Candidate, Ranker, SearchRequest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,12 +123,9 @@ def main() -> None:
         "results": results,
         "warm_p50_breakdown": phases,
         "onnx_vs_eager": ratios,
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine(),
     }  # fmt: skip
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(out, result)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -26,8 +24,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from record import machine, write_record
 
-from prectr.io import atomic_file
 from prectr.serve.ranker import Ranker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,11 +141,8 @@ def main() -> None:
     out = ROOT / "results" / f"serve_load_{args.engine}.json"
     result = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
               "results": results,
-              "machine": {"processor": platform.processor() or platform.machine(),
-                          "cpus": os.cpu_count()}}  # fmt: skip
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+              "machine": machine()}  # fmt: skip
+    write_record(out, result)
 
 
 if __name__ == "__main__":

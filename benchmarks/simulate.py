@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from prectr.io import atomic_file
+from record import machine, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -73,16 +72,10 @@ def main() -> None:
         "command": "make bench  # or: .venv/bin/python benchmarks/simulate.py "
         + " ".join(f"--presets {' '.join(args.presets)}".split()),
         "note": "one process per preset, pinned to one core; includes writing and validating",
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "results": rows,
     }
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import cached_titles_rate
+from record import machine, write_record
 from teacher import (
     METRICS,
     cached_outputs,
@@ -49,7 +49,6 @@ from teacher import (
     held_out_table,
     mean_std,
     teachers,
-    write_record,
 )
 
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
@@ -221,8 +220,7 @@ def main() -> None:
         print(f"{name}: {value:.4g}")
     record = {
         "command": " ".join([".venv/bin/python", "benchmarks/student.py", *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": machine(torch_threads=torch.get_num_threads()),
         "world": str(args.world), "seeds": args.seeds, "eval_requests": args.eval_requests,
         "heldout_rows": int(sample.true_grade.size), "heldout_pairs": int(sample.query.size),
         "adapt_pairs": adapt_pairs.num_rows, "all_graded_pairs": all_graded.num_rows,

@@ -18,9 +18,6 @@ bfloat16 and of MiniLM on the same pairs, side by side in this run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from record import machine, write_record
 
 from prectr.encoder.evaluate import HeldOutSample, held_out_sample
 from prectr.encoder.pairs import LogPairs, read_pairs
@@ -47,7 +45,6 @@ from prectr.encoder.teacher import (
     softmax,
     train_head,
 )
-from prectr.io import atomic_file
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "spearman", "ndcg@10")
@@ -90,12 +87,6 @@ def fit_head(train_hidden: np.ndarray, adapt_pairs: pa.Table, width: int, seed: 
 @torch.no_grad()
 def head_logits(head: GradeHead, hidden: np.ndarray) -> np.ndarray:
     return head(torch.from_numpy(hidden)).numpy()
-
-
-def write_record(out: Path, record: dict) -> None:
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
 
 
 def side_by_side_speed(pairs, n: int) -> dict:
@@ -177,8 +168,7 @@ def main() -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))  # fmt: skip
     record = {
         "command": " ".join([".venv/bin/python", "benchmarks/teacher.py", *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+        "machine": machine(torch_threads=torch.get_num_threads()),
         "world": str(args.world), "dtype": args.dtype, "seeds": args.seeds,
         "adapt_pairs": adapt_pairs.num_rows, "heldout_pairs": heldout.num_rows,
         "heldout_requests": args.eval_requests, "teachers": results, "pairs_per_s": speed,

@@ -14,20 +14,18 @@ results/throughput_<world>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from record import machine, write_record
 from torch import nn
 
 from prectr.config import load_experiment
 from prectr.data.schema import read_log
-from prectr.io import atomic_file
 from prectr.models import build_model
 from prectr.train.data import prepare
 from prectr.train.trainer import param_groups
@@ -104,14 +102,10 @@ def main() -> None:
                              "--configs", *map(str, args.configs), "--steps", str(args.steps),
                              "--rounds", str(args.rounds), "--threads", str(args.threads)]),
         "models": rows,
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__},
+        "machine": machine(threads=args.threads),
     }  # fmt: skip
     out = ROOT / "results" / f"throughput_{args.world.name}.json"
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(out, result)
 
 
 if __name__ == "__main__":
