@@ -15,12 +15,15 @@ pool. Per seed:
   human-graded training pairs: MiniLM and SmolLM2 side by side;
 * the distillation teacher: MiniLM adapted on every human-graded training pair. It is also the
   "frozen MiniLM + MLP head on the human grades" baseline (the same model, reported once);
-* the student distilled from that teacher's logits (and hidden states) on --distill-pairs
-  random training pairs, labelled or not, then fine-tuned on the human grades (SFT), and the
-  same student after SFT alone, from scratch (one tokenizer for all).
+* the student distilled from that teacher's logits on every training pair, labelled or not
+  (--distill-pairs samples fewer; --hidden-weight adds the hidden-state MSE, which keeps 1,536
+  floats a pair), then fine-tuned on the human grades (SFT), and the same student after SFT
+  alone, from scratch (one tokenizer for all). The teacher labels the pairs with
+  ``prectr.encoder.teacher.label_pairs``, embedding each distinct text once.
 
-Speed: pairs/s from text to grades of the adapted teachers and of the student on the same
-held-out pairs in this run, with the same threads, taking turns over --rounds.
+Speed: pairs/s from text to grades of the adapted teachers (MiniLM without its memo of
+embedded texts) and of the student on the same held-out pairs in this run, with the same
+threads, taking turns over --rounds.
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,30 +56,17 @@ from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import grade_probabilities, held_out_sample
 from prectr.encoder.pairs import read_pairs
 from prectr.encoder.student import StudentConfig, load_student
-from prectr.encoder.teacher import AdaptedTeacher, log_pairs, softmax
+from prectr.encoder.teacher import AdaptedTeacher, GradeHead, label_pairs, log_pairs, softmax
 from prectr.encoder.tokenizer import TextTokenizer
-from prectr.io import atomic_file
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def teacher_labels(path: Path, pairs: pa.Table, logits: np.ndarray, hidden: np.ndarray) -> Path:
-    """Write one seed's teacher labels of the distillation pairs (once)."""
-    if not path.is_file():
-        table = pairs.select(["query", "title"]).append_column(
-            "logits", pa.array(list(logits), pa.list_(pa.float32()))
-        )
-        table = table.append_column("hidden", pa.array(list(hidden), pa.list_(pa.float32())))
-        with atomic_file(path) as tmp:
-            pq.write_table(table, tmp)
-    return path
 
 
 def train_student(kind: str, args: argparse.Namespace, out: Path, seed: int, steps: int,
                   **sources: Path) -> dict:  # fmt: skip
     """One distill or SFT run (resumed when ``out`` holds a killed or finished one)."""
     config = EncoderTrainConfig(epochs=1, max_steps=steps, seed=seed,
-                                hidden_weight=0.1 if kind == "distill" else 0.0,
+                                hidden_weight=args.hidden_weight if kind == "distill" else 0.0,
                                 eval_requests=args.eval_requests)  # fmt: skip
     resume = (out / "config.json").is_file()
     return EncoderRun(kind, args.world, out, StudentConfig(), config, resume=resume,
@@ -94,9 +82,13 @@ def rate(encode: Callable[[], object], n: int, least_seconds: float = 0.5) -> fl
     return n * calls / elapsed
 
 
-def side_by_side(adapted: dict[str, AdaptedTeacher], student_dir: Path, pairs, sample,
-                 n: int, rounds: int) -> dict:  # fmt: skip
-    """Pairs/s of each adapted teacher and of the student on the same n held-out pairs."""
+def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_dir: Path, pairs,
+                 sample, n: int, rounds: int) -> dict:  # fmt: skip
+    """Pairs/s of each adapted teacher (a base teacher's name and head) and of the student on the
+    same n held-out pairs, every text embedded on every call."""
+    makers = teachers(dtype, memo_texts=0)
+    adapted = {name: AdaptedTeacher(makers[base](), base, head, {})
+               for name, (base, head) in heads.items()}  # fmt: skip
     queries, titles = sample.texts(pairs)
     queries, titles = queries[:n], titles[:n]
     chosen = np.stack([sample.query, sample.title], 1)[:n]
@@ -131,7 +123,8 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="+", choices=["minilm", "smollm2"],
                         default=["minilm", "smollm2"])  # fmt: skip
     parser.add_argument("--adapt-pairs", type=int, default=3000, help="for the teacher rows")
-    parser.add_argument("--distill-pairs", type=int, default=30000)
+    parser.add_argument("--distill-pairs", type=int, default=0, help="0: every training pair")
+    parser.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE")
     parser.add_argument("--sft-steps", type=int, default=200, help="batches of 256")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -147,7 +140,7 @@ def main() -> None:
     sample = held_out_sample(pairs, args.eval_requests)
     heldout = held_out_table(pairs, sample)
     rows: dict[str, list[dict]] = {}
-    adapted: dict[str, AdaptedTeacher] = {}
+    heads_for_speed: dict[str, tuple[str, GradeHead]] = {}
     adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
     all_graded = log_pairs(args.world, "adapt", human_only=True)
     for name in args.teachers:
@@ -159,14 +152,13 @@ def main() -> None:
         rows[f"{name} adapted ({adapt_pairs.num_rows:,} pairs)"] = [
             sample.score(softmax(head_logits(head, test_hidden))) for head in heads
         ]
-        adapted[f"{name} adapted"] = AdaptedTeacher(teacher, name, heads[0], {})
+        heads_for_speed[f"{name} adapted"] = (name, heads[0])
 
     # the distillation teacher: frozen MiniLM + an MLP head on every human-graded training pair
     minilm = teachers(args.dtype)["minilm"]()
     _, graded_hidden = cached_outputs(minilm, all_graded, args.work)
     _, test_hidden = cached_outputs(minilm, heldout, args.work)
-    distill_pairs = log_pairs(args.world, "adapt", max_pairs=args.distill_pairs)
-    _, distill_hidden = cached_outputs(minilm, distill_pairs, args.work)
+    distill_pairs = log_pairs(args.world, "adapt", max_pairs=args.distill_pairs or None)
     tokenizer = args.work / "tokenizer.json"
     if not tokenizer.is_file():
         TextTokenizer.train(pairs.train_texts(), args.vocab_size).save(tokenizer)
@@ -177,9 +169,10 @@ def main() -> None:
         head = fit_head(graded_hidden, all_graded, 256, seed)
         rows[frozen].append(sample.score(softmax(head_logits(head, test_hidden))))
         if seed == args.seeds[0]:
-            adapted["minilm adapted on all grades"] = AdaptedTeacher(minilm, "minilm", head, {})
-        labels = teacher_labels(args.work / f"labels-minilm-all-s{seed}.parquet", distill_pairs,
-                                head_logits(head, distill_hidden), distill_hidden)  # fmt: skip
+            heads_for_speed["minilm adapted on all grades"] = ("minilm", head)
+        labels = args.work / f"labels-minilm-all-s{seed}"
+        label_pairs(AdaptedTeacher(minilm, "minilm", head, {}), distill_pairs, labels,
+                    part_size=16384, keep_hidden=args.hidden_weight > 0)  # fmt: skip
         run = args.work / f"s{seed}"
         distilled = train_student("distill", args, run / "distill", seed, 0, labels=labels,
                                   tokenizer=tokenizer)  # fmt: skip
@@ -191,8 +184,9 @@ def main() -> None:
             if result["held_out"]["pairs"] != sample.true_grade.size:
                 raise RuntimeError(f"{run}: scored on other pools than the teachers")
             rows[name].append(result["held_out"])
-    speed = side_by_side(adapted, args.work / f"s{args.seeds[0]}" / "distill_sft" / "student",
-                         pairs, sample, args.speed_pairs, args.rounds)  # fmt: skip
+    student_dir = args.work / f"s{args.seeds[0]}" / "distill_sft" / "student"
+    speed = side_by_side(heads_for_speed, args.dtype, student_dir, pairs, sample,
+                         args.speed_pairs, args.rounds)  # fmt: skip
 
     summary = {name: mean_std(runs) for name, runs in rows.items()}
     teacher_row, student_row = summary[frozen], summary["student distill + SFT"]
@@ -201,7 +195,7 @@ def main() -> None:
         "student / teacher ndcg@10": student_row["ndcg@10"][0] / teacher_row["ndcg@10"][0],
         "student / teacher accuracy": student_row["accuracy"][0] / teacher_row["accuracy"][0],
         **{f"student / {name} pairs/s": rates["student"] / rates[f"teacher {name}"]
-           for name in adapted},
+           for name in heads_for_speed},
         **{f"distill + SFT - {other} {m}": student_row[m][0] - summary[other][m][0]
            for other in ("student SFT only", frozen) for m in METRICS},
         "seeds where distill + SFT beats SFT only on ndcg@10": sum(
@@ -224,7 +218,8 @@ def main() -> None:
         "world": str(args.world), "seeds": args.seeds, "eval_requests": args.eval_requests,
         "heldout_rows": int(sample.true_grade.size), "heldout_pairs": int(sample.query.size),
         "adapt_pairs": adapt_pairs.num_rows, "all_graded_pairs": all_graded.num_rows,
-        "distill_pairs": distill_pairs.num_rows, "sft_steps": args.sft_steps,
+        "distill_pairs": distill_pairs.num_rows, "hidden_weight": args.hidden_weight,
+        "sft_steps": args.sft_steps,
         "quality": summary, "runs": rows, "speed": speed, "targets": targets,
     }  # fmt: skip
     write_record(args.out, record)
