@@ -90,8 +90,9 @@ class BiEncoderTeacher(Teacher):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts``; each text not in the memo is embedded once, in one call."""
-        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        found = {t: self._memo[t] for t in dict.fromkeys(texts) if t in self._memo}
+        distinct = dict.fromkeys(texts)
+        found = {t: self._memo[t] for t in distinct if t in self._memo}
+        new = [t for t in distinct if t not in found]
         found.update(zip(new, self.encoder.embed(new), strict=True))
         for text in found:  # the texts of this call become the most recent
             self._memo[text] = found[text]
