@@ -47,7 +47,6 @@ from teacher import (
     cached_outputs,
     fit_head,
     head_logits,
-    held_out_table,
     mean_std,
     teachers,
 )
@@ -138,7 +137,7 @@ def main() -> None:
 
     pairs = read_pairs(args.world)
     sample = held_out_sample(pairs, args.eval_requests)
-    heldout = held_out_table(pairs, sample)
+    heldout = sample.table(pairs)
     rows: dict[str, list[dict]] = {}
     heads_for_speed: dict[str, tuple[str, GradeHead]] = {}
     adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)

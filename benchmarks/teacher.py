@@ -28,8 +28,8 @@ import pyarrow as pa
 import torch
 from record import machine, write_record
 
-from prectr.encoder.evaluate import HeldOutSample, held_out_sample
-from prectr.encoder.pairs import LogPairs, read_pairs
+from prectr.encoder.evaluate import held_out_sample
+from prectr.encoder.pairs import read_pairs
 from prectr.encoder.teacher import (
     BiEncoderTeacher,
     CausalLMTeacher,
@@ -70,13 +70,6 @@ def cached_outputs(teacher: Teacher, pairs, work: Path) -> tuple[np.ndarray, np.
 def mean_std(rows: list[dict]) -> dict:
     return {m: [float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows]))]
             for m in METRICS}  # fmt: skip
-
-
-def held_out_table(pairs: LogPairs, sample: HeldOutSample) -> pa.Table:
-    """The distinct pairs of a held-out sample as texts (what a teacher labels)."""
-    queries, titles = sample.texts(pairs)
-    return pa.table({"query": pa.array(queries, pa.string()),
-                     "title": pa.array(titles, pa.string())})  # fmt: skip
 
 
 def fit_head(train_hidden: np.ndarray, adapt_pairs: pa.Table, width: int, seed: int) -> GradeHead:
@@ -132,7 +125,7 @@ def main() -> None:
     adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
     pairs = read_pairs(args.world)
     sample = held_out_sample(pairs, args.eval_requests)
-    heldout = held_out_table(pairs, sample)
+    heldout = sample.table(pairs)
     features = {}
     for name in args.teachers:
         teacher = teachers(args.dtype)[name]()

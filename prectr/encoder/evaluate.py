@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from prectr.encoder.pairs import LogPairs
@@ -68,6 +69,12 @@ class HeldOutSample:
     def texts(self, pairs: LogPairs) -> tuple[list[str], list[str]]:
         """The distinct pairs as (queries, titles) texts."""
         return [pairs.queries[i] for i in self.query], [pairs.titles[i] for i in self.title]
+
+    def table(self, pairs: LogPairs) -> pa.Table:
+        """The distinct pairs as a ``query``, ``title`` table of texts (what a teacher labels)."""
+        queries, titles = self.texts(pairs)
+        return pa.table({"query": pa.array(queries, pa.string()),
+                         "title": pa.array(titles, pa.string())})  # fmt: skip
 
     def score(self, probabilities: np.ndarray) -> dict[str, float]:
         """:func:`relevance_metrics` of grade distributions ``(distinct pairs, 4)``."""

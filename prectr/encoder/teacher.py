@@ -130,9 +130,7 @@ def evaluate_teacher(
     student is; its labels are cached under ``cache``, and an adapted teacher reuses its base's
     cached hidden states there."""
     sample = held_out_sample(pairs, max_requests, seed)
-    queries, titles = sample.texts(pairs)
-    table = pa.table({"query": pa.array(queries, pa.string()),
-                      "title": pa.array(titles, pa.string())})  # fmt: skip
+    table = sample.table(pairs)
     out = labels_dir(cache, teacher)
     base = getattr(teacher, "base", None)
     reuse = labels_dir(cache, base) if base is not None else None

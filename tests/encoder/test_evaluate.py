@@ -33,6 +33,7 @@ def test_teacher_and_student_are_scored_on_the_same_held_out_pools(
     # each distinct pair once, each row mapped back to its pair
     queries, titles = sample.texts(pairs)
     assert len(set(zip(queries, titles, strict=True))) == sample.query.size
+    assert sample.table(pairs).to_pydict() == {"query": queries, "title": titles}
     assert sample.inverse.size == sample.request.size
     teacher = CountingTeacher()
     result = evaluate_teacher(teacher, pairs, tmp_path / "cache", 6, seed=3, progress=False)
