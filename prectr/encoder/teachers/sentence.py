@@ -90,6 +90,8 @@ class BiEncoderTeacher(Teacher):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts``; each text not in the memo is embedded once, in one call."""
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
         distinct = dict.fromkeys(texts)
         found = {t: self._memo[t] for t in distinct if t in self._memo}
         new = [t for t in distinct if t not in found]
@@ -99,8 +101,6 @@ class BiEncoderTeacher(Teacher):
             self._memo.move_to_end(text)
         while len(self._memo) > self.memo_texts:
             self._memo.popitem(last=False)
-        if not texts:
-            return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.stack([found[t] for t in texts])
 
     def encode(
