@@ -89,9 +89,9 @@ def side_by_side_speed(pairs, n: int) -> dict:
     passes each, after a warm-up)."""
     queries, titles = pairs["query"].to_pylist()[:n], pairs["title"].to_pylist()[:n]
     makers = {
-        "smollm2 float32": lambda: CausalLMTeacher.smollm2(dtype="float32"),
-        "smollm2 bfloat16": lambda: CausalLMTeacher.smollm2(dtype="bfloat16"),
-        "minilm": lambda: BiEncoderTeacher(MiniLM(), "minilm", memo_texts=0),
+        "smollm2 float32": teachers("float32")["smollm2"],
+        "smollm2 bfloat16": teachers("bfloat16")["smollm2"],
+        "minilm": teachers("float32", memo_texts=0)["minilm"],
     }
     out = {}
     for name, make in makers.items():
