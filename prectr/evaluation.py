@@ -42,9 +42,13 @@ CALIBRATION_BINS = 10
 POOL_COLUMNS = ["request_id", "item_id", "position", "click", "true_relevance", "logging_score"]
 
 
-def evaluation_pool(world: World) -> pa.Table:
-    """Every candidate of the test day's requests, with their user, sorted by request."""
-    requests = world.requests(days=world.split["test"]).select(["request_id", "user_id"])
+def evaluation_pool(world: World, request_ids: pa.Array | None = None) -> pa.Table:
+    """Every candidate of the given requests (default: the world's test days), with their
+    user, sorted by request."""
+    requests = world.requests(days=None if request_ids is not None else world.split["test"])
+    if request_ids is not None:
+        requests = requests.filter(pc.is_in(requests["request_id"], request_ids))
+    requests = requests.select(["request_id", "user_id"])
     pool = world.impressions(requests["request_id"].combine_chunks(), POOL_COLUMNS)
     return pool.join(requests, keys="request_id").sort_by([("request_id", "ascending")])
 
@@ -178,7 +182,8 @@ def evaluate_run(run_dir: str | Path, world_dir: str | Path, checkpoint: str = "
     if "grades" in p:
         scored.update({f"grade_{g}": p["grades"][:, g].astype(np.float64) for g in range(4)})
     scores = pa.table(scored)
-    pool = evaluation_pool(world).join(scores, ["request_id", "item_id"])
+    test_ids = log.requests["request_id"].take(pa.array(test_rows["test"])).combine_chunks()
+    pool = evaluation_pool(world, test_ids).join(scores, ["request_id", "item_id"])
     pool = pool.sort_by([("request_id", "ascending"), ("item_id", "ascending")])
     s = pool["score"].to_numpy()
     metrics = evaluate_scores(world, pool, s, probability=True)

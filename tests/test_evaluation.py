@@ -55,8 +55,8 @@ def test_evaluating_a_run_writes_every_metric_and_recomputable_scores(tiny_run, 
 
     # scores.parquet covers every test-day candidate and reproduces the reported AUC
     world = World(tiny_world)
-    pool = evaluation_pool(world)
     scores = pq.read_table(tiny_run / "scores.parquet")
+    pool = evaluation_pool(world, scores["request_id"].unique())
     assert scores.num_rows == pool.num_rows
     joined = pool.join(scores, ["request_id", "item_id"])
     exposed = joined.filter(joined["click"].is_valid())

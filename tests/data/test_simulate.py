@@ -147,27 +147,36 @@ def test_other_users_under_a_query_tell_about_a_new_user(tiny_world):
     assert hit.mean() > 2.0 / n_segments
 
 
-def _clicks_by(imp, user_value, bins):
+def _clicks_by(imp, request_value, bins):
     exposed = imp.filter(imp["position"].is_valid())
-    group = np.digitize(user_value[exposed["user_id"].to_numpy()], bins)
+    group = np.digitize(request_value[exposed["request_id"].to_numpy()], bins)
     grade = exposed["true_relevance"].to_numpy()
     click = exposed["click"].to_numpy()
     return group, grade, click
 
 
-def test_tolerant_users_click_substitutes_more_than_strict_users(tiny_world):
+def _truth(root: Path, table: str) -> pa.Table:
+    return pq.read_table(root / "truth" / f"{table}.parquet")
+
+
+def test_tolerant_requests_click_substitutes_more_than_strict_ones(tiny_world):
     _, imp = _log(tiny_world)
-    tolerance = pq.read_table(tiny_world / "truth" / "users.parquet")["tolerance"].to_numpy()
+    tolerance = _truth(tiny_world, "requests")["tolerance"].to_numpy()
     group, grade, click = _clicks_by(imp, tolerance, [-1 / 3, 1 / 3])
     ctr = {g: click[(group == g) & (grade == 2)].mean() for g in (0, 2)}
     assert ctr[2] > 1.5 * ctr[0], ctr
 
 
-def test_exposure_is_biased_towards_relevant_items(tiny_world):
+def test_each_stage_of_the_cascade_shows_fewer_irrelevant_items(tiny_world):
+    """Retrieval returns a broad set that is mostly irrelevant or complement; the pre-ranker's
+    pool holds fewer irrelevant items, the exposed top k fewer still (exposure bias)."""
     _, imp = _log(tiny_world)
     grade = imp["true_relevance"].to_numpy()
     exposed = imp["position"].is_valid().to_numpy(zero_copy_only=False)
-    assert (grade[exposed] == 0).mean() < (grade[~exposed] == 0).mean() / 3
+    broad = World(tiny_world).broad()["true_relevance"].to_numpy()
+    assert (broad <= 1).mean() > 0.8
+    assert (broad == 0).mean() > (grade == 0).mean() + 0.2
+    assert (grade[exposed] == 0).mean() < (grade[~exposed] == 0).mean() / 2
     assert (grade[~exposed] <= 1).mean() > 0.3  # the pool is far from clean
 
 
@@ -185,8 +194,11 @@ def test_clicks_fall_with_position_and_rise_with_grade(tiny_world):
 def test_several_days_allow_a_time_split(tiny_world):
     world = World(tiny_world)
     days = world.day_of(world.requests()["timestamp"]).to_numpy()
-    assert set(np.unique(days)) == set(range(load_config("tiny").n_days))
-    assert world.split["test"] == [max(days)]
+    config = load_config("tiny")
+    assert set(np.unique(days)) == set(range(config.n_days))
+    assert world.split["test"] == list(range(max(days) - config.test_days + 1, max(days) + 1))
+    assert world.split["valid"] == [max(days) - config.test_days]
+    assert world.split["train"] == list(range(max(days) - config.test_days))
     ts = world.requests()["timestamp"].cast(pa.int64()).to_numpy()
     assert np.all(np.diff(ts) >= 0)
 
@@ -228,7 +240,7 @@ def test_replay_rewards_a_better_ranking(tiny_world):
 def test_replay_refuses_scores_that_miss_candidates(tiny_world):
     world = World(tiny_world)
     pool = world.impressions(columns=["request_id", "item_id"]).slice(0, 200)
-    partial = pool.slice(0, 150).append_column("score", pa.array(np.zeros(150)))
+    partial = pool.slice(0, 140).append_column("score", pa.array(np.zeros(140)))
     with pytest.raises(ValueError, match="scores miss"):
         world.replay(partial)
 

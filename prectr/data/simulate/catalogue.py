@@ -35,6 +35,8 @@ SYLLABLES = (
 ).split()
 BRANDS_PER_DEPARTMENT = 12
 HEAD_FLATTENING = 10.0  # Zipf-Mandelbrot offset: no single query takes a large share of traffic
+# Requests a new query gets on the day it first appears (most new queries are rare: docs/world.md)
+NEW_QUERY_REQUESTS = 1.5
 MATERIAL_PRICE = {"wood": 0.3, "marble": 0.6, "leather": 0.5, "brass": 0.4, "plastic": -0.5}
 
 
@@ -56,6 +58,7 @@ class Catalogue:
     popularity: np.ndarray  # log-popularity, standard normal
     price_z: np.ndarray  # log-price standardised within the category
     launch_day: np.ndarray  # first day the item can be retrieved
+    end_day: np.ndarray  # first day it no longer can (sold or withdrawn); n_days: never
     titles: list[str]
 
     @property
@@ -75,6 +78,18 @@ class QueryPool:
     brand: np.ndarray
     weight: np.ndarray  # popularity, sums to one
     is_real: np.ndarray
+    birth_day: np.ndarray  # the day a query is first issued (0: it exists from the start)
+
+    @property
+    def stated(self) -> np.ndarray:
+        """How many attributes (and brand) each query states: few means a broad query."""
+        return (self.attributes >= 0).sum(1) + (self.brand >= 0)
+
+
+def new_queries_per_day(config: WorldConfig) -> int:
+    """Distinct queries first issued on each day after the first."""
+    per_day = config.new_query_share * config.n_requests / config.n_days
+    return int(np.ceil(per_day / NEW_QUERY_REQUESTS)) if per_day > 0 else 0
 
 
 def attribute_values(kind: str) -> list[str]:
@@ -185,11 +200,15 @@ def build_catalogue(config: WorldConfig, rng: np.random.Generator) -> tuple[Cata
     launch_day = np.where(
         rng.random(n) < config.new_item_share, rng.integers(1, config.n_days, size=n), 0
     )
+    end_day = np.full(n, config.n_days)
+    if config.item_lifetime_days > 0:
+        lifetime = np.ceil(rng.exponential(config.item_lifetime_days, size=n)).astype(np.int64)
+        end_day = np.minimum(launch_day + np.maximum(lifetime, 1), config.n_days)
     titles = _titles(config, rng, cats, category, brand, attributes, brand_names)
     catalogue = Catalogue(
         cats, departments, cat_dept, cat_kind, tuple(brand_names), category, cat_kind[category],
         department, brand,
-        attributes, price, popularity, price_z, launch_day, titles,
+        attributes, price, popularity, price_z, launch_day, end_day, titles,
     )  # fmt: skip
     return catalogue, queries
 
@@ -239,8 +258,10 @@ def _build_queries(config, rng, cats, cat_dept, cat_kind, palettes, brand_names)
         texts.setdefault(text.lower(), (c, attrs, -1, True))
     # Generated variants: a head noun with some stated attributes (and sometimes a brand).
     templates = ((), (0,), (1,), (2,), (0, 1), (2, 0), (0, 2, 1))
+    n_new = new_queries_per_day(config) * (config.n_days - 1)
+    target = config.n_queries + n_new
     attempts = 0
-    while len(texts) < config.n_queries and attempts < 20 * config.n_queries:
+    while len(texts) < target and attempts < 20 * target:
         attempts += 1
         c = int(rng.integers(len(cats)))
         cat = cats[c]
@@ -265,14 +286,20 @@ def _build_queries(config, rng, cats, cat_dept, cat_kind, palettes, brand_names)
     attributes = np.array([texts[t][1] for t in text]).reshape(-1, 3)
     brand = np.array([texts[t][2] for t in text])
     is_real = np.array([texts[t][3] for t in text])
-    # Short, clean queries tend to be the head of the popularity curve.
+    # The last generated queries are new ones, first issued on days 1..n_days-1 in turn.
+    n_new = min(n_new, int((~is_real).sum()))
+    birth_day = np.zeros(len(text), dtype=np.int64)
+    if n_new:
+        birth_day[len(text) - n_new :] = 1 + np.arange(n_new) % (config.n_days - 1)
+    # Short, clean queries tend to be the head of the popularity curve; new ones join its tail.
     specificity = (attributes >= 0).sum(1) + (brand >= 0) + rng.random(len(text)) * 2.0
+    specificity += 10.0 * (birth_day > 0)
     rank = np.empty(len(text), dtype=np.int64)
     rank[np.argsort(specificity, kind="stable")] = np.arange(len(text))
     weight = 1.0 / (rank + HEAD_FLATTENING) ** config.query_zipf
     return QueryPool(
         text, category, cat_kind[category], cat_dept[category], attributes, brand,
-        weight / weight.sum(), is_real,
+        weight / weight.sum(), is_real, birth_day,
     )  # fmt: skip
 
 

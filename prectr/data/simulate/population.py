@@ -1,13 +1,19 @@
-"""Users: Zipf activity, latent tastes shared within segments, and a personal relevance tolerance.
+"""Users: Zipf activity, latent tastes shared within segments, and a relevance tolerance.
 
-Segments are the structure cross-user preference mining exploits: users of one segment search
-the same departments, like the same styles and tolerate non-exact items alike, so what other
-users did under a query tells about a new user who issues it.
+Tolerance ``t`` lies in [-1, 1]: a tolerant request (t > 0) clicks substitutes and complements
+nearly as readily as exact matches; a strict one (t < 0) clicks almost only exact matches. The
+tolerance of a request is the sum of three parts, clipped to [-1, 1]:
 
-Tolerance ``t`` lies in [-1, 1]: a tolerant user (t > 0) clicks substitutes and complements
-nearly as readily as exact matches; a strict user (t < 0) clicks almost only exact matches.
-Segment means are spread evenly over [-tolerance_spread, tolerance_spread], so both kinds exist
-in every world.
+* the segment's: segment means are spread evenly over [-tolerance_spread, tolerance_spread];
+* the user's own: normal around it with std ``tolerance_noise``;
+* the query's (its intent on that day): a share ``tolerance_query_share`` of the total variance.
+  Broad queries (few stated attributes) tolerate more than specific ones
+  (``tolerance_breadth_weight`` of the query part), the rest is the query's own, and a share
+  ``tolerance_drift`` of it is renewed each day.
+
+The query part is what cross-user preference mining can find: what the crowd did under *this*
+query on recent days tells about a user never seen before. Segments add a second, slower signal:
+users of one segment search the same departments and like the same styles.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from prectr.data.simulate.config import WorldConfig
 class Population:
     segment: np.ndarray  # (n_users,)
     activity: np.ndarray  # probability that a request comes from each user, sums to one
-    tolerance: np.ndarray  # (n_users,) in [-1, 1]
+    tolerance: np.ndarray  # (n_users,) the user's part (segment + own), not clipped
     style_affinity: np.ndarray  # (n_users, n_styles)
     price_sensitivity: np.ndarray  # (n_users,)
     department_preference: np.ndarray  # (n_segments, n_departments), rows sum to one
@@ -49,7 +55,7 @@ def build_population(
     department_preference = rng.dirichlet(np.full(n_departments, 0.5), size=s)
 
     segment = rng.integers(s, size=n)
-    tolerance = np.clip(tolerance_mean[segment] + rng.normal(0, config.tolerance_noise, n), -1, 1)
+    tolerance = tolerance_mean[segment] + rng.normal(0, config.tolerance_noise, n)
     style_affinity = segment_style[segment] + rng.normal(
         0.0, config.personal_taste_noise, size=(n, n_styles)
     )
@@ -60,3 +66,27 @@ def build_population(
         segment, activity / activity.sum(), tolerance, style_affinity, price_sensitivity,
         department_preference,
     )  # fmt: skip
+
+
+def query_tolerance(
+    config: WorldConfig, rng: np.random.Generator, stated: np.ndarray, user_tolerance: np.ndarray
+) -> np.ndarray:
+    """The query part of tolerance, ``(n_queries, n_days)``: zero when the knob's share is 0.
+
+    ``stated`` counts the attributes (and brand) each query states. Its scale makes the query
+    part ``tolerance_query_share`` of the variance of the unclipped sum; each day keeps
+    ``sqrt(1 - tolerance_drift)`` of the day before (an AR(1) process of constant variance).
+    """
+    share = config.tolerance_query_share
+    out = np.zeros((stated.size, config.n_days), dtype=np.float32)
+    if share == 0:
+        return out
+    scale = np.sqrt(share / (1.0 - share) * np.var(user_tolerance))
+    breadth = -(stated - stated.mean()) / max(float(stated.std()), 1e-9)
+    rho, drift = config.tolerance_breadth_weight, config.tolerance_drift
+    own = rng.normal(0.0, 1.0, size=stated.size)
+    for day in range(config.n_days):
+        if day:
+            own = np.sqrt(1.0 - drift) * own + np.sqrt(drift) * rng.normal(0.0, 1.0, stated.size)
+        out[:, day] = scale * (np.sqrt(rho) * breadth + np.sqrt(1.0 - rho) * own)
+    return out

@@ -1,9 +1,11 @@
 """The world's summary: the numbers that show each phenomenon the simulator carries.
 
-CTR by grade and by position (relevance and position bias), the grade mix of the pool against
-the exposed top-k against real ESCI judgments (exposure bias), CTR by grade for strict and
-tolerant users (personal tolerance), the cold-start share (Zipf activity), the share of test
-impressions on items unseen in training (new items), and the share of labelled pairs.
+CTR by grade and by position (relevance and position bias), the grade mix of the broad set,
+the pool and the exposed top-k against real ESCI judgments (exposure bias), exact items per pool,
+CTR by grade for strict and tolerant requests and the query's share of tolerance's variance
+(query-level tolerance), the cold-start share (Zipf activity), the share of test requests whose
+query never occurs in training (long tail), the share of test impressions on items unseen in
+training (supply turnover), and the share of labelled pairs.
 """
 
 from __future__ import annotations
@@ -48,11 +50,18 @@ class SummaryCounter:
         self.labelled = 0
         self.test_pool = np.zeros(2, dtype=np.int64)  # (rows, rows on new items)
         self.test_exposed = np.zeros(2, dtype=np.int64)
-        tolerance = state.population.tolerance
-        self.tolerance_group = np.digitize(tolerance, [-1 / 3, 1 / 3])
-        self.last_train_day = config.n_days - 3
+        self.tolerance_group = np.digitize(state.requests.tolerance, [-1 / 3, 1 / 3])
+        self.last_train_day = config.n_days - config.valid_days - config.test_days - 1
+        self.test = state.requests.day >= config.n_days - config.test_days
+        self.broad_by_grade = np.zeros(4, dtype=np.int64)
+        self.exact_per_pool = np.zeros(config.n_requests, dtype=np.int64)
 
-    def add(self, c: dict) -> None:
+    def add(self, c: dict, broad: dict) -> None:
+        self.broad_by_grade += np.bincount(broad["grade"], minlength=4)
+        self.exact_per_pool += np.bincount(
+            c["request_id"][(c["grade"] == 3) & (c["position"] <= self.config.pool_size)],
+            minlength=self.exact_per_pool.size,
+        )
         grade, exposed, click = c["grade"], c["exposed"], c["click"].astype(bool)
         self.pool_by_grade += np.bincount(grade, minlength=4)
         self.exposed_by_grade += np.bincount(grade[exposed], minlength=4)
@@ -63,12 +72,11 @@ class SummaryCounter:
         self.clicks_by_position += np.bincount(pos, weights=click[exposed], minlength=k).astype(
             np.int64
         )
-        user = self.state.requests.user[c["request_id"]]
-        cell = self.tolerance_group[user] * 4 + grade
+        cell = self.tolerance_group[c["request_id"]] * 4 + grade
         self.exposed_by_tolerance += np.bincount(cell[exposed], minlength=12).reshape(3, 4)
         self.clicks_by_tolerance += np.bincount(cell[exposed & click], minlength=12).reshape(3, 4)
         self.labelled += int(c["labelled"].sum())
-        test = self.state.requests.day[c["request_id"]] == self.config.n_days - 1
+        test = self.test[c["request_id"]]
         new = self.state.catalogue.launch_day[c["item_id"]] > self.last_train_day
         self.test_pool += [int(test.sum()), int((test & new).sum())]
         self.test_exposed += [int((test & exposed).sum()), int((test & exposed & new).sum())]
@@ -77,8 +85,12 @@ class SummaryCounter:
         req = self.state.requests
         earlier = earlier_requests(req.user)
         cold = earlier <= COLD_START_MAX_EARLIER
-        test = req.day == self.config.n_days - 1
+        test = self.test
         n_pool = int(self.pool_by_grade.sum())
+        n_broad = int(self.broad_by_grade.sum())
+        trained = np.zeros(len(self.state.queries.text), dtype=bool)
+        trained[req.query[req.day <= self.last_train_day]] = True
+        exact = self.exact_per_pool
         n_exposed = int(self.exposed_by_grade.sum())
         esci = esci_grade_shares()
         return {
@@ -98,11 +110,21 @@ class SummaryCounter:
                 name: _ratios(self.clicks_by_tolerance[i], self.exposed_by_tolerance[i])
                 for i, name in enumerate(TOLERANCE_GROUPS)
             },
+            "tolerance_query_share": _query_share(
+                req.query_tolerance, self.state.population.tolerance[req.user]
+            ),
             "grade_mix": {
+                "broad": _ratios(self.broad_by_grade, np.full(4, n_broad)),
                 "pool": _ratios(self.pool_by_grade, np.full(4, n_pool)),
                 "exposed": _ratios(self.exposed_by_grade, np.full(4, n_exposed)),
                 "esci_judged": [round(esci[g], 4) for g in range(4)],
             },
+            "exact_per_pool": {
+                "mean": round(float(exact.mean()), 2),
+                "none": _ratio((exact == 0).sum(), exact.size),
+                "20_or_more": _ratio((exact >= 20).sum(), exact.size),
+            },
+            "test_unseen_query_share": _ratio((test & ~trained[req.query]).sum(), test.sum()),
             "label_share": _ratio(self.labelled, n_pool),
             "cold_start": {
                 "request_share": _ratio(cold.sum(), cold.size),
@@ -115,6 +137,12 @@ class SummaryCounter:
             "seconds": round(elapsed, 3),
             "impressions_per_second": round(n_pool / elapsed) if elapsed > 0 else None,
         }
+
+
+def _query_share(query_part: np.ndarray, user_part: np.ndarray) -> float | None:
+    """Over requests, the query part's share of the variance of tolerance (before clipping)."""
+    total = query_part.var() + user_part.var()
+    return round(float(query_part.var() / total), 4) if total > 0 else None
 
 
 def _ratio(a: float, b: float) -> float | None:

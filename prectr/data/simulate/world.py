@@ -29,13 +29,15 @@ from prectr.data.schema import SearchLog
 from prectr.data.simulate.catalogue import Catalogue, QueryPool, build_catalogue, true_grade
 from prectr.data.simulate.clicks import ClickModel, attraction
 from prectr.data.simulate.config import WorldConfig
-from prectr.data.simulate.population import Population, build_population
+from prectr.data.simulate.population import Population, build_population, query_tolerance
 from prectr.data.simulate.summary import SummaryCounter
 from prectr.io import atomic_dir
 
 DAY_MS = 86_400_000
-POOL_OVERSAMPLE = 1.25  # draws per pool slot before duplicates are removed
-STREAMS = {"catalogue": 0, "population": 1, "requests": 2, "chunk": 3, "replay": 4}
+POOL_OVERSAMPLE = 1.25  # draws per retrieval slot before duplicates are removed
+SLICE_CANDIDATES = 2_000_000  # retrieval draws generated at once (bounds memory)
+SLICES_MAX = 1 << 20  # slices per chunk, for the seed of each slice's stream
+STREAMS = {"catalogue": 0, "population": 1, "requests": 2, "chunk": 3, "replay": 4, "drift": 5}
 
 
 def _rng(seed: int, stream: str, index: int = 0) -> np.random.Generator:
@@ -60,37 +62,59 @@ class Requests:
     day: np.ndarray
     timestamp_ms: np.ndarray
     logged_category: np.ndarray  # the engine's query classifier output (noisy)
+    tolerance: np.ndarray  # the request's tolerance: user + query parts on its day, clipped
+    query_tolerance: np.ndarray  # the query part alone (what the crowd under the query shares)
+    broad: np.ndarray  # whether the request's broad-set sample is kept (evaluation days only)
 
 
 class _Retrieval:
-    """The coarse retrieval: items by category, by department and overall, each sorted by launch
-    day so the items available on day ``d`` form a prefix of each slice."""
+    """The retrieval stage: for each day, the items available then (launched, not yet sold),
+    grouped by the query's category, kind, department and overall, in one flat index array.
+
+    A group key is ``offset[group] + code``; ``start[day, key]`` and ``count[day, key]`` give
+    its slice of ``flat`` on that day.
+    """
+
+    GROUPS = ("category", "kind", "department", "all")
 
     def __init__(self, catalogue: Catalogue, n_days: int):
-        days = np.arange(n_days)
-        self.groups = {}
-        for name, key, n_keys in (
-            ("category", catalogue.category, len(catalogue.categories)),
-            ("kind", catalogue.kind, int(catalogue.kind.max()) + 1),
-            ("department", catalogue.department, len(catalogue.departments)),
-            ("all", np.zeros(catalogue.size, dtype=np.int64), 1),
-        ):
-            order = np.lexsort((catalogue.launch_day, key))
-            starts = np.searchsorted(key[order], np.arange(n_keys))
-            available = np.stack(
-                [
-                    np.searchsorted(catalogue.launch_day[order][key[order] == k], days, "right")
-                    for k in range(n_keys)
-                ]
-            )
-            self.groups[name] = (order, starts, available)
+        codes = (catalogue.category, catalogue.kind, catalogue.department,
+                 np.zeros(catalogue.size, dtype=np.int64))  # fmt: skip
+        sizes = [int(c.max()) + 1 for c in codes]
+        self.offset = np.cumsum([0, *sizes])[:-1]
+        self.start = np.zeros((n_days, sum(sizes)), dtype=np.int64)
+        self.count = np.zeros((n_days, sum(sizes)), dtype=np.int64)
+        flat, base = [], 0
+        for day in range(n_days):
+            live = np.flatnonzero((catalogue.launch_day <= day) & (catalogue.end_day > day))
+            if live.size == 0:
+                raise ValueError(f"no item is available on day {day}: raise item_lifetime_days")
+            for g, code in enumerate(codes):
+                key = code[live]
+                order = live[np.argsort(key, kind="stable")]
+                count = np.bincount(key, minlength=sizes[g])
+                keys = slice(self.offset[g], self.offset[g] + sizes[g])
+                self.start[day, keys] = base + np.cumsum(count) - count
+                self.count[day, keys] = count
+                flat.append(order)
+                base += order.size
+        self.flat = np.concatenate(flat).astype(np.int32)
 
-    def draw(self, name: str, key: np.ndarray, day: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Uniformly drawn available items of group ``key`` on ``day`` (-1 where none)."""
-        order, starts, available = self.groups[name]
-        n = available[key, day]
-        pick = starts[key] + np.minimum((u * n).astype(np.int64), np.maximum(n - 1, 0))
-        return np.where(n > 0, order[np.minimum(pick, order.size - 1)], -1)
+    def keys(self, queries: QueryPool, query: np.ndarray) -> np.ndarray:
+        """Each request's group key per group, ``(n, 4)``."""
+        codes = (queries.category, queries.kind, queries.department, np.zeros_like(queries.kind))
+        return np.stack([c[query] for c in codes], axis=1) + self.offset
+
+    def draw(self, key: np.ndarray, day: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Uniformly drawn available items of group ``key`` ``(n, m)`` on ``day`` ``(n,)``; an
+        empty group falls back to every available item."""
+        count = self.count[day[:, None], key]
+        empty = count == 0
+        if empty.any():
+            key = np.where(empty, self.offset[-1], key)
+            count = self.count[day[:, None], key]
+        pick = self.start[day[:, None], key] + (u * count).astype(np.int64)
+        return self.flat[pick].astype(np.int64)
 
 
 @dataclass
@@ -114,19 +138,34 @@ class WorldState:
 
 
 def _requests(config: WorldConfig, queries: QueryPool, population: Population) -> Requests:
+    """Who searches what, when: a day, a user by activity, then a query by the user's segment
+    and the query's popularity that day (or, with ``new_query_share``, a query new that day)."""
     rng = _rng(config.seed, "requests")
-    n = config.n_requests
+    drift_rng = _rng(config.seed, "drift")
+    n, n_days = config.n_requests, config.n_days
+    day = np.sort(rng.integers(n_days, size=n))
     user = rng.choice(population.size, size=n, p=population.activity)
     segment = population.segment[user]
     query = np.empty(n, dtype=np.int64)
     n_departments = population.department_preference.shape[1]
-    for s in range(config.n_segments):
-        rows = np.flatnonzero(segment == s)
-        taste = 0.2 + n_departments * population.department_preference[s, queries.department]
-        cdf = np.cumsum(queries.weight * taste)
-        query[rows] = np.searchsorted(cdf, rng.random(rows.size) * cdf[-1], side="right")
-    query = np.minimum(query, len(queries.text) - 1)
-    day = rng.integers(config.n_days, size=n)
+    log_drift = np.zeros(queries.weight.size)
+    for d in range(n_days):
+        if d:
+            log_drift += drift_rng.normal(0.0, config.query_popularity_drift, log_drift.size)
+        weight = np.where(queries.birth_day < d, queries.weight * np.exp(log_drift), 0.0)
+        if d == 0:
+            weight = np.where(queries.birth_day == 0, queries.weight, 0.0)
+        newborn = np.flatnonzero(queries.birth_day == d) if d else np.zeros(0, dtype=np.int64)
+        rows_today = day == d
+        fresh = rows_today & (rng.random(n) < config.new_query_share) & (newborn.size > 0)
+        if fresh.any():
+            query[fresh] = newborn[rng.integers(newborn.size, size=int(fresh.sum()))]
+        for s in range(config.n_segments):
+            rows = np.flatnonzero(rows_today & ~fresh & (segment == s))
+            taste = 0.2 + n_departments * population.department_preference[s, queries.department]
+            cdf = np.cumsum(weight * taste)
+            picked = np.searchsorted(cdf, rng.random(rows.size) * cdf[-1], side="right")
+            query[rows] = np.minimum(picked, weight.size - 1)
     ms = day * DAY_MS + rng.integers(DAY_MS, size=n)
     order = np.argsort(ms, kind="stable")
     user, query, day, ms = user[order], query[order], day[order], ms[order]
@@ -134,45 +173,62 @@ def _requests(config: WorldConfig, queries: QueryPool, population: Population) -
     n_categories = int(queries.category.max()) + 1
     wrong = rng.random(n) >= config.query_classifier_accuracy
     logged = np.where(wrong, rng.integers(n_categories, size=n), queries.category[query])
-    return Requests(user, query, day, ms + start, logged)
+    part = query_tolerance(config, drift_rng, queries.stated, population.tolerance)[query, day]
+    tolerance = np.clip(population.tolerance[user] + part, -1.0, 1.0)
+    split = split_days(config)
+    broad = np.zeros(n, dtype=bool)
+    for d in split["valid"] + split["test"]:
+        rows = np.flatnonzero(day == d)
+        broad[rng.permutation(rows)[: config.broad_requests]] = True
+    return Requests(user, query, day, ms + start, logged, tolerance, part, broad)
 
 
-def _chunk(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) -> dict:
-    """Pools, logging-ranker exposure and clicks for a chunk of requests, as columns."""
+def _unique_sample(
+    items: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, ``size`` distinct items drawn at random among the row's (duplicated) draws,
+    and whether each slot holds one (False where the row has fewer distinct items)."""
+    items = np.sort(items, axis=1)
+    duplicate = np.zeros(items.shape, dtype=bool)
+    duplicate[:, 1:] = items[:, 1:] == items[:, :-1]
+    priority = np.where(duplicate, -1.0, rng.random(items.shape, dtype=np.float32))
+    keep = np.argpartition(-priority, size - 1, axis=1)[:, :size]
+    return np.take_along_axis(items, keep, axis=1), ~np.take_along_axis(duplicate, keep, axis=1)
+
+
+def _cascade(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) -> dict:
+    """Retrieval, pre-ranking, logging-ranker exposure and clicks for a slice of requests."""
     cfg, cat, q, pop, req = (
         state.config, state.catalogue, state.queries, state.population, state.requests,
     )  # fmt: skip
     rng = _rng(cfg.seed, "chunk", index)
     query, user, day = req.query[rows], req.user[rows], req.day[rows]
-    n, p, k = query.size, cfg.pool_size, cfg.exposed_k
-    m = int(np.ceil(p * POOL_OVERSAMPLE))
+    n, r, p, k = query.size, cfg.retrieval_size, cfg.pool_size, cfg.exposed_k
 
-    # Candidate pool: drawn from the query's category, its kind, its department, then anything;
-    # the narrower source wins where it has an available item.
-    source = rng.random((n, m))
-    u = rng.random((n, m))
-    shape = (n, m)
-    days = np.broadcast_to(day[:, None], shape)
-    items = retrieval.draw("all", np.zeros(shape, dtype=np.int64), days, u)
-    share = np.cumsum([cfg.pool_same_category, cfg.pool_same_kind, cfg.pool_same_department])
-    for group, key, upto in reversed(
-        (("category", q.category, share[0]), ("kind", q.kind, share[1]),
-         ("department", q.department, share[2]))
-    ):  # fmt: skip
-        drawn = retrieval.draw(group, np.broadcast_to(key[query][:, None], shape), days, u)
-        items = np.where((source < upto) & (drawn >= 0), drawn, items)
+    # Retrieval (the broad set): each draw comes from the query's category, its kind, its
+    # department or anything, by the pool_same_* shares; duplicates are drawn again.
+    m = int(np.ceil(r * POOL_OVERSAMPLE))
+    shares = np.cumsum([cfg.pool_same_category, cfg.pool_same_kind, cfg.pool_same_department])
+    group = np.searchsorted(shares, rng.random((n, m), dtype=np.float32), side="right")
+    key = np.take_along_axis(retrieval.keys(q, query), group, axis=1)
+    drawn = retrieval.draw(key, day, rng.random((n, m), dtype=np.float32))
+    broad, broad_valid = _unique_sample(drawn, r, rng)
+    broad_grade = true_grade(cat, q, query[:, None], broad)
 
-    # Remove duplicates within a request, then keep a random p of the rest.
-    items = np.sort(items, axis=1)
-    duplicate = np.zeros((n, m), dtype=bool)
-    duplicate[:, 1:] = items[:, 1:] == items[:, :-1]
-    priority = np.where(duplicate, -1.0, rng.random((n, m)))
-    keep = np.argpartition(-priority, p - 1, axis=1)[:, :p]
-    items = np.take_along_axis(items, keep, axis=1)
-    valid = ~np.take_along_axis(duplicate, keep, axis=1)
+    # The pre-ranker: a cheap, noisy score of relevance and popularity keeps the top p.
+    if r > p:
+        score = (
+            cfg.prerank_relevance_weight * broad_grade
+            + cfg.ranker_popularity_weight * cat.popularity[broad]
+            + rng.normal(0.0, cfg.prerank_noise, size=(n, r)).astype(np.float32)
+        )
+        keep = np.argpartition(-np.where(broad_valid, score, -np.inf), p - 1, axis=1)[:, :p]
+        items, grade, valid = (np.take_along_axis(a, keep, axis=1)
+                               for a in (broad, broad_grade, broad_valid))  # fmt: skip
+    else:
+        items, grade, valid = broad, broad_grade, broad_valid
 
     # The logging ranker: a noisy score of relevance and popularity; it exposes the top k.
-    grade = true_grade(cat, q, query[:, None], items)
     score = (
         cfg.ranker_relevance_weight * grade
         + cfg.ranker_popularity_weight * cat.popularity[items]
@@ -188,16 +244,17 @@ def _chunk(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) ->
     # Clicks on the exposed top k.
     taste = pop.taste(user[:, None], cat.attributes[items[:, :k], 2], cat.price_z[items[:, :k]])
     attract = attraction(
-        grade[:, :k], pop.tolerance[user][:, None], taste, cat.popularity[items[:, :k]],
+        grade[:, :k], req.tolerance[rows][:, None], taste, cat.popularity[items[:, :k]],
         cfg.tolerance_strength, cfg.taste_weight, cfg.popularity_weight,
     )  # fmt: skip
     attract = np.where(exposed[:, :k], attract, 0.0)
     clicks = np.zeros((n, p), dtype=np.int8)
     clicks[:, :k] = ClickModel(cfg.click_model, cfg.eta, cfg.dcm_lambda).sample(attract, rng)
 
-    labelled = _hash_uniform(query[:, None], items, cfg.seed) < cfg.label_share
+    graded = _hash_uniform(query[:, None], items, cfg.seed) < cfg.label_share
+    labelled = graded & exposed if cfg.label_scope == "exposed" else graded
     request_id = np.arange(rows.start, rows.stop)
-    return {
+    columns = {
         "request_id": np.repeat(request_id, p).reshape(n, p)[valid],
         "item_id": items[valid],
         "position": np.broadcast_to(np.arange(1, p + 1), (n, p))[valid],
@@ -206,6 +263,67 @@ def _chunk(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) ->
         "labelled": labelled[valid],
         "grade": grade[valid],
         "score": score[valid],
+    }
+    if cfg.label_scope == "broad":
+        columns = _graded_from_broad(state, rows, broad, broad_grade, broad_valid, items, columns)
+    return {"log": columns, "broad": _broad_sample(state, rows, broad, broad_grade, broad_valid,
+                                                   rng)}  # fmt: skip
+
+
+def _graded_from_broad(state, rows, broad, broad_grade, broad_valid, pool, columns) -> dict:
+    """``label_scope = broad``: graded pairs of the broad set that the pool lacks join the log
+    of training days as unexposed candidates (evaluation days keep their pools unchanged)."""
+    cfg, req = state.config, state.requests
+    query, day = req.query[rows], req.day[rows]
+    row = np.arange(broad.shape[0], dtype=np.int64)[:, None] * state.catalogue.size
+    in_pool = np.isin(row + broad, row + pool)
+    train = (day < cfg.n_days - cfg.valid_days - cfg.test_days)[:, None]
+    graded = _hash_uniform(query[:, None], broad, cfg.seed) < cfg.label_share
+    extra = graded & broad_valid & ~in_pool & train
+    n_extra = int(extra.sum())
+    added = {
+        "request_id": np.broadcast_to(np.arange(rows.start, rows.stop)[:, None], broad.shape)[
+            extra
+        ],
+        "item_id": broad[extra],
+        "position": np.full(n_extra, cfg.pool_size + 1),
+        "exposed": np.zeros(n_extra, dtype=bool),
+        "click": np.zeros(n_extra, dtype=np.int8),
+        "labelled": np.ones(n_extra, dtype=bool),
+        "grade": broad_grade[extra],
+        "score": np.full(n_extra, -np.inf),
+    }
+    merged = {name: np.concatenate([columns[name], added[name]]) for name in columns}
+    order = np.argsort(merged["request_id"], kind="stable")
+    return {name: values[order] for name, values in merged.items()}
+
+
+def _broad_sample(state, rows, broad, broad_grade, broad_valid, rng) -> dict:
+    """For the chosen evaluation requests, a uniform sample of their broad set."""
+    cfg, req = state.config, state.requests
+    chosen = np.flatnonzero(req.broad[rows])
+    size = min(cfg.broad_sample, broad.shape[1])
+    items, grade, valid = broad[chosen], broad_grade[chosen], broad_valid[chosen]
+    if size < broad.shape[1] and chosen.size:
+        priority = np.where(valid, rng.random(items.shape, dtype=np.float32), -1.0)
+        keep = np.argpartition(-priority, size - 1, axis=1)[:, :size]
+        items, grade, valid = (np.take_along_axis(a, keep, axis=1) for a in (items, grade, valid))
+    request_id = np.broadcast_to((rows.start + chosen)[:, None], items.shape)
+    return {"request_id": request_id[valid], "item_id": items[valid], "grade": grade[valid]}
+
+
+def _chunk(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) -> dict:
+    """A chunk of requests, generated in slices of bounded size (a broad set of a few thousand
+    candidates per request would not fit otherwise); each slice has its own seeded stream."""
+    m = int(np.ceil(state.config.retrieval_size * POOL_OVERSAMPLE))
+    step = max(1, SLICE_CANDIDATES // m)
+    parts = [
+        _cascade(state, retrieval, slice(s, min(s + step, rows.stop)), index * SLICES_MAX + i)
+        for i, s in enumerate(range(rows.start, rows.stop, step))
+    ]
+    return {
+        part: {name: np.concatenate([x[part][name] for x in parts]) for name in parts[0][part]}
+        for part in ("log", "broad")
     }
 
 
@@ -227,6 +345,16 @@ def _impressions_table(c: dict) -> pa.Table:
             "logging_score": pa.array(c["score"]),
         }
     )
+
+
+BROAD_SCHEMA = pa.schema(
+    [("request_id", pa.int64()), ("item_id", pa.int64()), ("true_relevance", pa.int8())]
+)
+
+
+def _broad_table(c: dict) -> pa.Table:
+    columns = (c["request_id"], c["item_id"], c["grade"])
+    return pa.Table.from_arrays([pa.array(v) for v in columns], schema=BROAD_SCHEMA)
 
 
 def _static_tables(state: WorldState) -> dict[str, pa.Table]:
@@ -264,13 +392,24 @@ def _static_tables(state: WorldState) -> dict[str, pa.Table]:
                 "popularity": cat.popularity,
                 "price_z": cat.price_z,
                 "launch_day": cat.launch_day,
+                "end_day": cat.end_day,
+            }
+        ),
+        "truth/requests.parquet": pa.table(
+            {
+                "request_id": np.arange(cfg.n_requests, dtype=np.int64),
+                "day": req.day,
+                "query_index": req.query,
+                "tolerance": req.tolerance,
+                "query_tolerance": req.query_tolerance.astype(np.float64),
+                "broad_sample": req.broad,
             }
         ),
         "truth/users.parquet": pa.table(
             {
                 "user_id": np.arange(pop.size, dtype=np.int64),
                 "segment": pop.segment,
-                "tolerance": pop.tolerance,
+                "user_tolerance": pop.tolerance,
                 "price_sensitivity": pop.price_sensitivity,
                 "activity": pop.activity,
                 "style_affinity": pa.FixedSizeListArray.from_arrays(
@@ -286,6 +425,8 @@ def _static_tables(state: WorldState) -> dict[str, pa.Table]:
                 "brand_code": q.brand,
                 "weight": q.weight,
                 "is_real": q.is_real,
+                "birth_day": q.birth_day,
+                "stated": q.stated,
             }
         ),
     }
@@ -300,7 +441,7 @@ def simulate(
     retrieval = _Retrieval(state.catalogue, config.n_days)
     counter = SummaryCounter(config, state)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        (tmp / "truth").mkdir()
+        (tmp / "truth" / "broad").mkdir(parents=True)
         (tmp / "impressions").mkdir()
         static = _static_tables(state)
         for name, table in static.items():
@@ -308,9 +449,14 @@ def simulate(
         starts = range(0, config.n_requests, config.chunk_requests)
         for index, start in enumerate(starts):
             rows = slice(start, min(start + config.chunk_requests, config.n_requests))
-            columns = _chunk(state, retrieval, rows, index)
-            counter.add(columns)
-            part = tmp / "impressions" / f"part-{index:05d}.parquet"
+            generated = _chunk(state, retrieval, rows, index)
+            columns = generated["log"]
+            counter.add(columns, generated["broad"])
+            part_name = f"part-{index:05d}.parquet"
+            if generated["broad"]["request_id"].size:
+                broad = _broad_table(generated["broad"])
+                pq.write_table(broad, tmp / "truth" / "broad" / part_name)
+            part = tmp / "impressions" / part_name
             table = _impressions_table(columns)
             if validate:
                 # A request never spans parts, so checking each part against the whole items
@@ -326,16 +472,23 @@ def simulate(
         meta = {
             "prectr_version": __version__,
             "config": asdict(config),
-            "split": split_days(config.n_days),
+            "split": split_days(config),
             "summary": summary,
         }
         (tmp / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return summary
 
 
-def split_days(n_days: int) -> dict[str, list[int]]:
-    """Time split: train on the earlier days, validate on the next one, test on the last one."""
-    return {"train": list(range(n_days - 2)), "valid": [n_days - 2], "test": [n_days - 1]}
+def split_days(config: WorldConfig) -> dict[str, list[int]]:
+    """Time split: train on the earlier days, validate on the next ``valid_days``, test on the
+    last ``test_days``."""
+    test_from = config.n_days - config.test_days
+    valid_from = test_from - config.valid_days
+    return {
+        "train": list(range(valid_from)),
+        "valid": list(range(valid_from, test_from)),
+        "test": list(range(test_from, config.n_days)),
+    }
 
 
 @dataclass
@@ -387,18 +540,40 @@ class World:
         filt = None if request_ids is None else pc.field("request_id").isin(request_ids)
         return dataset.to_table(columns=columns, filter=filt)
 
-    def replay(self, scores: pa.Table, seed: int = 0) -> ReplayResult:
-        """Rank each scored request's pool by ``scores`` (request_id, item_id, score), expose
-        the new top k, and draw clicks from the world's click model."""
+    def broad(self, request_ids: pa.Array | None = None) -> pa.Table:
+        """The kept broad-set samples (request_id, item_id, true_relevance): for
+        ``broad_requests`` requests of each validation and test day, ``broad_sample`` candidates
+        drawn uniformly from all that retrieval returned (most of them never logged)."""
+        dataset = ds.dataset(self.root / "truth" / "broad", format="parquet", schema=BROAD_SCHEMA)
+        filt = None if request_ids is None else pc.field("request_id").isin(request_ids)
+        return dataset.to_table(filter=filt)
+
+    def replay(self, scores: pa.Table, seed: int = 0, candidates: str = "pool") -> ReplayResult:
+        """Rank each scored request's candidates by ``scores`` (request_id, item_id, score),
+        expose the new top k, and draw clicks from the world's click model.
+
+        ``candidates``: ``pool``, the logged pool (impressions), or ``broad``, the kept
+        broad-set sample; the scores must cover every candidate of each scored request.
+        """
+        if candidates not in ("pool", "broad"):
+            raise ValueError(f"candidates {candidates!r}: expected pool or broad")
         requests = pc.unique(scores["request_id"])
-        pool = self.impressions(requests, ["request_id", "item_id", "true_relevance"])
+        pool = (
+            self.impressions(requests, ["request_id", "item_id", "true_relevance"])
+            if candidates == "pool"
+            else self.broad(requests)
+        )
         joined = pool.join(scores.select(["request_id", "item_id", "score"]),
                            keys=["request_id", "item_id"], join_type="left outer")  # fmt: skip
         missing = joined["score"].null_count
         if missing:
-            raise ValueError(f"scores miss {missing} pool candidates of the scored requests")
+            raise ValueError(
+                f"scores miss {missing} {candidates} candidates of the scored requests"
+            )
         users = pq.read_table(self.root / "truth" / "users.parquet")
         items = pq.read_table(self.root / "truth" / "items.parquet")
+        truth = pq.read_table(self.root / "truth" / "requests.parquet")
+        tolerance = truth["tolerance"].to_numpy()  # indexed by request id (0..n-1)
         request_user = self.requests().select(["request_id", "user_id"])
         joined = joined.join(request_user, keys="request_id")
         req = joined["request_id"].to_numpy()
@@ -423,7 +598,8 @@ class World:
         )
         cfg = self.config
         a = attraction(
-            grade, users["tolerance"].to_numpy()[user], taste, items["popularity"].to_numpy()[item],
+            grade, tolerance[joined["request_id"].to_numpy()[top]], taste,
+            items["popularity"].to_numpy()[item],
             cfg.tolerance_strength, cfg.taste_weight, cfg.popularity_weight,
         )  # fmt: skip
         ranked = np.zeros((starts.size, k))
