@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import fields
@@ -14,6 +15,7 @@ from rich.table import Table
 from prectr import __version__
 from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
+from prectr.io import atomic_file
 
 console = Console(highlight=False)
 
@@ -50,8 +52,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"simulating world [bold]{args.preset}[/] seed {config.seed}: {config.n_requests:,} "
         f"requests x pool {config.pool_size} -> {args.out}"
     )
-    summary = simulate(config, args.out, overwrite=args.overwrite, validate=not args.no_validate)
+    summary = simulate(config, args.out, overwrite=args.overwrite,
+                       validate=not args.no_validate, preset=args.preset)  # fmt: skip
     print_summary(summary, config)
+    return 0
+
+
+def cmd_headroom(args: argparse.Namespace) -> int:
+    from prectr.headroom import headroom
+
+    result = headroom(args.world)
+    table = Table(title=f"headroom on the test days of {args.world} (expected clicks per request)")
+    for col in ("slice", "requests", "logging", "oracle", "crowd", "none",
+                "oracle vs logging", "crowd vs none", "oracle vs crowd"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for name, s in result["slices"].items():
+        clicks = s["expected_clicks"]
+        table.add_row(
+            name.replace("_", " "), f"{s['requests']:,}",
+            *(f"{clicks[k]:.4f}" for k in ("logging", "oracle", "crowd", "none")),
+            *(f"{s[k]:+.2%}" for k in ("click_ranking_gain", "crowd_gain", "personal_gain")),
+        )  # fmt: skip
+    console.print(table)
+    broad = result["broad"]
+    if broad is None:
+        console.print("no broad-set sample kept for the test days", style="dim")
+    else:
+        console.print(
+            f"broad set ({broad['requests']:,} requests x {broad['candidates_per_request']:.0f} "
+            f"candidates): oracle {broad['oracle']['expected_clicks']:.4f} expected clicks, "
+            f"irrelevant@10 {broad['oracle']['irrelevant@10']:.3f}; relevance-blind "
+            f"{broad['relevance_blind']['expected_clicks']:.4f}, irrelevant@10 "
+            f"{broad['relevance_blind']['irrelevant@10']:.3f}"
+        )
+    if args.out:
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {args.out}", style="dim")
     return 0
 
 
@@ -649,13 +686,27 @@ def build_parser() -> argparse.ArgumentParser:
         "users, requests, candidate pools, logging-ranker exposure and clicks. Knobs come from "
         "the preset, then --config YAML, then flags.",
     )
-    p.add_argument("--preset", choices=list(PRESETS), default="small", help="world size")
+    p.add_argument(
+        "--preset", choices=list(PRESETS), default="small", help="named knob set (docs/world.md)"
+    )
     p.add_argument("--config", type=Path, help="YAML file of knobs")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     p.add_argument("--no-validate", action="store_true", help="skip the final schema check")
     _knob_flags(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "headroom",
+        help="what a perfect model could gain from each mechanism, from a world's truth",
+        description="Oracles rank the test days' candidates by the world's own click model with "
+        "more or less of the truth (true tolerance, the crowd's under the query, none; "
+        "relevance-aware or blind on the broad set) and the world replays each ranking. "
+        "Prints expected clicks per request and the gains that bound each mechanism.",
+    )
+    p.add_argument("world", type=Path, help="a simulated world directory")
+    p.add_argument("--out", type=Path, help="also write the result as JSON")
+    p.set_defaults(func=cmd_headroom)
 
     p = sub.add_parser(
         "validate",

@@ -433,9 +433,14 @@ def _static_tables(state: WorldState) -> dict[str, pa.Table]:
 
 
 def simulate(
-    config: WorldConfig, out: str | Path, overwrite: bool = False, validate: bool = True
+    config: WorldConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    validate: bool = True,
+    preset: str | None = None,
 ) -> dict:
-    """Generate a world into ``out`` (atomically: all of it, or nothing); return its summary."""
+    """Generate a world into ``out`` (atomically: all of it, or nothing); return its summary.
+    ``preset`` only names the world's preset in ``world.json``."""
     started = time.perf_counter()
     state = WorldState.build(config)
     retrieval = _Retrieval(state.catalogue, config.n_days)
@@ -471,6 +476,7 @@ def simulate(
         summary = counter.summary(elapsed=time.perf_counter() - started)
         meta = {
             "prectr_version": __version__,
+            "preset": preset,
             "config": asdict(config),
             "split": split_days(config),
             "summary": summary,

@@ -1,0 +1,192 @@
+"""Headroom: what a perfect model could gain from each mechanism, read off a world's truth.
+
+No model is trained. Each "oracle" ranks the test days' candidates by the world's own attraction
+(click probability once examined) computed with more or less of the truth, and the world replays
+the ranking (closed-form expected clicks per request). Gaps between oracles bound what a
+mechanism can add:
+
+* **click ranking**: the full oracle against the logging ranker, on every test request.
+* **cross-user mining** (cold and low-activity users): an oracle that knows each request's true
+  tolerance, one that knows only the crowd's tolerance under the query (the query's part that
+  day plus the mean user part of the *other* requests of that query), and one that knows none
+  (the population mean). crowd - none is the ceiling of what mining the crowd under a query can
+  add; true - crowd is what only the user's own history can. All three know the item's grade,
+  the user's taste and the item's popularity.
+* **exposure bias** (the kept broad-set sample): the full oracle against a relevance-blind one
+  that ranks by taste and popularity alone: a model fit only to logged impressions, which are
+  mostly relevant, learns little about rejecting the irrelevant bulk of retrieval. Reported as
+  irrelevant@10 and expected clicks of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from prectr.data.simulate import World
+from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
+from prectr.data.simulate.summary import COLD_START_MAX_EARLIER, earlier_requests
+from prectr.metrics import irrelevant_share_at_k
+
+LOW_ACTIVITY_MAX_EARLIER = 9  # low-activity: 3..9 earlier requests (cold: at most 2)
+TOP_K = 10
+BOOTSTRAP_RESAMPLES = 1000
+
+
+class _Truth:
+    """The latent state of a world that attraction is computed from."""
+
+    def __init__(self, world: World):
+        truth = world.root / "truth"
+        self.world = world
+        self.requests = pq.read_table(truth / "requests.parquet")
+        self.users = pq.read_table(truth / "users.parquet")
+        self.items = pq.read_table(truth / "items.parquet")
+        user = world.requests()["user_id"].to_numpy()  # indexed by request id
+        self.user = user
+        self.tolerance = self.requests["tolerance"].to_numpy()
+        self.earlier = earlier_requests(user)
+        # The crowd under a query: its query part that day, plus the mean user part of the
+        # *other* requests of that query (the population's mean where there are none).
+        user_part = self.users["user_tolerance"].to_numpy()[user]
+        _, query = np.unique(self.requests["query_index"].to_numpy(), return_inverse=True)
+        total = np.bincount(query, weights=user_part)[query] - user_part
+        others = np.bincount(query)[query] - 1
+        crowd_user_part = np.where(others > 0, total / np.maximum(others, 1), user_part.mean())
+        query_part = self.requests["query_tolerance"].to_numpy()
+        self.crowd_tolerance = np.clip(query_part + crowd_user_part, -1.0, 1.0)
+        self.mean_tolerance = np.full_like(self.tolerance, self.tolerance.mean())
+
+    def preference(self, request: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """The non-relevance part of attraction, in (0, 1): taste and popularity."""
+        cfg = self.world.config
+        affinity = self.users["style_affinity"].combine_chunks().flatten().to_numpy()
+        affinity = affinity.reshape(self.users.num_rows, -1)
+        user = self.user[request]
+        taste = (
+            affinity[user, self.items["style"].to_numpy()[item]]
+            - self.users["price_sensitivity"].to_numpy()[user]
+            * self.items["price_z"].to_numpy()[item]
+        )
+        logit = (
+            PREFERENCE_BIAS
+            + cfg.taste_weight * taste
+            + cfg.popularity_weight * self.items["popularity"].to_numpy()[item]
+        )
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def attraction(self, candidates: pa.Table, tolerance: np.ndarray) -> np.ndarray:
+        request = candidates["request_id"].to_numpy()
+        item = candidates["item_id"].to_numpy()
+        grade = candidates["true_relevance"].to_numpy()
+        strength = self.world.config.tolerance_strength
+        return relevance_attraction(grade, tolerance[request], strength) * self.preference(
+            request, item
+        )
+
+
+def _expected_clicks(world: World, candidates: pa.Table, score: np.ndarray, where: str):
+    scored = candidates.select(["request_id", "item_id"]).append_column("score", pa.array(score))
+    per_request = world.replay(scored, candidates=where).per_request
+    return per_request["request_id"].to_numpy(), per_request["expected_clicks"].to_numpy()
+
+
+def _mean(values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
+    return {
+        name: float(v[rows].mean()) if rows.any() else float("nan") for name, v in values.items()
+    }
+
+
+def _gain(a: float, b: float) -> float:
+    return a / b - 1.0 if b else float("nan")
+
+
+def _gain_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]:
+    """95% CI of mean(a) / mean(b) - 1 by a paired percentile bootstrap over requests."""
+    if a.size < 2:
+        return [float("nan"), float("nan")]
+    result = stats.bootstrap(
+        (a, b), lambda x, y, axis: x.mean(axis) / y.mean(axis) - 1.0, paired=True,
+        vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+        rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def headroom(world_dir: str | Path) -> dict:
+    """Every oracle's expected clicks per test request, overall and by user activity, and the
+    broad-set comparison; relative gains name what each mechanism could add at most."""
+    world = World(world_dir)
+    truth = _Truth(world)
+    test = world.requests(days=world.split["test"])["request_id"].combine_chunks()
+    pool = world.impressions(test, ["request_id", "item_id", "true_relevance", "logging_score"])
+    rankers = {
+        "logging": pool["logging_score"].to_numpy(),
+        "oracle": truth.attraction(pool, truth.tolerance),
+        "crowd": truth.attraction(pool, truth.crowd_tolerance),
+        "none": truth.attraction(pool, truth.mean_tolerance),
+    }
+    clicks = {}
+    for name, score in rankers.items():
+        request, clicks[name] = _expected_clicks(world, pool, score, "pool")
+    earlier = truth.earlier[request]
+    slices = {
+        "all": np.ones(request.size, dtype=bool),
+        "cold": earlier <= COLD_START_MAX_EARLIER,
+        "low": (earlier > COLD_START_MAX_EARLIER) & (earlier <= LOW_ACTIVITY_MAX_EARLIER),
+        "cold_and_low": earlier <= LOW_ACTIVITY_MAX_EARLIER,
+    }
+    by_slice = {}
+    for name, rows in slices.items():
+        mean = _mean(clicks, rows)
+        by_slice[name] = {
+            "requests": int(rows.sum()),
+            "expected_clicks": mean,
+            "click_ranking_gain": _gain(mean["oracle"], mean["logging"]),
+            "crowd_gain": _gain(mean["crowd"], mean["none"]),
+            "crowd_gain_ci": _gain_ci(clicks["crowd"][rows], clicks["none"][rows]),
+            "personal_gain": _gain(mean["oracle"], mean["crowd"]),
+        }
+    return {
+        "world": str(world_dir),
+        "preset": world.meta.get("preset"),
+        "seed": world.config.seed,
+        "test_days": world.split["test"],
+        "slices": by_slice,
+        "broad": _broad(world, truth, test),
+    }
+
+
+def _broad(world: World, truth: _Truth, test: pa.Array) -> dict | None:
+    broad = world.broad(test)
+    if broad.num_rows == 0:
+        return None
+    request = broad["request_id"].to_numpy()
+    grade = broad["true_relevance"].to_numpy()
+    rankers = {
+        "oracle": truth.attraction(broad, truth.tolerance),
+        "relevance_blind": truth.preference(request, broad["item_id"].to_numpy()),
+    }
+    out = {"requests": int(np.unique(request).size), "candidates_per_request": None}
+    out["candidates_per_request"] = round(broad.num_rows / out["requests"], 1)
+    for name, score in rankers.items():
+        _, clicks = _expected_clicks(world, broad, score, "broad")
+        out[name] = {
+            "expected_clicks": float(clicks.mean()),
+            "irrelevant@10": irrelevant_share_at_k(grade, score, request, k=TOP_K),
+        }
+    out["expected_clicks_gain"] = _gain(
+        out["oracle"]["expected_clicks"], out["relevance_blind"]["expected_clicks"]
+    )
+    return out
+
+
+def seed_spread(results: list[dict], slice_name: str = "cold_and_low") -> float:
+    """Relative std over world seeds of the logging ranker's expected clicks on a slice: how
+    much an expected-clicks figure moves from one seed to another."""
+    values = np.array([r["slices"][slice_name]["expected_clicks"]["logging"] for r in results])
+    return float(values.std(ddof=1) / values.mean()) if values.size > 1 else float("nan")

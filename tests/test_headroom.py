@@ -1,0 +1,66 @@
+"""Headroom from a world's truth: the oracle bounds every ranker, and the crowd's headroom
+exists only where the query carries a share of tolerance."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prectr.cli import main
+from prectr.data.simulate import World, load_config, simulate
+from prectr.evaluation import train_impressions
+from prectr.headroom import headroom
+from prectr.rankers import RANKERS
+
+
+@pytest.fixture(scope="module")
+def result(tiny_world):
+    return headroom(tiny_world)
+
+
+def test_the_oracle_beats_every_ranker_and_every_partial_oracle(tiny_world, result):
+    world = World(tiny_world)
+    test = world.requests(days=world.split["test"])["request_id"].combine_chunks()
+    pool = world.impressions(test, ["request_id", "item_id", "logging_score", "true_relevance"])
+    oracle = result["slices"]["all"]["expected_clicks"]["oracle"]
+    for name, ranker in RANKERS.items():
+        scores, _ = ranker(train_impressions(world), pool)
+        keys = pool.select(["request_id", "item_id"])
+        replayed = world.replay(keys.append_column("score", pa.array(scores))).expected_clicks
+        assert oracle > replayed, name
+    for name, clicks in result["slices"]["all"]["expected_clicks"].items():
+        assert clicks <= oracle, name
+    assert result["slices"]["all"]["click_ranking_gain"] > 0.2
+    broad = result["broad"]
+    assert broad["oracle"]["expected_clicks"] > broad["relevance_blind"]["expected_clicks"]
+    assert broad["oracle"]["irrelevant@10"] < broad["relevance_blind"]["irrelevant@10"]
+
+
+def test_without_a_query_part_the_crowd_headroom_is_about_zero(tmp_path):
+    out = tmp_path / "no-query"
+    simulate(load_config("tiny", overrides={"tolerance_query_share": 0.0}), out)
+    crowd = headroom(out)["slices"]["all"]
+    assert abs(crowd["crowd_gain"]) < 0.003
+    low, high = crowd["crowd_gain_ci"]
+    assert low <= 0 <= high
+
+
+def test_slices_partition_the_requests_by_activity(result):
+    slices = result["slices"]
+    assert (
+        slices["cold"]["requests"] + slices["low"]["requests"]
+        == (slices["cold_and_low"]["requests"])
+    )
+    assert 0 < slices["cold_and_low"]["requests"] < slices["all"]["requests"]
+    assert np.isfinite(slices["cold"]["crowd_gain"])
+
+
+def test_the_command_prints_and_writes_json(tiny_world, tmp_path, capsys):
+    out = tmp_path / "headroom.json"
+    with pytest.raises(SystemExit) as done:
+        main(["headroom", str(tiny_world), "--out", str(out)])
+    assert done.value.code == 0
+    assert "crowd" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["slices"]["all"]["requests"] > 0 and written["broad"] is not None
