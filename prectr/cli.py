@@ -23,19 +23,14 @@ console = Console(highlight=False)
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("world knobs (override the preset and --config)")
     for f in fields(WorldConfig):
-        flag, help = f"--{f.name.replace('_', '-')}", f"{f.metadata['doc']} (default {f.default})"
-        if f.type == "bool":
-            group.add_argument(flag, dest=f"knob_{f.name}", default=None, help=help,
-                               action=argparse.BooleanOptionalAction)  # fmt: skip
-            continue
         group.add_argument(
-            flag,
+            f"--{f.name.replace('_', '-')}",
             dest=f"knob_{f.name}",
             type={"int": int, "float": float, "str": str}[f.type],
             choices=f.metadata.get("choices"),
             default=None,
             metavar=f.type.upper(),
-            help=help,
+            help=f"{f.metadata['doc']} (default {f.default})",
         )
 
 

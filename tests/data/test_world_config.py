@@ -47,3 +47,20 @@ def test_every_knob_has_a_command_line_flag():
         ["simulate", "--out", "x", "--click-model", "cascade", "--pool-size", "30", "--eta", "2"]
     )
     assert (args.knob_click_model, args.knob_pool_size, args.knob_eta) == ("cascade", 30, 2.0)
+
+
+def test_docs_world_lists_every_knob_with_each_preset_s_value():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from prectr.data.simulate.config import WorldConfig
+
+    doc = (Path(__file__).parents[2] / "docs" / "world.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    for f in fields(WorldConfig):
+        assert f.name in rows, f.name
+        cells = [c.strip() for c in rows[f.name].split("|")[2:-2]]
+        if len(cells) == len(PRESETS):
+            values = [getattr(load_config(p), f.name) for p in PRESETS]
+            assert cells == [f"{v:,}" if isinstance(v, int) else str(v) for v in values], f.name

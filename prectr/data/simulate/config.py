@@ -74,7 +74,6 @@ class WorldConfig:
     pool_same_department: float = knob(0.2, "share drawn from the query's department")
     prerank_relevance_weight: float = knob(1.0, "pre-ranker: weight of the true grade")
     prerank_noise: float = knob(1.0, "pre-ranker: std of its score noise (a cheap, noisy model)")
-    log_unexposed: bool = knob(True, "the log keeps the pool's unexposed candidates")
     broad_sample: int = knob(
         500, "broad-set candidates kept per sampled evaluation request (truth/broad)"
     )
@@ -223,8 +222,8 @@ def _checked(values: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in values.items():
         if key not in types:
             raise ValueError(f"{where}: unknown knob {key!r}")
-        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[types[key]]
-        if (isinstance(value, bool) and types[key] != "bool") or not isinstance(value, expected):
+        expected = {"int": int, "float": (int, float), "str": str}[types[key]]
+        if isinstance(value, bool) or not isinstance(value, expected):
             raise ValueError(f"{where}: knob {key!r} expects {types[key]}, got {value!r}")
         out[key] = float(value) if types[key] == "float" else value
     return out

@@ -34,7 +34,6 @@ from prectr.data.simulate.summary import SummaryCounter
 from prectr.io import atomic_dir
 
 DAY_MS = 86_400_000
-POOL_OVERSAMPLE = 1.25  # draws per retrieval slot before duplicates are removed
 SLICE_CANDIDATES = 2_000_000  # retrieval draws generated at once (bounds memory)
 SLICES_MAX = 1 << 20  # slices per chunk, for the seed of each slice's stream
 STREAMS = {"catalogue": 0, "population": 1, "requests": 2, "chunk": 3, "replay": 4, "drift": 5}
@@ -183,17 +182,12 @@ def _requests(config: WorldConfig, queries: QueryPool, population: Population) -
     return Requests(user, query, day, ms + start, logged, tolerance, part, broad)
 
 
-def _unique_sample(
-    items: np.ndarray, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, ``size`` distinct items drawn at random among the row's (duplicated) draws,
-    and whether each slot holds one (False where the row has fewer distinct items)."""
+def _distinct(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's draws sorted, and which of them are a first occurrence (the distinct ones)."""
     items = np.sort(items, axis=1)
-    duplicate = np.zeros(items.shape, dtype=bool)
-    duplicate[:, 1:] = items[:, 1:] == items[:, :-1]
-    priority = np.where(duplicate, -1.0, rng.random(items.shape, dtype=np.float32))
-    keep = np.argpartition(-priority, size - 1, axis=1)[:, :size]
-    return np.take_along_axis(items, keep, axis=1), ~np.take_along_axis(duplicate, keep, axis=1)
+    first = np.ones(items.shape, dtype=bool)
+    first[:, 1:] = items[:, 1:] != items[:, :-1]
+    return items, first
 
 
 def _cascade(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) -> dict:
@@ -205,14 +199,13 @@ def _cascade(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) 
     query, user, day = req.query[rows], req.user[rows], req.day[rows]
     n, r, p, k = query.size, cfg.retrieval_size, cfg.pool_size, cfg.exposed_k
 
-    # Retrieval (the broad set): each draw comes from the query's category, its kind, its
-    # department or anything, by the pool_same_* shares; duplicates are drawn again.
-    m = int(np.ceil(r * POOL_OVERSAMPLE))
+    # Retrieval (the broad set): r draws from the query's category, its kind, its department or
+    # anything, by the pool_same_* shares; an item drawn twice counts once.
     shares = np.cumsum([cfg.pool_same_category, cfg.pool_same_kind, cfg.pool_same_department])
-    group = np.searchsorted(shares, rng.random((n, m), dtype=np.float32), side="right")
+    source = rng.random((n, r), dtype=np.float32)
+    group = sum((source >= share).astype(np.int8) for share in shares)
     key = np.take_along_axis(retrieval.keys(q, query), group, axis=1)
-    drawn = retrieval.draw(key, day, rng.random((n, m), dtype=np.float32))
-    broad, broad_valid = _unique_sample(drawn, r, rng)
+    broad, broad_valid = _distinct(retrieval.draw(key, day, rng.random((n, r), dtype=np.float32)))
     broad_grade = true_grade(cat, q, query[:, None], broad)
 
     # The pre-ranker: a cheap, noisy score of relevance and popularity keeps the top p.
@@ -315,8 +308,7 @@ def _broad_sample(state, rows, broad, broad_grade, broad_valid, rng) -> dict:
 def _chunk(state: WorldState, retrieval: _Retrieval, rows: slice, index: int) -> dict:
     """A chunk of requests, generated in slices of bounded size (a broad set of a few thousand
     candidates per request would not fit otherwise); each slice has its own seeded stream."""
-    m = int(np.ceil(state.config.retrieval_size * POOL_OVERSAMPLE))
-    step = max(1, SLICE_CANDIDATES // m)
+    step = max(1, SLICE_CANDIDATES // state.config.retrieval_size)
     parts = [
         _cascade(state, retrieval, slice(s, min(s + step, rows.stop)), index * SLICES_MAX + i)
         for i, s in enumerate(range(rows.start, rows.stop, step))
