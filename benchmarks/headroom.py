@@ -74,8 +74,9 @@ def main() -> None:
         gain = e["cold_crowd_gain"]
         per_seed = " ".join(f"{g:+.2%}" for g in gain["per_seed"])
         ratio = e["cold_crowd_gain_over_spread"]
-        print(f"{name:12} {gain['mean']:>+16.2%} {per_seed:>28} "
-              f"{e['cold_expected_clicks_seed_spread']:>12.2%} {ratio or float('nan'):>7.2f}")  # fmt: skip
+        spread = e["cold_expected_clicks_seed_spread"]
+        print(f"{name:12} {gain['mean']:>+16.2%} {per_seed:>28} {spread:>12.2%} "
+              f"{ratio or float('nan'):>7.2f}")  # fmt: skip
     write_record(
         args.out,
         {
