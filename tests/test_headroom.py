@@ -37,13 +37,15 @@ def test_the_oracle_beats_every_ranker_and_every_partial_oracle(tiny_world, resu
     assert broad["oracle"]["irrelevant@10"] < broad["relevance_blind"]["irrelevant@10"]
 
 
-def test_without_a_query_part_the_crowd_headroom_is_about_zero(tmp_path):
-    out = tmp_path / "no-query"
-    simulate(load_config("tiny", overrides={"tolerance_query_share": 0.0}), out)
-    crowd = headroom(out)["slices"]["all"]
-    assert abs(crowd["crowd_gain"]) < 0.003
-    low, high = crowd["crowd_gain_ci"]
-    assert low <= 0 <= high
+def test_the_crowd_headroom_is_about_zero_without_a_query_part_and_grows_with_it(tmp_path):
+    gains = {}
+    for share in (0.0, 0.9):
+        out = tmp_path / f"share-{share}"
+        simulate(load_config("tiny", overrides={"tolerance_query_share": share}), out)
+        gains[share] = headroom(out)["slices"]["all"]
+    assert abs(gains[0.0]["crowd_gain"]) < 0.003
+    assert gains[0.9]["crowd_gain"] > gains[0.0]["crowd_gain"] + 0.005
+    assert gains[0.9]["crowd_gain_ci"][0] > 0
 
 
 def test_slices_partition_the_requests_by_activity(result):

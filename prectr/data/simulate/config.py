@@ -186,7 +186,7 @@ BENCH_SIZE = dict(n_items=60_000, n_users=15_000, n_requests=100_000, n_queries=
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        PHENOMENA, n_items=6_000, n_users=300, n_requests=1_500, n_queries=400,
+        PHENOMENA, n_items=6_000, n_users=300, n_requests=3_000, n_queries=400,
         chunk_requests=500, retrieval_size=300, pool_size=50, broad_sample=200,
         broad_requests=50,
     ),
