@@ -93,8 +93,11 @@ class BroadRows:
         """The broad-set metrics of ``score`` (one per row), expected clicks from the world's
         replay of the model's top k of each request's sample."""
         scored = self.table.append_column("score", pa.array(score))
-        replayed = world.replay(scored, candidates="broad").per_request
-        replayed = replayed.sort_by("request_id")
+        replayed = world.replay(scored, candidates="broad").per_request.sort_by("request_id")
+        if not np.array_equal(
+            replayed["request_id"].to_numpy(), np.unique(self.table["request_id"])
+        ):
+            raise ValueError("the broad replay did not return every sampled request once")
         return broad_statistics(
             self.request, self.grade, score, replayed["expected_clicks"].to_numpy()
         )
