@@ -1,12 +1,22 @@
-"""Quality benchmark: train configs over several seeds on a world, evaluate, tabulate.
+"""Quality benchmark: train configs over several seeds on a world, evaluate, compare, tabulate.
 
 Run: .venv/bin/python benchmarks/quality.py --preset bench --configs configs/*_bench.yaml
-Every run goes through the `prectr` command (simulate, train, evaluate), so each figure comes
-with the exact commands that produced it. A run that already holds an evaluation.json is reused,
-so an interrupted benchmark resumes. Writes results/quality_<world>[_<tag>].json and a
-markdown table (results/quality_<world>[_<tag>].md, for BENCHMARKS.md): mean ± std over seeds,
-RelaImpr (AUC) against the reference config (the first one, or --reference), the validation AUC
-of each run's best epoch and each seed's best validation epoch.
+Every run goes through the `prectr` command (simulate, train, evaluate, compare), so each figure
+comes with the exact commands that produced it. A run that already holds an evaluation.json, and
+a comparison whose JSON and draws exist, are reused, so an interrupted benchmark resumes.
+
+Each config's runs are tested on their config's test days (at least 3, data.test_days). Every
+config is compared with the reference config of the same seed (`prectr compare`: a paired
+bootstrap over requests of B - A); the seeds are pooled by averaging their bootstrap differences
+resample by resample (same world, same bootstrap seed: the same resamples), so each CI is the
+CI of the mean difference over seeds. The reference is --reference, by default the best baseline
+(the highest mean test AUC among configs whose name does not start with "prectr").
+
+Writes results/quality_<world>[_<tag>].json and markdown (results/quality_<world>[_<tag>].md,
+for BENCHMARKS.md): mean ± std over seeds of every metric, RelaImpr (AUC) against the
+reference, the validation AUC of each run's best epoch and each seed's best validation epoch;
+then the differences against the reference, pooled, by query frequency and user activity and
+on the broad set, each "diff [lo, hi]" or "no difference" where the CI spans 0.
 """
 
 from __future__ import annotations
@@ -19,16 +29,28 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import yaml
 from record import machine, write_record
 
+from prectr.config import load_experiment
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
+from prectr.metrics.paired import RESAMPLES, interval
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECTR = str(Path(sys.executable).with_name("prectr"))
 COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
-SLICE_COLUMNS = (("cold_start", "gauc_user"), ("unexposed", "irrelevant@10"))
+SLICE_COLUMNS = (("user:cold", "gauc_user"), ("unexposed", "irrelevant@10"))
+MIN_TEST_DAYS = 3
+#: Differences tabulated: pooled, per slice family (bands as columns) and on the broad set.
+DIFF_COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
+DIFF_FAMILIES = {
+    "query frequency": ("query", ("head", "torso", "tail", "unseen")),
+    "user activity": ("user", ("cold", "low", "mid", "high")),
+}
+DIFF_SLICE_METRICS = ("auc", "ndcg@10", "expected_clicks")
+BROAD_COLUMNS = ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks")
 
 
 def run(cmd: list[str], commands: list[str]) -> None:
@@ -59,12 +81,22 @@ def main() -> None:
     parser.add_argument("--world-set", nargs="*", default=[], metavar="KNOB=VALUE",
                         help="world knobs, e.g. click_model=dcm eta=1.5")  # fmt: skip
     parser.add_argument("--world-name", help="name of the world directory under runs/worlds")
-    parser.add_argument("--reference", help="config name RelaImpr is measured against")
+    parser.add_argument("--reference", help="config every other is compared with (default: "
+                        "the best baseline by mean test AUC)")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every config")
+    parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
     parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
     args = parser.parse_args()
     if len(args.seeds) < 3:
         parser.error("quality figures need at least 3 seeds")
+    for config in args.configs:
+        test_days = load_experiment(config, args.set).data.test_days
+        if test_days < MIN_TEST_DAYS:
+            parser.error(
+                f"quality figures need at least {MIN_TEST_DAYS} test days: {config} has "
+                f"data.test_days={test_days} (or --set data.test_days={MIN_TEST_DAYS})"
+            )
 
     commands: list[str] = []
     world = world_dir(args, commands)
@@ -96,7 +128,9 @@ def main() -> None:
                     "best_epoch": training["best_valid"]["epoch"],
                 }
             )
-    report = summarise(results, args.reference or next(iter(results)))
+    reference = args.reference or default_reference(results)
+    report = summarise(results, reference)
+    report["differences"] = differences(results, reference, world, args, commands)
     report.update(
         world=str(world.relative_to(ROOT)),
         commands=commands,
@@ -105,15 +139,101 @@ def main() -> None:
     suffix = f"_{args.tag}" if args.tag else ""
     out = ROOT / "results" / f"quality_{world.name}{suffix}.json"
     write_record(out, report)
-    table = markdown(report)
+    table = markdown(report) + "\n" + differences_markdown(report)
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text(table)
     print(table)
     print(f"wrote {out.with_suffix('.md')}")
 
 
+def default_reference(results: dict[str, list[dict]]) -> str:
+    """The best baseline by mean test AUC (configs not named prectr*); the first config when
+    every config is a PRECTR one."""
+    baselines = {n: runs for n, runs in results.items() if not n.startswith("prectr")}
+    if not baselines:
+        return next(iter(results))
+    return max(baselines, key=lambda n: np.nanmean(_values(baselines[n], None, "auc")))
+
+
+def compare(
+    reference: dict, other: dict, world: Path, args: argparse.Namespace, commands: list[str]
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """`prectr compare` of one seed's runs (reused when its outputs exist): the summary and the
+    resampled differences."""
+    run_a, run_b = ROOT / reference["run"], ROOT / other["run"]
+    out = ROOT / "runs" / "quality" / world.name / "compare" / f"{run_b.name}-vs-{run_a.name}"
+    summary, draws = out.with_suffix(".json"), out.with_suffix(".draws.parquet")
+    cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), "--bootstrap",
+           str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
+           "--draws", str(draws)]  # fmt: skip
+    if fresh_comparison(summary, draws, (run_a, run_b), args):
+        commands.append(shlex.join(cmd) + "   # (reused)")
+    else:
+        run(cmd, commands)
+    table = pq.read_table(draws)
+    return json.loads(summary.read_text()), {c: table[c].to_numpy() for c in table.column_names}
+
+
+def fresh_comparison(
+    summary: Path, draws: Path, runs: tuple[Path, Path], args: argparse.Namespace
+) -> bool:
+    """Whether a comparison's outputs exist, are newer than both evaluations and used the
+    requested resamples."""
+    if not (summary.is_file() and draws.is_file()):
+        return False
+    bootstrap = json.loads(summary.read_text())["bootstrap"]
+    newer = all(summary.stat().st_mtime >= (r / "evaluation.json").stat().st_mtime for r in runs)
+    return newer and (bootstrap["resamples"], bootstrap["seed"]) == (
+        args.bootstrap,
+        args.bootstrap_seed,
+    )
+
+
+def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
+    """Per section and metric, the mean over seeds of B - A and the CI of that mean: each seed's
+    resampled differences averaged resample by resample. Metrics undefined in any seed are left
+    out."""
+    out: dict[str, dict] = {}
+    keys = set.intersection(*(set(draws) for _, draws in seeds))
+    for key in sorted(keys):
+        section, metric = key.split("/", 1)
+        diffs = [summary["sections"][section][metric]["diff"] for summary, _ in seeds]
+        if any(d is None for d in diffs):
+            continue
+        lo, hi = interval(np.mean([draws[key] for _, draws in seeds], axis=0))
+        out.setdefault(section, {})[metric] = {
+            "diff": float(np.mean(diffs)),
+            "lo": lo,
+            "hi": hi,
+            "spans_zero": bool(lo <= 0.0 <= hi) if not np.isnan(lo) else None,
+            "seeds": len(seeds),
+        }
+    return out
+
+
+def differences(
+    results: dict[str, list[dict]],
+    reference: str,
+    world: Path,
+    args: argparse.Namespace,
+    commands: list[str],
+) -> dict:
+    """Every config against the reference, seed by seed, pooled over seeds."""
+    if reference not in results:
+        raise SystemExit(f"reference {reference!r} is not among the configs")
+    by_seed = {r["seed"]: r for r in results[reference]}
+    pooled = {}
+    for name, runs in results.items():
+        if name == reference:
+            continue
+        seeds = [compare(by_seed[r["seed"]], r, world, args, commands) for r in runs]
+        pooled[name] = pooled_differences(seeds)
+    return {"reference": reference, "resamples": args.bootstrap,
+            "bootstrap_seed": args.bootstrap_seed, "by_config": pooled}  # fmt: skip
+
+
 def _values(runs: list[dict], section: str | None, key: str) -> np.ndarray:
-    got = [(r["slices"][section] if section else r["metrics"]).get(key) for r in runs]
+    got = [(r["slices"].get(section, {}) if section else r["metrics"]).get(key) for r in runs]
     return np.array([np.nan if v is None else v for v in got], dtype=float)
 
 
@@ -152,7 +272,7 @@ def markdown(report: dict) -> str:
             "lift_vs_logging"]  # fmt: skip
     lines = [
         f"World `{report['world']}`, {report['seeds']} seeds, mean ± std; valid_auc: the best "
-        f"epoch's validation AUC, the rest on the test day; RelaImpr against "
+        f"epoch's validation AUC, the rest on the test days; RelaImpr against "
         f"`{report['reference']}`; lift_vs_logging: expected clicks against the logging ranker.",
         "",
         "| model | " + " | ".join(keys) + " | train samples/s | peak MB | best epochs |",
@@ -164,6 +284,51 @@ def markdown(report: dict) -> str:
         memory = f"{row['peak_rss_mb']['mean']:,.0f}"
         epochs = ",".join("?" if e is None else str(e) for e in row["best_epochs"])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {memory} | {epochs} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(d: dict | None) -> str:
+    """``diff [lo, hi]`` (bold when the CI excludes 0), or "no difference" with the figures."""
+    if d is None:
+        return "-"
+    if d["lo"] is None or np.isnan(d["lo"]):
+        return f"{d['diff']:+.4f}"
+    figures = f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+    return f"no difference ({figures})" if d["spans_zero"] else f"**{figures}**"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
+
+
+def differences_markdown(report: dict) -> str:
+    """The differences against the reference: pooled, by slice family and on the broad set."""
+    diff = report["differences"]
+    configs = diff["by_config"]
+    if not configs:
+        return ""
+    pooled = [[n, *(_cell(d.get("all", {}).get(m)) for m in DIFF_COLUMNS)]
+              for n, d in configs.items()]  # fmt: skip
+    lines = [
+        f"Paired differences against `{diff['reference']}` (config - reference, mean over "
+        f"{report['seeds']} seeds) with the 95% CI of a bootstrap over requests "
+        f"({diff['resamples']} resamples, seeds pooled resample by resample); bold: the CI "
+        'excludes 0; "no difference": it spans 0.',
+        "",
+        *_table(["model", *DIFF_COLUMNS], pooled),
+    ]
+    for title, (family, bands) in DIFF_FAMILIES.items():
+        rows = [
+            [f"{n} · {m}", *(_cell(d.get(f"{family}:{b}", {}).get(m)) for b in bands)]
+            for n, d in configs.items()
+            for m in DIFF_SLICE_METRICS
+        ]
+        lines += ["", f"By {title}:", "", *_table(["model · metric", *bands], rows)]
+    if any("broad" in d for d in configs.values()):
+        rows = [[n, *(_cell(d.get("broad", {}).get(m)) for m in BROAD_COLUMNS)]
+                for n, d in configs.items()]  # fmt: skip
+        lines += ["", "On the broad set's sample:", "", *_table(["model", *BROAD_COLUMNS], rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from prectr import __version__
 from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
+from prectr.evaluation.commands import add_evaluation_commands
 from prectr.io import atomic_file
 
 console = Console(highlight=False)
@@ -232,28 +233,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
         table.add_row(split, str(len(paths)), f"{rows:,}")
     console.print(table)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from prectr.evaluation import evaluate_run
-
-    result = evaluate_run(args.run, args.world, args.checkpoint)
-    sections = {"all": result["metrics"], **result["slices"]}
-    names = sorted({k for values in sections.values() for k in values}, key=EVALUATE_ORDER.index)
-    table = Table(title=f"{result['name']} ({result['model']}) on the test day of {args.world}")
-    table.add_column("metric")
-    for section in sections:
-        table.add_column(section.replace("_", " "), justify="right")
-    for name in names:
-        table.add_row(name, *(_fmt(values.get(name)) for values in sections.values()))
-    console.print(table)
-    online = result["online"]
-    console.print(
-        f"online proxy: {online['expected_clicks']:.4f} expected clicks per request, logging "
-        f"ranker {online['logging_expected_clicks']:.4f} (lift {online['lift']:+.1%})"
-    )
-    console.print(f"wrote {Path(args.run) / 'evaluation.json'} and scores.parquet", style="dim")
     return 0
 
 
@@ -658,11 +637,6 @@ def add_encoder_commands(sub) -> None:
 # -- end of prectr encoder ---------------------------------------------------------------------
 
 
-EVALUATE_ORDER = [
-    *SCORE_METRICS, "test_requests", "test_exposed", "candidates",
-]  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     from prectr.data.loaders import LOADERS
     from prectr.rankers import RANKERS
@@ -749,19 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_arguments(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser(
-        "evaluate",
-        help="score a trained run on a world's test day: every metric, by slice",
-        description="Score every test-day candidate of a simulated world with a trained run "
-        "and print click metrics (exposed impressions), relevance metrics (full pool, true "
-        "grades), the online proxy against the logging ranker, and the slices (cold-start "
-        "users, new items, unexposed candidates). Writes RUN/evaluation.json and "
-        "RUN/scores.parquet (request_id, item_id, score and grade probabilities if any).",
-    )
-    p.add_argument("run", type=Path)
-    p.add_argument("--world", type=Path, required=True)
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.set_defaults(func=cmd_evaluate)
+    add_evaluation_commands(sub)
 
     p = sub.add_parser(
         "report",

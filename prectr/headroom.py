@@ -30,9 +30,10 @@ from scipy import stats
 from prectr.data.simulate import World
 from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
 from prectr.data.simulate.summary import COLD_START_MAX_EARLIER, earlier_requests
+from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
 from prectr.metrics import irrelevant_share_at_k
 
-LOW_ACTIVITY_MAX_EARLIER = 9  # low-activity: 3..9 earlier requests (cold: at most 2)
+LOW_ACTIVITY_MAX_EARLIER = ACTIVITY_MAX_EARLIER[1]  # low: 3..9 earlier requests (cold: <= 2)
 TOP_K = 10
 BOOTSTRAP_RESAMPLES = 1000
 

@@ -13,8 +13,8 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def tiny_config(tiny_world: Path, **train):
-    """A small DNN experiment on the tiny world."""
+def tiny_config(tiny_world: Path, data: dict | None = None, **train):
+    """A small DNN experiment on the tiny world (``data``: overrides of the data section)."""
     from prectr.config import experiment_from_dict
 
     return experiment_from_dict(
@@ -22,7 +22,7 @@ def tiny_config(tiny_world: Path, **train):
             "model": "dnn",
             "name": "tiny_dnn",
             "model_params": {"hidden": [32, 16]},
-            "data": {"log": str(tiny_world), "batch_size": 256},
+            "data": {"log": str(tiny_world), "batch_size": 256, **(data or {})},
             "train": {"epochs": 1, "log_every": 5, "checkpoint_every": 10, **train},
         }
     )
@@ -36,3 +36,15 @@ def tiny_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     run = tmp_path_factory.mktemp("runs") / "dnn"
     Trainer(tiny_config(tiny_world), run).fit()
     return run
+
+
+@pytest.fixture(scope="session")
+def two_day_runs(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two DNNs (training seeds 0 and 1) tested on the tiny world's last two days."""
+    from prectr.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("two_day_runs")
+    runs = (root / "a", root / "b")
+    for seed, run in enumerate(runs):
+        Trainer(tiny_config(tiny_world, {"test_days": 2}, seed=seed), run).fit()
+    return runs

@@ -105,12 +105,42 @@ def test_train_evaluate_report(tiny_world, tmp_path, capsys):
     code, out = run_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run)], capsys)
     assert code == 0 and "best valid auc" in out
     code, out = run_cli(["evaluate", str(run), "--world", str(tiny_world)], capsys)
-    assert code == 0 and "cold start" in out and "online proxy" in out
+    assert code == 0 and "online proxy" in out and "95% CI" in out
+    for section in ("by query frequency", "by user activity", "by exact-item scarcity",
+                    "new items", "unseen", "cold"):  # fmt: skip
+        assert section in out
     html = tmp_path / "report.html"
     code, out = run_cli(["report", str(run), "--out", str(html)], capsys)
     assert code == 0 and html.is_file()
     code, out = run_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run)], capsys)
     assert code == 2 and "--resume" in out
+
+
+def test_compare_prints_and_writes_paired_differences(two_day_runs, tiny_world, tmp_path, capsys):
+    import json
+
+    a, b = two_day_runs
+    code, out = run_cli(["compare", str(a), str(tmp_path / "none"), "--world", str(tiny_world)],
+                        capsys)  # fmt: skip
+    assert code == 2 and "config.yaml" in out
+    for run in (a, b):
+        (run / "scores.parquet").unlink(missing_ok=True)
+    code, out = run_cli(["compare", str(a), str(b), "--world", str(tiny_world)], capsys)
+    assert code == 2 and "scores.parquet is missing" in out and "prectr evaluate" in out
+    for run in (a, b):
+        code, _ = run_cli(["evaluate", str(run), "--world", str(tiny_world), "--bootstrap", "50"],
+                          capsys)  # fmt: skip
+        assert code == 0
+    out_json, draws = tmp_path / "cmp.json", tmp_path / "draws.parquet"
+    code, out = run_cli(["compare", str(a), str(b), "--world", str(tiny_world), "--bootstrap",
+                         "100", "--out", str(out_json), "--draws", str(draws)], capsys)  # fmt: skip
+    assert code == 0 and "B - A" in out and "by user activity" in out
+    summary = json.loads(out_json.read_text())
+    assert summary["bootstrap"]["resamples"] == 100 and "user:cold" in summary["sections"]
+    auc = summary["sections"]["all"]["auc"]
+    assert set(auc) == {"a", "b", "diff", "mean", "lo", "hi", "spans_zero"}
+    table = pq.read_table(draws)
+    assert table.num_rows == 100 and "all/auc" in table.column_names
 
 
 @pytest.mark.parametrize("resume", [[], ["--resume"]])  # --resume: an elastic job's first start

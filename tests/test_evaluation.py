@@ -1,9 +1,36 @@
+import json
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from prectr.data.dataset import time_split
+from prectr.data.schema import read_log
 from prectr.data.simulate import World
-from prectr.evaluation import evaluate_scores, evaluation_pool, train_impressions
+from prectr.evaluation import (
+    click_metrics,
+    compare_runs,
+    evaluate_run,
+    evaluate_scores,
+    evaluation_pool,
+    relevance_metrics,
+    train_impressions,
+)
+from prectr.evaluation.context import ALL, EvaluationContext
+from prectr.evaluation.slices import (
+    ACTIVITY_BANDS,
+    FAMILIES,
+    evaluation_slices,
+    query_frequency,
+    user_activity,
+)
+from prectr.evaluation.statistics import EvaluationRows, values
+from prectr.metrics import auc
 from prectr.rankers import RANKERS
+
+POOLED = ("auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10",
+          "mean_grade@10", "irrelevant@10", "expected_clicks")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +61,176 @@ def test_popularity_gives_calibrated_probabilities(results):
     assert results["logging"]["logloss"] is None  # a score, not a probability
 
 
+@pytest.fixture(scope="module")
+def context(tiny_world):
+    return EvaluationContext.build(World(tiny_world), read_log(tiny_world), 1, 2)
+
+
+def test_statistics_at_weight_one_are_the_exact_metrics(context):
+    rows = context.rows
+    score = np.random.default_rng(0).random(rows.request.size)
+    sections = context.statistics(score, context.expected_clicks(score))
+    for name in (ALL, "user:cold", "query:head", "exact:plenty"):
+        where = (
+            np.ones(rows.request.size, bool) if name == ALL else context.slices.row_mask(rows, name)
+        )
+        e = where & rows.exposed
+        exact = click_metrics(rows.click[e], score[e], rows.user[e], rows.request[e]) | (
+            relevance_metrics(rows.grade[where], score[where], rows.request[where])
+        )
+        got = values(sections[name], rows.n_requests)
+        for metric, value in exact.items():
+            assert got[metric] == pytest.approx(value, rel=1e-12, nan_ok=True), (name, metric)
+    e = rows.exposed & context.slices.rows["new_items"]
+    exact = click_metrics(rows.click[e], score[e], rows.user[e], rows.request[e])
+    assert values(sections["new_items"], rows.n_requests)["auc"] == pytest.approx(exact["auc"])
+
+
+def test_slices_partition_the_requests_and_follow_their_rules(context, tiny_world):
+    rows, slices = context.rows, context.slices
+    for family, bands in FAMILIES.items():
+        count = sum(slices.requests[f"{family}:{b}"].astype(int) for b in bands)
+        assert (count == 1).all(), family
+    requests = read_log(tiny_world).requests
+    train = requests.take(pa.array(time_split(requests, 1, 2)["train"]))
+    unseen = ~np.isin(
+        requests.take(pa.array(context.test_rows))["query"].to_numpy(zero_copy_only=False),
+        train["query"].to_numpy(zero_copy_only=False),
+    )
+    assert unseen.sum() == slices.requests["query:unseen"].sum() > 0
+    grade3 = np.bincount(rows.request, weights=rows.grade == 3, minlength=rows.n_requests)
+    assert (grade3[slices.requests["exact:none"]] == 0).all()
+    assert ((grade3[slices.requests["exact:scarce"]] - 2) ** 2 <= 1).all()
+    assert (grade3[slices.requests["exact:plenty"]] >= 4).all()
+
+
+def test_query_frequency_lays_training_requests_out_by_query():
+    # 12 training requests: a starts the layout (head), b at 6/12 (torso), c at 9/12 and d at
+    # 11/12 (tail); e never occurs in training
+    train = pa.array(list("aaaaaabbbccd"))
+    bands = query_frequency(pa.array(list("abcde")), train)
+    assert bands.tolist() == [0, 1, 2, 2, 3]
+
+
+def test_user_activity_counts_earlier_requests_in_time_order():
+    n = 35
+    requests = pa.table(
+        {
+            "request_id": np.arange(n)[::-1].copy(),  # ids descending, so time must decide
+            "user_id": np.zeros(n, np.int64),
+            "timestamp": pa.array(np.arange(n) * 1000, pa.timestamp("ms")),
+        }
+    )
+    band = user_activity(requests)
+    expected = [0] * 3 + [1] * 7 + [2] * 20 + [3] * 5
+    assert [ACTIVITY_BANDS[b] for b in band] == [ACTIVITY_BANDS[b] for b in expected]
+
+
+def test_a_log_without_truth_skips_the_exact_slice_and_relevance(context, tiny_world):
+    rows = context.rows
+    blind = EvaluationRows(rows.request_ids, rows.request, rows.item_id, rows.user, rows.click,
+                           rows.exposed, None)  # fmt: skip
+    requests = read_log(tiny_world).requests
+    slices = evaluation_slices(requests, time_split(requests, 1, 2)["train"], np.array([]), blind)
+    assert "exact" in slices.skipped and not any(s.startswith("exact:") for s in slices.requests)
+    from prectr.evaluation.statistics import model_statistics
+
+    assert "ndcg@10" not in model_statistics(
+        blind, np.random.default_rng(0).random(rows.item_id.size)
+    )
+
+
 def test_evaluating_a_run_writes_every_metric_and_recomputable_scores(tiny_run, tiny_world):
-    import json
-
-    import pyarrow.parquet as pq
-
-    from prectr.evaluation import evaluate_run
-    from prectr.metrics import auc
-
-    result = evaluate_run(tiny_run, tiny_world)
+    result = evaluate_run(tiny_run, tiny_world, n_resamples=200)
     saved = json.loads((tiny_run / "evaluation.json").read_text())
     assert saved["metrics"] == pytest.approx(result["metrics"])
-    for key in ("auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10",
-                "mean_grade@10", "irrelevant@10", "expected_clicks"):  # fmt: skip
+    for key in POOLED:
         assert result["metrics"][key] is not None, key
-    assert set(result["slices"]) == {"cold_start", "new_items", "unexposed"}
+    families = {f"{f}:{b}" for f, bands in FAMILIES.items() for b in bands}
+    assert set(result["slices"]) == families | {"new_items", "unexposed"}
     assert result["slices"]["unexposed"]["ndcg@10"] > 0
-    assert result["online"]["logging_expected_clicks"] > 0
+    assert result["test_days"] == list(result["per_day"]) and len(result["test_days"]) == 1
+    online = result["online"]
+    assert online["expected_clicks_lo"] < online["expected_clicks"] < online["expected_clicks_hi"]
+    assert online["lift_lo"] < online["lift"] < online["lift_hi"]
+    assert online["logging_expected_clicks"] > 0
+    assert "broad" in result or "broad" in result["skipped"]
     assert 5 <= len(result["calibration_bins"]) <= 10
 
-    # scores.parquet covers every test-day candidate and reproduces the reported AUC
-    world = World(tiny_world)
+    # scores.parquet covers every candidate of the run's test split and reproduces the AUC
     scores = pq.read_table(tiny_run / "scores.parquet")
-    pool = evaluation_pool(world, scores["request_id"].unique())
+    pool = evaluation_pool(World(tiny_world), scores["request_id"].unique())
     assert scores.num_rows == pool.num_rows
     joined = pool.join(scores, ["request_id", "item_id"])
     exposed = joined.filter(joined["click"].is_valid())
     assert auc(exposed["click"].to_numpy(), exposed["score"].to_numpy()) == pytest.approx(
         result["metrics"]["auc"]
     )
+
+
+def test_a_run_is_scored_on_each_of_its_test_days(two_day_runs, tiny_world):
+    run, _ = two_day_runs
+    result = evaluate_run(run, tiny_world, n_resamples=100)
+    requests = read_log(tiny_world).requests
+    test = requests["request_id"].take(pa.array(time_split(requests, 1, 2)["test"]))
+    scored = pq.read_table(run / "scores.parquet")["request_id"].unique()
+    assert sorted(scored.to_pylist()) == sorted(test.to_pylist())
+    assert len(result["per_day"]) == 2
+    days = result["per_day"].values()
+    assert sum(d["test_requests"] for d in days) == result["metrics"]["test_requests"]
+    assert sum(d["test_exposed"] for d in days) == result["metrics"]["test_exposed"]
+
+
+def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, tiny_world):
+    from prectr.evaluation.run import score_run
+    from prectr.train.run import load_trained
+
+    run = two_day_runs[0]
+    result = evaluate_run(run, tiny_world, n_resamples=100)
+    broad = result["broad"]
+    config = World(tiny_world).config
+    kept = config.broad_requests * 2  # the kept sample of each of the run's 2 test days
+    assert broad["requests"] == kept
+    assert broad["candidates_per_request"] == pytest.approx(config.broad_sample, rel=0.05)
+    for key in ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks"):
+        assert broad[key] is not None, key
+    assert 0 <= broad["recall@100"] <= 1 and 0 <= broad["irrelevant@10"] <= 1
+    written = pq.read_table(run / "broad_scores.parquet")
+    assert written.num_rows / kept == pytest.approx(broad["candidates_per_request"], abs=0.05)
+
+    # appending the broad candidates leaves every pool candidate's features and score unchanged
+    log, trained = read_log(tiny_world), load_trained(run)
+    context = EvaluationContext.build(World(tiny_world), log, 1, 2)
+    plain = score_run(trained, log, context.test_rows, None)
+    extended = score_run(trained, log, context.test_rows, context.broad.table)
+    assert extended.num_rows > plain.num_rows
+    both = plain.join(extended, ["request_id", "item_id"], right_suffix="_broad")
+    assert both.num_rows == plain.num_rows
+    assert np.allclose(both["score"].to_numpy(), both["score_broad"].to_numpy(), atol=1e-6)
+
+
+def test_comparing_runs_pairs_every_metric(two_day_runs, tiny_world):
+    a, b = two_day_runs
+    for run in (a, b):
+        evaluate_run(run, tiny_world, n_resamples=50)
+    same, same_draws = compare_runs(a, a, tiny_world, n_resamples=100)
+    for section in same["sections"].values():
+        for d in section.values():
+            assert d["diff"] in (0.0, None) and d["lo"] in (0.0, None) and d["hi"] in (0.0, None)
+    assert all((d[~np.isnan(d)] == 0).all() for d in same_draws.values())
+
+    summary, draws = compare_runs(a, b, tiny_world, n_resamples=100)
+    sections = summary["sections"]
+    assert {"all", "broad", "user:cold", "query:unseen", "new_items", "unexposed"} <= set(sections)
+    assert set(sections["broad"]) == {"irrelevant@10", "ndcg@10", "recall@100", "expected_clicks"}
+    d = sections["all"]["auc"]
+    assert d["a"] == pytest.approx(
+        json.loads((a / "evaluation.json").read_text())["metrics"]["auc"]
+    )
+    assert d["lo"] <= d["mean"] <= d["hi"] and d["spans_zero"] == (d["lo"] <= 0 <= d["hi"])
+    assert draws["all/auc"].shape == (100,)
+
+
+def test_comparing_runs_of_different_splits_is_refused(tiny_run, two_day_runs, tiny_world):
+    with pytest.raises(ValueError, match="split"):
+        compare_runs(tiny_run, two_day_runs[0], tiny_world, n_resamples=10)

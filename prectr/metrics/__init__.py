@@ -1,7 +1,17 @@
-"""Exact, vectorised click and ranking metrics."""
+"""Exact, vectorised click and ranking metrics, and paired bootstrap differences
+(:mod:`prectr.metrics.paired`)."""
 
 from prectr.metrics.click import auc, calibration, gauc, group_auc, logloss, relaimpr
-from prectr.metrics.ranking import irrelevant_share_at_k, mean_grade_at_k, ndcg_at_k
+from prectr.metrics.ranking import (
+    irrelevant_share_at_k,
+    irrelevant_share_at_k_per_group,
+    mean_grade_at_k,
+    mean_grade_at_k_per_group,
+    ndcg_at_k,
+    ndcg_at_k_per_group,
+    recall_at_k,
+    recall_at_k_per_group,
+)
 
 __all__ = [
     "auc",
@@ -9,8 +19,13 @@ __all__ = [
     "gauc",
     "group_auc",
     "irrelevant_share_at_k",
+    "irrelevant_share_at_k_per_group",
     "logloss",
     "mean_grade_at_k",
+    "mean_grade_at_k_per_group",
     "ndcg_at_k",
+    "ndcg_at_k_per_group",
+    "recall_at_k",
+    "recall_at_k_per_group",
     "relaimpr",
 ]

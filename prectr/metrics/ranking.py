@@ -65,22 +65,47 @@ def ndcg_at_k_per_group(
     return np.divide(dcg, idcg, out=np.zeros(n_groups), where=has_relevant), has_relevant
 
 
-def _mean_of_top_k(
+def _top_k_mean_per_group(
     values: np.ndarray, codes: np.ndarray, rank: np.ndarray, n_groups: int, k: int
-) -> float:
-    """Per group the mean of ``values`` over its rows ranked <= k, then the mean over groups."""
+) -> np.ndarray:
+    """Per group the mean of ``values`` over its rows ranked <= k."""
     top = rank <= k
     total = np.bincount(codes, weights=np.where(top, values, 0.0), minlength=n_groups)
     count = np.bincount(codes, weights=top, minlength=n_groups)
-    return float(np.mean(total / count)) if n_groups else float("nan")
+    return total / count
+
+
+def _mean(per_group: np.ndarray) -> float:
+    return float(per_group.mean()) if per_group.size else float("nan")
+
+
+def mean_grade_at_k_per_group(
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
+) -> np.ndarray:
+    """Mean true grade of each group's top min(k, size) rows, in sorted group-key order."""
+    grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
+    return _top_k_mean_per_group(grades, codes, rank, n_groups, k)
 
 
 def mean_grade_at_k(
     grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
 ) -> float:
     """Mean true grade of each group's top min(k, size) rows, averaged over groups."""
+    return _mean(mean_grade_at_k_per_group(grades, scores, groups, k))
+
+
+def irrelevant_share_at_k_per_group(
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 10,
+    irrelevant_grade: int = 0,
+) -> np.ndarray:
+    """Share of rows with grade <= ``irrelevant_grade`` in each group's top min(k, size) rows,
+    in sorted group-key order."""
     grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
-    return _mean_of_top_k(grades, codes, rank, n_groups, k)
+    is_irrelevant = (grades <= irrelevant_grade).astype(np.float64)
+    return _top_k_mean_per_group(is_irrelevant, codes, rank, n_groups, k)
 
 
 def irrelevant_share_at_k(
@@ -92,6 +117,36 @@ def irrelevant_share_at_k(
 ) -> float:
     """Share of rows with grade <= ``irrelevant_grade`` in each group's top min(k, size) rows,
     averaged over groups."""
+    return _mean(irrelevant_share_at_k_per_group(grades, scores, groups, k, irrelevant_grade))
+
+
+def recall_at_k_per_group(
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 100,
+    relevant_grade: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (sorted key order) the share of its rows with grade >= ``relevant_grade``
+    that rank in its top k (0 where it has none), and whether it has any."""
     grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
-    is_irrelevant = (grades <= irrelevant_grade).astype(np.float64)
-    return _mean_of_top_k(is_irrelevant, codes, rank, n_groups, k)
+    relevant = grades >= relevant_grade
+    found = np.bincount(codes, weights=relevant & (rank <= k), minlength=n_groups)
+    total = np.bincount(codes, weights=relevant, minlength=n_groups)
+    has_relevant = total > 0
+    return np.divide(found, total, out=np.zeros(n_groups), where=has_relevant), has_relevant
+
+
+def recall_at_k(
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 100,
+    relevant_grade: int = 3,
+) -> float:
+    """Recall@k of the rows with grade >= ``relevant_grade`` (by default the exact items),
+    averaged over the groups that hold any; nan when none does. On a sample of a larger
+    candidate set (the broad set) this is the recall within the sample, so a figure is
+    comparable only between rankings of the same sample."""
+    recall, has_relevant = recall_at_k_per_group(grades, scores, groups, k, relevant_grade)
+    return float(recall[has_relevant].mean()) if has_relevant.any() else float("nan")

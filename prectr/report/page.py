@@ -18,7 +18,7 @@ LOWER_IS_BETTER = frozenset({"logloss", "irrelevant@10"})
 #: ...except these, which are best closest to a target.
 TARGET = {"calibration": 1.0}
 #: Counts reported beside the metrics: shown, never bolded.
-NOT_RANKED = frozenset({"test_requests", "test_exposed"})
+NOT_RANKED = frozenset({"test_requests", "test_exposed", "requests", "candidates", "exposed"})
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
@@ -140,6 +140,35 @@ def online_table(runs: Sequence[RunResult]) -> str:
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
 
+#: The columns of the per-slice table.
+SLICE_TABLE_METRICS = ("auc", "gauc_user", "ndcg@10", "irrelevant@10", "expected_clicks",
+                       "requests")  # fmt: skip
+
+
+def slices_table(runs: Sequence[RunResult]) -> str:
+    """One row per slice and run, the slices in first-seen order; the best run per slice and
+    metric is bold."""
+    names: list[str] = []
+    for run in runs:
+        names.extend(s for s in run.slices if s not in names)
+    keys = [
+        k for k in SLICE_TABLE_METRICS if any(k in r.slices.get(s, {}) for r in runs for s in names)
+    ]
+    head = "<tr><th>slice</th><th>run</th>" + "".join(f"<th>{_esc(k)}</th>" for k in keys)
+    rows = []
+    for name in names:
+        present = [(i, r) for i, r in enumerate(runs) if name in r.slices]
+        best = {k: best_rows(k, [r.slices[name].get(k) for _, r in present]) for k in keys}
+        for j, (i, run) in enumerate(present):
+            cells = "".join(
+                f'<td class="num{" best" if j in best[k] else ""}">'
+                f"{format_value(run.slices[name].get(k))}</td>"
+                for k in keys
+            )
+            rows.append(f"<tr><td>{_esc(name)}</td><td>{_run_label(i, run)}</td>{cells}</tr>")
+    return f"<table>\n{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+
+
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1%}"
 
@@ -212,6 +241,8 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
         body = _img(png, name) if png else _empty(missing)
         if name == "Online proxy" and png:
             body += "\n" + online_table(runs)
+        if name == "Slices" and png:
+            body += "\n" + slices_table(runs)
         parts.append(_section(name, caption, body))
 
     return (

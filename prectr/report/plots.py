@@ -21,6 +21,7 @@ from prectr.report.runs import RunResult
 
 #: Metrics drawn per slice, in this order, when a slice has them.
 SLICE_METRICS = ("auc", "gauc_user", "gauc_request", "ndcg@10")
+SLICE_COLUMNS = 4
 DPI = 100
 
 
@@ -129,7 +130,8 @@ def tradeoff_figure(runs: Sequence[RunResult]) -> str | None:
 
 
 def slices_figure(runs: Sequence[RunResult]) -> str | None:
-    """One panel per slice: grouped bars of AUC/GAUC and NDCG@10, one bar per run."""
+    """One panel per slice (SLICE_COLUMNS to a row): grouped bars of AUC/GAUC and NDCG@10, one
+    bar per run."""
     names: list[str] = []
     for run in runs:
         names.extend(s for s in run.slices if s not in names)
@@ -144,10 +146,14 @@ def slices_figure(runs: Sequence[RunResult]) -> str | None:
             panels.append((s, keys))
     if not panels:
         return None
-    fig = _figure(min(4.2 * len(panels), 14.0), 3.6)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    ncols = min(len(panels), SLICE_COLUMNS)
+    nrows = -(-len(panels) // ncols)
+    fig = _figure(min(4.2 * ncols, 14.0), 3.2 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     width = 0.8 / len(runs)
-    for ax, (s, keys) in zip(axes, panels, strict=True):
+    for ax, (s, keys) in zip(axes, panels, strict=False):
         values = []
         for i, run in enumerate(runs):
             ys = [run.slices.get(s, {}).get(k) for k in keys]

@@ -82,3 +82,30 @@ def test_unknown_grades_and_bad_arguments_are_refused():
         ndcg_at_k([0, 1], [0.1, 0.2], [1])
     with pytest.raises(ValueError, match="empty"):
         ndcg_at_k(GRADES, SCORES, GROUPS, empty="nan")
+
+
+def test_recall_at_k_counts_exact_items_in_the_top_k():
+    from prectr.metrics import recall_at_k, recall_at_k_per_group
+
+    # request 1: exact items at scores 0.9 and 0.1 of four rows; request 2 holds none
+    grades = np.array([3, 0, 1, 3, 2, 0])
+    scores = np.array([0.9, 0.8, 0.5, 0.1, 0.4, 0.3])
+    groups = np.array([1, 1, 1, 1, 2, 2])
+    recall, has_exact = recall_at_k_per_group(grades, scores, groups, k=2)
+    assert recall.tolist() == [0.5, 0.0] and has_exact.tolist() == [True, False]
+    assert recall_at_k(grades, scores, groups, k=2) == 0.5
+    assert recall_at_k(grades, scores, groups, k=4) == 1.0
+    assert math.isnan(recall_at_k(grades[4:], scores[4:], groups[4:], k=2))
+
+
+def test_per_group_values_average_to_the_scalar_metrics():
+    from prectr.metrics import irrelevant_share_at_k_per_group, mean_grade_at_k_per_group
+
+    rng = np.random.default_rng(1)
+    grades, scores, groups = rng.integers(0, 4, 500), rng.random(500), rng.integers(0, 30, 500)
+    assert mean_grade_at_k_per_group(grades, scores, groups).mean() == pytest.approx(
+        mean_grade_at_k(grades, scores, groups)
+    )
+    assert irrelevant_share_at_k_per_group(grades, scores, groups).mean() == pytest.approx(
+        irrelevant_share_at_k(grades, scores, groups)
+    )

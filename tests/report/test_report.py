@@ -186,3 +186,12 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert main([str(run), "-o", str(out)]) == 0
     assert len(images(out.read_text(encoding="utf-8"))) == SUMMARY_FIGURES - 1
     assert main([str(tmp_path / "nothing"), "-o", str(out)]) == 2
+
+
+def test_slices_table_lists_every_slice_of_every_run(two_runs: tuple[list[Path], Path, str]):
+    page = two_runs[2]
+    assert "<th>slice</th><th>run</th>" in page
+    rows = re.findall(r"<tr><td>(cold_start|new_items)</td><td>.*?</tr>", page)
+    assert rows.count("cold_start") == 2 and rows.count("new_items") == 2
+    # cold_start auc: A 0.7012 - 0.03 beats B 0.6950 - 0.03
+    assert f'<td class="num best">{METRICS_A["auc"] - 0.03:.4f}</td>' in page

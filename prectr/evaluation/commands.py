@@ -1,0 +1,195 @@
+"""`prectr evaluate` and `prectr compare`: parsers and printed tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from prectr.evaluation.slices import FAMILIES, ROW_SLICES
+from prectr.metrics.paired import RESAMPLES
+
+console = Console(highlight=False)
+
+METRIC_ORDER = (
+    "auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10", "mean_grade@10",
+    "irrelevant@10", "recall@100", "expected_clicks", "test_requests", "test_exposed",
+    "requests", "candidates", "exposed",
+)  # fmt: skip
+FAMILY_TITLES = {
+    "query": "by query frequency (training days)",
+    "user": "by user activity (earlier requests)",
+    "exact": "by exact-item scarcity of the pool",
+}
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def _ordered(sections: list[dict]) -> list[str]:
+    names = {k for section in sections for k in section}
+    return [k for k in METRIC_ORDER if k in names]
+
+
+def _metric_table(title: str, sections: dict[str, dict]) -> Table:
+    """Rows: metrics; columns: sections (each a metric -> value mapping)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in sections:
+        table.add_column(name.replace("_", " "), justify="right")
+    for metric in _ordered(list(sections.values())):
+        table.add_row(metric, *(_fmt(s.get(metric)) for s in sections.values()))
+    return table
+
+
+def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Slices grouped for printing: one group per family, then the row slices."""
+    groups = {
+        FAMILY_TITLES[family]: {band: slices[f"{family}:{band}"] for band in bands}
+        for family, bands in FAMILIES.items()
+        if any(f"{family}:{band}" in slices for band in bands)
+    }
+    groups["new items and unexposed candidates"] = {
+        name: slices[name] for name in ROW_SLICES if name in slices
+    }
+    return groups
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from prectr.evaluation.run import evaluate_run
+
+    r = evaluate_run(args.run, args.world, args.checkpoint, args.bootstrap, args.seed)
+    days = ", ".join(r["test_days"])
+    title = f"{r['name']} ({r['model']}) on the test days {days} of {args.world}"
+    console.print(_metric_table(title, {"all": r["metrics"], **r["per_day"]}))
+    for title, sections in _family_sections(r["slices"]).items():
+        console.print(_metric_table(title, sections))
+    if "broad" in r:
+        broad = r["broad"]
+        console.print(
+            _metric_table(
+                f"broad set: {broad['requests']:,} requests x "
+                f"{broad['candidates_per_request']:.0f} sampled candidates",
+                {"broad": {k: v for k, v in broad.items() if k in METRIC_ORDER}},
+            )
+        )
+    for what, reason in r["skipped"].items():
+        console.print(f"skipped {what}: {reason}", style="dim")
+    o = r["online"]
+    console.print(
+        f"online proxy: {o['expected_clicks']:.4f} expected clicks per request "
+        f"[{o['expected_clicks_lo']:.4f}, {o['expected_clicks_hi']:.4f}], logging ranker "
+        f"{o['logging_expected_clicks']:.4f}; lift {o['lift']:+.1%} "
+        f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
+        f"{o['requests']:,} requests)"
+    )
+    console.print(f"wrote {Path(args.run) / 'evaluation.json'} and scores.parquet", style="dim")
+    return 0
+
+
+def _difference(d: dict) -> str:
+    """``diff [lo, hi]``, bold where the CI excludes 0."""
+    if d["diff"] is None:
+        return "-"
+    if d["lo"] is None:
+        return f"{d['diff']:+.4f}"
+    text = f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+    return text if d["spans_zero"] else f"[bold]{text}[/]"
+
+
+def _difference_table(title: str, sections: dict[str, dict]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in sections:
+        table.add_column(name.replace("_", " "), justify="right")
+    for metric in _ordered(list(sections.values())):
+        table.add_row(
+            metric, *(_difference(s[metric]) if metric in s else "-" for s in sections.values())
+        )
+    return table
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from prectr.evaluation.compare import compare_runs, write_draws
+    from prectr.io import atomic_file
+
+    summary, draws = compare_runs(args.run_a, args.run_b, args.world, args.bootstrap, args.seed)
+    sections = summary["sections"]
+    pooled = Table(title=f"{summary['b']} - {summary['a']} on {summary['requests']:,} requests "
+                   f"of {', '.join(summary['test_days'])} (95% CI)")  # fmt: skip
+    for column in ("metric", summary["a"], summary["b"], "B - A [95% CI]", ""):
+        pooled.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, d in sections["all"].items():
+        verdict = "no difference" if d["spans_zero"] else ""
+        pooled.add_row(metric, _fmt(d["a"]), _fmt(d["b"]), _difference(d), verdict)
+    console.print(pooled)
+    slices = {k: v for k, v in sections.items() if k not in ("all", "broad")}
+    for title, group in _family_sections(slices).items():
+        console.print(_difference_table(f"B - A {title}", group))
+    if "broad" in sections:
+        console.print(_difference_table("B - A on the broad set", {"broad": sections["broad"]}))
+    for what, reason in summary["skipped"].items():
+        console.print(f"skipped {what}: {reason}", style="dim")
+    console.print(
+        f"paired bootstrap over requests, {args.bootstrap} resamples, seed {args.seed}; bold: the "
+        "95% CI excludes 0, otherwise no difference",
+        style="dim",
+    )
+    if args.out:
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"wrote {args.out}", style="dim")
+    if args.draws:
+        write_draws(draws, args.draws)
+        console.print(f"wrote {args.draws}", style="dim")
+    return 0
+
+
+def _bootstrap_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="B",
+                   help=f"bootstrap resamples of requests (default {RESAMPLES})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+
+
+def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
+    """The `evaluate` and `compare` subcommands."""
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained run on its test days: every metric, per day, by slice",
+        description="Score every candidate of the run's test split (its data.test_days last "
+        "days) of a simulated world and print click metrics (exposed impressions), relevance "
+        "metrics (full pool, true grades) and expected clicks, pooled and per test day; the "
+        "slices (query frequency, user activity, exact-item scarcity, new items, unexposed "
+        "candidates); the broad-set sample where the world keeps one; and the online proxy "
+        "against the logging ranker with a 95%% CI. Writes RUN/evaluation.json and "
+        "RUN/scores.parquet (request_id, item_id, score and grade probabilities if any), and "
+        "RUN/broad_scores.parquet with a broad-set sample.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    _bootstrap_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "compare",
+        help="paired difference (B - A) of two evaluated runs, every metric with a 95%% CI",
+        description="Bootstrap the requests of the runs' common test split (both evaluated "
+        "on WORLD with `prectr evaluate`) and print B - A of every metric with its 95%% "
+        "percentile CI, pooled, by slice and on the broad set; a CI that spans 0 reads "
+        "'no difference'.",
+    )
+    p.add_argument("run_a", type=Path, help="run A (the reference)")
+    p.add_argument("run_b", type=Path, help="run B")
+    p.add_argument("--world", type=Path, required=True)
+    _bootstrap_flags(p)
+    p.add_argument("--out", type=Path, help="write the comparison as JSON")
+    p.add_argument("--draws", type=Path,
+                   help="write B - A of each resample as parquet (to pool seeds)")  # fmt: skip
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,111 @@
+"""Comparing two evaluated runs on the same world: the paired difference (B - A) of every metric,
+pooled, by slice and on the broad set, with a 95% CI from a bootstrap over requests.
+
+Both runs must have been evaluated (`prectr evaluate`: their ``scores.parquet`` and, where the
+world keeps a broad-set sample, ``broad_scores.parquet``) on the same world with the same split.
+All metrics and slices share one set of resamples (:mod:`prectr.metrics.paired`); with the same
+world and bootstrap seed, two comparisons share them too, so their draws can be averaged per
+resample (benchmarks/quality.py does that over training seeds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from prectr.config import experiment_from_dict
+from prectr.data.schema import read_log
+from prectr.data.simulate import World
+from prectr.evaluation.context import EvaluationContext
+from prectr.evaluation.run import BROAD_SCORES, SCORES
+from prectr.io import atomic_file
+from prectr.metrics.paired import CONFIDENCE, RESAMPLES, Statistic, paired_bootstrap
+
+#: What the context needs of the log (split and slices); read without the rest, and without
+#: a schema check (`prectr evaluate` checked the whole log of the same world).
+LOG_COLUMNS = {
+    "items": ["item_id"],
+    "requests": ["request_id", "user_id", "query", "timestamp"],
+    "impressions": ["request_id", "item_id"],
+}
+
+
+def _run_config(run: Path) -> tuple[str, int, int]:
+    """The run's display name and its split (valid_days, test_days)."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    config = experiment_from_dict(yaml.safe_load(path.read_text()), str(path))
+    return config.name or run.name, config.data.valid_days, config.data.test_days
+
+
+def _scores(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `prectr evaluate {path.parent}` first")
+    return pq.read_table(path, columns=["request_id", "item_id", "score"])
+
+
+def _model_statistics(context: EvaluationContext, run: Path) -> dict[str, Statistic]:
+    """Every statistic of one run's scores, keyed ``section/metric``."""
+    score = context.aligned(_scores(run / SCORES), str(run / SCORES))
+    broad_score = None
+    if context.broad is not None:
+        broad_score = context.broad.aligned(_scores(run / BROAD_SCORES), str(run / BROAD_SCORES))
+    sections = context.statistics(score, context.expected_clicks(score), broad_score, False)
+    return {f"{s}/{m}": stat for s, stats in sections.items() for m, stat in stats.items()}
+
+
+def compare_runs(
+    run_a: str | Path,
+    run_b: str | Path,
+    world_dir: str | Path,
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """B - A of every metric of two evaluated runs on ``world_dir``: a JSON-ready summary
+    (``sections``: section -> metric -> a, b, diff, mean, lo, hi, spans_zero) and the draws
+    (``section/metric`` -> B - A on each resample)."""
+    run_a, run_b = Path(run_a), Path(run_b)
+    (name_a, *split_a), (name_b, *split_b) = _run_config(run_a), _run_config(run_b)
+    if split_a != split_b:
+        raise ValueError(
+            f"{run_a} is split (valid_days, test_days) = {tuple(split_a)} and {run_b} "
+            f"{tuple(split_b)}: a paired comparison needs both scored on the same requests"
+        )
+    log = read_log(world_dir, columns=LOG_COLUMNS, validate_log=False)
+    context = EvaluationContext.build(World(world_dir), log, *split_a)
+    a, b = _model_statistics(context, run_a), _model_statistics(context, run_b)
+    differences = paired_bootstrap(a, b, context.rows.n_requests, n_resamples, seed)
+    sections: dict[str, dict] = {}
+    for key, difference in differences.items():
+        section, metric = key.split("/", 1)
+        sections.setdefault(section, {})[metric] = difference.summary()
+    summary = {
+        "a": name_a,
+        "b": name_b,
+        "run_a": str(run_a),
+        "run_b": str(run_b),
+        "world": str(world_dir),
+        "requests": context.rows.n_requests,
+        "test_days": list(context.days),
+        "bootstrap": {
+            "unit": "request",
+            "resamples": n_resamples,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+        },
+        "sections": sections,
+        "skipped": dict(context.skipped),
+    }
+    return summary, {key: d.draws for key, d in differences.items()}
+
+
+def write_draws(draws: dict[str, np.ndarray], path: str | Path) -> None:
+    """The resampled differences as a parquet table (a column per ``section/metric``, a row
+    per resample), atomically."""
+    with atomic_file(path) as tmp:
+        pq.write_table(pa.table(draws), tmp)

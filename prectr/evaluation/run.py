@@ -1,0 +1,196 @@
+"""Evaluating a trained run on its own test split: every metric pooled, per test day, by slice,
+on the broad set, and the online proxy with a bootstrap CI.
+
+The test requests are the run's (``time_split`` with the run's ``data.valid_days`` and
+``data.test_days``), not the world's: a run configured with three test days is scored on all
+three. Writes ``RUN/evaluation.json``, ``RUN/scores.parquet`` (request_id, item_id, score and
+grade probabilities if the model has them, one row per pool candidate) and, when the world keeps
+a broad-set sample, ``RUN/broad_scores.parquet`` (request_id, item_id, score): the per-row scores
+`prectr compare` bootstraps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prectr.data.dataset import BatchStream, Collator, write_impressions
+from prectr.data.schema import SearchLog, read_log
+from prectr.data.simulate import World
+from prectr.evaluation.broad import with_broad_candidates
+from prectr.evaluation.context import ALL, EvaluationContext
+from prectr.evaluation.scoring import calibration_bins
+from prectr.evaluation.slices import slice_counts
+from prectr.evaluation.statistics import values
+from prectr.io import atomic_file
+from prectr.metrics.paired import (
+    RESAMPLES,
+    PairedDifference,
+    bootstrap,
+    interval,
+    mean_statistic,
+)
+
+if TYPE_CHECKING:
+    from prectr.train.run import TrainedRun
+
+SCORES = "scores.parquet"
+BROAD_SCORES = "broad_scores.parquet"
+EVALUATION = "evaluation.json"
+
+
+def score_run(
+    run: TrainedRun, log: SearchLog, test_rows: np.ndarray, broad: pa.Table | None
+) -> pa.Table:
+    """Scores of every candidate of the requests ``test_rows`` (rows of ``log.requests``) by a
+    trained run: the logged pool and, given a broad-set sample, its pairs outside the pool."""
+    from prectr.train.trainer import predict
+
+    if broad is not None:
+        log = with_broad_candidates(log, broad)
+    encoded = run.encoder.encode(log)
+    rows = encoded.impressions["request_row"].to_numpy()
+    test = encoded.impressions.filter(pa.array(np.isin(rows, test_rows)))
+    path = write_impressions(test, run.path / "data" / "evaluation.parquet")
+    stream = BatchStream(path, Collator(encoded), run.config.data.batch_size, shuffle=False,
+                         rows="all")  # fmt: skip
+    p = predict(run.model, stream.epoch())
+    scored = {
+        "request_id": log.requests["request_id"].take(pa.array(p["request"])),
+        "item_id": log.items["item_id"].take(pa.array(p["item"])),
+        "score": p["score"].astype(np.float64),
+    }
+    if "grades" in p:
+        scored.update({f"grade_{g}": p["grades"][:, g].astype(np.float64) for g in range(4)})
+    return pa.table(scored)
+
+
+def online(
+    context: EvaluationContext,
+    clicks: np.ndarray,
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """Expected clicks per request of the model (``clicks``, per evaluated request) and of the
+    logging ranker on the same requests, the lift, and the difference, each with the 95% CI of a
+    bootstrap over requests (paired: model and logging ranker on the same resamples)."""
+    logging = context.expected_clicks(context.logging_score)
+    every = np.arange(context.rows.n_requests)
+    drawn = bootstrap(
+        {"model": mean_statistic(clicks, every), "logging": mean_statistic(logging, every)},
+        context.rows.n_requests, n_resamples, seed,
+    )  # fmt: skip
+    model, base = drawn["model"], drawn["logging"]
+    difference = PairedDifference(base.value, model.value, model.draws - base.draws).summary()
+    lift_lo, lift_hi = interval(model.draws / base.draws - 1.0)
+    lo, hi = interval(model.draws)
+    return {
+        "expected_clicks": model.value,
+        "expected_clicks_lo": lo,
+        "expected_clicks_hi": hi,
+        "logging_expected_clicks": base.value,
+        "lift": model.value / base.value - 1.0,
+        "lift_lo": lift_lo,
+        "lift_hi": lift_hi,
+        "difference": difference["diff"],
+        "difference_lo": difference["lo"],
+        "difference_hi": difference["hi"],
+        "requests": context.rows.n_requests,
+    }
+
+
+def _counts(context: EvaluationContext, requests: np.ndarray) -> dict[str, int]:
+    rows = requests[context.rows.request]
+    return {
+        "test_requests": int(requests.sum()),
+        "test_exposed": int((rows & context.rows.exposed).sum()),
+    }
+
+
+def evaluation_result(
+    context: EvaluationContext,
+    score: np.ndarray,
+    broad_score: np.ndarray | None,
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """Every metric of one model's scores of the context's candidates (and broad sample):
+    ``metrics`` (pooled), ``per_day``, ``slices``, ``broad``, ``online``, ``calibration_bins``
+    and ``skipped`` (what could not be measured, and why)."""
+    rows, n = context.rows, context.rows.n_requests
+    clicks = context.expected_clicks(score)
+    sections = context.statistics(score, clicks, broad_score)
+    counts = slice_counts(context.slices, rows)
+    result = {
+        "metrics": values(sections[ALL], n) | _counts(context, np.ones(n, bool)),
+        "per_day": {
+            day: values(sections[f"day:{day}"], n) | _counts(context, mask)
+            for day, mask in context.days.items()
+        },
+        "slices": {name: values(sections[name], n) | counts[name] for name in counts},
+        "online": online(context, clicks, n_resamples, seed),
+        "calibration_bins": calibration_bins(
+            rows.click[rows.exposed].astype(np.float64), score[rows.exposed]
+        ),
+        "skipped": dict(context.skipped),
+        "bootstrap": {"unit": "request", "resamples": n_resamples, "seed": seed},
+    }
+    if "broad" in sections and context.broad is not None:
+        broad = context.broad
+        result["broad"] = values(sections["broad"], n) | {
+            "requests": broad.requests,
+            "candidates_per_request": round(broad.table.num_rows / broad.requests, 1),
+        }
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    world_dir: str | Path,
+    checkpoint: str = "best",
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """Score the run's test split of a world with a trained run; write ``evaluation.json``,
+    ``scores.parquet`` and (with a broad-set sample) ``broad_scores.parquet`` into the run
+    directory and return the evaluation."""
+    from prectr.train.run import load_trained
+
+    run = load_trained(run_dir, checkpoint)
+    log = read_log(world_dir)
+    data = run.config.data
+    context = EvaluationContext.build(World(world_dir), log, data.valid_days, data.test_days)
+    broad = context.broad
+    scores = score_run(run, log, context.test_rows, None if broad is None else broad.table)
+    score = context.aligned(scores, f"the scores of {run.path}")
+    broad_score = None if broad is None else broad.aligned(scores, f"the scores of {run.path}")
+    result = {
+        "model": run.config.model,
+        "name": run.config.name or run.path.name,
+        "world": str(world_dir),
+        "split": "test",
+        "test_days": list(context.days),
+        "checkpoint": checkpoint,
+        **evaluation_result(context, score, broad_score, n_resamples, seed),
+    }
+    keys = pa.table(
+        {"request_id": context.rows.request_ids[context.rows.request],
+         "item_id": context.rows.item_id}
+    )  # fmt: skip
+    pool_scores = scores.join(keys, ["request_id", "item_id"], join_type="left semi")
+    order = [("request_id", "ascending"), ("item_id", "ascending")]
+    with atomic_file(run.path / SCORES) as tmp:
+        pq.write_table(pool_scores.sort_by(order), tmp)
+    if broad is None or broad_score is None:
+        (run.path / BROAD_SCORES).unlink(missing_ok=True)  # a former evaluation's, now stale
+    else:
+        with atomic_file(run.path / BROAD_SCORES) as tmp:
+            pq.write_table(broad.table.append_column("score", pa.array(broad_score)), tmp)
+    with atomic_file(run.path / EVALUATION) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,44 @@
+"""benchmarks/quality.py: pooling paired bootstrap differences over seeds, and their table."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import quality
+
+
+def seed(diff: float, draws: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+    summary = {"sections": {"all": {"auc": {"diff": diff}, "logloss": {"diff": None}}}}
+    return summary, {"all/auc": draws, "all/logloss": np.full(draws.size, np.nan)}
+
+
+def test_seeds_are_pooled_resample_by_resample():
+    rng = np.random.default_rng(0)
+    draws = [0.03 + 0.01 * rng.standard_normal(1000) for _ in range(3)]
+    pooled = quality.pooled_differences([seed(0.03, d) for d in draws])
+    auc = pooled["all"]["auc"]
+    assert auc["diff"] == 0.03 and auc["seeds"] == 3 and "logloss" not in pooled["all"]
+    lo, hi = np.quantile(np.mean(draws, axis=0), [0.025, 0.975])
+    assert (auc["lo"], auc["hi"]) == pytest.approx((lo, hi)) and auc["spans_zero"] is False
+    # the mean over independent seeds is known better than any one seed
+    one = quality.pooled_differences([seed(0.03, draws[0])])["all"]["auc"]
+    assert hi - lo < one["hi"] - one["lo"]
+
+
+def test_the_table_says_no_difference_where_the_ci_spans_zero():
+    auc = {"diff": 0.002, "lo": -0.001, "hi": 0.004, "spans_zero": True}
+    ndcg = {"diff": 0.02, "lo": 0.01, "hi": 0.03, "spans_zero": False}
+    report = {
+        "seeds": 3,
+        "differences": {
+            "reference": "dnn",
+            "resamples": 1000,
+            "by_config": {"din": {"all": {"auc": auc, "ndcg@10": ndcg}}},
+        },
+    }
+    table = quality.differences_markdown(report)
+    assert "no difference (+0.0020 [-0.0010, +0.0040])" in table
+    assert "**+0.0200 [+0.0100, +0.0300]**" in table and "By user activity" in table

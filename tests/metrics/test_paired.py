@@ -1,0 +1,135 @@
+"""The paired bootstrap over requests: exact at weight 1, exact on repeated requests, paired."""
+
+import numpy as np
+import pytest
+
+from prectr.metrics import auc, calibration, gauc, logloss
+from prectr.metrics.paired import (
+    auc_statistic,
+    bootstrap,
+    gauc_statistic,
+    interval,
+    mean_statistic,
+    paired_bootstrap,
+    ratio_statistic,
+    resample_weights,
+)
+
+N_REQUESTS = 300
+
+
+def clicks(seed: int = 0, rows_per_request: int = 10):
+    """Exposed rows of N_REQUESTS requests over 60 users: click, a score with some signal
+    (rounded so that ties occur), the user and the request."""
+    rng = np.random.default_rng(seed)
+    request = np.repeat(np.arange(N_REQUESTS), rows_per_request)
+    user = request % 60
+    click = (rng.random(request.size) < 0.2).astype(np.int64)
+    score = np.round(0.3 * click + rng.random(request.size), 2)
+    return click, score, user, request
+
+
+def test_resamples_are_multinomial_counts_and_repeatable():
+    blocks = list(resample_weights(7, 120, seed=3))
+    weights = np.concatenate(blocks)
+    assert weights.shape == (120, 7) and len(blocks) == 3
+    assert (weights.sum(axis=1) == 7).all() and (weights >= 0).all()
+    assert np.array_equal(weights, np.concatenate(list(resample_weights(7, 120, seed=3))))
+    assert not np.array_equal(weights, np.concatenate(list(resample_weights(7, 120, seed=4))))
+
+
+def test_every_weight_one_gives_the_exact_metrics():
+    click, score, user, request = clicks()
+    ones = np.ones((1, N_REQUESTS))
+    probability = score / score.max()
+    assert auc_statistic(click, score, request)(ones)[0] == pytest.approx(auc(click, score), 1e-12)
+    assert gauc_statistic(click, score, user, request)(ones)[0] == pytest.approx(
+        gauc(click, score, user), 1e-12
+    )
+    assert gauc_statistic(click, score, request, request)(ones)[0] == pytest.approx(
+        gauc(click, score, request), 1e-12
+    )
+    loss = -np.log(np.where(click == 1, probability, 1 - probability).clip(1e-7))
+    assert mean_statistic(loss, request)(ones)[0] == pytest.approx(logloss(click, probability))
+    assert ratio_statistic(probability, click, request)(ones)[0] == pytest.approx(
+        calibration(click, probability)
+    )
+
+
+def test_resample_weights_equal_the_metric_of_the_repeated_requests():
+    click, score, user, request = clicks(1)
+    weights = next(resample_weights(N_REQUESTS, 4, seed=5))
+    for w in weights:
+        repeated = np.repeat(np.arange(click.size), w[request].astype(np.int64))
+        exact_auc = auc(click[repeated], score[repeated])
+        exact_gauc = gauc(click[repeated], score[repeated], user[repeated])
+        assert auc_statistic(click, score, request)(w[None])[0] == pytest.approx(exact_auc, 1e-12)
+        assert gauc_statistic(click, score, user, request)(w[None])[0] == pytest.approx(
+            exact_gauc, 1e-12
+        )
+
+
+def test_identical_scores_differ_by_exactly_zero():
+    click, score, user, request = clicks()
+    a = {"auc": auc_statistic(click, score, request),
+         "gauc_user": gauc_statistic(click, score, user, request)}  # fmt: skip
+    b = {"auc": auc_statistic(click, score.copy(), request),
+         "gauc_user": gauc_statistic(click, score.copy(), user, request)}  # fmt: skip
+    for difference in paired_bootstrap(a, b, N_REQUESTS, 200).values():
+        assert (difference.draws == 0).all()
+        s = difference.summary()
+        assert s["diff"] == 0 and s["lo"] == 0 and s["hi"] == 0 and s["spans_zero"] is True
+
+
+def test_a_clearly_better_model_has_a_ci_above_zero():
+    click, _, _, request = clicks()
+    rng = np.random.default_rng(2)
+    weak = 0.2 * click + rng.random(click.size)
+    strong = 1.0 * click + rng.random(click.size)
+    result = paired_bootstrap(
+        {"auc": auc_statistic(click, weak, request)},
+        {"auc": auc_statistic(click, strong, request)},
+        N_REQUESTS,
+        500,
+    )["auc"].summary()
+    assert result["lo"] > 0 and result["spans_zero"] is False
+    assert result["lo"] < result["mean"] < result["hi"]
+    assert result["diff"] == pytest.approx(auc(click, strong) - auc(click, weak), 1e-12)
+
+
+def test_a_pure_noise_difference_covers_zero():
+    click, _, _, request = clicks()
+    rng = np.random.default_rng(3)
+    signal = 0.5 * click
+    a, b = signal + rng.random(click.size), signal + rng.random(click.size)
+    result = paired_bootstrap(
+        {"auc": auc_statistic(click, a, request)},
+        {"auc": auc_statistic(click, b, request)},
+        N_REQUESTS,
+        500,
+    )["auc"].summary()
+    assert result["lo"] < 0 < result["hi"] and result["spans_zero"] is True
+
+
+def test_per_request_means_bootstrap_like_the_mean_of_resampled_requests():
+    rng = np.random.default_rng(4)
+    values = rng.random(N_REQUESTS)
+    drawn = bootstrap({"mean": mean_statistic(values, np.arange(N_REQUESTS))}, N_REQUESTS, 300)
+    weights = np.concatenate(list(resample_weights(N_REQUESTS, 300)))
+    assert drawn["mean"].value == pytest.approx(values.mean())
+    assert np.allclose(drawn["mean"].draws, weights @ values / N_REQUESTS)
+
+
+def test_undefined_resamples_and_metrics():
+    # one request holds every click: resamples without it have no AUC
+    click = np.r_[np.ones(5), np.zeros(45)].astype(np.int64)
+    request = np.repeat(np.arange(10), 5)
+    drawn = bootstrap({"auc": auc_statistic(click, np.arange(50.0), request)}, 10, 100)["auc"]
+    assert np.isnan(drawn.draws).any()
+    assert interval(np.r_[np.full(60, np.nan), np.zeros(40)]) == pytest.approx(
+        (np.nan, np.nan), nan_ok=True
+    )
+    # no click at all: the AUC is undefined and the summary says None
+    flat = {"auc": auc_statistic(np.zeros(50, np.int64), np.arange(50.0), request)}
+    summary = paired_bootstrap(flat, flat, 10, 20)["auc"].summary()
+    assert set(summary.values()) == {None}
