@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ PRECTR = str(Path(sys.executable).with_name("prectr"))
 COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 SLICE_COLUMNS = (("user:cold", "gauc_user"), ("unexposed", "irrelevant@10"))
 MIN_TEST_DAYS = 3
+JOBS = [1]  # commands run at once (--jobs), set once by main()
 #: Differences tabulated: pooled, per slice family (bands as columns) and on the broad set.
 DIFF_COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 DIFF_FAMILIES = {
@@ -56,7 +59,29 @@ BROAD_COLUMNS = ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks")
 def run(cmd: list[str], commands: list[str]) -> None:
     commands.append(shlex.join(cmd))
     print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=_env())
+
+
+def _env() -> dict[str, str]:
+    """Each of the --jobs concurrent commands gets its share of the cores for torch's threads."""
+    threads = str(max(1, (os.cpu_count() or 1) // JOBS[0]))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def run_all(jobs: list[list[list[str]]], commands: list[str]) -> None:
+    """Run each job's commands in order, up to --jobs jobs at once; the commands are recorded in
+    the order the jobs were given, whatever order they finish in."""
+    for job in jobs:
+        commands.extend(shlex.join(cmd) for cmd in job)
+    recorded: list[str] = []  # run() records here; the order above is the one kept
+
+    def one(job: list[list[str]]) -> None:
+        for cmd in job:
+            run(cmd, recorded)
+
+    with ThreadPoolExecutor(max_workers=JOBS[0]) as pool:
+        for done in [pool.submit(one, job) for job in jobs]:
+            done.result()
 
 
 def world_dir(args: argparse.Namespace, commands: list[str]) -> Path:
@@ -87,7 +112,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
     parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs (train and evaluate) and comparisons at once, each with its "
+                        "share of the cores")  # fmt: skip
     args = parser.parse_args()
+    JOBS[0] = max(1, args.jobs)
     if len(args.seeds) < 3:
         parser.error("quality figures need at least 3 seeds")
     for config in args.configs:
@@ -101,33 +130,36 @@ def main() -> None:
     commands: list[str] = []
     world = world_dir(args, commands)
     results: dict[str, list[dict]] = {}
+    runs, jobs = [], []
     for config in args.configs:
         name = yaml.safe_load(config.read_text()).get("name") or config.stem
         for seed in args.seeds:
             out = ROOT / "runs" / "quality" / world.name / f"{name}-s{seed}"
+            runs.append((name, seed, out))
             train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
                      "--set", f"train.seed={seed}", *(f"--set={s}" for s in args.set)]  # fmt: skip
             evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
             if not (out / "evaluation.json").is_file():
                 if out.exists():
                     train.append("--resume")
-                run(train, commands)
-                run(evaluate, commands)
+                jobs.append([train, evaluate])
             else:
                 commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
-            evaluation = json.loads((out / "evaluation.json").read_text())
-            training = json.loads((out / "metrics.json").read_text())
-            results.setdefault(name, []).append(
-                {
-                    "seed": seed,
-                    "run": str(out.relative_to(ROOT)),
-                    **evaluation,
-                    "valid_auc": training["best_valid"]["auc"],
-                    "train_samples_per_s": training["train_samples_per_s"],
-                    "peak_rss_mb": training["peak_rss_mb"],
-                    "best_epoch": training["best_valid"]["epoch"],
-                }
-            )
+    run_all(jobs, commands)
+    for name, seed, out in runs:
+        evaluation = json.loads((out / "evaluation.json").read_text())
+        training = json.loads((out / "metrics.json").read_text())
+        results.setdefault(name, []).append(
+            {
+                "seed": seed,
+                "run": str(out.relative_to(ROOT)),
+                **evaluation,
+                "valid_auc": training["best_valid"]["auc"],
+                "train_samples_per_s": training["train_samples_per_s"],
+                "peak_rss_mb": training["peak_rss_mb"],
+                "best_epoch": training["best_valid"]["epoch"],
+            }
+        )
     reference = args.reference or default_reference(results)
     report = summarise(results, reference)
     report["differences"] = differences(results, reference, world, args, commands)
@@ -155,21 +187,21 @@ def default_reference(results: dict[str, list[dict]]) -> str:
     return max(baselines, key=lambda n: np.nanmean(_values(baselines[n], None, "auc")))
 
 
-def compare(
-    reference: dict, other: dict, world: Path, args: argparse.Namespace, commands: list[str]
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """`prectr compare` of one seed's runs (reused when its outputs exist): the summary and the
-    resampled differences."""
+def comparison(
+    reference: dict, other: dict, world: Path, args: argparse.Namespace
+) -> tuple[list[str], Path, Path, bool]:
+    """`prectr compare` of one seed's runs: the command, its outputs, and whether they are
+    fresh (then they are reused)."""
     run_a, run_b = ROOT / reference["run"], ROOT / other["run"]
     out = ROOT / "runs" / "quality" / world.name / "compare" / f"{run_b.name}-vs-{run_a.name}"
     summary, draws = out.with_suffix(".json"), out.with_suffix(".draws.parquet")
     cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
            "--draws", str(draws)]  # fmt: skip
-    if fresh_comparison(summary, draws, (run_a, run_b), args):
-        commands.append(shlex.join(cmd) + "   # (reused)")
-    else:
-        run(cmd, commands)
+    return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args)
+
+
+def _loaded(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndarray]]:
     table = pq.read_table(draws)
     return json.loads(summary.read_text()), {c: table[c].to_numpy() for c in table.column_names}
 
@@ -222,12 +254,22 @@ def differences(
     if reference not in results:
         raise SystemExit(f"reference {reference!r} is not among the configs")
     by_seed = {r["seed"]: r for r in results[reference]}
-    pooled = {}
-    for name, runs in results.items():
-        if name == reference:
-            continue
-        seeds = [compare(by_seed[r["seed"]], r, world, args, commands) for r in runs]
-        pooled[name] = pooled_differences(seeds)
+    planned = {
+        name: [comparison(by_seed[r["seed"]], r, world, args) for r in runs]
+        for name, runs in results.items()
+        if name != reference
+    }
+    stale = []
+    for cmd, _, _, fresh in (c for seeds in planned.values() for c in seeds):
+        if fresh:
+            commands.append(shlex.join(cmd) + "   # (reused)")
+        else:
+            stale.append([cmd])
+    run_all(stale, commands)
+    pooled = {
+        name: pooled_differences([_loaded(summary, draws) for _, summary, draws, _ in seeds])
+        for name, seeds in planned.items()
+    }
     return {"reference": reference, "resamples": args.bootstrap,
             "bootstrap_seed": args.bootstrap_seed, "by_config": pooled}  # fmt: skip
 
