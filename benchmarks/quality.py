@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
     parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="tabulate the runs only, without the paired comparisons")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs (train and evaluate) and comparisons at once, each with its "
                         "share of the cores")  # fmt: skip
@@ -162,7 +164,9 @@ def main() -> None:
         )
     reference = args.reference or default_reference(results)
     report = summarise(results, reference)
-    report["differences"] = differences(results, reference, world, args, commands)
+    report["differences"] = (
+        None if args.no_compare else differences(results, reference, world, args, commands)
+    )
     report.update(
         world=str(world.relative_to(ROOT)),
         commands=commands,
@@ -347,6 +351,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def differences_markdown(report: dict) -> str:
     """The differences against the reference: pooled, by slice family and on the broad set."""
     diff = report["differences"]
+    if diff is None:
+        return "No paired comparisons in this run (--no-compare).\n"
     configs = diff["by_config"]
     if not configs:
         return ""

@@ -42,3 +42,7 @@ def test_the_table_says_no_difference_where_the_ci_spans_zero():
     table = quality.differences_markdown(report)
     assert "no difference (+0.0020 [-0.0010, +0.0040])" in table
     assert "**+0.0200 [+0.0100, +0.0300]**" in table and "By user activity" in table
+
+
+def test_a_run_without_comparisons_says_so_instead_of_a_table():
+    assert "--no-compare" in quality.differences_markdown({"differences": None})
