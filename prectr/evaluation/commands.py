@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -37,15 +38,21 @@ def _ordered(sections: list[dict]) -> list[str]:
     return [k for k in METRIC_ORDER if k in names]
 
 
-def _metric_table(title: str, sections: dict[str, dict]) -> Table:
-    """Rows: metrics; columns: sections (each a metric -> value mapping)."""
+def _sections_table(
+    title: str, sections: dict[str, dict], cell: Callable[[dict, str], str]
+) -> Table:
+    """Rows: metrics; columns: sections (each a metric -> value mapping, shown by ``cell``)."""
     table = Table(title=title)
     table.add_column("metric")
     for name in sections:
         table.add_column(name.replace("_", " "), justify="right")
     for metric in _ordered(list(sections.values())):
-        table.add_row(metric, *(_fmt(s.get(metric)) for s in sections.values()))
+        table.add_row(metric, *(cell(s, metric) for s in sections.values()))
     return table
+
+
+def _metric_table(title: str, sections: dict[str, dict]) -> Table:
+    return _sections_table(title, sections, lambda s, metric: _fmt(s.get(metric)))
 
 
 def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
@@ -104,15 +111,9 @@ def _difference(d: dict) -> str:
 
 
 def _difference_table(title: str, sections: dict[str, dict]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    for name in sections:
-        table.add_column(name.replace("_", " "), justify="right")
-    for metric in _ordered(list(sections.values())):
-        table.add_row(
-            metric, *(_difference(s[metric]) if metric in s else "-" for s in sections.values())
-        )
-    return table
+    return _sections_table(
+        title, sections, lambda s, metric: _difference(s[metric]) if metric in s else "-"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
