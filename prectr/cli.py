@@ -208,6 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
     trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log)
     result = trainer.fit()
+    trainer.close()
     best = result["best_valid"] or {}
     console.print(
         f"trained {config.model} in {run_dir}: best valid "

@@ -364,7 +364,8 @@ class BatchStream:
 
 def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
     """``items`` produced by a background thread, at most ``depth`` ahead of the consumer; an
-    error there is raised here, and a consumer that stops early stops the thread."""
+    error there is raised here, and a consumer that stops early stops the thread and waits for
+    it to end."""
     queue: Queue = Queue(depth)
     stop = threading.Event()
 
@@ -386,7 +387,8 @@ def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
         except BaseException as err:  # handed to the consumer, which raises it
             put((False, err))
 
-    threading.Thread(target=produce, daemon=True, name="prectr-prefetch").start()
+    producer = threading.Thread(target=produce, daemon=True, name="prectr-prefetch")
+    producer.start()
     try:
         while True:
             more, item = queue.get()
@@ -396,7 +398,10 @@ def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
                 return
             yield item
     finally:
+        # joined, not left reading in the background: a daemon thread still inside pyarrow or
+        # torch when the interpreter exits can abort the process
         stop.set()
+        producer.join()
 
 
 def _numpy(column: pa.Array) -> np.ndarray:

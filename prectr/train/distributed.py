@@ -28,6 +28,7 @@ class Processes:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # joined here (from torchrun's environment), so left here too
 
     @property
     def main(self) -> bool:
@@ -58,6 +59,13 @@ class Processes:
         """Element-wise sums of ``values`` over the processes."""
         return all_sum(*values)
 
+    def leave(self) -> None:
+        """Destroy the process group :func:`join` set up (one a launcher set up is the
+        launcher's to destroy). A group left for the interpreter's exit to tear down can abort
+        the process while the backend's threads still hold tensors."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:
     """This process's place in the run: the process group a launcher has already set up (Ray
@@ -72,4 +80,4 @@ def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
-    return Processes(dist.get_rank(), world_size, local_rank)
+    return Processes(dist.get_rank(), world_size, local_rank, owns_group=True)

@@ -22,6 +22,7 @@ reads each remaining row once.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -205,6 +206,16 @@ class Trainer:
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None, find_unused_parameters=True,
             )  # fmt: skip
+
+    def close(self) -> None:
+        """Release the run's processes: the DDP wrapper, whose reducer holds the process group
+        (a group torn down only at the interpreter's exit can abort the process: "terminate
+        called without an active exception"), then the group itself if this trainer joined it
+        (:meth:`Processes.leave`)."""
+        if isinstance(self.objective, nn.parallel.DistributedDataParallel):
+            self.objective = self.objective.module
+            gc.collect()  # DDP's hooks hold it in reference cycles
+        self.processes.leave()
 
     def _on_main(self, work: Callable[[], None]) -> None:
         """Run ``work`` in the main process; the others wait and fail if it fails."""

@@ -2,6 +2,8 @@
 
 import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -17,6 +19,7 @@ import yaml
 from prectr.evaluation import click_metrics
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import load_prepared
+from prectr.train.distributed import join
 from prectr.train.run import load_trained
 from prectr.train.trainer import StopTraining, Trainer, predict
 from tests.conftest import tiny_config
@@ -25,9 +28,40 @@ from tests.conftest import tiny_config
 def _worker(rank: int, world: int, init: str, config, run: str, stop_after, resume) -> None:
     """A process whose group a launcher set up already (as Ray Train's TorchTrainer does)."""
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    trainer = Trainer(config, run, resume=resume, stop_after=stop_after)
     with contextlib.suppress(StopTraining):  # the run killed at step ``stop_after``
-        Trainer(config, run, resume=resume, stop_after=stop_after).fit()
+        trainer.fit()
+    trainer.close()  # the trainer lets go of the group, the launcher destroys it
     dist.destroy_process_group()
+
+
+def _joined_and_left(rank: int, port: int, joined) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    processes = join("gloo")
+    owned = processes.owns_group and dist.is_initialized()
+    processes.leave()
+    joined[rank] = owned and not dist.is_initialized()
+
+
+def test_a_group_joined_from_torchruns_environment_is_left_by_the_run(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    joined = mp.Manager().dict()
+    mp.spawn(_joined_and_left, args=(port, joined), nprocs=2, join=True)
+    assert dict(joined) == {0: True, 1: True}
+
+
+def test_a_group_a_launcher_set_up_is_the_launchers_to_destroy(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'one'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        processes = join("gloo")
+        processes.leave()
+        assert not processes.owns_group and dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def _in_two_processes(tmp_path, name: str, *args) -> None:
