@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -88,9 +89,12 @@ class FeatureConfig:
     include: list[str] = field(default_factory=list)  # only these features; empty = all
     # PRECTR's relevance context: each impression's match level, the query and match level of
     # each clicked item, and the cross-user crowd (what all users were shown and clicked under
-    # the same query category, or the same query without categories); off for the baselines
+    # the same query in the last crowd_days days, backed off to the query's category when the
+    # query has fewer than crowd_min_events such impressions); off for the baselines
     relevance_context: bool = False
-    crowd_length: int = 20
+    crowd_length: int = 50
+    crowd_days: float | None = 7.0
+    crowd_min_events: int = 10
     # a distilled student's directory: its tokenizer gives query and title pieces
     student: str | None = None
     query_pieces: int = 12
@@ -211,7 +215,7 @@ class FeatureEncoder:
         """Features of every item, request and impression of ``log`` (histories leak-free)."""
         imp = log.impressions
         item, request, columns, events = self.encode_pairs(log)
-        h = HistoryIndex(log.requests, imp).histories(log.requests, **self.lengths)
+        h = HistoryIndex(log.requests, imp).histories(log.requests, **self.history_options)
         request |= self.encode_histories(h, events)
         table = pa.table(
             {
@@ -308,11 +312,13 @@ class FeatureEncoder:
         return columns
 
     @property
-    def lengths(self) -> dict[str, int]:
-        """History lengths, as :meth:`HistoryIndex.histories` takes them."""
+    def history_options(self) -> dict[str, Any]:
+        """History lengths and the crowd's window and back-off, as
+        :meth:`HistoryIndex.histories` takes them."""
         cfg = self.config
         return {"user_length": 20, "click_length": cfg.user_clicks,
-                "crowd_length": cfg.crowd_length}  # fmt: skip
+                "crowd_length": cfg.crowd_length, "crowd_days": cfg.crowd_days,
+                "crowd_min_events": cfg.crowd_min_events}  # fmt: skip
 
     def history_events(
         self, request: dict, item: dict, columns: dict, click: pa.ChunkedArray | pa.Array
@@ -339,14 +345,13 @@ class FeatureEncoder:
             "user_click_categories": _gather(events["category"], h.user_clicks),
         }
         if self.config.relevance_context:
-            crowd = h.category_crowd if h.category_crowd is not None else h.query_crowd
             out |= {
                 "user_click_queries": _gather(events["query"], h.user_clicks),
                 "user_click_match": _gather(events["match_level"], h.user_clicks),
-                "crowd_items": _gather(events["item_id"], crowd),
-                "crowd_categories": _gather(events["category"], crowd),
-                "crowd_match": _gather(events["match_level"], crowd),
-                "crowd_clicks": _gather(events["click"], crowd),
+                "crowd_items": _gather(events["item_id"], h.crowd),
+                "crowd_categories": _gather(events["category"], h.crowd),
+                "crowd_match": _gather(events["match_level"], h.crowd),
+                "crowd_clicks": _gather(events["click"], h.crowd),
             }
         return out
 

@@ -7,9 +7,12 @@ is not history. :class:`HistoryIndex` holds the four histories of a log:
 
 * ``user_requests``: the user's last requests (their query, and through them what was clicked);
 * ``user_clicks``: the user's last clicked impressions (the sequence DIN-style attention reads);
-* ``query_crowd``: the last exposed impressions of *all* users under the same query (PRECTR-V2's
-  cross-user preference mining);
-* ``category_crowd``: the same under the same query category.
+* ``query_crowd``: the last exposed impressions of *all* users under the same query (its
+  normalised text: lower case, single spaces), within a time window;
+* ``category_crowd``: the same under the same query category;
+* ``crowd``: what PRECTR-V2's cross-user preference mining reads, the query's crowd, backed off
+  to the category's when the query has fewer than ``crowd_min_events`` events in the window,
+  then to nothing (``crowd_level`` says which: 2 query, 1 category, 0 none).
 
 Offline, every request of a log asks the index built from that log (:func:`build_histories`);
 online, the serving store builds the index once and asks it for each new request, so both see
@@ -40,17 +43,26 @@ class EventIndex:
         self.order = np.argsort(composite, kind="stable")  # ties keep the events' order
         self.sorted = composite[self.order]
 
-    def last_before(self, query_key: np.ndarray, query_time: np.ndarray, length: int) -> np.ndarray:
+    def last_before(
+        self,
+        query_key: np.ndarray,
+        query_time: np.ndarray,
+        length: int,
+        since: np.ndarray | None = None,
+    ) -> np.ndarray:
         """For each query, the indices of the last ``length`` events with its key and an
         earlier time (strictly), oldest first, -1 padded on the left; a key below 0 matches
-        nothing. Two binary searches per query: the key's block, and its events before the
-        query's instant (those whose time ranks below the number of event instants before it).
+        nothing. With ``since``, only events at or after each query's ``since`` count (a time
+        window). Binary searches per query: the key's block (or its events from ``since``),
+        and its events before the query's instant (those whose time ranks below the number of
+        event instants before it).
         """
         if length < 1:
             raise ValueError("length must be >= 1")
         q_key = np.asarray(query_key, dtype=np.int64)
         base = (q_key + 1) * self.width
-        block_start = np.searchsorted(self.sorted, base, side="left")
+        first = base if since is None else base + np.searchsorted(self.times, since, "left")
+        block_start = np.searchsorted(self.sorted, first, side="left")
         end = np.searchsorted(self.sorted, base + np.searchsorted(self.times, query_time), "left")
         positions = end[:, None] - length + np.arange(length)
         valid = (positions >= block_start[:, None]) & (q_key[:, None] >= 0)
@@ -70,16 +82,29 @@ def last_before(
     return EventIndex(event_key, event_time).last_before(query_key, query_time, length)
 
 
+DAY_MS = 86_400_000
+CROWD_QUERY, CROWD_CATEGORY, CROWD_NONE = 2, 1, 0  # crowd_level: where the crowd came from
+
+
 @dataclass
 class Histories:
     user_requests: np.ndarray  # (n_requests, user_length) rows of requests
     user_clicks: np.ndarray  # (n_requests, click_length) rows of impressions
     query_crowd: np.ndarray  # (n_requests, crowd_length) rows of impressions
     category_crowd: np.ndarray | None  # as query_crowd; None without query_category
+    crowd: np.ndarray  # as query_crowd: the query's, else the category's, else none
+    crowd_level: np.ndarray  # (n_requests,) int8: CROWD_QUERY, CROWD_CATEGORY or CROWD_NONE
 
 
 def _times(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.cast(timestamps, pa.timestamp("ms")).cast(pa.int64()).to_numpy()
+
+
+def normalised_query(queries: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """The query as the crowd is keyed by: lower case, runs of white space as one space, no
+    leading or trailing space ("Red  Shoes " and "red shoes" are one query)."""
+    collapsed = pc.replace_substring_regex(pc.utf8_lower(queries), r"\s+", " ")
+    return pc.utf8_trim_whitespace(collapsed)
 
 
 class _Keys:
@@ -107,11 +132,12 @@ class HistoryIndex:
         event_time = request_time[request_row]
         exposed = impressions["click"].is_valid().to_numpy(zero_copy_only=False)
         clicked = exposed & (impressions["click"].fill_null(0).to_numpy() == 1)
-        self.user, self.query = _Keys(requests["user_id"]), _Keys(requests["query"])
+        self.user = _Keys(requests["user_id"])
+        self.query = _Keys(normalised_query(requests["query"]))
         user = self.user(requests["user_id"])
         self.requests = EventIndex(user, request_time)
         self.clicks = EventIndex(np.where(clicked, user[request_row], -1), event_time)
-        query = self.query(requests["query"])
+        query = self.query(normalised_query(requests["query"]))
         self.query_crowd = EventIndex(np.where(exposed, query[request_row], -1), event_time)
         self.category: _Keys | None = None
         if "query_category" in requests.column_names:
@@ -127,22 +153,41 @@ class HistoryIndex:
         user_length: int = 20,
         click_length: int = 50,
         crowd_length: int = 50,
+        crowd_days: float | None = None,
+        crowd_min_events: int = 1,
     ) -> Histories:
         """The histories of ``requests`` (user_id, query, timestamp, optional query_category),
-        which need not be in the indexed log: an unseen user or query has none."""
+        which need not be in the indexed log: an unseen user or query has none. The crowds
+        hold events of the last ``crowd_days`` days only (all earlier ones without it); the
+        query's crowd is used when it holds at least ``crowd_min_events`` events, else the
+        category's when that does, else none."""
+        if not 1 <= crowd_min_events <= crowd_length:
+            raise ValueError(f"crowd_min_events {crowd_min_events}: expected 1..crowd_length "
+                             f"({crowd_length})")  # fmt: skip
+        if crowd_days is not None and crowd_days <= 0:
+            raise ValueError(f"crowd_days {crowd_days}: expected a positive number of days")
         time = _times(requests["timestamp"])
+        since = None if crowd_days is None else time - round(crowd_days * DAY_MS)
         user = self.user(requests["user_id"])
+        query_key = self.query(normalised_query(requests["query"]))
+        query = self.query_crowd.last_before(query_key, time, crowd_length, since)
         category = None
         if self.category is not None and "query_category" in requests.column_names:
             key = self.category(requests["query_category"])
-            category = self.category_crowd.last_before(key, time, crowd_length)
+            category = self.category_crowd.last_before(key, time, crowd_length, since)
+        level = np.where((query >= 0).sum(1) >= crowd_min_events, CROWD_QUERY, CROWD_NONE)
+        crowd = np.where(level[:, None] == CROWD_QUERY, query, -1)
+        if category is not None:
+            backed_off = (level == CROWD_NONE) & ((category >= 0).sum(1) >= crowd_min_events)
+            level[backed_off] = CROWD_CATEGORY
+            crowd[backed_off] = category[backed_off]
         return Histories(
             user_requests=self.requests.last_before(user, time, user_length),
             user_clicks=self.clicks.last_before(user, time, click_length),
-            query_crowd=self.query_crowd.last_before(
-                self.query(requests["query"]), time, crowd_length
-            ),
+            query_crowd=query,
             category_crowd=category,
+            crowd=crowd,
+            crowd_level=level.astype(np.int8),
         )
 
 
@@ -152,7 +197,10 @@ def build_histories(
     user_length: int = 20,
     click_length: int = 50,
     crowd_length: int = 50,
+    crowd_days: float | None = None,
+    crowd_min_events: int = 1,
 ) -> Histories:
     """All histories of every request of a log (tables in the search-log schema)."""
     index = HistoryIndex(requests, impressions)
-    return index.histories(requests, user_length, click_length, crowd_length)
+    return index.histories(requests, user_length, click_length, crowd_length, crowd_days,
+                           crowd_min_events)  # fmt: skip

@@ -15,10 +15,12 @@ loaded from its fine-tuned directory and trained end to end at the lower ``lr_en
 :mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
 
 **Personalised relevance incentive.** A relevance preference ``tau`` mined from the user's
-own history (PRECTR) and, in V2, from what all users did under the same query category
-(cross-user preference mining, multi-head target attention) drives a positive and a negative
-softplus expert; their gated sum is added to the fused logit. The ranking score is
-sigmoid(fused logit + incentive).
+own history (PRECTR) and, in V2, from what all users did recently under the same query, backed
+off to its category for a rare query (cross-user preference mining, multi-head target
+attention; ``tau = r_user + r_cate``) drives a positive and a negative softplus expert; their
+gated sum is added to the fused logit. The ranking score is sigmoid(fused logit + incentive).
+The crowd reaches the model through this mining only: PRECTR, and V2 with ``cross_user:
+false``, never see it.
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
 pool is not. For every click in a batch, ``hard_negatives`` copies of its relevance embedding
@@ -54,7 +56,7 @@ from prectr.models.registry import RankingModel, register
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
-from prectr.modules.incentive import PreferenceMining, RelevanceIncentive
+from prectr.modules.incentive import CROWD_HISTORY, PreferenceMining, RelevanceIncentive
 from prectr.modules.rsl import RSLModule
 from prectr.modules.text import ENCODER_INPUTS, build_text_encoder
 
@@ -78,7 +80,7 @@ class PRECTR(RankingModel):
         cross_user: bool = False,
         preference_dim: int = 32,
         preference_heads: int = 1,
-        activity_gate: bool = True,
+        activity_gate: bool = False,
         consistency: str = "ce",
         consistency_weight: float = 0.5,
         debias: bool = False,
@@ -106,9 +108,12 @@ class PRECTR(RankingModel):
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
                                   frozen_encoder, text_cache)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
-        # the text encoder's own inputs are its alone, not fields of the click trunk
-        embedding = FeatureEmbedding([s for s in specs if s.name not in ENCODER_INPUTS],
-                                     vocab_sizes, embedding_dim)  # fmt: skip
+        # the text encoder's own inputs are its alone, not fields of the click trunk; the
+        # crowd reaches the model only through cross-user mining (without it, not at all)
+        crowd = {name for name, _ in CROWD_HISTORY}
+        unread = set(ENCODER_INPUTS) | (set() if cross_user else crowd)
+        embedding = FeatureEmbedding([s for s in specs if s.name not in unread], vocab_sizes,
+                                     embedding_dim, unpooled=crowd)  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
                                 monotone)  # fmt: skip
         self.preference, self.incentive = None, None

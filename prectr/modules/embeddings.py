@@ -11,6 +11,7 @@ and every module that reads sequences accepts that.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -25,11 +26,22 @@ EMBEDDING_INIT_STD = 1e-4
 
 
 class FeatureEmbedding(nn.Module):
-    def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int = 16):
+    """Embedding tables for ``specs``. Sequences named in ``unpooled`` are embedded (and read
+    through :meth:`sequence`) but are not fields: only a module that attends over them, such
+    as cross-user preference mining over the crowd, sees what they hold."""
+
+    def __init__(
+        self,
+        specs: list,
+        vocab_sizes: dict[str, int],
+        dim: int = 16,
+        unpooled: Collection[str] = (),
+    ):
         super().__init__()
         self.dim = dim
         self.categorical = [s for s in specs if isinstance(s, Categorical)]
         self.sequence_specs = [s for s in specs if isinstance(s, Sequence)]
+        self.pooled_specs = [s for s in self.sequence_specs if s.name not in set(unpooled)]
         self.numeric_specs = [s for s in specs if isinstance(s, Numeric)]
         self.n_numeric = len(self.numeric_specs)
         vocabs = sorted({s.vocab for s in self.categorical + self.sequence_specs})
@@ -43,8 +55,8 @@ class FeatureEmbedding(nn.Module):
 
     @property
     def n_fields(self) -> int:
-        """Categorical fields plus one mean-pooled field per sequence."""
-        return len(self.categorical) + len(self.sequence_specs)
+        """Categorical fields plus one mean-pooled field per pooled sequence."""
+        return len(self.categorical) + len(self.pooled_specs)
 
     def sequence(self, batch: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, dim)`` embeddings of a sequence feature and its ``(B, L)`` validity mask."""
@@ -56,12 +68,13 @@ class FeatureEmbedding(nn.Module):
         return self.tables[vocab](ids)
 
     def fields(self, batch: Batch) -> torch.Tensor:
-        """``(B, n_fields, dim)``: each categorical field, then each sequence mean-pooled."""
+        """``(B, n_fields, dim)``: each categorical field, then each pooled sequence
+        mean-pooled."""
         out = [
             self.tables[s.vocab](batch.categorical[:, i]) for i, s in enumerate(self.categorical)
         ]
         rows = batch.categorical.shape[0]
-        for s in self.sequence_specs:
+        for s in self.pooled_specs:
             emb, mask = self.sequence(batch, s.name)
             m = mask.unsqueeze(-1).float()
             out.append(((emb * m).sum(1) / m.sum(1).clamp(min=1.0)).expand(rows, -1))

@@ -4,11 +4,12 @@ from behaviour, nudges the ranking logit up or down.
 :class:`PreferenceMining` reads the relevance preference ``tau`` off histories: PRECTR attends
 over the user's own clicks (each with the query it was clicked under and its match level), so a
 click under a similar query counts most (``r_user``); PRECTR-V2 adds the same attention over the
-cross-user crowd, what *all* users were shown and clicked under the same query category
-(``r_cate``), so a user with no history still gets the crowd's preference. ``tau = r_user +
-r_cate``, or with ``activity_gate`` a mix weighted by the user's activity, ``g * r_user + (1 -
-g) * r_cate`` with ``g = sigmoid(a * activity + b)`` learnt: a frequent user's own history
-counts more.
+cross-user crowd, what *all* users were shown and clicked under the same query recently (backed
+off to the query's category for a rare query; see :mod:`prectr.data.history`), ``r_cate``, so a
+user with no history still gets the crowd's preference. ``tau = r_user + r_cate``, as the
+paper's figure sums them; with ``activity_gate`` instead a mix weighted by the user's activity,
+``g * r_user + (1 - g) * r_cate`` with ``g = sigmoid(a * activity + b)`` learnt, so a frequent
+user's own history counts more.
 
 :class:`RelevanceIncentive` turns ``tau`` and the item's grade distribution into the incentive:
 a positive expert ``softplus(f+(x))`` that can only raise the score, a negative expert
@@ -41,12 +42,13 @@ class PreferenceMining(nn.Module):
         dim: int = 32,
         heads: int = 2,
         cross_user: bool = True,
-        activity_gate: bool = True,
+        activity_gate: bool = False,
     ):
         super().__init__()
         names = [s.name for s in embedding.categorical]
         sequences = {s.name for s in embedding.sequence_specs}
-        needed = {n for n, _ in USER_HISTORY + CROWD_HISTORY} | {n for n, _ in TARGET}
+        histories = USER_HISTORY + CROWD_HISTORY if cross_user else USER_HISTORY
+        needed = {n for n, _ in histories} | {n for n, _ in TARGET}
         missing = sorted(needed - sequences - set(names))
         if missing:
             raise ValueError(f"the personalised incentive needs the features {', '.join(missing)}"

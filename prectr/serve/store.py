@@ -43,5 +43,5 @@ class HistoryStore:
     def features(self, requests: pa.Table) -> dict[str, np.ndarray]:
         """History features of ``requests`` (user_id, query, timestamp, query_category if the
         log has it): only events strictly before each request's timestamp count."""
-        h = self.index.histories(requests, **self.encoder.lengths)
+        h = self.index.histories(requests, **self.encoder.history_options)
         return self.encoder.encode_histories(h, self.events)

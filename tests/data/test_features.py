@@ -94,13 +94,17 @@ def test_match_level_steps_title_match_and_category_match():
 
 def test_relevance_context_holds_the_crowd_strictly_before_each_request(fitted):
     """Brute force on a sample of requests: the crowd is the last exposed impressions, by any
-    user, under the same query category, from strictly earlier requests, oldest first."""
+    user, under the same query (normalised), from strictly earlier requests of the last
+    ``crowd_days``, oldest first; with fewer than ``crowd_min_events`` of them, the same under
+    the query's category; with fewer again, none."""
     log, split, _ = fitted
-    config = FeatureConfig(relevance_context=True, crowd_length=5)
+    config = FeatureConfig(relevance_context=True, crowd_length=5, crowd_days=2.0,
+                           crowd_min_events=3)  # fmt: skip
     encoder = FeatureEncoder(config).fit(log, split["train"])
     encoded = encoder.encode(log)
     req, imp = log.requests, encoded.impressions
     time = req["timestamp"].cast(pa.int64()).to_numpy()
+    query = np.array([" ".join(q.lower().split()) for q in req["query"].to_pylist()], dtype=object)
     category = np.array(req["query_category"].to_pylist(), dtype=object)
     row, item = imp["request_row"].to_numpy(), imp["item_row"].to_numpy()
     exposed = imp["position"].is_valid().to_numpy(zero_copy_only=False)
@@ -108,10 +112,18 @@ def test_relevance_context_holds_the_crowd_strictly_before_each_request(fitted):
     level = imp["match_level"].to_numpy()
     item_id = encoded.item["item_id"]
     order = np.lexsort((np.arange(row.size), time[row]))  # events by time, stable
-    checked = 0
-    for r in np.random.default_rng(0).choice(req.num_rows, 40, replace=False):
-        events = order[exposed[order] & (category[row[order]] == category[r])
-                       & (time[row[order]] < time[r])][-5:]  # fmt: skip
+    t = time[row[order]]
+    sources = {"query": 0, "category": 0, "none": 0}
+    for r in np.random.default_rng(0).choice(req.num_rows, 60, replace=False):
+        window = exposed[order] & (t < time[r]) & (t >= time[r] - 2 * 86_400_000)
+        events = order[window & (query[row[order]] == query[r])][-5:]
+        source = "query"
+        if events.size < 3:
+            events = order[window & (category[row[order]] == category[r])][-5:]
+            source = "category"
+        if events.size < 3:
+            events, source = events[:0], "none"
+        sources[source] += 1
         got = encoded.request["crowd_items"][r]
         assert (got[: 5 - events.size] == PAD).all()
         assert got[5 - events.size :].tolist() == item_id[item[events]].tolist()
@@ -122,8 +134,7 @@ def test_relevance_context_holds_the_crowd_strictly_before_each_request(fitted):
         assert encoded.request["crowd_match"][r][5 - events.size :].tolist() == (
             level[events].tolist()
         )
-        checked += events.size > 0
-    assert checked > 20
+    assert min(sources.values()) > 0, sources  # the sample reaches every level of the back-off
     clicked = encoded.request["user_clicks"] != PAD
     assert ((encoded.request["user_click_queries"] != PAD) == clicked).all()
     assert ((encoded.request["user_click_match"] != PAD) == clicked).all()

@@ -2,7 +2,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prectr.data.history import build_histories, last_before
+from prectr.data.history import (
+    CROWD_CATEGORY,
+    CROWD_NONE,
+    CROWD_QUERY,
+    build_histories,
+    last_before,
+)
 from prectr.data.schema import read_log
 
 
@@ -77,3 +83,49 @@ def test_impressions_of_unknown_requests_are_refused(log_and_histories):
     log, _ = log_and_histories
     with pytest.raises(ValueError, match="not in the requests table"):
         build_histories(log.requests.slice(0, 10), log.impressions)
+
+
+def _handmade(queries: list[str], days: list[float], categories: list[str]):
+    """One exposed, clicked impression per request; request ``i`` by user ``u{i}``."""
+    n = len(queries)
+    requests = pa.table({
+        "request_id": [f"r{i}" for i in range(n)],
+        "user_id": [f"u{i}" for i in range(n)],
+        "query": queries,
+        "timestamp": pa.array([round(d * 86_400_000) for d in days], pa.timestamp("ms")),
+        "query_category": categories,
+    })  # fmt: skip
+    impressions = pa.table({"request_id": [f"r{i}" for i in range(n)],
+                            "click": pa.array([1] * n, pa.int8())})  # fmt: skip
+    return requests, impressions
+
+
+def test_the_crowd_is_the_querys_within_the_window_and_never_a_later_event():
+    requests, impressions = _handmade(
+        ["Red  Shoes ", "red shoes", "red shoes", "red shoes", "red shoes"],
+        [0.0, 5.0, 5.5, 6.0, 9.0],  # the last request is the future of the others
+        ["shoes"] * 5,
+    )
+    h = build_histories(requests, impressions, 5, 5, 5, crowd_days=2.0, crowd_min_events=1)
+    # request 3 (day 6): requests 1 and 2 only; request 0 is 6 days old, request 4 is later
+    assert h.crowd[3].tolist() == [-1, -1, -1, 1, 2]
+    assert h.crowd_level[3] == CROWD_QUERY
+    without_window = build_histories(requests, impressions, 5, 5, 5)
+    assert without_window.crowd[1].tolist() == [-1, -1, -1, -1, 0]  # "Red  Shoes " is "red shoes"
+    assert 4 not in without_window.crowd[:4]  # the planted future event is nobody's history
+
+
+def test_a_rare_query_backs_off_to_its_category_then_to_none():
+    requests, impressions = _handmade(
+        ["boots", "boots", "sandals", "hats", "boots"],
+        [0.0, 0.1, 0.2, 0.3, 0.4],
+        ["shoes", "shoes", "shoes", "hats", "shoes"],
+    )
+    h = build_histories(requests, impressions, 5, 5, 5, crowd_min_events=2)
+    # boots at 0.4 has two earlier boots events; sandals has none but shoes has two; hats has
+    # neither
+    assert h.crowd_level.tolist()[2:] == [CROWD_CATEGORY, CROWD_NONE, CROWD_QUERY]
+    assert h.crowd[2].tolist() == [-1, -1, -1, 0, 1] and (h.crowd[3] == -1).all()
+    assert h.crowd[4].tolist() == [-1, -1, -1, 0, 1]
+    with pytest.raises(ValueError, match="crowd_min_events"):
+        build_histories(requests, impressions, 5, 5, 5, crowd_min_events=6)

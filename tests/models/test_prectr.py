@@ -179,10 +179,35 @@ def test_the_incentive_names_the_features_it_lacks(world) -> None:
                        {"incentive": False, "cross_user": False})  # fmt: skip
 
 
-def test_preference_gate_follows_activity(world, batch) -> None:
+def test_preference_sums_user_and_crowd_unless_gated_by_activity(world, batch) -> None:
     mining = build(world).preference
-    assert isinstance(mining, PreferenceMining) and mining.gate is not None
-    assert build(world, activity_gate=False).preference.gate is None
+    assert isinstance(mining, PreferenceMining) and mining.gate is None  # tau = r_user + r_cate
+    assert build(world, activity_gate=True).preference.gate is not None
+
+
+def scrambled_crowd(batch) -> object:
+    """Every crowd input replaced by other valid ids (and padding where there was none)."""
+    generator = torch.Generator().manual_seed(1)
+    sequences = dict(batch.sequences)
+    for name, _ in CROWD_HISTORY:
+        ids = sequences[name]
+        top = max(int(ids.max()), 3)
+        sequences[name] = torch.randint(2, top + 1, ids.shape, generator=generator,
+                                        dtype=ids.dtype)  # fmt: skip
+    return dataclasses.replace(batch, sequences=sequences)
+
+
+@pytest.mark.parametrize(("name", "params"), [("prectr_v1", {}),
+                                              ("prectr_v2", {"cross_user": False})])  # fmt: skip
+def test_without_mining_no_crowd_input_reaches_the_score(world, batch, name, params) -> None:
+    """PRECTR and the no-mining ablation see no crowd at all: scrambling it changes nothing."""
+    model = build(world, name, **params).eval()
+    scrambled = scrambled_crowd(batch)
+    with torch.no_grad():
+        assert torch.equal(model(batch)["logit"], model(scrambled)["logit"])
+        v2 = build(world, "prectr_v2").eval()  # the same scramble does move V2
+        assert not torch.equal(v2(batch)["logit"], v2(scrambled)["logit"])
+    assert not any(s.name.startswith("crowd") for s in model.base_ctr.embedding.pooled_specs)
 
 
 @pytest.mark.parametrize(("name", "consistency"), [("prectr_v1", "ce"), ("prectr_v1", "kl"),
