@@ -23,29 +23,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
 from record import machine, write_record
+from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, world_dir
 
 from prectr.config import load_experiment
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
 from prectr.metrics.paired import RESAMPLES, interval
 
-ROOT = Path(__file__).resolve().parents[1]
-PRECTR = str(Path(sys.executable).with_name("prectr"))
 COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 SLICE_COLUMNS = (("user:cold", "gauc_user"), ("unexposed", "irrelevant@10"))
 MIN_TEST_DAYS = 3
-JOBS = [1]  # commands run at once (--jobs), set once by main()
 #: Differences tabulated: pooled, per slice family (bands as columns) and on the broad set.
 DIFF_COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 DIFF_FAMILIES = {
@@ -56,56 +50,11 @@ DIFF_SLICE_METRICS = ("auc", "ndcg@10", "expected_clicks")
 BROAD_COLUMNS = ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks")
 
 
-def run(cmd: list[str], commands: list[str]) -> None:
-    commands.append(shlex.join(cmd))
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, env=_env())
-
-
-def _env() -> dict[str, str]:
-    """Each of the --jobs concurrent commands gets its share of the cores for torch's threads."""
-    threads = str(max(1, (os.cpu_count() or 1) // JOBS[0]))
-    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-
-def run_all(jobs: list[list[list[str]]], commands: list[str]) -> None:
-    """Run each job's commands in order, up to --jobs jobs at once; the commands are recorded in
-    the order the jobs were given, whatever order they finish in."""
-    for job in jobs:
-        commands.extend(shlex.join(cmd) for cmd in job)
-    recorded: list[str] = []  # run() records here; the order above is the one kept
-
-    def one(job: list[list[str]]) -> None:
-        for cmd in job:
-            run(cmd, recorded)
-
-    with ThreadPoolExecutor(max_workers=JOBS[0]) as pool:
-        for done in [pool.submit(one, job) for job in jobs]:
-            done.result()
-
-
-def world_dir(args: argparse.Namespace, commands: list[str]) -> Path:
-    knobs = [f"--{k.replace('_', '-')}={v}" for k, v in (s.split("=", 1) for s in args.world_set)]
-    name = args.world_name or f"{args.preset}-s{args.world_seed}"
-    out = ROOT / "runs" / "worlds" / name
-    cmd = [PRECTR, "simulate", "--preset", args.preset, "--seed", str(args.world_seed),
-           "--out", str(out), *knobs]  # fmt: skip
-    if not (out / "world.json").is_file():
-        run(cmd, commands)
-    else:
-        commands.append(shlex.join(cmd) + "   # (reused)")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--configs", nargs="+", type=Path, required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--preset", default="bench")
-    parser.add_argument("--world-seed", type=int, default=0)
-    parser.add_argument("--world-set", nargs="*", default=[], metavar="KNOB=VALUE",
-                        help="world knobs, e.g. click_model=dcm eta=1.5")  # fmt: skip
-    parser.add_argument("--world-name", help="name of the world directory under runs/worlds")
+    add_world_flags(parser)
     parser.add_argument("--reference", help="config every other is compared with (default: "
                         "the best baseline by mean test AUC)")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every config")

@@ -181,6 +181,24 @@ def test_a_run_is_scored_on_each_of_its_test_days(two_day_runs, tiny_world):
     assert sum(d["test_exposed"] for d in days) == result["metrics"]["test_exposed"]
 
 
+def test_a_run_is_scored_on_its_validation_days_without_touching_the_test_evaluation(
+    two_day_runs, tiny_world
+):
+    run, _ = two_day_runs
+    test = evaluate_run(run, tiny_world, n_resamples=50)
+    valid = evaluate_run(run, tiny_world, n_resamples=50, split="valid")
+    requests = read_log(tiny_world).requests
+    days = requests["request_id"].take(pa.array(time_split(requests, 1, 2)["valid"]))
+    scored = pq.read_table(run / "scores_valid.parquet")["request_id"].unique()
+    assert sorted(scored.to_pylist()) == sorted(days.to_pylist())
+    assert valid["split"] == "valid" and len(valid["per_day"]) == 1
+    assert set(valid["test_days"]).isdisjoint(test["test_days"])
+    assert json.loads((run / "evaluation_valid.json").read_text())["split"] == "valid"
+    assert json.loads((run / "evaluation.json").read_text())["test_days"] == test["test_days"]
+    with pytest.raises(ValueError, match="split 'train'"):
+        evaluate_run(run, tiny_world, split="train")
+
+
 def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, tiny_world):
     from prectr.evaluation.run import score_run
     from prectr.train.run import load_trained

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from prectr.evaluation.context import SPLITS
 from prectr.evaluation.slices import FAMILIES, ROW_SLICES
 from prectr.metrics.paired import RESAMPLES
 
@@ -69,11 +70,12 @@ def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from prectr.evaluation.run import evaluate_run
+    from prectr.evaluation.run import EVALUATION, SCORES, evaluate_run, split_file
 
-    r = evaluate_run(args.run, args.world, args.checkpoint, args.bootstrap, args.seed)
+    r = evaluate_run(args.run, args.world, args.checkpoint, args.bootstrap, args.seed, args.split)
     days = ", ".join(r["test_days"])
-    title = f"{r['name']} ({r['model']}) on the test days {days} of {args.world}"
+    what = "test days" if args.split == "test" else "validation days"
+    title = f"{r['name']} ({r['model']}) on the {what} {days} of {args.world}"
     console.print(_metric_table(title, {"all": r["metrics"], **r["per_day"]}))
     for title, sections in _family_sections(r["slices"]).items():
         console.print(_metric_table(title, sections))
@@ -96,7 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
         f"{o['requests']:,} requests)"
     )
-    console.print(f"wrote {Path(args.run) / 'evaluation.json'} and scores.parquet", style="dim")
+    written = Path(args.run) / split_file(EVALUATION, args.split)
+    console.print(f"wrote {written} and {split_file(SCORES, args.split)}", style="dim")
     return 0
 
 
@@ -175,6 +178,9 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--world", type=Path, required=True)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="the run's test days, or its validation days (where choices are made; "
+                   "writes evaluation_valid.json and so on)")  # fmt: skip
     _bootstrap_flags(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -24,6 +24,7 @@ from prectr.evaluation.statistics import EvaluationRows, model_statistics
 from prectr.metrics.paired import Statistic
 
 ALL = "all"
+SPLITS = ("test", "valid")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class EvaluationContext:
     """The test split of one world and one run configuration (valid_days, test_days)."""
 
     world: World
-    test_rows: np.ndarray  # rows of the log's requests table in the test split
+    test_rows: np.ndarray  # rows of the log's requests table in the evaluated split
     rows: EvaluationRows
     logging_score: np.ndarray
     slices: Slices
@@ -41,27 +42,31 @@ class EvaluationContext:
 
     @classmethod
     def build(
-        cls, world: World, log: SearchLog, valid_days: int, test_days: int
+        cls, world: World, log: SearchLog, valid_days: int, test_days: int, split: str = "test"
     ) -> EvaluationContext:
-        """The context of the run split (valid_days, test_days) of ``log``, the world's log."""
-        split = time_split(log.requests, valid_days, test_days)
+        """The context of the run split (valid_days, test_days) of ``log``, the world's log:
+        its test days, or with ``split="valid"`` its validation days (where choices are made,
+        so that the test days are never looked at for one)."""
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        days = time_split(log.requests, valid_days, test_days)
         requests = log.requests
-        test_ids = requests["request_id"].take(pa.array(split["test"])).combine_chunks()
+        test_ids = requests["request_id"].take(pa.array(days[split])).combine_chunks()
         pool = evaluation_pool(world, test_ids)
         pool = pool.sort_by([("request_id", "ascending"), ("item_id", "ascending")])
         rows = EvaluationRows.from_pool(pool)
-        train_ids = requests["request_id"].take(pa.array(split["train"]))
+        train_ids = requests["request_id"].take(pa.array(days["train"]))
         train_items = pc.unique(
             log.impressions.filter(pc.is_in(log.impressions["request_id"], train_ids))["item_id"]
         ).to_numpy()
-        slices = evaluation_slices(requests, split["train"], train_items, rows)
+        slices = evaluation_slices(requests, days["train"], train_items, rows)
         sample, reason = broad_sample(world, test_ids)
         skipped = dict(slices.skipped)
         if reason:
             skipped["broad"] = reason
         return cls(
             world=world,
-            test_rows=split["test"],
+            test_rows=days[split],
             rows=rows,
             logging_score=pool["logging_score"].to_numpy(),
             slices=slices,

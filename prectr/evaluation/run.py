@@ -149,22 +149,34 @@ def evaluation_result(
     return result
 
 
+def split_file(name: str, split: str) -> str:
+    """The file ``name`` (e.g. ``scores.parquet``) of an evaluation of ``split``: the test
+    split's as named, the validation split's with ``_valid`` before the suffix."""
+    if split == "test":
+        return name
+    stem, suffix = name.split(".", 1)
+    return f"{stem}_{split}.{suffix}"
+
+
 def evaluate_run(
     run_dir: str | Path,
     world_dir: str | Path,
     checkpoint: str = "best",
     n_resamples: int = RESAMPLES,
     seed: int = 0,
+    split: str = "test",
 ) -> dict:
-    """Score the run's test split of a world with a trained run; write ``evaluation.json``,
-    ``scores.parquet`` and (with a broad-set sample) ``broad_scores.parquet`` into the run
-    directory and return the evaluation."""
+    """Score the run's test split (or ``split="valid"``: its validation split) of a world with
+    a trained run; write ``evaluation.json``, ``scores.parquet`` and (with a broad-set sample)
+    ``broad_scores.parquet`` into the run directory (for the validation split
+    ``evaluation_valid.json`` and so on: :func:`split_file`) and return the evaluation."""
     from prectr.train.run import load_trained
 
     run = load_trained(run_dir, checkpoint)
     log = read_log(world_dir)
     data = run.config.data
-    context = EvaluationContext.build(World(world_dir), log, data.valid_days, data.test_days)
+    context = EvaluationContext.build(World(world_dir), log, data.valid_days, data.test_days,
+                                      split)  # fmt: skip
     broad = context.broad
     scores = score_run(run, log, context.test_rows, None if broad is None else broad.table)
     score = context.aligned(scores, f"the scores of {run.path}")
@@ -173,7 +185,7 @@ def evaluate_run(
         "model": run.config.model,
         "name": run.config.name or run.path.name,
         "world": str(world_dir),
-        "split": "test",
+        "split": split,
         "test_days": list(context.days),
         "checkpoint": checkpoint,
         **evaluation_result(context, score, broad_score, n_resamples, seed),
@@ -184,13 +196,14 @@ def evaluate_run(
     )  # fmt: skip
     pool_scores = scores.join(keys, ["request_id", "item_id"], join_type="left semi")
     order = [("request_id", "ascending"), ("item_id", "ascending")]
-    with atomic_file(run.path / SCORES) as tmp:
+    with atomic_file(run.path / split_file(SCORES, split)) as tmp:
         pq.write_table(pool_scores.sort_by(order), tmp)
+    broad_path = run.path / split_file(BROAD_SCORES, split)
     if broad is None or broad_score is None:
-        (run.path / BROAD_SCORES).unlink(missing_ok=True)  # a former evaluation's, now stale
+        broad_path.unlink(missing_ok=True)  # a former evaluation's, now stale
     else:
-        with atomic_file(run.path / BROAD_SCORES) as tmp:
+        with atomic_file(broad_path) as tmp:
             pq.write_table(broad.table.append_column("score", pa.array(broad_score)), tmp)
-    with atomic_file(run.path / EVALUATION) as tmp:
+    with atomic_file(run.path / split_file(EVALUATION, split)) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,0 +1,70 @@
+"""Running `prectr` commands for a benchmark: each recorded, several at once, and the world.
+
+Every benchmark that trains goes through the `prectr` command, so each figure comes with the
+exact commands that produced it (``commands``, written into its results file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRECTR = str(Path(sys.executable).with_name("prectr"))
+JOBS = [1]  # commands run at once (--jobs), set once by the benchmark's main()
+
+
+def run(cmd: list[str], commands: list[str]) -> None:
+    commands.append(shlex.join(cmd))
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=_env())
+
+
+def _env() -> dict[str, str]:
+    """Each of the --jobs concurrent commands gets its share of the cores for torch's threads."""
+    threads = str(max(1, (os.cpu_count() or 1) // JOBS[0]))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def run_all(jobs: list[list[list[str]]], commands: list[str]) -> None:
+    """Run each job's commands in order, up to --jobs jobs at once; the commands are recorded in
+    the order the jobs were given, whatever order they finish in."""
+    for job in jobs:
+        commands.extend(shlex.join(cmd) for cmd in job)
+    recorded: list[str] = []  # run() records here; the order above is the one kept
+
+    def one(job: list[list[str]]) -> None:
+        for cmd in job:
+            run(cmd, recorded)
+
+    with ThreadPoolExecutor(max_workers=JOBS[0]) as pool:
+        for done in [pool.submit(one, job) for job in jobs]:
+            done.result()
+
+
+def add_world_flags(parser: argparse.ArgumentParser, preset: str = "bench") -> None:
+    """The flags :func:`world_dir` reads."""
+    parser.add_argument("--preset", default=preset)
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--world-set", nargs="*", default=[], metavar="KNOB=VALUE",
+                        help="world knobs, e.g. click_model=dcm eta=1.5")  # fmt: skip
+    parser.add_argument("--world-name", help="name of the world directory under runs/worlds")
+
+
+def world_dir(args: argparse.Namespace, commands: list[str], runs: Path = ROOT / "runs") -> Path:
+    """The world the flags name, simulated once under ``runs``/worlds and reused after."""
+    knobs = [f"--{k.replace('_', '-')}={v}" for k, v in (s.split("=", 1) for s in args.world_set)]
+    name = args.world_name or f"{args.preset}-s{args.world_seed}"
+    out = runs / "worlds" / name
+    cmd = [PRECTR, "simulate", "--preset", args.preset, "--seed", str(args.world_seed),
+           "--out", str(out), *knobs]  # fmt: skip
+    if not (out / "world.json").is_file():
+        run(cmd, commands)
+    else:
+        commands.append(shlex.join(cmd) + "   # (reused)")
+    return out

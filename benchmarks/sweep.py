@@ -1,0 +1,191 @@
+"""Choosing knobs on the validation days: a grid trained and scored on validation only.
+
+Run, e.g. the crowd's window and back-off for PRECTR-V2 on `bench`:
+  .venv/bin/python benchmarks/sweep.py --config configs/prectr_v2_bench.yaml \
+      --grid features.crowd_days=3,7,14 features.crowd_min_events=1,10 \
+      --objective all:auc --tag v2_crowd
+
+Every point of the grid (each combination of the values) is trained with `prectr train --set`
+and scored with `prectr evaluate --split valid`, on the run's validation days. The test days are
+never scored here, so no choice looks at them. The winner has the best mean over seeds of the
+objective (``section:metric``, e.g. ``all:auc``, ``broad:irrelevant@10``, ``user:cold:auc``;
+higher is better except for the metrics in LOWER_IS_BETTER); ``--within METRIC=TOL`` first keeps
+only the points whose mean ``METRIC`` is within TOL of the best point's (e.g. the lowest broad
+irrelevant@10 among the points within 0.002 AUC of the best). A run that already holds its
+validation evaluation is reused, so an interrupted sweep resumes.
+
+Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
+means, the winner, the rule that chose it, and the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+from record import machine, write_record
+from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, world_dir
+
+from prectr.config import load_experiment
+
+LOWER_IS_BETTER = ("logloss", "irrelevant@10", "ece")
+VALID_EVALUATION = "evaluation_valid.json"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``key=v1,v2`` items as key -> values (kept as text, parsed as YAML by `--set`)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"grid item {item!r}: expected section.key=value1,value2,...")
+        if key in grid:
+            raise ValueError(f"grid item {item!r}: {key} is given twice")
+        grid[key] = values.split(",")
+    return grid
+
+
+def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, in the order given."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def point_name(point: dict[str, str]) -> str:
+    """A directory name for a grid point: its last key parts and values."""
+    return "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in point.items()) or "base"
+
+
+def metric(evaluation: dict, spec: str) -> float | None:
+    """The value ``section:metric`` names in an evaluation: ``all:auc`` (pooled),
+    ``broad:irrelevant@10`` (the broad set) or ``SLICE:metric`` (e.g. ``user:cold:auc``)."""
+    section, _, name = spec.rpartition(":")
+    if section == "all":
+        values = evaluation["metrics"]
+    elif section == "broad":
+        values = evaluation.get("broad", {})
+    else:
+        values = evaluation["slices"].get(section, {})
+    return values.get(name)
+
+
+def mean(values: list[float | None]) -> float | None:
+    """The mean over seeds; None when some seed has no value."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def lower_is_better(spec: str) -> bool:
+    return spec.rpartition(":")[2] in LOWER_IS_BETTER
+
+
+def choose(means: list[dict[str, float | None]], objective: str,
+           within: tuple[str, float] | None = None) -> int:  # fmt: skip
+    """The index of the winning point given each point's mean metrics: the best ``objective``
+    among the points whose ``within`` metric is within its tolerance of the best point's."""
+    candidates = [i for i, m in enumerate(means) if m.get(objective) is not None]
+    if within is not None:
+        name, tolerance = within
+        scored = [i for i in candidates if means[i].get(name) is not None]
+        sign = -1.0 if lower_is_better(name) else 1.0
+        best = max(sign * means[i][name] for i in scored)
+        candidates = [i for i in scored if best - sign * means[i][name] <= tolerance + 1e-12]
+    if not candidates:
+        raise ValueError(f"no grid point has a value of {objective}")
+    sign = -1.0 if lower_is_better(objective) else 1.0
+    return max(candidates, key=lambda i: sign * means[i][objective])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="config keys and their values, e.g. model_params.noise_scale=1,3",
+    )
+    parser.add_argument("--objective", default="all:auc", help="section:metric to optimise")
+    parser.add_argument(
+        "--within",
+        metavar="METRIC=TOL",
+        help="only points within TOL of the best on METRIC (section:metric)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every point")
+    parser.add_argument("--tag", required=True, help="results/sweep_<tag>.json")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=ROOT / "runs",
+        help="where the worlds and the sweep's runs live",
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    add_world_flags(parser)
+    args = parser.parse_args()  # fmt: skip
+    JOBS[0] = max(1, args.jobs)
+    grid = parse_grid(args.grid)
+    within = None
+    if args.within:
+        name, _, tolerance = args.within.rpartition("=")
+        within = (name, float(tolerance))
+    for point in points(grid):  # every point's config must load before anything trains
+        load_experiment(args.config, [*args.set, *(f"{k}={v}" for k, v in point.items())])
+
+    commands: list[str] = []
+    world = world_dir(args, commands, args.runs)
+    jobs, runs = [], []
+    for point in points(grid):
+        overrides = [*args.set, *(f"{k}={v}" for k, v in point.items())]
+        for seed in args.seeds:
+            out = args.runs / "sweep" / world.name / args.tag / f"{point_name(point)}-s{seed}"
+            runs.append((point, seed, out))
+            train = [PRECTR, "train", str(args.config), "--log", str(world), "--out", str(out),
+                     "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
+            evaluate = [PRECTR, "evaluate", str(out), "--world", str(world), "--split", "valid"]
+            if (out / VALID_EVALUATION).is_file():
+                commands.append(shlex.join(train) + "   # (reused)")
+                continue
+            if out.exists():
+                train.append("--resume")
+            jobs.append([train, evaluate])
+    run_all(jobs, commands)
+
+    specs = [args.objective] + ([within[0]] if within else [])
+    results = []
+    for point in points(grid):
+        evaluations = [
+            json.loads((out / VALID_EVALUATION).read_text()) for p, _, out in runs if p == point
+        ]
+        per_seed = [{s: metric(e, s) for s in specs} for e in evaluations]
+        means = {s: mean([v[s] for v in per_seed]) for s in specs}
+        results.append({"point": point, "per_seed": per_seed, "mean": means,
+                        "valid_days": evaluations[0]["test_days"],
+                        "metrics": [e["metrics"] for e in evaluations]})  # fmt: skip
+    winner = choose([r["mean"] for r in results], args.objective, within)
+    rule = f"best mean {args.objective} over seeds {args.seeds}"
+    if within:
+        rule += f" among the points within {within[1]} of the best {within[0]}"
+    record = {
+        "config": str(args.config),
+        "world": str(world),
+        "split": "valid (the test days are never scored by a sweep)",
+        "grid": grid,
+        "objective": args.objective,
+        "rule": rule,
+        "points": results,
+        "winner": results[winner]["point"],
+        "commands": commands,
+        "machine": machine(),
+    }
+    write_record(args.results / f"sweep_{args.tag}.json", record)
+    print(f"winner ({rule}): {results[winner]['point']} -> {results[winner]['mean']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""benchmarks/sweep.py: the grid, the choice of the winner, and a sweep that never scores the
+test days."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import sweep
+
+from tests.conftest import tiny_config
+
+
+def test_the_grid_is_every_combination_in_the_order_given():
+    grid = sweep.parse_grid(["model_params.noise_scale=1,3", "features.crowd_days=7"])
+    assert sweep.points(grid) == [
+        {"model_params.noise_scale": "1", "features.crowd_days": "7"},
+        {"model_params.noise_scale": "3", "features.crowd_days": "7"},
+    ]
+    assert sweep.point_name(sweep.points(grid)[1]) == "noise_scale-3_crowd_days-7"
+    for bad in (["noise_scale"], ["a=1", "a=2"], ["=1"]):
+        with pytest.raises(ValueError, match="grid item"):
+            sweep.parse_grid(bad)
+
+
+def test_the_winner_is_the_best_objective_within_the_tolerance_of_another_metric():
+    means = [
+        {"all:auc": 0.700, "broad:irrelevant@10": 0.30},
+        {"all:auc": 0.699, "broad:irrelevant@10": 0.20},  # within 0.002 AUC, fewer irrelevant
+        {"all:auc": 0.690, "broad:irrelevant@10": 0.05},  # fewest irrelevant, too costly in AUC
+    ]
+    assert sweep.choose(means, "all:auc") == 0
+    assert sweep.choose(means, "broad:irrelevant@10") == 2  # lower is better
+    assert sweep.choose(means, "broad:irrelevant@10", ("all:auc", 0.002)) == 1
+    with pytest.raises(ValueError, match="no grid point"):
+        sweep.choose([{"all:auc": None}], "all:auc")
+
+
+def test_a_metric_is_read_from_its_section():
+    evaluation = {"metrics": {"auc": 0.7}, "broad": {"irrelevant@10": 0.2},
+                  "slices": {"user:cold": {"auc": 0.6}}}  # fmt: skip
+    assert sweep.metric(evaluation, "all:auc") == 0.7
+    assert sweep.metric(evaluation, "broad:irrelevant@10") == 0.2
+    assert sweep.metric(evaluation, "user:cold:auc") == 0.6
+    assert sweep.metric({"metrics": {}, "slices": {}}, "broad:ndcg@10") is None
+    assert sweep.mean([0.5, 0.7]) == pytest.approx(0.6) and sweep.mean([0.5, None]) is None
+
+
+def test_a_sweep_chooses_on_the_validation_days_and_never_scores_the_test_days(
+    tiny_world, tmp_path
+):
+    config = tmp_path / "dnn.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_world, threads=1).to_dict()))
+    runs = tmp_path / "runs"
+    (runs / "worlds").mkdir(parents=True)
+    (runs / "worlds" / "tiny-s0").symlink_to(tiny_world)
+    done = subprocess.run(
+        [sys.executable, str(Path(sweep.__file__)), "--config", str(config), "--preset", "tiny",
+         "--grid", "train.lr_dense=0.001,0.01", "--tag", "t", "--runs", str(runs),
+         "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "sweep_t.json").read_text())
+    assert [p["point"] for p in record["points"]] == [{"train.lr_dense": "0.001"},
+                                                      {"train.lr_dense": "0.01"}]  # fmt: skip
+    aucs = [p["mean"]["all:auc"] for p in record["points"]]
+    assert record["winner"] == record["points"][aucs.index(max(aucs))]["point"]
+    swept = list((runs / "sweep" / "tiny-s0" / "t").iterdir())
+    assert len(swept) == 2
+    for run in swept:
+        assert (run / "evaluation_valid.json").is_file()
+        assert not (run / "evaluation.json").exists() and not (run / "scores.parquet").exists()
