@@ -38,7 +38,7 @@ T = TypeVar("T")
 ROW_GROUP = 65_536
 ROW_SETS = ("exposed", "exposed_or_labelled", "labelled", "all")
 # the rows a loss averages over: every row of a batch, exposed, graded, clicked (and exposed)
-LOSS_ROWS = ("all", "exposed", "labelled", "clicked")
+LOSS_ROWS = ("all", "exposed", "labelled", "clicked", "paired")
 
 
 def time_split(
@@ -89,12 +89,19 @@ class Batch:
         )  # fmt: skip
 
     def local_rows(self) -> dict[str, float]:
-        """This batch's rows of each kind a loss averages over (see ``LOSS_ROWS``)."""
+        """This batch's rows of each kind a loss averages over (see ``LOSS_ROWS``); ``paired``:
+        the clicks whose request has an unexposed candidate in the batch (PRECTR-V2 pairs each
+        with unexposed partners)."""
+        clicked = self.exposed & (self.click > 0)
+        _, request = torch.unique(self.request, return_inverse=True)
+        unexposed = torch.zeros(len(self), device=self.click.device)
+        unexposed = unexposed.index_add(0, request, (~self.exposed).float())
         return {
             "all": float(len(self)),
             "exposed": float(self.exposed.sum()),
             "labelled": float((self.relevance >= 0).sum()),
-            "clicked": float((self.exposed & (self.click > 0)).sum()),
+            "clicked": float(clicked.sum()),
+            "paired": float((clicked & (unexposed[request] > 0)).sum()),
         }
 
     def rows_of(self, kind: str) -> float:

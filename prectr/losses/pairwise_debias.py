@@ -1,7 +1,9 @@
 """PRECTR-V2's pairwise exposure-bias correction: clicked items above their hard negatives.
 
-Each positive ``i`` (a clicked impression) is paired with ``K`` negatives ``j`` (synthetic: its
-own relevance embedding with noise injected; or unexposed candidates of its request). With
+Each positive ``i`` (a clicked impression) is paired with up to ``K`` negatives ``j``
+(synthetic: its own relevance embedding with noise injected; or unexposed candidates of its
+request, which a request may lack: ``valid`` marks the real pairs, and a positive with none
+contributes nothing, neither cost nor count). With
 ``d = s_i - s_j`` the difference of ranking logits, a pair costs
 ``w_i * softplus(margin - max(d, -clip))``:
 
@@ -10,8 +12,9 @@ own relevance embedding with noise injected; or unexposed candidates of its requ
   badly wrong (often a click on a truly irrelevant item, i.e. noise) costs at most
   ``softplus(margin + clip)`` and gives no gradient, instead of dominating the batch;
 * **dynamic truncation**: pairs already ordered by more than ``truncate`` are dropped, and the
-  sum is divided by the number of *all* pairs, so the term fades as the pairs are learnt and
-  cannot swamp the click loss; ``truncate`` follows a schedule (see :func:`truncation`);
+  sum is divided by the number of *all* real pairs (truncated or not), so the term fades as
+  the pairs are learnt and cannot swamp the click loss; ``truncate`` follows a schedule
+  (see :func:`truncation`);
 * **weight** ``w_i``: how sure the model is that the positive is relevant, P(grade >= 2),
   detached; pushing a doubtful positive above its negatives teaches little.
 """
@@ -31,15 +34,21 @@ def pairwise_debias(
     margin: float = 1.0,
     clip: float = 4.0,
     truncate: float = float("inf"),
-    positives: float | None = None,
+    valid: torch.Tensor | None = None,
+    pairs: float | None = None,
 ) -> torch.Tensor:
-    """``positive`` (P,), ``negative`` (P, K) ranking logits, ``weight`` (P,) -> scalar: the
-    kept pairs' cost over ``positives * K`` pairs (``positives`` default: P, a mean)."""
+    """``positive`` (P,), ``negative`` (P, K) ranking logits, ``weight`` (P,), ``valid`` (P, K)
+    the real pairs (default: all) -> scalar: the kept real pairs' cost over ``pairs`` pairs
+    (default: the real pairs given, a mean; under DDP, the step's real pairs per process)."""
     d = positive.unsqueeze(1) - negative
     cost = F.softplus(margin - d.clamp(min=-clip)) * weight.detach().unsqueeze(1)
     kept = d.detach() <= truncate
-    pairs = (positive.shape[0] if positives is None else positives) * negative.shape[1]
-    return per_row((cost * kept).sum(), pairs)
+    if valid is not None:
+        kept = kept & valid
+    if pairs is None:
+        pairs = float(negative.numel() if valid is None else valid.sum())
+    # where() rather than a product: a masked-out pair's cost (an arbitrary partner) gives no NaN
+    return per_row(torch.where(kept, cost, 0.0).sum(), pairs)
 
 
 def truncation(step: int, start: float, end: float, steps: int) -> float:

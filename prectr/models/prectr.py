@@ -23,13 +23,26 @@ The crowd reaches the model through this mining only: PRECTR, and V2 with ``cros
 false``, never see it.
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
-pool is not. For every click in a batch, ``hard_negatives`` copies of its relevance embedding
-with noise injected (``noise_scale`` times each dimension's spread in the batch) are scored
-through the same RSL, Base CTR and incentive; their relevance label is reconstructed as grade 0,
-and a pairwise loss with margin clipping and dynamic truncation ranks the click above them
-(:mod:`prectr.losses.pairwise_debias`). ``debias_negatives: unexposed`` uses logged but
-unexposed candidates of the same request instead (training then reads every candidate), and
-``both`` uses both.
+pool is not. The paper builds hard negatives by noise injection into the relevance embedding
+and relevance-label reconstruction, and ranks each click above them with a pairwise loss. Here,
+for every click, ``hard_negatives`` synthetic negatives keep the click's context and preference
+and take the relevance embedding ``ReLU(lam * a + (1 - lam) * b)``: ``a`` the click's embedding
+before its ReLU, ``b`` that of a low-grade candidate of the batch (graded 0/1 by a human, else
+rated so by the RSL), ``lam ~ U(0, mix_max)`` (MoCHi, Kalantidis et al. 2020: the negative keeps
+the larger share). The "noise" is thus a step towards a real low-relevance item, taken before
+the ReLU; since the layer is linear, the result is the relevance embedding of an interpolated
+text representation, non-negative and sparse like every real one. (Gaussian noise after the
+ReLU, the first version, gave coordinates of either sign that no real item has, which the
+nonlinear head learns to spot.) Their relevance label is reconstructed from their own grade
+distribution: the likelier of grades 0 and 1. The reconstruction loss trains the RSL head only
+(``reconstruct_embedding: false``): its label is the model's own guess about an embedding made
+from a click, so its gradient into the encoder would pull clicked items' representations
+towards "irrelevant" on a self-made target, against the human grades; the head is what must
+learn the unexposed region. The pairwise loss (margin clipping, dynamic truncation,
+:mod:`prectr.losses.pairwise_debias`) flows through the whole model. ``debias_negatives:
+unexposed`` pairs clicks with logged but unexposed candidates of their request instead
+(training then reads every candidate), ``both`` with both; a click whose request has no
+unexposed candidate makes no pair and is not counted.
 
 **Training.** Stage 1 (``train.relevance_epochs``) fits the RSL module on human grades alone;
 stage 2 trains everything on clicks through the fused probability, with semantic consistency
@@ -62,6 +75,7 @@ from prectr.modules.text import ENCODER_INPUTS, build_text_encoder
 
 CONSISTENCY = ("ce", "kl", "none")
 NEGATIVES = ("synthetic", "unexposed", "both")
+LOW_GRADES = 2  # grades 0 and 1: a synthetic negative's reconstructed label is one of them
 
 
 @register("prectr_v1")
@@ -87,7 +101,8 @@ class PRECTR(RankingModel):
         debias_weight: float = 0.1,
         debias_negatives: str = "synthetic",
         hard_negatives: int = 2,
-        noise_scale: float = 3.0,
+        mix_max: float = 0.5,
+        reconstruct_embedding: bool = False,
         debias_margin: float = 1.0,
         debias_clip: float = 4.0,
         truncate_start: float = 4.0,
@@ -129,8 +144,9 @@ class PRECTR(RankingModel):
         )
         self.requires_relevance_stage = consistency == "kl"
         self.debias, self.debias_weight = debias, debias_weight
-        self.negatives, self.hard_negatives, self.noise_scale = (debias_negatives, hard_negatives,
-                                                                 noise_scale)  # fmt: skip
+        self.negatives, self.hard_negatives, self.mix_max = (debias_negatives, hard_negatives,
+                                                             mix_max)  # fmt: skip
+        self.reconstruct_embedding = reconstruct_embedding
         self.margin, self.clip = debias_margin, debias_clip
         self.schedule = (truncate_start, truncate_end, truncate_steps)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # for the schedule
@@ -156,11 +172,11 @@ class PRECTR(RankingModel):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         context = self.base_ctr.context(batch)
-        relevance = self.rsl.embed(batch)
-        extra = {"context": context, "relevance": relevance}
+        pre = self.rsl.pre_activation(batch)
+        extra = {"context": context, "relevance": self.rsl.activate(pre), "relevance_pre": pre}
         if self.preference is not None:
             extra["tau"] = self.preference(batch, self.base_ctr.embedding)
-        return {**self.rank(context, relevance, extra.get("tau")), **extra}
+        return {**self.rank(context, extra["relevance"], extra.get("tau")), **extra}
 
     # -- training ------------------------------------------------------------------------------
     def relevance_loss(self, batch: Batch) -> torch.Tensor:
@@ -196,36 +212,68 @@ class PRECTR(RankingModel):
         return {"loss": total, **parts}
 
     def debias_loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Pairwise loss of each click against its hard negatives, and the reconstruction of
-        the synthetic negatives' relevance label as grade 0."""
+        """Pairwise loss of each click against its hard negatives (real pairs only), and the
+        reconstruction of the synthetic negatives' relevance labels."""
         clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+        k = self.hard_negatives
         weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
-        negatives, reconstruct = [], out["logit"].sum() * 0.0
+        negatives, valid, pairs = [], [], 0.0
+        reconstruct = out["logit"].sum() * 0.0
         if self.negatives != "unexposed":
-            synthetic = self._synthetic_negatives(out, clicked)
-            negatives.append(synthetic["logit"].view(clicked.numel(), self.hard_negatives))
-            grade0 = torch.zeros_like(synthetic["logit"], dtype=torch.long)
-            reconstruct = per_row(
-                F.cross_entropy(synthetic["grade_logits"], grade0, reduction="sum"),
-                batch.rows_of("clicked") * self.hard_negatives,
-            )
+            synthetic = self._synthetic_negatives(batch, out, clicked)
+            negatives.append(synthetic["logit"].view(clicked.numel(), k))
+            valid.append(torch.ones_like(negatives[-1], dtype=torch.bool))
+            pairs += batch.rows_of("clicked") * k
+            reconstruct = self._reconstruction(synthetic, batch.rows_of("clicked") * k)
         if self.negatives != "synthetic":
-            rows, valid = unexposed_partners(batch, clicked, self.hard_negatives)
-            # positives without an unexposed partner pair with themselves at zero margin
-            negatives.append(torch.where(valid, out["logit"][rows], out["logit"][clicked, None]))
+            rows, has_partner = unexposed_partners(batch, clicked, k)
+            negatives.append(out["logit"][rows])
+            valid.append(has_partner)  # a click whose request has none makes no pair
+            pairs += batch.rows_of("paired") * k
         truncate = truncation(int(self.step), *self.schedule)
         pairwise = pairwise_debias(out["logit"][clicked], torch.cat(negatives, 1), weight,
-                                   self.margin, self.clip, truncate,
-                                   batch.rows_of("clicked"))  # fmt: skip
+                                   self.margin, self.clip, truncate, torch.cat(valid, 1),
+                                   pairs)  # fmt: skip
         return {"loss_pairwise": pairwise, "loss_reconstruct": reconstruct}
 
-    def _synthetic_negatives(self, out: dict, clicked: torch.Tensor) -> dict[str, torch.Tensor]:
+    def synthetic_relevance(
+        self, batch: Batch, out: dict[str, torch.Tensor], clicked: torch.Tensor
+    ) -> torch.Tensor:
+        """``hard_negatives`` synthetic relevance embeddings per click (rows click by click):
+        the ReLU of ``lam * a + (1 - lam) * b``, ``a`` the click's pre-activation, ``b`` that of
+        a low-grade candidate of the batch drawn at random, ``lam ~ U(0, mix_max)``. The
+        low-grade candidates: rows graded 0 or 1 by a human, and ungraded rows the RSL rates
+        P(grade >= 2) < 0.5; every row if the batch has none."""
+        pre, k = out["relevance_pre"], self.hard_negatives
+        with torch.no_grad():
+            high = torch.softmax(out["grade_logits"], -1)[:, LOW_GRADES:].sum(1)
+            graded = (batch.relevance >= 0) & (batch.relevance < LOW_GRADES)
+            low = graded if graded.any() else high < 0.5
+            pool = torch.nonzero(low).squeeze(1) if low.any() else torch.arange(len(pre))
+            drawn = pool[torch.randint(len(pool), (clicked.numel() * k,), device=pre.device)]
+            lam = self.mix_max * torch.rand(clicked.numel() * k, 1, device=pre.device)
+        positive = pre[clicked].repeat_interleave(k, 0)
+        return self.rsl.activate(lam * positive + (1 - lam) * pre[drawn])
+
+    def _synthetic_negatives(
+        self, batch: Batch, out: dict[str, torch.Tensor], clicked: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         k = self.hard_negatives
-        relevance = out["relevance"][clicked].repeat_interleave(k, 0)
-        spread = out["relevance"].detach().std(0) if out["relevance"].shape[0] > 1 else 1.0
-        noisy = relevance + self.noise_scale * spread * torch.randn_like(relevance)
+        relevance = self.synthetic_relevance(batch, out, clicked)
         tau = out["tau"][clicked].repeat_interleave(k, 0) if "tau" in out else None
-        return self.rank(out["context"][clicked].repeat_interleave(k, 0), noisy, tau)
+        return {**self.rank(out["context"][clicked].repeat_interleave(k, 0), relevance, tau),
+                "relevance": relevance}  # fmt: skip
+
+    def _reconstruction(self, synthetic: dict, rows: float) -> torch.Tensor:
+        """Cross-entropy of the synthetic negatives' grade logits to their reconstructed
+        label, the likelier low grade (0 or 1) under their own grade distribution. Unless
+        ``reconstruct_embedding``, it trains the RSL head alone (the embedding is detached)."""
+        logits = (
+            synthetic["grade_logits"] if self.reconstruct_embedding
+            else self.rsl.classify(synthetic["relevance"].detach())
+        )  # fmt: skip
+        label = logits.detach()[:, :LOW_GRADES].argmax(1)
+        return per_row(F.cross_entropy(logits, label, reduction="sum"), rows)
 
 
 def unexposed_partners(

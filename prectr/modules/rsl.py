@@ -1,9 +1,12 @@
 """The RSL module: P(rsl = r | x), the relevance score level of a (query, item) pair.
 
-A text encoder turns the query and the item's title into a vector; a layer turns that into the
-*relevance embedding* (the representation the rest of PRECTR conditions on, and where
-PRECTR-V2 injects noise to make synthetic hard negatives); an MLP head gives one logit per
-grade (0 irrelevant, 1 complement, 2 substitute, 3 exact).
+A text encoder turns the query and the item's title into a vector; a linear layer and a ReLU
+turn that into the *relevance embedding* (the representation the rest of PRECTR conditions
+on); an MLP head gives one logit per grade (0 irrelevant, 1 complement, 2 substitute, 3 exact).
+The layer's output before the ReLU is given apart (:meth:`RSLModule.pre_activation`): PRECTR-V2
+injects its noise there, so that a synthetic hard negative is, like every real embedding, the
+ReLU of a point of the layer's output space (non-negative, sparse), not a real embedding with
+noise of either sign on top.
 """
 
 from __future__ import annotations
@@ -44,8 +47,7 @@ class BagOfTokensEncoder(nn.Module):
 
 class RSLModule(nn.Module):
     """Text -> relevance embedding (the first hidden layer, ReLU) -> grade logits (the rest
-    of the MLP). The head is nonlinear so that it can tell an off-manifold embedding (one with
-    noise injected) from a real one, which a linear head cannot for zero-mean noise."""
+    of the MLP, nonlinear)."""
 
     def __init__(self, text: nn.Module, text_dim: int, hidden: tuple[int, ...] = (64, 32)):
         super().__init__()
@@ -54,9 +56,17 @@ class RSLModule(nn.Module):
         self.head = mlp([*hidden, GRADES])
         self.dim = hidden[0]
 
+    def pre_activation(self, batch: Batch) -> torch.Tensor:
+        """The relevance embedding before its ReLU, ``(B, dim)``."""
+        return self.embedding[0](self.text(batch))
+
+    def activate(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """Relevance embeddings of pre-activations (the ReLU)."""
+        return self.embedding[1](pre_activation)
+
     def embed(self, batch: Batch) -> torch.Tensor:
         """The relevance embedding, ``(B, dim)``."""
-        return self.embedding(self.text(batch))
+        return self.activate(self.pre_activation(batch))
 
     def classify(self, relevance: torch.Tensor) -> torch.Tensor:
         """Grade logits ``(B, 4)`` of relevance embeddings; softmax gives P(rsl = r | x)."""

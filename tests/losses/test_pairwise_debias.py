@@ -37,3 +37,14 @@ def test_weight_is_not_trained_and_no_pairs_cost_nothing() -> None:
 def test_truncation_schedule_is_linear_then_flat(step: int, value: float) -> None:
     assert truncation(step, start=4.0, end=1.0, steps=1000) == pytest.approx(value)
     assert truncation(step, 4.0, 1.0, 0) == 1.0
+
+
+def test_invalid_pairs_cost_nothing_and_are_not_counted() -> None:
+    # the second positive has no partner: the loss is the first pair's alone, over one pair
+    positive, negative = torch.tensor([2.0, 0.0]), torch.tensor([[1.0], [float("nan")]])
+    valid = torch.tensor([[True], [False]])
+    loss = pairwise_debias(positive, negative, torch.ones(2), margin=1.0, valid=valid)
+    assert math.isclose(float(loss), softplus(0.0), rel_tol=1e-6)
+    # under DDP the count of pairs is given (the step's, per process)
+    halved = pairwise_debias(positive, negative, torch.ones(2), 1.0, valid=valid, pairs=2.0)
+    assert math.isclose(float(halved), softplus(0.0) / 2, rel_tol=1e-6)

@@ -6,9 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
 from prectr.data.features import FeatureEncoder
+from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
 from prectr.modules.incentive import CROWD_HISTORY, USER_HISTORY, PreferenceMining
@@ -153,12 +155,77 @@ def test_synthetic_negatives_flow_through_the_whole_scoring_path(world, batch) -
     model = build(world, incentive=True)
     out = model(batch)
     clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
-    negatives = model._synthetic_negatives(out, clicked)
+    negatives = model._synthetic_negatives(batch, out, clicked)
     assert negatives["logit"].shape == (2 * clicked.numel(),)
     assert "incentive" in negatives
-    model.noise_scale = 0.0  # no noise: each negative is its positive again
-    same = model._synthetic_negatives(out, clicked)["logit"]
-    torch.testing.assert_close(same, out["logit"][clicked].repeat_interleave(2))
+    model.mix_max = 0.0  # no share of the positive: each negative is a real low-grade row
+    low = out["relevance"][(batch.relevance >= 0) & (batch.relevance <= 1)]
+    synthetic = model.synthetic_relevance(batch, out, clicked)
+    assert (
+        torch.cdist(synthetic, low, compute_mode="donot_use_mm_for_euclid_dist").min(1).values == 0
+    ).all()  # (the scale is 1e-4)
+
+
+def test_synthetic_negatives_lie_on_the_relevance_manifold(world, batch) -> None:
+    """Mixed before the ReLU: non-negative, and as sparse as real relevance embeddings."""
+    model = build(world)
+    out = model(batch)
+    clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+    synthetic = model.synthetic_relevance(batch, out, clicked)
+    assert (synthetic >= 0).all()
+    real_zeros, synthetic_zeros = (
+        (out["relevance"] == 0).float().mean(),
+        (synthetic == 0).float().mean(),
+    )
+    assert abs(float(real_zeros - synthetic_zeros)) < 0.15
+
+
+def test_reconstructed_label_is_the_likelier_low_grade(world, batch) -> None:
+    model = build(world)
+    out = model(batch)
+    clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+    synthetic = model._synthetic_negatives(batch, out, clicked)
+    logits = synthetic["grade_logits"]
+    label = logits[:, :2].argmax(1)
+    expected = F.cross_entropy(logits, label, reduction="sum") / (2 * clicked.numel())
+    torch.testing.assert_close(model._reconstruction(synthetic, 2 * clicked.numel()), expected)
+
+
+@pytest.mark.parametrize("into_embedding", [False, True])
+def test_reconstruction_reaches_the_embedding_only_when_asked(world, batch, into_embedding) -> None:
+    model = build(world, reconstruct_embedding=into_embedding)
+    out = model(batch)
+    clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+    synthetic = model._synthetic_negatives(batch, out, clicked)
+    model._reconstruction(synthetic, 1.0).backward()
+    embedding = model.rsl.embedding[0][0].weight.grad
+    assert model.rsl.head[0].weight.grad.abs().sum() > 0  # the head always learns
+    assert (embedding is not None and embedding.abs().sum() > 0) == into_embedding
+
+
+def test_clicks_without_an_unexposed_partner_make_no_pair(world) -> None:
+    pool = world.pool
+    model = build(world, debias_negatives="unexposed")
+    model.train()
+    # expose every candidate of the first request: its clicks lose their partners
+    first = pool.request == pool.request[0]
+    clicked = pool.exposed & (pool.click > 0)
+    assert (first & clicked).any() and (~first & clicked).any()
+    partial = dataclasses.replace(pool, exposed=pool.exposed | first)
+    assert partial.rows_of("paired") == float((clicked & ~first).sum())
+    out = model(partial)
+    torch.manual_seed(1)
+    loss = model.debias_loss(partial, out)["loss_pairwise"]
+    # the same pairs, over the clicks that have a partner alone
+    torch.manual_seed(1)
+    partners, valid = unexposed_partners(partial, torch.nonzero(clicked).squeeze(1), 2)
+    keep = valid.all(1)
+    rows = torch.nonzero(clicked).squeeze(1)[keep]
+    weight = torch.softmax(out["grade_logits"][rows], -1)[:, 2:].sum(1)
+    truncate = truncation(0, *model.schedule)
+    expected = pairwise_debias(out["logit"][rows], out["logit"][partners[keep]], weight,
+                               model.margin, model.clip, truncate)  # fmt: skip
+    torch.testing.assert_close(loss, expected)
 
 
 def test_bad_switches_are_refused_by_name(world) -> None:
