@@ -68,16 +68,23 @@ def distributed_calibration(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def distributed_click_metrics(
-    click: np.ndarray, score: np.ndarray, user: np.ndarray, request: np.ndarray
+    click: np.ndarray,
+    score: np.ndarray,
+    user: np.ndarray,
+    request: np.ndarray,
+    probability: np.ndarray | None = None,
 ) -> dict[str, float]:
     """:func:`prectr.evaluation.click_metrics` of the exposed rows held by all ranks
-    (``click`` 0/1, ``score`` a probability); every rank gets the result."""
+    (``click`` 0/1; ``score`` ranks; logloss and calibration read ``probability``, the click
+    probability of each row where it was shown, by default ``score``); every rank gets the
+    result."""
+    probability = score if probability is None else probability
     return {
         "auc": distributed_auc(click, score),
         "gauc_user": distributed_gauc(click, score, user),
         "gauc_request": distributed_gauc(click, score, request),
-        "logloss": distributed_logloss(click, score),
-        "calibration": distributed_calibration(click, score),
+        "logloss": distributed_logloss(click, probability),
+        "calibration": distributed_calibration(click, probability),
     }
 
 
