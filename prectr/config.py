@@ -37,6 +37,8 @@ class TrainConfig:
     lr_dense: float = 1e-3
     lr_embedding: float = 1e-2
     lr_encoder: float = 1e-4
+    # the position bias (one logit per shown rank): its own group, no weight decay
+    lr_position: float = 0.1  # Adam moves it at most this per step (trainer.param_groups)
     weight_decay: float = 1e-5  # dense and encoder parameters only
     clip_norm: float = 5.0
     early_stopping_metric: str = "auc"  # auc | gauc_user | logloss
@@ -47,6 +49,9 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
     position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
+    reference_position: int = 1  # the shown rank that scores are served at (registry.py)
+    # post-hoc calibration fitted on the validation days after training: none | platt | isotonic
+    calibration: str = "none"
 
 
 @dataclass

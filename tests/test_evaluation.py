@@ -26,7 +26,7 @@ from prectr.evaluation.slices import (
     user_activity,
 )
 from prectr.evaluation.statistics import EvaluationRows, values
-from prectr.metrics import auc
+from prectr.metrics import auc, calibration, expected_calibration_error
 from prectr.rankers import RANKERS
 
 POOLED = ("auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10",
@@ -69,7 +69,7 @@ def context(tiny_world):
 def test_statistics_at_weight_one_are_the_exact_metrics(context):
     rows = context.rows
     score = np.random.default_rng(0).random(rows.request.size)
-    sections = context.statistics(score, context.expected_clicks(score))
+    sections = context.statistics(score, context.expected_clicks(score), probability=score)
     for name in (ALL, "user:cold", "query:head", "exact:plenty"):
         where = (
             np.ones(rows.request.size, bool) if name == ALL else context.slices.row_mask(rows, name)
@@ -79,6 +79,7 @@ def test_statistics_at_weight_one_are_the_exact_metrics(context):
             relevance_metrics(rows.grade[where], score[where], rows.request[where])
         )
         got = values(sections[name], rows.n_requests)
+        del exact["ece"]  # binned, not a statistic of request weights: evaluation adds it
         for metric, value in exact.items():
             assert got[metric] == pytest.approx(value, rel=1e-12, nan_ok=True), (name, metric)
     e = rows.exposed & context.slices.rows["new_items"]
@@ -156,6 +157,8 @@ def test_evaluating_a_run_writes_every_metric_and_recomputable_scores(tiny_run, 
     assert online["logging_expected_clicks"] > 0
     assert "broad" in result or "broad" in result["skipped"]
     assert 5 <= len(result["calibration_bins"]) <= 10
+    for section in (result["metrics"], *result["per_day"].values()):
+        assert 0 <= section["ece"] < 0.2
 
     # scores.parquet covers every candidate of the run's test split and reproduces the AUC
     scores = pq.read_table(tiny_run / "scores.parquet")
@@ -166,6 +169,10 @@ def test_evaluating_a_run_writes_every_metric_and_recomputable_scores(tiny_run, 
     assert auc(exposed["click"].to_numpy(), exposed["score"].to_numpy()) == pytest.approx(
         result["metrics"]["auc"]
     )
+    # calibration compares the probability at each impression's logged position with clicks
+    click, shown = exposed["click"].to_numpy().astype(int), exposed["shown"].to_numpy()
+    assert calibration(click, shown) == pytest.approx(result["metrics"]["calibration"])
+    assert expected_calibration_error(click, shown) == pytest.approx(result["metrics"]["ece"])
 
 
 def test_a_run_is_scored_on_each_of_its_test_days(two_day_runs, tiny_world):

@@ -17,9 +17,9 @@ from prectr.metrics.paired import RESAMPLES
 console = Console(highlight=False)
 
 METRIC_ORDER = (
-    "auc", "gauc_user", "gauc_request", "logloss", "calibration", "ndcg@10", "mean_grade@10",
-    "irrelevant@10", "recall@100", "expected_clicks", "test_requests", "test_exposed",
-    "requests", "candidates", "exposed",
+    "auc", "gauc_user", "gauc_request", "logloss", "calibration", "ece", "ndcg@10",
+    "mean_grade@10", "irrelevant@10", "recall@100", "expected_clicks", "test_requests",
+    "test_exposed", "requests", "candidates", "exposed",
 )  # fmt: skip
 FAMILY_TITLES = {
     "query": "by query frequency (training days)",

@@ -55,7 +55,7 @@ def _model_statistics(context: EvaluationContext, run: Path) -> dict[str, Statis
     broad_score = None
     if context.broad is not None:
         broad_score = context.broad.aligned(_scores(run / BROAD_SCORES), str(run / BROAD_SCORES))
-    sections = context.statistics(score, context.expected_clicks(score), broad_score, False)
+    sections = context.statistics(score, context.expected_clicks(score), broad_score, per_day=False)
     return {f"{s}/{m}": stat for s, stats in sections.items() for m, stat in stats.items()}
 
 

@@ -75,9 +75,9 @@ class EvaluationContext:
             skipped=skipped,
         )
 
-    def aligned(self, scores: pa.Table, source: str) -> np.ndarray:
-        """Scores (request_id, item_id, score) of every evaluated candidate, in row order;
-        ``source`` names the scores in the error when some candidate has none."""
+    def aligned(self, scores: pa.Table, source: str, column: str = "score") -> np.ndarray:
+        """Scores (request_id, item_id and ``column``) of every evaluated candidate, in row
+        order; ``source`` names the scores in the error when some candidate has none."""
         keys = pa.table(
             {
                 "request_id": self.rows.request_ids[self.rows.request],
@@ -85,15 +85,15 @@ class EvaluationContext:
                 "row": np.arange(self.rows.request.size),
             }
         )
-        joined = keys.join(scores.select(["request_id", "item_id", "score"]),
+        joined = keys.join(scores.select(["request_id", "item_id", column]),
                            ["request_id", "item_id"], join_type="left outer")  # fmt: skip
-        missing = joined["score"].null_count
+        missing = joined[column].null_count
         if missing:
             raise ValueError(
                 f"{source} misses {missing} of the {keys.num_rows} candidates of the evaluated "
                 "requests (evaluate the run on this world and split)"
             )
-        return joined.sort_by("row")["score"].to_numpy().astype(np.float64)
+        return joined.sort_by("row")[column].to_numpy().astype(np.float64)
 
     def expected_clicks(self, score: np.ndarray) -> np.ndarray:
         """Expected clicks of each evaluated request when the world replays ``score``."""
@@ -112,11 +112,13 @@ class EvaluationContext:
         clicks: np.ndarray,
         broad_score: np.ndarray | None = None,
         per_day: bool = True,
-        probability: bool = True,
+        probability: np.ndarray | None = None,
     ) -> dict[str, dict[str, Statistic]]:
         """Every metric of one model's ``score`` (per row; ``clicks``: its
         :meth:`expected_clicks`) as statistics, by section: ``all``, ``day:DATE`` (with
-        ``per_day``), each slice, and ``broad`` (given scores of the broad sample)."""
+        ``per_day``), each slice, and ``broad`` (given scores of the broad sample);
+        ``probability`` (per row, the click probability where shown) adds logloss and
+        calibration."""
         out = {ALL: model_statistics(self.rows, score, None, clicks, probability)}
         if per_day:
             for day, mask in self.days.items():

@@ -3,8 +3,9 @@ on the broad set, and the online proxy with a bootstrap CI.
 
 The test requests are the run's (``time_split`` with the run's ``data.valid_days`` and
 ``data.test_days``), not the world's: a run configured with three test days is scored on all
-three. Writes ``RUN/evaluation.json``, ``RUN/scores.parquet`` (request_id, item_id, score and
-grade probabilities if the model has them, one row per pool candidate) and, when the world keeps
+three. Writes ``RUN/evaluation.json``, ``RUN/scores.parquet`` (request_id, item_id, score, the
+click probability at the logged position ``shown`` and grade probabilities if the model has
+them, one row per pool candidate) and, when the world keeps
 a broad-set sample, ``RUN/broad_scores.parquet`` (request_id, item_id, score): the per-row scores
 `prectr compare` bootstraps.
 """
@@ -24,10 +25,11 @@ from prectr.data.schema import SearchLog, read_log
 from prectr.data.simulate import World
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
-from prectr.evaluation.scoring import calibration_bins
+from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
 from prectr.evaluation.statistics import values
 from prectr.io import atomic_file
+from prectr.metrics import expected_calibration_error
 from prectr.metrics.paired import (
     RESAMPLES,
     PairedDifference,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from prectr.train.run import TrainedRun
 
 SCORES = "scores.parquet"
+SHOWN = "shown"  # the scores' column of the click probability at the logged position
 BROAD_SCORES = "broad_scores.parquet"
 EVALUATION = "evaluation.json"
 
@@ -48,7 +51,9 @@ def score_run(
     run: TrainedRun, log: SearchLog, test_rows: np.ndarray, broad: pa.Table | None
 ) -> pa.Table:
     """Scores of every candidate of the requests ``test_rows`` (rows of ``log.requests``) by a
-    trained run: the logged pool and, given a broad-set sample, its pairs outside the pool."""
+    trained run: the logged pool and, given a broad-set sample, its pairs outside the pool.
+    ``score`` is the served score (:meth:`RankingModel.score`), ``shown`` the probability at
+    the logged position (an unexposed candidate's is meaningless and never read)."""
     from prectr.train.trainer import predict
 
     if broad is not None:
@@ -64,6 +69,7 @@ def score_run(
         "request_id": log.requests["request_id"].take(pa.array(p["request"])),
         "item_id": log.items["item_id"].take(pa.array(p["item"])),
         "score": p["score"].astype(np.float64),
+        SHOWN: p["shown"].astype(np.float64),
     }
     if "grades" in p:
         scored.update({f"grade_{g}": p["grades"][:, g].astype(np.float64) for g in range(4)})
@@ -112,30 +118,46 @@ def _counts(context: EvaluationContext, requests: np.ndarray) -> dict[str, int]:
     }
 
 
+def _ece(context: EvaluationContext, shown: np.ndarray, requests: np.ndarray) -> dict:
+    """ECE of the exposed rows of ``requests`` (a mask of evaluated requests)."""
+    rows = context.rows
+    keep = requests[rows.request] & rows.exposed
+    if not keep.any():
+        return {}
+    return {"ece": expected_calibration_error(rows.click[keep], shown[keep], CALIBRATION_BINS)}
+
+
 def evaluation_result(
     context: EvaluationContext,
     score: np.ndarray,
     broad_score: np.ndarray | None,
     n_resamples: int = RESAMPLES,
     seed: int = 0,
+    shown: np.ndarray | None = None,
 ) -> dict:
     """Every metric of one model's scores of the context's candidates (and broad sample):
     ``metrics`` (pooled), ``per_day``, ``slices``, ``broad``, ``online``, ``calibration_bins``
-    and ``skipped`` (what could not be measured, and why)."""
+    and ``skipped`` (what could not be measured, and why). ``shown``: the click probability of
+    each candidate at its logged position, which logloss, calibration, ECE and the bins read
+    (default ``score``)."""
     rows, n = context.rows, context.rows.n_requests
+    shown = score if shown is None else shown
     clicks = context.expected_clicks(score)
-    sections = context.statistics(score, clicks, broad_score)
+    sections = context.statistics(score, clicks, broad_score, probability=shown)
     counts = slice_counts(context.slices, rows)
+    every = np.ones(n, bool)
     result = {
-        "metrics": values(sections[ALL], n) | _counts(context, np.ones(n, bool)),
+        "metrics": values(sections[ALL], n) | _ece(context, shown, every) | _counts(context, every),
         "per_day": {
-            day: values(sections[f"day:{day}"], n) | _counts(context, mask)
+            day: values(sections[f"day:{day}"], n)
+            | _ece(context, shown, mask)
+            | _counts(context, mask)
             for day, mask in context.days.items()
         },
         "slices": {name: values(sections[name], n) | counts[name] for name in counts},
         "online": online(context, clicks, n_resamples, seed),
         "calibration_bins": calibration_bins(
-            rows.click[rows.exposed].astype(np.float64), score[rows.exposed]
+            rows.click[rows.exposed].astype(np.float64), shown[rows.exposed]
         ),
         "skipped": dict(context.skipped),
         "bootstrap": {"unit": "request", "resamples": n_resamples, "seed": seed},
@@ -180,6 +202,7 @@ def evaluate_run(
     broad = context.broad
     scores = score_run(run, log, context.test_rows, None if broad is None else broad.table)
     score = context.aligned(scores, f"the scores of {run.path}")
+    shown = context.aligned(scores, f"the scores of {run.path}", SHOWN)
     broad_score = None if broad is None else broad.aligned(scores, f"the scores of {run.path}")
     result = {
         "model": run.config.model,
@@ -188,7 +211,7 @@ def evaluate_run(
         "split": split,
         "test_days": list(context.days),
         "checkpoint": checkpoint,
-        **evaluation_result(context, score, broad_score, n_resamples, seed),
+        **evaluation_result(context, score, broad_score, n_resamples, seed, shown),
     }
     keys = pa.table(
         {"request_id": context.rows.request_ids[context.rows.request],

@@ -1,7 +1,8 @@
 """Scoring one ranking of evaluation requests with the exact metrics of :mod:`prectr.metrics`.
 
 * Click metrics on the exposed impressions: AUC, user- and request-GAUC (impression-weighted,
-  one-class groups skipped), and, for scores that are probabilities, logloss and calibration.
+  one-class groups skipped), and, for scores that are probabilities, logloss, calibration
+  (mean predicted / observed CTR) and ECE (10 equal-mass bins).
 * Relevance metrics on the full candidate pool, exposed or not: NDCG@10 on true grades (gains
   2^y - 1), mean true grade and share of irrelevant items in the top 10.
 * Online proxy: the world replays the ranking (new top k, same click model) and reports expected
@@ -22,11 +23,13 @@ from prectr.data.simulate import World
 from prectr.metrics import (
     auc,
     calibration,
+    expected_calibration_error,
     gauc,
     irrelevant_share_at_k,
     logloss,
     mean_grade_at_k,
     ndcg_at_k,
+    reliability_bins,
 )
 
 TOP_K = 10
@@ -64,6 +67,7 @@ def click_metrics(
         "gauc_request": gauc(click, score, request),
         "logloss": logloss(click, score) if probability else None,
         "calibration": calibration(click, score) if probability else None,
+        "ece": expected_calibration_error(click, score) if probability else None,
     }
 
 
@@ -107,14 +111,8 @@ def evaluate_scores(world: World, pool: pa.Table, scores: np.ndarray, probabilit
 
 
 def calibration_bins(click: np.ndarray, score: np.ndarray, n: int = CALIBRATION_BINS) -> list[dict]:
-    """Equal-count bins of the score: mean predicted against mean observed click rate."""
-    order = np.argsort(score, kind="stable")
+    """The reliability diagram's equal-mass bins (:func:`prectr.metrics.reliability_bins`)."""
     return [
-        {
-            "mean_predicted": float(score[b].mean()),
-            "mean_observed": float(click[b].mean()),
-            "count": int(b.size),
-        }
-        for b in np.array_split(order, n)
-        if b.size
+        {"mean_predicted": p, "mean_observed": y, "count": rows}
+        for p, y, rows in reliability_bins(click, score, n)
     ]

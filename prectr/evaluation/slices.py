@@ -138,7 +138,7 @@ def slice_statistics(
     rows: EvaluationRows,
     score: np.ndarray,
     expected_clicks: np.ndarray | None,
-    probability: bool = True,
+    probability: np.ndarray | None = None,
 ) -> dict[str, dict[str, Statistic]]:
     """Each slice's statistics of one model's ``score``: every metric on a request slice,
     click metrics on ``new_items``, relevance metrics on ``unexposed``."""

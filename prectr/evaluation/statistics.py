@@ -5,10 +5,12 @@ One definition serves both uses: with every weight 1 a statistic is the exact me
 that metric of a bootstrap resample of requests (`prectr compare`, the online proxy's CI).
 See :mod:`prectr.metrics.paired` for the resampling.
 
-The metrics: click metrics on exposed rows (AUC, user- and request-GAUC, and for probabilities
-logloss and calibration), relevance metrics on the pool's true grades (NDCG@10, mean grade and
-irrelevant share in the top 10), expected clicks per request from the world's replay, and on
-the broad set irrelevant@10, NDCG@10, recall@100 of exact items and replayed expected clicks.
+The metrics: click metrics on exposed rows (AUC, user- and request-GAUC of the ranking score,
+and given the click probability of each impression at its logged position, logloss and
+calibration: predicted and observed CTR then refer to the same impressions), relevance metrics
+on the pool's true grades (NDCG@10, mean grade and irrelevant share in the top 10), expected
+clicks per request from the world's replay, and on the broad set irrelevant@10, NDCG@10,
+recall@100 of exact items and replayed expected clicks.
 """
 
 from __future__ import annotations
@@ -86,10 +88,11 @@ class EvaluationRows:
 
 
 def click_statistics(
-    rows: EvaluationRows, score: np.ndarray, where: np.ndarray, probability: bool
+    rows: EvaluationRows, score: np.ndarray, where: np.ndarray, probability: np.ndarray | None
 ) -> dict[str, Statistic]:
-    """AUC, user- and request-GAUC and (for probabilities) logloss and calibration of the
-    exposed rows in the mask ``where``; none when those rows hold no click or no non-click."""
+    """AUC, user- and request-GAUC of ``score``, and given ``probability`` (per row, the click
+    probability where the row was shown) its logloss and calibration, on the exposed rows in
+    the mask ``where``; none when those rows hold no click or no non-click."""
     keep = where & rows.exposed
     click, s, request = rows.click[keep], score[keep], rows.request[keep]
     if click.size == 0 or click.min() == click.max():
@@ -105,11 +108,12 @@ def click_statistics(
             np.where(eligible, aucs * n, 0.0), np.where(eligible, n, 0.0), keys
         ),
     }
-    if probability:
-        p = np.clip(s, LOGLOSS_EPS, 1.0 - LOGLOSS_EPS)
+    if probability is not None:
+        shown = probability[keep]
+        p = np.clip(shown, LOGLOSS_EPS, 1.0 - LOGLOSS_EPS)
         loss = -(click * np.log(p) + (1 - click) * np.log1p(-p))
         out["logloss"] = mean_statistic(loss, request)
-        out["calibration"] = ratio_statistic(s, click.astype(np.float64), request)
+        out["calibration"] = ratio_statistic(shown, click.astype(np.float64), request)
     return out
 
 
@@ -137,11 +141,12 @@ def model_statistics(
     score: np.ndarray,
     where: np.ndarray | None = None,
     expected_clicks: np.ndarray | None = None,
-    probability: bool = True,
+    probability: np.ndarray | None = None,
 ) -> dict[str, Statistic]:
     """Every metric of one model's ``score`` (per row) on the rows in the mask ``where``
     (default all); ``expected_clicks`` per evaluated request (the replay) adds its mean over
-    the requests that have a row in the mask."""
+    the requests that have a row in the mask; ``probability`` (per row, the click probability
+    where it was shown) adds logloss and calibration."""
     where = np.ones(rows.request.size, bool) if where is None else where
     out = {
         **click_statistics(rows, score, where, probability),

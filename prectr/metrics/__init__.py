@@ -1,7 +1,16 @@
 """Exact, vectorised click and ranking metrics, and paired bootstrap differences
 (:mod:`prectr.metrics.paired`)."""
 
-from prectr.metrics.click import auc, calibration, gauc, group_auc, logloss, relaimpr
+from prectr.metrics.click import (
+    auc,
+    calibration,
+    expected_calibration_error,
+    gauc,
+    group_auc,
+    logloss,
+    relaimpr,
+    reliability_bins,
+)
 from prectr.metrics.ranking import (
     irrelevant_share_at_k,
     irrelevant_share_at_k_per_group,
@@ -16,6 +25,7 @@ from prectr.metrics.ranking import (
 __all__ = [
     "auc",
     "calibration",
+    "expected_calibration_error",
     "gauc",
     "group_auc",
     "irrelevant_share_at_k",
@@ -28,4 +38,5 @@ __all__ = [
     "recall_at_k",
     "recall_at_k_per_group",
     "relaimpr",
+    "reliability_bins",
 ]

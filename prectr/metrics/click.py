@@ -1,4 +1,5 @@
-"""Click metrics: exact AUC (ties count one half), GAUC, logloss, RelaImpr, calibration."""
+"""Click metrics: exact AUC (ties count one half), GAUC, logloss, RelaImpr, calibration (the
+ratio, reliability bins and the expected calibration error)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,29 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean predicted probability over mean observed rate (1 is calibrated; nan if no click)."""
     y, p = _checked(labels, probs)
     return float(p.mean() / y.mean()) if y.sum() > 0 else float("nan")
+
+
+def reliability_bins(
+    labels: np.ndarray, probs: np.ndarray, n: int = 10
+) -> list[tuple[float, float, int]]:
+    """Equal-mass bins of the predicted probability (rows sorted by it, split into ``n`` parts
+    of sizes differing by at most one): (mean predicted, mean observed, rows) of each
+    non-empty bin, lowest first. Equal mass, because click probabilities crowd near 0: equal
+    widths would put nearly every impression in the first bin."""
+    y, p = _checked(labels, probs)
+    order = np.argsort(p, kind="stable")
+    return [
+        (float(p[b].mean()), float(y[b].mean()), int(b.size))
+        for b in np.array_split(order, n)
+        if b.size
+    ]
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n: int = 10) -> float:
+    """ECE: the row-weighted mean over :func:`reliability_bins` of |mean predicted - mean
+    observed| (nan without rows)."""
+    bins = reliability_bins(labels, probs, n)
+    if not bins:
+        return float("nan")
+    total = sum(rows for _, _, rows in bins)
+    return float(sum(rows * abs(p - y) for p, y, rows in bins) / total)

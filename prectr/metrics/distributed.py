@@ -1,7 +1,7 @@
 """Click and ranking metrics over data sharded across ``torch.distributed`` processes.
 
 Each rank holds some rows; the results equal the single-process metrics on all rows.
-AUC and logloss need every score, so their inputs are gathered (an evaluation set fits in
+AUC and ECE need every score, so their inputs are gathered (an evaluation set fits in
 memory; training data never goes through here). GAUC and NDCG are per group: each row is
 routed to the rank that owns its group (integer key modulo the world size), every rank computes
 its groups, and the weighted sums are all-reduced. Works with any backend (gloo on CPU), and
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from prectr.metrics.click import auc, group_auc
+from prectr.metrics.click import auc, expected_calibration_error, group_auc
 from prectr.metrics.ranking import EMPTY_MODES, ndcg_at_k_per_group
 
 
@@ -67,17 +67,30 @@ def distributed_calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     return predicted / clicked if clicked > 0 else float("nan")
 
 
+def distributed_ece(labels: np.ndarray, probs: np.ndarray) -> float:
+    rows = _gather({"labels": labels, "probs": probs})
+    return expected_calibration_error(rows["labels"], rows["probs"])
+
+
 def distributed_click_metrics(
-    click: np.ndarray, score: np.ndarray, user: np.ndarray, request: np.ndarray
+    click: np.ndarray,
+    score: np.ndarray,
+    user: np.ndarray,
+    request: np.ndarray,
+    probability: np.ndarray | None = None,
 ) -> dict[str, float]:
     """:func:`prectr.evaluation.click_metrics` of the exposed rows held by all ranks
-    (``click`` 0/1, ``score`` a probability); every rank gets the result."""
+    (``click`` 0/1; ``score`` ranks; logloss and calibration read ``probability``, the click
+    probability of each row where it was shown, by default ``score``); every rank gets the
+    result."""
+    probability = score if probability is None else probability
     return {
         "auc": distributed_auc(click, score),
         "gauc_user": distributed_gauc(click, score, user),
         "gauc_request": distributed_gauc(click, score, request),
-        "logloss": distributed_logloss(click, score),
-        "calibration": distributed_calibration(click, score),
+        "logloss": distributed_logloss(click, probability),
+        "calibration": distributed_calibration(click, probability),
+        "ece": distributed_ece(click, probability),
     }
 
 

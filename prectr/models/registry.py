@@ -1,13 +1,29 @@
 """The model contract and the registry that builds models by name.
 
 Every model learns a position bias (a "shallow tower", as in YouTube's ranker and PAL): a logit
-per shown rank added to the click logit in training only, so clicks that position explains do
-not teach the model false preferences; scoring ranks by the position-free logit.
+per shown rank added to the click logit, trained in its own parameter group
+(``train.lr_position``), so clicks that position explains do not teach the model false
+preferences. The split between the bias and the model's own intercept is arbitrary, so a score
+without a position means nothing in absolute terms; every score is therefore *at a position*:
+
+* served and ranked (:meth:`RankingModel.score`): at the fixed reference position
+  (``train.reference_position``, default 1). The top slot is what a serving engineer reads a
+  CTR as ("the click rate of this item in the first slot"), it is a real position the bias was
+  trained on, and a constant shift of the logit leaves the ranking unchanged. An
+  impression-weighted mean of the biases would be the logit of no actual slot, and it would
+  drift with the logging policy.
+* checked for calibration (:meth:`RankingModel.shown_probability`): at each impression's
+  logged position, the probability the click loss trains, so mean predicted over observed CTR
+  compares like with like on impressions spread over positions.
+
+Both pass through the run's post-hoc calibrator (:mod:`prectr.models.calibration`; the sigmoid
+by default).
 
 A model owns its forward pass and its loss: ``forward(batch)`` returns at least ``logit``
 (``(B,)``, the ranking logit of P(click)) and may return ``grade_logits`` (``(B, 4)``);
 ``loss(batch, out)`` returns ``loss`` (what is minimised) and any named parts, each logged
 separately. ``score(out)`` is the click probability that evaluation and serving rank by.
+A model whose ranking logit is not its click logit (two_model) overrides :meth:`click_logit`.
 """
 
 from __future__ import annotations
@@ -21,9 +37,11 @@ from torch import nn
 
 from prectr.data.dataset import Batch
 from prectr.losses.reduction import per_row
+from prectr.models.calibration import Calibrator
 
 MODELS: dict[str, type[RankingModel]] = {}
 MAX_POSITION = 64  # ranks beyond share the last position-bias slot
+REFERENCE_POSITION = 1
 
 
 class RankingModel(nn.Module):
@@ -37,6 +55,8 @@ class RankingModel(nn.Module):
         super().__init__()
         self.position_bias = nn.Embedding(MAX_POSITION + 1, 1)
         nn.init.zeros_(self.position_bias.weight)
+        self.reference_position = REFERENCE_POSITION
+        self.calibrator = Calibrator()
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -44,7 +64,7 @@ class RankingModel(nn.Module):
     def click_loss(self, batch: Batch, logit: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of clicks on the exposed rows, the position bias added to ``logit``."""
         exposed = batch.exposed
-        shown = logit + self.position_bias(batch.position.clamp(max=MAX_POSITION)).squeeze(-1)
+        shown = logit + self.bias(batch.position)
         total = F.binary_cross_entropy_with_logits(
             shown[exposed], batch.click[exposed], reduction="sum"
         )
@@ -54,8 +74,28 @@ class RankingModel(nn.Module):
         click = self.click_loss(batch, out["logit"])
         return {"loss": click, "loss_click": click}
 
+    def bias(self, position: torch.Tensor | None) -> torch.Tensor:
+        """The position bias of each shown rank; of the reference position when None."""
+        if position is None:
+            return self.position_bias.weight[self.reference_position, 0]
+        return self.position_bias(position.clamp(max=MAX_POSITION)).squeeze(-1)
+
+    def click_logit(
+        self, out: dict[str, torch.Tensor], position: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The logit of P(click) shown at ``position`` (None: the reference position)."""
+        return out["logit"] + self.bias(position)
+
     def score(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid(out["logit"])
+        """The calibrated click probability at the reference position: what ranks and serves."""
+        return self.calibrator(self.click_logit(out))
+
+    def shown_probability(
+        self, out: dict[str, torch.Tensor], position: torch.Tensor
+    ) -> torch.Tensor:
+        """The calibrated click probability at each row's logged position (calibration
+        metrics)."""
+        return self.calibrator(self.click_logit(out, position))
 
 
 def register(name: str):
@@ -70,9 +110,14 @@ def register(name: str):
 
 
 def build_model(
-    name: str, specs: list, vocab_sizes: dict[str, int], params: dict[str, Any] | None = None
+    name: str,
+    specs: list,
+    vocab_sizes: dict[str, int],
+    params: dict[str, Any] | None = None,
+    reference_position: int = REFERENCE_POSITION,
 ) -> RankingModel:
-    """Build a registered model; an unknown name or parameter is refused by name."""
+    """Build a registered model that scores at ``reference_position``; an unknown name or
+    parameter is refused by name."""
     # importing registers them: the baselines, PRECTR and PRECTR-V2
     import prectr.models.baselines
     import prectr.models.prectr  # noqa: F401
@@ -88,4 +133,8 @@ def build_model(
             f"model {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
-    return cls(specs, vocab_sizes, **{**cls.defaults, **params})
+    if not 1 <= reference_position <= MAX_POSITION:
+        raise ValueError(f"reference position {reference_position}: expected 1..{MAX_POSITION}")
+    model = cls(specs, vocab_sizes, **{**cls.defaults, **params})
+    model.reference_position = reference_position
+    return model

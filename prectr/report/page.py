@@ -14,7 +14,7 @@ from prectr.report import plots
 from prectr.report.runs import RunResult, load_run
 
 #: Metrics where the smallest value is best; every other metric is best when largest...
-LOWER_IS_BETTER = frozenset({"logloss", "irrelevant@10"})
+LOWER_IS_BETTER = frozenset({"logloss", "ece", "irrelevant@10"})
 #: ...except these, which are best closest to a target.
 TARGET = {"calibration": 1.0}
 #: Counts reported beside the metrics: shown, never bolded.

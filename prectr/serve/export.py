@@ -2,7 +2,9 @@
 
 The graph takes a batch as plain tensors (categorical ids, numerics, then every sequence in
 name order, each with a free batch dimension or one row shared by the batch) and returns the
-click probability, with the grade distribution and the incentive where the model has them.
+served score (:meth:`RankingModel.score`: the click probability at the reference position,
+through the run's calibrator, which the graph embeds), with the grade distribution and the
+incentive where the model has them.
 :func:`export` writes the file atomically and refuses to leave one that disagrees with eager
 PyTorch by more than ``atol`` on a real batch. An ONNX file can carry metadata, such as the
 :func:`fingerprint` of what it was built from, so that a cached export is known to be stale.
@@ -23,6 +25,7 @@ from torch import nn
 from prectr.data.dataset import Batch
 from prectr.io import atomic_file
 from prectr.models import RankingModel
+from prectr.models.calibration import calibration_path
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 FINGERPRINT = "prectr_fingerprint"  # the ONNX metadata key of :func:`fingerprint`
@@ -69,10 +72,14 @@ def _key(name: str) -> str:
 
 
 def fingerprint(checkpoint: Path) -> str:
-    """What an export of ``checkpoint`` is built from: the checkpoint's bytes and the source of
-    the code that defines the scoring graph (every loaded module of ``prectr.models`` and
-    ``prectr.modules``, and this one). A change to either makes a cached export stale."""
+    """What an export of ``checkpoint`` is built from: the checkpoint's bytes, its calibrator
+    (:mod:`prectr.models.calibration`) and the source of the code that defines the scoring
+    graph (every loaded module of ``prectr.models`` and ``prectr.modules``, and this one). A
+    change to any makes a cached export stale."""
     digest = hashlib.sha256(checkpoint.read_bytes())
+    calibration = calibration_path(checkpoint)
+    if calibration.is_file():
+        digest.update(calibration.read_bytes())
     for name in sorted(sys.modules):
         if name.startswith(("prectr.models", "prectr.modules")) or name == __name__:
             digest.update(Path(sys.modules[name].__file__).read_bytes())

@@ -11,6 +11,7 @@ from prectr import __version__
 from prectr.config import ExperimentConfig, experiment_from_dict
 from prectr.data.features import FeatureEncoder
 from prectr.models import RankingModel, build_model
+from prectr.models.calibration import load_calibrator
 from prectr.train.checkpoint import load_checkpoint
 
 
@@ -23,7 +24,8 @@ class TrainedRun:
 
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """Rebuild the model of a run directory from its config, features and a checkpoint.
+    """Rebuild the model of a run directory from its config, features and a checkpoint, with
+    the checkpoint's calibrator (:mod:`prectr.models.calibration`) when it has one.
 
     A directory that is not a complete run, or a checkpoint written by another prectr
     version, is refused with a message naming what is missing or different.
@@ -34,13 +36,16 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     config = experiment_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
     encoder = FeatureEncoder.load(run_dir / "features")
-    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    checkpoint_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(checkpoint_path)
     if state.get("prectr_version") != __version__:
         raise ValueError(
             f"{run_dir}: checkpoint from prectr {state.get('prectr_version')}, "
             f"this is {__version__}; retrain or use the matching version"
         )
-    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params)
+    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
+                        config.train.reference_position)  # fmt: skip
     model.load_state_dict(state["model"])
+    model.calibrator = load_calibrator(checkpoint_path)
     model.eval()
     return TrainedRun(run_dir, config, encoder, model)

@@ -44,6 +44,7 @@ from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
 from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
+from prectr.models.calibration import fit_calibrator, save_calibrator
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
 from prectr.train.data import PreparedData, load_prepared, prepare, prepared, read_training_log
 from prectr.train.distributed import Processes, join
@@ -56,23 +57,33 @@ class StopTraining(Exception):
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
-    """Trainable parameters in three groups: embedding tables, the text encoder (a submodule
-    named ``text_encoder``) and the rest."""
+    """Trainable parameters in four groups: the position bias, embedding tables, the text
+    encoder (a submodule named ``text_encoder``) and the rest.
+
+    The position bias has its own learning rate (``train.lr_position``): its few scalars must
+    travel the log-odds range of examination (about 2.5 between the first and the tenth slot)
+    within an epoch of a small log, and Adam moves a parameter by at most its learning rate per
+    step; at the embedding rate it stops short and leaves the rest to the model's features."""
     t = config.train
-    groups: dict[str, list[nn.Parameter]] = {"embedding": [], "encoder": [], "dense": []}
+    groups: dict[str, list[nn.Parameter]] = {
+        "position": [], "embedding": [], "encoder": [], "dense": []
+    }  # fmt: skip
     embedding_ids = {
         id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
     }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if ".text_encoder." in f".{name}":
+        if name == "position_bias.weight":
+            groups["position"].append(p)
+        elif ".text_encoder." in f".{name}":
             groups["encoder"].append(p)
         elif id(p) in embedding_ids:
             groups["embedding"].append(p)
         else:
             groups["dense"].append(p)
     settings = {
+        "position": (t.lr_position, 0.0),
         "embedding": (t.lr_embedding, 0.0),
         "encoder": (t.lr_encoder, t.weight_decay),
         "dense": (t.lr_dense, t.weight_decay),
@@ -145,7 +156,9 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
 def predict(
     model: RankingModel, batches: Iterable[Batch], device: torch.device | None = None
 ) -> dict[str, np.ndarray]:
-    """Scores (and grade distributions where the model has them) for every row of ``batches``."""
+    """For every row of ``batches``: ``score`` (served, at the reference position), ``shown``
+    (the calibrated click probability at the row's logged position) and ``shown_logit`` (its
+    logit before calibration), and grade distributions where the model has them."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
@@ -154,6 +167,8 @@ def predict(
         out = model(batch)
         values = {
             "score": model.score(out),
+            "shown": model.shown_probability(out, batch.position),
+            "shown_logit": model.click_logit(out, batch.position),
             "click": batch.click,
             "exposed": batch.exposed,
             "request": batch.request,
@@ -187,7 +202,7 @@ class Trainer:
         torch.manual_seed(t.seed + self.processes.rank)
         self.model = build_model(
             config.model, self.data.encoded.specs, self.data.encoded.vocab_sizes,
-            config.model_params,
+            config.model_params, t.reference_position,
         ).to(self.device)  # fmt: skip
         self.model.position_bias.weight.requires_grad_(t.position_bias)
         self._check_stages()
@@ -287,14 +302,16 @@ class Trainer:
             writer.add_scalar(f"{split}/{k}", v, self.state["step"])
 
     def validate(self) -> dict[str, float]:
-        """Click metrics on the validation split, over the rows of every process."""
+        """Click metrics on the validation split, over the rows of every process: ranking
+        metrics of the served score, logloss and calibration of the probability at each
+        impression's logged position."""
         stream = self._stream("valid", shuffle=False)
         p = predict(self.model, stream.epoch(), self.device)
         exposed = p["exposed"]
         request = p["request"][exposed]
         metrics = distributed_click_metrics(
             p["click"][exposed].astype(np.int64), p["score"][exposed],
-            self.data.user_of_request[request], request,
+            self.data.user_of_request[request], request, p["shown"][exposed],
         )  # fmt: skip
         return {k: v for k, v in metrics.items() if not np.isnan(v)}
 
@@ -334,7 +351,29 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        self.calibrate()
         return self._write_metrics()
+
+    def calibrate(self) -> None:
+        """Fit ``train.calibration`` for the ``best`` and ``last`` checkpoints on the exposed
+        validation impressions at their logged positions (main process, every validation
+        row), and save each beside its checkpoint; the model ends at the ``last`` weights."""
+        kind = self.config.train.calibration
+        if kind == "none" or not self.processes.main:
+            return
+        last = {k: v.clone() for k, v in self.model.state_dict().items()}
+        stream = self.data.stream("valid", self.config, False, "exposed", 0, 1)
+        for name in ("best", "last"):
+            path = self.run_dir / "checkpoints" / f"{name}.pt"
+            if not path.is_file():
+                continue
+            self.model.load_state_dict(load_checkpoint(path)["model"])
+            p = predict(self.model, stream.epoch(), self.device)
+            exposed = p["exposed"]
+            calibrator = fit_calibrator(kind, p["shown_logit"][exposed], p["click"][exposed])
+            save_calibrator(calibrator, path)
+            self.log.info("%s calibration of %s: %s", kind, name, calibrator.to_dict())
+        self.model.load_state_dict(last)
 
     def _relevance_stage(self, writer: SummaryWriter | None) -> None:
         """Stage 1: the relevance module alone on the labelled pairs (only its parameters get

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from prectr.metrics import auc, calibration, gauc, group_auc, logloss, relaimpr
+from prectr.metrics import (
+    auc,
+    calibration,
+    expected_calibration_error,
+    gauc,
+    group_auc,
+    logloss,
+    relaimpr,
+    reliability_bins,
+)
 
 # Four groups: a is perfect, b half right, c has one class (skipped), d has a tie.
 GROUPS = np.array(["a", "a", "b", "b", "b", "c", "c", "d", "d", "d", "d"])
@@ -101,3 +110,19 @@ def test_logloss_relaimpr_calibration_golden():
     assert relaimpr(0.75, 0.7) == pytest.approx(0.25)
     assert calibration([1, 0, 0, 0], [0.5] * 4) == pytest.approx(2.0)
     assert math.isnan(calibration([0, 0], [0.1, 0.2]))
+    # mean predicted (0.2 + 0.4 + 0.6 + 0.4) / 4 = 0.4 over observed 2 / 4 = 0.5
+    assert calibration([0, 1, 0, 1], [0.2, 0.4, 0.6, 0.4]) == pytest.approx(0.8)
+
+
+def test_reliability_bins_and_ece_golden():
+    labels, probs = [1, 0, 1, 0], [0.9, 0.1, 0.6, 0.2]
+    # equal mass, two bins of the sorted probabilities: {0.1, 0.2} and {0.6, 0.9}
+    assert reliability_bins(labels, probs, 2) == [
+        (pytest.approx(0.15), 0.0, 2), (pytest.approx(0.75), 1.0, 2)
+    ]  # fmt: skip
+    # (2 |0.15 - 0| + 2 |0.75 - 1|) / 4
+    assert expected_calibration_error(labels, probs, 2) == pytest.approx(0.2)
+    # three bins of 2, 1, 1 rows: (2 * 0.15 + |0.6 - 1| + |0.9 - 1|) / 4
+    assert expected_calibration_error(labels, probs, 3) == pytest.approx(0.2)
+    assert expected_calibration_error([0, 1], [0.0, 1.0], 2) == 0.0
+    assert math.isnan(expected_calibration_error([], []))

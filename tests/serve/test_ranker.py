@@ -31,6 +31,7 @@ def request_of(log, request_id) -> SearchRequest:
 
 
 def test_online_scores_equal_the_offline_evaluation(ranker, prectr_run, log):
+    assert ranker.model.calibrator.kind == "isotonic"  # served and evaluated through it
     offline = pq.read_table(prectr_run / "scores.parquet")
     requests = np.unique(offline["request_id"].to_numpy())[:25]
     for request_id in requests:
@@ -131,6 +132,13 @@ def test_an_onnx_export_built_from_other_code_or_weights_is_exported_again(prect
     onnx.save(stale, str(path))
     Ranker(prectr_run, history=tiny_world, engine="onnx")
     assert exported_fingerprint(path) == current
+    calibration = prectr_run / "checkpoints" / "best.calibration.json"
+    fitted = calibration.read_text()
+    try:  # a refitted calibrator makes the export stale too
+        calibration.write_text(fitted.replace('"kind": "isotonic"', '"kind": "none"', 1))
+        assert fingerprint(prectr_run / "checkpoints" / "best.pt") != current
+    finally:
+        calibration.write_text(fitted)
 
 
 def test_item_cache_evicts_the_least_recently_used():

@@ -117,8 +117,14 @@ def test_prectr_train_runs_unchanged_under_torchrun(tiny_world, tmp_path):
     data = load_prepared(run)
     p = predict(trained.model, data.stream("valid", trained.config, shuffle=False).epoch())
     e = p["exposed"]
-    single = click_metrics(p["click"][e].astype(np.int64), p["score"][e],
-                           data.user_of_request[p["request"][e]], p["request"][e])  # fmt: skip
+    click, user, request = (
+        p["click"][e].astype(np.int64),
+        data.user_of_request[p["request"][e]],
+        p["request"][e],
+    )
+    single = click_metrics(click, p["score"][e], user, request)
+    shown = click_metrics(click, p["shown"][e], user, request)  # where each row was shown
+    single |= {k: shown[k] for k in ("logloss", "calibration", "ece")}
     for name, value in metrics["best_valid"].items():
         if name != "epoch":
             assert value == pytest.approx(single[name], abs=1e-9), name

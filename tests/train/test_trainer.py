@@ -88,9 +88,13 @@ def test_overrides_and_saved_config_round_trip(tmp_path, tiny_run):
 
 
 def test_learning_rates_are_grouped_by_parameter_kind(tiny_world, tmp_path):
-    trainer = Trainer(tiny_config(tiny_world, lr_embedding=0.05, lr_dense=0.002), tmp_path / "r")
+    config = tiny_config(tiny_world, lr_embedding=0.05, lr_dense=0.002, lr_position=0.3)
+    trainer = Trainer(config, tmp_path / "r")
     lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
-    assert lrs == {"embedding": 0.05, "dense": 0.002}
+    assert lrs == {"position": 0.3, "embedding": 0.05, "dense": 0.002}
+    position = next(g for g in trainer.optimizer.param_groups if g["name"] == "position")
+    assert position["params"] == [trainer.model.position_bias.weight]
+    assert position["weight_decay"] == 0.0
     sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in trainer.optimizer.param_groups}
     assert sizes["embedding"] > sizes["dense"]
 
@@ -156,3 +160,21 @@ def test_stage_one_needs_a_relevance_module_and_kl_needs_stage_one(tiny_world, t
     config.train.relevance_epochs = 0
     with pytest.raises(ValueError, match="relevance_epochs >= 1"):
         Trainer(config, tmp_path / "b")
+
+
+def test_a_calibrated_run_fits_each_checkpoint_on_the_validation_day(tiny_world, tmp_path):
+    from prectr.train.run import load_trained
+
+    config = tiny_config(tiny_world, calibration="platt", reference_position=2)
+    trainer = Trainer(config, tmp_path / "r")
+    trainer.fit()
+    checkpoints = tmp_path / "r" / "checkpoints"
+    for name in ("best", "last"):
+        saved = json.loads((checkpoints / f"{name}.calibration.json").read_text())
+        assert saved["kind"] == "platt" and saved["a"] > 0
+    run = load_trained(tmp_path / "r")
+    best = json.loads((checkpoints / "best.calibration.json").read_text())
+    assert run.model.calibrator.to_dict() == pytest.approx(best)
+    assert run.model.reference_position == 2
+    last = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())

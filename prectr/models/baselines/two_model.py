@@ -23,7 +23,9 @@ class TwoModel(RankingModel):
     shared parameters. They meet only at scoring:
     the ranking score is ``P(click) * E[grade] / 3``, the expected relevance utility in [0, 1]
     (smooth in the grade distribution, unlike a ``P(grade >= 2)`` threshold). ``logit`` is the
-    logit of that product, clamped to ``[1e-6, 1 - 1e-6]``. Like a production relevance
+    logit of that product, clamped to ``[1e-6, 1 - 1e-6]``; scored, the CTR model's part is at
+    the reference position (:meth:`click_logit`). The product is no click probability: only a
+    post-hoc calibrator (``train.calibration``) makes it one. Like a production relevance
     model, the classifier learns from every labelled pair, shown or not.
     """
 
@@ -48,12 +50,18 @@ class TwoModel(RankingModel):
         grade_logits = self.relevance(batch)
         ctr_logit = self.ctr(batch)["logit"]
         utility = torch.softmax(grade_logits, -1) @ self.utility
-        p = (torch.sigmoid(ctr_logit) * utility).clamp(EPS, 1 - EPS)
         return {
-            "logit": torch.log(p) - torch.log1p(-p),
+            "logit": product_logit(ctr_logit, utility),
             "ctr_logit": ctr_logit,
+            "utility": utility,
             "grade_logits": grade_logits,
         }
+
+    def click_logit(
+        self, out: dict[str, torch.Tensor], position: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The product's logit with the CTR model's click probability at ``position``."""
+        return product_logit(out["ctr_logit"] + self.bias(position), out["utility"])
 
     def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         click = super().loss(batch, {"logit": out["ctr_logit"]})["loss_click"]
@@ -61,3 +69,9 @@ class TwoModel(RankingModel):
             out["grade_logits"], batch.relevance, batch.rows_of("labelled")
         )
         return {"loss": click + relevance, "loss_click": click, "loss_relevance": relevance}
+
+
+def product_logit(ctr_logit: torch.Tensor, utility: torch.Tensor) -> torch.Tensor:
+    """The logit of ``sigmoid(ctr_logit) * utility``, clamped to ``[1e-6, 1 - 1e-6]``."""
+    p = (torch.sigmoid(ctr_logit) * utility).clamp(EPS, 1 - EPS)
+    return torch.log(p) - torch.log1p(-p)
