@@ -125,7 +125,7 @@ def main() -> None:
         default=ROOT / "runs",
         help="where the worlds and the sweep's runs live",
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
     add_world_flags(parser)
     args = parser.parse_args()  # fmt: skip
     JOBS[0] = max(1, args.jobs)
