@@ -80,37 +80,7 @@ def main() -> None:
 
     commands: list[str] = []
     world = world_dir(args, commands)
-    results: dict[str, list[dict]] = {}
-    runs, jobs = [], []
-    for config in args.configs:
-        name = yaml.safe_load(config.read_text()).get("name") or config.stem
-        for seed in args.seeds:
-            out = ROOT / "runs" / "quality" / world.name / f"{name}-s{seed}"
-            runs.append((name, seed, out))
-            train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
-                     "--set", f"train.seed={seed}", *(f"--set={s}" for s in args.set)]  # fmt: skip
-            evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
-            if not (out / "evaluation.json").is_file():
-                if out.exists():
-                    train.append("--resume")
-                jobs.append([train, evaluate])
-            else:
-                commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
-    run_all(jobs, commands)
-    for name, seed, out in runs:
-        evaluation = json.loads((out / "evaluation.json").read_text())
-        training = json.loads((out / "metrics.json").read_text())
-        results.setdefault(name, []).append(
-            {
-                "seed": seed,
-                "run": str(out.relative_to(ROOT)),
-                **evaluation,
-                "valid_auc": training["best_valid"]["auc"],
-                "train_samples_per_s": training["train_samples_per_s"],
-                "peak_rss_mb": training["peak_rss_mb"],
-                "best_epoch": training["best_valid"]["epoch"],
-            }
-        )
+    results = train_and_evaluate(args.configs, args.seeds, world, args.set, commands)
     reference = args.reference or default_reference(results)
     report = summarise(results, reference)
     report["differences"] = (
@@ -129,6 +99,46 @@ def main() -> None:
         tmp.write_text(table)
     print(table)
     print(f"wrote {out.with_suffix('.md')}")
+
+
+def train_and_evaluate(
+    configs: list[Path], seeds: list[int], world: Path, overrides: list[str], commands: list[str]
+) -> dict[str, list[dict]]:
+    """Each config trained with each seed on ``world`` and evaluated on its test days (runs
+    under runs/quality/WORLD/NAME-sSEED; one already evaluated is reused, one interrupted
+    resumes): per config name, each seed's evaluation with its training figures."""
+    runs, jobs = [], []
+    for config in configs:
+        name = yaml.safe_load(config.read_text()).get("name") or config.stem
+        for seed in seeds:
+            out = ROOT / "runs" / "quality" / world.name / f"{name}-s{seed}"
+            runs.append((name, seed, out))
+            train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
+                     "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
+            evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
+            if not (out / "evaluation.json").is_file():
+                if out.exists():
+                    train.append("--resume")
+                jobs.append([train, evaluate])
+            else:
+                commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
+    run_all(jobs, commands)
+    results: dict[str, list[dict]] = {}
+    for name, seed, out in runs:
+        evaluation = json.loads((out / "evaluation.json").read_text())
+        training = json.loads((out / "metrics.json").read_text())
+        results.setdefault(name, []).append(
+            {
+                "seed": seed,
+                "run": str(out.relative_to(ROOT)),
+                **evaluation,
+                "valid_auc": training["best_valid"]["auc"],
+                "train_samples_per_s": training["train_samples_per_s"],
+                "peak_rss_mb": training["peak_rss_mb"],
+                "best_epoch": training["best_valid"]["epoch"],
+            }
+        )
+    return results
 
 
 def default_reference(results: dict[str, list[dict]]) -> str:
@@ -196,6 +206,36 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     return out
 
 
+def pair_differences(
+    results: dict[str, list[dict]],
+    pairs: dict[str, tuple[str, str]],
+    world: Path,
+    args: argparse.Namespace,
+    commands: list[str],
+) -> dict[str, dict]:
+    """For each named pair (A, B) of configs, B - A seed by seed (`prectr compare`), pooled over
+    seeds (:func:`pooled_differences`)."""
+    for a, b in pairs.values():
+        missing = {a, b} - set(results)
+        if missing:
+            raise SystemExit(f"config(s) {', '.join(sorted(missing))} not among the configs")
+    planned = {}
+    for key, (a, b) in pairs.items():
+        by_seed = {r["seed"]: r for r in results[a]}
+        planned[key] = [comparison(by_seed[r["seed"]], r, world, args) for r in results[b]]
+    stale = []
+    for cmd, _, _, fresh in (c for seeds in planned.values() for c in seeds):
+        if fresh:
+            commands.append(shlex.join(cmd) + "   # (reused)")
+        else:
+            stale.append([cmd])
+    run_all(stale, commands)
+    return {
+        key: pooled_differences([_loaded(summary, draws) for _, summary, draws, _ in seeds])
+        for key, seeds in planned.items()
+    }
+
+
 def differences(
     results: dict[str, list[dict]],
     reference: str,
@@ -206,23 +246,8 @@ def differences(
     """Every config against the reference, seed by seed, pooled over seeds."""
     if reference not in results:
         raise SystemExit(f"reference {reference!r} is not among the configs")
-    by_seed = {r["seed"]: r for r in results[reference]}
-    planned = {
-        name: [comparison(by_seed[r["seed"]], r, world, args) for r in runs]
-        for name, runs in results.items()
-        if name != reference
-    }
-    stale = []
-    for cmd, _, _, fresh in (c for seeds in planned.values() for c in seeds):
-        if fresh:
-            commands.append(shlex.join(cmd) + "   # (reused)")
-        else:
-            stale.append([cmd])
-    run_all(stale, commands)
-    pooled = {
-        name: pooled_differences([_loaded(summary, draws) for _, summary, draws, _ in seeds])
-        for name, seeds in planned.items()
-    }
+    pairs = {name: (reference, name) for name in results if name != reference}
+    pooled = pair_differences(results, pairs, world, args, commands)
     return {"reference": reference, "resamples": args.bootstrap,
             "bootstrap_seed": args.bootstrap_seed, "by_config": pooled}  # fmt: skip
 

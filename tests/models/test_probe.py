@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 from prectr.data.dataset import BatchStream
@@ -18,9 +19,15 @@ def test_probe_auc_is_a_half_for_one_distribution_and_one_for_two() -> None:
     assert abs(same - 0.5) < 0.1 and apart > 0.99
 
 
-def test_synthetic_probe_auc_of_a_briefly_trained_v2(world) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16's probe target (<= 0.75) is not met: the mixed "
+    "negatives keep a share of their click that a linear probe sees (0.84)",
+)
+def test_a_linear_probe_barely_tells_synthetic_from_real_low_grade_embeddings(world) -> None:
     """Measured on this data after 10 steps (2 cores): 0.84 for the mixed negatives; noise
-    after the ReLU (the old mechanism) on the same model and rows: 0.88."""
+    after the ReLU (the old mechanism) on the same model and rows: 0.88. Strict: once the
+    target is met this fails, and the xfail goes."""
     model = build(world)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
@@ -30,4 +37,5 @@ def test_synthetic_probe_auc_of_a_briefly_trained_v2(world) -> None:
         optimiser.step()
     every = BatchStream(world.train.paths, world.train.collator, 256, shuffle=False, rows="all")
     value = synthetic_probe_auc(model, itertools.islice(every.epoch(), 8))
-    assert 0.5 <= value <= 1.0 and model.training
+    assert model.training  # the probe leaves the model as it found it
+    assert value <= 0.75
