@@ -102,16 +102,21 @@ def main() -> None:
 
 
 def train_and_evaluate(
-    configs: list[Path], seeds: list[int], world: Path, overrides: list[str], commands: list[str]
+    configs: list[Path],
+    seeds: list[int],
+    world: Path,
+    overrides: list[str],
+    commands: list[str],
+    root: Path = ROOT / "runs" / "quality",
 ) -> dict[str, list[dict]]:
     """Each config trained with each seed on ``world`` and evaluated on its test days (runs
-    under runs/quality/WORLD/NAME-sSEED; one already evaluated is reused, one interrupted
-    resumes): per config name, each seed's evaluation with its training figures."""
+    under ``root``/WORLD/NAME-sSEED; one already evaluated is reused, one interrupted resumes):
+    per config name, each seed's evaluation with its training figures."""
     runs, jobs = [], []
     for config in configs:
         name = yaml.safe_load(config.read_text()).get("name") or config.stem
         for seed in seeds:
-            out = ROOT / "runs" / "quality" / world.name / f"{name}-s{seed}"
+            out = root / world.name / f"{name}-s{seed}"
             runs.append((name, seed, out))
             train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
                      "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
@@ -156,7 +161,7 @@ def comparison(
     """`prectr compare` of one seed's runs: the command, its outputs, and whether they are
     fresh (then they are reused)."""
     run_a, run_b = ROOT / reference["run"], ROOT / other["run"]
-    out = ROOT / "runs" / "quality" / world.name / "compare" / f"{run_b.name}-vs-{run_a.name}"
+    out = run_a.parent / "compare" / f"{run_b.name}-vs-{run_a.name}"  # beside the runs
     summary, draws = out.with_suffix(".json"), out.with_suffix(".draws.parquet")
     cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),

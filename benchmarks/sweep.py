@@ -107,7 +107,7 @@ def main() -> None:
         nargs="+",
         required=True,
         metavar="KEY=V1,V2",
-        help="config keys and their values, e.g. model_params.noise_scale=1,3",
+        help="config keys and their values, e.g. model_params.mix_max=0.25,0.5",
     )
     parser.add_argument("--objective", default="all:auc", help="section:metric to optimise")
     parser.add_argument(

@@ -16,12 +16,12 @@ from tests.conftest import tiny_config
 
 
 def test_the_grid_is_every_combination_in_the_order_given():
-    grid = sweep.parse_grid(["model_params.noise_scale=1,3", "features.crowd_days=7"])
+    grid = sweep.parse_grid(["model_params.mix_max=0.25,0.5", "features.crowd_days=7"])
     assert sweep.points(grid) == [
-        {"model_params.noise_scale": "1", "features.crowd_days": "7"},
-        {"model_params.noise_scale": "3", "features.crowd_days": "7"},
+        {"model_params.mix_max": "0.25", "features.crowd_days": "7"},
+        {"model_params.mix_max": "0.5", "features.crowd_days": "7"},
     ]
-    assert sweep.point_name(sweep.points(grid)[1]) == "noise_scale-3_crowd_days-7"
+    assert sweep.point_name(sweep.points(grid)[1]) == "mix_max-0.5_crowd_days-7"
     for bad in (["noise_scale"], ["a=1", "a=2"], ["=1"]):
         with pytest.raises(ValueError, match="grid item"):
             sweep.parse_grid(bad)

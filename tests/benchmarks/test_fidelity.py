@@ -1,0 +1,52 @@
+"""benchmarks/fidelity.py: reading issue 16's targets off pooled differences and runs."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import fidelity
+
+
+def d(diff: float, lo: float, hi: float) -> dict:
+    return {"diff": diff, "lo": lo, "hi": hi, "spans_zero": lo <= 0 <= hi, "seeds": 3}
+
+
+def measured(gain: float) -> tuple[dict, dict, dict]:
+    """Pooled differences where V2 gains ``gain`` AUC over V1, mostly through mining, and
+    twice as much on the cold slices."""
+    cold = {name: {"auc": d(2 * gain, gain, 3 * gain)} for name in fidelity.COLD_SLICES}
+    kept = {name: {"auc": d(1.5 * gain, 0.5 * gain, 2 * gain)} for name in fidelity.COLD_SLICES}
+    bench = {
+        "v2_vs_v1": {"all": {"auc": d(gain, gain / 2, 1.5 * gain),
+                             "gauc_user": d(gain, gain / 2, 1.5 * gain)}, **cold},
+        "mining": {"all": {"auc": d(gain, 0.0, 2 * gain)}, **kept},
+        "debias": {"all": {"auc": d(-0.001, -0.002, 0.0)},
+                   "broad": {"irrelevant@10": d(-0.10, -0.12, -0.08)}},
+        "unexposed": {"all": {"auc": d(-0.004, -0.005, -0.003)},
+                      "broad": {"irrelevant@10": d(-0.20, -0.22, -0.18)}},
+        "v2_vs_two_model": {"all": {"ndcg@10": d(-0.005, -0.007, -0.003),
+                                    "expected_clicks": d(0.01, 0.0, 0.02)}},
+    }  # fmt: skip
+    stationary = {"mining": {"all": {"auc": d(0.0005, -0.001, 0.002)}}}
+    day = {"per_day": {"d1": {"calibration": 0.97}, "d2": {"calibration": 1.06}}}
+    runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": 0.40}, **day}]}
+    return bench, stationary, runs
+
+
+def test_each_target_is_read_off_its_pair():
+    bench, stationary, runs = measured(0.004)
+    got = fidelity.targets(bench, stationary, runs, [0.84, 0.80])
+    assert got["v2_minus_v1"]["met"] and got["cold_start"]["met"]
+    assert got["negative_control"]["met"]
+    debias = got["debiasing"]["measured"]
+    assert debias["debias"]["relative_fall"] == 0.25 and debias["debias"]["met"]
+    assert not debias["unexposed"]["met"]  # half the irrelevant items, but 0.004 AUC lost
+    assert not got["v2_vs_two_model"]["met"]  # behind on NDCG@10
+    assert not got["calibration"]["met"]  # 1.06 on the second day
+    assert not got["probe"]["met"] and got["probe"]["measured"] == [0.84, 0.80]
+
+
+def test_a_gain_whose_ci_spans_zero_is_not_met():
+    bench, stationary, runs = measured(0.004)
+    bench["v2_vs_v1"]["all"]["auc"] = d(0.001, -0.001, 0.003)
+    assert not fidelity.targets(bench, stationary, runs, [])["v2_minus_v1"]["met"]

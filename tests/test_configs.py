@@ -1,0 +1,21 @@
+"""Every experiment config in configs/ loads, and names only parameters its model accepts."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from prectr.config import load_experiment
+from prectr.models.registry import MODELS, build_model
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_a_config_names_a_model_and_only_parameters_it_accepts(path: Path) -> None:
+    config = load_experiment(path)
+    with pytest.raises(ValueError):  # registers every model, and refuses an unknown name
+        build_model("no such model", [], {})
+    assert config.model in MODELS, config.model
+    accepted = set(inspect.signature(MODELS[config.model].__init__).parameters)
+    assert set(config.model_params) <= accepted, set(config.model_params) - accepted
