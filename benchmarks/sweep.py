@@ -31,8 +31,8 @@ from record import machine, write_record
 from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, world_dir
 
 from prectr.config import load_experiment
+from prectr.metrics import LOWER_IS_BETTER
 
-LOWER_IS_BETTER = ("logloss", "irrelevant@10", "ece")
 VALID_EVALUATION = "evaluation_valid.json"
 
 

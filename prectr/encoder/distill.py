@@ -35,13 +35,9 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse
-from prectr.train.checkpoint import load_checkpoint, save_checkpoint
+from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 
 KINDS = ("distill", "sft")
-
-
-class StopTraining(Exception):
-    """Raised by the ``stop_after`` hook to imitate a run killed at a given step."""
 
 
 @dataclass

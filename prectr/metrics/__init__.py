@@ -22,7 +22,12 @@ from prectr.metrics.ranking import (
     recall_at_k_per_group,
 )
 
+#: Metrics where the smallest value is best; every other metric is best when largest, except
+#: ``calibration`` (mean predicted / observed CTR), which is best closest to 1.
+LOWER_IS_BETTER = frozenset({"logloss", "ece", "irrelevant@10"})
+
 __all__ = [
+    "LOWER_IS_BETTER",
     "auc",
     "calibration",
     "expected_calibration_error",

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from prectr import __version__
 from prectr.io import atomic_file
+from prectr.metrics import LOWER_IS_BETTER
 from prectr.report import plots
 from prectr.report.runs import RunResult, load_run
 
-#: Metrics where the smallest value is best; every other metric is best when largest...
-LOWER_IS_BETTER = frozenset({"logloss", "ece", "irrelevant@10"})
-#: ...except these, which are best closest to a target.
+#: Metrics best closest to a target (the others: :data:`prectr.metrics.LOWER_IS_BETTER`, or
+#: largest).
 TARGET = {"calibration": 1.0}
 #: Counts reported beside the metrics: shown, never bolded.
 NOT_RANKED = frozenset({"test_requests", "test_exposed", "requests", "candidates", "exposed"})

@@ -42,18 +42,13 @@ from prectr import __version__
 from prectr.config import ExperimentConfig
 from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
 from prectr.io import atomic_file, claim_run_dir
+from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
 from prectr.models.calibration import fit_calibrator, save_calibrator
-from prectr.train.checkpoint import load_checkpoint, save_checkpoint
+from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 from prectr.train.data import PreparedData, load_prepared, prepare, prepared, read_training_log
 from prectr.train.distributed import Processes, join
-
-LOWER_IS_BETTER = {"logloss"}
-
-
-class StopTraining(Exception):
-    """Raised by the ``stop_after`` hook to imitate a run killed at a given step."""
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
