@@ -104,6 +104,15 @@ class Batch:
             "paired": float((clicked & (unexposed[request] > 0)).sum()),
         }
 
+    def requests(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first row of each request of the batch, ``(R,)``, and each row's request among
+        them, ``(B,)``. A batch holds whole requests, each in consecutive rows, so a
+        request-level feature read at the first rows and indexed by the second is the feature
+        itself, with what is computed from it computed once per request."""
+        new = torch.ones(len(self), dtype=torch.bool, device=self.request.device)
+        new[1:] = self.request[1:] != self.request[:-1]
+        return torch.nonzero(new).squeeze(1), torch.cumsum(new.long(), 0) - 1
+
     def rows_of(self, kind: str) -> float:
         """The number of rows of ``kind`` a loss over this batch divides its sum by.
 

@@ -171,11 +171,13 @@ class PRECTR(RankingModel):
         return {**out, "logit": logit}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        context = self.base_ctr.context(batch)
+        # a training batch holds whole requests: their histories are read once per request
+        requests = batch.requests() if self.training else None
+        context = self.base_ctr.context(batch, requests)
         pre = self.rsl.pre_activation(batch)
         extra = {"context": context, "relevance": self.rsl.activate(pre), "relevance_pre": pre}
         if self.preference is not None:
-            extra["tau"] = self.preference(batch, self.base_ctr.embedding)
+            extra["tau"] = self.preference(batch, self.base_ctr.embedding, requests)
         return {**self.rank(context, extra["relevance"], extra.get("tau")), **extra}
 
     # -- training ------------------------------------------------------------------------------
@@ -283,11 +285,8 @@ def unexposed_partners(
     random (a batch holds whole requests, each contiguous): indices ``(P, k)`` and a validity
     mask, false where the request has no unexposed candidate."""
     n, device = batch.request.shape[0], batch.request.device
-    new_request = torch.ones(n, dtype=torch.bool, device=device)
-    new_request[1:] = batch.request[1:] != batch.request[:-1]
-    starts = torch.nonzero(new_request).squeeze(1)
+    starts, block = batch.requests()
     ends = torch.cat([starts[1:], torch.tensor([n], device=device)])
-    block = torch.cumsum(new_request.long(), 0) - 1
     unexposed = torch.nonzero(~batch.exposed).squeeze(1)
     lo = torch.searchsorted(unexposed, starts[block[rows]])
     hi = torch.searchsorted(unexposed, ends[block[rows]])

@@ -22,9 +22,13 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.score = mlp([4 * dim, *hidden, 1], dropout)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+        owner: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """``query`` (B, D), ``keys`` (B or 1, L, D), ``mask`` (B or 1, L) true where valid ->
-        (B, D).
+        (B, D); with ``owner`` (B,), ``keys`` and ``mask`` hold one row per request and row
+        ``b`` reads that of request ``owner[b]``.
 
         The first layer over ``[q, k, q - k, q * k]`` is computed as its four blocks,
         ``(W_q + W_d) q + (W_k - W_d) k + W_p (q * k)``: the same function, but the query term
@@ -32,6 +36,8 @@ class TargetAttention(nn.Module):
         product term per (candidate, entry) pair. One history shared by the batch (one request's
         candidates, as served) goes further: :meth:`_shared_first_layer`.
         """
+        if owner is not None:
+            keys, mask = keys[owner], mask[owner]
         first = self.score[0]
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[1], dim=1)
         if keys.shape[0] == 1:
@@ -44,7 +50,9 @@ class TargetAttention(nn.Module):
         weight = weight * mask.to(weight.dtype)
         if keys.shape[0] == 1:
             return weight @ keys[0]
-        return torch.einsum("bl,bld->bd", weight, keys)
+        # a product and a sum, not a batched matrix product: B products of (1, L) by (L, D)
+        # run as B small GEMMs, forwards and backwards, several times slower on a CPU
+        return (weight.unsqueeze(-1) * keys).sum(1)
 
     def _shared_first_layer(
         self, query: torch.Tensor, keys: torch.Tensor, w_query: torch.Tensor,
@@ -81,28 +89,50 @@ class MultiHeadTargetAttention(nn.Module):
         self.out = nn.Linear(out_dim, out_dim)
 
     def forward(
-        self, target: torch.Tensor, entries: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
+        self, target: torch.Tensor, entries: torch.Tensor, mask: torch.Tensor,
+        owner: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """``target`` (B, Dq), ``entries`` (B or 1, L, Dk), ``mask`` (B or 1, L) true where
-        valid -> (B, out_dim). One history for the whole batch is projected once."""
-        b, (e, length, _) = target.shape[0], entries.shape
-        q = self.query(target).view(b, self.heads, 1, self.head_dim)
-        k = self.key(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
-        v = self.value(entries).view(e, length, self.heads, self.head_dim).transpose(1, 2)
-        if e == 1:  # one history for the batch: a product per head, never a copy per row
-            logits = (q.squeeze(2).transpose(0, 1) @ k[0].transpose(-1, -2)).transpose(0, 1)
+        valid -> (B, out_dim); with ``owner`` (B,), ``entries`` and ``mask`` hold one row per
+        request and row ``b`` reads that of request ``owner[b]`` (a request's rows consecutive).
+
+        Each history is projected once and its targets are attended as one group ``(N, Dq)``:
+        all rows for a shared history, each row alone for per-row ones, a request's rows
+        (zero-padded to the largest request) for per-request ones, so no history is ever
+        copied per row.
+        """
+        e, length = entries.shape[:2]
+        if owner is None:
+            targets, slot = target.view(e, -1, target.shape[1]), None
         else:
-            logits = (q @ k.transpose(-1, -2)).squeeze(2)
-        logits = logits / self.head_dim**0.5  # (B, H, L)
-        valid = mask.unsqueeze(1)
+            targets, slot = by_request(target, owner, e)
+        n, heads, dim = targets.shape[1], self.heads, self.head_dim
+        q = self.query(targets).view(e, n, heads, dim).transpose(1, 2)  # (E, H, N, d)
+        k = self.key(entries).view(e, length, heads, dim).transpose(1, 2)  # (E, H, L, d)
+        v = self.value(entries).view(e, length, heads, dim).transpose(1, 2)
+        logits = q @ k.transpose(-1, -2) / dim**0.5  # (E, H, N, L)
+        valid = mask.view(e, 1, 1, length)
         # a large negative, not -inf: an all-padding row then gets weights 0 (after the mask),
         # never the NaN of a softmax over nothing, in the forward and the backward pass
         weight = torch.softmax(logits.masked_fill(~valid, -1e9), -1) * valid
-        if e == 1:
-            pooled = (weight.transpose(0, 1) @ v[0]).transpose(0, 1).reshape(b, -1)
-        else:
-            pooled = (weight.unsqueeze(-1) * v).sum(2).reshape(b, -1)
-        return self.out(pooled) * mask.any(1, keepdim=True).expand(b, 1).to(pooled.dtype)
+        pooled = (weight @ v).transpose(1, 2).reshape(e, n, heads * dim)
+        out = self.out(pooled) * mask.any(1).view(e, 1, 1).to(pooled.dtype)
+        out = out.reshape(e * n, -1)
+        return out if slot is None else out[slot]
+
+
+def by_request(
+    rows: torch.Tensor, owner: torch.Tensor, requests: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` (B, D) of ``requests`` requests (``owner`` (B,), non-decreasing) laid out as
+    ``(requests, N, D)``, N the most rows of a request, zero-padded, and each row's slot in
+    the flattened ``(requests * N)``."""
+    counts = torch.bincount(owner, minlength=requests)
+    n = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts
+    slot = owner * n + torch.arange(len(owner), device=owner.device) - start[owner]
+    padded = rows.new_zeros(requests * n, rows.shape[1]).index_copy(0, slot, rows)
+    return padded.view(requests, n, -1), slot
 
 
 class CandidateInterest(nn.Module):
@@ -122,8 +152,11 @@ class CandidateInterest(nn.Module):
         self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
         self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        emb = self.embedding
+    def forward(
+        self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``requests`` (:meth:`Batch.requests`): read the user's clicks once per request."""
+        emb, (first, owner) = self.embedding, requests or (None, None)
         candidate = torch.cat(
             [
                 emb.lookup("item", batch.categorical[:, self.item_column]),
@@ -131,7 +164,7 @@ class CandidateInterest(nn.Module):
             ],
             -1,
         )
-        items, mask = emb.sequence(batch, "user_clicks")
-        categories, _ = emb.sequence(batch, "user_click_categories")
-        interest = self.attention(candidate, torch.cat([items, categories], -1), mask)
-        return torch.cat([emb.fields(batch).flatten(1), interest, batch.numeric], 1)
+        items, mask = emb.sequence(batch, "user_clicks", first)
+        categories, _ = emb.sequence(batch, "user_click_categories", first)
+        interest = self.attention(candidate, torch.cat([items, categories], -1), mask, owner)
+        return torch.cat([emb.fields(batch, requests).flatten(1), interest, batch.numeric], 1)

@@ -36,9 +36,12 @@ class BaseCTR(CandidateInterest):
         self.trunk = nn.Sequential(mlp([self.out_dim + relevance_dim, *hidden], dropout), nn.ReLU())
         self.heads = mlp([hidden[-1], GRADES])
 
-    def context(self, batch: Batch) -> torch.Tensor:
-        """Everything but relevance, ``(B, out_dim)``."""
-        return super().forward(batch)
+    def context(
+        self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Everything but relevance, ``(B, out_dim)``; histories once per request given the
+        batch's ``requests``."""
+        return super().forward(batch, requests)
 
     def click_logits(self, context: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         """Click logits given each grade, ``(B, 4)``."""

@@ -5,7 +5,10 @@ live in one space (what target attention compares), and so do query and title to
 
 A sequence may come with one row for the whole batch (``(1, L)``): when every candidate belongs
 to one request, as in serving, its request-level histories are embedded once and broadcast,
-and every module that reads sequences accepts that.
+and every module that reads sequences accepts that. A batch of whole requests (training) can
+go further with its ``requests`` (:meth:`~prectr.data.dataset.Batch.requests`): request-level
+sequences are then embedded, pooled and attended over once per request, ``(R, L)``, and each
+row reads its request's (``owner``).
 """
 
 from __future__ import annotations
@@ -58,26 +61,35 @@ class FeatureEmbedding(nn.Module):
         """Categorical fields plus one mean-pooled field per pooled sequence."""
         return len(self.categorical) + len(self.pooled_specs)
 
-    def sequence(self, batch: Batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, L, dim)`` embeddings of a sequence feature and its ``(B, L)`` validity mask."""
+    def sequence(
+        self, batch: Batch, name: str, first: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, dim)`` embeddings of a sequence feature and its ``(B, L)`` validity mask; of
+        a request-level one at ``first``, the first row of each request, ``(R, L, dim)`` and
+        ``(R, L)``."""
         spec = next(s for s in self.sequence_specs if s.name == name)
-        ids = batch.sequences[name]
+        ids = batch.sequences[name] if first is None else batch.sequences[name][first]
         return self.tables[spec.vocab](ids), ids != PAD
 
     def lookup(self, vocab: str, ids: torch.Tensor) -> torch.Tensor:
         return self.tables[vocab](ids)
 
-    def fields(self, batch: Batch) -> torch.Tensor:
+    def fields(
+        self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """``(B, n_fields, dim)``: each categorical field, then each pooled sequence
-        mean-pooled."""
+        mean-pooled (a request-level one once per request, given the batch's ``requests``)."""
         out = [
             self.tables[s.vocab](batch.categorical[:, i]) for i, s in enumerate(self.categorical)
         ]
         rows = batch.categorical.shape[0]
+        first, owner = requests or (None, None)
         for s in self.pooled_specs:
-            emb, mask = self.sequence(batch, s.name)
+            per_request = requests is not None and s.level == "request"
+            emb, mask = self.sequence(batch, s.name, first if per_request else None)
             m = mask.unsqueeze(-1).float()
-            out.append(((emb * m).sum(1) / m.sum(1).clamp(min=1.0)).expand(rows, -1))
+            pooled = (emb * m).sum(1) / m.sum(1).clamp(min=1.0)
+            out.append(pooled[owner] if per_request else pooled.expand(rows, -1))
         return torch.stack(out, 1)
 
 

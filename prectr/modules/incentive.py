@@ -61,16 +61,21 @@ class PreferenceMining(nn.Module):
         self.gate = nn.Linear(1, 1) if cross_user and activity_gate else None
         self.dim = dim
 
-    def forward(self, batch: Batch, embedding: FeatureEmbedding) -> torch.Tensor:
-        """``tau``, ``(B, dim)``; ``embedding`` holds the tables the histories are read in."""
+    def forward(
+        self, batch: Batch, embedding: FeatureEmbedding,
+        requests: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``tau``, ``(B, dim)``; ``embedding`` holds the tables the histories are read in, once
+        per request given the batch's ``requests`` (:meth:`Batch.requests`)."""
         target = torch.cat(
             [embedding.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.target_columns],
             -1,
         )
-        r_user = self.user(target, *self._history(batch, embedding, USER_HISTORY))
+        first, owner = requests or (None, None)
+        r_user = self.user(target, *self._history(batch, embedding, USER_HISTORY, first), owner)
         if self.crowd is None:
             return r_user
-        r_cate = self.crowd(target, *self._history(batch, embedding, CROWD_HISTORY))
+        r_cate = self.crowd(target, *self._history(batch, embedding, CROWD_HISTORY, first), owner)
         if self.gate is None:
             return r_user + r_cate
         activity = batch.numeric[:, [self.activity_column]]
@@ -78,8 +83,10 @@ class PreferenceMining(nn.Module):
         return g * r_user + (1 - g) * r_cate
 
     @staticmethod
-    def _history(batch: Batch, embedding: FeatureEmbedding, fields: tuple) -> tuple:
-        parts = [embedding.sequence(batch, name) for name, _ in fields]
+    def _history(
+        batch: Batch, embedding: FeatureEmbedding, fields: tuple, first: torch.Tensor | None
+    ) -> tuple:
+        parts = [embedding.sequence(batch, name, first) for name, _ in fields]
         return torch.cat([p[0] for p in parts], -1), parts[-1][1]  # match/click: never PAD
 
 

@@ -70,6 +70,17 @@ def test_an_epoch_covers_every_exposed_row_once_and_keeps_requests_whole(encoded
     assert 300 <= len(batches[-1]) < 2 * 300 + 10  # the remainder joins the last batch
 
 
+def test_a_batch_names_its_requests_first_rows_and_each_rows_request(encoded_train):
+    batch = next(iter(_stream(encoded_train).epoch(0)))
+    first, owner = batch.requests()
+    assert torch.equal(batch.request[first], torch.unique_consecutive(batch.request))
+    assert torch.equal(batch.request[first][owner], batch.request)
+    assert torch.equal(owner, torch.sort(owner).values)  # each request in consecutive rows
+    for name, ids in batch.sequences.items():  # request-level features are one per request
+        if name.startswith("user_click"):
+            assert torch.equal(ids[first][owner], ids)
+
+
 def test_order_is_fixed_by_seed_and_epoch(encoded_train):
     stream = _stream(encoded_train)
     a, b = _requests(stream.epoch(0)), _requests(stream.epoch(0))

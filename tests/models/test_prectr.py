@@ -46,6 +46,32 @@ def test_grade_distribution_sums_to_one_and_outputs_have_their_shapes(world, bat
     torch.testing.assert_close(out["logit"], out["fused_logit"] + out["incentive"])
 
 
+def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
+    world, batch
+) -> None:
+    """In training, request-level histories are embedded, pooled and attended over once per
+    request (:meth:`Batch.requests`); every output and every gradient equals scoring's, which
+    reads them row by row."""
+    model = build(world, "prectr_v2")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # every history term matters
+    results = []
+    for training in (True, False):
+        model.train(training)
+        out = model(batch)
+        model.zero_grad()
+        sum(v.square().sum() for k, v in out.items()).backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()
+                              if p.grad is not None}))  # fmt: skip
+    (once, grad_once), (per_row, grad_per_row) = results
+    assert once.keys() == per_row.keys() and grad_once.keys() == grad_per_row.keys()
+    for name in once:
+        torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
+    for name in grad_once:
+        torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+
+
 def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
     model = build(world, monotone=True)
     out = model(batch)

@@ -43,3 +43,26 @@ def test_a_history_shared_by_the_batch_attends_like_one_repeated_per_row() -> No
         torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-5)
         none = attention(target, entries, torch.zeros_like(mask))
         assert torch.equal(none, torch.zeros_like(none))  # an empty shared history: zero
+
+
+def test_histories_read_once_per_request_attend_like_one_per_row() -> None:
+    """With ``owner`` a history comes once per request (rows of a request consecutive, of
+    uneven counts, one request without rows' history valid): outputs and gradients equal those
+    of the history copied to every row."""
+    torch.manual_seed(0)
+    owner = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3, 3, 3])
+    target = torch.randn(10, 8)
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4,
+                         [False, True, False, False]])  # fmt: skip
+    for attention in (TargetAttention(8, (12, 6)), MultiHeadTargetAttention(8, 8, 6, heads=2)):
+        with torch.no_grad():
+            for parameter in attention.parameters():
+                parameter.normal_(0, 0.5)
+        entries = torch.randn(4, 4, 8, requires_grad=True)
+        once = attention(target, entries, mask, owner)
+        (grad_once,) = torch.autograd.grad(once.square().sum(), entries)
+        per_row = attention(target, entries[owner], mask[owner])
+        (grad_per_row,) = torch.autograd.grad(per_row.square().sum(), entries)
+        torch.testing.assert_close(once, per_row, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(grad_once, grad_per_row, atol=1e-6, rtol=1e-5)
+        assert torch.equal(once[3], torch.zeros_like(once[3]))  # its request's history is empty
