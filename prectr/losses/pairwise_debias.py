@@ -2,8 +2,8 @@
 
 Each positive ``i`` (a clicked impression) is paired with up to ``K`` negatives ``j``
 (synthetic: its relevance embedding moved towards a real low-grade candidate's; or unexposed
-candidates of its request, which a request may lack: ``valid`` marks the real pairs, and a positive with none
-contributes nothing, neither cost nor count). With
+candidates of its request, which a request may lack: ``valid`` marks the real pairs, and a
+positive with none contributes nothing, neither cost nor count). With
 ``d = s_i - s_j`` the difference of ranking logits, a pair costs
 ``w_i * softplus(margin - max(d, -clip))``:
 
