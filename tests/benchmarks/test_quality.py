@@ -46,3 +46,21 @@ def test_the_table_says_no_difference_where_the_ci_spans_zero():
 
 def test_a_run_without_comparisons_says_so_instead_of_a_table():
     assert "--no-compare" in quality.differences_markdown({"differences": None})
+
+
+def test_a_benchmark_imports_the_checkout_it_lives_in(tmp_path):
+    """Run as a script, a benchmark reads this checkout's prectr, not whichever one the
+    environment installed: here none is installed (``-S``: no editable-install hook), only the
+    libraries are on the path."""
+    import subprocess
+    import sysconfig
+
+    root = Path(__file__).resolve().parents[2]
+    libraries = sysconfig.get_paths()["purelib"]
+    probe = "import record, prectr, pathlib; print(pathlib.Path(prectr.__file__).parents[1])"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": f"{root / 'benchmarks'}:{libraries}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == root
