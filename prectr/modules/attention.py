@@ -36,8 +36,8 @@ class TargetAttention(nn.Module):
         product term per (candidate, entry) pair. One history shared by the batch (one request's
         candidates, as served) goes further: :meth:`_shared_first_layer`.
         """
-        if owner is not None:
-            keys, mask = keys[owner], mask[owner]
+        if owner is not None:  # index_select: its backward sums repeated rows in a fixed order
+            keys, mask = keys.index_select(0, owner), mask.index_select(0, owner)
         first = self.score[0]
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[1], dim=1)
         if keys.shape[0] == 1:

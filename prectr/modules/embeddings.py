@@ -89,7 +89,9 @@ class FeatureEmbedding(nn.Module):
             emb, mask = self.sequence(batch, s.name, first if per_request else None)
             m = mask.unsqueeze(-1).float()
             pooled = (emb * m).sum(1) / m.sum(1).clamp(min=1.0)
-            out.append(pooled[owner] if per_request else pooled.expand(rows, -1))
+            # index_select, not pooled[owner]: the backward of indexing with repeated rows adds
+            # them in a thread-dependent order, and training would no longer resume exactly
+            out.append(pooled.index_select(0, owner) if per_request else pooled.expand(rows, -1))
         return torch.stack(out, 1)
 
 
