@@ -1,7 +1,13 @@
-"""Checkpoints written atomically: a reader always finds the last complete one."""
+"""Checkpoints written atomically: a reader always finds the last complete one.
+
+They are read with ``weights_only=True``: tensors, numbers, strings and containers of them,
+never arbitrary pickled objects, so a run directory someone else wrote cannot execute code
+when it is resumed, evaluated, exported or served.
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,4 +28,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused, it holds objects other than tensors and plain values ({err})"
+        ) from err
