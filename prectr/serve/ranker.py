@@ -11,6 +11,7 @@ ranks where it does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
@@ -258,7 +259,7 @@ class Ranker:
         if stamp.tzinfo is not None:  # the log's timestamps are naive UTC
             stamp = stamp.astimezone(UTC).replace(tzinfo=None)
         row = {
-            "user_id": typed([request.user_id], self.user_type, "user_id"),
+            "user_id": typed([request.user_id], self.user_type, lambda _: ("user_id",)),
             "query": pa.array([request.query], pa.string()),
             "timestamp": pa.array([stamp], pa.timestamp("ms")),
         }
@@ -279,7 +280,11 @@ class Ranker:
         fields = {f: [getattr(candidates[i], f) for i in missing] for f in ITEM_FIELDS}
         table = pa.table(
             {
-                "item_id": typed(fields["item_id"], self.item_type, "item_id"),
+                "item_id": typed(
+                    fields["item_id"],
+                    self.item_type,
+                    lambda i: ("candidates", int(missing[i]), "item_id"),
+                ),
                 "title": pa.array(fields["title"], pa.string()),
                 "category": pa.array(fields["category"], pa.string()),
                 "brand": pa.array(fields["brand"], pa.string()),
@@ -307,9 +312,25 @@ def log_stamp(root: Path) -> tuple:
                         for p in root.rglob("*.parquet")))  # fmt: skip
 
 
-def typed(values: list, arrow_type: pa.DataType, name: str) -> pa.Array:
-    """``values`` as the log's id type; an id that cannot be one is refused by name."""
+class IdError(ValueError):
+    """An id that cannot be one of the log's ids; ``loc`` names it (``("user_id",)`` or
+    ``("candidates", 3, "item_id")``), without the id itself."""
+
+    def __init__(self, loc: tuple, arrow_type: pa.DataType):
+        self.loc, self.reason = loc, f"not an id of the log's type {arrow_type}"
+        super().__init__(f"{'.'.join(map(str, loc))}: {self.reason}")
+
+
+def typed(values: list, arrow_type: pa.DataType, loc: Callable[[int], tuple]) -> pa.Array:
+    """``values`` as the log's id type; the first that cannot be one is refused by
+    ``loc(its position)``."""
+    strings = pa.array([str(v) for v in values], pa.string())
     try:
-        return pa.array([str(v) for v in values], pa.string()).cast(arrow_type)
+        return strings.cast(arrow_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise ValueError(f"{name}: {values!r} are not ids of the log's type {arrow_type}") from err
+        for i in range(len(strings)):
+            try:
+                strings.slice(i, 1).cast(arrow_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise IdError(loc(i), arrow_type) from err
+        raise
