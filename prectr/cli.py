@@ -249,7 +249,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # stops the command with a clear message before any worker starts
     ranker = Ranker(args.run, args.history, args.checkpoint, args.cache_size, args.threads,
                     args.engine)  # fmt: skip
-    app = create_app(ranker, args.max_candidates, args.relevance_floor, args.refresh_seconds)
+    app = create_app(ranker, args.max_candidates, args.relevance_floor, args.refresh_seconds,
+                     args.max_body_bytes)  # fmt: skip
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
@@ -258,6 +259,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "PRECTR_CHECKPOINT": args.checkpoint, "PRECTR_CACHE_SIZE": str(args.cache_size),
         "PRECTR_THREADS": str(args.threads), "PRECTR_ENGINE": args.engine,
         "PRECTR_MAX_CANDIDATES": str(args.max_candidates),
+        "PRECTR_MAX_BODY_BYTES": str(args.max_body_bytes),
         "PRECTR_RELEVANCE_FLOOR": "" if args.relevance_floor is None else str(args.relevance_floor),
         "PRECTR_REFRESH_SECONDS": "" if args.refresh_seconds is None else str(args.refresh_seconds),
     })  # fmt: skip
@@ -751,7 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--cache-size", type=int, default=100_000, help="items in the LRU cache")
-    p.add_argument("--max-candidates", type=int, default=1000)
+    p.add_argument("--max-candidates", type=int, default=1000, help="more get a 422")
+    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024,
+                   help="a larger request body gets a 413 (default 2 MiB)")  # fmt: skip
     p.add_argument("--relevance-floor", type=float, help="drop candidates with P(grade>=2) below")
     p.add_argument(
         "--refresh-seconds",

@@ -1,11 +1,14 @@
 """The HTTP ranking service: ``POST /rank``, ``GET /health``, ``GET /metrics``.
 
-FastAPI validates every body against the schema below (the OpenAPI document is at
-``/openapi.json``): a missing field, a wrong type or more candidates than ``max_candidates``
-get a 422 that names the field, and a malformed body never reaches the model. The relevance
-floor drops candidates whose probability of being relevant, P(grade >= 2), is below it: the
-knob a product team turns to trade clicks for relevance (per service, or per request).
-``/metrics`` is Prometheus text: requests by status, a latency histogram, item-cache hits.
+FastAPI validates every body against :mod:`prectr.serve.schema` (the OpenAPI document is at
+``/openapi.json``), so bad input gets a 4xx and never reaches the model: a body over
+``max_body_bytes`` a 413; a missing field, a wrong type (``true`` is no id), a number that is
+not finite or out of range, more candidates than ``max_candidates`` or an item id repeated
+a 422 that names each problem's field and index, never echoing the input; an id the log's
+id type cannot hold also a 422 naming it. The relevance floor drops candidates whose
+probability of being relevant, P(grade >= 2), is below it: the knob a product team turns to
+trade clicks for relevance (per service, or per request). ``/metrics`` is Prometheus text:
+every response by path and status, a latency histogram, item-cache counters.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the request model defined inside
@@ -15,10 +18,9 @@ import asyncio
 import contextlib
 import os
 import time
-from datetime import datetime
-from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,33 +30,79 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prectr.serve.ranker import Candidate, Ranker, SearchRequest
+from prectr.serve.ranker import Candidate, IdError, Ranker, SearchRequest
+from prectr.serve.schema import RULES, RankOut, problem, rank_in, refused, validation_error
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MAX_BODY_BYTES = 2 * 1024 * 1024  # 1,000 candidates with long titles take about 300 kB
 
 
-class CandidateIn(BaseModel):
-    item_id: int | str
-    title: str
-    category: str
-    brand: str | None = None
-    price: float | None = Field(default=None, ge=0)
+class BodyLimit:
+    """Answers 413 to a request whose body passes ``limit`` bytes: at once when its
+    Content-Length says so, otherwise when the bytes read pass it (the body is read here,
+    before the app sees it, so a body streamed without a length is counted too)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self.too_large(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size, more = size + len(chunks[-1]), message.get("more_body", False)
+            if size > self.limit:
+                return await self.too_large(scope, receive, send)
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def read() -> Message:
+            return replay.pop() if replay else await receive()
+
+        return await self.app(scope, read, send)
+
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        msg = f"the body passes the limit of {self.limit} bytes"
+        await refused(413, [problem(["body"], msg, "body_too_large")])(scope, receive, send)
 
 
-class RankedOut(BaseModel):
-    item_id: int | str
-    score: float = Field(description="P(click), what the ranking sorts by")
-    grades: list[float] | None = Field(default=None, description="P(grade = 0..3)")
-    relevant: float | None = Field(default=None, description="P(grade >= 2)")
-    incentive: float | None = Field(default=None, description="personalised incentive (logit)")
+class CountResponses:
+    """Counts every response by path and status in ``counter``, those the app refuses before
+    an endpoint runs (413, 422) and the 500 of an exception included. Paths the app does not
+    serve count as ``other``, so a scan of random URLs cannot grow the label set."""
 
+    def __init__(self, app: ASGIApp, counter: Counter, paths: set[str]):
+        self.app, self.counter, self.paths = app, counter, paths
 
-class RankOut(BaseModel):
-    ranking: list[RankedOut]
-    dropped: int = Field(description="candidates below the relevance floor")
-    model: str
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = None
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        except Exception:
+            status = status or 500  # the error middleware outside answers it with a 500
+            raise
+        finally:
+            if status is not None:
+                path = scope["path"] if scope["path"] in self.paths else "other"
+                self.counter.labels(path, str(status)).inc()
+        return None
 
 
 def create_app(
@@ -62,24 +110,19 @@ def create_app(
     max_candidates: int = 1000,
     relevance_floor: float | None = None,
     refresh_seconds: float | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The service around ``ranker``. ``refresh_seconds``: how often to look at the history
     log on disk and rebuild the history store when it changed (in a thread; the old store
-    serves until then); None never does."""
+    serves until then); None never does. ``max_candidates`` and ``max_body_bytes`` bound a
+    request (422 and 413 beyond them)."""
     if relevance_floor is not None and "grades" not in ranker.outputs:
         raise ValueError(f"{ranker.run.path}: model {ranker.run.config.model!r} predicts no "
                          "relevance grades, so a relevance floor cannot apply")  # fmt: skip
-
-    class RankIn(BaseModel):
-        user_id: int | str
-        query: str
-        query_category: str | None = None
-        timestamp: datetime | None = None
-        candidates: Annotated[list[CandidateIn], Field(max_length=max_candidates)]
-        relevance_floor: float | None = Field(default=None, ge=0, le=1)
+    RankIn = rank_in(max_candidates)
 
     registry = CollectorRegistry()
-    requests = Counter("prectr_requests", "rank requests by status", ["status"],
+    requests = Counter("prectr_requests", "responses by path and status", ["path", "status"],
                        registry=registry)  # fmt: skip
     latency = Histogram("prectr_rank_seconds", "time to rank a request", buckets=LATENCY_BUCKETS,
                         registry=registry)  # fmt: skip
@@ -105,7 +148,8 @@ def create_app(
             task.cancel()
 
     app = FastAPI(title="prectr ranking service", version=ranker.run.config.model,
-                  lifespan=lifespan)  # fmt: skip
+                  lifespan=lifespan, description=RULES)  # fmt: skip
+    app.add_exception_handler(RequestValidationError, validation_error)
     name = ranker.run.config.name or ranker.run.config.model
 
     # async on purpose: a worker ranks one request at a time on the event loop. Run in the
@@ -123,9 +167,8 @@ def create_app(
         )  # fmt: skip
         try:
             ranked = ranker.rank(request)
-        except ValueError as err:  # ids that cannot be the log's ids
-            requests.labels("422").inc()
-            raise HTTPException(422, str(err)) from err
+        except IdError as err:  # ids that cannot be the log's ids
+            return refused(422, [problem(["body", *err.loc], err.reason, "id_type")])
         floor = body.relevance_floor if body.relevance_floor is not None else relevance_floor
         out = []
         for r in ranked:
@@ -135,7 +178,6 @@ def create_app(
             out.append({"item_id": r.item_id, "score": r.score, "grades": r.grades,
                         "relevant": relevant, "incentive": r.incentive})  # fmt: skip
         latency.observe(time.perf_counter() - started)
-        requests.labels("200").inc()
         return JSONResponse({"ranking": out, "dropped": len(ranked) - len(out), "model": name})
 
     @app.get("/health")
@@ -149,6 +191,9 @@ def create_app(
         cache.labels("size").set(len(ranker.cache))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    # added last, so outermost: the 413s of the body limit are counted too
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(CountResponses, counter=requests, paths={r.path for r in app.routes})
     return app
 
 
@@ -164,4 +209,5 @@ def app_from_env() -> FastAPI:
     refresh = env.get("PRECTR_REFRESH_SECONDS")
     return create_app(ranker, int(env.get("PRECTR_MAX_CANDIDATES", "1000")),
                       float(floor) if floor else None,
-                      float(refresh) if refresh else None)  # fmt: skip
+                      float(refresh) if refresh else None,
+                      int(env.get("PRECTR_MAX_BODY_BYTES", str(MAX_BODY_BYTES))))  # fmt: skip

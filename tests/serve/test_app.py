@@ -1,8 +1,12 @@
+import json
+
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
-from prectr.serve.app import RankedOut, RankOut, create_app
+from prectr.serve.app import create_app
 from prectr.serve.ranker import Ranker
+from prectr.serve.schema import MAX_ERRORS, RULES, RankedOut, RankOut
 from tests.serve.test_ranker import request_of
 
 
@@ -84,13 +88,14 @@ def test_malformed_json_and_empty_candidates(client, body):
 def test_metrics_count_requests_and_latency(client, body):
     client.post("/rank", json=body)
     text = client.get("/metrics").text
-    assert 'prectr_requests_total{status="200"}' in text
+    assert 'prectr_requests_total{path="/rank",status="200"}' in text
     assert "prectr_rank_seconds_bucket" in text and 'prectr_item_cache{kind="hits"}' in text
 
 
 def test_openapi_schema_describes_rank(client):
     schema = client.get("/openapi.json").json()
     assert "/rank" in schema["paths"] and "RankOut" in schema["components"]["schemas"]
+    assert schema["info"]["description"] == RULES and "each item once" in RULES
 
 
 def test_a_floor_needs_a_model_with_grades(tiny_run, tiny_world):
@@ -110,3 +115,113 @@ def test_the_service_refreshes_its_history_store_in_the_background(prectr_run, t
             time.sleep(0.05)
         text = client.get("/metrics").text
     assert calls and 'prectr_history_refreshes_total{outcome="unchanged"}' in text
+
+
+MARK = "do-not-echo-me"  # a title in every bad body: no response may carry it back
+
+
+def obj(**fields: object) -> str:
+    """A JSON object from the JSON text of each value (NaN and Infinity are not JSON, so
+    json.dumps cannot write the bodies below)."""
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+
+
+def candidate(item_id: object, **fields: str) -> str:
+    return obj(item_id=item_id, title=f'"{MARK}"', category='"c"', **fields)
+
+
+def raw(candidates: list[str], user_id: str = "1", **fields: str) -> str:
+    return obj(user_id=user_id, query='"sofa"', candidates=f"[{', '.join(candidates)}]", **fields)
+
+
+def post(client: TestClient, content) -> Response:
+    return client.post("/rank", content=content, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("text", "loc"),
+    [
+        (raw([candidate(1, price="NaN")]), ["body", "candidates", 0, "price"]),
+        (raw([candidate(1), candidate(2, price="Infinity")]), ["body", "candidates", 1, "price"]),
+        (raw([candidate(1, price="-Infinity")]), ["body", "candidates", 0, "price"]),
+        (raw([candidate(1, price="1e308")]), ["body", "candidates", 0, "price"]),
+        (raw([candidate(1, price="-1")]), ["body", "candidates", 0, "price"]),
+        (raw([candidate(1, price="true")]), ["body", "candidates", 0, "price"]),
+        (raw([candidate(1)], relevance_floor="NaN"), ["body", "relevance_floor"]),
+        (raw([candidate(1)], relevance_floor="1.5"), ["body", "relevance_floor"]),
+        (raw([candidate(1)], user_id="true"), ["body", "user_id", "int"]),
+        (raw([candidate(1)], user_id="1.5"), ["body", "user_id", "int"]),
+        (raw([candidate(1), candidate("false")]), ["body", "candidates", 1, "item_id", "int"]),
+        (raw([candidate(i) for i in range(61)]), ["body", "candidates"]),
+        (raw([candidate(5), candidate(7), candidate('"5"'), candidate(7)]), ["body", "candidates"]),
+        (raw([candidate('"x-1"')]), ["body", "candidates", 0, "item_id"]),  # the log's ids: int
+        (f'{{"not json {MARK}', ["body", 1]),
+        (f'["{MARK}"]', ["body"]),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_small_422_naming_where_and_never_echoing(client, text, loc):
+    response = post(client, text)
+    assert response.status_code == 422, response.text
+    assert loc in [p["loc"] for p in response.json()["detail"]]
+    assert MARK not in response.text and len(response.content) < 1000
+    assert all(set(p) == {"loc", "msg", "type"} for p in response.json()["detail"])
+
+
+def test_a_body_that_is_not_json_at_all_gets_a_422(client):
+    response = client.post("/rank", content=MARK, headers={"content-type": "text/plain"})
+    assert response.status_code == 422 and MARK not in response.text
+
+
+def test_repeated_item_ids_are_refused_naming_each_copy(client):
+    text = raw([candidate(5), candidate(7), candidate('"5"'), candidate(7), candidate(8)])
+    response = post(client, text)
+    (problem,) = response.json()["detail"]
+    assert problem["type"] == "duplicate_item_id"
+    assert "candidate 2 repeats 0, 3 repeats 1" in problem["msg"]  # 5 and "5" are one item
+
+
+def test_a_422_lists_at_most_max_errors_problems_and_counts_them_all(client):
+    text = raw([candidate(i, price="NaN") for i in range(50)])
+    response = post(client, text)
+    got = response.json()
+    assert len(got["detail"]) == MAX_ERRORS and got["errors"] == 50
+    assert len(response.content) < 4000
+
+
+def test_bodies_over_the_limit_get_a_413_whether_sized_or_streamed(ranker, body):
+    client = TestClient(create_app(ranker, max_body_bytes=10_000))
+    big = raw([candidate(i) for i in range(300)])
+    assert len(big) > 10_000
+    response = post(client, big)
+    assert response.status_code == 413 and MARK not in response.text
+    assert response.json()["detail"][0]["type"] == "body_too_large"
+
+    def chunks(text: str):  # no Content-Length: sent chunked
+        data = text.encode()
+        yield from (data[i : i + 1000] for i in range(0, len(data), 1000))
+
+    streamed = post(client, chunks(big))
+    assert streamed.status_code == 413 and MARK not in streamed.text
+    small = json.dumps({**body, "candidates": body["candidates"][:5]})
+    assert len(small) < 10_000
+    ok = post(client, chunks(small))
+    assert ok.status_code == 200 and len(ok.json()["ranking"]) == 5
+
+
+def test_metrics_count_every_response_once_by_path_and_status(ranker, body, monkeypatch):
+    client = TestClient(create_app(ranker, max_body_bytes=10_000), raise_server_exceptions=False)
+    assert client.post("/rank", json=body).status_code == 200
+    assert client.post("/rank", json={**body, "user_id": True}).status_code == 422
+    assert client.post("/rank", content=b"x" * 10_001).status_code == 413
+    assert client.get("/nowhere").status_code == 404
+
+    def fail(_):
+        raise RuntimeError("a bug, not bad input")
+
+    monkeypatch.setattr(ranker, "rank", fail)
+    assert client.post("/rank", json=body).status_code == 500
+    text = client.get("/metrics").text
+    for path, status in [("/rank", 200), ("/rank", 422), ("/rank", 413), ("/rank", 500),
+                         ("other", 404)]:  # fmt: skip
+        assert f'prectr_requests_total{{path="{path}",status="{status}"}} 1.0' in text
+    assert "prectr_rank_seconds_count 1.0" in text  # only the answered request is timed

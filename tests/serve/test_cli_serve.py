@@ -3,7 +3,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+
+import pytest
 
 from tests.test_cli import run_cli
 
@@ -31,11 +34,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_over_http(prectr_run, tiny_world):
+def test_serve_answers_over_http_within_its_body_limit(prectr_run, tiny_world):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", "from prectr.cli import main; main()", "serve", str(prectr_run),
-         "--history", str(tiny_world), "--port", str(port)],
+         "--history", str(tiny_world), "--port", str(port), "--max-body-bytes", "2000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -49,6 +52,11 @@ def test_serve_answers_over_http(prectr_run, tiny_world):
                 assert server.poll() is None, server.stdout.read().decode()
                 assert time.monotonic() < deadline, "the service did not start"
                 time.sleep(0.5)
+        big = urllib.request.Request(f"http://127.0.0.1:{port}/rank", data=b" " * 2001,
+                                     headers={"content-type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(big, timeout=10)
+        assert refused.value.code == 413
     finally:
         server.terminate()
         server.wait(30)
