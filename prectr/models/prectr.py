@@ -98,7 +98,7 @@ class PRECTR(RankingModel):
         consistency: str = "ce",
         consistency_weight: float = 0.5,
         debias: bool = False,
-        debias_weight: float = 0.1,
+        debias_weight: float = 0.03,  # on validation: results/sweep_v2_debias_weight.json
         debias_negatives: str = "synthetic",
         hard_negatives: int = 2,
         mix_max: float = 0.5,
