@@ -112,7 +112,7 @@ def targets(
         "measured": _cell(control),
         "met": control is not None and bool(control["spans_zero"]),
     }
-    base = np.mean([r["broad"]["irrelevant@10"] for r in runs["prectr_v2_no_debias"]])
+    base = float(np.mean([r["broad"]["irrelevant@10"] for r in runs["prectr_v2_no_debias"]]))
     debias = {}
     for pair in ("debias", "unexposed"):
         broad, auc = bench[pair].get("broad", {}).get("irrelevant@10"), bench[pair]["all"]["auc"]
@@ -120,8 +120,8 @@ def targets(
             "irrelevant@10": _cell(broad),
             "relative_fall": None if broad is None else -broad["diff"] / base,
             "auc": _cell(auc),
-            "met": broad is not None and -broad["diff"] / base >= IRRELEVANT_FALL
-            and auc["diff"] >= -AUC_COST,
+            "met": bool(broad is not None and -broad["diff"] / base >= IRRELEVANT_FALL
+                        and auc["diff"] >= -AUC_COST),
         }  # fmt: skip
     out["debiasing"] = {
         "target": f"broad irrelevant@10 at least {IRRELEVANT_FALL:.0%} lower than without "

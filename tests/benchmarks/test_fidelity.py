@@ -1,7 +1,10 @@
 """benchmarks/fidelity.py: reading issue 16's targets off pooled differences and runs."""
 
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fidelity
@@ -29,13 +32,15 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
     }  # fmt: skip
     stationary = {"mining": {"all": {"auc": d(0.0005, -0.001, 0.002)}}}
     day = {"per_day": {"d1": {"calibration": 0.97}, "d2": {"calibration": 1.06}}}
-    runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": 0.40}, **day}]}
+    runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": np.float64(0.40)},
+                                     **day}]}  # fmt: skip
     return bench, stationary, runs
 
 
 def test_each_target_is_read_off_its_pair():
     bench, stationary, runs = measured(0.004)
     got = fidelity.targets(bench, stationary, runs, [0.84, 0.80])
+    json.dumps(got)  # written as JSON: plain bools and floats only
     assert got["v2_minus_v1"]["met"] and got["cold_start"]["met"]
     assert got["negative_control"]["met"]
     debias = got["debiasing"]["measured"]
