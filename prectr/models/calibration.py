@@ -8,10 +8,12 @@ exported graph (which traces ``score``) all compute the same calibrated score.
 * ``none``: the sigmoid (the model's own probability).
 * ``platt``: ``sigmoid(a * logit + b)``, two parameters fitted by L-BFGS on the log loss.
 * ``isotonic``: pool-adjacent-violators on the logits, pre-aggregated into at most
-  :data:`ISOTONIC_BINS` equal-mass bins (a smoother fit, and a small graph); between the
-  blocks' mean logits the map interpolates linearly, so it stays strictly increasing there
-  and keeps the model's ranking (beyond the outermost blocks it is flat). The map is written
-  as a sum of clamped ramps, elementwise operations that TorchScript and ONNX export.
+  :data:`ISOTONIC_BINS` equal-mass bins (bins that share a logit merged, so the knots are
+  distinct); between the blocks' mean logits the map interpolates linearly, so it is strictly
+  increasing there, and beyond the outermost blocks it follows the sigmoid's shape scaled to
+  meet them (towards 0 below, towards 1 above), so the most and least likely candidates keep
+  their order too (where the lowest block's click rate is 0 the map is 0 below it). The map is
+  elementwise (clamped ramps and a ``where``), which TorchScript and ONNX export.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ class Calibrator(nn.Module):
         if self.kind == "isotonic":
             x, y = self.x, self.y
             ramps = (logit[..., None].clamp(x[:-1], x[1:]) - x[:-1]) / (x[1:] - x[:-1])
-            return y[0] + (ramps * (y[1:] - y[:-1])).sum(-1)
+            inside = y[0] + (ramps * (y[1:] - y[:-1])).sum(-1)
+            below = y[0] * torch.sigmoid(logit) / torch.sigmoid(x[0])
+            above = 1 - (1 - y[-1]) * torch.sigmoid(-logit) / torch.sigmoid(-x[-1])
+            return torch.where(logit < x[0], below, torch.where(logit > x[-1], above, inside))
         return torch.sigmoid(logit)
 
     def to_dict(self) -> dict:
@@ -104,6 +109,10 @@ def fit_isotonic(logit: np.ndarray, click: np.ndarray, bins: int = ISOTONIC_BINS
     x = np.array([logit[p].mean() for p in parts])
     y = np.array([click[p].mean() for p in parts])
     w = np.array([p.size for p in parts], dtype=np.float64)
+    # bins cut through a run of equal logits share their mean logit: merge them (sorted, so
+    # they are adjacent), else the map would have two knots at one logit and divide by zero
+    x, first = np.unique(x, return_index=True)
+    y, w = np.add.reduceat(y * w, first) / np.add.reduceat(w, first), np.add.reduceat(w, first)
     starts, means, weights = pool_adjacent_violators(y, w)
     block_x = np.add.reduceat(x * w, starts) / weights
     if block_x.size == 1:  # one block: a constant, written as a flat two-knot map

@@ -29,10 +29,29 @@ def test_pool_adjacent_violators_hand_computed():
     assert means.tolist() == [pytest.approx((2 * 1 + 1 * 3 + 1 * 1) / 5)]
 
 
-def test_isotonic_interpolates_between_knots_and_is_flat_beyond():
+def test_isotonic_interpolates_between_knots_and_keeps_the_order_beyond():
     iso = Calibrator("isotonic", {"x": [0.0, 1.0, 2.0], "y": [0.1, 0.3, 0.7]})
-    got = iso(torch.tensor([-1.0, 0.0, 0.5, 1.5, 3.0]))
-    torch.testing.assert_close(got, torch.tensor([0.1, 0.1, 0.2, 0.5, 0.7]))
+    got = iso(torch.tensor([0.0, 0.5, 1.5, 2.0]))
+    torch.testing.assert_close(got, torch.tensor([0.1, 0.2, 0.5, 0.7]))
+    # beyond the knots: the sigmoid's shape, meeting them, towards 0 and 1, in order
+    below, above = iso(torch.tensor([-3.0, -1.0])), iso(torch.tensor([3.0, 6.0]))
+    sig = torch.sigmoid
+    torch.testing.assert_close(below[1], 0.1 * sig(torch.tensor(-1.0)) / sig(torch.tensor(0.0)))
+    torch.testing.assert_close(
+        above[0], 1 - 0.3 * sig(torch.tensor(-3.0)) / sig(torch.tensor(-2.0))
+    )
+    assert 0 < below[0] < below[1] < 0.1 and 0.7 < above[0] < above[1] < 1
+
+
+def test_isotonic_fitted_on_runs_of_equal_logits_has_distinct_knots_and_no_nan():
+    """Many rows at one logit (a clamped score) whose click rate rises with their order used to
+    give two knots at one logit, and NaN for every input."""
+    rng = np.random.default_rng(0)
+    logit = np.r_[np.full(6_000, -5.0), rng.normal(0, 1, 14_000)]
+    click = np.r_[np.linspace(0, 1, 6_000) > rng.random(6_000), rng.random(14_000) < 0.3]
+    iso = fit_calibrator("isotonic", logit, click.astype(float))
+    assert (torch.diff(iso.x) > 0).all()
+    assert torch.isfinite(iso(torch.tensor([-6.0, -5.0, 0.0, 3.0]))).all()
 
 
 def test_platt_recovers_the_scaling_of_a_miscalibrated_logit():
