@@ -254,6 +254,10 @@ def test_comparing_runs_pairs_every_metric(two_day_runs, tiny_world):
     )
     assert d["lo"] <= d["mean"] <= d["hi"] and d["spans_zero"] == (d["lo"] <= 0 <= d["hi"])
     assert draws["all/auc"].shape == (100,)
+    for metric in ("logloss", "calibration"):  # at the logged position, as evaluate reads them
+        assert sections["all"][metric]["a"] == pytest.approx(
+            json.loads((a / "evaluation.json").read_text())["metrics"][metric]
+        ), metric
 
 
 def test_comparing_runs_of_different_splits_is_refused(tiny_run, two_day_runs, tiny_world):

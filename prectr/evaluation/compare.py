@@ -21,7 +21,7 @@ from prectr.config import experiment_from_dict
 from prectr.data.schema import read_log
 from prectr.data.simulate import World
 from prectr.evaluation.context import EvaluationContext
-from prectr.evaluation.run import BROAD_SCORES, SCORES
+from prectr.evaluation.run import BROAD_SCORES, SCORES, SHOWN
 from prectr.io import atomic_file
 from prectr.metrics.paired import CONFIDENCE, RESAMPLES, Statistic, paired_bootstrap
 
@@ -43,19 +43,23 @@ def _run_config(run: Path) -> tuple[str, int, int]:
     return config.name or run.name, config.data.valid_days, config.data.test_days
 
 
-def _scores(path: Path) -> pa.Table:
+def _scores(path: Path, columns: tuple[str, ...] = ("score",)) -> pa.Table:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `prectr evaluate {path.parent}` first")
-    return pq.read_table(path, columns=["request_id", "item_id", "score"])
+    return pq.read_table(path, columns=["request_id", "item_id", *columns])
 
 
 def _model_statistics(context: EvaluationContext, run: Path) -> dict[str, Statistic]:
     """Every statistic of one run's scores, keyed ``section/metric``."""
-    score = context.aligned(_scores(run / SCORES), str(run / SCORES))
+    scores = _scores(run / SCORES, ("score", SHOWN))
+    score = context.aligned(scores, str(run / SCORES))
+    # logloss and calibration read the probability at each impression's logged position
+    shown = context.aligned(scores, str(run / SCORES), SHOWN)
     broad_score = None
     if context.broad is not None:
         broad_score = context.broad.aligned(_scores(run / BROAD_SCORES), str(run / BROAD_SCORES))
-    sections = context.statistics(score, context.expected_clicks(score), broad_score, per_day=False)
+    sections = context.statistics(score, context.expected_clicks(score), broad_score,
+                                  per_day=False, probability=shown)  # fmt: skip
     return {f"{s}/{m}": stat for s, stats in sections.items() for m, stat in stats.items()}
 
 
