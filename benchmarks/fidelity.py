@@ -1,7 +1,8 @@
 """Issue 16's targets for PRECTR-V2, measured: each with its figure, its CI and met or not.
 
 Run: .venv/bin/python benchmarks/fidelity.py --seeds 0 1 2
-Trains (or reuses, through benchmarks/quality.py's runs) PRECTR, PRECTR-V2, its no-mining,
+Trains (with benchmarks/quality.py's machinery, in runs/fidelity; a run that already holds
+its evaluation is reused, whatever code trained it) PRECTR, PRECTR-V2, its no-mining,
 no-debias and unexposed-negatives variants and the two-model fusion on `bench`, and V2 and its
 no-mining ablation on `stationary`; evaluates each on its test days; compares the pairs each
 target reads (`prectr compare`, seeds pooled resample by resample); then reads every target

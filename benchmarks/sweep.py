@@ -130,6 +130,11 @@ def main() -> None:
     args = parser.parse_args()  # fmt: skip
     JOBS[0] = max(1, args.jobs)
     grid = parse_grid(args.grid)
+    moved = [k for k in [*grid, *(s.split("=", 1)[0] for s in args.set)]
+             if k in ("data.valid_days", "data.test_days")]  # fmt: skip
+    if moved:
+        parser.error(f"{', '.join(moved)}: a sweep must not move the split (its validation "
+                     "days would become test days)")  # fmt: skip
     within = None
     if args.within:
         name, _, tolerance = args.within.rpartition("=")

@@ -29,6 +29,11 @@ class DataConfig:
     test_days: int = 1
 
 
+#: what the trainer's validation computes and early stopping can watch
+STOPPING_METRICS = ("auc", "gauc_user", "gauc_request", "logloss", "ece")
+CALIBRATIONS = ("none", "platt", "isotonic")  # prectr.models.calibration.KINDS
+
+
 @dataclass
 class TrainConfig:
     # stage 1 (models with a relevance module): epochs fitting it alone on the human grades
@@ -41,7 +46,7 @@ class TrainConfig:
     lr_position: float = 0.1  # Adam moves it at most this per step (trainer.param_groups)
     weight_decay: float = 1e-5  # dense and encoder parameters only
     clip_norm: float = 5.0
-    early_stopping_metric: str = "auc"  # auc | gauc_user | logloss
+    early_stopping_metric: str = "auc"  # one of STOPPING_METRICS
     patience: int = 2  # epochs without improvement before stopping
     seed: int = 0
     log_every: int = 50  # steps between train-log lines
@@ -50,8 +55,17 @@ class TrainConfig:
     device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
     position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
     reference_position: int = 1  # the shown rank that scores are served at (registry.py)
-    # post-hoc calibration fitted on the validation days after training: none | platt | isotonic
+    # post-hoc calibration fitted on the validation days after training: one of CALIBRATIONS
     calibration: str = "none"
+
+    def __post_init__(self) -> None:
+        """Choices that would otherwise fail (or be misread) only after training."""
+        for key, value, allowed in (
+            ("early_stopping_metric", self.early_stopping_metric, STOPPING_METRICS),
+            ("calibration", self.calibration, CALIBRATIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"train.{key} {value!r}: expected one of {', '.join(allowed)}")
 
 
 @dataclass

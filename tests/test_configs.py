@@ -19,3 +19,10 @@ def test_a_config_names_a_model_and_only_parameters_it_accepts(path: Path) -> No
     assert config.model in MODELS, config.model
     accepted = set(inspect.signature(MODELS[config.model].__init__).parameters)
     assert set(config.model_params) <= accepted, set(config.model_params) - accepted
+
+
+@pytest.mark.parametrize(("key", "value"), [("early_stopping_metric", "irrelevant@10"),
+                                            ("calibration", "Platt")])  # fmt: skip
+def test_a_choice_training_would_misread_is_refused_when_the_config_loads(key, value) -> None:
+    with pytest.raises(ValueError, match=f"train.{key} '{value}'"):
+        load_experiment(CONFIGS[0], [f"train.{key}={value}"])

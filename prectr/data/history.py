@@ -3,7 +3,7 @@
 One primitive, :class:`EventIndex`, sorts events once by (key, time) and then finds, for any
 batch of requests, the last ``length`` events that share a request's key (a user, a query, a
 query category) and happened strictly before it; an event at the same instant as the request
-is not history. :class:`HistoryIndex` holds the four histories of a log:
+is not history. :class:`HistoryIndex` gives the histories of a log:
 
 * ``user_requests``: the user's last requests (their query, and through them what was clicked);
 * ``user_clicks``: the user's last clicked impressions (the sequence DIN-style attention reads);

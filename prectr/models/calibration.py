@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from prectr.config import CALIBRATIONS
 from prectr.io import atomic_file
 
-KINDS = ("none", "platt", "isotonic")
+KINDS = CALIBRATIONS
 ISOTONIC_BINS = 256
 
 

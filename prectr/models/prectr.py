@@ -244,14 +244,18 @@ class PRECTR(RankingModel):
         """``hard_negatives`` synthetic relevance embeddings per click (rows click by click):
         the ReLU of ``lam * a + (1 - lam) * b``, ``a`` the click's pre-activation, ``b`` that of
         a low-grade candidate of the batch drawn at random, ``lam ~ U(0, mix_max)``. The
-        low-grade candidates: rows graded 0 or 1 by a human, and ungraded rows the RSL rates
-        P(grade >= 2) < 0.5; every row if the batch has none."""
+        low-grade candidates: rows graded 0 or 1 by a human; in a batch without any, the rows
+        the RSL rates P(grade >= 2) < 0.5; every row if there are none either."""
         pre, k = out["relevance_pre"], self.hard_negatives
         with torch.no_grad():
             high = torch.softmax(out["grade_logits"], -1)[:, LOW_GRADES:].sum(1)
             graded = (batch.relevance >= 0) & (batch.relevance < LOW_GRADES)
             low = graded if graded.any() else high < 0.5
-            pool = torch.nonzero(low).squeeze(1) if low.any() else torch.arange(len(pre))
+            pool = (
+                torch.nonzero(low).squeeze(1)
+                if low.any()
+                else torch.arange(len(pre), device=pre.device)
+            )
             drawn = pool[torch.randint(len(pool), (clicked.numel() * k,), device=pre.device)]
             lam = self.mix_max * torch.rand(clicked.numel() * k, 1, device=pre.device)
         positive = pre[clicked].repeat_interleave(k, 0)

@@ -4,9 +4,9 @@ A text encoder turns the query and the item's title into a vector; a linear laye
 turn that into the *relevance embedding* (the representation the rest of PRECTR conditions
 on); an MLP head gives one logit per grade (0 irrelevant, 1 complement, 2 substitute, 3 exact).
 The layer's output before the ReLU is given apart (:meth:`RSLModule.pre_activation`): PRECTR-V2
-injects its noise there, so that a synthetic hard negative is, like every real embedding, the
-ReLU of a point of the layer's output space (non-negative, sparse), not a real embedding with
-noise of either sign on top.
+mixes a click's with a low-grade candidate's there, so that a synthetic hard negative is, like
+every real embedding, the ReLU of a point of the layer's output space (non-negative, sparse),
+not a real embedding with noise of either sign on top.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
-from prectr.models.calibration import fit_calibrator, save_calibrator
+from prectr.models.calibration import calibration_path, fit_calibrator, save_calibrator
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 from prectr.train.data import PreparedData, load_prepared, prepare, prepared, read_training_log
 from prectr.train.distributed import Processes, join
@@ -354,7 +354,13 @@ class Trainer:
         validation impressions at their logged positions (main process, every validation
         row), and save each beside its checkpoint; the model ends at the ``last`` weights."""
         kind = self.config.train.calibration
-        if kind == "none" or not self.processes.main:
+        if not self.processes.main:
+            return
+        if kind == "none":  # a former fit's files (a resumed or reused run) would still apply
+            for name in ("best", "last"):
+                calibration_path(self.run_dir / "checkpoints" / f"{name}.pt").unlink(
+                    missing_ok=True
+                )
             return
         last = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream = self.data.stream("valid", self.config, False, "exposed", 0, 1)

@@ -75,3 +75,14 @@ def test_a_sweep_chooses_on_the_validation_days_and_never_scores_the_test_days(
     for run in swept:
         assert (run / "evaluation_valid.json").is_file()
         assert not (run / "evaluation.json").exists() and not (run / "scores.parquet").exists()
+
+
+def test_a_sweep_that_would_move_the_split_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(Path(sweep.__file__)), "--config", "configs/dnn_bench.yaml",
+         "--grid", "train.lr_dense=0.001", "--set", "data.valid_days=2", "--tag", "t",
+         "--runs", str(tmp_path)],
+        capture_output=True, text=True, cwd=Path(sweep.__file__).parents[1],
+    )  # fmt: skip
+    assert done.returncode == 2 and "must not move the split" in done.stderr
+    assert not (tmp_path / "worlds").exists()  # refused before anything is simulated
