@@ -93,7 +93,7 @@ class Batch:
         the clicks whose request has an unexposed candidate in the batch (PRECTR-V2 pairs each
         with unexposed partners)."""
         clicked = self.exposed & (self.click > 0)
-        _, request = torch.unique(self.request, return_inverse=True)
+        _, request = self.requests()
         unexposed = torch.zeros(len(self), device=self.click.device)
         unexposed = unexposed.index_add(0, request, (~self.exposed).float())
         return {
