@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 from record import machine, write_record
-from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, world_dir
+from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, training_job, world_dir
 
 from prectr.config import load_experiment
 from prectr.io import atomic_file
@@ -118,15 +118,9 @@ def train_and_evaluate(
         for seed in seeds:
             out = root / world.name / f"{name}-s{seed}"
             runs.append((name, seed, out))
-            train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
-                     "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
-            evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
-            if not (out / "evaluation.json").is_file():
-                if out.exists():
-                    train.append("--resume")
-                jobs.append([train, evaluate])
-            else:
-                commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
+            job = training_job(config, world, out, seed, overrides, commands)
+            if job is not None:
+                jobs.append(job)
     run_all(jobs, commands)
     results: dict[str, list[dict]] = {}
     for name, seed, out in runs:

@@ -47,6 +47,28 @@ def run_all(jobs: list[list[list[str]]], commands: list[str]) -> None:
             done.result()
 
 
+def training_job(
+    config: Path, world: Path, out: Path, seed: int, overrides: list[str], commands: list[str],
+    split: str = "test",
+) -> list[list[str]] | None:  # fmt: skip
+    """The commands that train ``config`` with ``seed`` on ``world`` into ``out`` and evaluate
+    it on ``split``; None when ``out`` already holds that evaluation (the commands are then
+    recorded as reused). A run interrupted before its evaluation resumes."""
+    from prectr.evaluation.run import EVALUATION, split_file
+
+    train = [PRECTR, "train", str(config), "--log", str(world), "--out", str(out),
+             "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
+    evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
+    if split != "test":
+        evaluate += ["--split", split]
+    if (out / split_file(EVALUATION, split)).is_file():
+        commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
+        return None
+    if out.exists():
+        train.append("--resume")
+    return [train, evaluate]
+
+
 def add_world_flags(parser: argparse.ArgumentParser, preset: str = "bench") -> None:
     """The flags :func:`world_dir` reads."""
     parser.add_argument("--preset", default=preset)

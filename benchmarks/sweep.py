@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shlex
 from pathlib import Path
 
 import numpy as np
 from record import machine, write_record
-from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, world_dir
+from runner import JOBS, ROOT, add_world_flags, run_all, training_job, world_dir
 
 from prectr.config import load_experiment
+from prectr.evaluation.run import EVALUATION, split_file
 from prectr.metrics import LOWER_IS_BETTER
 
-VALID_EVALUATION = "evaluation_valid.json"
+VALID_EVALUATION = split_file(EVALUATION, "valid")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -150,15 +150,9 @@ def main() -> None:
         for seed in args.seeds:
             out = args.runs / "sweep" / world.name / args.tag / f"{point_name(point)}-s{seed}"
             runs.append((point, seed, out))
-            train = [PRECTR, "train", str(args.config), "--log", str(world), "--out", str(out),
-                     "--set", f"train.seed={seed}", *(f"--set={s}" for s in overrides)]  # fmt: skip
-            evaluate = [PRECTR, "evaluate", str(out), "--world", str(world), "--split", "valid"]
-            if (out / VALID_EVALUATION).is_file():
-                commands.append(shlex.join(train) + "   # (reused)")
-                continue
-            if out.exists():
-                train.append("--resume")
-            jobs.append([train, evaluate])
+            job = training_job(args.config, world, out, seed, overrides, commands, "valid")
+            if job is not None:
+                jobs.append(job)
     run_all(jobs, commands)
 
     specs = [args.objective] + ([within[0]] if within else [])
