@@ -26,6 +26,7 @@ from prectr.evaluation.slices import (
     user_activity,
 )
 from prectr.evaluation.statistics import EvaluationRows, values
+from prectr.evaluation.truth import open_truth
 from prectr.metrics import auc, calibration, expected_calibration_error
 from prectr.rankers import RANKERS
 
@@ -63,7 +64,7 @@ def test_popularity_gives_calibrated_probabilities(results):
 
 @pytest.fixture(scope="module")
 def context(tiny_world):
-    return EvaluationContext.build(World(tiny_world), read_log(tiny_world), 1, 2)
+    return EvaluationContext.build(open_truth(read_log(tiny_world), tiny_world), 1, 2)
 
 
 def test_statistics_at_weight_one_are_the_exact_metrics(context):
@@ -225,7 +226,7 @@ def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, 
 
     # appending the broad candidates leaves every pool candidate's features and score unchanged
     log, trained = read_log(tiny_world), load_trained(run)
-    context = EvaluationContext.build(World(tiny_world), log, 1, 2)
+    context = EvaluationContext.build(open_truth(log, tiny_world), 1, 2)
     plain = score_run(trained, log, context.test_rows, None)
     extended = score_run(trained, log, context.test_rows, context.broad.table)
     assert extended.num_rows > plain.num_rows

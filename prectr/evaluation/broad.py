@@ -12,6 +12,7 @@ expected clicks when the world replays the model's top k of the sample
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,9 @@ from prectr.data.schema import SearchLog
 from prectr.data.simulate import World
 from prectr.evaluation.statistics import broad_statistics
 from prectr.metrics.paired import Statistic
+
+if TYPE_CHECKING:
+    from prectr.evaluation.truth import Truth
 
 BROAD_COLUMNS = ["request_id", "item_id", "true_relevance"]
 
@@ -86,15 +90,9 @@ class BroadRows:
         joined = joined.sort_by("row")
         return joined["score"].to_numpy().astype(np.float64)
 
-    def statistics(self, world: World, score: np.ndarray) -> dict[str, Statistic]:
-        """The broad-set metrics of ``score`` (one per row), expected clicks from the world's
+    def statistics(self, truth: Truth, score: np.ndarray) -> dict[str, Statistic]:
+        """The broad-set metrics of ``score`` (one per row), expected clicks from the truth's
         replay of the model's top k of each request's sample."""
         scored = self.table.append_column("score", pa.array(score))
-        replayed = world.replay(scored, candidates="broad").per_request.sort_by("request_id")
-        if not np.array_equal(
-            replayed["request_id"].to_numpy(), np.unique(self.table["request_id"])
-        ):
-            raise ValueError("the broad replay did not return every sampled request once")
-        return broad_statistics(
-            self.request, self.grade, score, replayed["expected_clicks"].to_numpy()
-        )
+        clicks = truth.replay(scored, candidates="broad")
+        return broad_statistics(self.request, self.grade, score, clicks)

@@ -17,7 +17,7 @@ from prectr.metrics.paired import RESAMPLES
 console = Console(highlight=False)
 
 METRIC_ORDER = (
-    "auc", "gauc_user", "gauc_request", "logloss", "calibration", "ece", "ndcg@10",
+    "auc", "gauc_user", "gauc_request", "click_ndcg@10", "logloss", "calibration", "ece", "ndcg@10",
     "mean_grade@10", "irrelevant@10", "recall@100", "expected_clicks", "test_requests",
     "test_exposed", "requests", "candidates", "exposed",
 )  # fmt: skip
@@ -59,7 +59,9 @@ def _metric_table(title: str, sections: dict[str, dict]) -> Table:
 def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Slices grouped for printing: one group per family, then the row slices."""
     groups = {
-        FAMILY_TITLES[family]: {band: slices[f"{family}:{band}"] for band in bands}
+        FAMILY_TITLES[family]: {
+            band: slices[f"{family}:{band}"] for band in bands if f"{family}:{band}" in slices
+        }
         for family, bands in FAMILIES.items()
         if any(f"{family}:{band}" in slices for band in bands)
     }
@@ -72,10 +74,10 @@ def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prectr.evaluation.run import EVALUATION, SCORES, evaluate_run, split_file
 
-    r = evaluate_run(args.run, args.world, args.checkpoint, args.bootstrap, args.seed, args.split)
+    r = evaluate_run(args.run, args.log, args.checkpoint, args.bootstrap, args.seed, args.split)
     days = ", ".join(r["test_days"])
     what = "test days" if args.split == "test" else "validation days"
-    title = f"{r['name']} ({r['model']}) on the {what} {days} of {args.world}"
+    title = f"{r['name']} ({r['model']}) on the {what} {days} of {r['log']}"
     console.print(_metric_table(title, {"all": r["metrics"], **r["per_day"]}))
     for title, sections in _family_sections(r["slices"]).items():
         console.print(_metric_table(title, sections))
@@ -88,16 +90,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 {"broad": {k: v for k, v in broad.items() if k in METRIC_ORDER}},
             )
         )
+    console.print(f"relevance metrics on {r['truth']['grades']}", style="dim")
     for what, reason in r["skipped"].items():
         console.print(f"skipped {what}: {reason}", style="dim")
-    o = r["online"]
-    console.print(
-        f"online proxy: {o['expected_clicks']:.4f} expected clicks per request "
-        f"[{o['expected_clicks_lo']:.4f}, {o['expected_clicks_hi']:.4f}], logging ranker "
-        f"{o['logging_expected_clicks']:.4f}; lift {o['lift']:+.1%} "
-        f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
-        f"{o['requests']:,} requests)"
-    )
+    if "online" in r:
+        o = r["online"]
+        console.print(
+            f"online proxy: {o['expected_clicks']:.4f} expected clicks per request "
+            f"[{o['expected_clicks_lo']:.4f}, {o['expected_clicks_hi']:.4f}], logging ranker "
+            f"{o['logging_expected_clicks']:.4f}; lift {o['lift']:+.1%} "
+            f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
+            f"{o['requests']:,} requests)"
+        )
     written = Path(args.run) / split_file(EVALUATION, args.split)
     console.print(f"wrote {written} and {split_file(SCORES, args.split)}", style="dim")
     return 0
@@ -123,7 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from prectr.evaluation.compare import compare_runs, write_draws
     from prectr.io import atomic_file
 
-    summary, draws = compare_runs(args.run_a, args.run_b, args.world, args.bootstrap, args.seed)
+    summary, draws = compare_runs(args.run_a, args.run_b, args.log, args.bootstrap, args.seed)
     sections = summary["sections"]
     pooled = Table(title=f"{summary['b']} - {summary['a']} on {summary['requests']:,} requests "
                    f"of {', '.join(summary['test_days'])} (95% CI)")  # fmt: skip
@@ -167,16 +171,20 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score a trained run on its test days: every metric, per day, by slice",
         description="Score every candidate of the run's test split (its data.test_days last "
-        "days) of a simulated world and print click metrics (exposed impressions), relevance "
-        "metrics (full pool, true grades) and expected clicks, pooled and per test day; the "
-        "slices (query frequency, user activity, exact-item scarcity, new items, unexposed "
-        "candidates); the broad-set sample where the world keeps one; and the online proxy "
-        "against the logging ranker with a 95%% CI. Writes RUN/evaluation.json and "
-        "RUN/scores.parquet (request_id, item_id, score and grade probabilities if any), and "
-        "RUN/broad_scores.parquet with a broad-set sample.",
+        "days) of a log in the schema and print click metrics (exposed impressions: AUC, "
+        "GAUC, NDCG@10 on clicks, logloss, calibration, ECE) and relevance metrics (on the "
+        "log's human grades, or on a simulated world's true grades of the full pool), pooled "
+        "and per test day, and the slices (query frequency, user activity, exact-item "
+        "scarcity, new items, unexposed candidates). On a simulated world also the broad-set "
+        "sample and the online proxy (the world replays the ranking) against the logging "
+        "ranker with a 95%% CI; on a plain log it says what needs a world. Writes "
+        "RUN/evaluation.json and RUN/scores.parquet (request_id, item_id, score and grade "
+        "probabilities if any), and RUN/broad_scores.parquet with a broad-set sample.",
     )
     p.add_argument("run", type=Path)
-    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--log", "--world", type=Path, dest="log",
+                   help="the log to evaluate on, a simulated world or any log in the schema "
+                   "(default: the log the run trained on)")  # fmt: skip
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="the run's test days, or its validation days (where choices are made; "
@@ -188,13 +196,14 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="paired difference (B - A) of two evaluated runs, every metric with a 95%% CI",
         description="Bootstrap the requests of the runs' common test split (both evaluated "
-        "on WORLD with `prectr evaluate`) and print B - A of every metric with its 95%% "
+        "on LOG with `prectr evaluate`) and print B - A of every metric with its 95%% "
         "percentile CI, pooled, by slice and on the broad set; a CI that spans 0 reads "
         "'no difference'.",
     )
     p.add_argument("run_a", type=Path, help="run A (the reference)")
     p.add_argument("run_b", type=Path, help="run B")
-    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--log", "--world", type=Path, dest="log", required=True,
+                   help="the log both runs were evaluated on (a world or a plain log)")  # fmt: skip
     _bootstrap_flags(p)
     p.add_argument("--out", type=Path, help="write the comparison as JSON")
     p.add_argument("--draws", type=Path,

@@ -1,10 +1,11 @@
-"""Comparing two evaluated runs on the same world: the paired difference (B - A) of every metric,
+"""Comparing two evaluated runs on the same log: the paired difference (B - A) of every metric,
 pooled, by slice and on the broad set, with a 95% CI from a bootstrap over requests.
 
-Both runs must have been evaluated (`prectr evaluate`: their ``scores.parquet`` and, where the
-world keeps a broad-set sample, ``broad_scores.parquet``) on the same world with the same split.
+Both runs must have been evaluated (`prectr evaluate`: their ``scores.parquet`` and, where a
+world keeps a broad-set sample, ``broad_scores.parquet``) on the same log with the same split;
+the metrics are those its truth allows (:mod:`prectr.evaluation.truth`).
 All metrics and slices share one set of resamples (:mod:`prectr.metrics.paired`); with the same
-world and bootstrap seed, two comparisons share them too, so their draws can be averaged per
+log and bootstrap seed, two comparisons share them too, so their draws can be averaged per
 resample (benchmarks/quality.py does that over training seeds).
 """
 
@@ -19,19 +20,11 @@ import yaml
 
 from prectr.config import experiment_from_dict
 from prectr.data.schema import read_log
-from prectr.data.simulate import World
 from prectr.evaluation.context import EvaluationContext
 from prectr.evaluation.run import BROAD_SCORES, SCORES, SHOWN
+from prectr.evaluation.truth import LOG_COLUMNS, open_truth
 from prectr.io import atomic_file
 from prectr.metrics.paired import CONFIDENCE, RESAMPLES, Statistic, paired_bootstrap
-
-#: What the context needs of the log (split and slices); read without the rest, and without
-#: a schema check (`prectr evaluate` checked the whole log of the same world).
-LOG_COLUMNS = {
-    "items": ["item_id"],
-    "requests": ["request_id", "user_id", "query", "timestamp"],
-    "impressions": ["request_id", "item_id"],
-}
 
 
 def _run_config(run: Path) -> tuple[str, int, int]:
@@ -66,11 +59,11 @@ def _model_statistics(context: EvaluationContext, run: Path) -> dict[str, Statis
 def compare_runs(
     run_a: str | Path,
     run_b: str | Path,
-    world_dir: str | Path,
+    log_dir: str | Path,
     n_resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """B - A of every metric of two evaluated runs on ``world_dir``: a JSON-ready summary
+    """B - A of every metric of two evaluated runs on the log ``log_dir``: a JSON-ready summary
     (``sections``: section -> metric -> a, b, diff, mean, lo, hi, spans_zero) and the draws
     (``section/metric`` -> B - A on each resample)."""
     run_a, run_b = Path(run_a), Path(run_b)
@@ -80,8 +73,9 @@ def compare_runs(
             f"{run_a} is split (valid_days, test_days) = {tuple(split_a)} and {run_b} "
             f"{tuple(split_b)}: a paired comparison needs both scored on the same requests"
         )
-    log = read_log(world_dir, columns=LOG_COLUMNS, validate_log=False)
-    context = EvaluationContext.build(World(world_dir), log, *split_a)
+    # only what the split, the slices and the truth need; `prectr evaluate` checked the log
+    log = read_log(log_dir, columns=LOG_COLUMNS, validate_log=False)
+    context = EvaluationContext.build(open_truth(log, log_dir), *split_a)
     a, b = _model_statistics(context, run_a), _model_statistics(context, run_b)
     differences = paired_bootstrap(a, b, context.rows.n_requests, n_resamples, seed)
     sections: dict[str, dict] = {}
@@ -93,7 +87,7 @@ def compare_runs(
         "b": name_b,
         "run_a": str(run_a),
         "run_b": str(run_b),
-        "world": str(world_dir),
+        "log": str(log_dir),
         "requests": context.rows.n_requests,
         "test_days": list(context.days),
         "bootstrap": {

@@ -1,5 +1,6 @@
 """What the evaluation of a run's test split needs besides the scores: the requests and their
-candidates, the slices, the test days, the broad-set sample, and the world to replay in.
+candidates, the slices, the test days, and the truth (:mod:`prectr.evaluation.truth`): a
+log's clicks and human grades, or a world's true grades, replay and broad-set sample.
 
 `prectr evaluate` (one run) and `prectr compare` (two runs, paired) both build one
 :class:`EvaluationContext` and ask it for each model's statistics, so both score exactly the
@@ -15,12 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.data.dataset import time_split
-from prectr.data.schema import SearchLog
-from prectr.data.simulate import World
-from prectr.evaluation.broad import BroadRows, broad_sample
-from prectr.evaluation.scoring import evaluation_pool
+from prectr.evaluation.broad import BroadRows
 from prectr.evaluation.slices import Slices, evaluation_slices, slice_statistics
 from prectr.evaluation.statistics import EvaluationRows, model_statistics
+from prectr.evaluation.truth import Truth
 from prectr.metrics.paired import Statistic
 
 ALL = "all"
@@ -29,9 +28,9 @@ SPLITS = ("test", "valid")
 
 @dataclass
 class EvaluationContext:
-    """The test split of one world and one run configuration (valid_days, test_days)."""
+    """The test split of one log and one run configuration (valid_days, test_days)."""
 
-    world: World
+    truth: Truth
     test_rows: np.ndarray  # rows of the log's requests table in the evaluated split
     rows: EvaluationRows
     logging_score: np.ndarray
@@ -42,30 +41,30 @@ class EvaluationContext:
 
     @classmethod
     def build(
-        cls, world: World, log: SearchLog, valid_days: int, test_days: int, split: str = "test"
+        cls, truth: Truth, valid_days: int, test_days: int, split: str = "test"
     ) -> EvaluationContext:
-        """The context of the run split (valid_days, test_days) of ``log``, the world's log:
-        its test days, or with ``split="valid"`` its validation days (where choices are made,
+        """The context of the run split (valid_days, test_days) of the truth's log: its test
+        days, or with ``split="valid"`` its validation days (where choices are made,
         so that the test days are never looked at for one)."""
         if split not in SPLITS:
             raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        log = truth.log
         days = time_split(log.requests, valid_days, test_days)
         requests = log.requests
         test_ids = requests["request_id"].take(pa.array(days[split])).combine_chunks()
-        pool = evaluation_pool(world, test_ids)
-        pool = pool.sort_by([("request_id", "ascending"), ("item_id", "ascending")])
+        pool = truth.pool(test_ids)
         rows = EvaluationRows.from_pool(pool)
         train_ids = requests["request_id"].take(pa.array(days["train"]))
         train_items = pc.unique(
             log.impressions.filter(pc.is_in(log.impressions["request_id"], train_ids))["item_id"]
         ).to_numpy()
         slices = evaluation_slices(requests, days["train"], train_items, rows)
-        sample, reason = broad_sample(world, test_ids)
-        skipped = dict(slices.skipped)
+        sample, reason = truth.broad(test_ids)
+        skipped = truth.unmeasured() | slices.skipped
         if reason:
             skipped["broad"] = reason
         return cls(
-            world=world,
+            truth=truth,
             test_rows=days[split],
             rows=rows,
             logging_score=pool["logging_score"].to_numpy(),
@@ -95,21 +94,19 @@ class EvaluationContext:
             )
         return joined.sort_by("row")[column].to_numpy().astype(np.float64)
 
-    def expected_clicks(self, score: np.ndarray) -> np.ndarray:
-        """Expected clicks of each evaluated request when the world replays ``score``."""
+    def expected_clicks(self, score: np.ndarray) -> np.ndarray | None:
+        """Expected clicks of each evaluated request when the world replays ``score``; None
+        when the truth cannot replay (a plain log)."""
         rows = self.rows
         scored = pa.table(
             {"request_id": rows.request_ids[rows.request], "item_id": rows.item_id, "score": score}
         )
-        per_request = self.world.replay(scored).per_request.sort_by("request_id")
-        if not np.array_equal(per_request["request_id"].to_numpy(), rows.request_ids):
-            raise ValueError("the replay did not return every evaluated request once")
-        return per_request["expected_clicks"].to_numpy()
+        return self.truth.replay(scored)
 
     def statistics(
         self,
         score: np.ndarray,
-        clicks: np.ndarray,
+        clicks: np.ndarray | None,
         broad_score: np.ndarray | None = None,
         per_day: bool = True,
         probability: np.ndarray | None = None,
@@ -118,7 +115,7 @@ class EvaluationContext:
         :meth:`expected_clicks`) as statistics, by section: ``all``, ``day:DATE`` (with
         ``per_day``), each slice, and ``broad`` (given scores of the broad sample);
         ``probability`` (per row, the click probability where shown) adds logloss and
-        calibration."""
+        calibration; ``clicks`` None leaves expected clicks out."""
         out = {ALL: model_statistics(self.rows, score, None, clicks, probability)}
         if per_day:
             for day, mask in self.days.items():
@@ -126,7 +123,7 @@ class EvaluationContext:
                 out[f"day:{day}"] = model_statistics(self.rows, score, where, clicks, probability)
         out |= slice_statistics(self.slices, self.rows, score, clicks, probability)
         if self.broad is not None and broad_score is not None:
-            out["broad"] = self.broad.statistics(self.world, broad_score)
+            out["broad"] = self.broad.statistics(self.truth, broad_score)
         return out
 
 

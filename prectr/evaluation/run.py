@@ -1,6 +1,12 @@
 """Evaluating a trained run on its own test split: every metric pooled, per test day, by slice,
 on the broad set, and the online proxy with a bootstrap CI.
 
+Any log in the schema can be evaluated; what can be measured depends on its truth
+(:mod:`prectr.evaluation.truth`): a plain log gives click metrics, calibration, slices and
+relevance metrics on its human-graded candidates; a simulated world adds true grades on every
+candidate, the online proxy (replay) and the broad set. ``evaluation.json`` says which truth it
+read (``truth``) and what it left out and why (``skipped``).
+
 The test requests are the run's (``time_split`` with the run's ``data.valid_days`` and
 ``data.test_days``), not the world's: a run configured with three test days is scored on all
 three. Writes ``RUN/evaluation.json``, ``RUN/scores.parquet`` (request_id, item_id, score, the
@@ -22,12 +28,12 @@ import pyarrow.parquet as pq
 
 from prectr.data.dataset import BatchStream, Collator, write_impressions
 from prectr.data.schema import SearchLog, read_log
-from prectr.data.simulate import World
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
 from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
 from prectr.evaluation.statistics import values
+from prectr.evaluation.truth import open_truth
 from prectr.io import atomic_file
 from prectr.metrics import expected_calibration_error
 from prectr.metrics.paired import (
@@ -136,8 +142,9 @@ def evaluation_result(
     shown: np.ndarray | None = None,
 ) -> dict:
     """Every metric of one model's scores of the context's candidates (and broad sample):
-    ``metrics`` (pooled), ``per_day``, ``slices``, ``broad``, ``online``, ``calibration_bins``
-    and ``skipped`` (what could not be measured, and why). ``shown``: the click probability of
+    ``metrics`` (pooled), ``per_day``, ``slices``, ``broad`` and ``online`` (where the truth
+    has them), ``calibration_bins``, ``truth`` and ``skipped`` (what could not be measured,
+    and why). ``shown``: the click probability of
     each candidate at its logged position, which logloss, calibration, ECE and the bins read
     (default ``score``)."""
     rows, n = context.rows, context.rows.n_requests
@@ -155,13 +162,15 @@ def evaluation_result(
             for day, mask in context.days.items()
         },
         "slices": {name: values(sections[name], n) | counts[name] for name in counts},
-        "online": online(context, clicks, n_resamples, seed),
         "calibration_bins": calibration_bins(
             rows.click[rows.exposed].astype(np.float64), shown[rows.exposed]
         ),
+        "truth": {"source": context.truth.source, "grades": context.truth.grades()},
         "skipped": dict(context.skipped),
         "bootstrap": {"unit": "request", "resamples": n_resamples, "seed": seed},
     }
+    if clicks is not None:
+        result["online"] = online(context, clicks, n_resamples, seed)
     if "broad" in sections and context.broad is not None:
         broad = context.broad
         result["broad"] = values(sections["broad"], n) | {
@@ -169,6 +178,13 @@ def evaluation_result(
             "candidates_per_request": round(broad.table.num_rows / broad.requests, 1),
         }
     return result
+
+
+def _trained_log(run: Path, log: str | None) -> str:
+    """The log a run trained on, from its config; an error naming the flag when unknown."""
+    if not log:
+        raise ValueError(f"{run}: its config names no data.log: name the log with --log")
+    return log
 
 
 def split_file(name: str, split: str) -> str:
@@ -182,23 +198,25 @@ def split_file(name: str, split: str) -> str:
 
 def evaluate_run(
     run_dir: str | Path,
-    world_dir: str | Path,
+    log_dir: str | Path | None = None,
     checkpoint: str = "best",
     n_resamples: int = RESAMPLES,
     seed: int = 0,
     split: str = "test",
 ) -> dict:
-    """Score the run's test split (or ``split="valid"``: its validation split) of a world with
-    a trained run; write ``evaluation.json``, ``scores.parquet`` and (with a broad-set sample)
+    """Score the run's test split (or ``split="valid"``: its validation split) of a log with a
+    trained run (default: the log it trained on, its config's ``data.log``); write
+    ``evaluation.json``, ``scores.parquet`` and (with a broad-set sample)
     ``broad_scores.parquet`` into the run directory (for the validation split
     ``evaluation_valid.json`` and so on: :func:`split_file`) and return the evaluation."""
     from prectr.train.run import load_trained
 
     run = load_trained(run_dir, checkpoint)
-    log = read_log(world_dir)
+    log_dir = Path(log_dir or _trained_log(run.path, run.config.data.log))
+    log = read_log(log_dir)
+    truth = open_truth(log, log_dir)
     data = run.config.data
-    context = EvaluationContext.build(World(world_dir), log, data.valid_days, data.test_days,
-                                      split)  # fmt: skip
+    context = EvaluationContext.build(truth, data.valid_days, data.test_days, split)
     broad = context.broad
     scores = score_run(run, log, context.test_rows, None if broad is None else broad.table)
     score = context.aligned(scores, f"the scores of {run.path}")
@@ -207,7 +225,7 @@ def evaluate_run(
     result = {
         "model": run.config.model,
         "name": run.config.name or run.path.name,
-        "world": str(world_dir),
+        "log": str(log_dir),
         "split": split,
         "test_days": list(context.days),
         "checkpoint": checkpoint,

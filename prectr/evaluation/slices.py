@@ -12,16 +12,16 @@ relevance metrics on their pools), named ``family:band``:
 * ``user``, the user's activity: requests the user made earlier in the whole log (time order,
   ties by request id): ``cold`` at most 2 (the world summary's cold start), ``low`` 3 to 9,
   ``mid`` 10 to 29, ``high`` 30 or more.
-* ``exact``, exact-item scarcity of the pool: true grade-3 candidates in the request's pool,
-  ``none`` 0, ``scarce`` 1 to 3, ``plenty`` 4 or more. Needs the world's truth; skipped with a
-  reason on a log without ``true_relevance``.
+* ``exact``, exact-item scarcity of the pool: grade-3 candidates in the request's pool,
+  ``none`` 0, ``scarce`` 1 to 3, ``plenty`` 4 or more. Needs every candidate's grade (a world's
+  truth, or a log that grades every candidate); skipped with a reason otherwise.
 
 Row slices: ``new_items``, the rows on items with no impression on the training days (click
 metrics on their exposed rows), and ``unexposed``, the candidates the logging ranker did not
 show (relevance metrics over that part of each pool).
 
-Only the log's requests table (user_id, query, timestamp) and, for ``exact``, the true grades
-are needed.
+Only the log's requests table (user_id, query, timestamp) and, for ``exact``, every
+candidate's grade are needed.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def user_activity(requests: pa.Table) -> np.ndarray:
 def exact_scarcity(rows: EvaluationRows) -> np.ndarray:
     """The band (index into :data:`EXACT_BANDS`) of each evaluated request by the exact
     (grade 3) candidates of its pool."""
-    if rows.grade is None:
-        raise ValueError("exact-item scarcity needs the pool's true_relevance")
+    if not rows.graded.all():
+        raise ValueError("exact-item scarcity needs every candidate's grade")
     exact = np.bincount(rows.request, weights=rows.grade == 3, minlength=rows.n_requests)
     return np.searchsorted(np.asarray(EXACT_MAX), exact, side="left")
 
@@ -121,8 +121,12 @@ def evaluation_slices(
         "user": user_activity(requests)[evaluated],
     }
     slices = Slices()
-    if rows.grade is None:
-        slices.skipped["exact"] = "the log has no true_relevance (exact-item scarcity needs it)"
+    graded = int(rows.graded.sum())
+    if graded < rows.request.size:
+        slices.skipped["exact"] = (
+            f"exact-item scarcity needs every candidate's grade; {graded:,} of the "
+            f"{rows.request.size:,} evaluated candidates are graded"
+        )
     else:
         bands["exact"] = exact_scarcity(rows)
     for family, band in bands.items():

@@ -6,11 +6,13 @@ that metric of a bootstrap resample of requests (`prectr compare`, the online pr
 See :mod:`prectr.metrics.paired` for the resampling.
 
 The metrics: click metrics on exposed rows (AUC, user- and request-GAUC of the ranking score,
-and given the click probability of each impression at its logged position, logloss and
-calibration: predicted and observed CTR then refer to the same impressions), relevance metrics
-on the pool's true grades (NDCG@10, mean grade and irrelevant share in the top 10), expected
-clicks per request from the world's replay, and on the broad set irrelevant@10, NDCG@10,
-recall@100 of exact items and replayed expected clicks.
+NDCG@10 on clicks of the shown candidates reordered by the score, and given the click
+probability of each impression at its logged position, logloss and calibration: predicted and
+observed CTR then refer to the same impressions), relevance metrics on the pool's known grades
+(a world's true grades, a log's human grades: :mod:`prectr.evaluation.truth`): NDCG@10,
+mean grade and irrelevant share in the top 10; expected clicks per request from the world's
+replay, and on the broad set irrelevant@10, NDCG@10, recall@100 of exact items and replayed
+expected clicks.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class EvaluationRows:
     """The candidates of the evaluated requests, sorted by (request_id, item_id).
 
     ``request`` indexes ``request_ids`` (the evaluated requests, ascending): it is the index of
-    a request's weight in a resample. ``grade`` is the true grade, None where the log carries
-    no truth (a real log): relevance metrics are then left out.
+    a request's weight in a resample. ``grade`` is each candidate's known grade, -1 where it is
+    unknown (a log's ungraded candidates), None where no candidate's grade is known: relevance
+    metrics are then left out.
     """
 
     request_ids: np.ndarray
@@ -61,13 +64,13 @@ class EvaluationRows:
     @classmethod
     def from_pool(cls, pool: pa.Table) -> EvaluationRows:
         """From a pool table with request_id, item_id, user_id, click (null when unexposed)
-        and optionally true_relevance."""
+        and optionally grade (null when unknown)."""
         pool = pool.sort_by([("request_id", "ascending"), ("item_id", "ascending")])
         request_ids, request = np.unique(pool["request_id"].to_numpy(), return_inverse=True)
         click = pool["click"]
         grade = None
-        if "true_relevance" in pool.column_names:
-            grade = pool["true_relevance"].to_numpy(zero_copy_only=False).astype(np.int64)
+        if "grade" in pool.column_names and pool["grade"].null_count < pool.num_rows:
+            grade = pool["grade"].fill_null(-1).to_numpy().astype(np.int64)
         return cls(
             request_ids=request_ids,
             request=request.ravel(),
@@ -77,6 +80,13 @@ class EvaluationRows:
             exposed=click.is_valid().to_numpy(zero_copy_only=False),
             grade=grade,
         )
+
+    @property
+    def graded(self) -> np.ndarray:
+        """Whether each candidate's grade is known."""
+        if self.grade is None:
+            return np.zeros(self.request.size, bool)
+        return self.grade >= 0
 
     @property
     def n_requests(self) -> int:
@@ -90,7 +100,8 @@ class EvaluationRows:
 def click_statistics(
     rows: EvaluationRows, score: np.ndarray, where: np.ndarray, probability: np.ndarray | None
 ) -> dict[str, Statistic]:
-    """AUC, user- and request-GAUC of ``score``, and given ``probability`` (per row, the click
+    """AUC, user- and request-GAUC of ``score``, NDCG@10 of its order of the shown candidates
+    with clicks as gains (requests with a click), and given ``probability`` (per row, the click
     probability where the row was shown) its logloss and calibration, on the exposed rows in
     the mask ``where``; none when those rows hold no click or no non-click."""
     keep = where & rows.exposed
@@ -101,12 +112,14 @@ def click_statistics(
         raise ValueError("scores contain NaN")
     keys, aucs, n, _ = group_auc(click, s, request)
     eligible = ~np.isnan(aucs)
+    click_ndcg, has_click = ndcg_at_k_per_group(click, s, request, TOP_K)
     out = {
         "auc": auc_statistic(click, s, request),
         "gauc_user": gauc_statistic(click, s, rows.user[keep], request),
         "gauc_request": ratio_statistic(
             np.where(eligible, aucs * n, 0.0), np.where(eligible, n, 0.0), keys
         ),
+        "click_ndcg@10": mean_statistic(click_ndcg, keys, has_click),
     }
     if probability is not None:
         shown = probability[keep]
@@ -121,8 +134,10 @@ def relevance_statistics(
     rows: EvaluationRows, score: np.ndarray, where: np.ndarray
 ) -> dict[str, Statistic]:
     """NDCG@10 (requests with a relevant candidate), mean grade and irrelevant share in the top
-    10 of the rows in the mask ``where``, per request on true grades, averaged over requests."""
-    if rows.grade is None or not where.any():
+    10 of the graded rows in the mask ``where``, per request (its graded candidates ranked among
+    themselves), averaged over requests."""
+    where = where & rows.graded
+    if not where.any():
         return {}
     grade, s, request = rows.grade[where], score[where], rows.request[where]
     keys = np.unique(request)

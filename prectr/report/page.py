@@ -121,6 +121,23 @@ def metrics_table(runs: Sequence[RunResult]) -> str:
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
 
+def unmeasured_table(runs: Sequence[RunResult]) -> str:
+    """Per run: what its relevance metrics' grades are, and what its evaluation left out and
+    why (e.g. what needs a simulated world on a plain log)."""
+    rows = []
+    for i, r in enumerate(runs):
+        if r.grades:
+            rows.append(f"<tr><td>{_run_label(i, r)}</td><td>relevance metrics</td>"
+                        f"<td>on {_esc(r.grades)}</td></tr>")  # fmt: skip
+        rows.extend(
+            f"<tr><td>{_run_label(i, r)}</td><td>{_esc(what)}</td><td>not measured: "
+            f"{_esc(why)}</td></tr>"
+            for what, why in r.skipped.items()
+        )
+    head = "<tr><th>run</th><th>part</th><th>truth</th></tr>"
+    return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
+
+
 def online_table(runs: Sequence[RunResult]) -> str:
     """Expected clicks per request of each run's ranker and of the logging ranker, and the lift."""
     rows = [
@@ -192,6 +209,16 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
             metrics_table(runs),
         ),
     ]
+    if any(r.grades or r.skipped for r in runs):
+        parts.append(
+            _section(
+                "What was measured",
+                "Where each run's truth came from: a simulated world knows every candidate's "
+                "grade and replays new rankings; a plain log has clicks and human grades only, "
+                "so what needs a world is left out, with the reason.",
+                unmeasured_table(runs),
+            )
+        )
 
     curves = plots.curve_figures(runs)
     no_log = [r.name for r in runs if not r.curves()]
@@ -234,7 +261,7 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
             plots.online_figure(runs),
             "Expected clicks per request when the world replays each run's ranking (coloured) "
             "beside the logging ranker's (hatched grey); higher than the logging bar is a win.",
-            "No run reports an online proxy.",
+            "No run reports an online proxy (it needs a simulated world to replay rankings).",
         ),
     ]
     for name, png, caption, missing in figures:

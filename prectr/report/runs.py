@@ -2,8 +2,9 @@
 
 The contract, written by the trainer and ``prectr evaluate``:
 
-* ``RUN/evaluation.json`` (required): ``model``, ``world``, ``split``, ``metrics``, and the
-  optional ``slices``, ``online`` and ``calibration_bins``.
+* ``RUN/evaluation.json`` (required): ``model``, ``log`` (``world`` before), ``split``,
+  ``metrics``, and the optional ``slices``, ``online``, ``calibration_bins``, ``truth`` (where
+  the grades came from) and ``skipped`` (what was not measured, and why).
 * ``RUN/config.yaml`` (optional): ``model`` and the display ``name`` (default: directory name).
 * ``RUN/train_log.jsonl`` (optional): one JSON object per line with ``step``, ``epoch``,
   ``split`` ("train" or "valid") and any number of numeric values.
@@ -46,6 +47,8 @@ class RunResult:
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     online: dict[str, float | None] = field(default_factory=dict)
     calibration_bins: list[dict[str, float]] = field(default_factory=list)
+    grades: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
     train_log: list[dict[str, Any]] = field(default_factory=list)
 
     def curves(self) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
@@ -143,7 +146,7 @@ def load_run(path: str | Path) -> RunResult:
         path=path,
         name=str(config.get("name") or path.resolve().name),
         model=str(config.get("model") or evaluation.get("model") or "?"),
-        world=str(evaluation.get("world", "?")),
+        world=str(evaluation.get("log") or evaluation.get("world", "?")),
         split=str(evaluation.get("split", "?")),
         metrics=_metric_dict(evaluation["metrics"]),
         slices={str(k): _metric_dict(v) for k, v in slices.items()}
@@ -151,5 +154,7 @@ def load_run(path: str | Path) -> RunResult:
         else {},
         online=_metric_dict(evaluation.get("online")),
         calibration_bins=bins,
+        grades=str((evaluation.get("truth") or {}).get("grades", "")),
+        skipped={str(k): str(v) for k, v in (evaluation.get("skipped") or {}).items()},
         train_log=_read_log(path / TRAIN_LOG),
     )

@@ -1,0 +1,81 @@
+"""A user's own log, made from scratch (no simulator), through every step of the command line:
+validate, train, evaluate, compare and report."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prectr.cli import main
+from tests.own_log import own_log
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    return exit_info.value.code, capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    return own_log(tmp_path_factory.mktemp("own") / "log")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("own_config") / "dnn.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": "dnn",
+                "model_params": {"hidden": [32, 16]},
+                "data": {"batch_size": 128, "test_days": 2},
+                "train": {"epochs": 2, "log_every": 20},
+            }
+        )
+    )
+    return path
+
+
+def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_truth(
+    shop, config, tmp_path, capsys
+):
+    assert not (shop / "world.json").exists()
+    code, out = run_cli(["validate", shop], capsys)
+    assert code == 0, out
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"dnn{seed}"
+        code, out = run_cli(["train", config, "--log", shop, "--out", run,
+                             "--set", f"train.seed={seed}"], capsys)  # fmt: skip
+        assert code == 0, out
+        code, out = run_cli(["evaluate", run, "--log", shop, "--bootstrap", "50"], capsys)
+        assert code == 0, out
+        assert "skipped online: needs a simulated world" in out
+        runs.append(run)
+
+    result = json.loads((runs[0] / "evaluation.json").read_text())
+    assert result["truth"]["source"] == "log" and "human grades" in result["truth"]["grades"]
+    metrics = result["metrics"]
+    # the shop's clicks favour items of the query's category: a trained model ranks above chance
+    assert metrics["auc"] > 0.6 and metrics["click_ndcg@10"] > 0.0
+    # relevance metrics on the human-graded candidates, calibration from the clicks
+    assert 0.0 < metrics["ndcg@10"] <= 1.0 and 0.0 <= metrics["irrelevant@10"] <= 1.0
+    assert metrics["calibration"] > 0.0 and metrics["ece"] >= 0.0
+    assert len(result["per_day"]) == 2
+    assert {"query:head", "user:cold", "new_items", "unexposed"} <= set(result["slices"])
+    # what needs a world is named, with the reason
+    assert "online" not in result and "broad" not in result
+    assert {"online", "broad", "exact"} <= set(result["skipped"])
+    assert "graded" in result["skipped"]["exact"]
+
+    code, out = run_cli(["compare", *runs, "--log", shop, "--bootstrap", "50"], capsys)
+    assert code == 0, out
+    assert "auc" in out and "ndcg@10" in out
+
+    page = tmp_path / "report.html"
+    code, out = run_cli(["report", *runs, "--out", page], capsys)
+    assert code == 0, out
+    html = page.read_text()
+    assert "needs a simulated world" in html
