@@ -12,7 +12,7 @@ TEACHER ?= smollm2+minilm
 TEACHER_PAIRS ?= 1500
 LABEL_PAIRS ?= 8000
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,16 @@ demo: $(STAMP) $(SMOLLM2)
 	$(BIN)/prectr evaluate $(DEMO_DIR)/prectr_v2 --world $(WORLD)
 	$(BIN)/prectr report $(DEMO_DIR)/din $(DEMO_DIR)/prectr_v2 --out $(DEMO_DIR)/report.html
 
-test: $(STAMP)
+# The report's browser test drives Debian's chromium (tests/report/test_browser.py).
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+ifeq ($(CHROMIUM),)
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium
+endif
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check prectr tests benchmarks
 	$(BIN)/ruff format --check prectr tests benchmarks
 	$(BIN)/python -m pytest
