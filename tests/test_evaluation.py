@@ -205,6 +205,12 @@ def test_a_run_is_scored_on_its_validation_days_without_touching_the_test_evalua
     assert json.loads((run / "evaluation.json").read_text())["test_days"] == test["test_days"]
     with pytest.raises(ValueError, match="split 'train'"):
         evaluate_run(run, tiny_world, split="train")
+    # two runs compared on their validation days read those days' scores
+    other = two_day_runs[1]
+    evaluate_run(other, tiny_world, n_resamples=50, split="valid")
+    summary, _ = compare_runs(run, other, tiny_world, n_resamples=50, split="valid")
+    assert summary["split"] == "valid" and summary["test_days"] == valid["test_days"]
+    assert summary["sections"]["all"]["auc"]["a"] == pytest.approx(valid["metrics"]["auc"])
 
 
 def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, tiny_world):

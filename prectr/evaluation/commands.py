@@ -127,7 +127,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from prectr.evaluation.compare import compare_runs, write_draws
     from prectr.io import atomic_file
 
-    summary, draws = compare_runs(args.run_a, args.run_b, args.log, args.bootstrap, args.seed)
+    summary, draws = compare_runs(args.run_a, args.run_b, args.log, args.bootstrap, args.seed,
+                                  args.split)  # fmt: skip
     sections = summary["sections"]
     pooled = Table(title=f"{summary['b']} - {summary['a']} on {summary['requests']:,} requests "
                    f"of {', '.join(summary['test_days'])} (95% CI)")  # fmt: skip
@@ -204,6 +205,9 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", type=Path, help="run B")
     p.add_argument("--log", "--world", type=Path, dest="log", required=True,
                    help="the log both runs were evaluated on (a world or a plain log)")  # fmt: skip
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="compare the runs' test days, or their validation days (both evaluated "
+                   "with --split valid)")  # fmt: skip
     _bootstrap_flags(p)
     p.add_argument("--out", type=Path, help="write the comparison as JSON")
     p.add_argument("--draws", type=Path,

@@ -21,7 +21,7 @@ import yaml
 from prectr.config import experiment_from_dict
 from prectr.data.schema import read_log
 from prectr.evaluation.context import EvaluationContext
-from prectr.evaluation.run import BROAD_SCORES, SCORES, SHOWN
+from prectr.evaluation.run import BROAD_SCORES, SCORES, SHOWN, split_file
 from prectr.evaluation.truth import LOG_COLUMNS, open_truth
 from prectr.io import atomic_file
 from prectr.metrics.paired import CONFIDENCE, RESAMPLES, Statistic, paired_bootstrap
@@ -42,15 +42,17 @@ def _scores(path: Path, columns: tuple[str, ...] = ("score",)) -> pa.Table:
     return pq.read_table(path, columns=["request_id", "item_id", *columns])
 
 
-def _model_statistics(context: EvaluationContext, run: Path) -> dict[str, Statistic]:
-    """Every statistic of one run's scores, keyed ``section/metric``."""
-    scores = _scores(run / SCORES, ("score", SHOWN))
-    score = context.aligned(scores, str(run / SCORES))
+def _model_statistics(context: EvaluationContext, run: Path, split: str) -> dict[str, Statistic]:
+    """Every statistic of one run's scores of ``split``, keyed ``section/metric``."""
+    path = run / split_file(SCORES, split)
+    scores = _scores(path, ("score", SHOWN))
+    score = context.aligned(scores, str(path))
     # logloss and calibration read the probability at each impression's logged position
-    shown = context.aligned(scores, str(run / SCORES), SHOWN)
+    shown = context.aligned(scores, str(path), SHOWN)
     broad_score = None
     if context.broad is not None:
-        broad_score = context.broad.aligned(_scores(run / BROAD_SCORES), str(run / BROAD_SCORES))
+        broad = run / split_file(BROAD_SCORES, split)
+        broad_score = context.broad.aligned(_scores(broad), str(broad))
     sections = context.statistics(score, context.expected_clicks(score), broad_score,
                                   per_day=False, probability=shown)  # fmt: skip
     return {f"{s}/{m}": stat for s, stats in sections.items() for m, stat in stats.items()}
@@ -62,8 +64,10 @@ def compare_runs(
     log_dir: str | Path,
     n_resamples: int = RESAMPLES,
     seed: int = 0,
+    split: str = "test",
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """B - A of every metric of two evaluated runs on the log ``log_dir``: a JSON-ready summary
+    """B - A of every metric of two evaluated runs on the log ``log_dir`` (their test days, or
+    with ``split="valid"`` their validation days): a JSON-ready summary
     (``sections``: section -> metric -> a, b, diff, mean, lo, hi, spans_zero) and the draws
     (``section/metric`` -> B - A on each resample)."""
     run_a, run_b = Path(run_a), Path(run_b)
@@ -75,8 +79,8 @@ def compare_runs(
         )
     # only what the split, the slices and the truth need; `prectr evaluate` checked the log
     log = read_log(log_dir, columns=LOG_COLUMNS, validate_log=False)
-    context = EvaluationContext.build(open_truth(log, log_dir), *split_a)
-    a, b = _model_statistics(context, run_a), _model_statistics(context, run_b)
+    context = EvaluationContext.build(open_truth(log, log_dir), *split_a, split)
+    a, b = _model_statistics(context, run_a, split), _model_statistics(context, run_b, split)
     differences = paired_bootstrap(a, b, context.rows.n_requests, n_resamples, seed)
     sections: dict[str, dict] = {}
     for key, difference in differences.items():
@@ -88,6 +92,7 @@ def compare_runs(
         "run_a": str(run_a),
         "run_b": str(run_b),
         "log": str(log_dir),
+        "split": split,
         "requests": context.rows.n_requests,
         "test_days": list(context.days),
         "bootstrap": {

@@ -20,7 +20,9 @@ off to its category for a rare query (cross-user preference mining, multi-head t
 attention; ``tau = r_user + r_cate``) drives a positive and a negative softplus expert; their
 gated sum is added to the fused logit. The ranking score is sigmoid(fused logit + incentive).
 The crowd reaches the model through this mining only: PRECTR, and V2 with ``cross_user:
-false``, never see it.
+false``, never see it. ``crowd_identity: false`` keeps each crowd entry to its match level and
+click (no shown item, no category), so the crowd can carry only what it tolerated under the
+query, not an item's click rate (docs/fidelity.md, second design).
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
 pool is not. The paper builds hard negatives by noise injection into the relevance embedding
@@ -69,7 +71,12 @@ from prectr.models.registry import RankingModel, register
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
-from prectr.modules.incentive import CROWD_HISTORY, PreferenceMining, RelevanceIncentive
+from prectr.modules.incentive import (
+    CROWD_HISTORY,
+    PreferenceMining,
+    RelevanceIncentive,
+    crowd_fields,
+)
 from prectr.modules.rsl import RSLModule
 from prectr.modules.text import ENCODER_INPUTS, build_text_encoder
 
@@ -92,6 +99,7 @@ class PRECTR(RankingModel):
         monotone: bool = False,
         incentive: bool = True,
         cross_user: bool = False,
+        crowd_identity: bool = True,
         preference_dim: int = 32,
         preference_heads: int = 1,
         activity_gate: bool = False,
@@ -126,7 +134,8 @@ class PRECTR(RankingModel):
         # the text encoder's own inputs are its alone, not fields of the click trunk; the
         # crowd reaches the model only through cross-user mining (without it, not at all)
         crowd = {name for name, _ in CROWD_HISTORY}
-        unread = set(ENCODER_INPUTS) | (set() if cross_user else crowd)
+        mined = {name for name, _ in crowd_fields(crowd_identity)} if cross_user else set()
+        unread = set(ENCODER_INPUTS) | (crowd - mined)
         embedding = FeatureEmbedding([s for s in specs if s.name not in unread], vocab_sizes,
                                      embedding_dim, unpooled=crowd)  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
@@ -134,8 +143,9 @@ class PRECTR(RankingModel):
         self.preference, self.incentive = None, None
         if incentive:
             self.preference = PreferenceMining(
-                embedding, preference_dim, preference_heads, cross_user, activity_gate
-            )
+                embedding, preference_dim, preference_heads, cross_user, activity_gate,
+                crowd_identity,
+            )  # fmt: skip
             self.incentive = RelevanceIncentive(preference_dim)
         self.consistency, self.consistency_weight = consistency, consistency_weight
         # the KL form anchors to the RSL as stage 1 left it (see end_relevance_stage)

@@ -31,8 +31,16 @@ USER_HISTORY = (("user_clicks", "item"), ("user_click_categories", "category"),
                 ("user_click_queries", "query"), ("user_click_match", "match_level"))  # fmt: skip
 CROWD_HISTORY = (("crowd_items", "item"), ("crowd_categories", "category"),
                  ("crowd_match", "match_level"), ("crowd_clicks", "click"))  # fmt: skip
+#: The crowd entries' fields without the shown item's identity: what was tolerated, not which.
+CROWD_TOLERANCE = tuple(f for f in CROWD_HISTORY if f[1] in ("match_level", "click"))
 TARGET = (("query", "query"), ("item_id", "item"), ("category", "category"),
           ("match_level", "match_level"))  # fmt: skip
+
+
+def crowd_fields(identity: bool = True) -> tuple[tuple[str, str], ...]:
+    """The crowd entries' fields cross-user mining attends over: all of them, or with
+    ``identity`` false only the match level and the click (see :class:`PreferenceMining`)."""
+    return CROWD_HISTORY if identity else CROWD_TOLERANCE
 
 
 class PreferenceMining(nn.Module):
@@ -43,11 +51,13 @@ class PreferenceMining(nn.Module):
         heads: int = 2,
         cross_user: bool = True,
         activity_gate: bool = False,
+        crowd_identity: bool = True,
     ):
         super().__init__()
         names = [s.name for s in embedding.categorical]
         sequences = {s.name for s in embedding.sequence_specs}
-        histories = USER_HISTORY + CROWD_HISTORY if cross_user else USER_HISTORY
+        self.crowd_fields = crowd_fields(crowd_identity)
+        histories = USER_HISTORY + self.crowd_fields if cross_user else USER_HISTORY
         needed = {n for n, _ in histories} | {n for n, _ in TARGET}
         missing = sorted(needed - sequences - set(names))
         if missing:
@@ -57,7 +67,10 @@ class PreferenceMining(nn.Module):
         self.activity_column = [s.name for s in embedding.numeric_specs].index("user_activity")
         width = 4 * embedding.dim
         self.user = MultiHeadTargetAttention(width, width, dim, heads)
-        self.crowd = MultiHeadTargetAttention(width, width, dim, heads) if cross_user else None
+        self.crowd = None
+        if cross_user:
+            entry = len(self.crowd_fields) * embedding.dim
+            self.crowd = MultiHeadTargetAttention(width, entry, dim, heads)
         self.gate = nn.Linear(1, 1) if cross_user and activity_gate else None
         self.dim = dim
 
@@ -75,7 +88,8 @@ class PreferenceMining(nn.Module):
         r_user = self.user(target, *self._history(batch, embedding, USER_HISTORY, first), owner)
         if self.crowd is None:
             return r_user
-        r_cate = self.crowd(target, *self._history(batch, embedding, CROWD_HISTORY, first), owner)
+        crowd = self._history(batch, embedding, self.crowd_fields, first)
+        r_cate = self.crowd(target, *crowd, owner)
         if self.gate is None:
             return r_user + r_cate
         activity = batch.numeric[:, [self.activity_column]]

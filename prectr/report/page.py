@@ -245,7 +245,8 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
         (
             "Relevance–CTR trade-off",
             plots.tradeoff_figure(runs),
-            "NDCG@10 on the known grades (a world's true ones, a log's human ones) against click AUC, one labelled point per run; up and to "
+            "NDCG@10 on the known grades (a world's true ones, a log's human ones) against click "
+            "AUC, one labelled point per run; up and to "
             "the right is better on both; a run up-left of another trades clicks for relevance.",
             "No run has both auc and ndcg@10.",
         ),

@@ -13,7 +13,12 @@ from prectr.data.features import FeatureEncoder
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
-from prectr.modules.incentive import CROWD_HISTORY, USER_HISTORY, PreferenceMining
+from prectr.modules.incentive import (
+    CROWD_HISTORY,
+    CROWD_TOLERANCE,
+    USER_HISTORY,
+    PreferenceMining,
+)
 from tests.models.conftest import World
 
 
@@ -278,11 +283,12 @@ def test_preference_sums_user_and_crowd_unless_gated_by_activity(world, batch) -
     assert build(world, activity_gate=True).preference.gate is not None
 
 
-def scrambled_crowd(batch) -> object:
-    """Every crowd input replaced by other valid ids (and padding where there was none)."""
+def scrambled_crowd(batch, fields: tuple = CROWD_HISTORY) -> object:
+    """Every crowd input of ``fields`` replaced by other valid ids (and padding where there was
+    none)."""
     generator = torch.Generator().manual_seed(1)
     sequences = dict(batch.sequences)
-    for name, _ in CROWD_HISTORY:
+    for name, _ in fields:
         ids = sequences[name]
         top = max(int(ids.max()), 3)
         sequences[name] = torch.randint(2, top + 1, ids.shape, generator=generator,
@@ -301,6 +307,21 @@ def test_without_mining_no_crowd_input_reaches_the_score(world, batch, name, par
         v2 = build(world, "prectr_v2").eval()  # the same scramble does move V2
         assert not torch.equal(v2(batch)["logit"], v2(scrambled)["logit"])
     assert not any(s.name.startswith("crowd") for s in model.base_ctr.embedding.pooled_specs)
+
+
+def test_crowd_entries_without_identity_hide_the_shown_item_and_its_category(world, batch) -> None:
+    """With ``crowd_identity: false`` V2 reads only what the crowd tolerated (match level and
+    click): scrambling the crowd's items and categories changes nothing, its clicks do."""
+    model = build(world, "prectr_v2", crowd_identity=False).eval()
+    identity = tuple(f for f in CROWD_HISTORY if f not in CROWD_TOLERANCE)
+    assert [n for n, _ in identity] == ["crowd_items", "crowd_categories"]
+    with torch.no_grad():
+        logit = model(batch)["logit"]
+        assert torch.equal(logit, model(scrambled_crowd(batch, identity))["logit"])
+        assert not torch.equal(logit, model(scrambled_crowd(batch, CROWD_TOLERANCE))["logit"])
+        full = build(world, "prectr_v2").eval()  # with identity, the items do reach the score
+        scrambled = full(scrambled_crowd(batch, identity))["logit"]
+        assert not torch.equal(full(batch)["logit"], scrambled)
 
 
 @pytest.mark.parametrize(("name", "consistency"), [("prectr_v1", "ce"), ("prectr_v1", "kl"),
