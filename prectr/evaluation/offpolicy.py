@@ -37,8 +37,10 @@ that promote unexposed candidates DR's error is the DM's, and it is measured, no
 
 **Confidence intervals**: percentile bootstrap over requests, the resamples of
 :mod:`prectr.metrics.paired` (every estimate of one call sees the same resamples, so the lift
-over the logged clicks is paired). The CI holds the propensities and the prior fixed (they are
-fitted on other days).
+over the logged clicks is paired). Resample ``b`` also replaces the propensities of the IPS
+part by their fit on resample ``b mod n`` of the reference log (:class:`Propensities`
+``resamples``), so the CI carries the noise of the harvested propensities as well as the
+clicks'; the direct method's prior and pooled attractions keep the full fit's propensities.
 
 **Why not Open Bandit Pipeline.** ``obp`` 0.5.7 (its latest release) requires Python < 3.11
 and pins torch 1.12, numpy 1.23.5, scikit-learn 1.1.3 and scipy 1.9.3; this project runs
@@ -64,9 +66,9 @@ from prectr.metrics.paired import (
     BLOCK_CELLS,
     RESAMPLES,
     Statistic,
-    bootstrap,
     interval,
     mean_statistic,
+    resample_weights,
 )
 
 PRIOR_EXAMINATIONS = 1.0  # pseudo-examinations (at position 1) of the prior in a pooled DM
@@ -163,6 +165,14 @@ class OffPolicyStatistics:
     n_requests: int
     k: int
     coverage: dict[str, float]
+    moved: sparse.csc_matrix  # (R, k * k) clicks moved from logged position b to new rank a
+
+    def ips_shift(self, weights: np.ndarray, examination: np.ndarray) -> np.ndarray:
+        """How much IPS under request ``weights`` (b, R) changes when the propensities become
+        ``examination`` (b, k), one row per resample, instead of the full fit's."""
+        moved = np.asarray((self.moved.T @ weights.T).T)  # (b, k * k)
+        ratio = examination[:, :, None] / examination[:, None, :]
+        return (moved * ratio.reshape(len(ratio), -1)).sum(axis=1) / weights.sum(axis=1)
 
 
 def offpolicy_statistics(
@@ -191,7 +201,8 @@ def offpolicy_statistics(
         "dr": parts.dr_statistic(),
         "logged": mean_statistic(np.bincount(rows.request, rows.click * shown, n), each),
     }
-    return OffPolicyStatistics(statistics, n, k, parts.coverage)
+    moved = _moves(rows.request, rank, rows.position, rows.click, logged > 0, n, k)
+    return OffPolicyStatistics(statistics, n, k, parts.coverage, moved)
 
 
 def offpolicy_clicks(
@@ -207,13 +218,25 @@ def offpolicy_clicks(
     (arguments as :func:`offpolicy_statistics`), with percentile CIs over ``n_resamples``
     bootstrap resamples of the requests."""
     found = offpolicy_statistics(impressions, requests, scores, propensities, prior)
-    result = bootstrap(found.statistics, found.n_requests, n_resamples, seed)
+    n, fitted, refits = found.n_requests, propensities.examination, propensities.resamples
+    names = ("ips", "dr", "logged")
+    value = {name: found.statistics[name](np.ones((1, n)))[0] for name in names}
+    draws: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    done = 0
+    for weights in resample_weights(n, n_resamples, seed):
+        shift = np.zeros(len(weights))
+        if len(refits):
+            refit = refits[(done + np.arange(len(weights))) % len(refits)]
+            shift = found.ips_shift(weights, refit) - found.ips_shift(weights, fitted[None])
+        for name in names:
+            draws[name].append(found.statistics[name](weights) + (shift if name != "logged" else 0))
+        done += len(weights)
+    drawn = {name: np.concatenate(d) for name, d in draws.items()}
 
     def estimate(name: str, minus: str | None = None) -> Estimate:
-        value, draws = result[name].value, result[name].draws
-        if minus is not None:
-            value, draws = value - result[minus].value, draws - result[minus].draws
-        return Estimate(value, *interval(draws))
+        if minus is None:
+            return Estimate(value[name], *interval(drawn[name]))
+        return Estimate(value[name] - value[minus], *interval(drawn[name] - drawn[minus]))
 
     return OffPolicyEstimate(
         n_requests=found.n_requests,
@@ -298,6 +321,22 @@ class _Parts:
             return out / weights.sum(axis=1)
 
         return statistic
+
+
+def _moves(
+    request: np.ndarray,
+    rank: np.ndarray,
+    position: np.ndarray,
+    click: np.ndarray,
+    supported: np.ndarray,
+    n: int,
+    k: int,
+) -> sparse.csc_matrix:
+    """Per request, the clicks of supported rows by (new rank a, logged position b), as column
+    ``(a - 1) * k + b - 1`` of an (n, k * k) matrix: IPS is this matrix times p_a / p_b."""
+    kept = supported & (rank <= k)
+    column = (rank[kept] - 1) * k + position[kept] - 1
+    return sparse.csc_matrix((click[kept], (request[kept], column)), shape=(n, k * k))
 
 
 def _aligned(impressions: pa.Table, scores: pa.Table) -> np.ndarray:

@@ -20,7 +20,7 @@ from prectr.evaluation.propensity import Propensities, harvest_propensities
 from prectr.metrics.paired import resample_weights
 
 EXAMINATION = np.array([0.8, 0.4])  # absolute examination of positions 1, 2
-RELATIVE = Propensities(EXAMINATION / EXAMINATION[0], np.zeros((2, 2), np.int64))
+RELATIVE = Propensities(EXAMINATION / EXAMINATION[0], np.zeros((2, 2), np.int64), np.empty((0, 2)))
 PRIOR = AttractionPrior(np.array([0.1, 0.2, 0.3, 0.4]), 0.15)
 REQUESTS = pa.table({"request_id": [1, 2], "query": ["lamp", "lamp"]})
 # Two requests of one query over items 10, 11, 12: request 1 showed 10 then 11, request 2
@@ -162,7 +162,9 @@ def resampled_by(index: pa.Table, table: pa.Table) -> pa.Table:
 
 def test_statistics_under_weights_are_the_estimates_of_the_resampled_log():
     log, requests, score = random_log(30, seed=2)
-    propensities = Propensities(np.array([1.0, 0.6, 0.3]), np.zeros((3, 3), np.int64))
+    propensities = Propensities(
+        np.array([1.0, 0.6, 0.3]), np.zeros((3, 3), np.int64), np.empty((0, 3))
+    )
     found = offpolicy_statistics(log, requests, score, propensities, PRIOR)
     weights = next(resample_weights(30, 4, seed=5))
     for w in weights:
@@ -178,6 +180,28 @@ def test_statistics_under_weights_are_the_estimates_of_the_resampled_log():
             assert found.statistics[name](w[None])[0] == pytest.approx(
                 again.statistics[name](np.ones((1, copies.size)))[0], rel=1e-12
             )
+
+
+def test_ips_under_other_propensities_is_the_shifted_estimate():
+    log, requests, score = random_log(30, seed=3)
+    fitted, other = np.array([1.0, 0.6, 0.3]), np.array([1.0, 0.5, 0.35])
+    none = np.empty((0, 3))
+    pairs = np.zeros((3, 3), np.int64)
+    found = offpolicy_statistics(log, requests, score, Propensities(fitted, pairs, none), PRIOR)
+    again = offpolicy_statistics(log, requests, score, Propensities(other, pairs, none), PRIOR)
+    weights = next(resample_weights(30, 3, seed=1))
+    shift = found.ips_shift(weights, np.tile(other, (3, 1))) - found.ips_shift(
+        weights, np.tile(fitted, (3, 1))
+    )
+    np.testing.assert_allclose(
+        found.statistics["ips"](weights) + shift, again.statistics["ips"](weights), rtol=1e-12
+    )
+    # the CI of offpolicy_clicks widens with the propensities' resamples, the value stays
+    refits = np.array([fitted, other, [1.0, 0.7, 0.25]])
+    fixed = offpolicy_clicks(log, requests, score, Propensities(fitted, pairs, none), PRIOR, 200)
+    noisy = offpolicy_clicks(log, requests, score, Propensities(fitted, pairs, refits), PRIOR, 200)
+    assert noisy.ips.value == fixed.ips.value and noisy.logged == fixed.logged
+    assert noisy.ips.hi - noisy.ips.lo > fixed.ips.hi - fixed.ips.lo
 
 
 def test_against_the_tiny_world_replay(tiny_world):

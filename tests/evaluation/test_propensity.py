@@ -29,6 +29,18 @@ def test_expected_clicks_give_the_examination_ratios_exactly():
     assert (found.pairs == found.pairs.T).all() and (np.diag(found.pairs) == 0).all()
 
 
+def test_weights_count_rows():
+    pair, position, expected, rng = pbm_rows(300, 3, seed=4)
+    click = (rng.random(pair.size) < expected).astype(np.float64)
+    twice = np.r_[np.arange(pair.size), np.arange(0, pair.size, 2)]  # every other row twice
+    weight = np.where(np.arange(pair.size) % 2 == 0, 2.0, 1.0)
+    np.testing.assert_allclose(
+        all_pairs(pair, position, click, TRUE.size, weight).examination,
+        all_pairs(pair[twice], position[twice], click[twice], TRUE.size).examination,
+        rtol=1e-6,
+    )
+
+
 def test_sampled_clicks_come_close():
     pair, position, expected, rng = pbm_rows(20_000, 3, seed=1)
     click = (rng.random(pair.size) < expected).astype(np.float64)
@@ -50,8 +62,13 @@ def test_harvested_from_a_tiny_world_log(tiny_world):
     world = World(tiny_world)
     requests = world.requests(days=world.split["train"])
     impressions = world.impressions(requests["request_id"].combine_chunks())
-    found = harvest_propensities(impressions, requests)
+    found = harvest_propensities(impressions, requests, n_resamples=20)
     truth = world.click_model.examination(10)
+    assert found.resamples.shape == (20, 10) and (found.resamples[:, 0] == 1.0).all()
+    spread = found.resamples.std(axis=0)
+    assert (spread[1:] > 0).all() and (
+        np.abs(found.examination - truth / truth[0]) < 4 * spread + 0.02
+    ).all()
     assert found.k == 10 and found.pairs[~np.eye(10, dtype=bool)].min() > 0
     np.testing.assert_allclose(found.examination, truth / truth[0], atol=0.1)
 
