@@ -12,9 +12,10 @@ the log *showed in that request*: the **supported** slots. An item ``pi`` promot
 unexposed part of the pool (90 of a 100-candidate pool are never shown) has no click to
 reweight, and IPS counts nothing for it. So IPS is unbiased for the clicks of ``pi``'s supported
 slots, which is the whole of ``pi``'s clicks exactly when ``pi``'s top k is a reordering of the
-items the log showed (the claim validated in ``benchmarks/offpolicy.py``); otherwise it is a
-lower bound, and :attr:`OffPolicyEstimate.coverage` says how much of ``pi``'s examination falls
-on supported slots.
+items the log showed (validated against the world's replay on position-based click logs by
+``benchmarks/offpolicy.py``; biased where a click stops the user, as under ``dcm``); otherwise
+it is a lower bound, and :attr:`OffPolicyEstimate.coverage` says how much of ``pi``'s
+examination falls on supported slots.
 
 **Doubly robust.** IPS on the supported slots plus a direct method (DM) for the unsupported
 ones: ``p_j'`` times a predicted attraction. The prediction, in order of preference:
@@ -22,8 +23,9 @@ ones: ``p_j'`` times a predicted attraction. The prediction, in order of prefere
 1. *pooled*: the same (query, item) pair shown in other requests of the evaluated log, its
    clicks over its examination (``sum clicks / sum p_j``), shrunk towards (2) or (3) with
    :data:`PRIOR_EXAMINATIONS` pseudo-examinations, recomputed in every bootstrap resample, so
-   the CI carries its noise (the item-position idea of Li, Kiseleva, de Rijke et al.,
-   *Offline Evaluation of Ranking Policies with Click Models*, KDD 2018, as a direct method);
+   the CI carries its noise (the item-position idea of Li, Abbasi-Yadkori, Kveton,
+   Muthukrishnan, Vinay and Wen, *Offline Evaluation of Ranking Policies with Click Models*,
+   KDD 2018, as a direct method);
 2. *graded*: the pair has an observed relevance grade: the attraction of that grade;
 3. *ungraded*: the mean attraction of an unshown candidate, from the grade mix of the graded
    unshown candidates.
