@@ -1,0 +1,41 @@
+"""benchmarks/offpolicy.py: distinct scores in the intended order, and one world's entry."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import offpolicy
+
+from prectr.data.simulate import World
+
+
+def test_strict_scores_order_by_keys_within_requests_without_ties():
+    request = np.array([7, 7, 7, 3, 3])
+    shown = np.array([0, 1, 1, 1, 0])
+    primary = np.array([5.0, 1.0, 2.0, 0.0, 9.0])
+    score = offpolicy.strict_scores(request, shown, primary)
+    assert np.unique(score).size == score.size
+    first = request == 7  # shown rows first (2.0 before 1.0), then the unshown one
+    assert list(np.argsort(-score[first])) == [2, 1, 0]
+    assert score[3] > score[4]  # request 3: the shown row above the unshown one
+
+
+def test_world_entry_on_tiny(tiny_world):
+    entry = offpolicy.world_entry(World(tiny_world), resamples=50)
+    rankings = entry["rankings"]
+    assert set(rankings) == {"logging"} | {
+        f"{kind}:{name}" for kind in ("top10", "pool") for name in offpolicy.PRIMARIES
+    }
+    for name, found in rankings.items():
+        supported = found["coverage"]["supported"]
+        if name.startswith("pool"):
+            assert supported < 0.9
+        else:
+            assert supported == pytest.approx(1.0)
+        assert found["ips_covers"] == (found["ips"]["lo"] <= found["replay"] <= found["ips"]["hi"])
+    assert rankings["logging"]["ips"]["value"] == rankings["logging"]["logged"]["value"]
+    table = offpolicy.summary([entry])
+    assert table["pbm"]["logging"]["worlds"] == 1
