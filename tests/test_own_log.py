@@ -69,6 +69,13 @@ def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_tr
     assert "online" not in result and "broad" not in result
     assert {"online", "broad", "exact"} <= set(result["skipped"])
     assert "graded" in result["skipped"]["exact"]
+    # in place of the replay, the off-policy estimate from the log's own clicks
+    offpolicy = result["offpolicy"]
+    assert offpolicy["k"] == 6 and len(offpolicy["examination"]) == 6
+    for name in ("ips", "dr", "logged"):
+        estimate = offpolicy[name]
+        assert estimate["lo"] <= estimate["value"] <= estimate["hi"], name
+    assert 0.0 < offpolicy["coverage"]["supported"] <= 1.0
 
     code, out = run_cli(["compare", *runs, "--log", shop, "--bootstrap", "50"], capsys)
     assert code == 0, out

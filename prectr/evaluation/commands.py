@@ -102,6 +102,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
             f"{o['requests']:,} requests)"
         )
+    if "offpolicy" in r:
+        o = r["offpolicy"]
+
+        def est(e: dict) -> str:
+            return f"{e['value']:.4f} [{e['lo']:.4f}, {e['hi']:.4f}]"
+
+        console.print(
+            f"off-policy clicks per request on the top {o['k']}: IPS {est(o['ips'])}, doubly "
+            f"robust {est(o['dr'])}, logged {est(o['logged'])}; DR - logged {est(o['dr_lift'])} "
+            f"(95% CI; {o['coverage']['supported']:.0%} of the new top {o['k']}'s examination "
+            "shown in the log; position-based model: docs/offpolicy.md)"
+        )
     written = Path(args.run) / split_file(EVALUATION, args.split)
     console.print(f"wrote {written} and {split_file(SCORES, args.split)}", style="dim")
     return 0

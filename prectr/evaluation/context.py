@@ -32,6 +32,7 @@ class EvaluationContext:
 
     truth: Truth
     test_rows: np.ndarray  # rows of the log's requests table in the evaluated split
+    train_rows: np.ndarray  # and on the training days
     rows: EvaluationRows
     logging_score: np.ndarray
     slices: Slices
@@ -66,6 +67,7 @@ class EvaluationContext:
         return cls(
             truth=truth,
             test_rows=days[split],
+            train_rows=days["train"],
             rows=rows,
             logging_score=pool["logging_score"].to_numpy(),
             slices=slices,

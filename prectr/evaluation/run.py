@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prectr.data.dataset import BatchStream, Collator, write_impressions
 from prectr.data.schema import SearchLog, read_log
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
+from prectr.evaluation.offpolicy import AttractionPrior, offpolicy_clicks
+from prectr.evaluation.propensity import harvest_propensities
 from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
 from prectr.evaluation.statistics import values
@@ -47,6 +50,12 @@ from prectr.metrics.paired import (
 if TYPE_CHECKING:
     from prectr.train.run import TrainedRun
 
+TOP_K = 10  # the off-policy estimate's top k (at most the log's deepest shown position)
+OFFPOLICY_MODEL = (
+    "position-based: examination by position times attraction; validated against a world's "
+    "replay under the position-based click model on reorderings of the shown candidates, not "
+    "under dcm or cascade clicks (docs/offpolicy.md)"
+)
 SCORES = "scores.parquet"
 SHOWN = "shown"  # the scores' column of the click probability at the logged position
 BROAD_SCORES = "broad_scores.parquet"
@@ -114,6 +123,37 @@ def online(
         "difference_hi": difference["hi"],
         "requests": context.rows.n_requests,
     }
+
+
+def offpolicy(
+    context: EvaluationContext, scores: pa.Table, n_resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[dict | None, str | None]:
+    """The off-policy estimate of the clicks per request the model's ranking (``scores``:
+    request_id, item_id, score of every evaluated candidate) would get on the log's evaluated
+    requests (:mod:`prectr.evaluation.offpolicy`: position-based IPS and doubly robust, with
+    examination harvested from the training days), or None and the reason it cannot be made."""
+    log = context.truth.log
+    requests = log.requests
+    impressions = log.impressions
+
+    def of(rows: np.ndarray) -> pa.Table:
+        ids = requests["request_id"].take(pa.array(rows))
+        return impressions.filter(pc.is_in(impressions["request_id"], ids))
+
+    train = of(context.train_rows)
+    shown = pc.max(train["position"]).as_py()
+    if not shown:
+        return None, "the training days show no candidate (no position to harvest)"
+    try:
+        propensities = harvest_propensities(train, requests, min(TOP_K, shown), n_resamples // 20,
+                                            seed)  # fmt: skip
+    except ValueError as err:
+        return None, f"examination by position cannot be harvested from the log: {err}"
+    prior = AttractionPrior.fit(train, propensities)
+    found = offpolicy_clicks(of(context.test_rows), requests, scores, propensities, prior,
+                             n_resamples, seed)  # fmt: skip
+    return found.to_dict() | {"examination": propensities.examination.tolist(),
+                              "model": OFFPOLICY_MODEL}, None  # fmt: skip
 
 
 def _counts(context: EvaluationContext, requests: np.ndarray) -> dict[str, int]:
@@ -231,6 +271,13 @@ def evaluate_run(
         "checkpoint": checkpoint,
         **evaluation_result(context, score, broad_score, n_resamples, seed, shown),
     }
+    if "online" not in result:  # no world to replay in: estimate from the log's own clicks
+        found, reason = offpolicy(context, scores.select(["request_id", "item_id", "score"]),
+                                  n_resamples, seed)  # fmt: skip
+        if found is None:
+            result["skipped"]["offpolicy"] = reason
+        else:
+            result["offpolicy"] = found
     keys = pa.table(
         {"request_id": context.rows.request_ids[context.rows.request],
          "item_id": context.rows.item_id}

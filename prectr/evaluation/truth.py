@@ -122,7 +122,8 @@ class LogTruth(Truth):
     def unmeasured(self) -> dict[str, str]:
         return {
             "online": f"{WORLD_ONLY}: a log cannot show what users would have clicked under a "
-            "new ranking (the world replays it with its click model)",
+            "new ranking (the world replays it with its click model); the off-policy estimate "
+            "from the log's own clicks (offpolicy) stands in",
         }
 
     def grades(self) -> str:

@@ -146,13 +146,14 @@ def online_table(runs: Sequence[RunResult]) -> str:
             f'<td class="num">{format_value(r.online.get(k))}</td>'
             for k in ("expected_clicks", "logging_expected_clicks")
         )
-        + f'<td class="num">{_percent(r.online.get("lift"))}</td></tr>'
+        + f'<td class="num">{_percent(r.online.get("lift"))}</td>'
+        + f"<td>{_esc(r.online_source)}</td></tr>"
         for i, r in enumerate(runs)
         if r.online
     ]
     head = (
         "<tr><th>run</th><th>expected clicks</th><th>logging ranker</th>"
-        "<th>lift (relative change)</th></tr>"
+        "<th>lift (relative change)</th><th>estimated by</th></tr>"
     )
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
@@ -261,7 +262,9 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
             "Online proxy",
             plots.online_figure(runs),
             "Expected clicks per request when the world replays each run's ranking (coloured) "
-            "beside the logging ranker's (hatched grey); higher than the logging bar is a win.",
+            "beside the logging ranker's (hatched grey); higher than the logging bar is a win. On "
+            "a plain log, the doubly robust off-policy estimate from the log's own clicks, beside "
+            "the clicks the log shows (docs/offpolicy.md).",
             "No run reports an online proxy (it needs a simulated world to replay rankings).",
         ),
     ]

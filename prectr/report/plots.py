@@ -204,7 +204,7 @@ def online_figure(runs: Sequence[RunResult]) -> str | None:
     ]
     ax.set_xticks(range(len(rows)), [run.name for _, run in rows], fontsize=8)
     ax.set_ylabel("expected clicks per request")
-    ax.set_title("online proxy (replay)", fontsize=10)
+    ax.set_title("online proxy: replay, or off-policy on a log", fontsize=10)
     ax.margins(y=0.12)
     ax.grid(axis="y", alpha=0.3)
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="outside lower center", ncols=2)

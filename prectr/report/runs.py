@@ -46,6 +46,7 @@ class RunResult:
     metrics: dict[str, float | None]
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     online: dict[str, float | None] = field(default_factory=dict)
+    online_source: str = "replay"  # or "off-policy (DR)" on a log with no world
     calibration_bins: list[dict[str, float]] = field(default_factory=list)
     grades: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
@@ -117,6 +118,18 @@ def _read_config(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _offpolicy_online(evaluation: dict) -> dict[str, float | None]:
+    """A plain log's off-policy estimate in the online proxy's terms: the doubly robust
+    estimate as the model's expected clicks, the log's own clicks as the logging ranker's."""
+    found = evaluation.get("offpolicy")
+    if not isinstance(found, dict):
+        return {}
+    model = _number((found.get("dr") or {}).get("value"))
+    logged = _number((found.get("logged") or {}).get("value"))
+    lift = model / logged - 1.0 if model is not None and logged else None
+    return {"expected_clicks": model, "logging_expected_clicks": logged, "lift": lift}
+
+
 def load_run(path: str | Path) -> RunResult:
     """Read the run directory ``path``.
 
@@ -152,7 +165,8 @@ def load_run(path: str | Path) -> RunResult:
         slices={str(k): _metric_dict(v) for k, v in slices.items()}
         if isinstance(slices, dict)
         else {},
-        online=_metric_dict(evaluation.get("online")),
+        online=_metric_dict(evaluation.get("online")) or _offpolicy_online(evaluation),
+        online_source="replay" if evaluation.get("online") else "off-policy (doubly robust)",
         calibration_bins=bins,
         grades=str((evaluation.get("truth") or {}).get("grades", "")),
         skipped={str(k): str(v) for k, v in (evaluation.get("skipped") or {}).items()},
