@@ -198,6 +198,9 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set train.epochs=3 (repeatable; `prepare` and "
         "`train` of one run take the same)",
     )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (e.g. after a failed start) instead of "
+                   "refusing a directory that is not empty")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -206,7 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
-    trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log)
+    trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log,
+                      overwrite=args.overwrite)  # fmt: skip
     result = trainer.fit()
     trainer.close()
     best = result["best_valid"] or {}
@@ -227,7 +231,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
-    open_run(config, run_dir, log_dir=args.log)
+    open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
     shards = load_prepared(run_dir).shards
     table = Table("split", "shards", "impressions", title=f"prepared {run_dir}")
     for split, paths in shards.items():
@@ -745,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
         "requests with FastAPI + uvicorn. The OpenAPI schema is at /openapi.json.",
     )
     p.add_argument("run", type=Path)
-    p.add_argument("--history", type=Path, help="log feeding the histories (default data.log)")
+    p.add_argument("--history", type=Path, help="log feeding the histories (default: the log "
+                   "the run trained on, its config's data.log)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -773,7 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--history", type=Path, help="log to take the check requests from")
+    p.add_argument("--history", type=Path, help="log to take the check requests from (default: "
+                   "the log the run trained on, its config's data.log)")  # fmt: skip
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.set_defaults(func=cmd_export)
 

@@ -60,13 +60,15 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
 
 def claim_run_dir(
     run_dir: Path, settings: str, wanted: dict[str, Any], reopen: bool,
-    what: str = "the config differs",
+    what: str = "the config differs", overwrite: bool | None = None,
 ) -> None:  # fmt: skip
     """Create a run directory, or reopen one, and write its settings file atomically.
 
     ``settings`` names the file in ``run_dir`` (YAML or JSON by its suffix). A reopened run
     must hold the same settings (``what`` words the refusal); a new one needs a missing or
-    empty directory.
+    empty directory, or ``overwrite``: a run there (a directory holding ``settings``) is then
+    removed first, whatever state it was left in. ``overwrite`` None: the command offers no
+    such choice.
     """
     path = run_dir / settings
     yaml_file = path.suffix in (".yaml", ".yml")
@@ -78,7 +80,16 @@ def claim_run_dir(
             raise ValueError(f"{run_dir}: {what} from the run's ({settings}); resume needs "
                              "the same")  # fmt: skip
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue it)")
+        if not overwrite:
+            alternative = "" if overwrite is None else ", or --overwrite to start it afresh"
+            raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue "
+                                  f"it{alternative})")  # fmt: skip
+        if not path.is_file():
+            raise FileExistsError(f"{run_dir} holds no {settings}: not a run, so --overwrite "
+                                  "leaves it alone")  # fmt: skip
+        old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+        os.replace(run_dir, old)
+        shutil.rmtree(old)
     text = yaml.safe_dump(wanted, sort_keys=False) if yaml_file else json.dumps(wanted, indent=2)
     with atomic_file(path) as tmp:
         tmp.write_text(text if yaml_file else text + "\n")
