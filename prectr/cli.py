@@ -17,6 +17,7 @@ from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
 from prectr.evaluation.commands import add_evaluation_commands
 from prectr.io import atomic_file
+from prectr.words import count
 
 console = Console(highlight=False)
 
@@ -135,7 +136,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         log = read_log(args.path)
     except SchemaError as err:
-        console.print(f"[red]invalid[/]: {args.path}: {len(err.problems)} problems")
+        console.print(f"[red]invalid[/]: {args.path}: {count(len(err.problems), 'problem')}")
         for problem in err.problems:
             console.print(f"  - {problem}", markup=False)
         return 1

@@ -178,6 +178,16 @@ def flat_cli(argv, capsys):
     return code, " ".join(out.split())
 
 
+def test_validate_counts_one_problem_in_the_singular(tmp_path, capsys):
+    log = write_broken_log(tmp_path)
+    pq.write_table(pa.table({"request_id": [7], "item_id": [1], "position": [1], "click": [0],
+                             "relevance": pa.array([None], pa.int8()),
+                             "relevance_source": pa.array([None], pa.string())}),
+                   log / "impressions.parquet")  # fmt: skip
+    code, out = flat_cli(["validate", str(log)], capsys)
+    assert code == 1 and ": 1 problem - items" in out and "duplicate item_id" in out
+
+
 DNN = "model: dnn\nmodel_params: {hidden: [16]}\ndata: {batch_size: 256}\ntrain: {epochs: 1}\n"
 
 

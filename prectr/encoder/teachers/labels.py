@@ -24,6 +24,7 @@ from tqdm import tqdm
 from prectr.encoder.pairs import read_pairs
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_file
+from prectr.words import count
 
 META_FILE = "meta.json"
 SPLITS = ("all", "adapt", "heldout")
@@ -129,7 +130,9 @@ def read_labels(path: str | Path) -> pa.Table:
         lengths = pc.list_value_length(table["logits"]).to_numpy(zero_copy_only=False)
         if (lengths != N_GRADES).any():
             row = int(np.flatnonzero(lengths != N_GRADES)[0])
-            raise ValueError(f"{part}: row {row}: logits has {lengths[row]} values, expected 4")
+            raise ValueError(
+                f"{part}: row {row}: logits has {count(int(lengths[row]), 'value')}, expected 4"
+            )
         tables.append(table)
     if not tables:
         schema = pa.schema([("query", pa.string()), ("title", pa.string()),
