@@ -1,12 +1,16 @@
-"""Atomic writes: a file or a directory appears whole under its final name, or not at all."""
+"""Atomic writes: a file or a directory appears whole under its final name, or not at all.
+
+The temporary file or directory is created with the process umask applied, as ``open`` and
+``mkdir`` would create the final one (``tempfile`` makes them private: mode 0600 or 0700).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,14 +26,26 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _beside(path, lambda p: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _beside(path: Path, create: Callable[[Path], None]) -> Path:
+    """A new hidden temporary name beside ``path``, made by ``create`` (which must refuse an
+    existing name with FileExistsError)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            create(tmp)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
@@ -41,9 +57,9 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     """
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty (pass overwrite to replace it)")
+        raise FileExistsError(f"{path} exists and is not empty (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _beside(path, lambda p: p.mkdir(0o777))
     try:
         yield tmp
         if path.exists():

@@ -99,7 +99,7 @@ def _open_store(out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overw
         found = json.loads(meta.read_text())
         if found["teacher"] != fingerprint:
             raise ValueError(
-                f"{out} holds labels of another teacher (see {meta}); pass overwrite or choose "
+                f"{out} holds labels of another teacher (see {meta}); pass --overwrite or choose "
                 "another directory"
             )
         if found["hidden"] != keep_hidden:
