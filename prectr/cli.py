@@ -285,7 +285,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from prectr.report import write_report
 
-    out = write_report(args.runs, args.out)
+    out = write_report(args.runs, args.out, labels=args.labels)
     console.print(f"report: {out.resolve()}")
     return 0
 
@@ -739,8 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Metric table, training curves, calibration, NDCG@10 against AUC, slices "
         "and the online proxy of runs that `prectr evaluate` has scored, in one HTML file.",
     )
-    p.add_argument("runs", type=Path, nargs="+")
-    p.add_argument("--out", type=Path, default=Path("runs/report.html"))
+    p.add_argument("runs", type=Path, nargs="+", help="evaluated run directories, in order")
+    p.add_argument("--out", type=Path, default=Path("runs/report.html"), help="HTML file")
+    p.add_argument("--labels", nargs="+", metavar="LABEL",
+                   help="one name per run, in the same order, shown in every table and figure "
+                   "(default: each run's config name)")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
