@@ -22,6 +22,26 @@ from prectr.words import count
 console = Console(highlight=False)
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option's line with its default, except where there is none to show
+    (None, an off flag, an empty list) or the help already states it ("(default ...")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default, text = action.default, action.help or ""
+        if default is None or default is False or default == [] or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The `prectr` parser: its subcommands' parsers are of this class too (argparse makes them
+    of the parent's), so every help page shows the defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("world knobs (override the preset and --config)")
     for f in fields(WorldConfig):
@@ -439,8 +459,8 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="tuned model directory")
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--epochs", type=int, default=2, help="passes over the graded pairs")
+    p.add_argument("--lr", type=float, default=2e-5, help="learning rate")
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_finetune)
 
@@ -484,22 +504,39 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # -- prectr encoder: the distilled student (tokenizer, distill, sft, evaluate, cache) ----------
+STUDENT_FLAGS = {
+    "dim": "width of the transformer", "layers": "transformer layers", "heads": "attention heads",
+    "ff": "feed-forward width", "query_length": "pieces kept of a query",
+    "title_length": "pieces kept of a title",
+}  # fmt: skip
+TRAINING_FLAGS = {
+    "epochs": "passes over the training pairs",
+    "max_steps": "stop after this many steps in all (0: run every epoch)",
+    "batch_size": "pairs per step", "seed": "seed of the initialisation and of the order",
+    "checkpoint_every": "steps between checkpoints",
+    "eval_requests": "held-out test requests scored at the end (0: all)",
+}  # fmt: skip
+
+
 def _student_flags(parser: argparse.ArgumentParser) -> None:
     from prectr.encoder.distill import EncoderTrainConfig
     from prectr.encoder.student import MODES, StudentConfig
 
     s, t = StudentConfig(), EncoderTrainConfig()
     group = parser.add_argument_group("student (ignored with --init, which brings its own)")
-    group.add_argument("--mode", choices=MODES, default=s.mode)
-    for name in ("dim", "layers", "heads", "ff", "query_length", "title_length"):
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name))
-    group.add_argument("--dropout", type=float, default=s.dropout)
+    group.add_argument("--mode", choices=MODES, default=s.mode,
+                       help="a cross encoder over the pair, or two towers")  # fmt: skip
+    for name, doc in STUDENT_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name),
+                           help=doc)  # fmt: skip
+    group.add_argument("--dropout", type=float, default=s.dropout, help="dropout rate")
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
     group = parser.add_argument_group("training")
-    for name in ("epochs", "max_steps", "batch_size", "seed", "checkpoint_every", "eval_requests"):
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name))
-    group.add_argument("--lr", type=float, default=t.lr)
+    for name, doc in TRAINING_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name),
+                           help=doc)  # fmt: skip
+    group.add_argument("--lr", type=float, default=t.lr, help="learning rate")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -595,7 +632,7 @@ def add_encoder_commands(sub) -> None:
     p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
-    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--vocab-size", type=int, default=8000, help="WordPiece pieces at most")
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(
@@ -610,8 +647,10 @@ def add_encoder_commands(sub) -> None:
     p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
     p.add_argument("--init", type=Path, help="start from this student directory")
     defaults = EncoderTrainConfig()
-    p.add_argument("--temperature", type=float, default=defaults.temperature)
-    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight)
+    p.add_argument("--temperature", type=float, default=defaults.temperature,
+                   help="softening of the teacher's and the student's distributions")  # fmt: skip
+    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight,
+                   help="weight of the hidden-state MSE (0: off)")  # fmt: skip
     _student_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
@@ -649,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     from prectr.data.loaders import LOADERS
     from prectr.rankers import RANKERS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prectr",
         description="Relevance-aware CTR ranking for search (PRECTR, PRECTR-V2).",
     )
@@ -691,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a log directory (items, requests, impressions as NAME.parquet or "
         "NAME/) and list every problem with its table, row and column. Exit 1 if invalid.",
     )
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="log directory")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -752,15 +791,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a run (and the log its histories come from) and answer ranking "
         "requests with FastAPI + uvicorn. The OpenAPI schema is at /openapi.json.",
     )
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="a trained run directory")
     p.add_argument("--history", type=Path, help="log feeding the histories (default: the log "
                    "the run trained on, its config's data.log)")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="eager PyTorch, or the run exported to ONNX Runtime")  # fmt: skip
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="the run's checkpoint to serve")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=100_000, help="items in the LRU cache")
     p.add_argument("--max-candidates", type=int, default=1000, help="more get a 422")
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024,
@@ -779,12 +820,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trace the scoring graph on logged requests, write it, and keep it only "
         "if it matches eager PyTorch within 1e-5 on them.",
     )
-    p.add_argument("run", type=Path)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("run", type=Path, help="a trained run directory")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="file format of the scoring graph")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="file to write")
     p.add_argument("--history", type=Path, help="log to take the check requests from (default: "
                    "the log the run trained on, its config's data.log)")  # fmt: skip
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="the run's checkpoint to export")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -794,8 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
         "score every test-day candidate, and print click metrics (exposed impressions), "
         "relevance metrics (full pool, true grades) and the online proxy (replayed clicks).",
     )
-    p.add_argument("world", type=Path)
-    p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS))
+    p.add_argument("world", type=Path, help="a simulated world directory")
+    p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS),
+                   help="reference rankers to score")  # fmt: skip
     p.set_defaults(func=cmd_score)
     _add_teacher_commands(sub)
     add_encoder_commands(sub)

@@ -188,6 +188,18 @@ def test_validate_counts_one_problem_in_the_singular(tmp_path, capsys):
     assert code == 1 and ": 1 problem - items" in out and "duplicate item_id" in out
 
 
+def test_help_pages_show_the_defaults(capsys):
+    code, out = flat_cli(["serve", "--help"], capsys)
+    assert code == 0
+    for shown in ("port to listen on (default: 8000)", "(default: 127.0.0.1)",
+                  "(default: torch)", "(default: best)", "(default: 100000)"):  # fmt: skip
+        assert shown in out, shown
+    code, out = run_cli(["encoder", "sft", "--help"], capsys)  # a nested subcommand
+    assert code == 0 and "(default: 144)" in out
+    code, out = run_cli(["train", "--help"], capsys)
+    assert code == 0 and "--overwrite" in out and "(default: None)" not in out
+
+
 DNN = "model: dnn\nmodel_params: {hidden: [16]}\ndata: {batch_size: 256}\ntrain: {epochs: 1}\n"
 
 
