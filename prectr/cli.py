@@ -17,8 +17,29 @@ from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
 from prectr.evaluation.commands import add_evaluation_commands
 from prectr.io import atomic_file
+from prectr.words import count
 
 console = Console(highlight=False)
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option's line with its default, except where there is none to show
+    (None, an off flag, an empty list) or the help already states it ("(default ...")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default, text = action.default, action.help or ""
+        if default is None or default is False or default == [] or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The `prectr` parser: its subcommands' parsers are of this class too (argparse makes them
+    of the parent's), so every help page shows the defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +156,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         log = read_log(args.path)
     except SchemaError as err:
-        console.print(f"[red]invalid[/]: {args.path}: {len(err.problems)} problems")
+        console.print(f"[red]invalid[/]: {args.path}: {count(len(err.problems), 'problem')}")
         for problem in err.problems:
             console.print(f"  - {problem}", markup=False)
         return 1
@@ -198,6 +219,9 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set train.epochs=3 (repeatable; `prepare` and "
         "`train` of one run take the same)",
     )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (e.g. after a failed start) instead of "
+                   "refusing a directory that is not empty")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -206,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
-    trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log)
+    trainer = Trainer(config, run_dir, resume=args.resume, log_dir=args.log,
+                      overwrite=args.overwrite)  # fmt: skip
     result = trainer.fit()
     trainer.close()
     best = result["best_valid"] or {}
@@ -227,7 +252,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
-    open_run(config, run_dir, log_dir=args.log)
+    open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
     shards = load_prepared(run_dir).shards
     table = Table("split", "shards", "impressions", title=f"prepared {run_dir}")
     for split, paths in shards.items():
@@ -280,7 +305,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from prectr.report import write_report
 
-    out = write_report(args.runs, args.out)
+    out = write_report(args.runs, args.out, labels=args.labels)
     console.print(f"report: {out.resolve()}")
     return 0
 
@@ -434,8 +459,8 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="tuned model directory")
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--epochs", type=int, default=2, help="passes over the graded pairs")
+    p.add_argument("--lr", type=float, default=2e-5, help="learning rate")
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_finetune)
 
@@ -479,22 +504,39 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # -- prectr encoder: the distilled student (tokenizer, distill, sft, evaluate, cache) ----------
+STUDENT_FLAGS = {
+    "dim": "width of the transformer", "layers": "transformer layers", "heads": "attention heads",
+    "ff": "feed-forward width", "query_length": "pieces kept of a query",
+    "title_length": "pieces kept of a title",
+}  # fmt: skip
+TRAINING_FLAGS = {
+    "epochs": "passes over the training pairs",
+    "max_steps": "stop after this many steps in all (0: run every epoch)",
+    "batch_size": "pairs per step", "seed": "seed of the initialisation and of the order",
+    "checkpoint_every": "steps between checkpoints",
+    "eval_requests": "held-out test requests scored at the end (0: all)",
+}  # fmt: skip
+
+
 def _student_flags(parser: argparse.ArgumentParser) -> None:
     from prectr.encoder.distill import EncoderTrainConfig
     from prectr.encoder.student import MODES, StudentConfig
 
     s, t = StudentConfig(), EncoderTrainConfig()
     group = parser.add_argument_group("student (ignored with --init, which brings its own)")
-    group.add_argument("--mode", choices=MODES, default=s.mode)
-    for name in ("dim", "layers", "heads", "ff", "query_length", "title_length"):
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name))
-    group.add_argument("--dropout", type=float, default=s.dropout)
+    group.add_argument("--mode", choices=MODES, default=s.mode,
+                       help="a cross encoder over the pair, or two towers")  # fmt: skip
+    for name, doc in STUDENT_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name),
+                           help=doc)  # fmt: skip
+    group.add_argument("--dropout", type=float, default=s.dropout, help="dropout rate")
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
     group = parser.add_argument_group("training")
-    for name in ("epochs", "max_steps", "batch_size", "seed", "checkpoint_every", "eval_requests"):
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name))
-    group.add_argument("--lr", type=float, default=t.lr)
+    for name, doc in TRAINING_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name),
+                           help=doc)  # fmt: skip
+    group.add_argument("--lr", type=float, default=t.lr, help="learning rate")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -590,7 +632,7 @@ def add_encoder_commands(sub) -> None:
     p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
-    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--vocab-size", type=int, default=8000, help="WordPiece pieces at most")
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(
@@ -605,8 +647,10 @@ def add_encoder_commands(sub) -> None:
     p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
     p.add_argument("--init", type=Path, help="start from this student directory")
     defaults = EncoderTrainConfig()
-    p.add_argument("--temperature", type=float, default=defaults.temperature)
-    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight)
+    p.add_argument("--temperature", type=float, default=defaults.temperature,
+                   help="softening of the teacher's and the student's distributions")  # fmt: skip
+    p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight,
+                   help="weight of the hidden-state MSE (0: off)")  # fmt: skip
     _student_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
@@ -644,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     from prectr.data.loaders import LOADERS
     from prectr.rankers import RANKERS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prectr",
         description="Relevance-aware CTR ranking for search (PRECTR, PRECTR-V2).",
     )
@@ -686,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a log directory (items, requests, impressions as NAME.parquet or "
         "NAME/) and list every problem with its table, row and column. Exit 1 if invalid.",
     )
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="log directory")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -734,8 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Metric table, training curves, calibration, NDCG@10 against AUC, slices "
         "and the online proxy of runs that `prectr evaluate` has scored, in one HTML file.",
     )
-    p.add_argument("runs", type=Path, nargs="+")
-    p.add_argument("--out", type=Path, default=Path("runs/report.html"))
+    p.add_argument("runs", type=Path, nargs="+", help="evaluated run directories, in order")
+    p.add_argument("--out", type=Path, default=Path("runs/report.html"), help="HTML file")
+    p.add_argument("--labels", nargs="+", metavar="LABEL",
+                   help="one name per run, in the same order, shown in every table and figure "
+                   "(default: each run's config name)")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
@@ -744,14 +791,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a run (and the log its histories come from) and answer ranking "
         "requests with FastAPI + uvicorn. The OpenAPI schema is at /openapi.json.",
     )
-    p.add_argument("run", type=Path)
-    p.add_argument("--history", type=Path, help="log feeding the histories (default data.log)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("run", type=Path, help="a trained run directory")
+    p.add_argument("--history", type=Path, help="log feeding the histories (default: the log "
+                   "the run trained on, its config's data.log)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="eager PyTorch, or the run exported to ONNX Runtime")  # fmt: skip
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="the run's checkpoint to serve")  # fmt: skip
     p.add_argument("--cache-size", type=int, default=100_000, help="items in the LRU cache")
     p.add_argument("--max-candidates", type=int, default=1000, help="more get a 422")
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024,
@@ -770,11 +820,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trace the scoring graph on logged requests, write it, and keep it only "
         "if it matches eager PyTorch within 1e-5 on them.",
     )
-    p.add_argument("run", type=Path)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--history", type=Path, help="log to take the check requests from")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("run", type=Path, help="a trained run directory")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="file format of the scoring graph")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="file to write")
+    p.add_argument("--history", type=Path, help="log to take the check requests from (default: "
+                   "the log the run trained on, its config's data.log)")  # fmt: skip
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="the run's checkpoint to export")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -784,8 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
         "score every test-day candidate, and print click metrics (exposed impressions), "
         "relevance metrics (full pool, true grades) and the online proxy (replayed clicks).",
     )
-    p.add_argument("world", type=Path)
-    p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS))
+    p.add_argument("world", type=Path, help="a simulated world directory")
+    p.add_argument("--rankers", nargs="+", choices=list(RANKERS), default=list(RANKERS),
+                   help="reference rankers to score")  # fmt: skip
     p.set_defaults(func=cmd_score)
     _add_teacher_commands(sub)
     add_encoder_commands(sub)

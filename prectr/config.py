@@ -1,7 +1,8 @@
 """Typed experiment configs: YAML files of nested sections, with command-line overrides.
 
 A config names a model and its parameters, the features, the data and the training loop.
-Unknown keys and values of the wrong type are refused before anything runs, naming the key.
+Unknown keys and values of the wrong type are refused before anything runs, naming the key; so
+are an unknown model and its unknown or ill-typed parameters.
 """
 
 from __future__ import annotations
@@ -98,14 +99,16 @@ def _build(cls: type, values: Any, where: str) -> Any:
         if dataclasses.is_dataclass(hint):
             out[name] = _build(hint, value, key)
         else:
-            out[name] = _check_type(hint, value, key)
+            out[name] = check_type(hint, value, key)
     try:
         return cls(**out)
     except TypeError as err:
         raise ValueError(f"{where or 'config'}: {err}") from None
 
 
-def _check_type(hint: Any, value: Any, key: str) -> Any:
+def check_type(hint: Any, value: Any, key: str) -> Any:
+    """``value`` if it is of type ``hint`` (an int is taken for a float, a YAML list for a
+    tuple), else a ValueError naming ``key``."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for option in options:
         base = typing.get_origin(option) or option
@@ -122,9 +125,9 @@ def _check_type(hint: Any, value: Any, key: str) -> Any:
             return value
         if base in (str, dict, bool) and isinstance(value, base):
             return value
-        if base is list and isinstance(value, list):
+        if base in (list, tuple) and isinstance(value, list | tuple):
             inner = typing.get_args(option)
-            if all(not inner or _check_type(inner[0], v, key) == v for v in value):
+            if all(not inner or check_type(inner[0], v, key) == v for v in value):
                 return value
         if base is Any:
             return value
@@ -133,9 +136,13 @@ def _check_type(hint: Any, value: Any, key: str) -> Any:
 
 def experiment_from_dict(values: dict[str, Any], where: str = "config") -> ExperimentConfig:
     """Build a checked config from a mapping (as saved in a run's config.yaml)."""
+    from prectr.models.registry import model_params
+
     if "model" not in values:
         raise ValueError(f"{where}: the config names no model")
-    return _build(ExperimentConfig, values, "")
+    config = _build(ExperimentConfig, values, "")
+    model_params(config.model, config.model_params)
+    return config
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -1,12 +1,16 @@
-"""Atomic writes: a file or a directory appears whole under its final name, or not at all."""
+"""Atomic writes: a file or a directory appears whole under its final name, or not at all.
+
+The temporary file or directory is created with the process umask applied, as ``open`` and
+``mkdir`` would create the final one (``tempfile`` makes them private: mode 0600 or 0700).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,14 +26,26 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _beside(path, lambda p: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _beside(path: Path, create: Callable[[Path], None]) -> Path:
+    """A new hidden temporary name beside ``path``, made by ``create`` (which must refuse an
+    existing name with FileExistsError)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            create(tmp)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
@@ -41,9 +57,9 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     """
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty (pass overwrite to replace it)")
+        raise FileExistsError(f"{path} exists and is not empty (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _beside(path, lambda p: p.mkdir(0o777))
     try:
         yield tmp
         if path.exists():
@@ -60,13 +76,15 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
 
 def claim_run_dir(
     run_dir: Path, settings: str, wanted: dict[str, Any], reopen: bool,
-    what: str = "the config differs",
+    what: str = "the config differs", overwrite: bool | None = None,
 ) -> None:  # fmt: skip
     """Create a run directory, or reopen one, and write its settings file atomically.
 
     ``settings`` names the file in ``run_dir`` (YAML or JSON by its suffix). A reopened run
     must hold the same settings (``what`` words the refusal); a new one needs a missing or
-    empty directory.
+    empty directory, or ``overwrite``: a run there (a directory holding ``settings``) is then
+    removed first, whatever state it was left in. ``overwrite`` None: the command offers no
+    such choice.
     """
     path = run_dir / settings
     yaml_file = path.suffix in (".yaml", ".yml")
@@ -78,7 +96,16 @@ def claim_run_dir(
             raise ValueError(f"{run_dir}: {what} from the run's ({settings}); resume needs "
                              "the same")  # fmt: skip
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue it)")
+        if not overwrite:
+            alternative = "" if overwrite is None else ", or --overwrite to start it afresh"
+            raise FileExistsError(f"{run_dir} is not empty (pass --resume to continue "
+                                  f"it{alternative})")  # fmt: skip
+        if not path.is_file():
+            raise FileExistsError(f"{run_dir} holds no {settings}: not a run, so --overwrite "
+                                  "leaves it alone")  # fmt: skip
+        old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+        os.replace(run_dir, old)
+        shutil.rmtree(old)
     text = yaml.safe_dump(wanted, sort_keys=False) if yaml_file else json.dumps(wanted, indent=2)
     with atomic_file(path) as tmp:
         tmp.write_text(text if yaml_file else text + "\n")

@@ -3,6 +3,7 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from prectr.cli import main
 
@@ -169,3 +170,109 @@ def test_training_refuses_a_log_that_fails_validation(tmp_path, capsys):
                         capsys)  # fmt: skip
     assert code == 2 and "fails schema validation" in out and "duplicate item_id" in out
     assert not (tmp_path / "r").exists()
+
+
+def flat_cli(argv, capsys):
+    """run_cli, with the output's lines joined (rich wraps long messages)."""
+    code, out = run_cli(argv, capsys)
+    return code, " ".join(out.split())
+
+
+def test_validate_counts_one_problem_in_the_singular(tmp_path, capsys):
+    log = write_broken_log(tmp_path)
+    pq.write_table(pa.table({"request_id": [7], "item_id": [1], "position": [1], "click": [0],
+                             "relevance": pa.array([None], pa.int8()),
+                             "relevance_source": pa.array([None], pa.string())}),
+                   log / "impressions.parquet")  # fmt: skip
+    code, out = flat_cli(["validate", str(log)], capsys)
+    assert code == 1 and ": 1 problem - items" in out and "duplicate item_id" in out
+
+
+def test_help_pages_show_the_defaults(capsys):
+    code, out = flat_cli(["serve", "--help"], capsys)
+    assert code == 0
+    for shown in ("port to listen on (default: 8000)", "(default: 127.0.0.1)",
+                  "(default: torch)", "(default: best)", "(default: 100000)"):  # fmt: skip
+        assert shown in out, shown
+    code, out = run_cli(["encoder", "sft", "--help"], capsys)  # a nested subcommand
+    assert code == 0 and "(default: 144)" in out
+    code, out = run_cli(["train", "--help"], capsys)
+    assert code == 0 and "--overwrite" in out and "(default: None)" not in out
+
+
+DNN = "model: dnn\nmodel_params: {hidden: [16]}\ndata: {batch_size: 256}\ntrain: {epochs: 1}\n"
+
+
+def test_a_run_alone_exports_and_serves_from_any_directory(tiny_world, tmp_path, capsys,
+                                                           monkeypatch):  # fmt: skip
+    from fastapi.testclient import TestClient
+
+    config = tmp_path / "dnn.yaml"
+    config.write_text(DNN)
+    monkeypatch.chdir(tiny_world.parent)  # --log relative to the working directory
+    code, _ = run_cli(["train", str(config), "--log", tiny_world.name, "--out",
+                       str(tmp_path / "run")], capsys)  # fmt: skip
+    assert code == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["log"] == str(tiny_world.resolve())
+    monkeypatch.chdir(tmp_path)  # where that relative path names nothing
+    code, out = run_cli(["export", "run", "--format", "torchscript", "--out", "model.pt"], capsys)
+    assert code == 0 and (tmp_path / "model.pt").is_file() and "largest difference" in out
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(app=app))
+    code, _ = run_cli(["serve", "run"], capsys)
+    assert code == 0
+    with TestClient(served["app"]) as client:
+        ranked = client.post(
+            "/rank",
+            json={
+                "user_id": 1,
+                "query": "sofa",
+                "candidates": [
+                    {"item_id": 1, "title": "blue velvet sofa", "category": "Sofas", "price": 10.0}
+                ],
+            },
+        )
+    assert ranked.status_code == 200, ranked.text  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "names"),
+    [
+        ("dnn", "{layers: 3}", "layers"),  # unknown: caught when the config loads
+        ("dnn", "{hidden: sixteen}", "model_params.hidden"),  # wrong type: the same
+        ("prectr_v2", "{consistency: klx}", "consistency 'klx'"),  # a value: by building it
+    ],
+)
+def test_a_bad_model_parameter_writes_nothing_and_names_the_key(tiny_world, tmp_path, capsys,
+                                                                 model, params, names):  # fmt: skip
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"model: {model}\nmodel_params: {params}\ntrain: {{epochs: 1}}\n")
+    run = tmp_path / "run"
+    for command in ("prepare", "train"):
+        code, out = flat_cli([command, str(config), "--log", str(tiny_world), "--out", str(run)],
+                             capsys)  # fmt: skip
+        assert code == 2 and names in out, out
+        assert not run.exists()
+
+
+def test_a_failed_run_is_retried_with_overwrite(tiny_world, tmp_path, capsys):
+    from prectr.train.trainer import StopTraining, Trainer
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "run"
+    with pytest.raises(StopTraining):  # a run killed after its first steps
+        Trainer(tiny_config(tiny_world, checkpoint_every=1), run, stop_after=2).fit()
+    config = tmp_path / "dnn.yaml"
+    config.write_text(DNN)
+    train = ["train", str(config), "--log", str(tiny_world), "--out", str(run)]
+    code, out = flat_cli(train, capsys)
+    assert code == 2 and "--overwrite" in out and "--resume" in out
+    code, out = flat_cli([*train, "--resume"], capsys)  # another config: not a resume
+    assert code == 2 and "config differs" in out
+    code, out = flat_cli([*train, "--resume", "--overwrite"], capsys)
+    assert code == 2 and "pass one" in out
+    code, out = flat_cli([*train, "--overwrite"], capsys)
+    assert code == 0 and "trained dnn" in out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model_params"] == {"hidden": [16]} and saved["data"]["batch_size"] == 256

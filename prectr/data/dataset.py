@@ -33,6 +33,7 @@ import torch
 
 from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence, ranges
 from prectr.io import atomic_file
+from prectr.words import count
 
 T = TypeVar("T")
 ROW_GROUP = 65_536
@@ -51,7 +52,8 @@ def time_split(
     days = np.unique(day)
     if days.size < valid_days + test_days + 1:
         raise ValueError(
-            f"the log spans {days.size} days; a time split needs more than {valid_days + test_days}"
+            f"the log spans {count(days.size, 'day')}; a time split needs more than "
+            f"{valid_days + test_days}"
         )
     test_from, valid_from = days[-test_days], days[-test_days - valid_days]
     return {
@@ -233,7 +235,8 @@ def shards_of(paths: Seq[Path], rank: int, world_size: int) -> list[Path]:
     """The shards process ``rank`` of ``world_size`` reads: every ``world_size``-th one."""
     if world_size > len(paths):
         raise ValueError(
-            f"{world_size} processes but {len(paths)} shards: some process would have no data; "
+            f"{count(world_size, 'process', 'processes')} but {count(len(paths), 'shard')}: "
+            "some process would have no data; "
             "set data.shards to at least the number of processes (and rerun from a fresh run)"
         )
     return list(paths[rank::world_size])

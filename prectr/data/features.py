@@ -26,6 +26,7 @@ from prectr.data.history import Histories, HistoryIndex
 from prectr.data.schema import SearchLog
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
 from prectr.io import atomic_file
+from prectr.words import count
 
 TOKEN = re.compile(r"[a-z0-9]+")
 PRICE_BUCKETS = 20
@@ -413,7 +414,7 @@ def _row_index(values: pa.ChunkedArray, keys: pa.ChunkedArray, name: str) -> np.
     """The row of ``keys`` each value names; an unknown value is refused by name."""
     found = pc.index_in(values, value_set=keys)
     if found.null_count:
-        raise ValueError(f"impressions: {found.null_count} rows name an unknown {name}")
+        raise ValueError(f"impressions: {count(found.null_count, 'row')} name an unknown {name}")
     return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 

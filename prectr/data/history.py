@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.data.vocabulary import Vocabulary
+from prectr.words import count
 
 
 class EventIndex:
@@ -126,7 +127,7 @@ class HistoryIndex:
         found = pc.index_in(impressions["request_id"], value_set=requests["request_id"])
         if found.null_count:
             raise ValueError(
-                f"{found.null_count} impressions name requests not in the requests table"
+                f"{count(found.null_count, 'impression')} name requests not in the requests table"
             )
         request_row = found.to_numpy(zero_copy_only=False).astype(np.int64)
         event_time = request_time[request_row]

@@ -39,6 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from prectr.io import atomic_dir
+from prectr.words import count
 
 GRADES = (0, 1, 2, 3)
 GRADE_NAMES = ("irrelevant", "complement", "substitute", "exact")
@@ -158,7 +159,9 @@ class SchemaError(ValueError):
     def __init__(self, problems: list[Problem], what: str = "search log"):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{what} fails schema validation ({len(problems)} problems):\n{lines}")
+        super().__init__(
+            f"{what} fails schema validation ({count(len(problems), 'problem')}):\n{lines}"
+        )
 
 
 @dataclass

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from prectr.io import atomic_file
+from prectr.words import count
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -71,7 +72,9 @@ def build_embedding_cache(
 def _checked(vectors: np.ndarray, n: int) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != n:
-        raise ValueError(f"embed returned shape {vectors.shape} for {n} texts; expected (n, d)")
+        raise ValueError(
+            f"embed returned shape {vectors.shape} for {count(n, 'text')}; expected (n, d)"
+        )
     return vectors
 
 

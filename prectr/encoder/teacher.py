@@ -99,7 +99,7 @@ def adapt(
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
+        raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     features = Path(features) if features is not None else out.with_name(out.name + ".features")
     pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs)
     if pairs.num_rows == 0:

@@ -29,6 +29,7 @@ A model whose ranking logit is not its click logit (two_model) overrides :meth:`
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -109,6 +110,31 @@ def register(name: str):
     return wrap
 
 
+def model_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of registered model ``name`` checked against its constructor: an unknown
+    model, an unknown parameter or a value of the wrong type is refused, naming it. Returns the
+    parameters with integers given for floats made floats."""
+    # importing registers them: the baselines, PRECTR and PRECTR-V2
+    import prectr.models.baselines
+    import prectr.models.prectr  # noqa: F401
+    from prectr.config import check_type
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
+    hints = typing.get_type_hints(MODELS[name].__init__)
+    accepted = set(inspect.signature(MODELS[name].__init__).parameters) - {
+        "self", "specs", "vocab_sizes"
+    }  # fmt: skip
+    params = dict(params or {})
+    unknown = set(params) - accepted
+    if unknown:
+        raise ValueError(
+            f"model {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"accepted: {', '.join(sorted(accepted))}"
+        )
+    return {k: check_type(hints[k], v, f"model_params.{k}") for k, v in params.items()}
+
+
 def build_model(
     name: str,
     specs: list,
@@ -117,24 +143,11 @@ def build_model(
     reference_position: int = REFERENCE_POSITION,
 ) -> RankingModel:
     """Build a registered model that scores at ``reference_position``; an unknown name or
-    parameter is refused by name."""
-    # importing registers them: the baselines, PRECTR and PRECTR-V2
-    import prectr.models.baselines
-    import prectr.models.prectr  # noqa: F401
-
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
-    params = dict(params or {})
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "specs", "vocab_sizes"}
-    unknown = set(params) - accepted
-    if unknown:
-        raise ValueError(
-            f"model {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-            f"accepted: {', '.join(sorted(accepted))}"
-        )
+    parameter, or a parameter of the wrong type, is refused by name (:func:`model_params`)."""
+    params = model_params(name, params)
     if not 1 <= reference_position <= MAX_POSITION:
         raise ValueError(f"reference position {reference_position}: expected 1..{MAX_POSITION}")
+    cls = MODELS[name]
     model = cls(specs, vocab_sizes, **{**cls.defaults, **params})
     model.reference_position = reference_position
     return model

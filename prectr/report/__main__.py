@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prectr.report import RunError, write_report
+from prectr.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,10 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, in report order")
     parser.add_argument("-o", "--out", type=Path, default=Path("report.html"), help="HTML file")
     parser.add_argument("--title", default="prectr run comparison", help="page title")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="one name per run, in the same order")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        out = write_report(args.runs, args.out, title=args.title)
-    except RunError as e:
+        out = write_report(args.runs, args.out, title=args.title, labels=args.labels)
+    except ValueError as e:  # a RunError, or labels that do not fit the runs
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from prectr.io import atomic_file
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.report import plots
 from prectr.report.runs import RunResult, load_run
+from prectr.words import count
 
 #: Metrics best closest to a target (the others: :data:`prectr.metrics.LOWER_IS_BETTER`, or
 #: largest).
@@ -196,7 +198,8 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<h1>{_esc(title)}</h1>",
-        f'<p class="meta">{len(runs)} run(s) · generated {stamp} by prectr {__version__}</p>',
+        f'<p class="meta">{count(len(runs), "run")} · generated {stamp} by prectr '
+        f"{__version__}</p>",
         _section(
             "Runs",
             "Each run's display name, model, world and evaluated split; the colour "
@@ -284,15 +287,27 @@ def render(runs: Sequence[RunResult], title: str = "prectr run comparison") -> s
     )
 
 
-def write_report(runs: list[Path], out: Path, title: str = "prectr run comparison") -> Path:
+def write_report(
+    runs: list[Path], out: Path, title: str = "prectr run comparison",
+    labels: Sequence[str] | None = None,
+) -> Path:  # fmt: skip
     """Compare the run directories ``runs`` in one self-contained HTML page written to ``out``.
 
-    Every run is read first (see :func:`load_run`; a run without ``evaluation.json`` raises
-    :class:`RunError` naming it), then the page is written atomically. Returns ``out``.
+    ``labels``, one per run and all different, name the runs in every table and figure
+    instead of their config's name (two runs of one config share it). Every run is read first
+    (see :func:`load_run`; a run without ``evaluation.json`` raises :class:`RunError` naming
+    it), then the page is written atomically. Returns ``out``.
     """
     if not runs:
         raise ValueError("write_report needs at least one run directory")
     loaded = [load_run(p) for p in runs]
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"{count(len(labels), 'label')} for {count(len(runs), 'run')}: "
+                             "give one label per run, in the same order")  # fmt: skip
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels {', '.join(labels)}: each run needs its own")
+        loaded = [replace(run, name=label) for run, label in zip(loaded, labels, strict=True)]
     page = render(loaded, title=title)
     out = Path(out)
     with atomic_file(out) as tmp:

@@ -22,7 +22,7 @@ from prectr.data.dataset import (
     write_shards,
 )
 from prectr.data.features import EncodedLog, FeatureEncoder
-from prectr.data.schema import SearchLog, read_log
+from prectr.data.schema import SearchLog
 from prectr.io import atomic_file
 
 SPLITS = ("train", "valid", "test")
@@ -50,12 +50,19 @@ class PreparedData:
         )  # fmt: skip
 
 
-def read_training_log(config: ExperimentConfig, log_dir: str | Path | None = None) -> SearchLog:
-    """The log to train on (``log_dir`` or the config's ``data.log``), validated."""
+def training_log_path(config: ExperimentConfig, log_dir: str | Path | None = None) -> Path:
+    """The absolute path of the log to train on: ``log_dir``, else the config's ``data.log``
+    (a relative path is taken from the working directory)."""
     source = log_dir or config.data.log
     if source is None:
         raise ValueError("no log to train on: set data.log in the config or pass --log")
-    return read_log(source)
+    return Path(source).resolve()
+
+
+def fit_features(config: ExperimentConfig, log: SearchLog) -> FeatureEncoder:
+    """The config's features fitted on the log's training days."""
+    split = time_split(log.requests, config.data.valid_days, config.data.test_days)
+    return FeatureEncoder(config.features).fit(log, split["train"])
 
 
 def prepared(run_dir: Path) -> bool:
@@ -63,12 +70,15 @@ def prepared(run_dir: Path) -> bool:
     return (run_dir / "data" / "features.npz").is_file()
 
 
-def prepare(config: ExperimentConfig, run_dir: Path, log: SearchLog) -> PreparedData:
-    """Fit the features on the training days and encode the log once into the run directory
-    (features, then each split's shards); a run that has them already reuses them."""
+def prepare(
+    config: ExperimentConfig, run_dir: Path, log: SearchLog, encoder: FeatureEncoder | None = None
+) -> PreparedData:
+    """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
+    the log once into the run directory (features, then each split's shards); a run that has
+    them already reuses them."""
     if not prepared(run_dir):
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
-        encoder = FeatureEncoder(config.features).fit(log, split["train"])
+        encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
         encoded = encoder.encode(log)
         rows = encoded.impressions["request_row"].to_numpy()

@@ -22,6 +22,7 @@ reads each remaining row once.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -41,13 +43,22 @@ from tqdm import tqdm
 from prectr import __version__
 from prectr.config import ExperimentConfig
 from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
+from prectr.data.features import FeatureEncoder
+from prectr.data.schema import read_log
 from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
 from prectr.models.calibration import calibration_path, fit_calibrator, save_calibrator
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
-from prectr.train.data import PreparedData, load_prepared, prepare, prepared, read_training_log
+from prectr.train.data import (
+    PreparedData,
+    fit_features,
+    load_prepared,
+    prepare,
+    prepared,
+    training_log_path,
+)
 from prectr.train.distributed import Processes, join
 
 
@@ -92,21 +103,58 @@ def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, A
 
 def open_run(
     config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-    log_dir: str | Path | None = None,
+    log_dir: str | Path | None = None, overwrite: bool = False,
 ) -> None:  # fmt: skip
     """Create (or reopen) a run directory and encode the log into it.
 
-    The log is validated first, so one that fails creates no run. A directory that is not
-    empty is reopened only to ``resume`` it or when it holds just the prepared data of the same
-    config (``prectr prepare``); a reopened run that has its encoded log does not read the log.
+    Nothing is written until the whole config has passed: the log is validated and the
+    features fitted, and the model is built over them (every model parameter, by name, type
+    and value, and the training stages it runs), so a config that fails leaves no run behind.
+    The run records the absolute path of the log it trains on as ``data.log``: exporting and
+    serving the run need nothing else.
+
+    A directory that is not empty is reopened only to ``resume`` it or when it holds just the
+    prepared data of the same config (``prectr prepare``); ``overwrite`` replaces the run in
+    it instead. A reopened run keeps its recorded log unless ``log_dir`` names one, and does
+    not read the log when it has its encoded log.
     """
     run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts it afresh: pass one")
     only_prepared = prepared(run_dir) and not (run_dir / "checkpoints").exists()
-    reopen = resume or only_prepared
-    log = None if reopen and prepared(run_dir) else read_training_log(config, log_dir)
-    claim_run_dir(run_dir, "config.yaml", config.to_dict(), reopen)
+    reopen = resume or (only_prepared and not overwrite)
+    recorded = copy.deepcopy(config)
+    saved = run_dir / "config.yaml"
+    if reopen and log_dir is None and saved.is_file():
+        recorded.data.log = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("log")
+    else:
+        recorded.data.log = str(training_log_path(config, log_dir))
+    log = None
+    if reopen and prepared(run_dir):
+        encoder = FeatureEncoder.load(run_dir / "features")
+    else:
+        log = read_log(training_log_path(recorded))
+        encoder = fit_features(recorded, log)
+    build_run_model(recorded, encoder)
+    claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
     if log is not None:
-        prepare(config, run_dir, log)
+        prepare(recorded, run_dir, log, encoder)
+
+
+def build_run_model(config: ExperimentConfig, encoder: FeatureEncoder) -> RankingModel:
+    """The config's model over the fitted features, with the stages the config trains it in
+    checked: a stage-1 epoch for a model without a relevance module, or none for a model
+    that anchors to it, is refused."""
+    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
+                        config.train.reference_position)  # fmt: skip
+    stage1 = config.train.relevance_epochs
+    if stage1 and not hasattr(model, "relevance_loss"):
+        raise ValueError(f"train.relevance_epochs: model {config.model!r} has no relevance "
+                         "module to fit in stage 1")  # fmt: skip
+    if not stage1 and getattr(model, "requires_relevance_stage", False):
+        raise ValueError(f"model {config.model!r} as configured anchors to the stage-1 "
+                         "relevance module: set train.relevance_epochs >= 1")  # fmt: skip
+    return model
 
 
 def run_logger(run_dir: Path, main: bool = True) -> logging.Logger:
@@ -184,23 +232,20 @@ class Trainer:
         resume: bool = False,
         log_dir: str | Path | None = None,
         stop_after: int | None = None,
+        overwrite: bool = False,
     ):
         self.config, self.run_dir, self.stop_after = config, Path(run_dir), stop_after
         t = config.train
         self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.processes: Processes = join("nccl" if self.device.type == "cuda" else "gloo")
-        self._on_main(lambda: open_run(config, self.run_dir, resume, log_dir))
+        self._on_main(lambda: open_run(config, self.run_dir, resume, log_dir, overwrite))
         self.log = run_logger(self.run_dir, self.processes.main)
         if t.threads:
             torch.set_num_threads(t.threads)
         self.data: PreparedData = load_prepared(self.run_dir)
         torch.manual_seed(t.seed + self.processes.rank)
-        self.model = build_model(
-            config.model, self.data.encoded.specs, self.data.encoded.vocab_sizes,
-            config.model_params, t.reference_position,
-        ).to(self.device)  # fmt: skip
+        self.model = build_run_model(config, self.data.encoder).to(self.device)
         self.model.position_bias.weight.requires_grad_(t.position_bias)
-        self._check_stages()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
         self.state = {
             "relevance_epoch": 0, "epoch": 0, "position": {}, "step": 0, "best": None,
@@ -240,15 +285,6 @@ class Trainer:
             raise error
         if message is not None:
             raise RuntimeError(f"the main process (rank 0) failed: {message}")
-
-    def _check_stages(self) -> None:
-        stage1 = self.config.train.relevance_epochs
-        if stage1 and not hasattr(self.model, "relevance_loss"):
-            raise ValueError(f"train.relevance_epochs: model {self.config.model!r} has no "
-                             "relevance module to fit in stage 1")  # fmt: skip
-        if not stage1 and getattr(self.model, "requires_relevance_stage", False):
-            raise ValueError(f"model {self.config.model!r} as configured anchors to the stage-1 "
-                             "relevance module: set train.relevance_epochs >= 1")  # fmt: skip
 
     @property
     def last_path(self) -> Path:

@@ -44,7 +44,7 @@ def test_time_split_holds_out_the_last_days(tiny_world):
         < t[split["test"]].min()
     )
     assert sum(v.size for v in split.values()) == log.requests.num_rows
-    with pytest.raises(ValueError, match="spans 1 days"):
+    with pytest.raises(ValueError, match="spans 1 day;"):
         time_split(log.requests.slice(0, 5))
 
 

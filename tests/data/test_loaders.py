@@ -357,7 +357,7 @@ def test_jdsearch_items_with_and_without_metadata(tmp_path):
         ),
         (
             "\t".join(["31", "301", "0.0", "41", "401", "CLICK", "0"]),
-            "line 3: history_time_list has 1 entries, expected one more than the 1",
+            "line 3: history_time_list has 1 entry, expected one more than the 1",
         ),
         (
             "\t".join(["31", "301", "0.0", "41_42", "401", "CLICK_CLICK", "0_1_2"]),

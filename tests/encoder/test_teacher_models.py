@@ -62,7 +62,7 @@ def test_llm_fingerprint_names_weights_prompt_and_dtype(tiny_llm):
 
 
 def test_llm_rejects_unpaired_input(tiny_llm):
-    with pytest.raises(ValueError, match="2 queries but 1 titles"):
+    with pytest.raises(ValueError, match="2 queries but 1 title:"):
         tiny_llm.encode(["a", "b"], ["c"])
     with pytest.raises(ValueError, match="title 0 is None"):
         tiny_llm.encode(["a"], [None])

@@ -195,3 +195,27 @@ def test_slices_table_lists_every_slice_of_every_run(two_runs: tuple[list[Path],
     assert rows.count("cold_start") == 2 and rows.count("new_items") == 2
     # cold_start auc: A 0.7012 - 0.03 beats B 0.6950 - 0.03
     assert f'<td class="num best">{METRICS_A["auc"] - 0.03:.4f}</td>' in page
+
+
+def test_labels_name_runs_of_one_config_apart(tmp_path: Path, capsys) -> None:
+    from tests.test_cli import run_cli
+
+    runs = [make_run(tmp_path, d, m, name="dnn_small", log=train_log(), bins=BINS)
+            for d, m in (("seed0", METRICS_A), ("seed1", METRICS_B))]  # fmt: skip
+    page = write_report(runs, tmp_path / "r.html", labels=["dnn s0", "dnn s1"]).read_text()
+    assert "dnn_small" not in page and '<p class="meta">2 runs ·' in page
+    swatch = r'<span class="swatch" style="background:[^"]+"></span>'
+    for label in ("dnn s0", "dnn s1"):  # the runs, metrics and online tables, 2 slice rows
+        assert len(re.findall(f"<td>{swatch}{label}</td>", page)) == 5, label
+    with pytest.raises(ValueError, match="1 label for 2 runs"):
+        write_report(runs, tmp_path / "r.html", labels=["only one"])
+    with pytest.raises(ValueError, match="each run needs its own"):
+        write_report(runs, tmp_path / "r.html", labels=["dnn", "dnn"])
+    out = tmp_path / "cli.html"
+    code, _ = run_cli(["report", *map(str, runs), "--out", str(out), "--labels", "A", "B"],
+                      capsys)  # fmt: skip
+    text = out.read_text()
+    assert code == 0 and "</span>A</td>" in text and "</span>B</td>" in text
+    from prectr.report.__main__ import main
+
+    assert main([*map(str, runs), "-o", str(out), "--labels", "A"]) == 2  # one label short

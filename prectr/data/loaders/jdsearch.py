@@ -48,6 +48,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from prectr.data.schema import SchemaError, SearchLog
+from prectr.words import count
 
 BEHAVIOUR_FIELDS = (
     "query",
@@ -191,7 +192,7 @@ def _user_requests(path: Path, line_no: int, line: dict[str, str]) -> list[_Requ
     candidates, labels = lists["candidate_wid_list"], lists["candidate_label_list"]
     if len(candidates) != len(labels):
         raise ValueError(
-            f"{where}: candidate_wid_list has {len(candidates)} entries "
+            f"{where}: candidate_wid_list has {count(len(candidates), 'entry', 'entries')} "
             f"but candidate_label_list has {len(labels)}"
         )
     queries, wids, types = (lists[f"history_{k}_list"] for k in ("qry", "wid", "type"))
@@ -199,11 +200,13 @@ def _user_requests(path: Path, line_no: int, line: dict[str, str]) -> list[_Requ
     for name, values in (("history_wid_list", wids), ("history_type_list", types)):
         if len(values) != len(queries):
             raise ValueError(
-                f"{where}: history_qry_list has {len(queries)} entries but {name} has {len(values)}"
+                f"{where}: history_qry_list has {count(len(queries), 'entry', 'entries')} but "
+                f"{name} has {len(values)}"
             )
     if len(gaps) != len(queries) + 1:
         raise ValueError(
-            f"{where}: history_time_list has {len(gaps)} entries, expected one more than the "
+            f"{where}: history_time_list has {count(len(gaps), 'entry', 'entries')}, expected "
+            "one more than the "
             f"{len(queries)} of history_qry_list (its last is the gap to the test search)"
         )
     seconds = [_entry(where, "history_time_list", i, g, _gap) for i, g in enumerate(gaps)]

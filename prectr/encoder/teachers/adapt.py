@@ -22,6 +22,7 @@ from torch import nn
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.load import ADAPTED_FILE, load_teacher
 from prectr.io import atomic_dir
+from prectr.words import count
 
 HEAD_FILE = "head.pt"
 
@@ -66,7 +67,9 @@ def train_head(
     hidden = np.asarray(hidden, dtype=np.float32)
     grades = np.asarray(grades)
     if hidden.ndim != 2 or grades.shape != (hidden.shape[0],) or len(groups) != len(grades):
-        raise ValueError(f"hidden {hidden.shape}, grades {grades.shape}, {len(groups)} groups")
+        raise ValueError(
+            f"hidden {hidden.shape}, grades {grades.shape}, {count(len(groups), 'group')}"
+        )
     if not np.isin(grades, np.arange(N_GRADES)).all():
         raise ValueError("grades must be 0, 1, 2 or 3")
     rng = np.random.default_rng(config.seed)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from prectr.words import count
+
 N_GRADES = 4
 
 
@@ -41,7 +43,10 @@ class Teacher(ABC):
 
 def check_pairs(queries: Sequence[str], titles: Sequence[str]) -> None:
     if len(queries) != len(titles):
-        raise ValueError(f"{len(queries)} queries but {len(titles)} titles: pass one per pair")
+        raise ValueError(
+            f"{count(len(queries), 'query', 'queries')} but {count(len(titles), 'title')}: "
+            "pass one per pair"
+        )
     for what, texts in (("query", queries), ("title", titles)):
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:

@@ -23,6 +23,7 @@ from torch import nn
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.io import atomic_dir
+from prectr.words import count
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def finetune(
     Returns per epoch the mean training loss and the validation loss and accuracy."""
     grades = np.asarray(grades)
     if not np.isin(grades, np.arange(N_GRADES)).all() or grades.shape != (len(queries),):
-        raise ValueError(f"need one grade 0-3 per pair: {len(queries)} pairs, {grades.shape}")
+        raise ValueError(
+            f"need one grade 0-3 per pair: {count(len(queries), 'pair')}, {grades.shape}"
+        )
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("no CUDA device: fine-tuning needs a GPU (pass device='cpu' to force)")
     pairs = teacher.pair_ids(queries, titles)
@@ -87,7 +90,7 @@ def finetune(
     n_valid = max(1, round(config.valid_share * len(pairs)))
     valid_rows, train_rows = order[:n_valid], order[n_valid:]
     if train_rows.size == 0:
-        raise ValueError(f"{len(pairs)} pairs are too few to train and validate on")
+        raise ValueError(f"{count(len(pairs), 'pair')} are too few to train and validate on")
     model = teacher.model.to(config.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from prectr.encoder.pairs import read_pairs
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_file
+from prectr.words import count
 
 META_FILE = "meta.json"
 SPLITS = ("all", "adapt", "heldout")
@@ -98,7 +99,7 @@ def _open_store(out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overw
         found = json.loads(meta.read_text())
         if found["teacher"] != fingerprint:
             raise ValueError(
-                f"{out} holds labels of another teacher (see {meta}); pass overwrite or choose "
+                f"{out} holds labels of another teacher (see {meta}); pass --overwrite or choose "
                 "another directory"
             )
         if found["hidden"] != keep_hidden:
@@ -129,7 +130,9 @@ def read_labels(path: str | Path) -> pa.Table:
         lengths = pc.list_value_length(table["logits"]).to_numpy(zero_copy_only=False)
         if (lengths != N_GRADES).any():
             row = int(np.flatnonzero(lengths != N_GRADES)[0])
-            raise ValueError(f"{part}: row {row}: logits has {lengths[row]} values, expected 4")
+            raise ValueError(
+                f"{part}: row {row}: logits has {count(int(lengths[row]), 'value')}, expected 4"
+            )
         tables.append(table)
     if not tables:
         schema = pa.schema([("query", pa.string()), ("title", pa.string()),
