@@ -160,11 +160,11 @@ def create_app(
     @app.post("/rank", response_model=RankOut)
     async def rank(body: RankIn) -> Response:
         started = time.perf_counter()
-        request = SearchRequest(
+        request = ranker.resolve(SearchRequest(
             body.user_id, body.query,
             [Candidate(c.item_id, c.title, c.category, c.brand, c.price) for c in body.candidates],
             body.query_category, body.timestamp,
-        )  # fmt: skip
+        ))  # fmt: skip
         try:
             ranked = ranker.rank(request)
         except IdError as err:  # ids that cannot be the log's ids
@@ -178,7 +178,9 @@ def create_app(
             out.append({"item_id": r.item_id, "score": r.score, "grades": r.grades,
                         "relevant": relevant, "incentive": r.incentive})  # fmt: skip
         latency.observe(time.perf_counter() - started)
-        return JSONResponse({"ranking": out, "dropped": len(ranked) - len(out), "model": name})
+        return JSONResponse({"ranking": out, "dropped": len(ranked) - len(out), "model": name,
+                             "timestamp": request.timestamp.isoformat(),
+                             "query_category": request.query_category})  # fmt: skip
 
     @app.get("/health")
     def health() -> dict:

@@ -40,9 +40,10 @@ def test_rank_returns_the_ranker_s_ranking(client, ranker, body):
     assert response.status_code == 200, response.text
     got = response.json()
     # built as JSON directly, the body still is the documented RankOut, field for field
-    assert RankOut.model_validate(got).model_dump() == got
+    assert RankOut.model_validate(got).model_dump(mode="json") == got
     assert set(got["ranking"][0]) == set(RankedOut.model_fields)
     assert got["dropped"] == 0 and len(got["ranking"]) == len(body["candidates"])
+    assert (got["timestamp"], got["query_category"]) == (body["timestamp"], body["query_category"])
     scores = [r["score"] for r in got["ranking"]]
     assert scores == sorted(scores, reverse=True)
     first = got["ranking"][0]
