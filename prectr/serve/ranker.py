@@ -164,8 +164,9 @@ class Ranker:
             "probe",
             [Candidate(self.store.items["item_id"][0].as_py(), "probe", "probe")],
         )
+        self.specs = self.encoder.specs  # built once, not per request
         # a request's histories travel as one row that the model broadcasts to its candidates
-        self.shared = tuple(s.name for s in self.encoder.specs
+        self.shared = tuple(s.name for s in self.specs
                             if isinstance(s, Sequence) and s.level == "request")  # fmt: skip
         self.graph = ScoringGraph(self.model, self.batch(probe), self.shared)
         self.session = self._onnx_session(checkpoint, threads) if engine == "onnx" else None
@@ -284,7 +285,7 @@ class Ranker:
         features = enc.encode_requests(table) | self.store.features(table)
         n = len(request.candidates)
         pairs = enc.encode_impressions(features, item, np.zeros(n, np.int64), np.arange(n))
-        return request_batch(enc.specs, features, item, pairs)
+        return request_batch(self.specs, features, item, pairs)
 
     def _items(self, candidates: list[Candidate]) -> dict[str, np.ndarray]:
         keys = list(map(item_key, candidates))
@@ -338,7 +339,14 @@ class IdError(ValueError):
 
 def typed(values: list, arrow_type: pa.DataType, loc: Callable[[int], tuple]) -> pa.Array:
     """``values`` as the log's id type; the first that cannot be one is refused by
-    ``loc(its position)``."""
+    ``loc(its position)``. Ids sent as the log's Python type (ints for an integer id, strs
+    for a string one) are taken as they are; others compare as text (``"12"`` is 12)."""
+    native = int if pa.types.is_integer(arrow_type) else str
+    if all(type(v) is native for v in values):  # not bool, though it is an int
+        try:
+            return pa.array(values, arrow_type)
+        except (pa.ArrowInvalid, OverflowError):  # beyond the type's range: refused below
+            pass
     strings = pa.array([str(v) for v in values], pa.string())
     try:
         return strings.cast(arrow_type)

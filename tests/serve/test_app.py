@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pytest
@@ -226,3 +227,10 @@ def test_metrics_count_every_response_once_by_path_and_status(ranker, body, monk
                          ("other", 404)]:  # fmt: skip
         assert f'prectr_requests_total{{path="{path}",status="{status}"}} 1.0' in text
     assert "prectr_rank_seconds_count 1.0" in text  # only the answered request is timed
+
+
+def test_the_service_freezes_what_it_loaded_out_of_the_collector_s_sight(ranker):
+    gc.unfreeze()
+    with TestClient(create_app(ranker)) as client:  # the lifespan runs
+        assert gc.get_freeze_count() > 100_000  # the run and its history store, among others
+        assert client.get("/health").status_code == 200

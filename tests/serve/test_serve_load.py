@@ -1,0 +1,84 @@
+"""benchmarks/serve_load.py: its malformed bodies, its load generator against a live service,
+and how it sums a profile."""
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import serve_load
+
+from prectr.serve.app import create_app
+from prectr.serve.ranker import Ranker
+from tests.serve.test_cli_serve import free_port
+
+LIMIT = 100_000  # the body limit of the service under test
+
+
+@pytest.fixture(scope="module")
+def payloads(prectr_run, tiny_world) -> list[dict]:
+    return serve_load.bodies(prectr_run, tiny_world, 20, 12)
+
+
+@pytest.fixture(scope="module")
+def port(prectr_run, tiny_world):
+    """The service on a free port, in a thread of this process."""
+    app = create_app(Ranker(prectr_run, tiny_world), max_body_bytes=LIMIT)
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield server.config.port
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_each_malformed_kind_breaks_a_body_in_its_own_way(payloads):
+    body = payloads[0]
+    got = {kind: serve_load.malformed(body, kind, LIMIT) for kind in serve_load.KINDS}
+    assert [len(text) > LIMIT for text in got.values()] == [False, False, False, True]
+    assert b"NaN" in got["nan_price"] and b'"user_id": true' in got["wrong_type"]
+    assert b'"query":' not in got["missing_field"] and body["query"]  # the clean one has it
+    with pytest.raises(ValueError, match="unknown kind"):
+        serve_load.malformed(body, "typo", LIMIT)
+
+
+def test_a_workload_mixes_in_its_share_of_each_kind_in_turn(payloads):
+    many = payloads * 50
+    assert {k for k, _ in serve_load.workload(many, 0.0, LIMIT)} == {"clean"}
+    kinds = [k for k, _ in serve_load.workload(many, 0.1, LIMIT)]
+    broken = [k for k in kinds if k != "clean"]
+    assert 0.05 < len(broken) / len(kinds) < 0.15
+    assert broken[: len(serve_load.KINDS)] == list(serve_load.KINDS)
+
+
+def test_the_load_sees_200_for_clean_bodies_and_4xx_for_malformed_ones(payloads, port):
+    work = serve_load.workload(payloads * 4, 0.3, LIMIT)
+    assert {k for k, _ in work} == {"clean", *serve_load.KINDS}
+    row = asyncio.run(serve_load.load(port, work, 2, 3.0, psutil.Process()))
+    assert row["requests"] > len(work) and row["unexpected"] == 0 and row["server_5xx"] == 0
+    assert set(row["statuses"]["clean"]) == {"200"}
+    assert set(row["statuses"]["malformed"]) == {"413", "422"}
+    assert row["p99_ms"] >= row["p50_ms"] > 0 and row["memory_mb_last"] > 0
+
+
+def test_a_profile_is_summed_by_the_first_part_on_each_stack():
+    frame = "{} (x.py:1)".format
+    raw = "\n".join([
+        ";".join(map(frame, ["main", "create_app.<locals>.rank", "Ranker.rank", "Ranker.batch",
+                             "tokens"])) + " 3",
+        ";".join(map(frame, ["main", "create_app.<locals>.rank", "ScoringGraph.forward"])) + " 5",
+        ";".join(map(frame, ["main", "create_app.<locals>.rank"])) + " 1",
+        ";".join(map(frame, ["main", "httptools_impl.data_received"])) + " 1",
+    ])  # fmt: skip
+    got = serve_load.shares(raw)
+    assert got["features and batch"] == 0.3 and got["model forward (eager PyTorch)"] == 0.5
+    assert got["rest of the endpoint (request objects, order, JSON)"] == 0.1
+    assert got[serve_load.SERVER] == 0.1 and sum(got.values()) == pytest.approx(1.0)
