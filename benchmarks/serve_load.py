@@ -1,8 +1,8 @@
 """HTTP load on loopback: `prectr serve` under a lean load generator in another process, with
 clean bodies and with a share of malformed ones, optionally beside the code before a change.
 
-Run: .venv/bin/python benchmarks/serve_load.py --run runs/quality/bench-s0/prectr_v2-s0 \\
-         --history runs/worlds/bench-s0 --workers 1 --malformed 0 0.1 --baseline /tmp/before
+Run: .venv/bin/python benchmarks/serve_load.py --run runs/v2_bench --history runs/worlds/bench-s0 \\
+         --workers 1 --malformed 0 0.1 --baseline /tmp/before --rounds 3
 For each worker count and each code checkout (this one, and ``--baseline``, a checkout of the
 code before a change, e.g. ``git archive COMMIT | tar -x -C /tmp/before``) the service starts
 as its own process (`prectr serve` from that checkout). Then, for each share of malformed
@@ -16,10 +16,11 @@ it shares with the service, a heavier client takes the service's CPU. Reports re
 client-side p50/p99 latency (all requests, and clean ones), the statuses of clean and malformed
 requests (every clean one should be 200, every malformed one a 4xx), the service's memory at
 the start, end and peak of the load (all its processes, sampled every second), and the CPU
-each side spent per request. ``--profile SECONDS`` adds one more clean load of this code
-under py-spy (``pip install py-spy``): the share of the service's samples in each part of a
-request (``PARTS``). Writes results/serve_load.json (results/serve_load_onnx.json with
-``--engine onnx``).
+each side spent per request; with ``--baseline``, this code over the baseline in each round
+(``--rounds``: the codes take turns, each going first in turn). ``--profile SECONDS`` adds one
+more clean load of this code under py-spy (``pip install py-spy``): the share of the
+service's samples in each part of a request (``PARTS``). Writes results/serve_load.json
+(results/serve_load_onnx.json with ``--engine onnx``).
 """
 
 from __future__ import annotations
@@ -228,6 +229,27 @@ def profile(port: int, work: list[tuple], args: argparse.Namespace,
         return shares(out.read_text())
 
 
+def against_baseline(results: list[dict]) -> list[dict]:
+    """Per worker count and share of malformed bodies, this code over the baseline in each
+    round (loads run back to back): requests/s and the service's CPU per request, and their
+    medians over the rounds."""
+    out = []
+    for workers, share in sorted({(r["workers"], r["malformed_share"]) for r in results}):
+        rows = [r for r in results if (r["workers"], r["malformed_share"]) == (workers, share)]
+        pairs = [[r for r in rows if r["round"] == k] for k in sorted({r["round"] for r in rows})]
+        by_code = [{r["code"]: r for r in pair} for pair in pairs if len(pair) == 2]
+        if not by_code:
+            continue
+        speed = [p["this"]["requests_per_s"] / p["baseline"]["requests_per_s"] for p in by_code]
+        cpu = [p["this"]["server_cpu_ms_per_request"] / p["baseline"]["server_cpu_ms_per_request"]
+               for p in by_code]  # fmt: skip
+        out.append({"workers": workers, "malformed_share": share, "requests_per_s": speed,
+                    "requests_per_s_median": float(np.median(speed)),
+                    "server_cpu_per_request": cpu,
+                    "server_cpu_per_request_median": float(np.median(cpu))})  # fmt: skip
+    return out
+
+
 def start(code: Path, args: argparse.Namespace, workers: int) -> tuple[subprocess.Popen, int]:
     """`prectr serve` from the checkout ``code``, answering /health; its process and port."""
     port = free_port()
@@ -265,6 +287,8 @@ def main() -> None:
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="loads of each code at each share, taking turns")  # fmt: skip
     parser.add_argument("--profile", type=int, default=0,
                         help="seconds of one more load of this code, clean bodies, under py-spy "
                              "(on PATH): where the service's time goes")  # fmt: skip
@@ -275,17 +299,18 @@ def main() -> None:
     for workers in args.workers:
         servers = {name: start(code, args, workers) for name, code in codes.items()}
         try:
-            for j, share in enumerate(args.malformed):
+            for k, share in enumerate([s for _ in range(args.rounds) for s in args.malformed]):
                 work = workload(payloads, share, args.max_body_bytes)
-                turn = list(servers.items())[:: -1 if j % 2 else 1]  # each code goes first once
+                turn = list(servers.items())[:: -1 if k % 2 else 1]  # who goes first alternates
                 for name, (server, port) in turn:
                     process = psutil.Process(server.pid)
-                    asyncio.run(load(port, work[:20], args.concurrency, 5.0, process))  # warm
+                    asyncio.run(load(port, work, args.concurrency, 5.0, process))  # warm
                     row = asyncio.run(load(port, work, args.concurrency, args.seconds, process))
                     row = {"code": name, "workers": workers, "engine": args.engine,
-                           "malformed_share": share, "candidates": args.candidates,
-                           "concurrency": args.concurrency, "seconds": args.seconds,
-                           "load_average_1min": os.getloadavg()[0], **row}  # fmt: skip
+                           "malformed_share": share, "round": k // len(args.malformed),
+                           "candidates": args.candidates, "concurrency": args.concurrency,
+                           "seconds": args.seconds, "load_average_1min": os.getloadavg()[0],
+                           **row}  # fmt: skip
                     results.append(row)
                     print(json.dumps(row), flush=True)
             if args.profile:
@@ -300,7 +325,9 @@ def main() -> None:
                 server.wait(60)
     name = "serve_load.json" if args.engine == "torch" else f"serve_load_{args.engine}.json"
     record = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-              "results": results, "profiles": profiles, "machine": machine()}  # fmt: skip
+              "results": results, "against_baseline": against_baseline(results),
+              "profiles": profiles, "machine": machine()}  # fmt: skip
+    print(json.dumps(record["against_baseline"]))
     write_record(ROOT / "results" / name, record)
 
 

@@ -82,3 +82,18 @@ def test_a_profile_is_summed_by_the_first_part_on_each_stack():
     assert got["features and batch"] == 0.3 and got["model forward (eager PyTorch)"] == 0.5
     assert got["rest of the endpoint (request objects, order, JSON)"] == 0.1
     assert got[serve_load.SERVER] == 0.1 and sum(got.values()) == pytest.approx(1.0)
+
+
+def test_this_code_is_compared_with_the_baseline_round_by_round():
+    def row(code, share, k, speed, cpu):
+        return {"code": code, "workers": 1, "malformed_share": share, "round": k,
+                "requests_per_s": speed, "server_cpu_ms_per_request": cpu}  # fmt: skip
+
+    results = [row("this", 0.0, 0, 300, 2.0), row("baseline", 0.0, 0, 200, 4.0),
+               row("baseline", 0.0, 1, 250, 2.5), row("this", 0.0, 1, 250, 2.0),
+               row("this", 0.0, 2, 330, 3.0), row("baseline", 0.0, 2, 300, 3.0),
+               row("this", 0.1, 0, 100, 1.0)]  # fmt: skip
+    (got,) = serve_load.against_baseline(results)  # share 0.1 has no baseline to compare
+    assert got["requests_per_s"] == [1.5, 1.0, 1.1] and got["requests_per_s_median"] == 1.1
+    assert got["server_cpu_per_request"] == [0.5, 0.8, 1.0]
+    assert got["server_cpu_per_request_median"] == 0.8
