@@ -16,7 +16,8 @@ it shares with the service, a heavier client takes the service's CPU. Reports re
 client-side p50/p99 latency (all requests, and clean ones), the statuses of clean and malformed
 requests (every clean one should be 200, every malformed one a 4xx), the service's memory at
 the start, end and peak of the load (all its processes, sampled every second), and the CPU
-each side spent per request; with ``--baseline``, this code over the baseline in each round
+each side spent per request; before the loads, where a request's CPU goes in process
+(:func:`in_process`); with ``--baseline``, this code over the baseline in each round
 (``--rounds``: the codes take turns, each going first in turn). ``--profile SECONDS`` adds one
 more clean load of this code under py-spy (``pip install py-spy``): the share of the
 service's samples in each part of a request (``PARTS``). Writes results/serve_load.json
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -36,15 +38,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
+from pydantic_core import to_json
 from record import ROOT, machine, write_record
 
-from prectr.serve.app import MAX_BODY_BYTES
-from prectr.serve.ranker import Ranker
+from prectr.serve.app import MAX_BODY_BYTES, create_app
+from prectr.serve.ranker import Candidate, Ranker, SearchRequest
 
 KINDS = ("nan_price", "wrong_type", "missing_field", "oversized")
 # the parts of a request a profile is summed by: a sample counts in the first part (in this
@@ -59,10 +64,9 @@ PARTS = {
 SERVER = "HTTP parsing, middleware, event loop"
 
 
-def bodies(run: Path, history: Path, candidates: int, n: int) -> list[dict]:
+def bodies(ranker: Ranker, candidates: int, n: int) -> list[dict]:
     """``n`` bodies: the history log's last requests, each with its logged candidates padded
     to ``candidates`` with catalogue items, its query category and timestamp."""
-    ranker = Ranker(run, history)
     out, row = [], ranker.store.requests.num_rows - 1
     items = ranker.store.items.slice(0, 20_000).to_pylist()
     while len(out) < n:
@@ -108,6 +112,68 @@ def workload(payloads: list[dict], share: float, limit: int, seed: int = 0) -> l
             out.append((kind, http_post(malformed(body, kind, limit))))
         else:
             out.append(("clean", http_post(json.dumps(body).encode())))
+    return out
+
+
+async def asgi_post(app: Callable, body: bytes) -> list[dict]:
+    """The messages ``app`` sends for ``POST /rank`` with ``body``, called in process."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/rank", "raw_path": b"/rank",
+             "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {}}  # fmt: skip
+    messages, sent = [{"type": "http.request", "body": body, "more_body": False}], []
+
+    async def receive() -> dict:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def in_process(ranker: Ranker, payloads: list[dict], passes: int = 5) -> dict[str, float]:
+    """Milliseconds of CPU per request in this process, the least over ``passes`` passes over
+    the bodies (warm): ``app``, a request through the ASGI app without sockets, and of it
+    ``batch`` (features and batch) and ``model`` (the scoring graph); serialising a response
+    by pydantic-core (``to_json``, as the service does) and by ``json.dumps``; a full garbage
+    collection of this process holding the service, and the same once it is frozen
+    (``gc.freeze``, as the service does at startup)."""
+    app = create_app(ranker)
+    raw = [json.dumps(p).encode() for p in payloads]
+    requests = [ranker.resolve(SearchRequest(
+        p["user_id"], p["query"], [Candidate(**c) for c in p["candidates"]],
+        p["query_category"], datetime.fromisoformat(p["timestamp"])))
+        for p in payloads]  # fmt: skip
+    answers = [json.loads(asyncio.run(asgi_post(app, b))[-1]["body"]) for b in raw]  # warms up
+    batches = [ranker.batch(r) for r in requests]
+
+    async def through_app() -> None:
+        for b in raw:
+            await asgi_post(app, b)
+
+    def least(step: Callable[[], object]) -> float:
+        times = []
+        for _ in range(passes):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        return 1e3 * min(times) / len(payloads)
+
+    out = {"app_ms": least(lambda: asyncio.run(through_app())),
+           "batch_ms": least(lambda: [ranker.batch(r) for r in requests]),
+           "model_ms": least(lambda: [ranker.predict(b) for b in batches]),
+           "to_json_ms": least(lambda: [to_json(a) for a in answers]),
+           "json_dumps_ms": least(lambda: [json.dumps(a) for a in answers])}  # fmt: skip
+    for key, freeze in (("full_gc_ms", False), ("full_gc_frozen_ms", True)):
+        if freeze:
+            gc.freeze()
+        started = time.perf_counter()
+        gc.collect()
+        out[key] = 1e3 * (time.perf_counter() - started)
+    gc.unfreeze()
     return out
 
 
@@ -293,7 +359,12 @@ def main() -> None:
                         help="seconds of one more load of this code, clean bodies, under py-spy "
                              "(on PATH): where the service's time goes")  # fmt: skip
     args = parser.parse_args()
-    payloads = bodies(args.run, args.history, args.candidates, 400)
+    ranker = Ranker(args.run, args.history, cache_size=args.cache_size, threads=1,
+                    engine=args.engine)  # fmt: skip
+    payloads = bodies(ranker, args.candidates, 400)
+    parts = in_process(ranker, payloads)
+    print(json.dumps({"in_process": parts}), flush=True)
+    del ranker
     codes = {"this": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     results, profiles = [], []
     for workers in args.workers:
@@ -325,7 +396,8 @@ def main() -> None:
                 server.wait(60)
     name = "serve_load.json" if args.engine == "torch" else f"serve_load_{args.engine}.json"
     record = {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-              "results": results, "against_baseline": against_baseline(results),
+              "in_process": parts, "results": results,
+              "against_baseline": against_baseline(results),
               "profiles": profiles, "machine": machine()}  # fmt: skip
     print(json.dumps(record["against_baseline"]))
     write_record(ROOT / "results" / name, record)

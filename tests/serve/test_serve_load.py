@@ -22,14 +22,19 @@ LIMIT = 100_000  # the body limit of the service under test
 
 
 @pytest.fixture(scope="module")
-def payloads(prectr_run, tiny_world) -> list[dict]:
-    return serve_load.bodies(prectr_run, tiny_world, 20, 12)
+def ranker(prectr_run, tiny_world) -> Ranker:
+    return Ranker(prectr_run, tiny_world)
 
 
 @pytest.fixture(scope="module")
-def port(prectr_run, tiny_world):
+def payloads(ranker) -> list[dict]:
+    return serve_load.bodies(ranker, 20, 12)
+
+
+@pytest.fixture(scope="module")
+def port(ranker):
     """The service on a free port, in a thread of this process."""
-    app = create_app(Ranker(prectr_run, tiny_world), max_body_bytes=LIMIT)
+    app = create_app(ranker, max_body_bytes=LIMIT)
     server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -97,3 +102,11 @@ def test_this_code_is_compared_with_the_baseline_round_by_round():
     assert got["requests_per_s"] == [1.5, 1.0, 1.1] and got["requests_per_s_median"] == 1.1
     assert got["server_cpu_per_request"] == [0.5, 0.8, 1.0]
     assert got["server_cpu_per_request_median"] == 0.8
+
+
+def test_the_in_process_parts_of_a_request_are_timed(ranker, payloads):
+    got = serve_load.in_process(ranker, payloads, passes=2)
+    assert set(got) == {"app_ms", "batch_ms", "model_ms", "to_json_ms", "json_dumps_ms",
+                        "full_gc_ms", "full_gc_frozen_ms"}  # fmt: skip
+    assert got["app_ms"] > got["batch_ms"] + got["model_ms"] > 0 < got["to_json_ms"]
+    assert got["full_gc_frozen_ms"] < got["full_gc_ms"]
