@@ -12,7 +12,7 @@ ranks where it does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter
@@ -55,7 +55,7 @@ class SearchRequest:
     user_id: str | int
     query: str
     candidates: list[Candidate]
-    query_category: str | None = None
+    query_category: str | None = None  # default: the log's for the query (Ranker.resolve)
     timestamp: datetime | None = None  # default: now; histories hold events before it
 
 
@@ -164,8 +164,9 @@ class Ranker:
             "probe",
             [Candidate(self.store.items["item_id"][0].as_py(), "probe", "probe")],
         )
+        self.specs = self.encoder.specs  # built once, not per request
         # a request's histories travel as one row that the model broadcasts to its candidates
-        self.shared = tuple(s.name for s in self.encoder.specs
+        self.shared = tuple(s.name for s in self.specs
                             if isinstance(s, Sequence) and s.level == "request")  # fmt: skip
         self.graph = ScoringGraph(self.model, self.batch(probe), self.shared)
         self.session = self._onnx_session(checkpoint, threads) if engine == "onnx" else None
@@ -250,18 +251,33 @@ class Ranker:
             outputs = self.session.run(self.graph.output_names, feed)
         return dict(zip(self.graph.output_names, outputs, strict=True))
 
+    def resolve(self, request: SearchRequest) -> SearchRequest:
+        """The request as it is scored: its timestamp in naive UTC to the millisecond (the
+        log's convention), now when it has none; its query category the one sent, else the
+        one the history log most often gave the query before then
+        (:meth:`HistoryStore.query_category`), else None (unknown); None whatever was sent
+        when the model reads no query category (its training log had none)."""
+        stamp = request.timestamp or datetime.now(UTC)
+        if stamp.tzinfo is not None:
+            stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+        stamp = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)  # the log's unit
+        category = None
+        if self.encoder.has_query_category:
+            category = request.query_category
+            if category is None:
+                category = self.store.query_category(request.query, stamp)
+        return replace(request, timestamp=stamp, query_category=category)
+
     def batch(self, request: SearchRequest) -> Batch:
         """The request's features (computed once, as one row), its candidates' (from the item
         cache) and their pair features, as the model reads them."""
         enc = self.encoder
         item = self._items(request.candidates)
-        stamp = request.timestamp or datetime.now(UTC)
-        if stamp.tzinfo is not None:  # the log's timestamps are naive UTC
-            stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+        request = self.resolve(request)
         row = {
             "user_id": typed([request.user_id], self.user_type, lambda _: ("user_id",)),
             "query": pa.array([request.query], pa.string()),
-            "timestamp": pa.array([stamp], pa.timestamp("ms")),
+            "timestamp": pa.array([request.timestamp], pa.timestamp("ms")),
         }
         if enc.has_query_category:
             row["query_category"] = pa.array([request.query_category], pa.string())
@@ -269,7 +285,7 @@ class Ranker:
         features = enc.encode_requests(table) | self.store.features(table)
         n = len(request.candidates)
         pairs = enc.encode_impressions(features, item, np.zeros(n, np.int64), np.arange(n))
-        return request_batch(enc.specs, features, item, pairs)
+        return request_batch(self.specs, features, item, pairs)
 
     def _items(self, candidates: list[Candidate]) -> dict[str, np.ndarray]:
         keys = list(map(item_key, candidates))
@@ -323,7 +339,14 @@ class IdError(ValueError):
 
 def typed(values: list, arrow_type: pa.DataType, loc: Callable[[int], tuple]) -> pa.Array:
     """``values`` as the log's id type; the first that cannot be one is refused by
-    ``loc(its position)``."""
+    ``loc(its position)``. Ids sent as the log's Python type (ints for an integer id, strs
+    for a string one) are taken as they are; others compare as text (``"12"`` is 12)."""
+    native = int if pa.types.is_integer(arrow_type) else str
+    if all(type(v) is native for v in values):  # not bool, though it is an int
+        try:
+            return pa.array(values, arrow_type)
+        except (pa.ArrowInvalid, OverflowError):  # beyond the type's range: refused below
+            pass
     strings = pa.array([str(v) for v in values], pa.string())
     try:
         return strings.cast(arrow_type)

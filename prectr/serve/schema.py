@@ -9,7 +9,10 @@ compare as the log reads them (`12` and `"12"` are one item), and a repeated one
 naming the index of each copy and of the first. A body over the service's `max_body_bytes`
 gets a 413; any other refused body a 422 whose `detail` lists each problem's location (such
 as `["body", "candidates", 3, "price"]`), message and type, at most 20 of them (`errors`
-counts all), and never the input.
+counts all), and never the input. A request without `timestamp` is scored as of its arrival
+(UTC; a timestamp without an offset is UTC), one without `query_category` with the category the
+history log most often gave its query; the response names both. A logged request sent with
+both and its candidates as the log has them gets the scores `prectr evaluate` gives it.
 """
 
 from datetime import datetime
@@ -52,6 +55,14 @@ class RankOut(BaseModel):
     ranking: list[RankedOut]
     dropped: int = Field(description="candidates below the relevance floor")
     model: str
+    timestamp: datetime = Field(
+        description="when the histories were read (UTC, to the millisecond): the request's "
+        "timestamp, or the time it arrived when it sent none"
+    )
+    query_category: str | None = Field(
+        description="the query category the model read: the one sent, else the one the "
+        "history log most often gave the query; null when unknown or the model reads none"
+    )
 
 
 def rank_in(max_candidates: int) -> type[BaseModel]:

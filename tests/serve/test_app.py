@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pytest
@@ -40,9 +41,10 @@ def test_rank_returns_the_ranker_s_ranking(client, ranker, body):
     assert response.status_code == 200, response.text
     got = response.json()
     # built as JSON directly, the body still is the documented RankOut, field for field
-    assert RankOut.model_validate(got).model_dump() == got
+    assert RankOut.model_validate(got).model_dump(mode="json") == got
     assert set(got["ranking"][0]) == set(RankedOut.model_fields)
     assert got["dropped"] == 0 and len(got["ranking"]) == len(body["candidates"])
+    assert (got["timestamp"], got["query_category"]) == (body["timestamp"], body["query_category"])
     scores = [r["score"] for r in got["ranking"]]
     assert scores == sorted(scores, reverse=True)
     first = got["ranking"][0]
@@ -225,3 +227,10 @@ def test_metrics_count_every_response_once_by_path_and_status(ranker, body, monk
                          ("other", 404)]:  # fmt: skip
         assert f'prectr_requests_total{{path="{path}",status="{status}"}} 1.0' in text
     assert "prectr_rank_seconds_count 1.0" in text  # only the answered request is timed
+
+
+def test_the_service_freezes_what_it_loaded_out_of_the_collector_s_sight(ranker):
+    gc.unfreeze()
+    with TestClient(create_app(ranker)) as client:  # the lifespan runs
+        assert gc.get_freeze_count() > 100_000  # the run and its history store, among others
+        assert client.get("/health").status_code == 200

@@ -1,10 +1,11 @@
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from prectr.data.schema import SearchLog, read_log
-from prectr.serve.ranker import Candidate, Ranker, SearchRequest
+from prectr.serve.ranker import Candidate, IdError, Ranker, SearchRequest, typed
 from prectr.serve.store import HistoryStore
 
 
@@ -196,3 +197,24 @@ def test_the_history_store_is_rebuilt_when_the_log_changes_on_disk(prectr_run, t
     with pytest.raises(Exception, match="requests"):
         ranker.refresh_history()
     assert ranker.store.requests.num_rows == kept.num_rows
+
+
+@pytest.mark.parametrize(
+    ("values", "arrow_type", "want"),
+    [
+        ([12, 7], pa.int64(), [12, 7]),
+        (["12", 7], pa.int64(), [12, 7]),  # compared as text
+        (["a", "b"], pa.string(), ["a", "b"]),
+        ([5, "b"], pa.string(), ["5", "b"]),
+        ([1, True], pa.int64(), 1),  # a bool is no id, though Python's bool is an int
+        ([1, 2**70], pa.int64(), 1),  # beyond int64
+        (["x-1"], pa.int64(), 0),
+    ],
+)  # fmt: skip
+def test_ids_take_the_log_s_type_or_are_refused_by_position(values, arrow_type, want):
+    if isinstance(want, list):
+        assert typed(values, arrow_type, lambda i: ("ids", i)).to_pylist() == want
+    else:
+        with pytest.raises(IdError) as refused:
+            typed(values, arrow_type, lambda i: ("ids", i))
+        assert refused.value.loc == ("ids", want)
