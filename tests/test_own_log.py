@@ -1,5 +1,6 @@
 """A user's own log, made from scratch (no simulator), through every step of the command line:
-validate, train, evaluate, compare and report."""
+validate, train, evaluate, compare, report, export and serve, the last two from the run
+directory alone."""
 
 import json
 from pathlib import Path
@@ -86,3 +87,41 @@ def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_tr
     assert code == 0, out
     html = page.read_text()
     assert "needs a simulated world" in html
+
+    # export and serve need nothing but the run directory: it remembers the log it trained on
+    code, out = run_cli(["export", runs[0], "--out", tmp_path / "model.onnx"], capsys)
+    assert code == 0, out
+    assert (tmp_path / "model.onnx").stat().st_size > 0
+    served_scores_match_offline(runs[0], shop)
+
+
+def served_scores_match_offline(run: Path, shop: Path) -> None:
+    """A logged test request sent to the service ranks its candidates with the scores the
+    evaluation wrote for them."""
+    import pyarrow.parquet as pq
+    from fastapi.testclient import TestClient
+
+    from prectr.serve.app import create_app
+    from prectr.serve.ranker import Ranker
+
+    ranker = Ranker(run)
+    assert Path(ranker.run.config.data.log) == shop.resolve()
+    scores = pq.read_table(run / "scores.parquet").to_pylist()
+    request_id = scores[-1]["request_id"]
+    row = ranker.store.requests["request_id"].to_pylist().index(request_id)
+    request = ranker.logged_request(row)
+    body = {
+        "user_id": request.user_id,
+        "query": request.query,
+        "query_category": request.query_category,
+        "timestamp": request.timestamp.isoformat(),
+        "candidates": [vars(c) for c in request.candidates],
+    }
+    with TestClient(create_app(ranker)) as client:
+        response = client.post("/rank", json=body)
+    assert response.status_code == 200, response.text
+    served = {r["item_id"]: r["score"] for r in response.json()["ranking"]}
+    offline = {r["item_id"]: r["score"] for r in scores if r["request_id"] == request_id}
+    assert served.keys() == offline.keys()
+    for item, score in offline.items():
+        assert served[item] == pytest.approx(score, abs=1e-5)
