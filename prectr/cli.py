@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prectr import __version__
+from prectr.config import CALIBRATIONS
 from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
 from prectr.evaluation.commands import add_evaluation_commands
@@ -240,6 +241,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
         + f" (epoch {best.get('epoch')}); {result['train_samples_per_s']:,.0f} samples/s"
     )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from prectr.train.trainer import calibrate_run
+
+    calibrate_run(args.run, args.method)
+    console.print(f"{args.run}: {args.method} calibration fitted on its validation days for the "
+                  "best and last checkpoints; evaluate it again to score with it")  # fmt: skip
     return 0
 
 
@@ -758,6 +768,18 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a trained run's post-hoc calibration on its validation days",
+        description="Fit train.calibration (platt or isotonic; none removes a fit) for the "
+        "run's best and last checkpoints on the exposed validation impressions at their logged "
+        "positions, as training does at its end, without training again; the run's config "
+        "then names it. Evaluate, serve and export apply it.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--method", choices=CALIBRATIONS, default="platt")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "prepare",

@@ -56,8 +56,10 @@ class TrainConfig:
     device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
     position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
     reference_position: int = 1  # the shown rank that scores are served at (registry.py)
-    # post-hoc calibration fitted on the validation days after training: one of CALIBRATIONS
-    calibration: str = "none"
+    # post-hoc calibration fitted on the validation days after training: one of CALIBRATIONS;
+    # platt by default: uncalibrated, every PRECTR run over-predicted on its validation day
+    # (docs/fidelity.md), and a monotone map changes no ranking
+    calibration: str = "platt"
 
     def __post_init__(self) -> None:
         """Choices that would otherwise fail (or be misread) only after training."""

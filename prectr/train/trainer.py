@@ -23,6 +23,7 @@ reads each remaining row once.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import json
 import logging
@@ -41,7 +42,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from prectr import __version__
-from prectr.config import ExperimentConfig
+from prectr.config import ExperimentConfig, experiment_from_dict
 from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
 from prectr.data.features import FeatureEncoder
 from prectr.data.schema import read_log
@@ -512,3 +513,25 @@ class Trainer:
             with atomic_file(self.run_dir / "metrics.json") as tmp:
                 tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+
+def calibrate_run(run_dir: str | Path, kind: str) -> None:
+    """Fit the post-hoc calibration ``kind`` (``train.calibration``) of a trained run on its
+    validation days, as training would have at its end, without training again: the run's
+    config then names ``kind``, and ``best`` and ``last`` carry its fit (``none`` removes a
+    former fit)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = experiment_from_dict(yaml.safe_load(path.read_text()), str(path))
+    config.train = dataclasses.replace(config.train, calibration=kind)  # checks the kind
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to calibrate (train it first)")
+    with atomic_file(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    trainer = Trainer(config, run_dir, resume=True)
+    try:
+        trainer.calibrate()
+    finally:
+        trainer.close()

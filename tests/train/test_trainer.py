@@ -178,3 +178,26 @@ def test_a_calibrated_run_fits_each_checkpoint_on_the_validation_day(tiny_world,
     assert run.model.reference_position == 2
     last = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_trained_run_is_calibrated_afterwards_as_training_would_have(tiny_world, tmp_path):
+    from prectr.train.run import load_trained
+    from prectr.train.trainer import calibrate_run
+
+    trained = tmp_path / "trained"
+    Trainer(tiny_config(tiny_world, calibration="platt"), trained).fit()
+    later = tmp_path / "later"
+    Trainer(tiny_config(tiny_world, calibration="none"), later).fit()
+    assert not (later / "checkpoints" / "best.calibration.json").exists()
+    calibrate_run(later, "platt")
+    assert "calibration: platt" in (later / "config.yaml").read_text()
+    for name in ("best", "last"):
+        fitted = (later / "checkpoints" / f"{name}.calibration.json").read_text()
+        assert json.loads(fitted) == json.loads(
+            (trained / "checkpoints" / f"{name}.calibration.json").read_text()
+        )
+    assert load_trained(later).model.calibrator.kind == "platt"
+    calibrate_run(later, "none")  # removes the fit again
+    assert not (later / "checkpoints" / "best.calibration.json").exists()
+    with pytest.raises(ValueError, match=r"train\.calibration 'plat'"):
+        calibrate_run(later, "plat")
