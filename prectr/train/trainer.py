@@ -401,6 +401,7 @@ class Trainer:
             return
         last = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream = self.data.stream("valid", self.config, False, "exposed", 0, 1)
+        calibrator = None
         for name in ("best", "last"):
             path = self.run_dir / "checkpoints" / f"{name}.pt"
             if not path.is_file():
@@ -412,6 +413,8 @@ class Trainer:
             save_calibrator(calibrator, path)
             self.log.info("%s calibration of %s: %s", kind, name, calibrator.to_dict())
         self.model.load_state_dict(last)
+        if calibrator is not None:  # last's, as a reload would have it
+            self.model.calibrator = calibrator.to(self.device)
 
     def _relevance_stage(self, writer: SummaryWriter | None) -> None:
         """Stage 1: the relevance module alone on the labelled pairs (only its parameters get
