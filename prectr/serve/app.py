@@ -146,8 +146,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         # what is loaded by now (the run, the history store) lives as long as the service:
-        # frozen, full collections skip it (on a `bench` run one took 84 ms before, 0.02 after,
-        # a pause every waiting request would share)
+        # frozen, full collections skip it (in a process holding a `bench` service, 162 ms
+        # before and 0.002 ms after: BENCHMARKS.md, Serving), a pause every waiting request
+        # would share
         gc.freeze()
         task = asyncio.create_task(refresh_loop()) if refresh_seconds else None
         yield
@@ -162,9 +163,10 @@ def create_app(
     # async on purpose: a worker ranks one request at a time on the event loop. Run in the
     # thread pool, concurrent requests thrash one worker's core (measured: 85 against 235
     # requests/s on one worker, benchmarks/serve_load.py); scale with --workers instead.
-    # The response is built as JSON directly, by pydantic-core's serializer (0.03 ms against
-    # json.dumps's 0.19 at 50 candidates): RankOut documents it (the OpenAPI schema), but
-    # validating the service's own output again per candidate would only cost time.
+    # The response is built as JSON directly, by pydantic-core's serializer (0.045 ms against
+    # json.dumps's 0.21 at 50 candidates, BENCHMARKS.md): RankOut documents it (the OpenAPI
+    # schema), but validating the service's own output again per candidate would only cost
+    # time.
     @app.post("/rank", response_model=RankOut)
     async def rank(body: RankIn) -> Response:
         started = time.perf_counter()
