@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from prectr.config import ExperimentConfig
 from prectr.data.dataset import (
@@ -48,6 +49,17 @@ class PreparedData:
             -(-config.data.batch_size // world_size), shuffle, config.train.seed, rows,
             config.data.buffer_rows,
         )  # fmt: skip
+
+
+def click_rate(paths: list[Path]) -> float:
+    """The click-through rate of the exposed impressions in ``paths`` (encoded shards),
+    smoothed by one click and one non-click so that it is never 0 or 1."""
+    clicks = exposed = 0
+    for path in paths:
+        column = pq.read_table(path, columns=["click"])["click"]
+        clicks += pc.sum(column).as_py() or 0
+        exposed += pc.count(column).as_py()
+    return (clicks + 1) / (exposed + 2)
 
 
 def training_log_path(config: ExperimentConfig, log_dir: str | Path | None = None) -> Path:

@@ -54,6 +54,7 @@ from prectr.models.calibration import calibration_path, fit_calibrator, save_cal
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 from prectr.train.data import (
     PreparedData,
+    click_rate,
     fit_features,
     load_prepared,
     prepare,
@@ -254,6 +255,8 @@ class Trainer:
         }  # fmt: skip
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
+        else:
+            self.model.start_at_rate(click_rate(self.data.shards["train"]))
         self.objective: nn.Module = Objective(self.model)
         if self.processes.distributed:
             # after the restore (DDP starts every process from rank 0's weights); stage 1

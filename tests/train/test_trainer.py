@@ -201,3 +201,33 @@ def test_a_trained_run_is_calibrated_afterwards_as_training_would_have(tiny_worl
     assert not (later / "checkpoints" / "best.calibration.json").exists()
     with pytest.raises(ValueError, match=r"train\.calibration 'plat'"):
         calibrate_run(later, "plat")
+
+
+def test_a_fresh_run_starts_at_the_training_click_rate(tiny_world, tmp_path):
+    import math
+
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from prectr.data.dataset import time_split
+    from prectr.data.schema import read_log
+
+    log = read_log(tiny_world)
+    train = time_split(log.requests, 1, 1)["train"]
+    rows = pc.is_in(log.impressions["request_id"],
+                    value_set=log.requests["request_id"].take(train))  # fmt: skip
+    clicks = log.impressions.filter(rows)["click"].to_numpy(zero_copy_only=False)
+    exposed = clicks[~np.isnan(clicks)]
+    rate = (exposed.sum() + 1) / (exposed.size + 2)
+    trainer = Trainer(tiny_config(tiny_world), tmp_path / "r")
+    bias = trainer.model.position_bias.weight.detach().numpy()
+    np.testing.assert_allclose(bias, math.log(rate / (1 - rate)), rtol=1e-6)
+
+
+def test_one_epoch_of_a_few_large_steps_ranks_above_random(tiny_world, tmp_path):
+    """An epoch of `tiny` (the world's split) at the default batch size is 8 steps: started
+    from a zero bias the model spent them pulling its logits down to the base rate and ranked
+    below random (validation AUC 0.45)."""
+    config = tiny_config(tiny_world, {"batch_size": 2048, "test_days": 3})
+    result = Trainer(config, tmp_path / "r").fit()
+    assert result["steps"] == 8 and result["best_valid"]["auc"] > 0.6
