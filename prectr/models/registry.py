@@ -81,7 +81,7 @@ class RankingModel(nn.Module):
         impressions' click-through rate), so that the model's own logit starts at the base
         rate and learns what departs from it. From a zero bias the model must first pull every
         logit down to the base rate (about -2 at a 12% CTR) and does so largely through its
-        features; on a small log that takes most of an epoch (on ``tiny``, 10 steps of 2,048
+        features; on a small log that takes most of an epoch (on ``tiny``, 8 steps of 2,048
         rows), and a model stopped there ranks below random (README, "A first run")."""
         with torch.no_grad():
             self.position_bias.weight.fill_(math.log(ctr / (1 - ctr)))
