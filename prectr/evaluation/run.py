@@ -32,6 +32,7 @@ from prectr.data.schema import SearchLog, read_log
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
 from prectr.evaluation.offpolicy import AttractionPrior, offpolicy_clicks
+from prectr.evaluation.propensity import RESAMPLES as PROPENSITY_REFITS
 from prectr.evaluation.propensity import harvest_propensities
 from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
@@ -145,8 +146,9 @@ def offpolicy(
     if not shown:
         return None, "the training days show no candidate (no position to harvest)"
     try:
-        propensities = harvest_propensities(train, requests, min(TOP_K, shown), n_resamples // 20,
-                                            seed)  # fmt: skip
+        # AllPairs refitted on resamples of the training requests (at most one per resample)
+        refits = min(PROPENSITY_REFITS, n_resamples)
+        propensities = harvest_propensities(train, requests, min(TOP_K, shown), refits, seed)
     except ValueError as err:
         return None, f"examination by position cannot be harvested from the log: {err}"
     prior = AttractionPrior.fit(train, propensities)
