@@ -77,9 +77,13 @@ class Truth(ABC):
     def grades(self) -> str:
         """What the relevance metrics' grades are, in words."""
 
-    def _requests_of(self, request_ids: pa.Array) -> pa.Table:
+    def _pool_of(self, candidates: pa.Table, request_ids: pa.Array) -> pa.Table:
+        """``candidates`` of ``request_ids`` with each request's user, as :data:`POOL`, sorted
+        by (request_id, item_id)."""
         requests = self.log.requests.select(["request_id", "user_id"])
-        return requests.filter(pc.is_in(requests["request_id"], request_ids))
+        users = requests.filter(pc.is_in(requests["request_id"], request_ids))
+        pool = candidates.join(users, "request_id").select(list(POOL))
+        return pool.sort_by([("request_id", "ascending"), ("item_id", "ascending")])
 
 
 class LogTruth(Truth):
@@ -100,7 +104,7 @@ class LogTruth(Truth):
         # the logged order: shown candidates by position, the unexposed after them, tied
         below = (np.nanmax(position) if (~unexposed).any() else 0.0) + 1.0
         logging_score = -np.where(unexposed, below, position)
-        pool = pa.table(
+        candidates = pa.table(
             {
                 "request_id": impressions["request_id"],
                 "item_id": impressions["item_id"],
@@ -108,10 +112,8 @@ class LogTruth(Truth):
                 "grade": grade.cast(pa.int8()),
                 "logging_score": logging_score,
             }
-        ).join(self._requests_of(request_ids), "request_id")
-        return pool.select(list(POOL)).sort_by(
-            [("request_id", "ascending"), ("item_id", "ascending")]
         )
+        return self._pool_of(candidates, request_ids)
 
     def replay(self, scored: pa.Table, candidates: str = "pool") -> np.ndarray | None:
         return None
@@ -144,13 +146,10 @@ class WorldTruth(Truth):
 
     def pool(self, request_ids: pa.Array) -> pa.Table:
         columns = ["request_id", "item_id", "click", "true_relevance", "logging_score"]
-        pool = self.world.impressions(request_ids, columns).rename_columns(
+        candidates = self.world.impressions(request_ids, columns).rename_columns(
             ["request_id", "item_id", "click", "grade", "logging_score"]
         )
-        pool = pool.join(self._requests_of(request_ids), "request_id")
-        return pool.select(list(POOL)).sort_by(
-            [("request_id", "ascending"), ("item_id", "ascending")]
-        )
+        return self._pool_of(candidates, request_ids)
 
     def replay(self, scored: pa.Table, candidates: str = "pool") -> np.ndarray:
         per_request = self.world.replay(scored, candidates=candidates).per_request
