@@ -537,8 +537,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mode", choices=MODES, default=s.mode,
                        help="a cross encoder over the pair, or two towers")  # fmt: skip
     for name, doc in STUDENT_FLAGS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name),
-                           help=doc)  # fmt: skip
+        default = getattr(s, name)
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=default,
+                           help=doc if default is not None else f"{doc} (default: the limit "
+                           "the tokenizer chose, see `prectr encoder tokenizer`)")  # fmt: skip
     group.add_argument("--dropout", type=float, default=s.dropout, help="dropout rate")
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
@@ -581,6 +583,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     if result["unmatched_labels"]:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
                       "log's training days; left out", style="dim")  # fmt: skip
+    _print_limits(result["query_length"], result["title_length"], result["truncated"])
     if "held_out" in result:
         _print_relevance("held-out test day", result["held_out"])
     return 0
@@ -598,10 +601,18 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.tokenizer import TextTokenizer
 
-    tokenizer = TextTokenizer.train(read_pairs(args.log).train_texts(), args.vocab_size)
+    tokenizer = TextTokenizer.train(*read_pairs(args.log).train_texts(), args.vocab_size,
+                                    max_truncated=args.max_truncated)  # fmt: skip
     tokenizer.save(args.out)
     console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
+    _print_limits(tokenizer.query_length, tokenizer.title_length, tokenizer.truncated)
     return 0
+
+
+def _print_limits(query_length: int, title_length: int, truncated: dict[str, float]) -> None:
+    console.print(f"piece limits: query {query_length} ({truncated['query']:.1%} of training "
+                  f"queries truncated), title {title_length} ({truncated['title']:.1%} of "
+                  "training titles truncated)")  # fmt: skip
 
 
 def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
@@ -631,6 +642,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 def add_encoder_commands(sub) -> None:
     from prectr.encoder.distill import EncoderTrainConfig
+    from prectr.encoder.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
         "encoder",
@@ -639,10 +651,19 @@ def add_encoder_commands(sub) -> None:
         "labels, fine-tune it on human grades, score it against the simulator's true grades.",
     )
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
-    p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
+    p = commands.add_parser(
+        "tokenizer", help="train the byte-fallback BPE tokenizer and piece limits on a log",
+        description="Train the student's tokenizer on the training days' distinct queries and "
+        "titles (any language: CJK runs learn characters and frequent words, unseen "
+        "characters fall back to bytes) and choose the query and title piece limits that "
+        "truncate at most --max-truncated of them.",
+    )  # fmt: skip
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
-    p.add_argument("--vocab-size", type=int, default=8000, help="WordPiece pieces at most")
+    p.add_argument("--vocab-size", type=int, default=8000,
+                   help="pieces at most, the 3 special and 256 byte pieces included")  # fmt: skip
+    p.add_argument("--max-truncated", type=float, default=MAX_TRUNCATED,
+                   help="share of training queries (and of titles) the limits may cut")  # fmt: skip
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(

@@ -12,14 +12,18 @@ queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer brea
 arbitrarily, so runs to be compared should share one), ``train_log.jsonl``, ``checkpoints/last.pt``
 (student, projection, optimizer, RNG, position in the epoch: a killed run resumes at the same
 step and ends with the same weights), the exported ``student/`` directory and ``metrics.json``
-with the held-out evaluation (:mod:`prectr.encoder.evaluate`). Every write is atomic.
+with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of the training
+days' distinct queries and titles that the student's piece limits truncate. A new student keeps
+the piece limits its tokenizer chose (:mod:`prectr.encoder.tokenizer`) unless the student
+configuration sets them; a tokenizer saved before limits existed has them chosen on the log's
+training days. Every write is atomic.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +125,16 @@ class EncoderRun:
         elif path.is_file():  # a resumed run keeps the tokenizer it trained
             tokenizer = TextTokenizer.load(path)
         else:
-            tokenizer = TextTokenizer.train(self.pairs.train_texts(), self.train.vocab_size)
+            tokenizer = TextTokenizer.train(*self.pairs.train_texts(), self.train.vocab_size)
             tokenizer.save(path)
+        if tokenizer.query_length is None:  # saved before tokenizers chose limits
+            tokenizer.choose_limits(*self.pairs.train_texts())
         torch.manual_seed(self.train.seed)
-        config = StudentConfig(**{**asdict(config), "vocab_size": tokenizer.vocab_size})
+        config = replace(
+            config, vocab_size=tokenizer.vocab_size,
+            query_length=config.query_length or tokenizer.query_length,
+            title_length=config.title_length or tokenizer.title_length,
+        )  # fmt: skip
         return Student(config), tokenizer
 
     def _samples(self, labels: str | Path | None) -> tuple[Samples, int]:
@@ -227,7 +237,8 @@ class EncoderRun:
             f.write(json.dumps(entry) + "\n")
 
     def _finish(self) -> dict[str, Any]:
-        s = self.state
+        s, c = self.state, self.student.config
+        queries, titles = self.pairs.train_texts()
         save_student(self.run_dir / "student", self.student, self.tokenizer,
                      {"kind": self.kind, "steps": s["step"]})  # fmt: skip
         result = {
@@ -235,7 +246,11 @@ class EncoderRun:
             "samples": int(self.samples.query.size), "unmatched_labels": self.unmatched,
             "train_pairs_per_s": s["pairs"] / max(s["seconds"], 1e-9),
             "parameters": sum(p.numel() for p in self.student.parameters()),
-            "mode": self.student.config.mode,
+            "mode": c.mode, "query_length": c.query_length, "title_length": c.title_length,
+            "truncated": {  # shares of the training days' distinct texts cut at the limits
+                "query": self.tokenizer.truncated_share(queries, c.query_length),
+                "title": self.tokenizer.truncated_share(titles, c.title_length),
+            },
         }  # fmt: skip
         if "true_grade" in self.pairs.held_out.column_names:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed

@@ -11,7 +11,8 @@ from prectr.data.dataset import time_split
 from prectr.data.schema import read_log
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining
 from prectr.encoder.pairs import read_teacher_labels
-from prectr.encoder.student import StudentConfig, load_student
+from prectr.encoder.student import StudentConfig, load_student, student_config
+from prectr.encoder.tokenizer import TextTokenizer
 from tests.encoder.conftest import TINY
 
 STUDENT = StudentConfig(**TINY)
@@ -158,3 +159,23 @@ def test_distillation_needs_labels_and_hidden_states_when_asked(
     with pytest.raises(ValueError, match="'hidden' column"):
         EncoderRun("distill", tiny_world, tmp_path / "z", STUDENT, train(1, hidden_weight=1.0),
                    no_hidden)  # fmt: skip
+
+
+def test_a_student_takes_the_piece_limits_its_tokenizer_chose(tiny_world, tmp_path) -> None:
+    unset = StudentConfig(**{**TINY, "query_length": None, "title_length": None})
+    run = EncoderRun("sft", tiny_world, tmp_path / "sft", unset, train(2))
+    tokenizer = TextTokenizer.load(tmp_path / "sft" / "tokenizer.json")
+    c = run.student.config
+    assert (c.query_length, c.title_length) == (tokenizer.query_length, tokenizer.title_length)
+    result = run.fit()
+    assert result["truncated"] == tokenizer.truncated  # chosen on the same training texts
+    assert max(result["truncated"].values()) <= 0.02
+    assert student_config(tmp_path / "sft" / "student").query_length == c.query_length
+    # a tokenizer saved before limits existed has them chosen on the log's training days
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(tokenizer.tokenizer.to_str())  # a bare tokenizers file
+    assert TextTokenizer.load(legacy).query_length is None
+    old = EncoderRun("sft", tiny_world, tmp_path / "old", unset, train(2), tokenizer=legacy)
+    assert (old.student.config.query_length, old.student.config.title_length) == (
+        c.query_length, c.title_length
+    )  # fmt: skip
