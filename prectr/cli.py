@@ -519,6 +519,12 @@ STUDENT_FLAGS = {
     "ff": "feed-forward width", "query_length": "pieces kept of a query",
     "title_length": "pieces kept of a title",
 }  # fmt: skip
+SFT_FLAGS = {  # type, help
+    "loss": (str, "the fine-tuning loss: cross-entropy, class-weighted, or soft ordinal labels"),
+    "valid_share": (float, "share of training queries whose graded pairs validate (0: none)"),
+    "valid_every": (int, "steps between validation scores"),
+    "patience": (int, "validations without a better macro-F1 before stopping (0: never)"),
+}  # fmt: skip
 TRAINING_FLAGS = {
     "epochs": "passes over the training pairs",
     "max_steps": "stop after this many steps in all (0: run every epoch)",
@@ -572,6 +578,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         eval_requests=args.eval_requests,
         temperature=getattr(args, "temperature", EncoderTrainConfig.temperature),
         hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
+        **{k: getattr(args, k) for k in SFT_FLAGS if hasattr(args, k)},
     )  # fmt: skip
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
                      getattr(args, "labels", None), args.init, args.resume,
@@ -584,6 +591,13 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
                       "log's training days; left out", style="dim")  # fmt: skip
     _print_limits(result["query_length"], result["title_length"], result["truncated"])
+    if result.get("validation"):
+        v = result["validation"]
+        recall = ", ".join(f"{g}: {r:.3f}" for g, r in sorted(v["recall"].items()))
+        console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best at step "
+                      f"{v['step']}{' (stopped early)' if result['stopped_early'] else ''}: "
+                      f"accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}, Spearman "
+                      f"{v['spearman']:.3f}, recall per grade {recall}")  # fmt: skip
     if "held_out" in result:
         _print_relevance("held-out test day", result["held_out"])
     return 0
@@ -641,7 +655,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub) -> None:
-    from prectr.encoder.distill import EncoderTrainConfig
+    from prectr.encoder.distill import SFT_LOSSES, EncoderTrainConfig
     from prectr.encoder.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
@@ -687,12 +701,19 @@ def add_encoder_commands(sub) -> None:
 
     p = commands.add_parser(
         "sft",
-        help="fine-tune the student on the human grades (cross-entropy)",
-        description="Cross-entropy on the human grades of the log's training days, from a "
-        "distilled student (--init) or from scratch; the test day is scored at the end.",
+        help="fine-tune the student on the human grades, early-stopped on validation",
+        description="A loss on the human grades of the log's training days (--loss), from a "
+        "distilled student (--init) or from scratch. The graded pairs of a hashed "
+        "--valid-share of the training queries validate: every --valid-every steps the "
+        "student's macro-F1 on them is scored, the best student is kept and exported, and "
+        "training stops after --patience scores without a better one. The test day is scored "
+        "at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
+    for name, (kind, doc) in SFT_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                       help=doc, **({"choices": SFT_LOSSES} if name == "loss" else {}))  # fmt: skip
     _student_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 

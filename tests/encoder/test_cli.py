@@ -60,6 +60,7 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
         capsys,
     )
     assert code == 0 and "sft: 6 steps" in out and "piece limits: query 6" in out
+    assert "ce loss), best at step" in " ".join(out.split()) and "macro-F1" in out
     code, out = run_cli(
         [
             "encoder",
