@@ -40,10 +40,11 @@ class LogPairs:
     labelled: pa.Table  # human-graded rows of the training pairs: query, title, grade
     held_out: pa.Table  # test-day pool rows: request, query, title[, true_grade when simulated]
 
-    def train_texts(self) -> list[str]:
-        """The distinct queries, then titles, of the training pairs (what a tokenizer learns)."""
-        texts = [self.queries[i] for i in np.unique(self.train["query"].to_numpy())]
-        return texts + [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
+    def train_texts(self) -> tuple[list[str], list[str]]:
+        """The distinct queries and the distinct titles of the training pairs (what a tokenizer
+        learns, and chooses its piece limits on)."""
+        queries = [self.queries[i] for i in np.unique(self.train["query"].to_numpy())]
+        return queries, [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
 
 
 def read_pairs(log_dir: str | Path) -> LogPairs:
