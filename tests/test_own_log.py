@@ -96,6 +96,8 @@ def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_tr
     assert code == 0, out
     html = page.read_text()
     assert "needs a simulated world" in html
+    # each run's online proxy names the click model its off-policy estimate assumed
+    assert "doubly robust; position-based" in html and "doubly robust; dependent click" in html
 
     # export and serve need nothing but the run directory: it remembers the log it trained on
     code, out = run_cli(["export", runs[0], "--out", tmp_path / "model.onnx"], capsys)

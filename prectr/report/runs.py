@@ -130,6 +130,15 @@ def _offpolicy_online(evaluation: dict) -> dict[str, float | None]:
     return {"expected_clicks": model, "logging_expected_clicks": logged, "lift": lift}
 
 
+def _offpolicy_source(evaluation: dict) -> str:
+    """Where a plain log's online proxy comes from, with the click model it assumed."""
+    found = evaluation.get("offpolicy")
+    model = found.get("model") if isinstance(found, dict) else None
+    if not model:
+        return "off-policy (doubly robust)"
+    return f"off-policy (doubly robust; {str(model).split(':')[0]})"
+
+
 def load_run(path: str | Path) -> RunResult:
     """Read the run directory ``path``.
 
@@ -166,7 +175,7 @@ def load_run(path: str | Path) -> RunResult:
         if isinstance(slices, dict)
         else {},
         online=_metric_dict(evaluation.get("online")) or _offpolicy_online(evaluation),
-        online_source="replay" if evaluation.get("online") else "off-policy (doubly robust)",
+        online_source="replay" if evaluation.get("online") else _offpolicy_source(evaluation),
         calibration_bins=bins,
         grades=str((evaluation.get("truth") or {}).get("grades", "")),
         skipped={str(k): str(v) for k, v in (evaluation.get("skipped") or {}).items()},
