@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import fields
@@ -571,27 +572,86 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         temperature=getattr(args, "temperature", EncoderTrainConfig.temperature),
         hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
     )  # fmt: skip
+    config = _pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
                      getattr(args, "labels", None), args.init, args.resume,
-                     tokenizer=args.tokenizer)  # fmt: skip
+                     tokenizer=args.tokenizer, pairs=config)  # fmt: skip
+    _print_pairs(run.pairs, config)
     result = run.fit()
     console.print(f"{result['kind']}: {result['steps']} steps on {result['samples']:,} samples "
                   f"({result['train_pairs_per_s']:,.0f} pairs/s), student in "
                   f"{args.out / 'student'}")  # fmt: skip
     if result["unmatched_labels"]:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
-                      "log's training days; left out", style="dim")  # fmt: skip
+                      "log's training pairs; left out", style="dim")  # fmt: skip
     if "held_out" in result:
-        _print_relevance("held-out test day", result["held_out"])
+        _print_relevance(f"held out ({config.describe()})", {"student": result["held_out"]})
+    else:
+        console.print(f"[yellow]held-out pairs not scored[/]: {result['held_out_skipped']}")
     return 0
 
 
-def _print_relevance(title: str, metrics: dict) -> None:
-    table = Table(title=f"{title}: {metrics['requests']:,} requests, {metrics['pairs']:,} pairs")
-    for name in ("accuracy", "spearman", "ndcg@10"):
+def _pairs_flags(parser: argparse.ArgumentParser) -> None:
+    from prectr.encoder.pairs import QUERY_FRACTION, parse_grade_map
+
+    parser.add_argument(
+        "--held-out", default="day", metavar="SPLIT",
+        help="the held-out requests: day (the last day; the log must span 3 days or more), "
+        f"query[:SHARE] (the queries whose text hashes into a SHARE, default {QUERY_FRACTION}: "
+        "for a graded set with one timestamp, as `prectr load esci` writes), or a log directory "
+        "(all its requests)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grade-map", type=parse_grade_map, metavar="FROM:TO,...",
+        help="map the log's relevance values onto grades 0-3, e.g. 0:0,1:2,2:3 for a 3-level "
+        "scale (default: the grades are 0-3 already)",
+    )  # fmt: skip
+
+
+def _pairs_config(args: argparse.Namespace):
+    from prectr.encoder.pairs import PairsConfig
+
+    return PairsConfig(args.held_out, args.grade_map)
+
+
+def _print_pairs(pairs, config) -> None:
+    c = pairs.counts
+    truth = ("the simulator's true_relevance" if pairs.truth == "true_relevance"
+             else "the human grades")  # fmt: skip
+    console.print(
+        f"held out: {config.describe()}, {pairs.held_out.num_rows:,} pool rows "
+        f"({c['held_out_unscored']:,} without a grade), scored against {truth}; training: "
+        f"{count(pairs.train.num_rows, 'distinct pair')}, {pairs.labelled.num_rows:,} with a "
+        f"human grade; {count(c['overlap_dropped'], 'pair')} shown in both training and "
+        "held-out requests left out of training; grades merged (mean rounded, halves down) "
+        f"for {c['conflicting_train']:,} training and {c['conflicting_held_out']:,} held-out "
+        "pairs graded differently more than once"
+    )  # fmt: skip
+
+
+RELEVANCE_METRICS = ("accuracy", "macro_f1", "spearman", "ndcg@10",
+                     *(f"recall@{g}" for g in range(4)))  # fmt: skip
+
+
+def _print_relevance(title: str, results: dict[str, dict]) -> None:
+    from prectr.encoder.evaluate import degenerate_metrics
+
+    first = next(iter(results.values()))
+    table = Table(title=f"{title}: {count(first['requests'], 'request')}, "
+                        f"{first['pairs']:,} graded rows")  # fmt: skip
+    table.add_column("metric")
+    for name in results:
         table.add_column(name, justify="right")
-    table.add_row(*(_fmt(metrics[k]) for k in ("accuracy", "spearman", "ndcg@10")))
+    for metric in RELEVANCE_METRICS:
+        table.add_row(metric, *(_fmt(m[metric], 3) for m in results.values()))
     console.print(table)
+    warnings = degenerate_metrics(first)
+    constant = [name for name, m in results.items() if math.isnan(m["spearman"])]
+    if constant:
+        warnings.append(f"spearman is undefined for {', '.join(constant)}: constant grades or a "
+                        "constant expected grade")  # fmt: skip
+    for warning in warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
 
 
 def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
@@ -605,17 +665,53 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from prectr.encoder.evaluate import evaluate_held_out
+    from prectr.encoder.baselines import BASELINES
+    from prectr.encoder.evaluate import (
+        NothingToScore,
+        grade_probabilities,
+        held_out_sample,
+        write_predictions,
+    )
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.student import load_student
 
-    student, tokenizer = load_student(args.student)
-    metrics = evaluate_held_out(student, tokenizer, read_pairs(args.world), args.eval_requests)
-    _print_relevance(f"{args.student} on the test day of {args.world}", metrics)
+    if args.teacher and args.cache is None:
+        raise ValueError("--teacher needs --cache (a directory for the teachers' labels)")
+    config = _pairs_config(args)
+    pairs = read_pairs(args.log, config)
+    _print_pairs(pairs, config)
+    try:
+        sample = held_out_sample(pairs, args.eval_requests, args.seed)
+    except NothingToScore as err:
+        console.print(f"[red]nothing to score[/]: {args.log}: {err}")
+        return 1
+    queries, titles = sample.texts(pairs)
+    predictions = {}
+    if pairs.labelled.num_rows:
+        for name, model in BASELINES.items():
+            predictions[name] = model.fit(pairs).predict(queries, titles)
+    else:
+        console.print("no human-graded training pair: the majority and overlap baselines are "
+                      "left out", style="dim")  # fmt: skip
+    if args.teacher:
+        from prectr.encoder.teacher import load_teacher, teacher_probabilities
+
+        for spec in args.teacher:
+            predictions[spec], _ = teacher_probabilities(load_teacher(spec), sample, pairs,
+                                                         args.cache)  # fmt: skip
+    for path in args.students:
+        student, tokenizer = load_student(path)
+        predictions[str(path)] = grade_probabilities(student, tokenizer, pairs.queries,
+                                                     pairs.titles, sample.query,
+                                                     sample.title)  # fmt: skip
+    results = {name: sample.score(p) for name, p in predictions.items()}
+    _print_relevance(f"held out of {args.log} ({config.describe()})", results)
+    if args.predictions:
+        write_predictions(args.predictions, sample, pairs, predictions)
+        console.print(f"wrote {args.predictions}: per-row predictions of {len(predictions)} "
+                      "models")  # fmt: skip
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(results))
     return 0
 
 
@@ -636,7 +732,8 @@ def add_encoder_commands(sub) -> None:
         "encoder",
         help="the distilled student text encoder: tokenizer, distill, sft, evaluate, cache",
         description="Train PRECTR-V2's lightweight text encoder: distil it from a teacher's "
-        "labels, fine-tune it on human grades, score it against the simulator's true grades.",
+        "labels, fine-tune it on human grades, score it on held-out pairs (the simulator's true "
+        "grades where the log has them, else the human grades).",
     )
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
     p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
@@ -650,8 +747,8 @@ def add_encoder_commands(sub) -> None:
         help="distil the student from teacher labels (KL at a temperature, + hidden-state MSE)",
         description="Train the student on every training-day pair the teacher labelled: KL to "
         "the teacher's grade distribution at --temperature, plus --hidden-weight times the MSE "
-        "between a projection of its pooled state and the teacher's hidden state. The test "
-        "day is held out and scored against true_relevance at the end.",
+        "between a projection of its pooled state and the teacher's hidden state. The "
+        "--held-out requests are left out and scored at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
@@ -662,24 +759,43 @@ def add_encoder_commands(sub) -> None:
     p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight,
                    help="weight of the hidden-state MSE (0: off)")  # fmt: skip
     _student_flags(p)
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
     p = commands.add_parser(
         "sft",
         help="fine-tune the student on the human grades (cross-entropy)",
-        description="Cross-entropy on the human grades of the log's training days, from a "
-        "distilled student (--init) or from scratch; the test day is scored at the end.",
+        description="Cross-entropy on the human grades of the log's training pairs, from a "
+        "distilled student (--init) or from scratch; the --held-out requests are scored at "
+        "the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
     _student_flags(p)
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
-    p = commands.add_parser("evaluate", help="score a student on a world's held-out test day")
-    p.add_argument("student", type=Path, help="a student directory (RUN/student)")
-    p.add_argument("--world", type=Path, required=True)
-    p.add_argument("--eval-requests", type=int, default=0, help="sample of test requests (0: all)")
+    p = commands.add_parser(
+        "evaluate",
+        help="score students and baselines on the log's held-out pairs",
+        description="Score each student, the majority-grade and string-overlap baselines "
+        "(fitted on the training pairs' human grades) and any --teacher on the same held-out "
+        "rows: accuracy, macro-F1, Spearman, NDCG@10 and per-grade recall against the "
+        "simulator's true_relevance where the log has it, else the human grades. Warns when "
+        "a figure cannot tell models apart (e.g. NDCG@10 with one graded title per request).",
+    )
+    p.add_argument("students", nargs="*", type=Path, help="student directories (RUN/student)")
+    p.add_argument("--log", "--world", dest="log", type=Path, required=True, help="the log")
+    p.add_argument("--eval-requests", type=int, default=0,
+                   help="sample of held-out requests (0: all)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the request sample")
+    p.add_argument("--teacher", action="append", default=[],
+                   help="a teacher (name or adapted directory) to score; repeatable")  # fmt: skip
+    p.add_argument("--cache", type=Path, help="teachers' labels cache directory")
+    p.add_argument("--predictions", type=Path,
+                   help="write every model's per-row predictions here (parquet)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_evaluate)
 
     p = commands.add_parser(

@@ -12,7 +12,9 @@ queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer brea
 arbitrarily, so runs to be compared should share one), ``train_log.jsonl``, ``checkpoints/last.pt``
 (student, projection, optimizer, RNG, position in the epoch: a killed run resumes at the same
 step and ends with the same weights), the exported ``student/`` directory and ``metrics.json``
-with the held-out evaluation (:mod:`prectr.encoder.evaluate`). Every write is atomic.
+with the held-out evaluation (:mod:`prectr.encoder.evaluate`; ``held_out_skipped`` says why when
+no held-out row is graded) and the pair counts of :func:`prectr.encoder.pairs.read_pairs`. Every
+write is atomic.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prectr.encoder.evaluate import evaluate_held_out
-from prectr.encoder.pairs import read_pairs, read_teacher_labels
+from prectr.encoder.evaluate import NothingToScore, evaluate_held_out
+from prectr.encoder.pairs import PairsConfig, read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
@@ -73,6 +75,7 @@ class EncoderRun:
         student: StudentConfig | None = None, train: EncoderTrainConfig | None = None,
         labels: str | Path | None = None, init: str | Path | None = None, resume: bool = False,
         stop_after: int | None = None, tokenizer: str | Path | None = None,
+        pairs: PairsConfig | None = None,
     ):  # fmt: skip
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
@@ -84,9 +87,9 @@ class EncoderRun:
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
             "student": asdict(student or StudentConfig()),
-            "train": asdict(self.train),
+            "train": asdict(self.train), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
-        self.pairs = read_pairs(log_dir)  # a log that fails validation creates no run
+        self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
         claim_run_dir(self.run_dir, "config.json", wanted, resume, "the settings differ")
         self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
         self.samples, self.unmatched = self._samples(labels)
@@ -237,10 +240,13 @@ class EncoderRun:
             "parameters": sum(p.numel() for p in self.student.parameters()),
             "mode": self.student.config.mode,
         }  # fmt: skip
-        if "true_grade" in self.pairs.held_out.column_names:
+        result["pairs"] = self.pairs.counts
+        try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed
                 self.student, self.tokenizer, self.pairs, self.train.eval_requests
             )
+        except NothingToScore as err:
+            result["held_out_skipped"] = str(err)
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result

@@ -69,8 +69,13 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
         capsys,
     )
     assert code == 0
-    metrics = json.loads(out.strip().splitlines()[-1])
+    results = json.loads(out.strip().splitlines()[-1])
+    assert list(results) == ["majority", "overlap", str(tmp_path / "s/student")]
+    # the baselines and the student are scored on the same rows
+    assert len({(m["requests"], m["pairs"]) for m in results.values()}) == 1
+    metrics = results[str(tmp_path / "s/student")]
     assert metrics["requests"] == 10 and 0 <= metrics["accuracy"] <= 1
+    assert 0 <= metrics["macro_f1"] <= 1
 
 
 def test_a_distillation_without_labels_or_a_bad_resume_fails_clearly(

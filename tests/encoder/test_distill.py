@@ -27,7 +27,7 @@ def test_log_pairs_split_by_time_and_keep_only_human_grades(pairs) -> None:
     assert pairs.train.num_rows == len(set(zip(*pairs.train.to_pydict().values(), strict=True)))
     assert pairs.labelled.num_rows > 0 and pairs.labelled["grade"].null_count == 0
     held = pairs.held_out
-    assert set(held["true_grade"].to_numpy()) <= {0, 1, 2, 3}
+    assert set(held["grade"].to_numpy()) <= {0, 1, 2, 3}
 
 
 def test_no_held_out_pair_is_trained_on_even_when_a_training_day_showed_it(tiny_world, pairs):
