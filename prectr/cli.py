@@ -10,6 +10,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
@@ -164,7 +165,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
     console.print(f"[green]valid[/]: {args.path}: {rows}")
+    for note in usability_notes(log):
+        console.print(f"[yellow]note[/]: {note}")
     return 0
+
+
+def usability_notes(log) -> list[str]:
+    """What a valid log is too small or too bare for, naming the commands that need more."""
+    from prectr.data.dataset import time_split
+
+    notes = []
+    try:
+        time_split(log.requests)
+    except ValueError as err:
+        notes.append(f"{err} (train, validation, test): `prectr train`, `prectr evaluate`, the "
+                     "`prectr teacher` commands and `prectr encoder` with --held-out day (its "
+                     "default) refuse it; `prectr encoder` can hold out queries instead "
+                     "(--held-out query) or a second log (--held-out LOG)")  # fmt: skip
+    human = pc.and_(pc.equal(log.impressions["relevance_source"], "human"),
+                    pc.is_valid(log.impressions["relevance"]))  # fmt: skip
+    if not pc.any(human).as_py():
+        notes.append("no human grade (relevance with relevance_source 'human'): `prectr encoder "
+                     "sft`, `prectr teacher adapt` and the encoder's baselines have nothing to "
+                     "learn from, and held-out pairs are scored only where true_relevance is "
+                     "given")  # fmt: skip
+    return notes
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -854,7 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check a search log against the schema",
         description="Check a log directory (items, requests, impressions as NAME.parquet or "
-        "NAME/) and list every problem with its table, row and column. Exit 1 if invalid.",
+        "NAME/) and list every problem with its table, row and column. Exit 1 if invalid. A "
+        "valid log gets a note for each command family it is too small or too bare for (e.g. "
+        "fewer than 3 days for a time split, no human grade).",
     )
     p.add_argument("path", type=Path, help="log directory")
     p.set_defaults(func=cmd_validate)
