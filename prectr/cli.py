@@ -178,10 +178,10 @@ def usability_notes(log) -> list[str]:
     try:
         time_split(log.requests)
     except ValueError as err:
-        notes.append(f"{err} (train, validation, test): `prectr train`, `prectr evaluate`, the "
-                     "`prectr teacher` commands and `prectr encoder` with --held-out day (its "
-                     "default) refuse it; `prectr encoder` can hold out queries instead "
-                     "(--held-out query) or a second log (--held-out LOG)")  # fmt: skip
+        notes.append(f"{err} (train, validation, test): `prectr train` and `prectr evaluate` "
+                     "refuse it, and so do `prectr teacher` and `prectr encoder` with --held-out "
+                     "day (their default); these two can hold out queries instead (--held-out "
+                     "query) or a second log (--held-out LOG)")  # fmt: skip
     human = pc.and_(pc.equal(log.impressions["relevance_source"], "human"),
                     pc.is_valid(log.impressions["relevance"]))  # fmt: skip
     if not pc.any(human).as_py():
@@ -353,13 +353,14 @@ def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) ->
     p.add_argument("--log", type=Path, required=True, help="log (or simulated world) directory")
     if evaluate:
         p.add_argument("--eval-requests", type=int, default=500,
-                       help="test-day pools drawn at random (0: all)")  # fmt: skip
+                       help="held-out pools drawn at random (0: all)")  # fmt: skip
     else:
         p.add_argument("--queries", type=int, help="keep this many random queries (their pairs)")
         p.add_argument("--max-pairs", type=int, help="then keep this many random pairs")
         p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per language-model batch")
+    _pairs_flags(p)
     p.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
@@ -383,7 +384,7 @@ def cmd_teacher_adapt(args: argparse.Namespace) -> int:
     config = HeadConfig(hidden=args.head_hidden, seed=args.seed)
     _, summary = adapt(args.log, args.teacher, args.out, args.features, args.queries,
                        args.max_pairs, config, args.overwrite, args.batch_size,
-                       args.dtype)  # fmt: skip
+                       args.dtype, held_out=_pairs_config(args))  # fmt: skip
     _print_labelling(summary["labelling"], args.features or Path(f"{args.out}.features"))
     console.print(
         f"adapted {args.teacher} -> {args.out}: head trained on {summary['train_pairs']:,} "
@@ -397,7 +398,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
     from prectr.encoder.teacher import label_pairs, load_teacher, log_pairs
 
     pairs = log_pairs(args.log, args.split, n_queries=args.queries, max_pairs=args.max_pairs,
-                      seed=args.seed)  # fmt: skip
+                      seed=args.seed, held_out=_pairs_config(args))  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     reuse = args.reuse or getattr(teacher, "info", {}).get("features")
     try:
@@ -415,7 +416,7 @@ def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.teacher import evaluate_teacher, load_teacher
 
-    pairs = read_pairs(args.log)
+    pairs = read_pairs(args.log, _pairs_config(args))
     results = {}
     for spec in args.teachers:
         teacher = load_teacher(spec, args.batch_size, args.dtype)
@@ -443,7 +444,8 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     )
 
     pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
-                      max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+                      max_pairs=args.max_pairs, seed=args.seed,
+                      held_out=_pairs_config(args))  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
@@ -513,7 +515,7 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         "--split",
         choices=["all", "adapt", "heldout"],
         default="all",
-        help="every pair, the training days' pairs, or the held-out ones (the test day's)",
+        help="every pair, the training pairs, or the held-out ones (see --held-out)",
     )
     p.add_argument("--no-hidden", action="store_true", help="do not store hidden states")
     p.add_argument("--part-size", type=int, default=256, help="pairs per written part")
@@ -525,10 +527,10 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "evaluate",
-        help="teachers' grades against a simulated world's true grades on held-out pairs",
+        help="teachers' grades against held-out grades (true or human) on held-out pairs",
         description="Accuracy, Spearman and NDCG@10 (per pool) of each teacher's grades on the "
-        "test day's pools, the held-out set the student is scored on too, against "
-        "true_relevance (evaluation only).",
+        "--held-out pools, the held-out set the student is scored on too, against "
+        "true_relevance (evaluation only) where the log has it, else the human grades.",
     )
     p.add_argument("teachers", nargs="+", help="teacher names or paths")
     p.add_argument("--cache", type=Path, required=True, help="labels cache directory")

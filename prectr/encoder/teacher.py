@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from prectr.encoder.evaluate import HeldOutSample, held_out_sample
-from prectr.encoder.pairs import LogPairs
+from prectr.encoder.pairs import LogPairs, PairsConfig
 from prectr.encoder.teachers.adapt import (
     AdaptedTeacher,
     GradeHead,
@@ -90,6 +90,7 @@ def adapt(
     batch_size: int = 32,
     dtype: str = "float32",
     progress: bool = True,
+    held_out: PairsConfig | None = None,
 ) -> tuple[AdaptedTeacher, dict[str, Any]]:
     """Adapt teacher ``spec`` on the human grades of ``log``'s training pairs and save it.
 
@@ -101,7 +102,8 @@ def adapt(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     features = Path(features) if features is not None else out.with_name(out.name + ".features")
-    pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs)
+    pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs,
+                      held_out=held_out)  # fmt: skip
     if pairs.num_rows == 0:
         raise ValueError(f"{log}: no human-graded training pairs")
     base = load_teacher(spec, batch_size, dtype)
