@@ -22,8 +22,9 @@ pairs are what teachers and student learn from (every distinct pair, labelled or
 distillation; the pairs with a human grade for adaptation and fine-tuning).
 
 Held-out rows are scored against the simulator's ``true_relevance`` (read for evaluation only)
-where the log has that column, and otherwise against the human grades (``relevance`` where
-``relevance_source`` is ``human``); held-out rows without a grade are not scored.
+where the held-out rows have that column, and otherwise against the human grades
+(``relevance`` where ``relevance_source`` is ``human``); held-out rows without a grade are not
+scored.
 
 **Duplicates.** A (query, title) pair graded more than once on one side of the split gets one
 grade, the mean of its human grades rounded to the nearest grade, halves rounded down (grades 1
@@ -156,7 +157,11 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
     rows = _pool_rows(log)
     if kind == "day":
         is_test = np.zeros(log.requests.num_rows, dtype=bool)
-        is_test[time_split(log.requests)["test"]] = True
+        try:
+            is_test[time_split(log.requests)["test"]] = True
+        except ValueError as err:
+            raise ValueError(f"{log_dir}: {err}; hold out a hashed share of the queries instead "
+                             "(--held-out query)") from None  # fmt: skip
         held = is_test[rows["request"].to_numpy()]
     elif kind == "query":
         held = _query_hash(rows["query"]) < fraction
@@ -164,7 +169,7 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
         other = _pool_rows(_read(config.held_out, config.grade_map))
         other = other.set_column(0, "request",
                                  pc.add(other["request"], log.requests.num_rows))  # fmt: skip
-        rows = pa.concat_tables([rows, other])
+        rows = pa.concat_tables([rows, other], promote_options="permissive")
         held = np.r_[np.zeros(rows.num_rows - other.num_rows, bool), np.ones(other.num_rows, bool)]
     if not held.any():
         raise ValueError(f"{log_dir}: the held-out split ({config.describe()}) holds no request")
@@ -186,8 +191,11 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
         "query": labelled_keys // len(titles), "title": labelled_keys % len(titles),
         "grade": pa.array(merged, pa.int8()),
     })  # fmt: skip
-    truth = TRUTH_COLUMN if TRUTH_COLUMN in rows.column_names else "relevance"
-    if truth == TRUTH_COLUMN:
+    simulated = TRUTH_COLUMN in rows.column_names and bool(
+        pc.any(pc.is_valid(rows[TRUTH_COLUMN].filter(pa.array(held)))).as_py()
+    )
+    truth = TRUTH_COLUMN if simulated else "relevance"
+    if simulated:
         held_grade = rows[TRUTH_COLUMN].filter(pa.array(held)).cast(pa.int8())
         counts["conflicting_held_out"] = 0
     else:

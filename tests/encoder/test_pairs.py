@@ -13,7 +13,7 @@ def texts(pairs, table) -> set[tuple[str, str]]:
 
 def test_a_graded_set_at_one_instant_holds_out_a_hashed_share_of_its_queries(tmp_path) -> None:
     log = graded_log(tmp_path / "log", shop_judgments(60))
-    with pytest.raises(ValueError, match="spans 1 day"):
+    with pytest.raises(ValueError, match="spans 1 day.*--held-out query"):
         read_pairs(log)  # the default split is by day
     pairs = read_pairs(log, PairsConfig("query:0.3"))
     held_queries = {pairs.queries[i] for i in pairs.held_out["query"].to_numpy()}
@@ -110,3 +110,13 @@ def test_held_out_rows_without_a_human_grade_say_why_nothing_is_scored(tmp_path)
     assert pairs.counts["held_out_unscored"] == pairs.held_out.num_rows > 0
     with pytest.raises(NothingToScore, match="has a human grade"):
         held_out_sample(pairs)
+
+
+def test_a_held_out_log_without_true_relevance_is_scored_on_its_human_grades(
+    tiny_world, tmp_path
+) -> None:
+    held = graded_log(tmp_path / "held", shop_judgments(10))
+    pairs = read_pairs(tiny_world, PairsConfig(str(held)))  # the whole world trains
+    assert pairs.truth == "relevance" and pairs.counts["held_out_unscored"] == 0
+    assert held_out_sample(pairs).grade.size == pairs.held_out.num_rows == 30
+    assert pairs.labelled.num_rows > 1000
