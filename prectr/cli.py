@@ -737,8 +737,9 @@ def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
         write_predictions(args.predictions, sample, pairs, predictions)
         console.print(f"wrote {args.predictions}: per-row predictions of {len(predictions)} "
                       "models")  # fmt: skip
-    if args.json:
-        print(json.dumps(results))
+    if args.json:  # strict JSON: an undefined figure (nan) is null
+        print(json.dumps({name: {k: None if v != v else v for k, v in m.items()}
+                          for name, m in results.items()}))  # fmt: skip
     return 0
 
 

@@ -128,6 +128,7 @@ def test_a_human_graded_set_at_one_instant_trains_and_evaluates_by_hashed_query(
     assert results["overlap"]["macro_f1"] > results["majority"]["macro_f1"]
     text = " ".join(out.split())
     assert "no held-out row has grade 1" in text and "spearman is undefined for majority" in text
+    assert results["majority"]["spearman"] is None and results["overlap"]["recall@1"] is None
     table = pq.read_table(tmp_path / "p.parquet")
     assert set(table["model"].to_pylist()) == set(results)
     assert set(table["grade"].to_pylist()) == {0, 2, 3}

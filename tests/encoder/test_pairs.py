@@ -13,7 +13,7 @@ def texts(pairs, table) -> set[tuple[str, str]]:
 
 def test_a_graded_set_at_one_instant_holds_out_a_hashed_share_of_its_queries(tmp_path) -> None:
     log = graded_log(tmp_path / "log", shop_judgments(60))
-    with pytest.raises(ValueError, match="spans 1 day.*--held-out query"):
+    with pytest.raises(ValueError, match=r"spans 1 day.*--held-out query"):
         read_pairs(log)  # the default split is by day
     pairs = read_pairs(log, PairsConfig("query:0.3"))
     held_queries = {pairs.queries[i] for i in pairs.held_out["query"].to_numpy()}
