@@ -74,6 +74,18 @@ def rankings(world: World, pool: pa.Table, train: pa.Table) -> dict[str, np.ndar
     return out
 
 
+def assumed_models(world: World) -> dict[str, tuple[float, float]]:
+    """The click models the estimators assume, as (after_click, top_examination): always the
+    position-based model; on a dcm world also the dependent click model with the world's own
+    lambda and examination of position 1 (the estimator given its click model; the log alone
+    does not give lambda: docs/offpolicy.md)."""
+    models = {"position-based": (1.0, 1.0)}
+    if world.config.click_model == "dcm":
+        top = float(world.click_model.examination(1)[0])
+        models["dcm"] = (world.config.dcm_lambda, top)
+    return models
+
+
 def world_entry(world: World, resamples: int) -> dict:
     started = time.perf_counter()
     requests = world.requests()
@@ -81,38 +93,50 @@ def world_entry(world: World, resamples: int) -> dict:
     ids = requests["request_id"].to_numpy()
     train_ids = pa.array(ids[np.isin(day, world.split["train"])])
     reference = world.impressions(train_ids)
-    propensities = harvest_propensities(reference, requests)
-    prior = AttractionPrior.fit(reference, propensities)
     pool = world.impressions(pa.array(ids[np.isin(day, world.split["test"])]))
-    exam = world.click_model.examination(propensities.k)
-    # the click model's own examination curve (the true propensities under pbm), to tell the
-    # harvested propensities' error from the clicks' noise
-    model = Propensities(exam / exam[0], propensities.pairs, np.empty((0, propensities.k)))
+    ranked = rankings(world, pool, reference.select(["item_id", "click"]))
     entry = {
         "click_model": world.config.click_model,
         "seed": world.config.seed,
-        "propensities": propensities.to_dict(),
-        "click_model_examination": (exam / exam[0]).tolist(),
-        "prior": prior.to_dict(),
-        "rankings": {},
+        "estimators": {},
     }
-    for name, score in rankings(world, pool, reference.select(["item_id", "click"])).items():
-        scores = pa.table(
-            {"request_id": pool["request_id"], "item_id": pool["item_id"], "score": score}
-        )
-        truth = world.replay(scores).expected_clicks
-        estimate = offpolicy_clicks(pool, requests, scores, propensities, prior, resamples)
-        with_model = offpolicy_statistics(pool, requests, scores, model, prior).statistics["ips"]
-        entry["rankings"][name] = {
-            "replay": truth,
-            **estimate.to_dict(),
-            "ips_with_model_examination": float(with_model(np.ones((1, estimate.n_requests)))[0]),
-            "ips_covers": estimate.ips.covers(truth),
-            "dr_covers": estimate.dr.covers(truth),
+    for assumed, (after_click, top) in assumed_models(world).items():
+        propensities = harvest_propensities(reference, requests, after_click=after_click,
+                                            top_examination=top)  # fmt: skip
+        prior = AttractionPrior.fit(reference, propensities)
+        exam = world.click_model.examination(propensities.k)
+        # the click model's own examination curve (the true propensities under pbm and, with
+        # no click above, under dcm), to tell the harvested propensities' error from the noise
+        model = Propensities(exam / exam[0], propensities.pairs, np.empty((0, propensities.k)),
+                             after_click, top)  # fmt: skip
+        found = {
+            "propensities": propensities.to_dict(),
+            "click_model_examination": (exam / exam[0]).tolist(),
+            "prior": prior.to_dict(),
+            "rankings": {},
         }
-        print(f"  {name:16} replay {truth:.4f}  ips {_fmt(estimate.ips)}  dr {_fmt(estimate.dr)}"
-              f"  supported {estimate.coverage['supported']:.0%}", flush=True)  # fmt: skip
-    entry["n_requests"] = estimate.n_requests
+        print(f" assuming {assumed}", flush=True)
+        for name, score in ranked.items():
+            scores = pa.table(
+                {"request_id": pool["request_id"], "item_id": pool["item_id"], "score": score}
+            )
+            truth = world.replay(scores).expected_clicks
+            estimate = offpolicy_clicks(pool, requests, scores, propensities, prior, resamples)
+            with_model = offpolicy_statistics(pool, requests, scores, model, prior)
+            found["rankings"][name] = {
+                "replay": truth,
+                **estimate.to_dict(),
+                "ips_with_model_examination": float(
+                    with_model.statistics["ips"](np.ones((1, estimate.n_requests)))[0]
+                ),
+                "ips_covers": estimate.ips.covers(truth),
+                "dr_covers": estimate.dr.covers(truth),
+            }
+            print(f"  {name:16} replay {truth:.4f}  ips {_fmt(estimate.ips)}  dr "
+                  f"{_fmt(estimate.dr)}  supported {estimate.coverage['supported']:.0%}",
+                  flush=True)  # fmt: skip
+        entry["estimators"][assumed] = found
+        entry["n_requests"] = estimate.n_requests
     entry["seconds"] = time.perf_counter() - started
     return entry
 
@@ -122,20 +146,25 @@ def _fmt(e) -> str:
 
 
 def summary(worlds: list[dict]) -> dict:
-    """Per click model and ranking: how many worlds' CIs cover the replay, and the mean error."""
+    """Per click model, assumed model and ranking: how many worlds' CIs cover the replay, and
+    the mean error."""
     out: dict = {}
     for w in worlds:
-        for name, r in w["rankings"].items():
-            empty = {"worlds": 0, "ips_covers": 0, "dr_covers": 0, "ips_error": [], "dr_error": []}
-            cell = out.setdefault(w["click_model"], {}).setdefault(name, empty)
-            cell["worlds"] += 1
-            for est in ("ips", "dr"):
-                cell[f"{est}_covers"] += int(r[f"{est}_covers"])
-                cell[f"{est}_error"].append(r[est]["value"] - r["replay"])
-    for cells in out.values():
-        for cell in cells.values():
-            for est in ("ips", "dr"):
-                cell[f"{est}_error"] = float(np.mean(cell[f"{est}_error"]))
+        for assumed, found in w["estimators"].items():
+            for name, r in found["rankings"].items():
+                empty = {"worlds": 0, "ips_covers": 0, "dr_covers": 0, "ips_error": [],
+                         "dr_error": []}  # fmt: skip
+                cells = out.setdefault(w["click_model"], {}).setdefault(assumed, {})
+                cell = cells.setdefault(name, empty)
+                cell["worlds"] += 1
+                for est in ("ips", "dr"):
+                    cell[f"{est}_covers"] += int(r[f"{est}_covers"])
+                    cell[f"{est}_error"].append(r[est]["value"] - r["replay"])
+    for by_assumed in out.values():
+        for cells in by_assumed.values():
+            for cell in cells.values():
+                for est in ("ips", "dr"):
+                    cell[f"{est}_error"] = float(np.mean(cell[f"{est}_error"]))
     return out
 
 
@@ -154,13 +183,14 @@ def main() -> None:
             print(f"{args.preset} {click_model} seed {seed}", flush=True)
             worlds.append(world_entry(world, args.resamples))
     table = summary(worlds)
-    print(f"\n{'click model':12} {'ranking':16} {'IPS covers':>10} {'DR covers':>10} "
-          f"{'IPS - replay':>13} {'DR - replay':>12}")  # fmt: skip
-    for click_model, cells in table.items():
-        for name, c in cells.items():
-            print(f"{click_model:12} {name:16} {c['ips_covers']:>5}/{c['worlds']:<4} "
-                  f"{c['dr_covers']:>5}/{c['worlds']:<4} {c['ips_error']:>+13.4f} "
-                  f"{c['dr_error']:>+12.4f}")  # fmt: skip
+    print(f"\n{'click model':12} {'assumed':15} {'ranking':16} {'IPS covers':>10} "
+          f"{'DR covers':>10} {'IPS - replay':>13} {'DR - replay':>12}")  # fmt: skip
+    for click_model, by_assumed in table.items():
+        for assumed, cells in by_assumed.items():
+            for name, c in cells.items():
+                print(f"{click_model:12} {assumed:15} {name:16} "
+                      f"{c['ips_covers']:>5}/{c['worlds']:<4} {c['dr_covers']:>5}/{c['worlds']:<4} "
+                      f"{c['ips_error']:>+13.4f} {c['dr_error']:>+12.4f}")  # fmt: skip
     write_record(
         args.out,
         {

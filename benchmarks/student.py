@@ -160,7 +160,7 @@ def main() -> None:
     distill_pairs = log_pairs(args.world, "adapt", max_pairs=args.distill_pairs or None)
     tokenizer = args.work / "tokenizer.json"
     if not tokenizer.is_file():
-        TextTokenizer.train(pairs.train_texts(), args.vocab_size).save(tokenizer)
+        TextTokenizer.train(*pairs.train_texts(), args.vocab_size).save(tokenizer)
     frozen = f"frozen MiniLM + MLP on all human grades ({all_graded.num_rows:,} pairs)"
     for name in (frozen, "student distill", "student distill + SFT", "student SFT only"):
         rows[name] = []

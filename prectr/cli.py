@@ -547,6 +547,12 @@ STUDENT_FLAGS = {
     "ff": "feed-forward width", "query_length": "pieces kept of a query",
     "title_length": "pieces kept of a title",
 }  # fmt: skip
+SFT_FLAGS = {  # type, help
+    "loss": (str, "the fine-tuning loss: cross-entropy, class-weighted, or soft ordinal labels"),
+    "valid_share": (float, "share of training queries whose graded pairs validate (0: none)"),
+    "valid_every": (int, "steps between validation scores"),
+    "patience": (int, "validations without a better macro-F1 before stopping (0: never)"),
+}  # fmt: skip
 TRAINING_FLAGS = {
     "epochs": "passes over the training pairs",
     "max_steps": "stop after this many steps in all (0: run every epoch)",
@@ -565,8 +571,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mode", choices=MODES, default=s.mode,
                        help="a cross encoder over the pair, or two towers")  # fmt: skip
     for name, doc in STUDENT_FLAGS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(s, name),
-                           help=doc)  # fmt: skip
+        default = getattr(s, name)
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=default,
+                           help=doc if default is not None else f"{doc} (default: the limit "
+                           "the tokenizer chose, see `prectr encoder tokenizer`)")  # fmt: skip
     group.add_argument("--dropout", type=float, default=s.dropout, help="dropout rate")
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
@@ -598,6 +606,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         eval_requests=args.eval_requests,
         temperature=getattr(args, "temperature", EncoderTrainConfig.temperature),
         hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
+        **{k: getattr(args, k) for k in SFT_FLAGS if hasattr(args, k)},
     )  # fmt: skip
     config = _pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
@@ -611,6 +620,14 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     if result["unmatched_labels"]:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
                       "log's training pairs; left out", style="dim")  # fmt: skip
+    _print_limits(result["query_length"], result["title_length"], result["truncated"])
+    if result.get("validation"):
+        v = result["validation"]
+        recall = ", ".join(f"{g}: {r:.3f}" for g, r in sorted(v["recall"].items()))
+        console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best at step "
+                      f"{v['step']}{' (stopped early)' if result['stopped_early'] else ''}: "
+                      f"accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}, Spearman "
+                      f"{v['spearman']:.3f}, recall per grade {recall}")  # fmt: skip
     if "held_out" in result:
         _print_relevance(f"held out ({config.describe()})", {"student": result["held_out"]})
     else:
@@ -685,10 +702,18 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.tokenizer import TextTokenizer
 
-    tokenizer = TextTokenizer.train(read_pairs(args.log).train_texts(), args.vocab_size)
+    tokenizer = TextTokenizer.train(*read_pairs(args.log).train_texts(), args.vocab_size,
+                                    max_truncated=args.max_truncated)  # fmt: skip
     tokenizer.save(args.out)
     console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
+    _print_limits(tokenizer.query_length, tokenizer.title_length, tokenizer.truncated)
     return 0
+
+
+def _print_limits(query_length: int, title_length: int, truncated: dict[str, float]) -> None:
+    console.print(f"piece limits: query {query_length} ({truncated['query']:.1%} of training "
+                  f"queries truncated), title {title_length} ({truncated['title']:.1%} of "
+                  "training titles truncated)")  # fmt: skip
 
 
 def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
@@ -754,7 +779,8 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub) -> None:
-    from prectr.encoder.distill import EncoderTrainConfig
+    from prectr.encoder.distill import SFT_LOSSES, EncoderTrainConfig
+    from prectr.encoder.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
         "encoder",
@@ -764,10 +790,19 @@ def add_encoder_commands(sub) -> None:
         "grades where the log has them, else the human grades).",
     )
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
-    p = commands.add_parser("tokenizer", help="train the WordPiece tokenizer on a log's texts")
+    p = commands.add_parser(
+        "tokenizer", help="train the byte-fallback BPE tokenizer and piece limits on a log",
+        description="Train the student's tokenizer on the training days' distinct queries and "
+        "titles (any language: CJK runs learn characters and frequent words, unseen "
+        "characters fall back to bytes) and choose the query and title piece limits that "
+        "truncate at most --max-truncated of them.",
+    )  # fmt: skip
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
-    p.add_argument("--vocab-size", type=int, default=8000, help="WordPiece pieces at most")
+    p.add_argument("--vocab-size", type=int, default=8000,
+                   help="pieces at most, the 3 special and 256 byte pieces included")  # fmt: skip
+    p.add_argument("--max-truncated", type=float, default=MAX_TRUNCATED,
+                   help="share of training queries (and of titles) the limits may cut")  # fmt: skip
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(
@@ -792,13 +827,19 @@ def add_encoder_commands(sub) -> None:
 
     p = commands.add_parser(
         "sft",
-        help="fine-tune the student on the human grades (cross-entropy)",
-        description="Cross-entropy on the human grades of the log's training pairs, from a "
-        "distilled student (--init) or from scratch; the --held-out requests are scored at "
-        "the end.",
+        help="fine-tune the student on the human grades, early-stopped on validation",
+        description="A loss on the human grades of the log's training pairs (--loss), from a "
+        "distilled student (--init) or from scratch. The graded pairs of a hashed "
+        "--valid-share of the training queries validate: every --valid-every steps the "
+        "student's macro-F1 on them is scored, the best student is kept and exported, and "
+        "training stops after --patience scores without a better one. The --held-out "
+        "requests are scored at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
+    for name, (kind, doc) in SFT_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                       help=doc, **({"choices": SFT_LOSSES} if name == "loss" else {}))  # fmt: skip
     _student_flags(p)
     _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)

@@ -77,6 +77,15 @@ def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_tr
         estimate = offpolicy[name]
         assert estimate["lo"] <= estimate["value"] <= estimate["hi"], name
     assert 0.0 < offpolicy["coverage"]["supported"] <= 1.0
+    assert offpolicy["model"].startswith("position-based")
+    # a dependent click model the user supplies: same harvest, clicks adjusted for stopping
+    code, out = run_cli(["evaluate", runs[0], "--bootstrap", "50", "--after-click", "0.6",
+                         "--top-examination", "0.8"], capsys)  # fmt: skip
+    assert code == 0 and "dependent click model" in out, out
+    dependent = json.loads((runs[0] / "evaluation.json").read_text())["offpolicy"]
+    assert dependent["after_click"] == 0.6 and dependent["ips"] != offpolicy["ips"]
+    code, out = run_cli(["evaluate", runs[0], "--after-click", "0"], capsys)
+    assert code != 0 and "after_click = 0.0: expected a value in (0, 1]" in out
 
     code, out = run_cli(["compare", *runs, "--log", shop, "--bootstrap", "50"], capsys)
     assert code == 0, out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,11 @@ class FeatureConfig:
     crowd_length: int = 50
     crowd_days: float | None = 7.0
     crowd_min_events: int = 10
-    # a distilled student's directory: its tokenizer gives query and title pieces
+    # a distilled student's directory: its tokenizer gives query and title pieces, at most
+    # query_pieces / title_pieces of them (None: the student's own piece limits)
     student: str | None = None
-    query_pieces: int = 12
-    title_pieces: int = 32
+    query_pieces: int | None = None
+    title_pieces: int | None = None
     # a frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it
     text_cache: str | None = None
 
@@ -165,7 +166,7 @@ class FeatureEncoder:
     """Fits vocabularies and numeric statistics on training requests; encodes any log."""
 
     def __init__(self, config: FeatureConfig | None = None):
-        self.config = config or FeatureConfig()
+        self.config = _with_piece_limits(config or FeatureConfig())
         self.vocabs: dict[str, Vocabulary] = {}
         self.stats: dict[str, float | list[float]] = {}
         self.has_query_category = False
@@ -389,6 +390,17 @@ class FeatureEncoder:
             k: Vocabulary(s["values"], s["counts"]) for k, s in state["vocabs"].items()
         }
         return encoder
+
+
+def _with_piece_limits(config: FeatureConfig) -> FeatureConfig:
+    """``config`` with unset piece limits taken from its student's configuration."""
+    if not config.student or None not in (config.query_pieces, config.title_pieces):
+        return config
+    from prectr.encoder.student import student_config
+
+    own = student_config(config.student)
+    return replace(config, query_pieces=config.query_pieces or own.query_length,
+                   title_pieces=config.title_pieces or own.title_length)  # fmt: skip
 
 
 def _student_tokenizer(student: str | None):

@@ -3,25 +3,35 @@
 ``distill``: on every training pair the teacher labelled (labelled by humans or not), the KL
 divergence to the teacher's grade distribution at a temperature, plus, with ``hidden_weight``,
 the MSE between a linear projection of the student's pooled state and the teacher's hidden
-state (the projection is trained along and dropped afterwards). ``sft``: cross-entropy on the
-human grades of the training days, starting from a distilled student (``init``) or from scratch
-(the ablation that shows what distillation is worth).
+state (the projection is trained along and dropped afterwards). ``sft``: a loss on the human
+grades of the training days (``loss``: cross-entropy, class-weighted cross-entropy or
+cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`), starting from a distilled student
+(``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
+on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
+training): every ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's
+recall and Spearman (:func:`grade_metrics`), keeps the student of the best macro-F1 so far as
+``checkpoints/best.pt``, stops after ``patience`` scores without a better one, and exports the
+best student. Macro-F1 is the criterion because a student that predicts the majority grade
+scores high accuracy and a low macro-F1.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
 arbitrarily, so runs to be compared should share one), ``train_log.jsonl``, ``checkpoints/last.pt``
 (student, projection, optimizer, RNG, position in the epoch: a killed run resumes at the same
 step and ends with the same weights), the exported ``student/`` directory and ``metrics.json``
-with the held-out evaluation (:mod:`prectr.encoder.evaluate`; ``held_out_skipped`` says why when
-no held-out row is graded) and the pair counts of :func:`prectr.encoder.pairs.read_pairs`. Every
-write is atomic.
+with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of the training
+days' distinct queries and titles that the student's piece limits truncate. A new student keeps
+the piece limits its tokenizer chose (:mod:`prectr.encoder.tokenizer`) unless the student
+configuration sets them; a tokenizer saved before limits existed has them chosen on the log's
+training days. The metrics also hold the pair counts of :func:`prectr.encoder.pairs.read_pairs`, and
+``held_out_skipped`` says why when no held-out row is graded. Every write is atomic.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +41,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prectr.encoder.evaluate import NothingToScore, evaluate_held_out
-from prectr.encoder.pairs import PairsConfig, read_pairs, read_teacher_labels
+from prectr.encoder.evaluate import NothingToScore, evaluate_held_out, grade_probabilities
+from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
+from prectr.encoder.teachers.quality import spearman
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 
 KINDS = ("distill", "sft")
+# cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
+# pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
+# exp(-(k - y)^2), so a near miss costs less than a far one)
+SFT_LOSSES = ("ce", "weighted", "ordinal")
 
 
 @dataclass
@@ -57,6 +72,18 @@ class EncoderTrainConfig:
     log_every: int = 50
     checkpoint_every: int = 200
     eval_requests: int = 500  # held-out test requests scored at the end (0: all)
+    # sft: the graded pairs of this share of the training queries (by a hash of the query
+    # text) validate instead of training (0: no validation, no early stopping)
+    valid_share: float = 0.1
+    valid_every: int = 50  # sft: steps between validation scores (and one at the end)
+    patience: int = 5  # sft: validations without a better macro-F1 before stopping (0: never)
+    loss: str = "ce"  # sft: one of SFT_LOSSES
+
+    def __post_init__(self) -> None:
+        if self.loss not in SFT_LOSSES:
+            raise ValueError(f"sft loss {self.loss!r}: expected one of {SFT_LOSSES}")
+        if not 0 <= self.valid_share < 1:
+            raise ValueError(f"valid_share must be in [0, 1), got {self.valid_share}")
 
 
 @dataclass
@@ -93,6 +120,10 @@ class EncoderRun:
         claim_run_dir(self.run_dir, "config.json", wanted, resume, "the settings differ")
         self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
         self.samples, self.unmatched = self._samples(labels)
+        self.valid: Samples | None = None  # sft: validation pairs, split off the training ones
+        self.class_weight: torch.Tensor | None = None  # sft: the "weighted" loss's weights
+        if kind == "sft":
+            self._split_validation()
         self.projection = None
         if self.train.hidden_weight > 0:
             if self.samples.hidden is None:
@@ -106,7 +137,8 @@ class EncoderRun:
             params += self.projection.parameters()
         self.optimizer = torch.optim.AdamW(params, self.train.lr,
                                            weight_decay=self.train.weight_decay)  # fmt: skip
-        self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "seconds": 0.0, "pairs": 0}
+        self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "seconds": 0.0, "pairs": 0,
+                      "best": None, "since_best": 0}  # fmt: skip
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
 
@@ -124,10 +156,16 @@ class EncoderRun:
         elif path.is_file():  # a resumed run keeps the tokenizer it trained
             tokenizer = TextTokenizer.load(path)
         else:
-            tokenizer = TextTokenizer.train(self.pairs.train_texts(), self.train.vocab_size)
+            tokenizer = TextTokenizer.train(*self.pairs.train_texts(), self.train.vocab_size)
             tokenizer.save(path)
+        if tokenizer.query_length is None:  # saved before tokenizers chose limits
+            tokenizer.choose_limits(*self.pairs.train_texts())
         torch.manual_seed(self.train.seed)
-        config = StudentConfig(**{**asdict(config), "vocab_size": tokenizer.vocab_size})
+        config = replace(
+            config, vocab_size=tokenizer.vocab_size,
+            query_length=config.query_length or tokenizer.query_length,
+            title_length=config.title_length or tokenizer.title_length,
+        )  # fmt: skip
         return Student(config), tokenizer
 
     def _samples(self, labels: str | Path | None) -> tuple[Samples, int]:
@@ -140,6 +178,27 @@ class EncoderRun:
             raise ValueError("the log's training days hold no human grade to fine-tune on")
         grades = torch.from_numpy(rows["grade"].to_numpy().astype(np.int64))
         return Samples(rows["query"].to_numpy(), rows["title"].to_numpy(), grades), 0
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+    def _split_validation(self) -> None:
+        """Move the graded pairs of a hashed ``valid_share`` of the queries to ``self.valid``
+        and set the class weights from the grades that remain."""
+        s, share = self.samples, self.train.valid_share
+        if share > 0:
+            # the top of the hash range: a held-out query split takes the bottom
+            held = np.array([hash_share(self.pairs.queries[q]) >= 1 - share for q in s.query])
+            if held.all() or not held.any():
+                raise ValueError(f"valid_share {share}: the {np.unique(s.query).size} graded "
+                                 "training queries leave no training or no validation pair; "
+                                 "change valid_share or set it to 0")  # fmt: skip
+            keep = torch.from_numpy(~held)
+            self.valid = Samples(s.query[held], s.title[held], s.target[~keep])
+            self.samples = Samples(s.query[~held], s.title[~held], s.target[keep])
+        counts = torch.bincount(self.samples.target, minlength=GRADES).to(torch.float32)
+        self.class_weight = counts.sum() / (GRADES * counts.clamp(min=1))
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.student.load_state_dict(checkpoint["student"])
@@ -164,8 +223,7 @@ class EncoderRun:
         state = self.student.pair_state(q, t)
         logits = self.student.head(state)
         if self.kind == "sft":
-            ce = F.cross_entropy(logits, s.target[rows])
-            return {"loss": ce, "loss_ce": ce}
+            return {"loss": self._sft_loss(logits, s.target[rows])}
         parts = {"loss_kl": distill_kl(logits, s.target[rows], self.train.temperature)}
         total = parts["loss_kl"]
         if self.projection is not None:
@@ -173,9 +231,43 @@ class EncoderRun:
             total = total + self.train.hidden_weight * parts["loss_hidden"]
         return {"loss": total, **parts}
 
+    def _sft_loss(self, logits: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        if self.train.loss == "weighted":
+            return F.cross_entropy(logits, grades, weight=self.class_weight)
+        if self.train.loss == "ordinal":
+            distance = torch.arange(GRADES, dtype=logits.dtype) - grades.unsqueeze(1)
+            soft = torch.softmax(-(distance**2), 1)
+            return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
+        return F.cross_entropy(logits, grades)
+
     def _done(self) -> bool:
         t, s = self.train, self.state
+        if t.patience and s["since_best"] >= t.patience:
+            return True  # early stop: no better validation macro-F1 for `patience` scores
+        return self._reached_end()
+
+    def _reached_end(self) -> bool:
+        t, s = self.train, self.state
         return s["epoch"] >= t.epochs or bool(t.max_steps and s["step"] >= t.max_steps)
+
+    def _validate(self) -> None:
+        """Score the validation pairs; keep the student as ``best.pt`` when its macro-F1 is
+        the best so far."""
+        v = self.valid
+        probabilities = grade_probabilities(self.student, self.tokenizer, self.pairs.queries,
+                                            self.pairs.titles, v.query, v.title)  # fmt: skip
+        self.student.train()
+        metrics = grade_metrics(probabilities, v.target.numpy())
+        best = self.state["best"]
+        if best is None or metrics["macro_f1"] > best["macro_f1"]:
+            self.state["best"] = {"step": self.state["step"], **metrics}
+            self.state["since_best"] = 0
+            save_checkpoint(self.best_path, {"student": self.student.state_dict()})
+        else:
+            self.state["since_best"] += 1
+        entry = {"step": self.state["step"], **{f"valid_{k}": x for k, x in metrics.items()}}
+        with open(self.run_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def fit(self) -> dict[str, Any]:
         t = self.train
@@ -198,6 +290,8 @@ class EncoderRun:
                         self._log(window)
                         bar.set_postfix(loss=f"{window[-1]['loss']:.4f}")
                         window = []
+                    if self.valid is not None and self.state["step"] % t.valid_every == 0:
+                        self._validate()
                     if self.state["step"] % t.checkpoint_every == 0:
                         self._checkpoint()
                     if self.stop_after is not None and self.state["step"] >= self.stop_after:
@@ -207,6 +301,9 @@ class EncoderRun:
                     self.state["step_in_epoch"] = 0
         finally:
             bar.close()
+        best = self.state["best"]
+        if self.valid is not None and (best is None or self.state["step"] % t.valid_every):
+            self._validate()  # the last steps, unless just scored
         self._checkpoint()
         return self._finish()
 
@@ -230,7 +327,10 @@ class EncoderRun:
             f.write(json.dumps(entry) + "\n")
 
     def _finish(self) -> dict[str, Any]:
-        s = self.state
+        s, c = self.state, self.student.config
+        queries, titles = self.pairs.train_texts()
+        if self.valid is not None:  # export the student of the best validation score
+            self.student.load_state_dict(load_checkpoint(self.best_path)["student"])
         save_student(self.run_dir / "student", self.student, self.tokenizer,
                      {"kind": self.kind, "steps": s["step"]})  # fmt: skip
         result = {
@@ -238,8 +338,15 @@ class EncoderRun:
             "samples": int(self.samples.query.size), "unmatched_labels": self.unmatched,
             "train_pairs_per_s": s["pairs"] / max(s["seconds"], 1e-9),
             "parameters": sum(p.numel() for p in self.student.parameters()),
-            "mode": self.student.config.mode,
+            "mode": c.mode, "query_length": c.query_length, "title_length": c.title_length,
+            "truncated": {  # shares of the training days' distinct texts cut at the limits
+                "query": self.tokenizer.truncated_share(queries, c.query_length),
+                "title": self.tokenizer.truncated_share(titles, c.title_length),
+            },
         }  # fmt: skip
+        if self.kind == "sft":  # validation: the exported (best) student's scores
+            result.update(loss=self.train.loss, validation=s["best"],
+                          stopped_early=not self._reached_end())  # fmt: skip
         result["pairs"] = self.pairs.counts
         try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed
@@ -250,3 +357,20 @@ class EncoderRun:
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+
+def grade_metrics(probabilities: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over the grades present in ``grades``), each grade's recall and the
+    Spearman correlation of the expected grade with ``grades``, of grade distributions
+    ``(n, 4)``."""
+    predicted = probabilities.argmax(1)
+    f1, recall = [], {}
+    for grade in np.unique(grades):
+        hits = float(np.sum((predicted == grade) & (grades == grade)))
+        recall[int(grade)] = hits / float(np.sum(grades == grade))
+        f1.append(2 * hits / (float(np.sum(predicted == grade)) + float(np.sum(grades == grade))))
+    expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
+    return {
+        "accuracy": float(np.mean(predicted == grades)), "macro_f1": float(np.mean(f1)),
+        "recall": recall, "spearman": spearman(expected, grades), "pairs": int(grades.size),
+    }  # fmt: skip

@@ -137,10 +137,11 @@ class LogPairs:
     truth: str = "relevance"  # what held-out grades are: true_relevance or human relevance
     counts: dict[str, int] = field(default_factory=dict)  # see read_pairs
 
-    def train_texts(self) -> list[str]:
-        """The distinct queries, then titles, of the training pairs (what a tokenizer learns)."""
-        texts = [self.queries[i] for i in np.unique(self.train["query"].to_numpy())]
-        return texts + [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
+    def train_texts(self) -> tuple[list[str], list[str]]:
+        """The distinct queries and the distinct titles of the training pairs (what a tokenizer
+        learns, and chooses its piece limits on)."""
+        queries = [self.queries[i] for i in np.unique(self.train["query"].to_numpy())]
+        return queries, [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
 
 
 def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPairs:
@@ -256,12 +257,17 @@ def _pool_rows(log: SearchLog) -> pa.Table:
     return pa.table(columns)
 
 
+def hash_share(text: str) -> float:
+    """A stable position in [0, 1) for ``text`` (BLAKE2b: the same in every process and run).
+    The held-out query split takes the bottom of the range and SFT's validation queries the
+    top (:mod:`prectr.encoder.distill`), so the two never meet."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
 def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:
-    """Each row's query text hashed into [0, 1), the same in every run."""
+    """Each row's query text hashed into [0, 1) by :func:`hash_share`."""
     texts, code = _codes(queries)
-    unit = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) / 2.0**64
-            for t in texts]  # fmt: skip
-    return np.asarray(unit)[code]
+    return np.asarray([hash_share(t) for t in texts])[code]
 
 
 def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int]:

@@ -49,8 +49,10 @@ class StudentConfig:
     heads: int = 4
     ff: int = 576
     dropout: float = 0.0
-    query_length: int = 12  # pieces kept of a query
-    title_length: int = 32  # pieces kept of a title
+    # pieces kept of a query and of a title; None: the limits the tokenizer chose on its
+    # training texts (:mod:`prectr.encoder.tokenizer`), set when the student is built
+    query_length: int | None = None
+    title_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,6 +65,9 @@ class Student(nn.Module):
     def __init__(self, config: StudentConfig):
         super().__init__()
         self.config, c = config, config
+        if c.query_length is None or c.title_length is None:
+            raise ValueError("the student's query_length and title_length must be set (a "
+                             "training run takes them from the tokenizer)")  # fmt: skip
         self.pieces = nn.Embedding(c.vocab_size, c.dim, padding_idx=PAD)
         self.positions = nn.Embedding(c.query_length + c.title_length + 1, c.dim)
         self.segments = nn.Embedding(2, c.dim)
@@ -159,11 +164,7 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
 def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
     """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
     directory = Path(directory)
-    path = directory / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no student ({WEIGHTS} missing; run "
-                                "`prectr encoder distill` or `prectr encoder sft`)")  # fmt: skip
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _saved(directory)
     student = Student(StudentConfig(**state["config"]))
     student.load_state_dict(state["state"])
     tokenizer = TextTokenizer.load(directory / TOKENIZER)
@@ -171,3 +172,16 @@ def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
         raise ValueError(f"{directory}: {TOKENIZER} has {tokenizer.vocab_size} pieces, "
                          f"{WEIGHTS} expects {student.config.vocab_size}")  # fmt: skip
     return student, tokenizer
+
+
+def student_config(directory: str | Path) -> StudentConfig:
+    """The configuration of the student saved in ``directory`` (e.g. its piece limits)."""
+    return StudentConfig(**_saved(Path(directory))["config"])
+
+
+def _saved(directory: Path) -> dict:
+    path = directory / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no student ({WEIGHTS} missing; run "
+                                "`prectr encoder distill` or `prectr encoder sft`)")  # fmt: skip
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -74,7 +74,8 @@ def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prectr.evaluation.run import EVALUATION, SCORES, evaluate_run, split_file
 
-    r = evaluate_run(args.run, args.log, args.checkpoint, args.bootstrap, args.seed, args.split)
+    r = evaluate_run(args.run, args.log, args.checkpoint, args.bootstrap, args.seed, args.split,
+                     args.after_click, args.top_examination)  # fmt: skip
     days = ", ".join(r["test_days"])
     what = "test days" if args.split == "test" else "validation days"
     title = f"{r['name']} ({r['model']}) on the {what} {days} of {r['log']}"
@@ -112,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"off-policy clicks per request on the top {o['k']}: IPS {est(o['ips'])}, doubly "
             f"robust {est(o['dr'])}, logged {est(o['logged'])}; DR - logged {est(o['dr_lift'])} "
             f"(95% CI; {o['coverage']['supported']:.0%} of the new top {o['k']}'s examination "
-            "shown in the log; position-based model: docs/offpolicy.md)"
+            f"shown in the log; {o['model'].split(':')[0]}: docs/offpolicy.md)"
         )
     written = Path(args.run) / split_file(EVALUATION, args.split)
     console.print(f"wrote {written} and {split_file(SCORES, args.split)}", style="dim")
@@ -202,6 +203,14 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="the run's test days, or its validation days (where choices are made; "
                    "writes evaluation_valid.json and so on)")  # fmt: skip
+    p.add_argument("--after-click", type=float, default=1.0, metavar="LAMBDA",
+                   help="plain logs: the off-policy estimate's dependent click model, how much "
+                   "less often a user goes on after a click (1: position-based; the log does "
+                   "not identify it: docs/offpolicy.md)")  # fmt: skip
+    p.add_argument("--top-examination", type=float, default=1.0, metavar="P",
+                   help="plain logs, with --after-click below 1: the probability that "
+                   "position 1 is examined (used where the direct method meets the click "
+                   "model)")  # fmt: skip
     _bootstrap_flags(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -63,6 +63,20 @@ class LoggedRows:
         )
 
 
+def sum_above(request: np.ndarray, position: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """For each row, the sum of ``value`` over the rows of the same request shown at a smaller
+    position (position 0: unexposed, counts nothing and gets the sum over every shown row)."""
+    shown = position > 0
+    order = np.lexsort((np.where(shown, position, np.iinfo(np.int64).max), request))
+    ordered = np.where(shown, value, 0.0)[order]
+    before = np.cumsum(ordered) - ordered
+    first = np.r_[True, request[order][1:] != request[order][:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    out = np.empty(order.size)
+    out[order] = before - before[start]
+    return out
+
+
 def _require(table: pa.Table, columns: tuple[str, ...], name: str) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:

@@ -1,31 +1,43 @@
 """Off-policy estimate of a new ranking's clicks on a logged search log: no world, no A/B test.
 
 What is estimated: expected clicks per request on the top ``k`` of a new ranking ``pi`` (scores
-over each request's logged candidate pool), under the position-based model: a click on item
-``d`` at position ``j`` has probability ``p_j * a(request, d)``, examination times attraction.
-``p`` is harvested from the log (:mod:`prectr.evaluation.propensity`); only its ratios matter.
+over each request's logged candidate pool). The click model is the dependent click model with
+position-based examination: the user examines position 1 with probability ``e_1``, goes on from
+``j`` to ``j + 1`` with probability ``e_{j+1} / e_j``, times ``lambda`` after a click
+(:class:`~prectr.evaluation.propensity.Propensities` ``after_click``), and clicks an examined
+item ``d`` with its attraction ``a(request, d)``. ``lambda = 1`` is the position-based model
+(the default); a smaller ``lambda`` is an assumption the caller supplies (the log does not
+identify it: docs/offpolicy.md). ``theta = e / e_1`` is harvested from the log
+(:mod:`prectr.evaluation.propensity`). The clicks of ``pi`` are
 
-**Position-based IPS.** A row the log showed at position ``j <= k`` and ``pi`` puts at position
-``j' <= k`` contributes its logged click times ``p_j' / p_j``; per request, the sum over rows.
-Its expectation over the clicks is ``sum p_j' a(request, d)`` over ``pi``'s top-k items that
-the log *showed in that request*: the **supported** slots. An item ``pi`` promotes from the
-unexposed part of the pool (90 of a 100-candidate pool are never shown) has no click to
-reweight, and IPS counts nothing for it. So IPS is unbiased for the clicks of ``pi``'s supported
-slots, which is the whole of ``pi``'s clicks exactly when ``pi``'s top k is a reordering of the
-items the log showed (validated against the world's replay on position-based click logs by
-``benchmarks/offpolicy.py``; biased where a click stops the user, as under ``dcm``); otherwise
-it is a lower bound, and :attr:`OffPolicyEstimate.coverage` says how much of ``pi``'s
-examination falls on supported slots.
+    sum_j theta_j alpha_j prod_{i < j} (1 - (1 - lambda) alpha_i / e_1),   alpha = e_1 a,
+
+a sum of products of distinct items' attractions (``alpha``: clicks per unit of relative
+examination).
+
+**IPS.** For items the log showed in that request at positions ``1..k`` (the **supported**
+slots), ``prod_S c / (theta_m lambda^n)`` (every item of ``S`` clicked; ``m`` the deepest logged
+position among them; ``n`` the clicks logged above ``m``) is unbiased for ``e_1^(|S|-1) prod_S
+alpha``, so each product of the expansion has an unbiased estimate from the logged clicks, and
+``e_1`` cancels. :class:`_Slots` sums them by a dynamic programme down ``pi``. With ``lambda =
+1`` this is position-based IPS: a clicked row logged at ``j`` and put at ``j'`` counts ``theta_j'
+/ theta_j``. IPS is unbiased exactly when ``pi``'s top k is a reordering of the items the log
+showed (validated against the world's replay by ``benchmarks/offpolicy.py``, and against every
+click outcome of small cases by ``tests/evaluation/test_offpolicy.py``). An item ``pi`` promotes
+from the unexposed part of the pool (90 of a 100-candidate pool are never shown) has no click to
+reweight, and IPS counts it as unattractive; :attr:`OffPolicyEstimate.coverage` says how much
+of ``pi``'s examination falls on supported slots.
 
 **Doubly robust.** IPS on the supported slots plus a direct method (DM) for the unsupported
-ones: ``p_j'`` times a predicted attraction. The prediction, in order of preference:
+ones: a predicted attraction in the same product (where ``lambda < 1``, ``e_1`` enters here:
+:class:`Propensities` ``top_examination``). The prediction, in order of preference:
 
 1. *pooled*: the same (query, item) pair shown in other requests of the evaluated log, its
-   clicks over its examination (``sum clicks / sum p_j``), shrunk towards (2) or (3) with
-   :data:`PRIOR_EXAMINATIONS` pseudo-examinations, recomputed in every bootstrap resample, so
-   the CI carries its noise (the item-position idea of Li, Abbasi-Yadkori, Kveton,
-   Muthukrishnan, Vinay and Wen, *Offline Evaluation of Ranking Policies with Click Models*,
-   KDD 2018, as a direct method);
+   adjusted clicks over its examination (``sum c lambda^-n / sum theta_j``), shrunk towards
+   (2) or (3) with :data:`PRIOR_EXAMINATIONS` pseudo-examinations, recomputed in every
+   bootstrap resample, so the CI carries its noise (the item-position idea of Li,
+   Abbasi-Yadkori, Kveton, Muthukrishnan, Vinay and Wen, *Offline Evaluation of Ranking
+   Policies with Click Models*, KDD 2018, as a direct method);
 2. *graded*: the pair has an observed relevance grade: the attraction of that grade;
 3. *ungraded*: the mean attraction of an unshown candidate, from the grade mix of the graded
    unshown candidates.
@@ -60,10 +72,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import sparse
 
 from prectr.evaluation.logged import LoggedRows
-from prectr.evaluation.propensity import Propensities
+from prectr.evaluation.propensity import Propensities, adjusted_clicks
 from prectr.metrics.paired import (
     BLOCK_CELLS,
     RESAMPLES,
@@ -87,16 +100,22 @@ class AttractionPrior:
 
     @classmethod
     def fit(cls, impressions: pa.Table, propensities: Propensities) -> AttractionPrior:
-        """Fit on a reference log's impressions (position, click, relevance): each grade's
-        clicks over examination on rows shown at positions 1..k (shrunk towards all shown rows'
-        with :data:`PRIOR_EXAMINATIONS`), then the grade mix of graded unshown rows."""
-        for column in ("position", "click", "relevance"):
+        """Fit on a reference log's impressions (position, click, relevance; request_id when
+        ``propensities.after_click < 1``): each grade's adjusted clicks over examination on rows
+        shown at positions 1..k (shrunk towards all shown rows' with
+        :data:`PRIOR_EXAMINATIONS`), then the grade mix of graded unshown rows."""
+        dependent = propensities.after_click < 1.0
+        for column in ("position", "click", "relevance") + (("request_id",) * dependent):
             if column not in impressions.column_names:
                 raise ValueError(f"impressions: missing column {column}")
         position = impressions["position"].fill_null(0).to_numpy().astype(np.int64)
-        click = impressions["click"].fill_null(0).to_numpy().astype(np.float64)
         grade = impressions["relevance"].fill_null(-1).to_numpy().astype(np.int64)
         shown = (position > 0) & (position <= propensities.k)
+        click = impressions["click"].fill_null(0).to_numpy().astype(np.float64) * shown
+        if dependent:
+            request = pc.dictionary_encode(impressions["request_id"]).combine_chunks().indices
+            click = adjusted_clicks(request.to_numpy().astype(np.int64), position * shown, click,
+                                    propensities.after_click)  # fmt: skip
         if not shown.any():
             raise ValueError("impressions: no row shown within the propensities' positions")
         exam = propensities.examination[position[shown] - 1]
@@ -161,20 +180,21 @@ class OffPolicyEstimate:
 class OffPolicyStatistics:
     """The estimators as statistics of request weights (:mod:`prectr.metrics.paired`):
     ``ips``, ``dr`` and ``logged`` (the log's own clicks on its top k), so that they can be
-    bootstrapped beside, and paired with, other statistics of the same requests."""
+    bootstrapped beside, and paired with, other statistics of the same requests; and
+    ``refit_ips`` (n, R): each request's IPS under the propensities of each resample fit."""
 
     statistics: dict[str, Statistic]
     n_requests: int
     k: int
     coverage: dict[str, float]
-    moved: sparse.csc_matrix  # (R, k * k) clicks moved from logged position b to new rank a
+    refit_ips: np.ndarray
 
-    def ips_shift(self, weights: np.ndarray, examination: np.ndarray) -> np.ndarray:
+    def ips_shift(self, weights: np.ndarray, refit: np.ndarray) -> np.ndarray:
         """How much IPS under request ``weights`` (b, R) changes when the propensities become
-        ``examination`` (b, k), one row per resample, instead of the full fit's."""
-        moved = np.asarray((self.moved.T @ weights.T).T)  # (b, k * k)
-        ratio = examination[:, :, None] / examination[:, None, :]
-        return (moved * ratio.reshape(len(ratio), -1)).sum(axis=1) / weights.sum(axis=1)
+        those of resample fits ``refit`` (b indices into ``refit_ips``) instead of the full
+        fit's."""
+        full = self.statistics["ips"](weights)
+        return (weights * self.refit_ips[refit]).sum(axis=1) / weights.sum(axis=1) - full
 
 
 def offpolicy_statistics(
@@ -189,22 +209,18 @@ def offpolicy_statistics(
     evaluated requests' logged ``impressions`` (request_id, item_id, position, click,
     relevance) and ``requests`` (request_id, query)."""
     rows = LoggedRows.from_tables(impressions, requests)
-    score = _aligned(impressions, scores)
     k, theta = propensities.k, propensities.examination
-    rank = _ranks(rows.request, rows.item, score)
-    target = np.where(rank <= k, theta[np.minimum(rank, k) - 1], 0.0)
-    shown = rows.exposed & (rows.position <= k)
-    logged = np.where(shown, theta[np.clip(rows.position, 1, k) - 1], 0.0)
-    parts = _Parts.build(rows, target, logged, prior.predict(rows.grade))
+    slots = _Slots.build(rows, _aligned(impressions, scores), propensities)
     n = len(rows.request_ids)
     each = np.arange(n)
+    ips = slots.ips(theta)
     statistics = {
-        "ips": mean_statistic(parts.ips, each),
-        "dr": parts.dr_statistic(),
-        "logged": mean_statistic(np.bincount(rows.request, rows.click * shown, n), each),
+        "ips": mean_statistic(ips, each),
+        "dr": slots.dr_statistic(theta, prior.predict(rows.grade)),
+        "logged": mean_statistic(np.bincount(rows.request, rows.click * slots.shown, n), each),
     }
-    moved = _moves(rows.request, rank, rows.position, rows.click, logged > 0, n, k)
-    return OffPolicyStatistics(statistics, n, k, parts.coverage, moved)
+    refits = np.array([slots.ips(e) for e in propensities.resamples]).reshape(-1, n)
+    return OffPolicyStatistics(statistics, n, k, slots.coverage(theta, rows.grade), refits)
 
 
 def offpolicy_clicks(
@@ -220,16 +236,15 @@ def offpolicy_clicks(
     (arguments as :func:`offpolicy_statistics`), with percentile CIs over ``n_resamples``
     bootstrap resamples of the requests."""
     found = offpolicy_statistics(impressions, requests, scores, propensities, prior)
-    n, fitted, refits = found.n_requests, propensities.examination, propensities.resamples
+    n, refits = found.n_requests, len(found.refit_ips)
     names = ("ips", "dr", "logged")
     value = {name: found.statistics[name](np.ones((1, n)))[0] for name in names}
     draws: dict[str, list[np.ndarray]] = {name: [] for name in names}
     done = 0
     for weights in resample_weights(n, n_resamples, seed):
         shift = np.zeros(len(weights))
-        if len(refits):
-            refit = refits[(done + np.arange(len(weights))) % len(refits)]
-            shift = found.ips_shift(weights, refit) - found.ips_shift(weights, fitted[None])
+        if refits:
+            shift = found.ips_shift(weights, (done + np.arange(len(weights))) % refits)
         for name in names:
             draws[name].append(found.statistics[name](weights) + (shift if name != "logged" else 0))
         done += len(weights)
@@ -253,92 +268,137 @@ def offpolicy_clicks(
 
 
 @dataclass(frozen=True)
-class _Parts:
-    """Per request: IPS and the fixed-prior DM sum; per (request, pooled pair): the sparse
-    sums the pooled DM needs under any request weights."""
+class _Slots:
+    """The new ranking's top k of every request, slot by slot: ``(R, k)`` arrays of the row at
+    each slot (-1 past the end of a short pool) and, for slots the log showed in that request
+    (supported), its logged position; per request the adjusted clicks by logged position."""
 
-    ips: np.ndarray  # (R,)
-    fixed: np.ndarray  # (R,) sum of target x prior over unsupported slots with no pooled pair
-    target: sparse.csc_matrix  # (R, G) target examination of unsupported slots
-    target_prior: sparse.csc_matrix  # (R, G) ... times their prior attraction
-    clicks: sparse.csc_matrix  # (R, G) clicks of the pair's shown rows
-    examined: sparse.csc_matrix  # (R, G) logged examination of the pair's shown rows
-    coverage: dict[str, float]
+    rows: LoggedRows
+    shown: np.ndarray  # (N,) rows shown at positions 1..k
+    adjusted: np.ndarray  # (N,) adjusted clicks (:func:`adjusted_clicks`)
+    row: np.ndarray  # (R, k)
+    position: np.ndarray  # (R, k) logged position, 0 where unsupported or empty
+    clicked_at: np.ndarray  # (R, k) adjusted click of the row logged at position j + 1
+    after_click: float
+    top_examination: float
 
     @classmethod
-    def build(
-        cls, rows: LoggedRows, target: np.ndarray, logged: np.ndarray, prior: np.ndarray
-    ) -> _Parts:
+    def build(cls, rows: LoggedRows, score: np.ndarray, propensities: Propensities) -> _Slots:
+        k, after_click = propensities.k, propensities.after_click
         n = len(rows.request_ids)
-        supported = logged > 0
-        weight = np.divide(target, logged, out=np.zeros_like(target), where=supported)
-        unsupported = (target > 0) & ~supported
-        shown_pairs = np.unique(rows.pair[supported])
-        pooled = unsupported & np.isin(rows.pair, shown_pairs)
-        groups, group = np.unique(rows.pair[pooled], return_inverse=True)
-        member = supported & np.isin(rows.pair, groups)
-        member_group = np.searchsorted(groups, rows.pair[member])
+        shown = rows.exposed & (rows.position <= k)
+        position = np.where(shown, rows.position, 0)
+        adjusted = adjusted_clicks(rows.request, position, rows.click * shown, after_click)
+        rank = _ranks(rows.request, rows.item, score)
+        top = rank <= k
+        row = np.full((n, k), -1, np.int64)
+        row[rows.request[top], rank[top] - 1] = np.flatnonzero(top)
+        clicked_at = np.zeros((n, k))
+        clicked_at[rows.request[shown], rows.position[shown] - 1] = adjusted[shown]
+        slot_position = np.where(row >= 0, position[np.maximum(row, 0)], 0)
+        return cls(rows, shown, adjusted, row, slot_position, clicked_at, after_click,
+                   propensities.top_examination)  # fmt: skip
 
-        def matrix(values: np.ndarray, where: np.ndarray, column: np.ndarray):
-            shape = (n, groups.size)
-            return sparse.csc_matrix((values[where], (rows.request[where], column)), shape=shape)
+    @property
+    def supported(self) -> np.ndarray:
+        return self.position > 0
 
-        fixed = unsupported & ~pooled
-        total = target.sum()
-        return cls(
-            ips=np.bincount(rows.request, rows.click * weight, n),
-            fixed=np.bincount(rows.request[fixed], (target * prior)[fixed], n),
-            target=matrix(target, pooled, group),
-            target_prior=matrix(target * prior, pooled, group),
-            clicks=matrix(rows.click, member, member_group),
-            examined=matrix(logged, member, member_group),
-            coverage={
-                "supported": float(target[supported].sum() / total),
-                "pooled": float(target[pooled].sum() / total),
-                "graded": float(target[fixed & (rows.grade >= 0)].sum() / total),
-                "ungraded": float(target[fixed & (rows.grade < 0)].sum() / total),
-            },
-        )
+    @property
+    def unsupported(self) -> np.ndarray:
+        return (self.row >= 0) & (self.position == 0)
 
-    def dr_statistic(self) -> Statistic:
-        """DR per resample: (IPS + fixed DM + pooled DM) summed with request weights over the
-        weight total; a pooled pair's attraction is its weighted clicks over weighted
-        examination, shrunk towards its slots' prior."""
-        base = self.ips + self.fixed
-        n_groups = self.target.shape[1]
+    def _parts(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, B)``, each (R, k), such that a request's estimate is ``sum_j theta_j U_j
+        (alpha_j A_j + B_j)``: ``alpha_j`` the direct method's attraction of an unsupported slot
+        (0 elsewhere) and ``U_j`` the product over unsupported slots above of ``1 - (1 -
+        lambda) alpha / e_1``. ``B_j`` is the unbiased estimate of a supported slot's term
+        (the module's expansion), ``A_j`` that of the supported part of an unsupported slot's
+        product. Going down ``pi``, ``coef[:, m]`` holds the signed coefficient of the products
+        of supported clicked items above whose deepest logged position is ``m`` (0: the empty
+        product): their estimate is ``coef * reach[m]``, ``reach = c lambda^-n / theta_m``."""
+        lam, (n, k) = self.after_click, self.row.shape
+        reach = self.clicked_at / theta[None, :]  # c lambda^-n / theta_m by logged position m
+        coef = np.zeros((n, k + 1))  # [:, 0]: the empty monomial; [:, m]: deepest at m
+        coef[:, 0] = 1.0
+        deepest = np.arange(k + 1)[None, :]
+        a_part, b_part = np.zeros((n, k)), np.zeros((n, k))
+        for j in range(k):
+            a_part[:, j] = coef[:, 0] + (coef[:, 1:] * reach).sum(axis=1) / self.top_examination
+            p = self.position[:, j]
+            clicked = np.take_along_axis(reach, np.maximum(p - 1, 0)[:, None], 1)[:, 0] * (p > 0)
+            upto = deepest <= p[:, None]
+            mass = (coef * upto).sum(axis=1)
+            below = (coef[:, 1:] * ~upto[:, 1:] * reach).sum(axis=1)
+            b_part[:, j] = np.where(clicked > 0, clicked * mass + below, 0.0)
+            if lam < 1.0:
+                hit = (clicked > 0)[:, None]
+                moved = np.where(upto, coef, lam * coef)
+                moved[np.arange(n), p] -= (1.0 - lam) * mass
+                coef = np.where(hit, moved, coef)
+        return a_part, b_part
+
+    def ips(self, theta: np.ndarray) -> np.ndarray:
+        """Per request: the estimate with no direct method (unsupported slots count 0)."""
+        return self._parts(theta)[1] @ theta
+
+    def dr_statistic(self, theta: np.ndarray, prior: np.ndarray) -> Statistic:
+        """DR per resample: IPS on the supported slots, the direct method's attraction on the
+        unsupported ones, in the click model's product. A slot whose (query, item) pair the log
+        showed in other evaluated requests (pooled) takes that pair's adjusted clicks over its
+        examination there, shrunk towards its prior with :data:`PRIOR_EXAMINATIONS`, under the
+        resample's request weights; any other unsupported slot takes its prior."""
+        rows, lam = self.rows, self.after_click
+        a_part, b_part = self._parts(theta)
+        n = len(rows.request_ids)
+        unsupported = self.unsupported
+        slot_row = np.maximum(self.row, 0)
+        slot_pair = rows.pair[slot_row]
+        groups = np.unique(rows.pair[self.shown])
+        pooled = unsupported & np.isin(slot_pair, groups)
+        fixed = np.where(unsupported & ~pooled, prior[slot_row], 0.0)
+        group = np.searchsorted(groups, slot_pair[pooled])
+        member = self.shown & np.isin(rows.pair, groups[np.unique(group)])
+        column = np.searchsorted(groups, rows.pair[member])
+        shape = (n, groups.size)
+        clicks = sparse.csc_matrix((self.adjusted[member], (rows.request[member], column)), shape)
+        examined = theta[rows.position[member] - 1]
+        examined = sparse.csc_matrix((examined, (rows.request[member], column)), shape)
+        pooled_prior = PRIOR_EXAMINATIONS * prior[slot_row][pooled]
 
         def statistic(weights: np.ndarray) -> np.ndarray:
-            out = weights @ base
-            step = max(1, BLOCK_CELLS // max(n_groups, 1))
-            for start in range(0, weights.shape[0], step):
+            out = np.empty(len(weights))
+            step = max(1, BLOCK_CELLS // max(self.row.size, 1))
+            for start in range(0, len(weights), step):
                 w = weights[start : start + step]
-                target, target_prior, clicks, examined = (
-                    np.asarray((m.T @ w.T).T)
-                    for m in (self.target, self.target_prior, self.clicks, self.examined)
+                clicked, seen = (np.asarray((m.T @ w.T).T) for m in (clicks, examined))
+                a = np.broadcast_to(fixed, (len(w), *fixed.shape)).copy()
+                a[:, pooled] = (clicked[:, group] + pooled_prior) / (
+                    seen[:, group] + PRIOR_EXAMINATIONS
                 )
-                pooled = (target * clicks + PRIOR_EXAMINATIONS * target_prior) / (
-                    examined + PRIOR_EXAMINATIONS
-                )
-                out[start : start + step] += pooled.sum(axis=1)
-            return out / weights.sum(axis=1)
+                stop = (1.0 - lam) / self.top_examination * a
+                stay = np.cumprod(np.where(unsupported, 1.0 - stop, 1.0), axis=2)
+                above = np.concatenate([np.ones((*stay.shape[:2], 1)), stay[:, :, :-1]], axis=2)
+                value = (above * (a * a_part + b_part)) @ theta
+                out[start : start + step] = (w * value).sum(axis=1) / w.sum(axis=1)
+            return out
 
         return statistic
 
-
-def _moves(
-    request: np.ndarray,
-    rank: np.ndarray,
-    position: np.ndarray,
-    click: np.ndarray,
-    supported: np.ndarray,
-    n: int,
-    k: int,
-) -> sparse.csc_matrix:
-    """Per request, the clicks of supported rows by (new rank a, logged position b), as column
-    ``(a - 1) * k + b - 1`` of an (n, k * k) matrix: IPS is this matrix times p_a / p_b."""
-    kept = supported & (rank <= k)
-    column = (rank[kept] - 1) * k + position[kept] - 1
-    return sparse.csc_matrix((click[kept], (request[kept], column)), shape=(n, k * k))
+    def coverage(self, theta: np.ndarray, grade: np.ndarray) -> dict[str, float]:
+        """How the new top k's examination (position part) splits: supported (shown in that
+        request), pooled (the pair shown in other evaluated requests), graded and ungraded."""
+        target = np.where(self.row >= 0, theta[None, :], 0.0)
+        slot_row = np.maximum(self.row, 0)
+        pooled = self.unsupported & np.isin(self.rows.pair[slot_row], self.rows.pair[self.shown])
+        rest = self.unsupported & ~pooled
+        graded = grade[slot_row] >= 0
+        total = target.sum()
+        return {
+            "supported": float(target[self.supported].sum() / total),
+            "pooled": float(target[pooled].sum() / total),
+            "graded": float(target[rest & graded].sum() / total),
+            "ungraded": float(target[rest & ~graded].sum() / total),
+        }
 
 
 def _aligned(impressions: pa.Table, scores: pa.Table) -> np.ndarray:

@@ -22,9 +22,18 @@ of estimates that divide by these propensities can carry their noise (a ranking 
 logged 10th item to the top weighs its clicks by ``p_1 / p_10``, and a few percent of error in
 ``p_10`` moves the estimate as much as the click noise does: docs/offpolicy.md).
 
-Under a cascade-like click model (``dcm``, ``cascade``) examination depends on the clicks above,
-and the harvested ``p_k`` are the examination rates under the logging ranker's mix of items
-above each position, not a property of the position alone.
+**Clicks that stop the user.** Under the dependent click model (DCM: after a click at ``j``
+the user goes on with probability ``lambda`` times what they would without the click, Guo, Liu
+and Wang, *Efficient Multiple-Click Models in Web Search*, WSDM 2009) examination depends on the
+clicks above, and the plain harvested ``p_k`` are the logging ranker's average examination, not
+a property of the position. Given ``lambda`` (``after_click``), a click at ``k`` below ``n``
+clicks has probability ``p_k lambda^n a``, and its *adjusted click* ``c lambda^-n`` has
+expectation ``p_k a`` whatever the user did above (:mod:`prectr.evaluation.offpolicy` derives
+it), so AllPairs on adjusted clicks harvests the position part ``p_k`` of examination.
+``lambda`` itself is an input: on the simulated worlds, moment conditions on what was shown
+above a candidate did not recover it (docs/offpolicy.md); ``after_click = 1`` is the
+position-based model, and ``lambda -> 0`` the cascade model, which this estimate cannot take
+(a second click is then never seen).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import pyarrow as pa
 from scipy import sparse
 from scipy.optimize import minimize
 
-from prectr.evaluation.logged import LoggedRows
+from prectr.evaluation.logged import LoggedRows, sum_above
 from prectr.metrics.paired import resample_weights
 
 RESAMPLES = 50  # refits on bootstrap resamples of the requests
@@ -44,13 +53,19 @@ RESAMPLES = 50  # refits on bootstrap resamples of the requests
 
 @dataclass(frozen=True)
 class Propensities:
-    """Relative examination probability of positions 1..k (position 1 = 1); the evidence:
-    ``pairs[k, k']``, how many (query, item) pairs were shown at both positions; and the fit on
-    each bootstrap resample of the requests, ``resamples`` (n, k)."""
+    """Relative examination probability of positions 1..k (position 1 = 1) with no click above;
+    the evidence: ``pairs[k, k']``, how many (query, item) pairs were shown at both positions;
+    the fit on each bootstrap resample of the requests, ``resamples`` (n, k); and the click
+    click model's assumed ``after_click``, the factor on going on after a click (1:
+    position-based), and ``top_examination``, the absolute examination of position 1, which
+    harvesting cannot see (only ratios are identified); it matters only where the dependent
+    model's product meets a direct method's attraction (:mod:`prectr.evaluation.offpolicy`)."""
 
     examination: np.ndarray
     pairs: np.ndarray
     resamples: np.ndarray
+    after_click: float = 1.0
+    top_examination: float = 1.0
 
     @property
     def k(self) -> int:
@@ -59,6 +74,8 @@ class Propensities:
     def to_dict(self) -> dict[str, list]:
         return {
             "examination": self.examination.tolist(),
+            "after_click": self.after_click,
+            "top_examination": self.top_examination,
             "resampled_std": self.resamples.std(axis=0).tolist() if len(self.resamples) else None,
             "pairs": self.pairs.tolist(),
         }
@@ -70,22 +87,46 @@ def harvest_propensities(
     k: int = 10,
     n_resamples: int = RESAMPLES,
     seed: int = 0,
+    after_click: float = 1.0,
+    top_examination: float = 1.0,
 ) -> Propensities:
     """Fit examination by position 1..``k`` on a log's exposed impressions (request_id,
     item_id, position, click) and its requests (request_id, query) with AllPairs, and again on
     ``n_resamples`` bootstrap resamples of the requests; rows shown below ``k`` are left out.
-    Raises when some position shares no (query, item) pair with the others (its propensity is
-    not identified by the log)."""
+    ``after_click`` in (0, 1] is the DCM's factor on going on after a click (1: the
+    position-based model); clicks are adjusted by it first. ``top_examination`` in (0, 1] is
+    recorded for the estimators (:class:`Propensities`). Raises when some position shares
+    no (query, item) pair with the others (its propensity is not identified by the log)."""
+    check_click_model(after_click, top_examination)
     rows = LoggedRows.from_tables(impressions, requests)
     shown = rows.exposed & (rows.position <= k)
-    pair, position, click = rows.pair[shown], rows.position[shown], rows.click[shown]
+    pair, position = rows.pair[shown], rows.position[shown]
+    click = adjusted_clicks(rows.request[shown], position, rows.click[shown], after_click)
     fitted = all_pairs(pair, position, click, k)
     refits = [
         all_pairs(pair, position, click, k, weights[rows.request[shown]]).examination
         for block in resample_weights(len(rows.request_ids), n_resamples, seed)
         for weights in block
     ]
-    return Propensities(fitted.examination, fitted.pairs, np.array(refits).reshape(-1, k))
+    resamples = np.array(refits).reshape(-1, k)
+    return Propensities(fitted.examination, fitted.pairs, resamples, after_click, top_examination)
+
+
+def check_click_model(after_click: float, top_examination: float) -> None:
+    """Raise unless both of the assumed click model's probabilities lie in (0, 1]."""
+    for name, value in (("after_click", after_click), ("top_examination", top_examination)):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{name} = {value}: expected a value in (0, 1]")
+
+
+def adjusted_clicks(
+    request: np.ndarray, position: np.ndarray, click: np.ndarray, after_click: float
+) -> np.ndarray:
+    """Each shown row's click times ``after_click ** -(clicks above it in its request)``: under
+    the DCM its expectation is the examination with no click above times the attraction."""
+    if after_click == 1.0:
+        return click.astype(np.float64)
+    return click * after_click ** -sum_above(request, position, click)
 
 
 def all_pairs(

@@ -33,7 +33,7 @@ from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
 from prectr.evaluation.offpolicy import AttractionPrior, offpolicy_clicks
 from prectr.evaluation.propensity import RESAMPLES as PROPENSITY_REFITS
-from prectr.evaluation.propensity import harvest_propensities
+from prectr.evaluation.propensity import check_click_model, harvest_propensities
 from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
 from prectr.evaluation.statistics import values
@@ -52,11 +52,24 @@ if TYPE_CHECKING:
     from prectr.train.run import TrainedRun
 
 TOP_K = 10  # the off-policy estimate's top k (at most the log's deepest shown position)
-OFFPOLICY_MODEL = (
-    "position-based: examination by position times attraction; validated against a world's "
-    "replay under the position-based click model on reorderings of the shown candidates, not "
-    "under dcm or cascade clicks (docs/offpolicy.md)"
-)
+
+
+def offpolicy_model(after_click: float, top_examination: float) -> str:
+    """What the off-policy estimate assumes about clicks, in words."""
+    if after_click == 1.0:
+        return (
+            "position-based: examination by position times attraction; validated against a "
+            "world's replay on reorderings of the shown candidates under the position-based "
+            "click model (docs/offpolicy.md)"
+        )
+    return (
+        f"dependent click model (assumed, not estimated from the log): after a click the user "
+        f"goes on {after_click:g} times as often, position 1 is examined with probability "
+        f"{top_examination:g}; validated against a world's replay on reorderings of the shown "
+        "candidates given the world's own values (docs/offpolicy.md)"
+    )
+
+
 SCORES = "scores.parquet"
 SHOWN = "shown"  # the scores' column of the click probability at the logged position
 BROAD_SCORES = "broad_scores.parquet"
@@ -127,12 +140,18 @@ def online(
 
 
 def offpolicy(
-    context: EvaluationContext, scores: pa.Table, n_resamples: int = RESAMPLES, seed: int = 0
+    context: EvaluationContext,
+    scores: pa.Table,
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+    after_click: float = 1.0,
+    top_examination: float = 1.0,
 ) -> tuple[dict | None, str | None]:
     """The off-policy estimate of the clicks per request the model's ranking (``scores``:
     request_id, item_id, score of every evaluated candidate) would get on the log's evaluated
-    requests (:mod:`prectr.evaluation.offpolicy`: position-based IPS and doubly robust, with
-    examination harvested from the training days), or None and the reason it cannot be made."""
+    requests (:mod:`prectr.evaluation.offpolicy`: IPS and doubly robust, with examination
+    harvested from the training days; clicks position-based, or with ``after_click < 1`` the
+    dependent click model), or None and the reason it cannot be made."""
     log = context.truth.log
     requests = log.requests
     impressions = log.impressions
@@ -148,14 +167,17 @@ def offpolicy(
     try:
         # AllPairs refitted on resamples of the training requests (at most one per resample)
         refits = min(PROPENSITY_REFITS, n_resamples)
-        propensities = harvest_propensities(train, requests, min(TOP_K, shown), refits, seed)
+        propensities = harvest_propensities(train, requests, min(TOP_K, shown), refits, seed,
+                                            after_click, top_examination)  # fmt: skip
     except ValueError as err:
         return None, f"examination by position cannot be harvested from the log: {err}"
     prior = AttractionPrior.fit(train, propensities)
     found = offpolicy_clicks(of(context.test_rows), requests, scores, propensities, prior,
                              n_resamples, seed)  # fmt: skip
+    model = offpolicy_model(after_click, top_examination)
     return found.to_dict() | {"examination": propensities.examination.tolist(),
-                              "model": OFFPOLICY_MODEL}, None  # fmt: skip
+                              "after_click": after_click, "top_examination": top_examination,
+                              "model": model}, None  # fmt: skip
 
 
 def _counts(context: EvaluationContext, requests: np.ndarray) -> dict[str, int]:
@@ -245,6 +267,8 @@ def evaluate_run(
     n_resamples: int = RESAMPLES,
     seed: int = 0,
     split: str = "test",
+    after_click: float = 1.0,
+    top_examination: float = 1.0,
 ) -> dict:
     """Score the run's test split (or ``split="valid"``: its validation split) of a log with a
     trained run (default: the log it trained on, its config's ``data.log``); write
@@ -253,6 +277,7 @@ def evaluate_run(
     ``evaluation_valid.json`` and so on: :func:`split_file`) and return the evaluation."""
     from prectr.train.run import load_trained
 
+    check_click_model(after_click, top_examination)
     run = load_trained(run_dir, checkpoint)
     log_dir = Path(log_dir or _trained_log(run.path, run.config.data.log))
     log = read_log(log_dir)
@@ -275,7 +300,7 @@ def evaluate_run(
     }
     if "online" not in result:  # no world to replay in: estimate from the log's own clicks
         found, reason = offpolicy(context, scores.select(["request_id", "item_id", "score"]),
-                                  n_resamples, seed)  # fmt: skip
+                                  n_resamples, seed, after_click, top_examination)  # fmt: skip
         if found is None:
             result["skipped"]["offpolicy"] = reason
         else:

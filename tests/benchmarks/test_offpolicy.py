@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import offpolicy
 
-from prectr.data.simulate import World
+from prectr.data.simulate import World, load_config, simulate
 
 
 def test_strict_scores_order_by_keys_within_requests_without_ties():
@@ -25,7 +25,8 @@ def test_strict_scores_order_by_keys_within_requests_without_ties():
 
 def test_world_entry_on_tiny(tiny_world):
     entry = offpolicy.world_entry(World(tiny_world), resamples=50)
-    rankings = entry["rankings"]
+    assert set(entry["estimators"]) == {"position-based"}  # a pbm world
+    rankings = entry["estimators"]["position-based"]["rankings"]
     assert set(rankings) == {"logging"} | {
         f"{kind}:{name}" for kind in ("top10", "pool") for name in offpolicy.PRIMARIES
     }
@@ -38,4 +39,12 @@ def test_world_entry_on_tiny(tiny_world):
         assert found["ips_covers"] == (found["ips"]["lo"] <= found["replay"] <= found["ips"]["hi"])
     assert rankings["logging"]["ips"]["value"] == rankings["logging"]["logged"]["value"]
     table = offpolicy.summary([entry])
-    assert table["pbm"]["logging"]["worlds"] == 1
+    assert table["pbm"]["position-based"]["logging"]["worlds"] == 1
+
+
+def test_a_dcm_world_is_also_estimated_under_its_own_click_model(tmp_path):
+    config = load_config("tiny", overrides={"click_model": "dcm"})
+    simulate(config, tmp_path / "world")
+    models = offpolicy.assumed_models(World(tmp_path / "world"))
+    assert models["position-based"] == (1.0, 1.0)
+    assert models["dcm"] == (config.dcm_lambda, pytest.approx(0.68))

@@ -46,7 +46,7 @@ def pairs(tiny_world: Path) -> LogPairs:
 
 @pytest.fixture(scope="session")
 def tokenizer(pairs: LogPairs) -> TextTokenizer:
-    return TextTokenizer.train(pairs.queries + pairs.titles, vocab_size=300)
+    return TextTokenizer.train(pairs.queries, pairs.titles, vocab_size=400)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,13 @@ import pyarrow.parquet as pq
 
 from prectr.data.schema import read_log
 from prectr.encoder.pairs import PairsConfig, read_pairs
+from prectr.encoder.tokenizer import TextTokenizer
 from tests.encoder.conftest import TINY, overlap_logits
 from tests.encoder.graded_log import graded_log, shop_judgments
 from tests.test_cli import run_cli
 
 FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-STEPS = ["--max-steps=6", "--batch-size=32", "--eval-requests=10", "--vocab-size=300"]
+STEPS = ["--max-steps=6", "--batch-size=32", "--eval-requests=10", "--vocab-size=400"]
 
 
 def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
@@ -24,11 +25,14 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
             "--out",
             str(tmp_path / "tok.json"),
             "--vocab-size",
-            "300",
+            "400",
         ],
         capsys,
     )
+    tokenizer = TextTokenizer.load(tmp_path / "tok.json")
     assert code == 0 and "pieces" in out
+    assert (f"query {tokenizer.query_length} ({tokenizer.truncated['query']:.1%} of training "
+            "queries truncated)") in " ".join(out.split())  # fmt: skip
     code, out = run_cli(
         [
             "encoder",
@@ -61,7 +65,8 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
         ],
         capsys,
     )
-    assert code == 0 and "sft: 6 steps" in out
+    assert code == 0 and "sft: 6 steps" in out and "piece limits: query 6" in out
+    assert "ce loss), best at step" in " ".join(out.split()) and "macro-F1" in out
     code, out = run_cli(
         [
             "encoder",

@@ -9,9 +9,11 @@ import torch
 
 from prectr.data.dataset import time_split
 from prectr.data.schema import read_log
-from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining
+from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining, grade_metrics
 from prectr.encoder.pairs import read_teacher_labels
-from prectr.encoder.student import StudentConfig, load_student
+from prectr.encoder.student import StudentConfig, load_student, student_config
+from prectr.encoder.tokenizer import TextTokenizer
+from prectr.train.checkpoint import load_checkpoint
 from tests.encoder.conftest import TINY
 
 STUDENT = StudentConfig(**TINY)
@@ -142,7 +144,8 @@ def test_sft_starts_from_the_distilled_student_and_fits_the_human_grades(
         torch.testing.assert_close(a, b)
     run.fit()
     log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
-    assert np.mean([e["loss_ce"] for e in log[-3:]]) < np.mean([e["loss_ce"] for e in log[:3]])
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert not (tmp_path / "sft" / "tokenizer.json").exists()  # the init student's tokenizer
 
 
@@ -158,3 +161,94 @@ def test_distillation_needs_labels_and_hidden_states_when_asked(
     with pytest.raises(ValueError, match="'hidden' column"):
         EncoderRun("distill", tiny_world, tmp_path / "z", STUDENT, train(1, hidden_weight=1.0),
                    no_hidden)  # fmt: skip
+
+
+def test_a_student_takes_the_piece_limits_its_tokenizer_chose(tiny_world, tmp_path) -> None:
+    unset = StudentConfig(**{**TINY, "query_length": None, "title_length": None})
+    run = EncoderRun("sft", tiny_world, tmp_path / "sft", unset, train(2))
+    tokenizer = TextTokenizer.load(tmp_path / "sft" / "tokenizer.json")
+    c = run.student.config
+    assert (c.query_length, c.title_length) == (tokenizer.query_length, tokenizer.title_length)
+    result = run.fit()
+    assert result["truncated"] == tokenizer.truncated  # chosen on the same training texts
+    assert max(result["truncated"].values()) <= 0.02
+    assert student_config(tmp_path / "sft" / "student").query_length == c.query_length
+    # a tokenizer saved before limits existed has them chosen on the log's training days
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(tokenizer.tokenizer.to_str())  # a bare tokenizers file
+    assert TextTokenizer.load(legacy).query_length is None
+    old = EncoderRun("sft", tiny_world, tmp_path / "old", unset, train(2), tokenizer=legacy)
+    assert (old.student.config.query_length, old.student.config.title_length) == (
+        c.query_length, c.title_length
+    )  # fmt: skip
+
+
+def test_sft_validates_on_the_pairs_of_hashed_queries_kept_out_of_training(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    run = EncoderRun("sft", tiny_world, tmp_path / "a", train=train(2), init=student_dir)
+    again = EncoderRun("sft", tiny_world, tmp_path / "b", train=train(2), init=student_dir)
+    valid, kept = set(run.valid.query), set(run.samples.query)
+    assert valid and kept and not valid & kept  # whole queries, on one side only
+    assert valid == set(again.valid.query)  # the same split in every run
+    graded = run.pairs.labelled.num_rows
+    assert run.valid.query.size + run.samples.query.size == graded
+    assert 0.02 < run.valid.query.size / graded < 0.3  # about valid_share = 0.1 of them
+    none = EncoderRun("sft", tiny_world, tmp_path / "c", train=train(2, valid_share=0.0),
+                      init=student_dir)  # fmt: skip
+    assert none.valid is None and none.samples.query.size == graded
+    with pytest.raises(ValueError, match="sft loss 'focal'"):
+        train(2, loss="focal")
+
+
+def test_sft_stops_early_and_exports_the_best_validated_student(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    still = train(40, lr=0.0, weight_decay=0.0, valid_every=2, patience=3)
+    frozen = EncoderRun("sft", tiny_world, tmp_path / "frozen", init=student_dir, train=still)
+    result = frozen.fit()  # a student that cannot improve: the first score stays the best
+    assert result["stopped_early"] and result["steps"] == 8  # scored at 2, then 4, 6, 8
+    assert result["validation"]["step"] == 2
+    run = EncoderRun("sft", tiny_world, tmp_path / "sft", init=student_dir,
+                     train=train(24, valid_every=3, patience=0))  # fmt: skip
+    result = run.fit()
+    log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
+    scores = [(e["valid_macro_f1"], -e["step"]) for e in log if "valid_macro_f1" in e]
+    assert len(scores) == 8 and not result["stopped_early"]
+    assert result["validation"]["step"] == -max(scores)[1]  # the first of the best scores
+    best = load_checkpoint(tmp_path / "sft" / "checkpoints" / "best.pt")["student"]
+    exported, _ = load_student(tmp_path / "sft" / "student")
+    for a, b in zip(best.values(), exported.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    assert metrics["validation"]["macro_f1"] == max(scores)[0]
+    assert set(metrics["validation"]["recall"]) <= {"0", "1", "2", "3"}
+
+
+def test_the_weighted_and_ordinal_losses(tiny_world, student_dir, tmp_path) -> None:
+    run = EncoderRun("sft", tiny_world, tmp_path / "w", train=train(2, loss="weighted"),
+                     init=student_dir)  # fmt: skip
+    counts = np.bincount(run.samples.target.numpy(), minlength=4)
+    weight = run.class_weight.numpy()
+    present = counts > 0
+    np.testing.assert_allclose(weight[present] * counts[present], counts.sum() / 4, rtol=1e-5)
+    grades = torch.tensor([0, 3])
+    logits = torch.tensor([[5.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    plain = torch.nn.functional.cross_entropy(logits, grades, reduction="none")
+    expected = (plain * run.class_weight[grades]).sum() / run.class_weight[grades].sum()
+    torch.testing.assert_close(run._sft_loss(logits, grades), expected)
+    ordinal = EncoderRun("sft", tiny_world, tmp_path / "o", train=train(2, loss="ordinal"),
+                         init=student_dir)  # fmt: skip
+    near = ordinal._sft_loss(torch.tensor([[0.0, 0.0, 5.0, 0.0]]), torch.tensor([3]))
+    far = ordinal._sft_loss(torch.tensor([[5.0, 0.0, 0.0, 0.0]]), torch.tensor([3]))
+    assert near < far  # grade 2 for a 3 costs less than grade 0 (plain CE: the same)
+
+
+def test_grade_metrics_expose_a_majority_predictor() -> None:
+    grades = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 3])
+    majority = np.tile([0.7, 0.1, 0.1, 0.1], (10, 1))
+    m = grade_metrics(majority, grades)
+    assert m["accuracy"] == 0.6 and m["recall"] == {0: 1.0, 1: 0.0, 2: 0.0, 3: 0.0}
+    assert m["macro_f1"] == pytest.approx((2 * 6 / 16) / 4)  # F1 of grade 0 is 0.75, others 0
+    perfect = np.eye(4)[grades]
+    assert grade_metrics(perfect, grades)["macro_f1"] == 1.0

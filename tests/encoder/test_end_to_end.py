@@ -101,13 +101,19 @@ def test_missing_or_mismatched_text_features_are_refused(encoded, student_dir, t
         build(encoded, text_encoder="bert")
 
 
+def test_features_read_the_students_piece_limits_unless_set(student_dir):
+    own = FeatureEncoder(FeatureConfig(student=str(student_dir))).config
+    assert (own.query_pieces, own.title_pieces) == (6, 16)  # the tiny student's
+    fewer = FeatureEncoder(FeatureConfig(student=str(student_dir), query_pieces=4)).config
+    assert (fewer.query_pieces, fewer.title_pieces) == (4, 16)
+
+
 def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_path):
     student = str(student_dir)
     config = experiment_from_dict({
         "model": "prectr_v2",
         "model_params": {"text_encoder": "student", "student": student},
-        "features": {"relevance_context": True, "student": student, "query_pieces": 6,
-                     "title_pieces": 16},
+        "features": {"relevance_context": True, "student": student},  # its piece limits
         "data": {"log": str(tiny_world), "batch_size": 512},
         "train": {"epochs": 1, "log_every": 5},
     })  # fmt: skip

@@ -12,9 +12,11 @@ def ids(rows: list[list[int]], length: int) -> torch.Tensor:
 
 def test_default_student_has_three_layers_and_about_two_million_parameters() -> None:
     for mode in ("cross", "two_tower"):
-        student = Student(StudentConfig(mode=mode))
+        student = Student(StudentConfig(mode=mode, query_length=12, title_length=32))
         assert len(student.encoder.layers) == 3
         assert 1.8e6 < sum(p.numel() for p in student.parameters()) < 2.2e6
+    with pytest.raises(ValueError, match="query_length and title_length must be set"):
+        Student(StudentConfig())  # the limits come from a tokenizer
     with pytest.raises(ValueError, match="mode"):
         StudentConfig(mode="bi")
     with pytest.raises(ValueError, match="multiple of heads"):

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from prectr.data.simulate import World
-from prectr.evaluation.propensity import all_pairs, harvest_propensities
+from prectr.evaluation.logged import sum_above
+from prectr.evaluation.propensity import adjusted_clicks, all_pairs, harvest_propensities
 
 TRUE = np.array([0.8, 0.6, 0.45, 0.3, 0.2])
 
@@ -81,3 +82,16 @@ def test_missing_columns_and_requests_are_named():
     impressions = impressions.append_column("click", pa.array([0], pa.int8()))
     with pytest.raises(ValueError, match="1 rows have a request_id missing from requests"):
         harvest_propensities(impressions, requests.slice(0, 0))
+
+
+def test_adjusted_clicks_undo_the_stopping_after_each_click_above():
+    # request 0 shows 3 rows (clicks at positions 1 and 3, row order shuffled), request 1 two
+    # rows and one unshown candidate (position 0)
+    request = np.array([0, 0, 0, 1, 1, 1])
+    position = np.array([3, 1, 2, 2, 0, 1])
+    click = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(sum_above(request, position, click), [1, 0, 1, 1, 2, 0])
+    np.testing.assert_allclose(
+        adjusted_clicks(request, position, click, 0.5), [2.0, 1.0, 0.0, 2.0, 0.0, 1.0]
+    )
+    np.testing.assert_array_equal(adjusted_clicks(request, position, click, 1.0), click)
