@@ -623,7 +623,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     _print_limits(result["query_length"], result["title_length"], result["truncated"])
     if result.get("validation"):
         v = result["validation"]
-        recall = ", ".join(f"{g}: {r:.3f}" for g, r in sorted(v["recall"].items()))
+        recall = ", ".join(f"{g}: {v[f'recall@{g}']:.3f}" for g in range(4))
         console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best at step "
                       f"{v['step']}{' (stopped early)' if result['stopped_early'] else ''}: "
                       f"accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}, Spearman "

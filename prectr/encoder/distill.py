@@ -8,11 +8,13 @@ grades of the training days (``loss``: cross-entropy, class-weighted cross-entro
 cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`), starting from a distilled student
 (``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
 on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
-training): every ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's
-recall and Spearman (:func:`grade_metrics`), keeps the student of the best macro-F1 so far as
-``checkpoints/best.pt``, stops after ``patience`` scores without a better one, and exports the
-best student. Macro-F1 is the criterion because a student that predicts the majority grade
-scores high accuracy and a low macro-F1.
+training; the top of the hash range, :func:`prectr.encoder.pairs.hash_share`): every
+``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's recall and
+Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs are scored),
+keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
+``patience`` scores without a better one, and exports the best student. Macro-F1 is the
+criterion because a student that predicts the majority grade scores high accuracy and a low
+macro-F1.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
@@ -41,10 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prectr.encoder.evaluate import NothingToScore, evaluate_held_out, grade_probabilities
+from prectr.encoder.evaluate import (
+    NothingToScore,
+    evaluate_held_out,
+    grade_metrics,
+    grade_probabilities,
+)
 from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.encoder.teachers.quality import spearman
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse
@@ -357,20 +363,3 @@ class EncoderRun:
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result
-
-
-def grade_metrics(probabilities: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over the grades present in ``grades``), each grade's recall and the
-    Spearman correlation of the expected grade with ``grades``, of grade distributions
-    ``(n, 4)``."""
-    predicted = probabilities.argmax(1)
-    f1, recall = [], {}
-    for grade in np.unique(grades):
-        hits = float(np.sum((predicted == grade) & (grades == grade)))
-        recall[int(grade)] = hits / float(np.sum(grades == grade))
-        f1.append(2 * hits / (float(np.sum(predicted == grade)) + float(np.sum(grades == grade))))
-    expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
-    return {
-        "accuracy": float(np.mean(predicted == grades)), "macro_f1": float(np.mean(f1)),
-        "recall": recall, "spearman": spearman(expected, grades), "pairs": int(grades.size),
-    }  # fmt: skip

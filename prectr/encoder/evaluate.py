@@ -41,10 +41,9 @@ class NothingToScore(ValueError):
     """The held-out split holds no graded row; the message says why."""
 
 
-def relevance_metrics(
-    probabilities: np.ndarray, grade: np.ndarray, request: np.ndarray
-) -> dict[str, float]:
-    """The figures of the module docstring for grade distributions ``(n, 4)`` against grades."""
+def grade_metrics(probabilities: np.ndarray, grade: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1, each grade's recall and Spearman (the module docstring) of grade
+    distributions ``(n, 4)`` against grades, with the number of rows (``pairs``)."""
     expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
     predicted = probabilities.argmax(1)
     recall, f1 = {}, []
@@ -58,8 +57,19 @@ def relevance_metrics(
         "macro_f1": float(np.mean(f1)),
         **recall,
         "spearman": spearman(expected, grade),
-        "ndcg@10": ndcg_at_k(grade, expected, request, 10),
         "pairs": int(grade.size),
+    }
+
+
+def relevance_metrics(
+    probabilities: np.ndarray, grade: np.ndarray, request: np.ndarray
+) -> dict[str, float]:
+    """:func:`grade_metrics` and the ranking figures of the module docstring (NDCG@10 per
+    request, requests, ranked requests)."""
+    expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
+    return {
+        **grade_metrics(probabilities, grade),
+        "ndcg@10": ndcg_at_k(grade, expected, request, 10),
         "requests": int(np.unique(request).size),
         "ranked_requests": _ranked_requests(grade, request),
     }
