@@ -180,7 +180,7 @@ def main() -> None:
         alone = train_student("sft", args, run / "sft", seed, args.sft_steps, tokenizer=tokenizer)
         for name, result in (("student distill", distilled), ("student distill + SFT", tuned),
                              ("student SFT only", alone)):  # fmt: skip
-            if result["held_out"]["pairs"] != sample.true_grade.size:
+            if result["held_out"]["pairs"] != sample.grade.size:
                 raise RuntimeError(f"{run}: scored on other pools than the teachers")
             rows[name].append(result["held_out"])
     student_dir = args.work / f"s{args.seeds[0]}" / "distill_sft" / "student"
@@ -202,7 +202,7 @@ def main() -> None:
                                                        rows["student SFT only"], strict=True)),
     }  # fmt: skip
 
-    print(f"held-out: {sample.true_grade.size:,} rows ({sample.query.size:,} distinct pairs) of "
+    print(f"held-out: {sample.grade.size:,} rows ({sample.query.size:,} distinct pairs) of "
           f"{args.eval_requests} test-day pools; seeds {args.seeds}")  # fmt: skip
     print(f"{'model':64s} " + " ".join(f"{m:>15s}" for m in METRICS))
     for name, row in summary.items():
@@ -215,7 +215,7 @@ def main() -> None:
         "command": " ".join([".venv/bin/python", "benchmarks/student.py", *sys.argv[1:]]),
         "machine": machine(torch_threads=torch.get_num_threads()),
         "world": str(args.world), "seeds": args.seeds, "eval_requests": args.eval_requests,
-        "heldout_rows": int(sample.true_grade.size), "heldout_pairs": int(sample.query.size),
+        "heldout_rows": int(sample.grade.size), "heldout_pairs": int(sample.query.size),
         "adapt_pairs": adapt_pairs.num_rows, "all_graded_pairs": all_graded.num_rows,
         "distill_pairs": distill_pairs.num_rows, "hidden_weight": args.hidden_weight,
         "sft_steps": args.sft_steps,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
@@ -163,7 +165,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
     console.print(f"[green]valid[/]: {args.path}: {rows}")
+    for note in usability_notes(log):
+        console.print(f"[yellow]note[/]: {note}")
     return 0
+
+
+def usability_notes(log) -> list[str]:
+    """What a valid log is too small or too bare for, naming the commands that need more."""
+    from prectr.data.dataset import time_split
+
+    notes = []
+    try:
+        time_split(log.requests)
+    except ValueError as err:
+        notes.append(f"{err} (train, validation, test): `prectr train` and `prectr evaluate` "
+                     "refuse it, and so do `prectr teacher` and `prectr encoder` with --held-out "
+                     "day (their default); these two can hold out queries instead (--held-out "
+                     "query) or a second log (--held-out LOG)")  # fmt: skip
+    human = pc.and_(pc.equal(log.impressions["relevance_source"], "human"),
+                    pc.is_valid(log.impressions["relevance"]))  # fmt: skip
+    if not pc.any(human).as_py():
+        notes.append("no human grade (relevance with relevance_source 'human'): `prectr encoder "
+                     "sft`, `prectr teacher adapt` and the encoder's baselines have nothing to "
+                     "learn from, and held-out pairs are scored only where true_relevance is "
+                     "given")  # fmt: skip
+    return notes
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -327,13 +353,14 @@ def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) ->
     p.add_argument("--log", type=Path, required=True, help="log (or simulated world) directory")
     if evaluate:
         p.add_argument("--eval-requests", type=int, default=500,
-                       help="test-day pools drawn at random (0: all)")  # fmt: skip
+                       help="held-out pools drawn at random (0: all)")  # fmt: skip
     else:
         p.add_argument("--queries", type=int, help="keep this many random queries (their pairs)")
         p.add_argument("--max-pairs", type=int, help="then keep this many random pairs")
         p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per language-model batch")
+    _pairs_flags(p)
     p.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
@@ -357,7 +384,7 @@ def cmd_teacher_adapt(args: argparse.Namespace) -> int:
     config = HeadConfig(hidden=args.head_hidden, seed=args.seed)
     _, summary = adapt(args.log, args.teacher, args.out, args.features, args.queries,
                        args.max_pairs, config, args.overwrite, args.batch_size,
-                       args.dtype)  # fmt: skip
+                       args.dtype, held_out=_pairs_config(args))  # fmt: skip
     _print_labelling(summary["labelling"], args.features or Path(f"{args.out}.features"))
     console.print(
         f"adapted {args.teacher} -> {args.out}: head trained on {summary['train_pairs']:,} "
@@ -371,7 +398,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
     from prectr.encoder.teacher import label_pairs, load_teacher, log_pairs
 
     pairs = log_pairs(args.log, args.split, n_queries=args.queries, max_pairs=args.max_pairs,
-                      seed=args.seed)  # fmt: skip
+                      seed=args.seed, held_out=_pairs_config(args))  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     reuse = args.reuse or getattr(teacher, "info", {}).get("features")
     try:
@@ -389,7 +416,7 @@ def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.teacher import evaluate_teacher, load_teacher
 
-    pairs = read_pairs(args.log)
+    pairs = read_pairs(args.log, _pairs_config(args))
     results = {}
     for spec in args.teachers:
         teacher = load_teacher(spec, args.batch_size, args.dtype)
@@ -417,7 +444,8 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     )
 
     pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
-                      max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+                      max_pairs=args.max_pairs, seed=args.seed,
+                      held_out=_pairs_config(args))  # fmt: skip
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
@@ -487,7 +515,7 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         "--split",
         choices=["all", "adapt", "heldout"],
         default="all",
-        help="every pair, the training days' pairs, or the held-out ones (the test day's)",
+        help="every pair, the training pairs, or the held-out ones (see --held-out)",
     )
     p.add_argument("--no-hidden", action="store_true", help="do not store hidden states")
     p.add_argument("--part-size", type=int, default=256, help="pairs per written part")
@@ -499,10 +527,10 @@ def _add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "evaluate",
-        help="teachers' grades against a simulated world's true grades on held-out pairs",
+        help="teachers' grades against held-out grades (true or human) on held-out pairs",
         description="Accuracy, Spearman and NDCG@10 (per pool) of each teacher's grades on the "
-        "test day's pools, the held-out set the student is scored on too, against "
-        "true_relevance (evaluation only).",
+        "--held-out pools, the held-out set the student is scored on too, against "
+        "true_relevance (evaluation only) where the log has it, else the human grades.",
     )
     p.add_argument("teachers", nargs="+", help="teacher names or paths")
     p.add_argument("--cache", type=Path, required=True, help="labels cache directory")
@@ -580,35 +608,94 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
         **{k: getattr(args, k) for k in SFT_FLAGS if hasattr(args, k)},
     )  # fmt: skip
+    config = _pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
                      getattr(args, "labels", None), args.init, args.resume,
-                     tokenizer=args.tokenizer)  # fmt: skip
+                     tokenizer=args.tokenizer, pairs=config)  # fmt: skip
+    _print_pairs(run.pairs, config)
     result = run.fit()
     console.print(f"{result['kind']}: {result['steps']} steps on {result['samples']:,} samples "
                   f"({result['train_pairs_per_s']:,.0f} pairs/s), student in "
                   f"{args.out / 'student'}")  # fmt: skip
     if result["unmatched_labels"]:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
-                      "log's training days; left out", style="dim")  # fmt: skip
+                      "log's training pairs; left out", style="dim")  # fmt: skip
     _print_limits(result["query_length"], result["title_length"], result["truncated"])
     if result.get("validation"):
         v = result["validation"]
-        recall = ", ".join(f"{g}: {r:.3f}" for g, r in sorted(v["recall"].items()))
+        recall = ", ".join(f"{g}: {v[f'recall@{g}']:.3f}" for g in range(4))
         console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best at step "
                       f"{v['step']}{' (stopped early)' if result['stopped_early'] else ''}: "
                       f"accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}, Spearman "
                       f"{v['spearman']:.3f}, recall per grade {recall}")  # fmt: skip
     if "held_out" in result:
-        _print_relevance("held-out test day", result["held_out"])
+        _print_relevance(f"held out ({config.describe()})", {"student": result["held_out"]})
+    else:
+        console.print(f"[yellow]held-out pairs not scored[/]: {result['held_out_skipped']}")
     return 0
 
 
-def _print_relevance(title: str, metrics: dict) -> None:
-    table = Table(title=f"{title}: {metrics['requests']:,} requests, {metrics['pairs']:,} pairs")
-    for name in ("accuracy", "spearman", "ndcg@10"):
+def _pairs_flags(parser: argparse.ArgumentParser) -> None:
+    from prectr.encoder.pairs import QUERY_FRACTION, parse_grade_map
+
+    parser.add_argument(
+        "--held-out", default="day", metavar="SPLIT",
+        help="the held-out requests: day (the last day; the log must span 3 days or more), "
+        f"query[:SHARE] (the queries whose text hashes into a SHARE, default {QUERY_FRACTION}: "
+        "for a graded set with one timestamp, as `prectr load esci` writes), or a log directory "
+        "(all its requests)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grade-map", type=parse_grade_map, metavar="FROM:TO,...",
+        help="map the log's relevance values onto grades 0-3, e.g. 0:0,1:2,2:3 for a 3-level "
+        "scale (default: the grades are 0-3 already)",
+    )  # fmt: skip
+
+
+def _pairs_config(args: argparse.Namespace):
+    from prectr.encoder.pairs import PairsConfig
+
+    return PairsConfig(args.held_out, args.grade_map)
+
+
+def _print_pairs(pairs, config) -> None:
+    c = pairs.counts
+    truth = ("the simulator's true_relevance" if pairs.truth == "true_relevance"
+             else "the human grades")  # fmt: skip
+    console.print(
+        f"held out: {config.describe()}, {pairs.held_out.num_rows:,} pool rows "
+        f"({c['held_out_unscored']:,} without a grade), scored against {truth}; training: "
+        f"{count(pairs.train.num_rows, 'distinct pair')}, {pairs.labelled.num_rows:,} with a "
+        f"human grade; {count(c['overlap_dropped'], 'pair')} shown in both training and "
+        "held-out requests left out of training; grades merged (mean rounded, halves down) "
+        f"for {c['conflicting_train']:,} training and {c['conflicting_held_out']:,} held-out "
+        "pairs graded differently more than once"
+    )  # fmt: skip
+
+
+RELEVANCE_METRICS = ("accuracy", "macro_f1", "spearman", "ndcg@10",
+                     *(f"recall@{g}" for g in range(4)))  # fmt: skip
+
+
+def _print_relevance(title: str, results: dict[str, dict]) -> None:
+    from prectr.encoder.evaluate import degenerate_metrics
+
+    first = next(iter(results.values()))
+    table = Table(title=f"{title}: {count(first['requests'], 'request')}, "
+                        f"{first['pairs']:,} graded rows")  # fmt: skip
+    table.add_column("metric")
+    for name in results:
         table.add_column(name, justify="right")
-    table.add_row(*(_fmt(metrics[k]) for k in ("accuracy", "spearman", "ndcg@10")))
+    for metric in RELEVANCE_METRICS:
+        table.add_row(metric, *(_fmt(m[metric], 3) for m in results.values()))
     console.print(table)
+    warnings = degenerate_metrics(first)
+    constant = [name for name, m in results.items() if math.isnan(m["spearman"])]
+    if constant:
+        warnings.append(f"spearman is undefined for {', '.join(constant)}: constant grades or a "
+                        "constant expected grade")  # fmt: skip
+    for warning in warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
 
 
 def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
@@ -630,17 +717,54 @@ def _print_limits(query_length: int, title_length: int, truncated: dict[str, flo
 
 
 def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from prectr.encoder.evaluate import evaluate_held_out
+    from prectr.encoder.baselines import BASELINES
+    from prectr.encoder.evaluate import (
+        NothingToScore,
+        grade_probabilities,
+        held_out_sample,
+        write_predictions,
+    )
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.student import load_student
 
-    student, tokenizer = load_student(args.student)
-    metrics = evaluate_held_out(student, tokenizer, read_pairs(args.world), args.eval_requests)
-    _print_relevance(f"{args.student} on the test day of {args.world}", metrics)
-    if args.json:
-        print(json.dumps(metrics))
+    if args.teacher and args.cache is None:
+        raise ValueError("--teacher needs --cache (a directory for the teachers' labels)")
+    config = _pairs_config(args)
+    pairs = read_pairs(args.log, config)
+    _print_pairs(pairs, config)
+    try:
+        sample = held_out_sample(pairs, args.eval_requests, args.seed)
+    except NothingToScore as err:
+        console.print(f"[red]nothing to score[/]: {args.log}: {err}")
+        return 1
+    queries, titles = sample.texts(pairs)
+    predictions = {}
+    if pairs.labelled.num_rows:
+        for name, model in BASELINES.items():
+            predictions[name] = model.fit(pairs).predict(queries, titles)
+    else:
+        console.print("no human-graded training pair: the majority and overlap baselines are "
+                      "left out", style="dim")  # fmt: skip
+    if args.teacher:
+        from prectr.encoder.teacher import load_teacher, teacher_probabilities
+
+        for spec in args.teacher:
+            predictions[spec], _ = teacher_probabilities(load_teacher(spec), sample, pairs,
+                                                         args.cache)  # fmt: skip
+    for path in args.students:
+        student, tokenizer = load_student(path)
+        predictions[str(path)] = grade_probabilities(student, tokenizer, pairs.queries,
+                                                     pairs.titles, sample.query,
+                                                     sample.title)  # fmt: skip
+    results = {name: sample.score(p) for name, p in predictions.items()}
+    _print_relevance(f"held out of {args.log} ({config.describe()})", results)
+    if args.predictions:
+        write_predictions(args.predictions, sample, pairs, predictions)
+        console.print(f"wrote {args.predictions}: per-row predictions of {len(predictions)} "
+                      "models")  # fmt: skip
+    if args.json:  # strict JSON: an undefined figure (nan) is null
+        print(json.dumps({name: {k: None if v != v else v for k, v in m.items()}
+                          for name, m in results.items()}))  # fmt: skip
     return 0
 
 
@@ -662,7 +786,8 @@ def add_encoder_commands(sub) -> None:
         "encoder",
         help="the distilled student text encoder: tokenizer, distill, sft, evaluate, cache",
         description="Train PRECTR-V2's lightweight text encoder: distil it from a teacher's "
-        "labels, fine-tune it on human grades, score it against the simulator's true grades.",
+        "labels, fine-tune it on human grades, score it on held-out pairs (the simulator's true "
+        "grades where the log has them, else the human grades).",
     )
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
     p = commands.add_parser(
@@ -685,8 +810,8 @@ def add_encoder_commands(sub) -> None:
         help="distil the student from teacher labels (KL at a temperature, + hidden-state MSE)",
         description="Train the student on every training-day pair the teacher labelled: KL to "
         "the teacher's grade distribution at --temperature, plus --hidden-weight times the MSE "
-        "between a projection of its pooled state and the teacher's hidden state. The test "
-        "day is held out and scored against true_relevance at the end.",
+        "between a projection of its pooled state and the teacher's hidden state. The "
+        "--held-out requests are left out and scored at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--labels", type=Path, required=True, help="teacher labels (parquet)")
@@ -697,17 +822,18 @@ def add_encoder_commands(sub) -> None:
     p.add_argument("--hidden-weight", type=float, default=defaults.hidden_weight,
                    help="weight of the hidden-state MSE (0: off)")  # fmt: skip
     _student_flags(p)
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
     p = commands.add_parser(
         "sft",
         help="fine-tune the student on the human grades, early-stopped on validation",
-        description="A loss on the human grades of the log's training days (--loss), from a "
+        description="A loss on the human grades of the log's training pairs (--loss), from a "
         "distilled student (--init) or from scratch. The graded pairs of a hashed "
         "--valid-share of the training queries validate: every --valid-every steps the "
         "student's macro-F1 on them is scored, the best student is kept and exported, and "
-        "training stops after --patience scores without a better one. The test day is scored "
-        "at the end.",
+        "training stops after --patience scores without a better one. The --held-out "
+        "requests are scored at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
@@ -715,13 +841,30 @@ def add_encoder_commands(sub) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                        help=doc, **({"choices": SFT_LOSSES} if name == "loss" else {}))  # fmt: skip
     _student_flags(p)
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)
 
-    p = commands.add_parser("evaluate", help="score a student on a world's held-out test day")
-    p.add_argument("student", type=Path, help="a student directory (RUN/student)")
-    p.add_argument("--world", type=Path, required=True)
-    p.add_argument("--eval-requests", type=int, default=0, help="sample of test requests (0: all)")
+    p = commands.add_parser(
+        "evaluate",
+        help="score students and baselines on the log's held-out pairs",
+        description="Score each student, the majority-grade and string-overlap baselines "
+        "(fitted on the training pairs' human grades) and any --teacher on the same held-out "
+        "rows: accuracy, macro-F1, Spearman, NDCG@10 and per-grade recall against the "
+        "simulator's true_relevance where the log has it, else the human grades. Warns when "
+        "a figure cannot tell models apart (e.g. NDCG@10 with one graded title per request).",
+    )
+    p.add_argument("students", nargs="*", type=Path, help="student directories (RUN/student)")
+    p.add_argument("--log", "--world", dest="log", type=Path, required=True, help="the log")
+    p.add_argument("--eval-requests", type=int, default=0,
+                   help="sample of held-out requests (0: all)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the request sample")
+    p.add_argument("--teacher", action="append", default=[],
+                   help="a teacher (name or adapted directory) to score; repeatable")  # fmt: skip
+    p.add_argument("--cache", type=Path, help="teachers' labels cache directory")
+    p.add_argument("--predictions", type=Path,
+                   help="write every model's per-row predictions here (parquet)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_evaluate)
 
     p = commands.add_parser(
@@ -780,7 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check a search log against the schema",
         description="Check a log directory (items, requests, impressions as NAME.parquet or "
-        "NAME/) and list every problem with its table, row and column. Exit 1 if invalid.",
+        "NAME/) and list every problem with its table, row and column. Exit 1 if invalid. A "
+        "valid log gets a note for each command family it is too small or too bare for (e.g. "
+        "fewer than 3 days for a time split, no human grade).",
     )
     p.add_argument("path", type=Path, help="log directory")
     p.set_defaults(func=cmd_validate)

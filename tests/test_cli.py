@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from prectr.cli import main
+from prectr.data.schema import read_log
 
 
 def run_cli(argv, capsys):
@@ -86,7 +87,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
 
 def test_validate_and_score_a_world(tiny_world, capsys):
     code, out = run_cli(["validate", str(tiny_world)], capsys)
-    assert code == 0 and "valid" in out
+    assert code == 0 and "valid" in out and "note" not in out
     code, out = run_cli(["score", str(tiny_world), "--rankers", "logging", "random"], capsys)
     assert code == 0
     assert "ndcg@10" in out and "expected_clicks" in out and "random" in out
@@ -276,3 +277,18 @@ def test_a_failed_run_is_retried_with_overwrite(tiny_world, tmp_path, capsys):
     assert code == 0 and "trained dnn" in out
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model_params"] == {"hidden": [16]} and saved["data"]["batch_size"] == 256
+
+
+def test_validate_names_the_commands_a_valid_log_is_too_small_for(tmp_path, capsys):
+    from tests.encoder.graded_log import graded_log, shop_judgments
+
+    log = read_log(graded_log(tmp_path / "graded", shop_judgments(6)))
+    code, out = run_cli(["validate", str(tmp_path / "graded")], capsys)
+    text = " ".join(out.split())
+    assert code == 0 and "valid" in text and "spans 1 day; a time split needs more than 2" in text
+    assert "--held-out query" in text and "no human grade" not in text
+    n = log.impressions.num_rows
+    log.impressions = log.impressions.set_column(5, "relevance_source", pa.array(["teacher"] * n))
+    log.write(tmp_path / "teacher_graded")
+    code, out = run_cli(["validate", str(tmp_path / "teacher_graded")], capsys)
+    assert code == 0 and "no human grade" in " ".join(out.split())

@@ -8,11 +8,13 @@ grades of the training days (``loss``: cross-entropy, class-weighted cross-entro
 cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`), starting from a distilled student
 (``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
 on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
-training): every ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's
-recall and Spearman (:func:`grade_metrics`), keeps the student of the best macro-F1 so far as
-``checkpoints/best.pt``, stops after ``patience`` scores without a better one, and exports the
-best student. Macro-F1 is the criterion because a student that predicts the majority grade
-scores high accuracy and a low macro-F1.
+training; the top of the hash range, :func:`prectr.encoder.pairs.hash_share`): every
+``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's recall and
+Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs are scored),
+keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
+``patience`` scores without a better one, and exports the best student. Macro-F1 is the
+criterion because a student that predicts the majority grade scores high accuracy and a low
+macro-F1.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
@@ -23,12 +25,12 @@ with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of t
 days' distinct queries and titles that the student's piece limits truncate. A new student keeps
 the piece limits its tokenizer chose (:mod:`prectr.encoder.tokenizer`) unless the student
 configuration sets them; a tokenizer saved before limits existed has them chosen on the log's
-training days. Every write is atomic.
+training days. The metrics also hold the pair counts of :func:`prectr.encoder.pairs.read_pairs`, and
+``held_out_skipped`` says why when no held-out row is graded. Every write is atomic.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -41,10 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prectr.encoder.evaluate import evaluate_held_out, grade_probabilities
-from prectr.encoder.pairs import GRADES, read_pairs, read_teacher_labels
+from prectr.encoder.evaluate import (
+    NothingToScore,
+    evaluate_held_out,
+    grade_metrics,
+    grade_probabilities,
+)
+from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.encoder.teachers.quality import spearman
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse
@@ -102,6 +108,7 @@ class EncoderRun:
         student: StudentConfig | None = None, train: EncoderTrainConfig | None = None,
         labels: str | Path | None = None, init: str | Path | None = None, resume: bool = False,
         stop_after: int | None = None, tokenizer: str | Path | None = None,
+        pairs: PairsConfig | None = None,
     ):  # fmt: skip
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
@@ -113,9 +120,9 @@ class EncoderRun:
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
             "student": asdict(student or StudentConfig()),
-            "train": asdict(self.train),
+            "train": asdict(self.train), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
-        self.pairs = read_pairs(log_dir)  # a log that fails validation creates no run
+        self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
         claim_run_dir(self.run_dir, "config.json", wanted, resume, "the settings differ")
         self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
         self.samples, self.unmatched = self._samples(labels)
@@ -187,7 +194,8 @@ class EncoderRun:
         and set the class weights from the grades that remain."""
         s, share = self.samples, self.train.valid_share
         if share > 0:
-            held = np.array([_hash_share(self.pairs.queries[q]) < share for q in s.query])
+            # the top of the hash range: a held-out query split takes the bottom
+            held = np.array([hash_share(self.pairs.queries[q]) >= 1 - share for q in s.query])
             if held.all() or not held.any():
                 raise ValueError(f"valid_share {share}: the {np.unique(s.query).size} graded "
                                  "training queries leave no training or no validation pair; "
@@ -345,32 +353,13 @@ class EncoderRun:
         if self.kind == "sft":  # validation: the exported (best) student's scores
             result.update(loss=self.train.loss, validation=s["best"],
                           stopped_early=not self._reached_end())  # fmt: skip
-        if "true_grade" in self.pairs.held_out.column_names:
+        result["pairs"] = self.pairs.counts
+        try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed
                 self.student, self.tokenizer, self.pairs, self.train.eval_requests
             )
+        except NothingToScore as err:
+            result["held_out_skipped"] = str(err)
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result
-
-
-def grade_metrics(probabilities: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over the grades present in ``grades``), each grade's recall and the
-    Spearman correlation of the expected grade with ``grades``, of grade distributions
-    ``(n, 4)``."""
-    predicted = probabilities.argmax(1)
-    f1, recall = [], {}
-    for grade in np.unique(grades):
-        hits = float(np.sum((predicted == grade) & (grades == grade)))
-        recall[int(grade)] = hits / float(np.sum(grades == grade))
-        f1.append(2 * hits / (float(np.sum(predicted == grade)) + float(np.sum(grades == grade))))
-    expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
-    return {
-        "accuracy": float(np.mean(predicted == grades)), "macro_f1": float(np.mean(f1)),
-        "recall": recall, "spearman": spearman(expected, grades), "pairs": int(grades.size),
-    }  # fmt: skip
-
-
-def _hash_share(text: str) -> float:
-    """A stable position in [0, 1) for ``text`` (the same in every process and run)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64

@@ -1,12 +1,39 @@
 """The (query, title) pairs a log offers the student, and the teacher's labels of them.
 
-A log is split by time as for ranking (:func:`prectr.data.dataset.time_split`), and that one
-split is the held-out set of teachers and student alike: every (query, title) pair shown in a
-test-day pool is held out, and nothing trains on it (no teacher head, no distillation or SFT
-step), even where the pair was also shown on a training day. The training and validation days'
-other pairs are what teachers and student learn from (every distinct pair, labelled or not, for
-distillation; the rows with a human grade for adaptation and fine-tuning). The test day's pools
-are scored against the simulator's ``true_relevance`` (read for evaluation only).
+One split of the log's requests is the held-out set of teachers and student alike; ``held_out``
+(a :class:`PairsConfig` field, ``--held-out`` on the command line) chooses it:
+
+``day``
+    the last day, as for ranking (:func:`prectr.data.dataset.time_split`: the log must span at
+    least 3 days, the day before the last being validation, which the encoder trains on);
+``query`` or ``query:F``
+    the requests whose query text hashes (BLAKE2b, so the same in every run and on every
+    machine) below ``F`` (default :data:`QUERY_FRACTION`): a deterministic share of the distinct
+    queries, which works on a graded set whose requests share one timestamp (``prectr load
+    esci``);
+a log directory
+    every request of that other log (e.g. ESCI's test split loaded apart); the whole log named
+    first then trains.
+
+Every (query, title) pair shown in a held-out pool is held out, and nothing trains on it (no
+teacher head, no distillation or SFT step), even where the pair was also shown in a training
+request: such pairs are dropped from training and counted (:attr:`LogPairs.counts`). The other
+pairs are what teachers and student learn from (every distinct pair, labelled or not, for
+distillation; the pairs with a human grade for adaptation and fine-tuning).
+
+Held-out rows are scored against the simulator's ``true_relevance`` (read for evaluation only)
+where the held-out rows have that column, and otherwise against the human grades
+(``relevance`` where ``relevance_source`` is ``human``); held-out rows without a grade are not
+scored.
+
+**Duplicates.** A (query, title) pair graded more than once on one side of the split gets one
+grade, the mean of its human grades rounded to the nearest grade, halves rounded down (grades 1
+and 2 give 1; 1, 2 and 3 give 2). Training pairs carry it once; every held-out row of the pair
+is scored against it. Pairs whose grades disagree are counted.
+
+**Other grade scales.** ``grade_map`` maps each ``relevance`` value of the log onto a grade 0-3
+(e.g. ``{0: 0, 1: 2, 2: 3}`` for a 3-level set, ``--grade-map 0:0,1:2,2:3``) before the log is
+validated; a value the map does not name is refused with its row.
 
 Teacher labels are a parquet file, or a directory of parquet parts (as ``prectr teacher label``
 writes them), with one row per distinct pair: ``query`` (string), ``title`` (string), ``logits``
@@ -16,7 +43,8 @@ every row).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +53,76 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prectr.data.dataset import time_split
-from prectr.data.schema import read_log
+from prectr.data.schema import GRADES as SCALE
+from prectr.data.schema import SearchLog, read_log
 
 GRADES = 4
+QUERY_FRACTION = 0.2
+TRUTH_COLUMN = "true_relevance"
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """Which requests are held out (see the module docstring) and how the log's grades map
+    onto 0-3 (``None``: they are 0-3 already)."""
+
+    held_out: str = "day"
+    grade_map: dict[int, int] | None = None
+
+    def settings(self) -> dict[str, str | None]:
+        """The config as JSON-safe settings (a run's ``config.json``)."""
+        grade_map = self.grade_map
+        text = ",".join(f"{k}:{v}" for k, v in sorted(grade_map.items())) if grade_map else None
+        return {"held_out": self.held_out, "grade_map": text}
+
+    def describe(self) -> str:
+        """The held-out split in words."""
+        kind, fraction = _held_out_kind(self.held_out)
+        if kind == "day":
+            return "the last day"
+        if kind == "query":
+            return f"the queries hashed into a {fraction:.0%} share"
+        return f"the log {self.held_out}"
+
+
+def parse_grade_map(text: str) -> dict[int, int]:
+    """``"0:0,1:2,2:3"`` as ``{0: 0, 1: 2, 2: 3}``; each target must be a grade 0-3."""
+    mapping: dict[int, int] = {}
+    for item in text.split(","):
+        source, sep, target = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            key, value = int(source), int(target)
+        except ValueError:
+            raise ValueError(
+                f"grade map {text!r}: {item!r} is not FROM:TO (two integers)"
+            ) from None
+        if value not in SCALE:
+            raise ValueError(f"grade map {text!r}: {item!r} maps onto {value}, not a grade 0-3")
+        if key in mapping:
+            raise ValueError(f"grade map {text!r}: {key} is mapped twice")
+        mapping[key] = value
+    return mapping
+
+
+def _held_out_kind(spec: str) -> tuple[str, float]:
+    """``("day" | "query" | "log", query fraction)`` of a ``held_out`` setting."""
+    if spec == "day":
+        return "day", 0.0
+    if spec == "query" or spec.startswith("query:"):
+        text = spec.partition(":")[2] or str(QUERY_FRACTION)
+        try:
+            fraction = float(text)
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"held-out split {spec!r}: the query share must be in (0, 1)")
+        return "query", fraction
+    if not Path(spec).is_dir():
+        raise ValueError(f"held-out split {spec!r}: expected day, query[:SHARE] or a log "
+                         "directory")  # fmt: skip
+    return "log", 0.0
 
 
 @dataclass
@@ -37,8 +132,10 @@ class LogPairs:
     queries: list[str]
     titles: list[str]
     train: pa.Table  # distinct training pairs (held-out pairs left out): query, title
-    labelled: pa.Table  # human-graded rows of the training pairs: query, title, grade
-    held_out: pa.Table  # test-day pool rows: request, query, title[, true_grade when simulated]
+    labelled: pa.Table  # distinct human-graded training pairs: query, title, grade (merged)
+    held_out: pa.Table  # held-out pool rows: request, query, title, grade (null: not scored)
+    truth: str = "relevance"  # what held-out grades are: true_relevance or human relevance
+    counts: dict[str, int] = field(default_factory=dict)  # see read_pairs
 
     def train_texts(self) -> tuple[list[str], list[str]]:
         """The distinct queries and the distinct titles of the training pairs (what a tokenizer
@@ -47,40 +144,144 @@ class LogPairs:
         return queries, [self.titles[i] for i in np.unique(self.train["title"].to_numpy())]
 
 
-def read_pairs(log_dir: str | Path) -> LogPairs:
-    """The training pairs, human grades and held-out rows of the log in ``log_dir``."""
-    log = read_log(log_dir)
-    split = time_split(log.requests)
-    requests = log.requests
-    is_test = np.zeros(requests.num_rows, dtype=bool)
-    is_test[split["test"]] = True
-    queries, query_code = _codes(requests["query"])
-    titles, title_code = _codes(log.items["title"])
-    imp = log.impressions
+def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPairs:
+    """The training pairs, human grades and held-out rows of the log in ``log_dir``.
+
+    ``counts`` holds ``overlap_dropped`` (distinct pairs shown in training and held-out requests,
+    left out of training), ``conflicting_train`` and ``conflicting_held_out`` (distinct pairs
+    whose human grades disagree, merged by the rule of the module docstring) and
+    ``held_out_unscored`` (held-out rows without a grade).
+    """
+    config = config or PairsConfig()
+    kind, fraction = _held_out_kind(config.held_out)
+    log = _read(log_dir, config.grade_map)
+    rows = _pool_rows(log)
+    if kind == "day":
+        is_test = np.zeros(log.requests.num_rows, dtype=bool)
+        try:
+            is_test[time_split(log.requests)["test"]] = True
+        except ValueError as err:
+            raise ValueError(f"{log_dir}: {err}; hold out a hashed share of the queries instead "
+                             "(--held-out query)") from None  # fmt: skip
+        held = is_test[rows["request"].to_numpy()]
+    elif kind == "query":
+        held = _query_hash(rows["query"]) < fraction
+    else:
+        other = _pool_rows(_read(config.held_out, config.grade_map))
+        other = other.set_column(0, "request",
+                                 pc.add(other["request"], log.requests.num_rows))  # fmt: skip
+        rows = pa.concat_tables([rows, other], promote_options="permissive")
+        held = np.r_[np.zeros(rows.num_rows - other.num_rows, bool), np.ones(other.num_rows, bool)]
+    if not held.any():
+        raise ValueError(f"{log_dir}: the held-out split ({config.describe()}) holds no request")
+    queries, query_code = _codes(rows["query"])
+    titles, title_code = _codes(rows["title"])
+    key = query_code * len(titles) + title_code
+    held_keys = np.unique(key[held])
+    in_held = np.isin(key, held_keys)
+    counts = {"overlap_dropped": int(np.unique(key[~held & in_held]).size)}
+    human = pc.fill_null(pc.equal(rows["relevance_source"], "human"), False).to_numpy(False)
+    grade = rows["relevance"].to_numpy(False)
+    graded = human & ~np.isnan(grade.astype(np.float64))
+    train = ~in_held
+    merged, conflicting = _merged_grades(key[train & graded], grade[train & graded])
+    counts["conflicting_train"] = conflicting
+    train_keys = np.unique(key[train])
+    labelled_keys = np.unique(key[train & graded])
+    labelled = pa.table({
+        "query": labelled_keys // len(titles), "title": labelled_keys % len(titles),
+        "grade": pa.array(merged, pa.int8()),
+    })  # fmt: skip
+    simulated = TRUTH_COLUMN in rows.column_names and bool(
+        pc.any(pc.is_valid(rows[TRUTH_COLUMN].filter(pa.array(held)))).as_py()
+    )
+    truth = TRUTH_COLUMN if simulated else "relevance"
+    if simulated:
+        held_grade = rows[TRUTH_COLUMN].filter(pa.array(held)).cast(pa.int8())
+        counts["conflicting_held_out"] = 0
+    else:
+        scored = held & graded
+        merged, conflicting = _merged_grades(key[scored], grade[scored])
+        counts["conflicting_held_out"] = conflicting
+        index = np.searchsorted(np.unique(key[scored]), key[held])
+        has = scored[held]
+        values = np.zeros(int(held.sum()), np.int8)
+        values[has] = merged[index[has]]
+        held_grade = pa.array(values, pa.int8(), mask=~has)
+    counts["held_out_unscored"] = int(held_grade.null_count)
+    held_out = pa.table({
+        "request": rows["request"].filter(pa.array(held)),
+        "query": query_code[held], "title": title_code[held], "grade": held_grade,
+    })  # fmt: skip
+    train_table = pa.table({"query": train_keys // len(titles), "title": train_keys % len(titles)})
+    return LogPairs(queries, titles, train_table, labelled, held_out, truth, counts)
+
+
+def _read(log_dir: str | Path, grade_map: dict[int, int] | None) -> SearchLog:
+    """The log, its ``relevance`` mapped onto 0-3 by ``grade_map`` before validation."""
+    if grade_map is None:
+        return read_log(log_dir)
+    log = read_log(log_dir, validate_log=False)
+    grades = log.impressions["relevance"]
+    if not pa.types.is_integer(grades.type):
+        raise ValueError(f"{log_dir}: impressions.relevance is {grades.type}; a grade map needs "
+                         "integer grades")  # fmt: skip
+    keys = pa.array(list(grade_map), grades.type)
+    index = pc.index_in(grades, value_set=keys)
+    unknown = (index.is_null().to_numpy(False)) & grades.is_valid().to_numpy(False)
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise ValueError(f"{log_dir}: impressions row {row}: relevance {grades[row].as_py()} "
+                         f"is not in the grade map {grade_map} ({int(unknown.sum()):,} "
+                         "rows)")  # fmt: skip
+    mapped = pa.array(list(grade_map.values()), pa.int8()).take(index)
+    column = log.impressions.column_names.index("relevance")
+    log.impressions = log.impressions.set_column(column, "relevance", mapped)
+    return log.check()
+
+
+def _pool_rows(log: SearchLog) -> pa.Table:
+    """One row per impression: its request's row, query and title texts, human grade and
+    source (and the simulator's true grade where the log has it)."""
+    imp, requests = log.impressions, log.requests
     request_row = pc.index_in(imp["request_id"], requests["request_id"]).to_numpy(False)
     item_row = pc.index_in(imp["item_id"], log.items["item_id"]).to_numpy(False)
-    rows = pa.table({
-        "request": request_row.astype(np.int64),
-        "query": query_code[request_row],
-        "title": title_code[item_row],
-        "grade": imp["relevance"].cast(pa.int8()),
-        "human": pc.fill_null(pc.equal(imp["relevance_source"], "human"), False),
-    })  # fmt: skip
-    test = pa.array(is_test[request_row])
-    held_out = rows.filter(test).select(["request", "query", "title"])
-    if "true_relevance" in imp.column_names:
-        truth = imp["true_relevance"].filter(test)
-        if truth.null_count:
-            raise ValueError(f"{log_dir}: impressions.true_relevance has {truth.null_count} "
-                             "nulls on the test day")  # fmt: skip
-        held_out = held_out.append_column("true_grade", truth.cast(pa.int8()))
-    key = query_code[request_row] * len(titles) + title_code[item_row]
-    train_rows = rows.filter(pa.array(~np.isin(key, key[is_test[request_row]])))
-    train = train_rows.group_by(["query", "title"]).aggregate([])
-    labelled = train_rows.filter(
-        pc.and_(train_rows["human"], pc.is_valid(train_rows["grade"]))
-    ).select(["query", "title", "grade"])
-    return LogPairs(queries, titles, train, labelled, held_out)
+    columns = {
+        "request": pa.array(request_row.astype(np.int64)),
+        "query": requests["query"].take(request_row), "title": log.items["title"].take(item_row),
+        "relevance": imp["relevance"].cast(pa.int8()),
+        "relevance_source": imp["relevance_source"].cast(pa.string()),
+    }  # fmt: skip
+    if TRUTH_COLUMN in imp.column_names:
+        columns[TRUTH_COLUMN] = imp[TRUTH_COLUMN].cast(pa.int8())
+    return pa.table(columns)
+
+
+def hash_share(text: str) -> float:
+    """A stable position in [0, 1) for ``text`` (BLAKE2b: the same in every process and run).
+    The held-out query split takes the bottom of the range and SFT's validation queries the
+    top (:mod:`prectr.encoder.distill`), so the two never meet."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:
+    """Each row's query text hashed into [0, 1) by :func:`hash_share`."""
+    texts, code = _codes(queries)
+    return np.asarray([hash_share(t) for t in texts])[code]
+
+
+def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int]:
+    """One grade per distinct key (in sorted key order): the mean of its grades rounded to the
+    nearest grade, halves down; and how many keys had disagreeing grades."""
+    distinct, inverse = np.unique(key, return_inverse=True)
+    grade = grade.astype(np.float64)
+    n = np.bincount(inverse, minlength=distinct.size)
+    mean = np.bincount(inverse, weights=grade, minlength=distinct.size) / np.maximum(n, 1)
+    low = np.full(distinct.size, np.inf)
+    np.minimum.at(low, inverse, grade)
+    high = np.full(distinct.size, -np.inf)
+    np.maximum.at(high, inverse, grade)
+    return np.ceil(mean - 0.5).astype(np.int8), int((high > low).sum())
 
 
 def _codes(texts: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

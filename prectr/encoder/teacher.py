@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from prectr.encoder.evaluate import held_out_sample
-from prectr.encoder.pairs import LogPairs
+from prectr.encoder.evaluate import HeldOutSample, held_out_sample
+from prectr.encoder.pairs import LogPairs, PairsConfig
 from prectr.encoder.teachers.adapt import (
     AdaptedTeacher,
     GradeHead,
@@ -90,6 +90,7 @@ def adapt(
     batch_size: int = 32,
     dtype: str = "float32",
     progress: bool = True,
+    held_out: PairsConfig | None = None,
 ) -> tuple[AdaptedTeacher, dict[str, Any]]:
     """Adapt teacher ``spec`` on the human grades of ``log``'s training pairs and save it.
 
@@ -101,7 +102,8 @@ def adapt(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     features = Path(features) if features is not None else out.with_name(out.name + ".features")
-    pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs)
+    pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs,
+                      held_out=held_out)  # fmt: skip
     if pairs.num_rows == 0:
         raise ValueError(f"{log}: no human-graded training pairs")
     base = load_teacher(spec, batch_size, dtype)
@@ -122,18 +124,28 @@ def labels_dir(cache: str | Path, teacher: Teacher) -> Path:
     return Path(cache) / f"{teacher.name.replace(':', '-').replace('/', '-')}-{digest[:12]}"
 
 
-def evaluate_teacher(
-    teacher: Teacher, pairs: LogPairs, cache: str | Path, max_requests: int = 0, seed: int = 0,
+def teacher_probabilities(
+    teacher: Teacher, sample: HeldOutSample, pairs: LogPairs, cache: str | Path,
     progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
-    """Quality of ``teacher`` on the held-out pools (:func:`held_out_sample`), scored as the
-    student is; its labels are cached under ``cache``, and an adapted teacher reuses its base's
-    cached hidden states there."""
-    sample = held_out_sample(pairs, max_requests, seed)
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """Grade distributions ``(distinct pairs, 4)`` of ``teacher`` on a held-out sample, and the
+    labelling run's summary; its labels are cached under ``cache``, and an adapted teacher
+    reuses its base's cached hidden states there."""
     table = sample.table(pairs)
     out = labels_dir(cache, teacher)
     base = getattr(teacher, "base", None)
     reuse = labels_dir(cache, base) if base is not None else None
     run = label_pairs(teacher, table, out, reuse=reuse, progress=progress)
     logits, _ = labels_for(table, read_labels(out))
-    return {**sample.score(softmax(logits)), "labelling": run}
+    return softmax(logits), run
+
+
+def evaluate_teacher(
+    teacher: Teacher, pairs: LogPairs, cache: str | Path, max_requests: int = 0, seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Quality of ``teacher`` on the held-out pools (:func:`held_out_sample`), scored as the
+    student is (:func:`teacher_probabilities`)."""
+    sample = held_out_sample(pairs, max_requests, seed)
+    probabilities, run = teacher_probabilities(teacher, sample, pairs, cache, progress)
+    return {**sample.score(probabilities), "labelling": run}

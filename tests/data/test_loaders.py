@@ -448,3 +448,21 @@ def test_registry_names_each_loader_with_its_sources(tmp_path):
     assert log.requests.num_rows == 5
     with pytest.raises(ValueError, match="expected 2 source paths"):
         LOADERS["esci"](tmp_path / "examples.parquet")
+
+
+def test_esci_at_one_instant_trains_and_scores_the_encoder_on_its_own_test_split(tmp_path):
+    from prectr.encoder.evaluate import held_out_sample
+    from prectr.encoder.pairs import PairsConfig, read_pairs
+
+    paths = write_esci(tmp_path)
+    train = load_esci(*paths, split="train").write(tmp_path / "train")
+    test = load_esci(*paths, split="test").write(tmp_path / "test")
+    with pytest.raises(ValueError, match="a time split needs more than 2"):
+        read_pairs(train)
+    pairs = read_pairs(train, PairsConfig(str(test)))
+    sample = held_out_sample(pairs)
+    queries, titles = sample.texts(pairs)
+    assert sample.truth == "relevance" and set(queries) == {"tea pot"}
+    rows = {(titles[i], int(g)) for i, g in zip(sample.inverse, sample.grade, strict=True)}
+    assert rows == {("B003", 0), ("Tea Pot", 3)}
+    assert pairs.labelled["grade"].to_pylist() == [3, 2, 1]  # red mug: E, S, C

@@ -1,7 +1,13 @@
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prectr.data.schema import read_log
+from prectr.encoder.pairs import PairsConfig, read_pairs
 from prectr.encoder.tokenizer import TextTokenizer
-from tests.encoder.conftest import TINY
+from tests.encoder.conftest import TINY, overlap_logits
+from tests.encoder.graded_log import graded_log, shop_judgments
 from tests.test_cli import run_cli
 
 FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -74,8 +80,13 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
         capsys,
     )
     assert code == 0
-    metrics = json.loads(out.strip().splitlines()[-1])
+    results = json.loads(out.strip().splitlines()[-1])
+    assert list(results) == ["majority", "overlap", str(tmp_path / "s/student")]
+    # the baselines and the student are scored on the same rows
+    assert len({(m["requests"], m["pairs"]) for m in results.values()}) == 1
+    metrics = results[str(tmp_path / "s/student")]
     assert metrics["requests"] == 10 and 0 <= metrics["accuracy"] <= 1
+    assert 0 <= metrics["macro_f1"] <= 1
 
 
 def test_a_distillation_without_labels_or_a_bad_resume_fails_clearly(
@@ -99,3 +110,58 @@ def test_a_distillation_without_labels_or_a_bad_resume_fails_clearly(
         capsys,
     )
     assert code == 2 and "no teacher labels" in " ".join(out.split())
+
+
+def test_a_human_graded_set_at_one_instant_trains_and_evaluates_by_hashed_query(
+    tmp_path, capsys
+) -> None:
+    # a 3-level scale (0, 1, 2), mapped onto 0, 2, 3
+    judgments = [(q, t, {0: 0, 1: 1, 2: 1, 3: 2}[g]) for q, t, g in shop_judgments(60)]
+    log = str(graded_log(tmp_path / "log", judgments))
+    split = ["--held-out", "query:0.3", "--grade-map", "0:0,1:2,2:3"]
+    code, out = run_cli(["encoder", "sft", log, "--out", str(tmp_path / "s"), *FLAGS, *STEPS,
+                         *split], capsys)  # fmt: skip
+    text = " ".join(out.split())
+    assert code == 0 and "scored against the human grades" in text and "recall@3" in text
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert metrics["held_out"]["recall@1"] != metrics["held_out"]["recall@1"]  # no grade 1: nan
+    predictions = ["--predictions", str(tmp_path / "p.parquet"), "--json"]
+    code, out = run_cli(["encoder", "evaluate", str(tmp_path / "s/student"), "--log", log, *split,
+                         *predictions], capsys)  # fmt: skip
+    assert code == 0
+    results = json.loads(out.strip().splitlines()[-1])
+    assert results["overlap"]["macro_f1"] > results["majority"]["macro_f1"]
+    text = " ".join(out.split())
+    assert "no held-out row has grade 1" in text and "spearman is undefined for majority" in text
+    assert results["majority"]["spearman"] is None and results["overlap"]["recall@1"] is None
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert set(table["model"].to_pylist()) == set(results)
+    assert set(table["grade"].to_pylist()) == {0, 2, 3}
+
+
+def test_a_log_without_held_out_grades_says_why_nothing_is_scored(tmp_path, capsys) -> None:
+    log = read_log(graded_log(tmp_path / "graded", shop_judgments(40)))
+    n = log.impressions.num_rows
+    log.impressions = log.impressions.set_column(
+        4, "relevance", pa.array([None if k % 3 == 0 else 1 for k in range(n)], pa.int8())
+    ).set_column(
+        5, "relevance_source", pa.array([None if k % 3 == 0 else "teacher" for k in range(n)])
+    )
+    log.write(tmp_path / "log")
+    argv = [str(tmp_path / "log"), "--held-out", "query"]
+    code, out = run_cli(["encoder", "evaluate", "--log", *argv], capsys)
+    text = " ".join(out.split())
+    assert code == 1 and "has a human grade" in text and "nothing to score" in text
+    pairs = read_pairs(tmp_path / "log", PairsConfig("query"))
+    queries = [pairs.queries[i] for i in pairs.train["query"].to_numpy()]
+    titles = [pairs.titles[i] for i in pairs.train["title"].to_numpy()]
+    logits = [overlap_logits(q, t) for q, t in zip(queries, titles, strict=True)]
+    labels = tmp_path / "labels.parquet"
+    logits = pa.array(logits, pa.list_(pa.float32()))
+    pq.write_table(pa.table({"query": queries, "title": titles, "logits": logits}), labels)
+    code, out = run_cli(["encoder", "distill", *argv, "--labels", str(labels), "--out",
+                         str(tmp_path / "d"), *FLAGS, *STEPS], capsys)  # fmt: skip
+    text = " ".join(out.split())
+    assert code == 0 and "held-out pairs not scored" in text and "has a human grade" in text
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert "held_out" not in metrics and "human grade" in metrics["held_out_skipped"]

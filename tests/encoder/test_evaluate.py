@@ -1,9 +1,16 @@
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from prectr.encoder.evaluate import evaluate_held_out, held_out_sample, relevance_metrics
+from prectr.encoder.evaluate import (
+    degenerate_metrics,
+    evaluate_held_out,
+    held_out_sample,
+    relevance_metrics,
+    write_predictions,
+)
 from prectr.encoder.student import load_student
 from prectr.encoder.teacher import evaluate_teacher
 from tests.encoder.teacher_models import CountingTeacher
@@ -20,6 +27,37 @@ def test_relevance_metrics_on_a_hand_made_pool() -> None:
     ideal = 7 + 1 / math.log2(3)
     assert math.isclose(m["ndcg@10"], dcg / ideal)
     assert m["pairs"] == 3 and m["requests"] == 1
+    # predictions 2, 1, 1 against 3, 0, 1: F1 of grade 1 is 2 * 1 / (1 + 2), of 0, 2 and 3 zero
+    assert math.isclose(m["macro_f1"], (2 / 3) / 4)
+    assert (m["recall@0"], m["recall@1"], m["recall@3"]) == (0.0, 1.0, 0.0)
+    assert math.isnan(m["recall@2"]) and m["ranked_requests"] == 1
+    assert degenerate_metrics(m) == ["no held-out row has grade 2: its recall is undefined"]
+
+
+def test_ndcg_is_degenerate_when_no_request_ranks_two_grades() -> None:
+    # four requests of one graded title each, and one of two titles of one grade
+    m = relevance_metrics(np.eye(4)[[0, 1, 2, 3, 3, 3]], np.array([0, 1, 2, 3, 2, 2]),
+                          np.array([0, 1, 2, 3, 4, 4]))  # fmt: skip
+    assert m["ndcg@10"] == 1.0 and m["ranked_requests"] == 0
+    assert any(w.startswith("ndcg@10 is degenerate") for w in degenerate_metrics(m))
+
+
+def test_per_row_predictions_are_written_for_every_model(pairs, tmp_path) -> None:
+    sample = held_out_sample(pairs, 4, seed=1)
+    uniform = np.full((sample.query.size, 4), 0.25)
+    skewed = np.tile([0.1, 0.2, 0.3, 0.4], (sample.query.size, 1))
+    path = write_predictions(tmp_path / "p.parquet", sample, pairs, {"a": uniform, "b": skewed})
+    table = pq.read_table(path)
+    rows = sample.request.size
+    assert table.num_rows == 2 * rows and table["model"].to_pylist() == ["a"] * rows + ["b"] * rows
+    queries, titles = sample.texts(pairs)
+    assert table["query"].to_pylist()[:rows] == [queries[i] for i in sample.inverse]
+    assert table["title"].to_pylist()[:rows] == [titles[i] for i in sample.inverse]
+    np.testing.assert_array_equal(table["grade"].to_numpy()[rows:], sample.grade)
+    assert set(table["predicted"].to_pylist()[rows:]) == {3}
+    np.testing.assert_allclose(table["expected"].to_numpy()[rows:], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(table["p1"].to_numpy()[rows:], 0.2, rtol=1e-6)
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
 
 
 def test_teacher_and_student_are_scored_on_the_same_held_out_pools(

@@ -147,3 +147,16 @@ def test_adapted_teacher_reuses_its_base_hidden_states(tmp_path):
     other = AdaptedTeacher(CountingTeacher(salt="x"), "counting", GradeHead(6, hidden=8), {})
     run = label_pairs(other, pairs, tmp_path / "other", reuse=tmp_path / "base", progress=False)
     assert run["reused"] == 0 and run["computed"] == 30
+
+
+def test_a_teacher_learns_from_no_pair_of_a_hashed_query_split(tmp_path) -> None:
+    from prectr.encoder.pairs import PairsConfig
+    from tests.encoder.graded_log import graded_log, shop_judgments
+
+    log = graded_log(tmp_path / "log", shop_judgments(40))
+    held_out = PairsConfig("query:0.3")
+    adapt = log_pairs(log, "adapt", human_only=True, held_out=held_out)
+    test = log_pairs(log, "heldout", held_out=held_out)
+    assert adapt.num_rows and test.num_rows and adapt.num_rows + test.num_rows == 120
+    assert not set(adapt["query"].to_pylist()) & set(test["query"].to_pylist())
+    assert adapt["relevance"].null_count == 0 and test["relevance"].null_count == test.num_rows

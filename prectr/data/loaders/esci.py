@@ -19,6 +19,11 @@ lacks with documented constants:
   and ``click`` null (nothing was shown or clicked), ``relevance`` from ``esci_label`` (E=3,
   S=2, C=1, I=0), ``relevance_source`` = ``"human"``. The extra columns ``example_id`` and
   ``split`` trace each row back to the examples file.
+
+With one instant there is no time split: the student encoder holds out a hashed share of the
+queries instead (``prectr encoder sft LOG --held-out query``), or ESCI's own test split loaded
+as a second log (``load_esci(..., split="test")``, then ``--held-out TEST_LOG`` with the train
+split's log); see :mod:`prectr.encoder.pairs`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from prectr.encoder.pairs import read_pairs
+from prectr.encoder.pairs import PairsConfig, read_pairs
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_file
 from prectr.words import count
@@ -37,31 +37,32 @@ def log_pairs(
     n_queries: int | None = None,
     max_pairs: int | None = None,
     seed: int = 0,
+    held_out: PairsConfig | None = None,
 ) -> pa.Table:
     """One row per distinct (query, title) pair of a log's candidate pools, sorted.
 
     ``split`` keeps every pair, the pairs a teacher may learn from (``adapt``: the training
     days' pairs) or the held-out ones (``heldout``: the test day's, never learnt from; see
     :mod:`prectr.encoder.pairs`). ``relevance`` is the pair's human grade on the training days
-    (the rounded mean of its human judgments; null when none, and always for held-out pairs).
+    (its human judgments merged as :mod:`prectr.encoder.pairs` says; null when none, and
+    always for held-out pairs).
     ``n_queries`` keeps that many random queries (all their pairs) and ``max_pairs`` then that
-    many random pairs.
+    many random pairs. ``held_out`` chooses the held-out split (default: the last day).
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
-    pairs = read_pairs(log_dir)
+    pairs = read_pairs(log_dir, held_out)
     keys = []
     if split in ("all", "adapt"):
         keys.append(pairs.train.select(["query", "title"]))
     if split in ("all", "heldout"):
         keys.append(pairs.held_out.group_by(["query", "title"]).aggregate([]))
     table = pa.concat_tables(keys)
-    grades = pairs.labelled.group_by(["query", "title"]).aggregate([("grade", "mean")])
-    table = table.join(grades, ["query", "title"])
+    table = table.join(pairs.labelled, ["query", "title"])
     table = pa.table({
         "query": pa.array(pairs.queries).take(table["query"]),
         "title": pa.array(pairs.titles).take(table["title"]),
-        "relevance": pc.round(table["grade_mean"]).cast(pa.int8()),
+        "relevance": table["grade"].cast(pa.int8()),
     })  # fmt: skip
     if human_only:
         table = table.filter(pc.is_valid(table["relevance"]))
