@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from prectr.data.schema import SearchLog
 from prectr.data.simulate import World
+from prectr.evaluation.logged import scores_in_row_order
 from prectr.evaluation.statistics import broad_statistics
 from prectr.metrics.paired import Statistic
 
@@ -81,14 +82,8 @@ class BroadRows:
     def aligned(self, scores: pa.Table, source: str) -> np.ndarray:
         """Scores (request_id, item_id, score) of every sampled pair, in row order; ``source``
         names the scores in the error when some pair has none."""
-        indexed = self.table.append_column("row", pa.array(np.arange(self.table.num_rows)))
-        joined = indexed.join(scores.select(["request_id", "item_id", "score"]),
-                              ["request_id", "item_id"], join_type="left outer")  # fmt: skip
-        missing = joined["score"].null_count
-        if missing:
-            raise ValueError(f"{source} misses {missing} pairs of the broad-set sample")
-        joined = joined.sort_by("row")
-        return joined["score"].to_numpy().astype(np.float64)
+        return scores_in_row_order(self.table["request_id"], self.table["item_id"], scores,
+                                   source, what="pairs of the broad-set sample")  # fmt: skip
 
     def statistics(self, truth: Truth, score: np.ndarray) -> dict[str, Statistic]:
         """The broad-set metrics of ``score`` (one per row), expected clicks from the truth's

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from prectr.data.dataset import time_split
 from prectr.evaluation.broad import BroadRows
+from prectr.evaluation.logged import scores_in_row_order
 from prectr.evaluation.slices import Slices, evaluation_slices, slice_statistics
 from prectr.evaluation.statistics import EvaluationRows, model_statistics
 from prectr.evaluation.truth import Truth
@@ -79,22 +80,10 @@ class EvaluationContext:
     def aligned(self, scores: pa.Table, source: str, column: str = "score") -> np.ndarray:
         """Scores (request_id, item_id and ``column``) of every evaluated candidate, in row
         order; ``source`` names the scores in the error when some candidate has none."""
-        keys = pa.table(
-            {
-                "request_id": self.rows.request_ids[self.rows.request],
-                "item_id": self.rows.item_id,
-                "row": np.arange(self.rows.request.size),
-            }
-        )
-        joined = keys.join(scores.select(["request_id", "item_id", column]),
-                           ["request_id", "item_id"], join_type="left outer")  # fmt: skip
-        missing = joined[column].null_count
-        if missing:
-            raise ValueError(
-                f"{source} misses {missing} of the {keys.num_rows} candidates of the evaluated "
-                "requests (evaluate the run on this world and split)"
-            )
-        return joined.sort_by("row")[column].to_numpy().astype(np.float64)
+        rows = self.rows
+        what = "candidates of the evaluated requests"
+        return scores_in_row_order(rows.request_ids[rows.request], rows.item_id, scores, source,
+                                   column, what)  # fmt: skip
 
     def expected_clicks(self, score: np.ndarray) -> np.ndarray | None:
         """Expected clicks of each evaluated request when the world replays ``score``; None

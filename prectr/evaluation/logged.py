@@ -63,6 +63,38 @@ class LoggedRows:
         )
 
 
+def scores_in_row_order(
+    request_id: pa.Array | pa.ChunkedArray | np.ndarray,
+    item_id: pa.Array | pa.ChunkedArray | np.ndarray,
+    scores: pa.Table,
+    source: str = "scores",
+    column: str = "score",
+    what: str = "logged candidates",
+) -> np.ndarray:
+    """``scores[column]`` of each (``request_id``, ``item_id``) row, in row order. ``scores``
+    holds request_id, item_id and ``column``; ``source`` names it and ``what`` the rows in the
+    error raised when a column is missing, a pair is scored twice, or some row has no score (or
+    a NaN one)."""
+    missing = [c for c in ("request_id", "item_id", column) if c not in scores.column_names]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}")
+    keys = pa.table(
+        {"request_id": request_id, "item_id": item_id, "row": np.arange(len(request_id))}
+    )
+    joined = keys.join(scores.select(["request_id", "item_id", column]),
+                       ["request_id", "item_id"], join_type="left outer")  # fmt: skip
+    if joined.num_rows != keys.num_rows:
+        raise ValueError(f"{source}: a (request_id, item_id) pair is scored more than once")
+    score = joined.sort_by("row")[column].to_numpy(zero_copy_only=False).astype(np.float64)
+    absent = int(np.isnan(score).sum())
+    if absent:
+        raise ValueError(
+            f"{source}: {absent:,} of the {score.size:,} {what} have no score (or a NaN one); "
+            "score every one of them (evaluate the run on this log and split)"
+        )
+    return score
+
+
 def sum_above(request: np.ndarray, position: np.ndarray, value: np.ndarray) -> np.ndarray:
     """For each row, the sum of ``value`` over the rows of the same request shown at a smaller
     position (position 0: unexposed, counts nothing and gets the sum over every shown row)."""

@@ -75,7 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
-from prectr.evaluation.logged import LoggedRows
+from prectr.evaluation.logged import LoggedRows, scores_in_row_order
 from prectr.evaluation.propensity import Propensities, adjusted_clicks
 from prectr.metrics.paired import (
     BLOCK_CELLS,
@@ -210,7 +210,11 @@ def offpolicy_statistics(
     relevance) and ``requests`` (request_id, query)."""
     rows = LoggedRows.from_tables(impressions, requests)
     k, theta = propensities.k, propensities.examination
-    slots = _Slots.build(rows, _aligned(impressions, scores), propensities)
+    slots = _Slots.build(
+        rows,
+        scores_in_row_order(impressions["request_id"], impressions["item_id"], scores),
+        propensities,
+    )
     n = len(rows.request_ids)
     each = np.arange(n)
     ips = slots.ips(theta)
@@ -399,32 +403,6 @@ class _Slots:
             "graded": float(target[rest & graded].sum() / total),
             "ungraded": float(target[rest & ~graded].sum() / total),
         }
-
-
-def _aligned(impressions: pa.Table, scores: pa.Table) -> np.ndarray:
-    """The score of every impression row, in row order."""
-    missing = [c for c in ("request_id", "item_id", "score") if c not in scores.column_names]
-    if missing:
-        raise ValueError(f"scores: missing column(s) {', '.join(missing)}")
-    keys = pa.table(
-        {
-            "request_id": impressions["request_id"],
-            "item_id": impressions["item_id"],
-            "row": np.arange(impressions.num_rows),
-        }
-    )
-    joined = keys.join(scores.select(["request_id", "item_id", "score"]),
-                       ["request_id", "item_id"], join_type="left outer")  # fmt: skip
-    if joined.num_rows != keys.num_rows:
-        raise ValueError("scores: a (request_id, item_id) pair is scored more than once")
-    score = joined.sort_by("row")["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    absent = np.isnan(score)
-    if absent.any():
-        raise ValueError(
-            f"scores: {int(absent.sum())} of the {score.size} logged candidates have no score "
-            "(or a NaN one); every candidate of every evaluated request needs one"
-        )
-    return score
 
 
 def _ranks(request: np.ndarray, item: np.ndarray, score: np.ndarray) -> np.ndarray:

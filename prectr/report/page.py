@@ -95,13 +95,13 @@ def _run_label(i: int, run: RunResult) -> str:
 
 
 def runs_table(runs: Sequence[RunResult]) -> str:
-    """The list of runs: display name (with its colour), model, world, split and directory."""
+    """The list of runs: display name (with its colour), model, log, split and directory."""
     rows = "".join(
-        f"<tr><td>{_run_label(i, r)}</td><td>{_esc(r.model)}</td><td>{_esc(r.world)}</td>"
+        f"<tr><td>{_run_label(i, r)}</td><td>{_esc(r.model)}</td><td>{_esc(r.log)}</td>"
         f"<td>{_esc(r.split)}</td><td>{_esc(r.path)}</td></tr>\n"
         for i, r in enumerate(runs)
     )
-    head = "<tr><th>run</th><th>model</th><th>world</th><th>split</th><th>directory</th></tr>"
+    head = "<tr><th>run</th><th>model</th><th>log</th><th>split</th><th>directory</th></tr>"
     return f"<table>\n{head}\n{rows}</table>"
 
 

@@ -41,12 +41,12 @@ class RunResult:
     path: Path
     name: str
     model: str
-    world: str
+    log: str  # the log (a simulated world or any log) it was evaluated on
     split: str
     metrics: dict[str, float | None]
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     online: dict[str, float | None] = field(default_factory=dict)
-    online_source: str = "replay"  # or "off-policy (DR)" on a log with no world
+    online_source: str = "replay"  # or the off-policy estimate on a log with no world
     calibration_bins: list[dict[str, float]] = field(default_factory=list)
     grades: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
@@ -168,7 +168,7 @@ def load_run(path: str | Path) -> RunResult:
         path=path,
         name=str(config.get("name") or path.resolve().name),
         model=str(config.get("model") or evaluation.get("model") or "?"),
-        world=str(evaluation.get("log") or evaluation.get("world", "?")),
+        log=str(evaluation.get("log") or evaluation.get("world", "?")),
         split=str(evaluation.get("split", "?")),
         metrics=_metric_dict(evaluation["metrics"]),
         slices={str(k): _metric_dict(v) for k, v in slices.items()}

@@ -172,7 +172,7 @@ def test_load_run_defaults_and_tolerant_log(tmp_path: Path) -> None:
         '{"step": 3, "loss": 0.3'  # truncated by a killed trainer
     )
     result = load_run(run)
-    assert (result.name, result.model, result.world) == ("r1", "lr", "/worlds/small")
+    assert (result.name, result.model, result.log) == ("r1", "lr", "/worlds/small")
     assert result.metrics == {"auc": 0.7, "logloss": None}
     assert result.curves() == {("train", "loss"): ([1.0, 2.0], [0.5, 0.4]),
                                ("train", "lr"): ([2.0], [0.001])}  # fmt: skip
