@@ -409,7 +409,8 @@ class Trainer:
             path = self.run_dir / "checkpoints" / f"{name}.pt"
             if not path.is_file():
                 continue
-            self.model.load_state_dict(load_checkpoint(path)["model"])
+            # the model holds the last weights already; only best's come from the file
+            self.model.load_state_dict(last if name == "last" else load_checkpoint(path)["model"])
             p = predict(self.model, stream.epoch(), self.device)
             exposed = p["exposed"]
             calibrator = fit_calibrator(kind, p["shown_logit"][exposed], p["click"][exposed])
