@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
+from prectr.data.history import COLD_START_MAX_EARLIER, earlier_requests
 from prectr.data.simulate import World
 from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
-from prectr.data.simulate.summary import COLD_START_MAX_EARLIER, earlier_requests
 from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
 from prectr.metrics import irrelevant_share_at_k
 

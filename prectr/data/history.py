@@ -32,6 +32,20 @@ import pyarrow.compute as pc
 from prectr.data.vocabulary import Vocabulary
 from prectr.words import count
 
+COLD_START_MAX_EARLIER = 2  # a request is cold-start when its user made at most 2 before it
+
+
+def earlier_requests(user: np.ndarray) -> np.ndarray:
+    """For requests in time order, how many requests the same user made before each one."""
+    order = np.argsort(user, kind="stable")
+    sorted_user = user[order]
+    first = np.r_[True, sorted_user[1:] != sorted_user[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, user.size])
+    out = np.empty(user.size, dtype=np.int64)
+    out[order] = np.arange(user.size) - np.repeat(starts, counts)
+    return out
+
 
 class EventIndex:
     """Events sorted once by (key, time); keys below 0 are never history."""

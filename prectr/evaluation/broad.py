@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.data.schema import SearchLog
-from prectr.data.simulate import World
 from prectr.evaluation.logged import scores_in_row_order
 from prectr.evaluation.statistics import broad_statistics
 from prectr.metrics.paired import Statistic
 
 if TYPE_CHECKING:
+    from prectr.data.simulate import World
     from prectr.evaluation.truth import Truth
 
 BROAD_COLUMNS = ["request_id", "item_id", "true_relevance"]

@@ -15,11 +15,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prectr.data.simulate import World
 from prectr.metrics import (
     auc,
     calibration,
@@ -35,6 +36,9 @@ from prectr.metrics import (
 TOP_K = 10
 CALIBRATION_BINS = 10
 POOL_COLUMNS = ["request_id", "item_id", "position", "click", "true_relevance", "logging_score"]
+
+if TYPE_CHECKING:
+    from prectr.data.simulate import World
 
 
 def evaluation_pool(world: World, request_ids: pa.Array | None = None) -> pa.Table:

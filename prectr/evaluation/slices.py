@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prectr.data.simulate.summary import COLD_START_MAX_EARLIER, earlier_requests
+from prectr.data.history import COLD_START_MAX_EARLIER, earlier_requests
 from prectr.evaluation.statistics import (
     EvaluationRows,
     click_statistics,

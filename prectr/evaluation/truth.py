@@ -22,14 +22,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.data.schema import SearchLog
-from prectr.data.simulate import World
 from prectr.evaluation.broad import broad_sample
+
+if TYPE_CHECKING:
+    from prectr.data.simulate import World
 
 #: The columns of :meth:`Truth.pool`: ``grade`` is null where the candidate's grade is unknown;
 #: ``logging_score`` ranks the candidates as the logging ranker did.
@@ -172,5 +175,7 @@ def open_truth(log: SearchLog, root: str | Path) -> Truth:
     (it holds ``world.json``), otherwise the log's own."""
     root = Path(root)
     if (root / "world.json").is_file():
+        from prectr.data.simulate import World  # only a world's truth needs the simulator
+
         return WorldTruth(log, World(root))
     return LogTruth(log, root)

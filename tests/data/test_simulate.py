@@ -18,7 +18,7 @@ import pytest
 from prectr.data.schema import read_log
 from prectr.data.simulate import World, load_config, simulate
 from prectr.data.simulate import world as world_module
-from prectr.data.simulate.summary import earlier_requests
+from prectr.data.history import earlier_requests
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -14,26 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from prectr.data.history import COLD_START_MAX_EARLIER, earlier_requests
 from prectr.data.simulate.config import WorldConfig
 from prectr.data.simulate.vocabulary import esci_grade_shares
 
 if TYPE_CHECKING:
     from prectr.data.simulate.world import WorldState
 
-COLD_START_MAX_EARLIER = 2  # a request is cold-start when its user made at most 2 before it
 TOLERANCE_GROUPS = ("strict", "middle", "tolerant")
-
-
-def earlier_requests(user: np.ndarray) -> np.ndarray:
-    """For requests in time order, how many requests the same user made before each one."""
-    order = np.argsort(user, kind="stable")
-    sorted_user = user[order]
-    first = np.r_[True, sorted_user[1:] != sorted_user[:-1]]
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.r_[starts, user.size])
-    out = np.empty(user.size, dtype=np.int64)
-    out[order] = np.arange(user.size) - np.repeat(starts, counts)
-    return out
 
 
 class SummaryCounter:
