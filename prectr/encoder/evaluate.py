@@ -61,7 +61,7 @@ def grade_metrics(probabilities: np.ndarray, grade: np.ndarray) -> dict[str, flo
     }
 
 
-def relevance_metrics(
+def held_out_metrics(
     probabilities: np.ndarray, grade: np.ndarray, request: np.ndarray
 ) -> dict[str, float]:
     """:func:`grade_metrics` and the ranking figures of the module docstring (NDCG@10 per
@@ -84,7 +84,7 @@ def _ranked_requests(grade: np.ndarray, request: np.ndarray) -> int:
 
 
 def degenerate_metrics(metrics: dict[str, float]) -> list[str]:
-    """Warnings, one a line, for figures of :func:`relevance_metrics` that are the same for
+    """Warnings, one a line, for figures of :func:`held_out_metrics` that are the same for
     every model (or undefined) on the sample they were measured on. (Spearman is undefined for
     a model whose expected grade is constant, such as the majority grade: nan.)"""
     out = []
@@ -137,11 +137,11 @@ class HeldOutSample:
                          "title": pa.array(titles, pa.string())})  # fmt: skip
 
     def score(self, probabilities: np.ndarray) -> dict[str, float]:
-        """:func:`relevance_metrics` of grade distributions ``(distinct pairs, 4)``."""
+        """:func:`held_out_metrics` of grade distributions ``(distinct pairs, 4)``."""
         if probabilities.shape != (self.query.size, GRADES):
             raise ValueError(f"probabilities of shape {probabilities.shape} for "
                              f"{self.query.size} distinct pairs")  # fmt: skip
-        return relevance_metrics(probabilities[self.inverse], self.grade, self.request)
+        return held_out_metrics(probabilities[self.inverse], self.grade, self.request)
 
 
 def held_out_sample(pairs: LogPairs, max_requests: int = 0, seed: int = 0) -> HeldOutSample:
@@ -172,7 +172,7 @@ def evaluate_held_out(
     student: Student, tokenizer: TextTokenizer, pairs: LogPairs, max_requests: int = 0,
     seed: int = 0,
 ) -> dict[str, float]:  # fmt: skip
-    """:func:`relevance_metrics` of the student on :func:`held_out_sample`."""
+    """:func:`held_out_metrics` of the student on :func:`held_out_sample`."""
     sample = held_out_sample(pairs, max_requests, seed)
     return sample.score(grade_probabilities(student, tokenizer, pairs.queries, pairs.titles,
                                             sample.query, sample.title))  # fmt: skip

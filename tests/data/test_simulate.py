@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from prectr.data.history import earlier_requests
 from prectr.data.schema import read_log
 from prectr.data.simulate import World, load_config, simulate
 from prectr.data.simulate import world as world_module
-from prectr.data.history import earlier_requests
 
 
 def _digest(root: Path) -> dict[str, str]:

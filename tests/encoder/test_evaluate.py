@@ -7,8 +7,8 @@ import pytest
 from prectr.encoder.evaluate import (
     degenerate_metrics,
     evaluate_held_out,
+    held_out_metrics,
     held_out_sample,
-    relevance_metrics,
     write_predictions,
 )
 from prectr.encoder.student import load_student
@@ -20,7 +20,7 @@ def test_relevance_metrics_on_a_hand_made_pool() -> None:
     # one request, true grades 3, 0, 1; the model puts all its mass on 2, 1, 1
     probabilities = np.eye(4)[[2, 1, 1]]
     truth = np.array([3, 0, 1])
-    m = relevance_metrics(probabilities, truth, np.zeros(3, np.int64))
+    m = held_out_metrics(probabilities, truth, np.zeros(3, np.int64))
     assert math.isclose(m["accuracy"], 1 / 3)
     # expected grades 2, 1, 1 rank the grade-3 item first; ties keep row order: 3, 0, 1
     dcg = 7 + 0 + 1 / math.log2(4)
@@ -36,7 +36,7 @@ def test_relevance_metrics_on_a_hand_made_pool() -> None:
 
 def test_ndcg_is_degenerate_when_no_request_ranks_two_grades() -> None:
     # four requests of one graded title each, and one of two titles of one grade
-    m = relevance_metrics(np.eye(4)[[0, 1, 2, 3, 3, 3]], np.array([0, 1, 2, 3, 2, 2]),
+    m = held_out_metrics(np.eye(4)[[0, 1, 2, 3, 3, 3]], np.array([0, 1, 2, 3, 2, 2]),
                           np.array([0, 1, 2, 3, 4, 4]))  # fmt: skip
     assert m["ndcg@10"] == 1.0 and m["ranked_requests"] == 0
     assert any(w.startswith("ndcg@10 is degenerate") for w in degenerate_metrics(m))
