@@ -62,7 +62,11 @@ def test_empty_history_is_finite(world: World, batch: Batch, name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_in_one_epoch(world: World, name: str) -> None:
+    """One epoch lifts validation AUC well above the same model untrained, and above 0.6."""
     model = build(world, name)
+    model.eval()
+    with torch.no_grad():
+        untrained = auc(world.valid.click.numpy(), model.score(model(world.valid)).numpy())
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     if hasattr(model, "relevance_loss"):  # stage 1, as the trainer runs it
@@ -80,7 +84,7 @@ def test_learns_in_one_epoch(world: World, name: str) -> None:
     with torch.no_grad():
         scores = model.score(model(world.valid)).numpy()
     value = auc(world.valid.click.numpy(), scores)
-    assert value >= 0.6, f"{name}: validation AUC {value:.3f}"
+    assert value >= max(0.6, untrained + 0.05), f"{name}: AUC {value:.3f} from {untrained:.3f}"
 
 
 class LogitOf(nn.Module):

@@ -280,7 +280,26 @@ def test_the_incentive_names_the_features_it_lacks(world) -> None:
 def test_preference_sums_user_and_crowd_unless_gated_by_activity(world, batch) -> None:
     mining = build(world).preference
     assert isinstance(mining, PreferenceMining) and mining.gate is None  # tau = r_user + r_cate
-    assert build(world, activity_gate=True).preference.gate is not None
+    with torch.no_grad():  # ungated, both the user's and the crowd's history reach tau
+        tau = build(world).eval()(batch)["tau"]
+        for moved in (blank(batch, USER_HISTORY), scrambled_crowd(batch)):
+            assert not torch.allclose(tau, build(world).eval()(moved)["tau"], atol=1e-6)
+
+
+@pytest.mark.parametrize("towards_user", [True, False])
+def test_the_activity_gate_chooses_between_the_user_and_the_crowd(world, batch, towards_user):
+    """A gate shut on one side leaves tau blind to that side's history: open towards the user
+    (g = 1), scrambling the crowd changes nothing and blanking the user's history does; shut
+    (g = 0), the other way round."""
+    model = build(world, activity_gate=True).eval()
+    with torch.no_grad():
+        model.preference.gate.weight.zero_()
+        model.preference.gate.bias.fill_(50.0 if towards_user else -50.0)
+        tau = model(batch)["tau"]
+        user_blanked = model(blank(batch, USER_HISTORY))["tau"]
+        crowd_scrambled = model(scrambled_crowd(batch))["tau"]
+    assert torch.allclose(tau, crowd_scrambled, atol=1e-6) == towards_user
+    assert torch.allclose(tau, user_blanked, atol=1e-6) == (not towards_user)
 
 
 def scrambled_crowd(batch, fields: tuple = CROWD_HISTORY) -> object:
