@@ -702,7 +702,8 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.tokenizer import TextTokenizer
 
-    tokenizer = TextTokenizer.train(*read_pairs(args.log).train_texts(), args.vocab_size,
+    pairs = read_pairs(args.log, _pairs_config(args))
+    tokenizer = TextTokenizer.train(*pairs.train_texts(), args.vocab_size,
                                     max_truncated=args.max_truncated)  # fmt: skip
     tokenizer.save(args.out)
     console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
@@ -792,10 +793,10 @@ def add_encoder_commands(sub) -> None:
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
     p = commands.add_parser(
         "tokenizer", help="train the byte-fallback BPE tokenizer and piece limits on a log",
-        description="Train the student's tokenizer on the training days' distinct queries and "
-        "titles (any language: CJK runs learn characters and frequent words, unseen "
-        "characters fall back to bytes) and choose the query and title piece limits that "
-        "truncate at most --max-truncated of them.",
+        description="Train the student's tokenizer on the distinct queries and titles of the "
+        "training pairs (the --held-out requests left out; any language: CJK runs learn "
+        "characters and frequent words, unseen characters fall back to bytes) and choose the "
+        "query and title piece limits that truncate at most --max-truncated of them.",
     )  # fmt: skip
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
@@ -803,6 +804,7 @@ def add_encoder_commands(sub) -> None:
                    help="pieces at most, the 3 special and 256 byte pieces included")  # fmt: skip
     p.add_argument("--max-truncated", type=float, default=MAX_TRUNCATED,
                    help="share of training queries (and of titles) the limits may cut")  # fmt: skip
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(
