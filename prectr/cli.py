@@ -280,8 +280,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
-
     from prectr.config import load_experiment
     from prectr.train.data import load_prepared
     from prectr.train.trainer import open_run
@@ -289,11 +287,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
     open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
-    shards = load_prepared(run_dir).shards
-    table = Table("split", "shards", "impressions", title=f"prepared {run_dir}")
-    for split, paths in shards.items():
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-        table.add_row(split, str(len(paths)), f"{rows:,}")
+    data = load_prepared(run_dir, config.data.shards_uri)
+    where = f", shards at {config.data.shards_uri}" if config.data.shards_uri else ""
+    table = Table("split", "shards", "impressions", title=f"prepared {run_dir}{where}")
+    for split, paths in data.shards.items():
+        table.add_row(split, str(len(paths)), f"{data.impressions(split):,}")
     console.print(table)
     return 0
 
