@@ -166,7 +166,9 @@ def run_probe(run: Path, batches: int = 16) -> float:
     from prectr.train.run import load_trained
 
     trained = load_trained(run)
-    every = load_prepared(run).stream("valid", trained.config, shuffle=False, rows="all")
+    every = load_prepared(run, trained.config.data.shards_uri).stream(
+        "valid", trained.config, shuffle=False, rows="all"
+    )
     return synthetic_probe_auc(trained.model, itertools.islice(every.epoch(), batches))
 
 

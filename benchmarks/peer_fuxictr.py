@@ -124,13 +124,14 @@ import torch
 
 from prectr import __version__ as prectr_version
 from prectr.config import load_experiment
-from prectr.data.dataset import BatchStream, Collator, shard_paths, time_split
+from prectr.data.dataset import BatchStream, Collator, time_split
 from prectr.data.features import Categorical, FeatureEncoder
 from prectr.data.schema import read_log
 from prectr.io import atomic_file
 from prectr.metrics import auc, logloss
 from prectr.models import build_model
 from prectr.train.checkpoint import load_checkpoint
+from prectr.train.data import load_prepared
 from prectr.train.trainer import predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -433,7 +434,9 @@ def prectr_test_scores(run: Path, world: Path) -> tuple[np.ndarray, np.ndarray]:
     encoded = FeatureEncoder.load(run / "features").encode(read_log(world))
     model = build_model(config.model, encoded.specs, encoded.vocab_sizes, config.model_params)
     model.load_state_dict(load_checkpoint(run / "checkpoints" / "best.pt")["model"])
-    stream = BatchStream(shard_paths(run / "data" / "test"), Collator(encoded), shuffle=False)
+    data = load_prepared(run, config.data.shards_uri)
+    stream = BatchStream(data.shards["test"], Collator(encoded), shuffle=False,
+                         filesystem=data.filesystem)  # fmt: skip
     p = predict(model, stream.epoch())
     return p["click"][p["exposed"]].astype(np.int64), p["score"][p["exposed"]]
 

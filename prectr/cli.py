@@ -280,8 +280,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
-
     from prectr.config import load_experiment
     from prectr.train.data import load_prepared
     from prectr.train.trainer import open_run
@@ -289,11 +287,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
     open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
-    shards = load_prepared(run_dir).shards
-    table = Table("split", "shards", "impressions", title=f"prepared {run_dir}")
-    for split, paths in shards.items():
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-        table.add_row(split, str(len(paths)), f"{rows:,}")
+    data = load_prepared(run_dir, config.data.shards_uri)
+    where = f", shards at {config.data.shards_uri}" if config.data.shards_uri else ""
+    table = Table("split", "shards", "impressions", title=f"prepared {run_dir}{where}")
+    for split, paths in data.shards.items():
+        table.add_row(split, str(len(paths)), f"{data.impressions(split):,}")
     console.print(table)
     return 0
 
@@ -702,7 +700,8 @@ def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
     from prectr.encoder.tokenizer import TextTokenizer
 
-    tokenizer = TextTokenizer.train(*read_pairs(args.log).train_texts(), args.vocab_size,
+    pairs = read_pairs(args.log, _pairs_config(args))
+    tokenizer = TextTokenizer.train(*pairs.train_texts(), args.vocab_size,
                                     max_truncated=args.max_truncated)  # fmt: skip
     tokenizer.save(args.out)
     console.print(f"wrote {args.out}: {tokenizer.vocab_size:,} pieces")
@@ -792,10 +791,10 @@ def add_encoder_commands(sub) -> None:
     commands = parser.add_subparsers(dest="encoder_command", required=True, metavar="STEP")
     p = commands.add_parser(
         "tokenizer", help="train the byte-fallback BPE tokenizer and piece limits on a log",
-        description="Train the student's tokenizer on the training days' distinct queries and "
-        "titles (any language: CJK runs learn characters and frequent words, unseen "
-        "characters fall back to bytes) and choose the query and title piece limits that "
-        "truncate at most --max-truncated of them.",
+        description="Train the student's tokenizer on the distinct queries and titles of the "
+        "training pairs (the --held-out requests left out; any language: CJK runs learn "
+        "characters and frequent words, unseen characters fall back to bytes) and choose the "
+        "query and title piece limits that truncate at most --max-truncated of them.",
     )  # fmt: skip
     p.add_argument("log", type=Path)
     p.add_argument("--out", type=Path, required=True, help="tokenizer JSON file")
@@ -803,6 +802,7 @@ def add_encoder_commands(sub) -> None:
                    help="pieces at most, the 3 special and 256 byte pieces included")  # fmt: skip
     p.add_argument("--max-truncated", type=float, default=MAX_TRUNCATED,
                    help="share of training queries (and of titles) the limits may cut")  # fmt: skip
+    _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_tokenizer)
 
     p = commands.add_parser(

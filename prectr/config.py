@@ -25,6 +25,9 @@ class DataConfig:
     batch_size: int = 2048  # rows per optimiser step, shared out among the processes
     buffer_rows: int = 262_144  # rows read and shuffled together
     shards: int = 8  # parquet shards per split; at least the number of training processes
+    # where prepare writes and training reads the shards: a local folder or a pyarrow
+    # filesystem URI (file://, s3://, gs://, hdfs://, ...); default: the run directory's data/
+    shards_uri: str | None = None
     prefetch: int = 2  # training batches assembled ahead in a background thread (0: none)
     valid_days: int = 1
     test_days: int = 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import yaml
 
 
@@ -33,6 +35,22 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_fs_file(filesystem: pafs.FileSystem, path: str) -> Iterator[str]:
+    """:func:`atomic_file` on a pyarrow filesystem: yield a temporary path beside ``path`` in
+    ``filesystem``; on success it is moved onto ``path`` (a rename on a local filesystem, an
+    object that appears whole on an object store)."""
+    parent, name = posixpath.split(path)
+    filesystem.create_dir(parent, recursive=True)
+    tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield tmp
+        filesystem.move(tmp, path)
+    finally:
+        if filesystem.get_file_info(tmp).type != pafs.FileType.NotFound:
+            filesystem.delete_file(tmp)
 
 
 def _beside(path: Path, create: Callable[[Path], None]) -> Path:

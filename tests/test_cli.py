@@ -163,6 +163,50 @@ def test_a_prepared_run_trains_without_its_log(tiny_world, tmp_path, capsys, res
     assert code == 2 and "not empty" in out
 
 
+def test_shards_at_a_filesystem_uri_are_written_there_and_read_by_each_rank(
+    tiny_world, tmp_path, capsys
+):
+    from prectr.config import load_experiment
+    from prectr.train.data import load_prepared
+
+    store = tmp_path / "store"
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\nmodel_params: {hidden: [16]}\ntrain: {epochs: 1}\n"
+                      f"data: {{shards: 3, shards_uri: '{store.as_uri()}'}}\n")  # fmt: skip
+    run = tmp_path / "run"
+    code, out = run_cli(["prepare", str(config), "--log", str(tiny_world), "--out", str(run)],
+                        capsys)  # fmt: skip
+    assert code == 0 and store.as_uri() in "".join(out.split())  # rich wraps the title
+    assert sorted(p.name for p in (store / "train").iterdir()) == [
+        f"part-{i:05d}.parquet" for i in range(3)
+    ]  # fmt: skip
+    assert not (run / "data" / "train").exists()  # nothing of the shards in the run directory
+    data = load_prepared(run, store.as_uri())
+    everything = {int(r) for p in data.shards["train"] for r in pq.read_table(p)["request_row"]}
+    experiment = load_experiment(config)
+    ranks = [{int(r) for b in data.stream("train", experiment, False, "all", rank, 2).epoch()
+              for r in b.request} for rank in (0, 1)]  # fmt: skip
+    assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == everything  # each its own shards
+    code, out = run_cli(["train", str(config), "--out", str(run)], capsys)  # no --log
+    assert code == 0 and "trained dnn" in out
+    (store / "valid" / "part-00001.parquet").unlink()  # what training reads is the URI's
+    with pytest.raises(FileNotFoundError, match=rf"{store.as_uri()}: .*part-00001.* missing"):
+        load_prepared(run, store.as_uri())
+
+
+def test_a_shard_location_that_cannot_be_opened_is_named_and_creates_no_run(
+    tiny_world, tmp_path, capsys
+):
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\ndata: {shards_uri: 'nosuch://bucket/prepared'}\n")
+    run = tmp_path / "run"
+    code, out = run_cli(["prepare", str(config), "--log", str(tiny_world), "--out", str(run)],
+                        capsys)  # fmt: skip
+    text = " ".join(out.split())
+    assert code == 2 and "nosuch://bucket/prepared: cannot open this location" in text
+    assert not run.exists()
+
+
 def test_training_refuses_a_log_that_fails_validation(tmp_path, capsys):
     config = tmp_path / "dnn.yaml"
     config.write_text("model: dnn\n")

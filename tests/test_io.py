@@ -4,9 +4,10 @@ claimed, reopened or replaced only as asked."""
 import os
 import stat
 
+import pyarrow.fs as pafs
 import pytest
 
-from prectr.io import atomic_dir, atomic_file, claim_run_dir
+from prectr.io import atomic_dir, atomic_file, atomic_fs_file, claim_run_dir
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002])
@@ -41,6 +42,19 @@ def test_a_failed_write_leaves_the_old_content_and_no_temporary(tmp_path):
         tmp.write_text("new")
         raise RuntimeError
     assert (tmp_path / "a").read_text() == "old" and os.listdir(tmp_path) == ["a"]
+
+
+def test_an_atomic_file_on_a_pyarrow_filesystem_appears_whole_or_not_at_all(tmp_path, umask):
+    filesystem, target = pafs.LocalFileSystem(), (tmp_path / "sub" / "a").as_posix()
+    with atomic_fs_file(filesystem, target) as tmp, filesystem.open_output_stream(tmp) as f:
+        f.write(b"old")
+    assert mode(target) == 0o666 & ~umask
+    with pytest.raises(RuntimeError), atomic_fs_file(filesystem, target) as tmp:
+        with filesystem.open_output_stream(tmp) as f:
+            f.write(b"new")
+        raise RuntimeError
+    assert (tmp_path / "sub" / "a").read_text() == "old"
+    assert os.listdir(tmp_path / "sub") == ["a"]
 
 
 def test_a_full_directory_is_replaced_only_when_asked_naming_the_flag(tmp_path):

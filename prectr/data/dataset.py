@@ -12,27 +12,33 @@ by its row index; under ``torchrun`` each process reads only its own shards
 ``(seed, epoch, shard)`` and does not depend on the batch size or the number of processes, so
 a stream's position is a count of rows per shard: an interrupted run resumes there exactly, and
 a run resumed with another number of processes reads every remaining row once.
+
+Shards are read and written through a pyarrow filesystem: a local folder or any filesystem URI
+pyarrow opens (``file://``, ``s3://``, ``gs://``, ``hdfs://``, ...) is resolved once to a
+filesystem and a path in it (:func:`resolve_location`), and every read goes through them.
 """
 
 from __future__ import annotations
 
 import heapq
+import posixpath
 import threading
 from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from queue import Full, Queue
 from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
 from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence, ranges
-from prectr.io import atomic_file
+from prectr.io import atomic_fs_file
 from prectr.words import count
 
 T = TypeVar("T")
@@ -202,36 +208,87 @@ def request_batch(
     )
 
 
-def write_impressions(table: pa.Table, path: Path) -> Path:
-    """Write encoded impressions sorted by request (atomically)."""
+def resolve_location(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path in it of ``location``: a local folder (a relative one from
+    the working directory) or a URI that ``pyarrow.fs.FileSystem.from_uri`` opens. A URI that
+    cannot be opened (unknown scheme, missing filesystem support, no access) is refused by
+    name."""
+    text = str(location)
+    if "://" not in text:
+        return _local(text, None)
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{text}: cannot open this location ({err})") from None
+
+
+def _local(
+    path: str | Path, filesystem: pafs.FileSystem | None
+) -> tuple[pafs.FileSystem, str]:  # fmt: skip
+    """``path`` in ``filesystem``, or a local path (made absolute) when it is ``None``."""
+    if filesystem is None:
+        return pafs.LocalFileSystem(), Path(path).absolute().as_posix()
+    return filesystem, str(path)
+
+
+def write_impressions(
+    table: pa.Table, path: str | Path, filesystem: pafs.FileSystem | None = None
+) -> str | Path:  # fmt: skip
+    """Write encoded impressions sorted by request (atomically) to ``path``, in
+    ``filesystem`` (default: the local one); return ``path``."""
     table = table.sort_by([("request_row", "ascending")])
-    with atomic_file(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+    filesystem, target = _local(path, filesystem)
+    with atomic_fs_file(filesystem, target) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP, filesystem=filesystem)
     return path
 
 
-def write_shards(table: pa.Table, directory: Path, shards: int) -> list[Path]:
-    """Write encoded impressions as ``shards`` files in ``directory``; a request's rows all go
-    to shard ``request_row % shards`` (rows of one request never straddle two processes)."""
+def write_shards(
+    table: pa.Table, directory: str | Path, shards: int,
+    filesystem: pafs.FileSystem | None = None,
+) -> list[str]:  # fmt: skip
+    """Write encoded impressions as ``shards`` files in ``directory`` (in ``filesystem``,
+    default: the local one); a request's rows all go to shard ``request_row % shards`` (rows
+    of one request never straddle two processes). A directory that holds shard files already
+    is refused: they would mix with the new ones."""
     if shards < 1:
         raise ValueError(f"data.shards {shards}: expected at least 1")
-    directory.mkdir(parents=True, exist_ok=True)
+    filesystem, directory = _local(directory, filesystem)
+    if _part_files(filesystem, directory):
+        raise FileExistsError(f"{directory} holds shard files (part-*.parquet) already: delete "
+                              "them or write the shards elsewhere")  # fmt: skip
     shard = table["request_row"].to_numpy() % shards
-    return [
-        write_impressions(table.filter(pa.array(shard == i)), directory / f"part-{i:05d}.parquet")
-        for i in range(shards)
-    ]
-
-
-def shard_paths(directory: Path) -> list[Path]:
-    """The shard files of a split directory, in shard order."""
-    paths = sorted(Path(directory).glob("part-*.parquet"))
-    if not paths:
-        raise FileNotFoundError(f"{directory}: no shard files (part-*.parquet)")
+    paths = [posixpath.join(directory, f"part-{i:05d}.parquet") for i in range(shards)]
+    for i, path in enumerate(paths):
+        write_impressions(table.filter(pa.array(shard == i)), path, filesystem)
     return paths
 
 
-def shards_of(paths: Seq[Path], rank: int, world_size: int) -> list[Path]:
+def _part_files(filesystem: pafs.FileSystem, directory: str) -> list[str]:
+    selector = pafs.FileSelector(directory, allow_not_found=True)
+    try:
+        infos = filesystem.get_file_info(selector)
+    except OSError as err:
+        raise OSError(f"{directory}: cannot list the shard files ({err})") from None
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File
+                  and i.base_name.startswith("part-") and i.extension == "parquet")  # fmt: skip
+
+
+def shard_paths(directory: str | Path, filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """The shard files of a split directory (in ``filesystem``, default: the local one), in
+    shard order; a missing one (a gap in the numbers) is refused by name."""
+    paths = _part_files(*_local(directory, filesystem))
+    if not paths:
+        raise FileNotFoundError(f"{directory}: no shard files (part-*.parquet)")
+    names = {posixpath.basename(p) for p in paths}
+    missing = [f"part-{i:05d}.parquet" for i in range(len(paths)) if f"part-{i:05d}.parquet"
+               not in names]  # fmt: skip
+    if missing:
+        raise FileNotFoundError(f"{directory}: shard {missing[0]} is missing")
+    return paths
+
+
+def shards_of(paths: Seq[T], rank: int, world_size: int) -> list[T]:
     """The shards process ``rank`` of ``world_size`` reads: every ``world_size``-th one."""
     if world_size > len(paths):
         raise ValueError(
@@ -246,7 +303,8 @@ _COLUMNS_DROPPED = ("request_id", "item_id")
 
 
 class BatchStream:
-    """Batches of whole requests from encoded-impressions parquet shards.
+    """Batches of whole requests from encoded-impressions parquet shards (paths in
+    ``filesystem``, default: the local one).
 
     ``position`` maps each shard's file name to the rows of the current epoch already handed
     out (after the last batch yielded); pass it back as ``start`` to resume there, with any
@@ -255,28 +313,34 @@ class BatchStream:
 
     def __init__(
         self,
-        paths: Path | Seq[Path],
+        paths: str | Path | Seq[str | Path],
         collator: Collator,
         batch_size: int = 2048,
         shuffle: bool = True,
         seed: int = 0,
         rows: str = "exposed",
         buffer_rows: int = 262_144,
+        filesystem: pafs.FileSystem | None = None,
     ):
-        self.paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+        paths = [paths] if isinstance(paths, str | Path) else paths
+        self.filesystem = filesystem or pafs.LocalFileSystem()
+        self.paths = [PurePosixPath(_local(p, filesystem)[1]) for p in paths]
         self.collator = collator
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         if rows not in ROW_SETS:
             raise ValueError(f"rows {rows!r}: expected one of {', '.join(ROW_SETS)}")
         self.rows, self.buffer_rows = rows, buffer_rows
-        names = pq.ParquetFile(self.paths[0]).schema_arrow.names
+        names = self._file(self.paths[0]).schema_arrow.names
         self.columns = [c for c in names if c not in _COLUMNS_DROPPED]
         self.position: dict[str, int] = {}
 
-    def _chunks(self, path: Path) -> Iterator[dict[str, np.ndarray]]:
+    def _file(self, path: PurePosixPath) -> pq.ParquetFile:
+        return pq.ParquetFile(str(path), filesystem=self.filesystem)
+
+    def _chunks(self, path: PurePosixPath) -> Iterator[dict[str, np.ndarray]]:
         """Chunks of about ``buffer_rows`` rows of one shard that never split a request."""
         carry: dict[str, np.ndarray] | None = None
-        for record in pq.ParquetFile(path).iter_batches(self.buffer_rows, columns=self.columns):
+        for record in self._file(path).iter_batches(self.buffer_rows, columns=self.columns):
             chunk = {name: _numpy(record.column(name)) for name in self.columns}
             exposed, labelled = ~np.isnan(chunk["click"]), ~np.isnan(chunk["relevance"])
             keep = {"exposed": exposed, "labelled": labelled, "all": np.ones_like(exposed),
@@ -338,7 +402,7 @@ class BatchStream:
             heapq.heappush(queue, (position[name], tie[i], i))
             yield batch, dict(position)
 
-    def _shard(self, path: Path, epoch: int, skip: int) -> Iterator[tuple[Batch, int]]:
+    def _shard(self, path: PurePosixPath, epoch: int, skip: int) -> Iterator[tuple[Batch, int]]:
         """A shard's batches after its first ``skip`` rows, each with its number of rows. The
         rows left after the last full batch join it, so no batch is short (a run of short
         batches at the end of an epoch, one per shard, would be its last and noisiest steps)."""

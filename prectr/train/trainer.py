@@ -54,11 +54,11 @@ from prectr.models.calibration import calibration_path, fit_calibrator, save_cal
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 from prectr.train.data import (
     PreparedData,
-    click_rate,
     fit_features,
     load_prepared,
     prepare,
     prepared,
+    shard_location,
     training_log_path,
 )
 from prectr.train.distributed import Processes, join
@@ -109,8 +109,9 @@ def open_run(
 ) -> None:  # fmt: skip
     """Create (or reopen) a run directory and encode the log into it.
 
-    Nothing is written until the whole config has passed: the log is validated and the
-    features fitted, and the model is built over them (every model parameter, by name, type
+    Nothing is written until the whole config has passed: the shard location
+    (``data.shards_uri``) is opened, the log is validated and the features fitted, and the
+    model is built over them (every model parameter, by name, type
     and value, and the training stages it runs), so a config that fails leaves no run behind.
     The run records the absolute path of the log it trains on as ``data.log``: exporting and
     serving the run need nothing else.
@@ -135,6 +136,7 @@ def open_run(
     if reopen and prepared(run_dir):
         encoder = FeatureEncoder.load(run_dir / "features")
     else:
+        shard_location(run_dir, recorded.data.shards_uri)
         log = read_log(training_log_path(recorded))
         encoder = fit_features(recorded, log)
     build_run_model(recorded, encoder)
@@ -244,7 +246,7 @@ class Trainer:
         self.log = run_logger(self.run_dir, self.processes.main)
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.data: PreparedData = load_prepared(self.run_dir)
+        self.data: PreparedData = load_prepared(self.run_dir, config.data.shards_uri)
         torch.manual_seed(t.seed + self.processes.rank)
         self.model = build_run_model(config, self.data.encoder).to(self.device)
         self.model.position_bias.weight.requires_grad_(t.position_bias)
@@ -256,7 +258,7 @@ class Trainer:
         if resume and self.last_path.is_file():
             self._restore(load_checkpoint(self.last_path))
         else:
-            self.model.start_at_rate(click_rate(self.data.shards["train"]))
+            self.model.start_at_rate(self.data.click_rate())
         self.objective: nn.Module = Objective(self.model)
         if self.processes.distributed:
             # after the restore (DDP starts every process from rank 0's weights); stage 1

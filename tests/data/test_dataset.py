@@ -1,5 +1,6 @@
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -138,7 +139,7 @@ def shards(encoded_train, tmp_path_factory):
 
 def test_shards_hold_whole_requests_once(shards):
     paths, _, table = shards
-    assert shard_paths(paths[0].parent) == paths
+    assert shard_paths(Path(paths[0]).parent) == paths
     parts = [pq.read_table(p)["request_row"].to_numpy() for p in paths]
     assert all(np.all(np.diff(p) >= 0) for p in parts)  # sorted by request
     owners = [set(p.tolist()) for p in parts]
@@ -148,7 +149,9 @@ def test_shards_hold_whole_requests_once(shards):
     with pytest.raises(ValueError, match="5 processes but 4 shards"):
         shards_of(paths, 0, 5)
     with pytest.raises(FileNotFoundError, match="no shard files"):
-        shard_paths(paths[0].parent / "missing")
+        shard_paths(Path(paths[0]).parent / "missing")
+    with pytest.raises(FileExistsError, match="holds shard files"):  # they would mix
+        write_shards(table, Path(paths[0]).parent, 2)
 
 
 def test_no_shard_ends_an_epoch_with_a_short_batch(shards):
