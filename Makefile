@@ -12,7 +12,7 @@ TEACHER ?= smollm2+minilm
 TEACHER_PAIRS ?= 1500
 LABEL_PAIRS ?= 8000
 
-.PHONY: demo test lint format bench clean chromium
+.PHONY: demo test test-fast lint format bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check prectr tests benchmarks
 	$(BIN)/ruff format --check prectr tests benchmarks
 	$(BIN)/python -m pytest
+
+# The quick tier: every test but those marked slow (whole runs, exports, several processes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix prectr tests benchmarks

@@ -50,6 +50,7 @@ def test_a_metric_is_read_from_its_section():
     assert sweep.mean([0.5, 0.7]) == pytest.approx(0.6) and sweep.mean([0.5, None]) is None
 
 
+@pytest.mark.slow
 def test_a_sweep_chooses_on_the_validation_days_and_never_scores_the_test_days(
     tiny_world, tmp_path
 ):

@@ -108,6 +108,7 @@ def test_features_read_the_students_piece_limits_unless_set(student_dir):
     assert (fewer.query_pieces, fewer.title_pieces) == (4, 16)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_path):
     student = str(student_dir)
     config = experiment_from_dict({

@@ -99,6 +99,7 @@ def run_cli(argv, capsys):
     return exit_info.value.code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_teacher_commands_adapt_label_and_evaluate(tiny_world, tmp_path, capsys):
     teacher = str(tiny_llm_dir(tmp_path))
     adapted, labels = str(tmp_path / "adapted"), tmp_path / "labels"

@@ -11,6 +11,7 @@ TITLES = ["oak chair", "desk lamp", "sofa in red", "shoe storage"] * 10
 GRADES = np.array([3, 0, 2, 0] * 10)
 
 
+@pytest.mark.slow
 def test_finetuning_moves_the_grade_logits_and_saves_a_teacher(tmp_path):
     teacher = load_teacher(tiny_llm_dir(tmp_path))
     before = teacher.grade_logits(QUERIES[:4], TITLES[:4])

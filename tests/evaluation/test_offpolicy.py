@@ -372,6 +372,7 @@ def test_after_click_is_checked():
         harvest_propensities(log, requests, k=3, n_resamples=0, after_click=0.0)
 
 
+@pytest.mark.slow
 def test_dependent_clicks_on_a_tiny_dcm_world(tmp_path):
     """On a world whose users stop after a click (dcm, lambda 0.6), harvesting adjusted clicks
     with the world's lambda recovers its examination curve, where the position-based harvest

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -54,6 +55,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(worker, args=(2, init, str(tmp_path / "result")), nprocs=2, join=True)

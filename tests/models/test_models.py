@@ -111,6 +111,7 @@ def inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
     return batch.categorical, batch.numeric, *(batch.sequences[k] for k in sorted(batch.sequences))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 @pytest.mark.parametrize("name", NAMES)
 def test_traced_export_matches_eager(world: World, batch: Batch, name: str) -> None:
@@ -122,6 +123,7 @@ def test_traced_export_matches_eager(world: World, batch: Batch, name: str) -> N
             torch.testing.assert_close(traced(*inputs(b)), wrapped(*inputs(b)), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_torch_export_with_dynamic_batch(world: World, batch: Batch, name: str) -> None:
     """``torch.export``, the successor of ``jit.trace``, with the batch size left free."""

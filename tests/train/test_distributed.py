@@ -69,6 +69,7 @@ def _in_two_processes(tmp_path, name: str, *args) -> None:
     mp.spawn(_worker, args=(2, init, *args), nprocs=2, join=True)
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
     tiny_world, tmp_path
 ):
@@ -83,6 +84,7 @@ def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny_world, tmp_path):
     config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
     run = tmp_path / "run"
@@ -97,6 +99,7 @@ def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny
     assert resumed["processes"] == 1 and resumed["train_samples"] == exposed
 
 
+@pytest.mark.slow
 def test_prectr_train_runs_unchanged_under_torchrun(tiny_world, tmp_path):
     config_path, run = tmp_path / "dnn.yaml", tmp_path / "run"
     # uncalibrated, so the reloaded model is the one the validation metrics were computed on
