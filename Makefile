@@ -42,7 +42,8 @@ demo: $(STAMP) $(SMOLLM2)
 		--max-pairs $(LABEL_PAIRS) --dtype bfloat16 --out $(DEMO_DIR)/labels
 	$(BIN)/prectr encoder tokenizer $(WORLD) --out $(ENCODER)/tokenizer.json
 	$(BIN)/prectr encoder distill $(WORLD) --labels $(DEMO_DIR)/labels \
-		--tokenizer $(ENCODER)/tokenizer.json --hidden-weight 0.1 --out $(ENCODER)/distill
+		--tokenizer $(ENCODER)/tokenizer.json --epochs 10 --hidden-weight 1.0 \
+		--out $(ENCODER)/distill
 	$(BIN)/prectr encoder sft $(WORLD) --init $(ENCODER)/distill/student --max-steps 200 \
 		--out $(ENCODER)/sft
 	$(BIN)/prectr train configs/din_small.yaml --log $(WORLD) --out $(DEMO_DIR)/din

@@ -810,7 +810,9 @@ def add_encoder_commands(sub) -> None:
         help="distil the student from teacher labels (KL at a temperature, + hidden-state MSE)",
         description="Train the student on every training-day pair the teacher labelled: KL to "
         "the teacher's grade distribution at --temperature, plus --hidden-weight times the MSE "
-        "between a projection of its pooled state and the teacher's hidden state. The "
+        "between a projection of its pooled state and the teacher's hidden state (standardised "
+        "per dimension). A few thousand labels need several --epochs: 32 steps over 8,000 left "
+        "the student at chance, 320 did not (BENCHMARKS.md, 'Distillation that transfers'). The "
         "--held-out requests are left out and scored at the end.",
     )
     p.add_argument("log", type=Path)

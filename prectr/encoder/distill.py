@@ -3,7 +3,9 @@
 ``distill``: on every training pair the teacher labelled (labelled by humans or not), the KL
 divergence to the teacher's grade distribution at a temperature, plus, with ``hidden_weight``,
 the MSE between a linear projection of the student's pooled state and the teacher's hidden
-state (the projection is trained along and dropped afterwards). ``sft``: a loss on the human
+state, standardised per dimension over the labelled pairs
+(:func:`prectr.losses.distill.standardise_states`; the projection is trained along and dropped
+afterwards). ``sft``: a loss on the human
 grades of the training days (``loss``: cross-entropy, class-weighted cross-entropy or
 cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`), starting from a distilled student
 (``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
@@ -53,7 +55,7 @@ from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, re
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
-from prectr.losses.distill import distill_kl, hidden_mse
+from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
 from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
 
 KINDS = ("distill", "sft")
@@ -177,7 +179,7 @@ class EncoderRun:
     def _samples(self, labels: str | Path | None) -> tuple[Samples, int]:
         if self.kind == "distill":
             t = read_teacher_labels(labels, self.pairs)
-            hidden = torch.from_numpy(t.hidden) if t.hidden is not None else None
+            hidden = None if t.hidden is None else torch.from_numpy(standardise_states(t.hidden))
             return Samples(t.query, t.title, torch.from_numpy(t.logits), hidden), t.unmatched
         rows = self.pairs.labelled
         if rows.num_rows == 0:

@@ -1,9 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from prectr.losses.distill import distill_kl, hidden_mse
+from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
 
 
 def test_kl_is_zero_for_equal_logits_and_hand_computed_otherwise() -> None:
@@ -36,3 +37,12 @@ def test_hidden_mse_and_its_shape_check() -> None:
     assert float(hidden_mse(torch.ones(2, 3), torch.zeros(2, 3))) == 1.0
     with pytest.raises(ValueError, match="differ in shape"):
         hidden_mse(torch.ones(2, 3), torch.zeros(2, 4))
+
+
+def test_standardised_states_weigh_every_dimension_alike() -> None:
+    rng = np.random.default_rng(0)
+    hidden = np.c_[rng.normal(0, 0.01, 50), 137.0 + rng.normal(0, 3, 50), np.full(50, 9.0)]
+    z = standardise_states(hidden)
+    np.testing.assert_allclose(z[:, :2].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :2].std(0), 1, rtol=1e-4)
+    assert (z[:, 2] == 0).all()  # a constant dimension carries nothing to match
