@@ -13,7 +13,9 @@ figures, for evaluation only (the held-out grades never train anything):
 * ``spearman``: rank correlation of the expected grade with the grade (ties averaged; nan when
   either side is constant);
 * ``ndcg@10``: NDCG@10 of each request's graded rows ranked by the expected grade (gains
-  2^y - 1, requests without a relevant row skipped). ``ranked_requests`` counts the requests
+  2^y - 1, requests without a relevant row skipped; tied rows share the mean discount of their
+  ranks, so a constant prediction such as the majority grade scores chance, not the log's
+  order). ``ranked_requests`` counts the requests
   with two rows of different grades, the only ones where a ranking can lose anything.
 
 :func:`degenerate_metrics` says which figures cannot tell models apart on a sample.
@@ -69,7 +71,7 @@ def held_out_metrics(
     expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
     return {
         **grade_metrics(probabilities, grade),
-        "ndcg@10": ndcg_at_k(grade, expected, request, 10),
+        "ndcg@10": ndcg_at_k(grade, expected, request, 10, ties="average"),
         "requests": int(np.unique(request).size),
         "ranked_requests": _ranked_requests(grade, request),
     }

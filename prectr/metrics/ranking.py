@@ -11,6 +11,7 @@ import numpy as np
 
 from prectr.metrics.groups import rank_within_group
 
+TIES = ("order", "average")  # how ndcg_at_k ranks tied scores
 EMPTY_MODES = ("skip", "zero", "one")
 
 
@@ -33,17 +34,25 @@ def _prepared(
 
 
 def ndcg_at_k(
-    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10, empty: str = "skip"
+    grades: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    k: int = 10,
+    empty: str = "skip",
+    ties: str = "order",
 ) -> float:
     """Mean over groups of DCG@k / ideal DCG@k, gains 2^grade - 1, discount 1/log2(rank + 1).
 
-    Rows are ranked by descending score (ties keep row order); the ideal DCG@k ranks the same
-    group's grades descending. A group with no relevant item (ideal DCG 0) is left out
-    (``empty="skip"``) or counts as 0 (``"zero"``) or 1 (``"one"``). nan when no group counts.
+    Rows are ranked by descending score; tied rows keep row order (``ties="order"``) or each
+    takes the mean discount of the ranks its tie shares (``"average"``: the expectation over
+    random tie-breaking, McSherry and Najork, ECIR 2008; a constant score then gets the
+    chance level, not the rows' order). The ideal DCG@k ranks the same group's grades
+    descending. A group with no relevant item (ideal DCG 0) is left out (``empty="skip"``) or
+    counts as 0 (``"zero"``) or 1 (``"one"``). nan when no group counts.
     """
     if empty not in EMPTY_MODES:
         raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
-    ndcg, has_relevant = ndcg_at_k_per_group(grades, scores, groups, k)
+    ndcg, has_relevant = ndcg_at_k_per_group(grades, scores, groups, k, ties)
     if empty == "skip":
         return float(ndcg[has_relevant].mean()) if has_relevant.any() else float("nan")
     ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
@@ -51,13 +60,21 @@ def ndcg_at_k(
 
 
 def ndcg_at_k_per_group(
-    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10
+    grades: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = 10, ties: str = "order"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NDCG@k of each group (0 where it has no relevant item) and whether it has one."""
+    """NDCG@k of each group (0 where it has no relevant item) and whether it has one; ``ties``
+    as :func:`ndcg_at_k`."""
+    if ties not in TIES:
+        raise ValueError(f"ties {ties!r}: expected one of {TIES}")
     grades, codes, rank, n_groups = _prepared(grades, scores, groups, k)
     gain = 2.0**grades - 1.0
-    discount = 1.0 / np.log2(rank + 1.0)
-    dcg = np.bincount(codes, weights=np.where(rank <= k, gain * discount, 0.0), minlength=n_groups)
+    discount = np.where(rank <= k, 1.0 / np.log2(rank + 1.0), 0.0)
+    if ties == "average":
+        score = np.asarray(scores, dtype=np.float64)
+        tie = np.unique(np.stack([codes.astype(np.float64), score]), axis=1, return_inverse=True)[1]
+        tie = tie.ravel()
+        discount = (np.bincount(tie, discount) / np.bincount(tie))[tie]
+    dcg = np.bincount(codes, weights=gain * discount, minlength=n_groups)
     ideal_rank, _, _ = rank_within_group(grades, codes)
     ideal_discount = np.where(ideal_rank <= k, 1.0 / np.log2(ideal_rank + 1.0), 0.0)
     idcg = np.bincount(codes, weights=gain * ideal_discount, minlength=n_groups)

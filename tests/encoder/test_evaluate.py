@@ -22,8 +22,8 @@ def test_relevance_metrics_on_a_hand_made_pool() -> None:
     truth = np.array([3, 0, 1])
     m = held_out_metrics(probabilities, truth, np.zeros(3, np.int64))
     assert math.isclose(m["accuracy"], 1 / 3)
-    # expected grades 2, 1, 1 rank the grade-3 item first; ties keep row order: 3, 0, 1
-    dcg = 7 + 0 + 1 / math.log2(4)
+    # expected grades 2, 1, 1 rank the grade-3 item first; the tied two share ranks 2 and 3
+    dcg = 7 + (0 + 1) * (1 / math.log2(3) + 1 / math.log2(4)) / 2
     ideal = 7 + 1 / math.log2(3)
     assert math.isclose(m["ndcg@10"], dcg / ideal)
     assert m["pairs"] == 3 and m["requests"] == 1

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -109,3 +110,31 @@ def test_per_group_values_average_to_the_scalar_metrics():
     assert irrelevant_share_at_k_per_group(grades, scores, groups).mean() == pytest.approx(
         irrelevant_share_at_k(grades, scores, groups)
     )
+
+
+def test_average_ties_give_the_expected_ndcg_over_every_tie_break():
+    """With ties="average" a group's NDCG is the mean over every order of its tied rows (brute
+    force over the permutations); with "order" it is the rows' order."""
+    grades = np.array([0, 3, 1, 2, 0, 3, 2])
+    scores = np.array([0.5, 0.5, 0.5, 0.9, 0.2, 0.2, 0.2])
+    groups = np.array([1, 1, 1, 1, 2, 2, 2])
+    k = 3
+    expected = []
+    for group in (1, 2):
+        rows = np.flatnonzero(groups == group)
+        values = []
+        for order in itertools.permutations(range(rows.size)):
+            # break ties by the permutation: a tiny offset that keeps distinct scores in order
+            jitter = np.empty(rows.size)
+            jitter[list(order)] = np.arange(rows.size) * 1e-9
+            values.append(ndcg_at_k(grades[rows], scores[rows] - jitter, np.zeros(rows.size), k))
+        expected.append(np.mean(values))
+    assert ndcg_at_k(grades, scores, groups, k, ties="average") == pytest.approx(np.mean(expected))
+    assert ndcg_at_k(grades, scores, groups, k) != pytest.approx(np.mean(expected))
+    constant = np.zeros(grades.size)  # a constant score: the chance level, whatever the order
+    reordered = np.r_[np.arange(4)[::-1], np.arange(4, 7)[::-1]]
+    assert ndcg_at_k(grades, constant, groups, k, ties="average") == pytest.approx(
+        ndcg_at_k(grades[reordered], constant, groups, k, ties="average")
+    )
+    with pytest.raises(ValueError, match="ties 'random'"):
+        ndcg_at_k(grades, scores, groups, k, ties="random")
