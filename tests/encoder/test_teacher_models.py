@@ -158,3 +158,11 @@ def test_shipped_smollm2_reads_grades_off_the_digits():
         expected_logits, expected_hidden = full_prompt(teacher, q, t)
         np.testing.assert_allclose(logits[i], expected_logits, atol=1e-3)
         np.testing.assert_allclose(hidden[i], expected_hidden, atol=1e-3)
+
+
+def test_what_transformers_needs_to_load_smollm2s_gguf_file_is_installed():
+    """The demo's teacher is a GGUF file: transformers refuses it without gguf and accelerate,
+    which nothing of ours imports (the real load above is skipped where SmolLM2 is absent)."""
+    from transformers.utils import is_accelerate_available, is_gguf_available
+
+    assert is_gguf_available() and is_accelerate_available()
