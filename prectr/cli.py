@@ -16,6 +16,7 @@ from rich.table import Table
 
 from prectr import __version__
 from prectr.config import CALIBRATIONS
+from prectr.config_commands import add_config_commands
 from prectr.data.schema import TABLES, SchemaError, read_log
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
 from prectr.evaluation.commands import add_evaluation_commands
@@ -982,6 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     add_evaluation_commands(sub)
+    add_config_commands(sub)
 
     p = sub.add_parser(
         "report",

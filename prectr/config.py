@@ -1,26 +1,28 @@
 """Typed experiment configs: YAML files of nested sections, with command-line overrides.
 
-A config names a model and its parameters, the features, the data and the training loop.
-Unknown keys and values of the wrong type are refused before anything runs, naming the key; so
-are an unknown model and its unknown or ill-typed parameters.
+A config names a model and its parameters, the features, the data and the training loop. Each
+section is a pydantic model (:class:`prectr.section.Section`): unknown keys (with the closest
+known one) and values of the wrong type are refused before anything runs, naming the key's path;
+so are an unknown model and its unknown or ill-typed parameters, checked against the parameters
+its constructor declares (:func:`prectr.models.registry.params_model`). :func:`config_schema` is
+the JSON schema of a config file, for editors.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from prectr.data.features import FeatureConfig
+from prectr.section import ConfigError, Section, suggestion
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     log: str | None = None  # a log directory in the schema (a simulated world is one)
     batch_size: int = 2048  # rows per optimiser step, shared out among the processes
     buffer_rows: int = 262_144  # rows read and shuffled together
@@ -34,12 +36,13 @@ class DataConfig:
 
 
 #: what the trainer's validation computes and early stopping can watch
-STOPPING_METRICS = ("auc", "gauc_user", "gauc_request", "logloss", "ece")
-CALIBRATIONS = ("none", "platt", "isotonic")  # prectr.models.calibration.KINDS
+StoppingMetric = Literal["auc", "gauc_user", "gauc_request", "logloss", "ece"]
+STOPPING_METRICS: tuple[str, ...] = typing.get_args(StoppingMetric)
+Calibration = Literal["none", "platt", "isotonic"]  # prectr.models.calibration.KINDS
+CALIBRATIONS: tuple[str, ...] = typing.get_args(Calibration)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     # stage 1 (models with a relevance module): epochs fitting it alone on the human grades
     relevance_epochs: int = 0
     epochs: int = 2
@@ -50,7 +53,7 @@ class TrainConfig:
     lr_position: float = 0.1  # Adam moves it at most this per step (trainer.param_groups)
     weight_decay: float = 1e-5  # dense and encoder parameters only
     clip_norm: float = 5.0
-    early_stopping_metric: str = "auc"  # one of STOPPING_METRICS
+    early_stopping_metric: StoppingMetric = "auc"
     patience: int = 2  # epochs without improvement before stopping
     seed: int = 0
     log_every: int = 50  # steps between train-log lines
@@ -59,95 +62,54 @@ class TrainConfig:
     device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
     position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
     reference_position: int = 1  # the shown rank that scores are served at (registry.py)
-    # post-hoc calibration fitted on the validation days after training: one of CALIBRATIONS;
-    # platt by default: uncalibrated, every PRECTR run over-predicted on its validation day
-    # (docs/fidelity.md), and a monotone map changes no ranking
-    calibration: str = "platt"
-
-    def __post_init__(self) -> None:
-        """Choices that would otherwise fail (or be misread) only after training."""
-        for key, value, allowed in (
-            ("early_stopping_metric", self.early_stopping_metric, STOPPING_METRICS),
-            ("calibration", self.calibration, CALIBRATIONS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"train.{key} {value!r}: expected one of {', '.join(allowed)}")
+    # post-hoc calibration fitted on the validation days after training; platt by default:
+    # uncalibrated, every PRECTR run over-predicted on its validation day (docs/fidelity.md),
+    # and a monotone map changes no ranking
+    calibration: Calibration = "platt"
 
 
-@dataclass
-class ExperimentConfig:
+class ExperimentConfig(Section):
     model: str
     name: str = ""
-    model_params: dict[str, Any] = field(default_factory=dict)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from prectr.models.registry import registered_models
+
+        models = registered_models()
+        if name not in models:
+            raise PydanticCustomError(
+                "unknown_model", "unknown model '{name}'; {hint}",
+                {"name": name, "hint": suggestion(name, models)},
+            )  # fmt: skip
+        return name
+
+    @field_validator("model_params", mode="wrap")
+    @classmethod
+    def _accepted_by_the_model(cls, params: Any, handler: Any, info: ValidationInfo) -> Any:
+        """The parameters checked against the model's constructor (pydantic's errors, under
+        ``model_params``); unchecked when the model itself was refused."""
+        from prectr.models.registry import model_params
+
+        params = handler(params)
+        return model_params(info.data["model"], params) if "model" in info.data else params
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    out = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            out[name] = _build(hint, value, key)
-        else:
-            out[name] = check_type(hint, value, key)
+def experiment_from_dict(values: Any, where: str = "config") -> ExperimentConfig:
+    """Build a checked config from a mapping (as saved in a run's config.yaml); a
+    :class:`ConfigError` names each problem's key path."""
     try:
-        return cls(**out)
-    except TypeError as err:
-        raise ValueError(f"{where or 'config'}: {err}") from None
-
-
-def check_type(hint: Any, value: Any, key: str) -> Any:
-    """``value`` if it is of type ``hint`` (an int is taken for a float, a YAML list for a
-    tuple), else a ValueError naming ``key``."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        base = typing.get_origin(option) or option
-        if option is type(None) and value is None:
-            return None
-        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if base is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base in (str, dict, bool) and isinstance(value, base):
-            return value
-        if base in (list, tuple) and isinstance(value, list | tuple):
-            inner = typing.get_args(option)
-            if all(not inner or check_type(inner[0], v, key) == v for v in value):
-                return value
-        if base is Any:
-            return value
-    raise ValueError(f"config key {key!r} expects {hint}, got {value!r}")
-
-
-def experiment_from_dict(values: dict[str, Any], where: str = "config") -> ExperimentConfig:
-    """Build a checked config from a mapping (as saved in a run's config.yaml)."""
-    from prectr.models.registry import model_params
-
-    if "model" not in values:
-        raise ValueError(f"{where}: the config names no model")
-    config = _build(ExperimentConfig, values, "")
-    model_params(config.model, config.model_params)
-    return config
+        return ExperimentConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(where, err) from None
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -166,3 +128,24 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
         target[leaf] = yaml.safe_load(raw)
     return experiment_from_dict(values, str(path))
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of an experiment config file: every section's keys, types and defaults,
+    ``model`` one of the registered models and ``model_params`` the chosen model's parameters
+    (one ``if model is X then model_params is X's`` clause per model)."""
+    from prectr.models.registry import params_model, registered_models
+
+    schema = ExperimentConfig.model_json_schema()
+    models = registered_models()
+    schema["properties"]["model"]["enum"] = models
+    clauses = []
+    for name in models:
+        params = params_model(name).model_json_schema()
+        schema["$defs"][f"{name}_params"] = params
+        clauses.append({
+            "if": {"properties": {"model": {"const": name}}},
+            "then": {"properties": {"model_params": {"$ref": f"#/$defs/{name}_params"}}},
+        })  # fmt: skip
+    schema["allOf"] = clauses
+    return schema

@@ -301,6 +301,18 @@ def test_a_bad_model_parameter_writes_nothing_and_names_the_key(tiny_world, tmp_
         assert not run.exists()
 
 
+def test_a_mistyped_override_is_refused_with_the_key_meant(tiny_world, tmp_path, capsys):
+    config = tmp_path / "dnn.yaml"
+    config.write_text(DNN)
+    run = tmp_path / "run"
+    code, out = flat_cli(["train", str(config), "--log", str(tiny_world), "--out", str(run),
+                          "--set", "train.lr_dens=0.1", "--set", "data.batch_size=big"],
+                         capsys)  # fmt: skip
+    assert code == 2 and "train.lr_dens: unknown key; did you mean lr_dense?" in out, out
+    assert "data.batch_size: Input should be a valid integer" in out, out
+    assert not run.exists()
+
+
 def test_a_failed_run_is_retried_with_overwrite(tiny_world, tmp_path, capsys):
     from prectr.train.trainer import StopTraining, Trainer
     from tests.conftest import tiny_config

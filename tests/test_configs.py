@@ -1,12 +1,19 @@
-"""Every experiment config in configs/ loads, and names only parameters its model accepts."""
+"""Every experiment config in configs/ loads, names only parameters its model accepts and passes
+the exported JSON schema; bad keys and values are refused naming their path."""
 
 import inspect
+import json
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from prectr.config import load_experiment
-from prectr.models.registry import MODELS, build_model
+from prectr.cli import main
+from prectr.config import ExperimentConfig, config_schema, experiment_from_dict, load_experiment
+from prectr.data.features import FeatureConfig
+from prectr.models.registry import MODELS, build_model, model_params
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -24,5 +31,104 @@ def test_a_config_names_a_model_and_only_parameters_it_accepts(path: Path) -> No
 @pytest.mark.parametrize(("key", "value"), [("early_stopping_metric", "irrelevant@10"),
                                             ("calibration", "Platt")])  # fmt: skip
 def test_a_choice_training_would_misread_is_refused_when_the_config_loads(key, value) -> None:
-    with pytest.raises(ValueError, match=f"train.{key} '{value}'"):
+    with pytest.raises(ValueError, match=rf"train.{key}: Input should be .* \(got '{value}'\)"):
         load_experiment(CONFIGS[0], [f"train.{key}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": {"lr_dens": 1}}, "c.yaml: train.lr_dens: unknown key; did you mean lr_dense?"),
+        ({"features": {"includ": []}}, "features.includ: unknown key; did you mean include?"),
+        ({"model_params": {"hiden": [8]}}, "model_params.hiden: unknown key; did you mean hidden?"),
+        ({"model_params": {"layers": 3}},
+         "model_params.layers: unknown key; known: dropout, embedding_dim, hidden"),
+        ({"model": "dnnn"}, "model: unknown model 'dnnn'; did you mean dnn?"),
+        ({"modle": "dnn"}, "modle: unknown key; did you mean model?"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_is_named_with_the_closest_known_one(values, message) -> None:
+    with pytest.raises(ValueError, match=message.replace("?", r"\?")):
+        experiment_from_dict({"model": "dnn", **values}, "c.yaml")
+
+
+def test_every_problem_is_reported_at_once_with_its_path() -> None:
+    with pytest.raises(ValueError) as caught:
+        values = {"model_params": {"hidden": ["wide"]}, "data": {"batch_size": "big"},
+                  "train": {"epochs": 2.5}}  # fmt: skip
+        experiment_from_dict({"model": "dnn", **values}, "c.yaml")
+    lines = sorted(str(caught.value).splitlines())
+    assert [line.split(": ")[1] for line in lines] == [
+        "data.batch_size",
+        "model_params.hidden.0",
+        "train.epochs",
+    ]
+    assert all(line.startswith("c.yaml: ") for line in lines)
+    assert {e["loc"] for e in caught.value.errors} == {
+        ("data", "batch_size"),
+        ("model_params", "hidden", 0),
+        ("train", "epochs"),
+    }
+
+
+def test_model_params_are_checked_through_pydantic_and_kept_as_given() -> None:
+    config = experiment_from_dict({"model": "prectr_v2", "model_params": {"dropout": 0}})
+    assert config.model_params == {"dropout": 0.0}
+    assert isinstance(config.model_params["dropout"], float)
+    assert model_params("dnn", {"hidden": (8, 4)}) == {"hidden": [8, 4]}  # YAML's types
+    with pytest.raises(ValidationError, match="unknown key; did you mean hidden"):
+        model_params("dnn", {"hiden": [8]})
+
+
+def test_a_section_is_checked_on_assignment_and_update() -> None:
+    config = experiment_from_dict({"model": "dnn"})
+    with pytest.raises(ValidationError, match="epochs"):
+        config.train.epochs = "two"
+    assert config.train.updated(calibration="isotonic").calibration == "isotonic"
+    with pytest.raises(ValidationError, match="calibration"):
+        config.train.updated(calibration="Platt")
+    assert experiment_from_dict({"model": "dnn"}).train is not config.train  # no shared default
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_a_config_round_trips_through_to_dict(path: Path) -> None:
+    config = load_experiment(path)
+    again = experiment_from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    assert again == config
+    assert FeatureConfig.model_validate(config.features.model_dump()) == config.features
+
+
+def test_every_config_passes_the_exported_schema_and_a_typo_does_not(tmp_path, capsys) -> None:
+    main_schema = tmp_path / "prectr-config.schema.json"
+    with pytest.raises(SystemExit) as done:
+        main(["config", "schema", "--out", str(main_schema)])
+    assert done.value.code == 0
+    assert str(main_schema) in capsys.readouterr().out
+    schema = json.loads(main_schema.read_text())
+    assert schema == config_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    for path in CONFIGS:
+        assert not list(validator.iter_errors(yaml.safe_load(path.read_text()))), path.name
+    assert schema["properties"]["model"]["enum"] == sorted(MODELS)
+    bad = [
+        {"model": "dnn", "train": {"lr_dens": 1}},
+        {"model": "dnn", "model_params": {"relevance_hidden": [8]}},  # a parameter of prectr
+        {"model": "gbdt"},
+        {"model": "dnn", "train": {"epochs": "x"}},
+    ]
+    for values in bad:  # each refused by the schema as by the loader
+        assert list(validator.iter_errors(values)), values
+        with pytest.raises(ValueError):
+            experiment_from_dict(values)
+    with pytest.raises(SystemExit):
+        main(["config", "schema"])
+    assert json.loads(capsys.readouterr().out) == schema
+
+
+def test_the_schema_describes_each_section() -> None:
+    schema = ExperimentConfig.model_json_schema()
+    assert set(schema["$defs"]) == {"DataConfig", "FeatureConfig", "TrainConfig"}
+    train = schema["$defs"]["TrainConfig"]
+    assert train["additionalProperties"] is False
+    assert train["properties"]["calibration"]["enum"] == ["none", "platt", "isotonic"]

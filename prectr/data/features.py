@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from prectr.data.history import Histories, HistoryIndex
 from prectr.data.schema import SearchLog
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
 from prectr.io import atomic_file
+from prectr.section import Section
 from prectr.words import count
 
 TOKEN = re.compile(r"[a-z0-9]+")
@@ -78,8 +80,7 @@ def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np
     return out
 
 
-@dataclass
-class FeatureConfig:
+class FeatureConfig(Section):
     """Which histories feed the features and how long each sequence is."""
 
     query_tokens: int = 8
@@ -87,7 +88,7 @@ class FeatureConfig:
     user_clicks: int = 20
     min_count: int = 1
     token_min_count: int = 2
-    include: list[str] = field(default_factory=list)  # only these features; empty = all
+    include: list[str] = Field(default_factory=list)  # only these features; empty = all
     # PRECTR's relevance context: each impression's match level, the query and match level of
     # each clicked item, and the cross-user crowd (what all users were shown and clicked under
     # the same query in the last crowd_days days, backed off to the query's category when the
@@ -367,7 +368,7 @@ class FeatureEncoder:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         state = {
-            "config": asdict(self.config),
+            "config": self.config.model_dump(),
             "stats": self.stats,
             "has_query_category": self.has_query_category,
             "vocabs": {
@@ -383,7 +384,7 @@ class FeatureEncoder:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no fitted features (run `prectr train` first)")
         state = json.loads(path.read_text())
-        encoder = cls(FeatureConfig(**state["config"]))
+        encoder = cls(FeatureConfig.model_validate(state["config"]))
         encoder.stats = state["stats"]
         encoder.has_query_category = state["has_query_category"]
         encoder.vocabs = {
@@ -399,8 +400,8 @@ def _with_piece_limits(config: FeatureConfig) -> FeatureConfig:
     from prectr.encoder.student import student_config
 
     own = student_config(config.student)
-    return replace(config, query_pieces=config.query_pieces or own.query_length,
-                   title_pieces=config.title_pieces or own.title_length)  # fmt: skip
+    return config.updated(query_pieces=config.query_pieces or own.query_length,
+                          title_pieces=config.title_pieces or own.title_length)  # fmt: skip
 
 
 def _student_tokenizer(student: str | None):

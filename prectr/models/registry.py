@@ -28,11 +28,13 @@ A model whose ranking logit is not its click logit (two_model) overrides :meth:`
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
 from typing import Any, ClassVar
 
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +42,7 @@ from torch import nn
 from prectr.data.dataset import Batch
 from prectr.losses.reduction import per_row
 from prectr.models.calibration import Calibrator
+from prectr.section import Section, suggestion
 
 MODELS: dict[str, type[RankingModel]] = {}
 MAX_POSITION = 64  # ranks beyond share the last position-bias slot
@@ -121,29 +124,43 @@ def register(name: str):
     return wrap
 
 
-def model_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters of registered model ``name`` checked against its constructor: an unknown
-    model, an unknown parameter or a value of the wrong type is refused, naming it. Returns the
-    parameters with integers given for floats made floats."""
+def registered_models() -> list[str]:
+    """The names of the registered models, sorted."""
     # importing registers them: the baselines, PRECTR and PRECTR-V2
     import prectr.models.baselines
     import prectr.models.prectr  # noqa: F401
-    from prectr.config import check_type
 
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
-    hints = typing.get_type_hints(MODELS[name].__init__)
-    accepted = set(inspect.signature(MODELS[name].__init__).parameters) - {
-        "self", "specs", "vocab_sizes"
-    }  # fmt: skip
-    params = dict(params or {})
-    unknown = set(params) - accepted
-    if unknown:
-        raise ValueError(
-            f"model {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-            f"accepted: {', '.join(sorted(accepted))}"
-        )
-    return {k: check_type(hints[k], v, f"model_params.{k}") for k, v in params.items()}
+    return sorted(MODELS)
+
+
+def params_model(name: str) -> type[Section]:
+    """The parameters registered model ``name`` declares, as a config section: its
+    constructor's arguments after ``specs`` and ``vocab_sizes``, with their types and defaults
+    (a variant's :attr:`RankingModel.defaults` over the constructor's)."""
+    if name not in registered_models():
+        raise ValueError(f"unknown model {name!r}; {suggestion(name, MODELS)}")
+    return _params_model(MODELS[name])
+
+
+@functools.cache
+def _params_model(cls: type[RankingModel]) -> type[Section]:
+    hints = typing.get_type_hints(cls.__init__)
+    declared = inspect.signature(cls.__init__).parameters.values()
+    fields: dict[str, Any] = {
+        p.name: (hints[p.name], cls.defaults.get(p.name, p.default))
+        for p in declared
+        if p.name not in ("self", "specs", "vocab_sizes")
+    }
+    return pydantic.create_model(f"{cls.name}_params", __base__=Section, **fields)
+
+
+def model_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of registered model ``name`` checked against :func:`params_model`: an
+    unknown model is a ValueError, an unknown parameter (with the closest accepted one) or a
+    value of the wrong type a pydantic ValidationError naming it. Returns the given parameters
+    as checked, in YAML's types (an integer given for a float made a float, tuples lists)."""
+    checked = params_model(name).model_validate(params or {})
+    return checked.model_dump(mode="json", exclude_unset=True)
 
 
 def build_model(

@@ -23,7 +23,6 @@ reads each remaining row once.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import gc
 import json
 import logging
@@ -533,8 +532,9 @@ def calibrate_run(run_dir: str | Path, kind: str) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = experiment_from_dict(yaml.safe_load(path.read_text()), str(path))
-    config.train = dataclasses.replace(config.train, calibration=kind)  # checks the kind
+    values = experiment_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict()
+    values["train"]["calibration"] = kind
+    config = experiment_from_dict(values, f"{path} with calibration {kind!r}")  # checks the kind
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"{run_dir}: no checkpoint to calibrate (train it first)")
     with atomic_file(path) as tmp:
