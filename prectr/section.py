@@ -5,7 +5,8 @@ A section (``data``, ``features``, ``train``, a model's parameters) is a pydanti
 error ``unknown_key`` at the key's path, with the closest known key (``did you mean
 lr_dense?``), or the known keys when none is close. Values are taken as pydantic's lax mode
 takes them: an integer for a float, a numeric string for a number (YAML 1.1 reads ``1e-3`` as a
-string), a list for a tuple.
+string), a list for a tuple; but not ``true``/``false`` for a number (``epochs: true`` is a
+mistake, not 1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import typing
 from typing import Any, Self
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 _PYDANTIC_ERRORS = frozenset(typing.get_args(pydantic_core.core_schema.ErrorType))
@@ -34,6 +42,17 @@ class Section(BaseModel):
         except ValidationError as err:
             lines = [_with_suggestion(cls, error) for error in err.errors()]
             raise ValidationError.from_exception_data(err.title, lines) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            kinds = set(typing.get_args(cls.model_fields[info.field_name].annotation)) or {
+                cls.model_fields[info.field_name].annotation
+            }
+            if bool not in kinds and kinds & {int, float}:
+                raise PydanticCustomError("bool_for_number", "expected a number, not a boolean")
+        return value
 
     def updated(self, **changes: Any) -> Self:
         """A copy with ``changes``, checked as a loaded section is."""

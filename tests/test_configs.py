@@ -132,3 +132,21 @@ def test_the_schema_describes_each_section() -> None:
     train = schema["$defs"]["TrainConfig"]
     assert train["additionalProperties"] is False
     assert train["properties"]["calibration"]["enum"] == ["none", "platt", "isotonic"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": {"epochs": True}}, "train.epochs: expected a number, not a boolean"),
+        ({"data": {"batch_size": False}}, "data.batch_size: expected a number, not a boolean"),
+        ({"train": {"lr_dense": True}}, "train.lr_dense: expected a number, not a boolean"),
+    ],
+)
+def test_a_boolean_is_not_taken_for_a_number(values, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        experiment_from_dict({"model": "dnn", **values})
+    flag = experiment_from_dict({"model": "dnn", "train": {"position_bias": False}})
+    assert (
+        flag.train.position_bias is False
+        and flag.train.epochs == ExperimentConfig(model="dnn").train.epochs
+    )
