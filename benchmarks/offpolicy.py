@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/offpolicy.py [--preset bench] [--seeds 0 1 2]
 Simulates each world (reusing runs/worlds/offpolicy/<preset>-<model>-s<seed> when it exists),
 harvests propensities and fits the attraction prior on the training days, and estimates the
 expected clicks per request (top 10) of several rankings of each test request's logged pool by
-position-based IPS and DR (95% bootstrap CIs over requests), against the world's replay of the
+IPS and DR assuming the position-based model and, on a dcm world, the dependent click model
+with the world's own lambda (95% bootstrap CIs over requests), against the world's replay of the
 same ranking (closed form). Writes results/offpolicy.json.
 
 Rankings: ``logging`` (the log's own order); ``top10:*`` reorder the 10 items the log showed in

@@ -46,17 +46,37 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name is not None:
-            kinds = set(typing.get_args(cls.model_fields[info.field_name].annotation)) or {
-                cls.model_fields[info.field_name].annotation
-            }
-            if bool not in kinds and kinds & {int, float}:
-                raise PydanticCustomError("bool_for_number", "expected a number, not a boolean")
+        if info.field_name is not None and _bool_for_a_number(
+            cls.model_fields[info.field_name].annotation, value
+        ):
+            raise PydanticCustomError("bool_for_number", "expected a number, not a boolean")
         return value
 
     def updated(self, **changes: Any) -> Self:
         """A copy with ``changes``, checked as a loaded section is."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+def _bool_for_a_number(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` holds a boolean where ``annotation`` takes a number and no boolean:
+    the value itself, or an element of a list or tuple (``hidden: [true, 64]``)."""
+    kinds = _leaf_types(annotation)
+    if isinstance(value, bool):
+        return bool not in kinds and bool(kinds & {int, float})
+    if isinstance(value, list | tuple):
+        return any(_bool_for_a_number(annotation, v) for v in value)
+    return False
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation takes, through ``Annotated``, unions and the element
+    types of sequences (``tuple[int, ...] | None`` -> int, NoneType)."""
+    args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _leaf_types(args[0])
+    return set().union(*(_leaf_types(a) for a in args))
 
 
 def suggestion(name: str, known: typing.Iterable[str]) -> str:

@@ -140,6 +140,7 @@ def test_the_schema_describes_each_section() -> None:
         ({"train": {"epochs": True}}, "train.epochs: expected a number, not a boolean"),
         ({"data": {"batch_size": False}}, "data.batch_size: expected a number, not a boolean"),
         ({"train": {"lr_dense": True}}, "train.lr_dense: expected a number, not a boolean"),
+        ({"model_params": {"hidden": [True, 64]}}, "model_params.hidden: expected a number"),
     ],
 )
 def test_a_boolean_is_not_taken_for_a_number(values, message) -> None:

@@ -15,18 +15,18 @@ identify it: docs/offpolicy.md). ``theta = e / e_1`` is harvested from the log
 a sum of products of distinct items' attractions (``alpha``: clicks per unit of relative
 examination).
 
-**IPS.** For items the log showed in that request at positions ``1..k`` (the **supported**
-slots), ``prod_S c / (theta_m lambda^n)`` (every item of ``S`` clicked; ``m`` the deepest logged
-position among them; ``n`` the clicks logged above ``m``) is unbiased for ``e_1^(|S|-1) prod_S
-alpha``, so each product of the expansion has an unbiased estimate from the logged clicks, and
-``e_1`` cancels. :class:`_Slots` sums them by a dynamic programme down ``pi``. With ``lambda =
-1`` this is position-based IPS: a clicked row logged at ``j`` and put at ``j'`` counts ``theta_j'
-/ theta_j``. IPS is unbiased exactly when ``pi``'s top k is a reordering of the items the log
-showed (validated against the world's replay by ``benchmarks/offpolicy.py``, and against every
-click outcome of small cases by ``tests/evaluation/test_offpolicy.py``). An item ``pi`` promotes
-from the unexposed part of the pool (90 of a 100-candidate pool are never shown) has no click to
-reweight, and IPS counts it as unattractive; :attr:`OffPolicyEstimate.coverage` says how much
-of ``pi``'s examination falls on supported slots.
+**IPS.** For items the log showed in that request at positions ``1..k`` (the **supported** slots),
+``prod_S c / (theta_m lambda^n)`` (every item of ``S`` clicked; ``m`` the deepest logged position
+among them; ``n`` the clicks logged above ``m``) is unbiased for ``e_1^(1-|S|) prod_S alpha``, the
+power of ``e_1`` the expansion gives that product, so each product has an unbiased estimate from the
+logged clicks and ``e_1`` is not needed. :class:`_Slots` sums them by a dynamic programme down
+``pi``. With ``lambda = 1`` this is position-based IPS: a clicked row logged at ``j`` and put at
+``j'`` counts ``theta_j' / theta_j``. IPS is unbiased exactly when ``pi``'s top k is a reordering of
+the items the log showed (validated against the world's replay by ``benchmarks/offpolicy.py``, and
+against every click outcome of small cases by ``tests/evaluation/test_offpolicy.py``). An item
+``pi`` promotes from the unexposed part of the pool (90 of a 100-candidate pool are never shown) has
+no click to reweight, and IPS counts it as unattractive; :attr:`OffPolicyEstimate.coverage` says how
+much of ``pi``'s examination falls on supported slots.
 
 **Doubly robust.** IPS on the supported slots plus a direct method (DM) for the unsupported
 ones: a predicted attraction in the same product (where ``lambda < 1``, ``e_1`` enters here:
@@ -55,6 +55,8 @@ over the logged clicks is paired). Resample ``b`` also replaces the propensities
 part by their fit on resample ``b mod n`` of the reference log (:class:`Propensities`
 ``resamples``), so the CI carries the noise of the harvested propensities as well as the
 clicks'; the direct method's prior and pooled attractions keep the full fit's propensities.
+DR takes IPS's shift; with ``lambda < 1`` that is an approximation (the refit would also move
+the supported terms' products with the unsupported slots above), exact at ``lambda = 1``.
 
 **Why not Open Bandit Pipeline.** ``obp`` 0.5.7 (its latest release) requires Python < 3.11
 and pins torch 1.12, numpy 1.23.5, scikit-learn 1.1.3 and scipy 1.9.3; this project runs
@@ -181,7 +183,8 @@ class OffPolicyStatistics:
     """The estimators as statistics of request weights (:mod:`prectr.metrics.paired`):
     ``ips``, ``dr`` and ``logged`` (the log's own clicks on its top k), so that they can be
     bootstrapped beside, and paired with, other statistics of the same requests; and
-    ``refit_ips`` (n, R): each request's IPS under the propensities of each resample fit."""
+    ``refit_ips`` (fits, requests): each request's IPS under the propensities of each
+    resample fit."""
 
     statistics: dict[str, Statistic]
     n_requests: int
