@@ -71,6 +71,7 @@ estimators against an enumeration of every click outcome of a small case instead
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -220,13 +221,13 @@ def offpolicy_statistics(
     )
     n = len(rows.request_ids)
     each = np.arange(n)
-    ips = slots.ips(theta)
+    parts = slots.parts(theta)
     statistics = {
-        "ips": mean_statistic(ips, each),
-        "dr": slots.dr_statistic(theta, prior.predict(rows.grade)),
+        "ips": mean_statistic(parts[1] @ theta, each),
+        "dr": slots.dr_statistic(theta, prior.predict(rows.grade), parts),
         "logged": mean_statistic(np.bincount(rows.request, rows.click * slots.shown, n), each),
     }
-    refits = np.array([slots.ips(e) for e in propensities.resamples]).reshape(-1, n)
+    refits = np.array([slots.parts(e)[1] @ e for e in propensities.resamples]).reshape(-1, n)
     return OffPolicyStatistics(statistics, n, k, slots.coverage(theta, rows.grade), refits)
 
 
@@ -314,7 +315,19 @@ class _Slots:
     def unsupported(self) -> np.ndarray:
         return (self.row >= 0) & (self.position == 0)
 
-    def _parts(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def slot_row(self) -> np.ndarray:
+        """(R, k) the row at each slot, 0 in place of -1 (index with a mask of real slots)."""
+        return np.maximum(self.row, 0)
+
+    @cached_property
+    def pooled(self) -> np.ndarray:
+        """(R, k) unsupported slots whose (query, item) pair the log showed in another
+        evaluated request."""
+        shown_pairs = self.rows.pair[self.shown]
+        return self.unsupported & np.isin(self.rows.pair[self.slot_row], shown_pairs)
+
+    def parts(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(A, B)``, each (R, k), such that a request's estimate is ``sum_j theta_j U_j
         (alpha_j A_j + B_j)``: ``alpha_j`` the direct method's attraction of an unsupported slot
         (0 elsewhere) and ``U_j`` the product over unsupported slots above of ``1 - (1 -
@@ -344,24 +357,20 @@ class _Slots:
                 coef = np.where(hit, moved, coef)
         return a_part, b_part
 
-    def ips(self, theta: np.ndarray) -> np.ndarray:
-        """Per request: the estimate with no direct method (unsupported slots count 0)."""
-        return self._parts(theta)[1] @ theta
-
-    def dr_statistic(self, theta: np.ndarray, prior: np.ndarray) -> Statistic:
+    def dr_statistic(
+        self, theta: np.ndarray, prior: np.ndarray, parts: tuple[np.ndarray, np.ndarray]
+    ) -> Statistic:
         """DR per resample: IPS on the supported slots, the direct method's attraction on the
         unsupported ones, in the click model's product. A slot whose (query, item) pair the log
         showed in other evaluated requests (pooled) takes that pair's adjusted clicks over its
         examination there, shrunk towards its prior with :data:`PRIOR_EXAMINATIONS`, under the
-        resample's request weights; any other unsupported slot takes its prior."""
-        rows, lam = self.rows, self.after_click
-        a_part, b_part = self._parts(theta)
+        resample's request weights; any other unsupported slot takes its prior. ``parts`` are
+        :meth:`parts` of ``theta`` (IPS, computed once, needs them too)."""
+        rows, lam, (a_part, b_part) = self.rows, self.after_click, parts
         n = len(rows.request_ids)
-        unsupported = self.unsupported
-        slot_row = np.maximum(self.row, 0)
+        unsupported, pooled, slot_row = self.unsupported, self.pooled, self.slot_row
         slot_pair = rows.pair[slot_row]
         groups = np.unique(rows.pair[self.shown])
-        pooled = unsupported & np.isin(slot_pair, groups)
         fixed = np.where(unsupported & ~pooled, prior[slot_row], 0.0)
         group = np.searchsorted(groups, slot_pair[pooled])
         member = self.shown & np.isin(rows.pair, groups[np.unique(group)])
@@ -395,10 +404,9 @@ class _Slots:
         """How the new top k's examination (position part) splits: supported (shown in that
         request), pooled (the pair shown in other evaluated requests), graded and ungraded."""
         target = np.where(self.row >= 0, theta[None, :], 0.0)
-        slot_row = np.maximum(self.row, 0)
-        pooled = self.unsupported & np.isin(self.rows.pair[slot_row], self.rows.pair[self.shown])
+        pooled = self.pooled
         rest = self.unsupported & ~pooled
-        graded = grade[slot_row] >= 0
+        graded = grade[self.slot_row] >= 0
         total = target.sum()
         return {
             "supported": float(target[self.supported].sum() / total),
