@@ -548,6 +548,8 @@ STUDENT_FLAGS = {
 }  # fmt: skip
 SFT_FLAGS = {  # type, help
     "loss": (str, "the fine-tuning loss: cross-entropy, class-weighted, or soft ordinal labels"),
+    "pair_weight": (str, "draw each distinct graded pair once an epoch (pairs), or once per "
+                    "graded row of it, as often as the log shows and grades it (rows)"),
     "valid_share": (float, "share of training queries whose graded pairs validate (0: none)"),
     "valid_every": (int, "steps between validation scores"),
     "patience": (int, "validations without a better macro-F1 before stopping (0: never)"),
@@ -673,7 +675,8 @@ def _print_pairs(pairs, config) -> None:
 
 
 RELEVANCE_METRICS = ("accuracy", "macro_f1", "spearman", "ndcg@10",
-                     *(f"recall@{g}" for g in range(4)))  # fmt: skip
+                     *(f"recall@{g}" for g in range(4)),
+                     *(f"expected@{g}" for g in range(4)))  # fmt: skip
 
 
 def _print_relevance(title: str, results: dict[str, dict]) -> None:
@@ -779,7 +782,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub) -> None:
-    from prectr.encoder.distill import SFT_LOSSES, EncoderTrainConfig
+    from prectr.encoder.distill import PAIR_WEIGHTS, SFT_LOSSES, EncoderTrainConfig
     from prectr.encoder.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
@@ -840,9 +843,10 @@ def add_encoder_commands(sub) -> None:
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
+    choices = {"loss": SFT_LOSSES, "pair_weight": PAIR_WEIGHTS}
     for name, (kind, doc) in SFT_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
-                       help=doc, **({"choices": SFT_LOSSES} if name == "loss" else {}))  # fmt: skip
+                       help=doc, choices=choices.get(name))  # fmt: skip
     _student_flags(p)
     _pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)

@@ -7,7 +7,9 @@ state, standardised per dimension over the labelled pairs
 (:func:`prectr.losses.distill.standardise_states`; the projection is trained along and dropped
 afterwards). ``sft``: a loss on the human
 grades of the training days (``loss``: cross-entropy, class-weighted cross-entropy or
-cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`), starting from a distilled student
+cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`; ``pair_weight``: each distinct graded
+pair drawn once an epoch, or once per graded row of it, :data:`PAIR_WEIGHTS`, the share of each
+grade among the draws reported as ``train_grades``), starting from a distilled student
 (``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
 on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
 training; the top of the hash range, :func:`prectr.encoder.pairs.hash_share`): every
@@ -63,6 +65,9 @@ KINDS = ("distill", "sft")
 # pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
 # exp(-(k - y)^2), so a near miss costs less than a far one)
 SFT_LOSSES = ("ce", "weighted", "ordinal")
+# how often an sft epoch draws each distinct graded pair: once, or once per graded row of it (as
+# often as the log shows and grades it; its merged grade either way)
+PAIR_WEIGHTS = ("pairs", "rows")
 
 
 @dataclass
@@ -86,10 +91,14 @@ class EncoderTrainConfig:
     valid_every: int = 50  # sft: steps between validation scores (and one at the end)
     patience: int = 5  # sft: validations without a better macro-F1 before stopping (0: never)
     loss: str = "ce"  # sft: one of SFT_LOSSES
+    pair_weight: str = "pairs"  # sft: one of PAIR_WEIGHTS (validation is weighted alike)
 
     def __post_init__(self) -> None:
         if self.loss not in SFT_LOSSES:
             raise ValueError(f"sft loss {self.loss!r}: expected one of {SFT_LOSSES}")
+        if self.pair_weight not in PAIR_WEIGHTS:
+            raise ValueError(f"sft pair_weight {self.pair_weight!r}: expected one of "
+                             f"{PAIR_WEIGHTS}")  # fmt: skip
         if not 0 <= self.valid_share < 1:
             raise ValueError(f"valid_share must be in [0, 1), got {self.valid_share}")
 
@@ -102,6 +111,18 @@ class Samples:
     title: np.ndarray
     target: torch.Tensor  # (n, 4) teacher logits or (n,) grades
     hidden: torch.Tensor | None = None
+    draws: np.ndarray | None = None  # sft: times an epoch draws each pair (None: once)
+
+    def epoch_rows(self) -> np.ndarray:
+        """The sample indices of one epoch, before shuffling: each pair ``draws`` times."""
+        n = self.query.size
+        return np.arange(n) if self.draws is None else np.repeat(np.arange(n), self.draws)
+
+    def subset(self, keep: np.ndarray) -> Samples:
+        """The samples where the boolean ``keep`` is set."""
+        return Samples(self.query[keep], self.title[keep], self.target[torch.from_numpy(keep)],
+                       None if self.hidden is None else self.hidden[torch.from_numpy(keep)],
+                       None if self.draws is None else self.draws[keep])  # fmt: skip
 
 
 class EncoderRun:
@@ -185,7 +206,9 @@ class EncoderRun:
         if rows.num_rows == 0:
             raise ValueError("the log's training days hold no human grade to fine-tune on")
         grades = torch.from_numpy(rows["grade"].to_numpy().astype(np.int64))
-        return Samples(rows["query"].to_numpy(), rows["title"].to_numpy(), grades), 0
+        draws = rows["rows"].to_numpy() if self.train.pair_weight == "rows" else None
+        return Samples(rows["query"].to_numpy(), rows["title"].to_numpy(), grades,
+                       draws=draws), 0  # fmt: skip
 
     @property
     def best_path(self) -> Path:
@@ -202,10 +225,9 @@ class EncoderRun:
                 raise ValueError(f"valid_share {share}: the {np.unique(s.query).size} graded "
                                  "training queries leave no training or no validation pair; "
                                  "change valid_share or set it to 0")  # fmt: skip
-            keep = torch.from_numpy(~held)
-            self.valid = Samples(s.query[held], s.title[held], s.target[~keep])
-            self.samples = Samples(s.query[~held], s.title[~held], s.target[keep])
-        counts = torch.bincount(self.samples.target, minlength=GRADES).to(torch.float32)
+            self.valid, self.samples = s.subset(held), s.subset(~held)
+        counts = torch.bincount(self.samples.target[self.samples.epoch_rows()],
+                                minlength=GRADES).to(torch.float32)  # fmt: skip
         self.class_weight = counts.sum() / (GRADES * counts.clamp(min=1))
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -265,7 +287,8 @@ class EncoderRun:
         probabilities = grade_probabilities(self.student, self.tokenizer, self.pairs.queries,
                                             self.pairs.titles, v.query, v.title)  # fmt: skip
         self.student.train()
-        metrics = grade_metrics(probabilities, v.target.numpy())
+        rows = v.epoch_rows()  # weighted as training draws the pairs
+        metrics = grade_metrics(probabilities[rows], v.target.numpy()[rows])
         best = self.state["best"]
         if best is None or metrics["macro_f1"] > best["macro_f1"]:
             self.state["best"] = {"step": self.state["step"], **metrics}
@@ -279,7 +302,8 @@ class EncoderRun:
 
     def fit(self) -> dict[str, Any]:
         t = self.train
-        n = self.samples.query.size
+        epoch_rows = self.samples.epoch_rows()
+        n = epoch_rows.size
         per_epoch = -(-n // t.batch_size)
         total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
         bar = tqdm(total=total, initial=self.state["step"], desc=f"{self.kind}", unit="step",
@@ -287,7 +311,8 @@ class EncoderRun:
         window: list[dict[str, float]] = []
         try:
             while not self._done():
-                order = np.random.default_rng([t.seed, self.state["epoch"]]).permutation(n)
+                rng = np.random.default_rng([t.seed, self.state["epoch"]])
+                order = rng.permutation(epoch_rows)
                 self.student.train()
                 for start in range(self.state["step_in_epoch"] * t.batch_size, n, t.batch_size):
                     if self._done():
@@ -353,8 +378,12 @@ class EncoderRun:
             },
         }  # fmt: skip
         if self.kind == "sft":  # validation: the exported (best) student's scores
-            result.update(loss=self.train.loss, validation=s["best"],
-                          stopped_early=not self._reached_end())  # fmt: skip
+            grades = self.samples.target[self.samples.epoch_rows()]
+            shares = torch.bincount(grades, minlength=GRADES) / max(grades.numel(), 1)
+            result.update(loss=self.train.loss, pair_weight=self.train.pair_weight,
+                          rows_per_epoch=int(grades.numel()),
+                          train_grades=[round(float(x), 4) for x in shares],
+                          validation=s["best"], stopped_early=not self._reached_end())  # fmt: skip
         result["pairs"] = self.pairs.counts
         try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed

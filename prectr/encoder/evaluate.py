@@ -10,6 +10,9 @@ figures, for evaluation only (the held-out grades never train anything):
 * ``macro_f1``: the F1 of each grade (argmax against grade) averaged over the grades that occur
   as a grade or a prediction (a grade predicted but never true scores 0);
 * ``recall@g``: the share of rows of grade ``g`` predicted ``g`` (nan where no row has it);
+* ``expected@g``: the mean expected grade of the rows of grade ``g`` (nan where no row has it):
+  whether the model orders the grades at all, e.g. an exact item above a substitute, even where
+  its argmax rarely names the grade;
 * ``spearman``: rank correlation of the expected grade with the grade (ties averaged; nan when
   either side is constant);
 * ``ndcg@10``: NDCG@10 of each request's graded rows ranked by the expected grade (gains
@@ -44,20 +47,23 @@ class NothingToScore(ValueError):
 
 
 def grade_metrics(probabilities: np.ndarray, grade: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro-F1, each grade's recall and Spearman (the module docstring) of grade
-    distributions ``(n, 4)`` against grades, with the number of rows (``pairs``)."""
+    """Accuracy, macro-F1, each grade's recall and mean expected grade, and Spearman (the module
+    docstring) of grade distributions ``(n, 4)`` against grades, with the number of rows
+    (``pairs``)."""
     expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
     predicted = probabilities.argmax(1)
-    recall, f1 = {}, []
+    recall, mean, f1 = {}, {}, []
     for g in range(GRADES):
         true, hit = grade == g, predicted == g
         recall[f"recall@{g}"] = float((true & hit).sum() / true.sum()) if true.any() else np.nan
+        mean[f"expected@{g}"] = float(expected[true].mean()) if true.any() else np.nan
         if true.any() or hit.any():
             f1.append(2 * (true & hit).sum() / (true.sum() + hit.sum()))
     return {
         "accuracy": float((predicted == grade).mean()),
         "macro_f1": float(np.mean(f1)),
         **recall,
+        **mean,
         "spearman": spearman(expected, grade),
         "pairs": int(grade.size),
     }
@@ -95,7 +101,8 @@ def degenerate_metrics(metrics: dict[str, float]) -> list[str]:
                    "grades, so every model scores 1 (or nan)")  # fmt: skip
     missing = [str(g) for g in range(GRADES) if np.isnan(metrics[f"recall@{g}"])]
     if missing:
-        out.append(f"no held-out row has grade {', '.join(missing)}: its recall is undefined")
+        out.append(f"no held-out row has grade {', '.join(missing)}: its recall and mean "
+                   "expected grade are undefined")  # fmt: skip
     return out
 
 

@@ -28,8 +28,9 @@ scored.
 
 **Duplicates.** A (query, title) pair graded more than once on one side of the split gets one
 grade, the mean of its human grades rounded to the nearest grade, halves rounded down (grades 1
-and 2 give 1; 1, 2 and 3 give 2). Training pairs carry it once; every held-out row of the pair
-is scored against it. Pairs whose grades disagree are counted.
+and 2 give 1; 1, 2 and 3 give 2). Training pairs carry it once, with the number of graded rows
+merged into it (``rows``: SFT can draw pairs in proportion to it, as the log shows them); every
+held-out row of the pair is scored against it. Pairs whose grades disagree are counted.
 
 **Other grade scales.** ``grade_map`` maps each ``relevance`` value of the log onto a grade 0-3
 (e.g. ``{0: 0, 1: 2, 2: 3}`` for a 3-level set, ``--grade-map 0:0,1:2,2:3``) before the log is
@@ -132,7 +133,9 @@ class LogPairs:
     queries: list[str]
     titles: list[str]
     train: pa.Table  # distinct training pairs (held-out pairs left out): query, title
-    labelled: pa.Table  # distinct human-graded training pairs: query, title, grade (merged)
+    # distinct human-graded training pairs: query, title, grade (merged), rows (graded rows of
+    # the pair: how often the log shows, and grades, it)
+    labelled: pa.Table
     held_out: pa.Table  # held-out pool rows: request, query, title, grade (null: not scored)
     truth: str = "relevance"  # what held-out grades are: true_relevance or human relevance
     counts: dict[str, int] = field(default_factory=dict)  # see read_pairs
@@ -184,13 +187,13 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
     grade = rows["relevance"].to_numpy(False)
     graded = human & ~np.isnan(grade.astype(np.float64))
     train = ~in_held
-    merged, conflicting = _merged_grades(key[train & graded], grade[train & graded])
+    merged, conflicting, graded_rows = _merged_grades(key[train & graded], grade[train & graded])
     counts["conflicting_train"] = conflicting
     train_keys = np.unique(key[train])
     labelled_keys = np.unique(key[train & graded])
     labelled = pa.table({
         "query": labelled_keys // len(titles), "title": labelled_keys % len(titles),
-        "grade": pa.array(merged, pa.int8()),
+        "grade": pa.array(merged, pa.int8()), "rows": pa.array(graded_rows, pa.int64()),
     })  # fmt: skip
     simulated = TRUTH_COLUMN in rows.column_names and bool(
         pc.any(pc.is_valid(rows[TRUTH_COLUMN].filter(pa.array(held)))).as_py()
@@ -201,7 +204,7 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
         counts["conflicting_held_out"] = 0
     else:
         scored = held & graded
-        merged, conflicting = _merged_grades(key[scored], grade[scored])
+        merged, conflicting, _ = _merged_grades(key[scored], grade[scored])
         counts["conflicting_held_out"] = conflicting
         index = np.searchsorted(np.unique(key[scored]), key[held])
         has = scored[held]
@@ -270,9 +273,10 @@ def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:
     return np.asarray([hash_share(t) for t in texts])[code]
 
 
-def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int]:
+def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """One grade per distinct key (in sorted key order): the mean of its grades rounded to the
-    nearest grade, halves down; and how many keys had disagreeing grades."""
+    nearest grade, halves down; how many keys had disagreeing grades; and each key's number of
+    grades (the graded rows merged into it)."""
     distinct, inverse = np.unique(key, return_inverse=True)
     grade = grade.astype(np.float64)
     n = np.bincount(inverse, minlength=distinct.size)
@@ -281,7 +285,7 @@ def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int]
     np.minimum.at(low, inverse, grade)
     high = np.full(distinct.size, -np.inf)
     np.maximum.at(high, inverse, grade)
-    return np.ceil(mean - 0.5).astype(np.int8), int((high > low).sum())
+    return np.ceil(mean - 0.5).astype(np.int8), int((high > low).sum()), n
 
 
 def _codes(texts: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

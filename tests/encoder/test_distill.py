@@ -226,6 +226,35 @@ def test_sft_stops_early_and_exports_the_best_validated_student(
     assert {f"recall@{g}" for g in range(4)} <= set(metrics["validation"])
 
 
+def test_sft_can_draw_each_pair_as_often_as_the_log_grades_it(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    pairs = EncoderRun("sft", tiny_world, tmp_path / "p", train=train(2), init=student_dir)
+    rows = EncoderRun("sft", tiny_world, tmp_path / "r", train=train(2, pair_weight="rows"),
+                      init=student_dir)  # fmt: skip
+    np.testing.assert_array_equal(pairs.samples.epoch_rows(), np.arange(pairs.samples.query.size))
+    # the same pairs on each side of the validation split, drawn once per graded row
+    np.testing.assert_array_equal(rows.samples.query, pairs.samples.query)
+    labelled = rows.pairs.labelled
+    keys = zip(labelled["query"].to_numpy(), labelled["title"].to_numpy(), strict=True)
+    graded_rows = dict(zip(keys, labelled["rows"].to_numpy(), strict=True))
+    s = rows.samples
+    expected = [graded_rows[q, t] for q, t in zip(s.query, s.title, strict=True)]
+    np.testing.assert_array_equal(np.bincount(s.epoch_rows(), minlength=s.query.size), expected)
+    assert max(expected) > 1  # the tiny world shows some pairs more than once
+    # the tiny world's graded rows, less the validation queries' and the held-out day's
+    valid = rows.valid
+    held_out_free = rows.pairs.labelled["rows"].to_numpy().sum()
+    assert s.epoch_rows().size + valid.epoch_rows().size == held_out_free
+    result = rows.fit()
+    assert result["rows_per_epoch"] == s.epoch_rows().size and result["pair_weight"] == "rows"
+    shares = np.bincount(s.target.numpy(), weights=expected, minlength=4) / sum(expected)
+    np.testing.assert_allclose(result["train_grades"], shares, atol=1e-4)
+    assert result["validation"]["pairs"] == valid.epoch_rows().size  # validation weighted alike
+    with pytest.raises(ValueError, match="pair_weight 'queries'"):
+        train(2, pair_weight="queries")
+
+
 def test_the_weighted_and_ordinal_losses(tiny_world, student_dir, tmp_path) -> None:
     run = EncoderRun("sft", tiny_world, tmp_path / "w", train=train(2, loss="weighted"),
                      init=student_dir)  # fmt: skip

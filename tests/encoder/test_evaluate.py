@@ -31,7 +31,12 @@ def test_relevance_metrics_on_a_hand_made_pool() -> None:
     assert math.isclose(m["macro_f1"], (2 / 3) / 4)
     assert (m["recall@0"], m["recall@1"], m["recall@3"]) == (0.0, 1.0, 0.0)
     assert math.isnan(m["recall@2"]) and m["ranked_requests"] == 1
-    assert degenerate_metrics(m) == ["no held-out row has grade 2: its recall is undefined"]
+    # expected grades 2, 1, 1 of the rows graded 3, 0, 1
+    assert (m["expected@0"], m["expected@1"], m["expected@3"]) == (1.0, 1.0, 2.0)
+    assert math.isnan(m["expected@2"])
+    assert degenerate_metrics(m) == [
+        "no held-out row has grade 2: its recall and mean expected grade are undefined"
+    ]
 
 
 def test_ndcg_is_degenerate_when_no_request_ranks_two_grades() -> None:

@@ -44,6 +44,9 @@ def test_duplicate_pairs_get_the_mean_grade_rounded_halves_down_and_are_counted(
         strict=True)}  # fmt: skip
     assert grades == {("red kettle", "red kettle 1l"): 1, ("red kettle", "steel kettle"): 2,
                       ("red kettle", "blue lamp"): 0}  # fmt: skip
+    titles = [pairs.titles[t] for t in labelled["title"].to_numpy()]
+    rows = dict(zip(titles, labelled["rows"].to_pylist(), strict=True))
+    assert rows == {"red kettle 1l": 2, "steel kettle": 3, "blue lamp": 2}  # graded rows merged
     assert pairs.counts["conflicting_train"] == 2
     # every held-out row of a pair is scored against its merged grade: (3 + 0) / 2 -> 1
     assert pairs.counts["conflicting_held_out"] == 1
