@@ -13,8 +13,9 @@ What it does, in order:
 2. For each training seed and each model, one after the other (so that both libraries meet
    the same conditions on the machine): trains prectr's model with
    `prectr train configs/peer_MODEL.yaml --log WORLD --set train.seed=S ...` (the configs
-   restrict prectr to the shared features and switch its position-bias tower off), then
-   FuxiCTR's with the same seed.
+   restrict prectr to the shared features and freeze its position bias, `train.position_bias:
+   false`: every position keeps the log-odds of the training click rate it starts at, one
+   constant added to every logit), then FuxiCTR's with the same seed.
 3. Before the first FuxiCTR training it exports the exposed impressions of each split (time
    split: last day test, the day before valid, the rest train) to CSV, one column per
    feature, from the vocabulary ids that prectr's fitted encoder (the first run's
@@ -25,10 +26,11 @@ What it does, in order:
    vocabularies).
 4. FuxiCTR trains in a separate virtual environment (below) through its own pipeline:
    `FeatureMap`, `RankDataLoader`, `BaseModel.fit` (the best epoch on valid reloaded at the
-   end), `BaseModel.predict` on test. The runner is the string RUNNER below, written to the
-   work directory and run with the peer environment's python; it prints JSON.
+   end), `BaseModel.predict` on test. That side is `benchmarks/peer/fuxictr_runner.py`, run
+   with the peer environment's python on a JSON config this script writes to the work
+   directory (one per seed and model, and one for the preprocessing); it prints JSON.
 5. Both sides' test predictions (prectr: the run's `checkpoints/best.pt` applied to the run's
-   `data/test/`) are scored by the same code, `prectr.metrics.auc`/`logloss`, on the
+   prepared test shards) are scored by the same code, `prectr.metrics.auc`/`logloss`, on the
    same exposed test impressions. The table gives the mean over seeds (± their standard
    deviation) and the median samples/s; the verdict compares the mean AUC difference (with its
    standard error over seeds) with the issue's ±0.002 and the samples/s ratio with 1.0.
@@ -44,7 +46,7 @@ script stops if it would install any torch but 2.13.0. fuxictr's other requireme
 pyyaml, scikit-learn, numpy, h5py, tqdm, pyarrow, ray[data]>=2.52, pydantic) install normally
 here (ray 2.60), so no `--no-deps` fallback is needed. An existing `.venv-peer` with those
 versions is reused as it is. The pip wheel of FuxiCTR ships its layers and `BaseModel` but not
-its model zoo, so the runner defines `DNN` and `DeepFM` from those layers the way the zoo
+its model zoo, so the FuxiCTR side defines `DNN` and `DeepFM` from those layers the way the zoo
 composes them: `FeatureEmbedding` -> `MLP_Block` with a sigmoid output (DNN);
 `FeatureEmbedding` -> `FactorizationMachine` (first-order LR + pairwise product sum) plus
 `MLP_Block` on the flattened embeddings, then a sigmoid (DeepFM).
@@ -64,11 +66,13 @@ Differences the two APIs leave:
   the MLP and the FM; prectr feeds the raw value to the MLP (and to DeepFM's first-order term,
   after a BatchNorm without affine parameters) and keeps it out of the FM. So the MLP input is
   128 wide in FuxiCTR and 113 in prectr.
-- Initialisation: each library's default (FuxiCTR: embeddings N(0, 1e-4), Linear layers Xavier
-  normal with zero bias; prectr: embeddings N(0, 0.05), Linear layers torch's default,
-  DeepFM's first-order weights zero).
+- Initialisation: each library's default, which agree on the embeddings (N(0, 1e-4)) and the
+  Linear layers (Xavier normal, zero bias) since prectr took FuxiCTR's (commit 9958c71);
+  prectr's DeepFM starts its first-order weights at zero.
 - Output: FuxiCTR applies the sigmoid in the model and uses binary_cross_entropy on
-  probabilities; prectr uses binary_cross_entropy_with_logits.
+  probabilities; prectr uses binary_cross_entropy_with_logits, on a logit that includes the
+  frozen position bias (the training click rate's log-odds), so it starts at the base rate
+  where FuxiCTR's starts near 0.5.
 - Vocabularies: prectr's are fitted on every training request and every item in a training
   pool; FuxiCTR refits its own on the exported training rows (exposed only, min count 1). A
   value FuxiCTR did not see in training goes to its OOV id; in prectr such an item (pooled but
@@ -81,7 +85,7 @@ Differences the two APIs leave:
 - Data loading: FuxiCTR 2.3's stock ParquetDataLoader streams through Ray Data worker
   processes that prefetch while the model trains; on a 2-core machine those compete with the
   timed steps (measured: about 25% fewer samples/s for FuxiCTR's DNN on `small`). By default
-  the runner therefore passes `RankDataLoader` (through its `data_loader` argument) a small
+  the FuxiCTR side therefore passes `RankDataLoader` (through its `data_loader` argument) a small
   in-process loader that reads FuxiCTR's own transformed parquet into memory and yields the
   same batch dicts, synchronously, as prectr's loader does; Ray is still used, and shut down,
   in FuxiCTR's preprocessing. `--peer-loader ray` uses the stock loader instead.
@@ -107,421 +111,24 @@ import argparse
 import json
 import os
 import platform
-import re
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import torch
+from peer.environment import PEER_VENV, ensure_peer_venv, sh
+from peer.quiet import measured
+from peer.sides import CATEGORICAL, NUMERIC, export_csv, fuxictr_row, prectr_row, summarise
+from record import ROOT
 
 from prectr import __version__ as prectr_version
 from prectr.config import load_experiment
-from prectr.data.dataset import BatchStream, Collator, time_split
-from prectr.data.features import Categorical, FeatureEncoder
-from prectr.data.schema import read_log
 from prectr.io import atomic_file
-from prectr.metrics import auc, logloss
-from prectr.models import build_model
-from prectr.train.checkpoint import load_checkpoint
-from prectr.train.data import load_prepared
-from prectr.train.trainer import predict
 
-ROOT = Path(__file__).resolve().parents[1]
-PEER_VENV = ROOT / ".venv-peer"
-TORCH = "torch==2.13.0"
-FUXICTR = "fuxictr==2.3.10"
-POLARS = "polars<2"  # fuxictr 2.3.10 calls pl.scan_csv(dtypes=...), which polars 2 removed
-CATEGORICAL = ["user_id", "query", "item_id", "category", "query_category", "brand", "price_bucket"]
-NUMERIC = ["log_price"]
+RUNNER = Path(__file__).resolve().parent / "peer" / "fuxictr_runner.py"  # runs in .venv-peer
 MODELS = {"dnn": "DNN", "deepfm": "DeepFM"}
-
-RUNNER = r'''
-"""FuxiCTR side of benchmarks/peer_fuxictr.py; runs in .venv-peer. Prints one JSON line."""
-import json, logging, os, sys, time
-import numpy as np
-import pyarrow.parquet as pq
-import torch
-import fuxictr
-from fuxictr.features import FeatureMap
-from fuxictr.preprocess import FeatureProcessor, build_dataset
-from fuxictr.pytorch.dataloaders import RankDataLoader
-from fuxictr.pytorch.layers import FactorizationMachine, FeatureEmbedding, MLP_Block
-from fuxictr.pytorch.models import BaseModel
-from fuxictr.pytorch.torch_utils import seed_everything
-
-cfg = json.loads(open(sys.argv[1]).read())
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-torch.set_num_threads(cfg["threads"])
-
-
-class DNN(BaseModel):
-    def __init__(self, feature_map, model_id="DNN", embedding_dim=10, hidden_units=(64,),
-                 hidden_activations="ReLU", net_dropout=0, batch_norm=False,
-                 learning_rate=1e-3, **kwargs):
-        super().__init__(feature_map, model_id=model_id, **kwargs)
-        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1,
-                             hidden_units=list(hidden_units),
-                             hidden_activations=hidden_activations,
-                             output_activation=self.output_activation,
-                             dropout_rates=net_dropout, batch_norm=batch_norm)
-        self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
-        self.reset_parameters()
-        self.model_to_device()
-
-    def forward(self, inputs):
-        emb = self.embedding_layer(self.get_inputs(inputs), flatten_emb=True)
-        return {"y_pred": self.mlp(emb)}
-
-
-class DeepFM(BaseModel):
-    def __init__(self, feature_map, model_id="DeepFM", embedding_dim=10, hidden_units=(64,),
-                 hidden_activations="ReLU", net_dropout=0, batch_norm=False,
-                 learning_rate=1e-3, **kwargs):
-        super().__init__(feature_map, model_id=model_id, **kwargs)
-        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.fm = FactorizationMachine(feature_map)
-        self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1,
-                             hidden_units=list(hidden_units),
-                             hidden_activations=hidden_activations, output_activation=None,
-                             dropout_rates=net_dropout, batch_norm=batch_norm)
-        self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
-        self.reset_parameters()
-        self.model_to_device()
-
-    def forward(self, inputs):
-        X = self.get_inputs(inputs)
-        emb = self.embedding_layer(X)
-        logit = self.fm(X, emb) + self.mlp(emb.flatten(start_dim=1))
-        return {"y_pred": self.output_activation(logit)}
-
-
-class InMemoryLoader:
-    """FuxiCTR's transformed parquet held in memory, batched in-process (no Ray workers)."""
-
-    def __init__(self, feature_map, data_path, split="train", batch_size=32, shuffle=False,
-                 seed=0, **kwargs):
-        cols = list(feature_map.features) + feature_map.labels
-        table = pq.read_table(data_path, columns=cols)
-        self.columns = {c: torch.from_numpy(table[c].to_numpy()) for c in cols}
-        self.num_samples, self.num_blocks = table.num_rows, 1
-        self.batch_size, self.shuffle = batch_size, shuffle and split == "train"
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return -(-self.num_samples // self.batch_size)
-
-    def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=self.generator)
-            for start in range(0, self.num_samples, self.batch_size):
-                rows = order[start:start + self.batch_size]
-                yield {c: v[rows] for c, v in self.columns.items()}
-        else:
-            for start in range(0, self.num_samples, self.batch_size):
-                yield {c: v[start:start + self.batch_size] for c, v in self.columns.items()}
-
-
-seed_everything(cfg["seed"])
-feature_cols = [
-    {"name": name, "active": True, "dtype": "str", "type": "categorical",
-     **({"share_embedding": "category"} if name == "query_category" else {})}
-    for name in cfg["categorical"]
-] + [{"name": name, "active": True, "dtype": "float", "type": "numeric"}
-     for name in cfg["numeric"]]
-label_col = {"name": "click", "dtype": "float"}
-data_root, dataset_id = cfg["work"], "data"
-started = time.perf_counter()
-processor = FeatureProcessor(feature_cols=feature_cols, label_col=label_col,
-                             dataset_id=dataset_id, data_root=data_root)
-train_data, valid_data, test_data = build_dataset(
-    processor, train_data=cfg["csv"]["train"], valid_data=cfg["csv"]["valid"],
-    test_data=cfg["csv"]["test"], data_format="csv", min_categr_count=1)
-preprocess_s = time.perf_counter() - started
-
-feature_map = FeatureMap(dataset_id, os.path.join(data_root, dataset_id))
-feature_map.load(os.path.join(data_root, dataset_id, "feature_map.json"),
-                 {"embedding_dim": cfg["embedding_dim"]})
-loader = {}
-if cfg["loader"] == "memory":
-    import ray
-    ray.shutdown()
-    loader = {"data_loader": InMemoryLoader}
-common = dict(data_format="parquet", train_data=train_data, valid_data=valid_data,
-              test_data=test_data, batch_size=cfg["batch_size"], seed=cfg["seed"], **loader)
-params = dict(
-    gpu=-1, task="binary_classification", verbose=0, model_root=os.path.join(data_root, "ckpt"),
-    metrics=["AUC", "logloss"], monitor="AUC", monitor_mode="max", save_best_only=True,
-    early_stop_patience=cfg["patience"], reduce_lr_on_plateau=False, optimizer="adam",
-    loss="binary_crossentropy", learning_rate=cfg["lr"], embedding_dim=cfg["embedding_dim"],
-    hidden_units=cfg["hidden_units"], hidden_activations="ReLU", net_dropout=0.0,
-    batch_norm=False, embedding_regularizer=None, net_regularizer=None,
-)
-results = {"fuxictr": fuxictr.__version__, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "preprocess_seconds": preprocess_s,
-           "loader": cfg["loader"], "models": {}}
-for name in cfg["models"]:
-    seed_everything(cfg["seed"])
-    model = {"dnn": DNN, "deepfm": DeepFM}[name](feature_map, **params)
-    train_gen, valid_gen = RankDataLoader(feature_map, stage="train", shuffle=True, **common)
-    clock = {"seconds": 0.0, "samples": 0, "valid": []}
-    train_step, checkpoint = model.train_step, model.checkpoint_and_earlystop
-
-    def timed_step(batch, train_step=train_step, clock=clock):
-        begun = time.perf_counter()
-        loss = train_step(batch)
-        clock["seconds"] += time.perf_counter() - begun
-        clock["samples"] += int(batch["click"].shape[0])
-        return loss
-
-    def recorded(logs, checkpoint=checkpoint, clock=clock, **kw):
-        clock["valid"].append({k: float(v) for k, v in logs.items()})
-        return checkpoint(logs, **kw)
-
-    model.train_step, model.checkpoint_and_earlystop = timed_step, recorded
-    os.makedirs(os.path.dirname(model.checkpoint), exist_ok=True)
-    wall = time.perf_counter()
-    model.fit(train_gen, epochs=cfg["epochs"], validation_data=valid_gen,
-              max_gradient_norm=cfg["clip_norm"])
-    wall = time.perf_counter() - wall
-    test_gen = RankDataLoader(feature_map, stage="test", shuffle=False, **common)
-    scores = model.predict(test_gen)
-    labels = pq.read_table(test_data, columns=["click"])["click"].to_numpy()
-    np.save(os.path.join(data_root, f"test_{name}.npy"), np.stack([labels, scores]))
-    aucs = [v["AUC"] for v in clock["valid"]]
-    results["models"][name] = {
-        "train_samples": clock["samples"], "train_seconds": clock["seconds"],
-        "train_samples_per_s": clock["samples"] / clock["seconds"], "fit_seconds": wall,
-        "valid": clock["valid"], "best_epoch": int(np.argmax(aucs)),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "predictions": os.path.join(data_root, f"test_{name}.npy"),
-    }
-print(json.dumps(results))
-'''
-
-
-def sh(cmd: list[str], log: Path | None = None, env: dict | None = None) -> str:
-    """Run ``cmd``; its output goes to ``log`` (appended) and stdout is returned."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if log is not None:
-        with open(log, "a") as f:
-            f.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}\n")
-    if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
-def peer_versions(python: Path) -> dict | None:
-    probe = "import json, torch, fuxictr, polars, ray; print(json.dumps([m.__version__ for m in "
-    probe += "(torch, fuxictr, polars, ray)]))"
-    if not python.is_file():
-        return None
-    proc = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    if proc.returncode:
-        return None
-    return dict(zip(("torch", "fuxictr", "polars", "ray"), json.loads(proc.stdout), strict=True))
-
-
-def _usable(found: dict | None) -> bool:
-    return bool(
-        found
-        and found["torch"].split("+")[0] == TORCH.split("==")[1]
-        and found["fuxictr"] == FUXICTR.split("==")[1]
-        and int(found["polars"].split(".")[0]) < 2
-    )
-
-
-def ensure_peer_venv(venv: Path, log: Path) -> tuple[dict, list[str]]:
-    """Make (or reuse) the peer environment; return its versions and the commands run."""
-    python, pip = venv / "bin" / "python", [str(venv / "bin" / "python"), "-m", "pip"]
-    found = peer_versions(python)
-    if _usable(found):
-        return found, [f"(reused {venv.relative_to(ROOT)}: {found})"]
-    print(f"building the peer environment {venv} ...", flush=True)
-    commands = [
-        ["python3.11", "-m", "venv", str(venv)],
-        [*pip, "install", "-q", TORCH],
-        [*pip, "install", "--dry-run", FUXICTR, TORCH, POLARS],
-        [*pip, "install", "-q", FUXICTR, TORCH, POLARS],
-    ]
-    for cmd in commands:
-        out = sh(cmd, log)
-        if "--dry-run" in cmd:
-            planned = re.findall(r"\btorch-(\S+)", out.split("Would install")[-1])
-            if any(not v.startswith(TORCH.split("==")[1]) for v in planned):
-                sys.exit(f"pip would install torch {planned}, not {TORCH}: stopped")
-    found = peer_versions(python)
-    if not _usable(found):
-        sys.exit(f"the peer environment has {found}, wanted {TORCH}, {FUXICTR}, {POLARS}")
-    return found, [" ".join(c).replace(str(ROOT) + "/", "") for c in commands]
-
-
-def busy_cores() -> float:
-    """Cores' worth of CPU time all processes used, since boot."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def wait_until_quiet(limit_s: float, threshold: float = 0.25) -> float:
-    """Wait (up to ``limit_s``) until other processes use under ``threshold`` of a core;
-    return the share last measured."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        before, start = busy_cores(), time.monotonic()
-        time.sleep(2.0)
-        share = (busy_cores() - before) / (time.monotonic() - start)
-        if share < threshold or time.monotonic() >= deadline:
-            return round(max(share, 0.0), 2)
-        print(f"  waiting: other processes use {share:.1f} cores", flush=True)
-
-
-def measured(cmd: list[str], log: Path, env: dict, wait: dict) -> tuple[str, dict]:
-    """Run ``cmd`` after waiting for a quiet machine (drawing on the budget ``wait["left"]``
-    seconds); also return how busy other processes kept the machine meanwhile (cores: total
-    busy CPU time less this command's and its reaped children's, per second of wall time)."""
-    quiet = None
-    if wait["left"] > 0:
-        started = time.monotonic()
-        quiet = wait_until_quiet(wait["left"])
-        wait["left"] -= time.monotonic() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, start = busy_cores(), time.monotonic()
-    out = sh(cmd, log, env)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ours = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    others = max(0.0, (busy_cores() - busy - ours) / wall)
-    return out, {"others_cores_before": quiet, "others_cores_during": round(others, 2)}
-
-
-def export_csv(world: Path, features_dir: Path, out: Path) -> dict[str, int]:
-    """The exposed impressions of each split as CSV, columns = the shared features + click."""
-    log = read_log(world)
-    encoded = FeatureEncoder.load(features_dir).encode(log)
-    split = time_split(log.requests)
-    imp = encoded.impressions
-    rows = imp["request_row"].to_numpy()
-    exposed = pc.is_valid(imp["click"]).to_numpy(zero_copy_only=False)
-    levels = {"item": encoded.item, "request": encoded.request}
-    index = {"item": imp["item_row"].to_numpy(), "request": rows}
-    specs = {s.name: s for s in encoded.specs}
-    counts = {}
-    for name, requests in split.items():
-        keep = np.flatnonzero(exposed & np.isin(rows, requests))
-        columns = {}
-        for feature in CATEGORICAL + NUMERIC:
-            spec = specs[feature]
-            values = levels[spec.level][feature][index[spec.level][keep]]
-            columns[feature] = values.astype(np.int64) if isinstance(spec, Categorical) else values
-        columns["click"] = imp["click"].to_numpy(zero_copy_only=False)[keep].astype(np.int64)
-        with atomic_file(out / f"{name}.csv") as tmp:
-            pacsv.write_csv(pa.table(columns), tmp)
-        counts[name] = int(keep.size)
-    return counts
-
-
-def prectr_test_scores(run: Path, world: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and scores of the exposed test impressions from the run's best checkpoint."""
-    config = load_experiment(run / "config.yaml")
-    encoded = FeatureEncoder.load(run / "features").encode(read_log(world))
-    model = build_model(config.model, encoded.specs, encoded.vocab_sizes, config.model_params)
-    model.load_state_dict(load_checkpoint(run / "checkpoints" / "best.pt")["model"])
-    data = load_prepared(run, config.data.shards_uri)
-    stream = BatchStream(data.shards["test"], Collator(encoded), shuffle=False,
-                         filesystem=data.filesystem)  # fmt: skip
-    p = predict(model, stream.epoch())
-    return p["click"][p["exposed"]].astype(np.int64), p["score"][p["exposed"]]
-
-
-def prectr_row(name: str, run: Path, world: Path, seed: int) -> dict:
-    metrics = json.loads((run / "metrics.json").read_text())
-    labels, scores = prectr_test_scores(run, world)
-    valid = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    return {
-        "library": "prectr",
-        "model": name,
-        "seed": seed,
-        "test_auc": auc(labels, scores),
-        "test_logloss": logloss(labels, scores),
-        "test_rows": int(labels.size),
-        "train_samples_per_s": metrics["train_samples_per_s"],
-        "train_samples": metrics["train_samples"],
-        "best_epoch": metrics["best_valid"]["epoch"],
-        "valid_auc": [v["auc"] for v in valid if v["split"] == "valid"],
-        "parameters": metrics["parameters"],
-    }
-
-
-def fuxictr_row(name: str, out: dict, seed: int) -> dict:
-    m = out["models"][name]
-    labels, scores = np.load(m["predictions"])
-    labels = labels.astype(np.int64)
-    return {
-        "library": "FuxiCTR",
-        "model": name,
-        "seed": seed,
-        "test_auc": auc(labels, scores),
-        "test_logloss": logloss(labels, scores),
-        "test_rows": int(labels.size),
-        "train_samples_per_s": m["train_samples_per_s"],
-        "train_samples": m["train_samples"],
-        "best_epoch": m["best_epoch"],
-        "valid_auc": [v["AUC"] for v in m["valid"]],
-        "parameters": m["parameters"],
-    }
-
-
-def summarise(runs: list[dict], models: list[str]) -> tuple[list[dict], dict]:
-    """Per library and model: mean test AUC and logloss over seeds, median samples/s; per
-    model: the AUC difference (mean and its standard error over seeds) and the speed ratio."""
-    table, verdicts = [], {}
-    for name in models:
-        rows = {}
-        for library in ("prectr", "FuxiCTR"):
-            mine = [r for r in runs if r["library"] == library and r["model"] == name]
-            rows[library] = {
-                "library": library,
-                "model": name,
-                "seeds": len(mine),
-                "test_auc": float(np.mean([r["test_auc"] for r in mine])),
-                "test_auc_sd": float(np.std([r["test_auc"] for r in mine], ddof=1))
-                if len(mine) > 1
-                else None,
-                "test_logloss": float(np.mean([r["test_logloss"] for r in mine])),
-                "train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in mine])),
-            }
-        ours, peer = rows["prectr"], rows["FuxiCTR"]
-        peer_auc = {
-            r["seed"]: r["test_auc"]
-            for r in runs
-            if r["model"] == name and r["library"] == "FuxiCTR"
-        }
-        diffs = [
-            r["test_auc"] - peer_auc[r["seed"]]
-            for r in runs
-            if r["model"] == name and r["library"] == "prectr"
-        ]
-        ratio = ours["train_samples_per_s"] / peer["train_samples_per_s"]
-        ours["ratio"], peer["ratio"] = ratio, 1.0
-        delta = float(np.mean(diffs))
-        se = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None
-        verdicts[name] = {
-            "auc_delta": delta,
-            "auc_delta_se": se,
-            "auc_within_0.002": abs(delta) <= 0.002,
-            "speed_ratio": ratio,
-            "speed_ratio_at_least_1": ratio >= 1.0,
-        }
-        table += [ours, peer]
-    return table, verdicts
 
 
 def main() -> None:
@@ -571,7 +178,6 @@ def main() -> None:
     config = load_experiment(ROOT / "configs" / f"peer_{args.models[0]}.yaml")
     peer_dir, csv_dir = work / "fuxictr", work / "csv"
     peer_dir.mkdir()
-    (peer_dir / "runner.py").write_text(RUNNER)
     peer_cfg = {
         "work": str(peer_dir),
         "csv": {k: str(csv_dir / f"{k}.csv") for k in ("train", "valid", "test")},
@@ -605,7 +211,7 @@ def main() -> None:
                 counts = export_csv(world, run / "features", csv_dir)
                 cfg_path = peer_dir / "config_preprocess.json"
                 cfg_path.write_text(json.dumps({**peer_cfg, "models": [], "seed": 0}, indent=2))
-                cmd = [str(PEER_VENV / "bin" / "python"), str(peer_dir / "runner.py")]
+                cmd = [str(PEER_VENV / "bin" / "python"), str(RUNNER)]
                 cmd.append(str(cfg_path))
                 print("FuxiCTR preprocessing ...", flush=True)
                 out = json.loads(sh(cmd, log, env).strip().splitlines()[-1])
@@ -614,7 +220,7 @@ def main() -> None:
 
             cfg_path = peer_dir / f"config_{name}_seed{seed}.json"
             cfg_path.write_text(json.dumps({**peer_cfg, "models": [name], "seed": seed}, indent=2))
-            cmd = [str(PEER_VENV / "bin" / "python"), str(peer_dir / "runner.py"), str(cfg_path)]
+            cmd = [str(PEER_VENV / "bin" / "python"), str(RUNNER), str(cfg_path)]
             print(f"seed {seed}: FuxiCTR {name} ...", flush=True)
             out, load = measured(cmd, log, env, wait)
             commands.append(shown(cmd))

@@ -1,4 +1,6 @@
 import datetime as dt
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -83,6 +85,14 @@ def test_validate_lists_every_problem_and_fails(tmp_path, capsys):
     assert "unknown request_id" in out
     assert "click on an unexposed candidate" in out
     assert "column 'relevance'" in out and "grade outside 0-3" in out
+
+
+@pytest.mark.parametrize("module", ["prectr", "prectr.cli"])  # prectr.cli: what torchrun runs
+def test_python_m_runs_the_command_and_returns_its_exit_code(tmp_path, module):
+    write_broken_log(tmp_path)
+    done = subprocess.run([sys.executable, "-m", module, "validate", str(tmp_path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and "invalid" in done.stdout and "duplicate item_id" in done.stdout
 
 
 def test_validate_and_score_a_world(tiny_world, capsys):

@@ -1,0 +1,5 @@
+"""`python -m prectr`: the `prectr` command."""
+
+from prectr.cli import main
+
+main()
