@@ -1,11 +1,12 @@
 """One training loop for every registered model, in one process or many.
 
 AdamW with three learning rates (embedding tables, dense layers, a text encoder if the model has
-one), gradient clipping, an optional stage 1 that fits a model's relevance module alone on the
-human grades (``train.relevance_epochs``), validation after each epoch, early stopping on a
-chosen metric, and ``best``/``last`` checkpoints written atomically. A run directory holds the
-config, a log, the train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the
-checkpoints.
+one; with ``train.sparse_embeddings``, lazy Adam on row-wise gradients for the tables:
+:mod:`prectr.train.optim`), gradient clipping, an optional stage 1 that fits a model's
+relevance module alone on the human grades (``train.relevance_epochs``), validation after each
+epoch, early stopping on a chosen metric, and ``best``/``last`` checkpoints written atomically.
+A run directory holds the config, a log, the train log (JSON lines, also TensorBoard scalars),
+``metrics.json`` and the checkpoints.
 
 Under ``torchrun`` the same loop runs in every process: the main process prepares the data (the
 others wait, and fail with its error if it fails), each process streams its own shards,
@@ -61,6 +62,7 @@ from prectr.train.data import (
     training_log_path,
 )
 from prectr.train.distributed import Processes, join
+from prectr.train.optim import build_optimizer, clip_grad_norm
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
@@ -249,7 +251,8 @@ class Trainer:
         torch.manual_seed(t.seed + self.processes.rank)
         self.model = build_run_model(config, self.data.encoder).to(self.device)
         self.model.position_bias.weight.requires_grad_(t.position_bias)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
+        groups = param_groups(self.model, config)
+        self.optimizer = build_optimizer(self.model, groups, t.sparse_embeddings)
         self.state = {
             "relevance_epoch": 0, "epoch": 0, "position": {}, "step": 0, "best": None,
             "stale": 0, "train_seconds": 0.0, "data_wait_seconds": 0.0, "train_samples": 0,
@@ -476,7 +479,7 @@ class Trainer:
             losses = self.objective(batch, stage)
             self.optimizer.zero_grad(set_to_none=True)
             (losses["loss"] * weight).backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+            clip_grad_norm(self.model.parameters(), t.clip_norm)
             self.optimizer.step()
             bar.update()
             if stage == "joint":  # throughput is the click-training rate, data wait included
