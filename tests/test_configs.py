@@ -72,7 +72,13 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
 
 
 def test_model_params_are_checked_through_pydantic_and_kept_as_given() -> None:
-    config = experiment_from_dict({"model": "prectr_v2", "model_params": {"dropout": 0}})
+    config = experiment_from_dict(
+        {
+            "model": "prectr_v2",
+            "model_params": {"dropout": 0},
+            "features": {"relevance_context": True},
+        }
+    )
     assert config.model_params == {"dropout": 0.0}
     assert isinstance(config.model_params["dropout"], float)
     assert model_params("dnn", {"hidden": (8, 4)}) == {"hidden": [8, 4]}  # YAML's types
