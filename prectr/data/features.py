@@ -169,16 +169,14 @@ def _switched_features(config: FeatureConfig) -> dict[str, list]:
 
 
 def undeclared(config: FeatureConfig, role: Role) -> str:
-    """Why ``config`` declares no feature with ``role``, naming the feature and the setting
-    that would declare it (a log-dependent feature, such as the query category, aside)."""
+    """Why ``config`` declares no feature with ``role`` (a role it lacks): the feature's name
+    and the switch that would declare it, or else that ``features.include`` leaves it out."""
     for setting, switched in _switched_features(config).items():
         spec = find(switched, role)
         if spec is not None and not getattr(config, setting):
             return f"{spec.name}; set features.{setting}"
-    spec = find(feature_specs(config.updated(include=[]), True), role)
-    if spec is not None and config.include:
-        return f"{spec.name}; features.include leaves it out"
-    return "no feature of the log declares it"
+    every = feature_specs(config.updated(include=[]), has_query_category=True)
+    return f"{find(every, role).name}; features.include leaves it out"
 
 
 @dataclass
