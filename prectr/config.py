@@ -18,7 +18,8 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from prectr.data.features import FeatureConfig
+from prectr.data.features import FeatureConfig, feature_specs, undeclared
+from prectr.data.groups import find
 from prectr.section import ConfigError, Section, suggestion
 
 
@@ -75,7 +76,8 @@ class ExperimentConfig(Section):
     model: str
     name: str = ""
     model_params: dict[str, Any] = Field(default_factory=dict)
-    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    # validated even when left out: the model may read features the defaults do not declare
+    features: FeatureConfig = Field(default_factory=FeatureConfig, validate_default=True)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -101,6 +103,33 @@ class ExperimentConfig(Section):
 
         params = handler(params)
         return model_params(info.data["model"], params) if "model" in info.data else params
+
+    @field_validator("features")
+    @classmethod
+    def _declare_what_the_model_reads(
+        cls, features: FeatureConfig, info: ValidationInfo
+    ) -> FeatureConfig:
+        """Every feature the model's modules read is declared: a config that leaves one out
+        (a switch unset, or ``features.include`` without it) is refused here, naming the
+        module, the feature's group and role, and the setting that declares it. Unchecked when
+        the model or its parameters were refused. The query category counts as declared: only
+        the log says whether it has one, and no module needs it."""
+        from prectr.models.registry import feature_roles
+
+        if "model" not in info.data or "model_params" not in info.data:
+            return features
+        specs = feature_specs(features, has_query_category=True)
+        needs = feature_roles(info.data["model"], info.data["model_params"])
+        lacking = {reader: [f"{role} ({undeclared(features, role)})" for role in roles
+                            if find(specs, role) is None]
+                   for reader, roles in needs.items()}  # fmt: skip
+        lines = [f"{reader} reads {', '.join(roles)}" for reader, roles in lacking.items() if roles]
+        if lines:
+            raise PydanticCustomError(
+                "undeclared_feature", "model {model}: {lines}",
+                {"model": info.data["model"], "lines": "; ".join(lines)},
+            )  # fmt: skip
+        return features
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

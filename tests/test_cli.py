@@ -302,7 +302,10 @@ def test_a_run_alone_exports_and_serves_from_any_directory(tiny_world, tmp_path,
 def test_a_bad_model_parameter_writes_nothing_and_names_the_key(tiny_world, tmp_path, capsys,
                                                                  model, params, names):  # fmt: skip
     config = tmp_path / "bad.yaml"
-    config.write_text(f"model: {model}\nmodel_params: {params}\ntrain: {{epochs: 1}}\n")
+    config.write_text(
+        f"model: {model}\nmodel_params: {params}\ntrain: {{epochs: 1}}\n"
+        "features: {relevance_context: true}\n"
+    )
     run = tmp_path / "run"
     for command in ("prepare", "train"):
         code, out = flat_cli([command, str(config), "--log", str(tiny_world), "--out", str(run)],

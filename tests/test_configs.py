@@ -3,6 +3,7 @@ the exported JSON schema; bad keys and values are refused naming their path."""
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -12,8 +13,9 @@ from pydantic import ValidationError
 
 from prectr.cli import main
 from prectr.config import ExperimentConfig, config_schema, experiment_from_dict, load_experiment
-from prectr.data.features import FeatureConfig
+from prectr.data.features import FeatureConfig, feature_specs
 from prectr.models.registry import MODELS, build_model, model_params
+from prectr.section import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -72,7 +74,13 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
 
 
 def test_model_params_are_checked_through_pydantic_and_kept_as_given() -> None:
-    config = experiment_from_dict({"model": "prectr_v2", "model_params": {"dropout": 0}})
+    config = experiment_from_dict(
+        {
+            "model": "prectr_v2",
+            "model_params": {"dropout": 0},
+            "features": {"relevance_context": True},
+        }
+    )
     assert config.model_params == {"dropout": 0.0}
     assert isinstance(config.model_params["dropout"], float)
     assert model_params("dnn", {"hidden": (8, 4)}) == {"hidden": [8, 4]}  # YAML's types
@@ -151,3 +159,50 @@ def test_a_boolean_is_not_taken_for_a_number(values, message) -> None:
         flag.train.position_bias is False
         and flag.train.epochs == ExperimentConfig(model="dnn").train.epochs
     )
+
+
+CONTEXT = {"relevance_context": True}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model": "prectr_v2"}, "model prectr_v2: PreferenceMining reads match.level "
+         "(match_level; set features.relevance_context)"),
+        ({"model": "prectr_v1", "model_params": {"text_encoder": "student"}, "features": CONTEXT},
+         "model prectr_v1: StudentText reads text.query_pieces (query_pieces; "
+         "set features.student)"),
+        ({"model": "prectr_v1", "model_params": {"text_encoder": "cache"}, "features": CONTEXT},
+         "model prectr_v1: CachedText reads text.query_embedding (query_text; "
+         "set features.text_cache)"),
+        ({"model": "two_model", "features": {"include": ["item_id", "title_tokens"]}},
+         "model two_model: BagOfTokensEncoder reads query.words (query_tokens; "
+         "features.include leaves it out)"),
+        ({"model": "din", "features": {"include": ["user_id", "item_id", "category"]}},
+         "model din: CandidateInterest reads user_history.item (user_clicks; features.include "
+         "leaves it out), user_history.category (user_click_categories; "),
+    ],
+)  # fmt: skip
+def test_features_a_model_reads_and_the_config_lacks_are_refused_when_it_loads(values, message):
+    with pytest.raises(ConfigError, match=re.escape(f"c.yaml: features: {message}")):
+        experiment_from_dict(values, "c.yaml")
+
+
+def test_the_activity_gate_needs_the_user_activity_and_nothing_else_does() -> None:
+    every = [s.name for s in feature_specs(FeatureConfig(relevance_context=True), True)]
+    features = {"relevance_context": True, "include": [n for n in every if n != "user_activity"]}
+    assert experiment_from_dict({"model": "prectr_v2", "features": features})
+    gated = {"model": "prectr_v2", "features": features, "model_params": {"activity_gate": True}}
+    with pytest.raises(ConfigError, match=r"PreferenceMining reads user\.activity"):
+        experiment_from_dict(gated)
+
+
+def test_train_refuses_a_feature_left_out_before_reading_the_log(tmp_path, capsys) -> None:
+    config = Path(__file__).parents[1] / "configs" / "din_small.yaml"
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:  # the log does not exist: the config fails first
+        main(["train", str(config), "--log", str(tmp_path / "no log"), "--out", str(run),
+              "--set", "features.include=[user_id, query, category, user_clicks]"])  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 2 and "CandidateInterest reads item.identity (item_id;" in out, out
+    assert not run.exists()

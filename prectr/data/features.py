@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from prectr.data import groups as g
+from prectr.data.groups import Role, find
 from prectr.data.history import Histories, HistoryIndex
 from prectr.data.schema import SearchLog
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
@@ -37,17 +39,20 @@ MATCH_LEVELS = 10  # 5 title-match steps x (category match or not)
 
 @dataclass(frozen=True)
 class Categorical:
-    """One id per row, looked up in ``vocab``; ``level`` is "item" or "request"."""
+    """One id per row, looked up in ``vocab``; ``level`` is "item" or "request"; ``role`` is
+    what the feature is to the modules (:mod:`prectr.data.groups`)."""
 
     name: str
     vocab: str
     level: str
+    role: Role
 
 
 @dataclass(frozen=True)
 class Numeric:
     name: str
     level: str  # "item", "request" or "impression"
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Sequence:
     vocab: str
     level: str
     length: int
+    role: Role
 
 
 def ranges(sizes: np.ndarray) -> np.ndarray:
@@ -107,47 +113,70 @@ class FeatureConfig(Section):
 
 
 def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
-    """The declared features, in the order models see them."""
+    """The declared features, in the order models see them, each with its group and role."""
     specs: list = [
-        Categorical("user_id", "user", "request"),
-        Categorical("query", "query", "request"),
-        Categorical("item_id", "item", "item"),
-        Categorical("category", "category", "item"),
-        Categorical("brand", "brand", "item"),
-        Categorical("price_bucket", "price_bucket", "item"),
-        Numeric("log_price", "item"),
-        Numeric("user_activity", "request"),
-        Numeric("title_match", "impression"),
-        Sequence("query_tokens", "token", "request", config.query_tokens),
-        Sequence("title_tokens", "token", "item", config.title_tokens),
-        Sequence("user_clicks", "item", "request", config.user_clicks),
-        Sequence("user_click_categories", "category", "request", config.user_clicks),
-    ]
+        Categorical("user_id", "user", "request", g.USER),
+        Categorical("query", "query", "request", g.QUERY),
+        Categorical("item_id", "item", "item", g.ITEM),
+        Categorical("category", "category", "item", g.ITEM_CATEGORY),
+        Categorical("brand", "brand", "item", g.ITEM_BRAND),
+        Categorical("price_bucket", "price_bucket", "item", g.ITEM_PRICE_BUCKET),
+        Numeric("log_price", "item", g.ITEM_PRICE),
+        Numeric("user_activity", "request", g.USER_ACTIVITY),
+        Numeric("title_match", "impression", g.TITLE_MATCH),
+        Sequence("query_tokens", "token", "request", config.query_tokens, g.QUERY_WORDS),
+        Sequence("title_tokens", "token", "item", config.title_tokens, g.TITLE_WORDS),
+        Sequence("user_clicks", "item", "request", config.user_clicks, g.CLICKED_ITEMS),
+        Sequence("user_click_categories", "category", "request", config.user_clicks,
+                 g.CLICKED_CATEGORIES),
+    ]  # fmt: skip
     if has_query_category:
-        specs.insert(2, Categorical("query_category", "category", "request"))
-        specs.insert(9, Numeric("category_match", "impression"))
-    if config.relevance_context:
-        specs += [
-            Categorical("match_level", "match_level", "impression"),
-            Sequence("user_click_queries", "query", "request", config.user_clicks),
-            Sequence("user_click_match", "match_level", "request", config.user_clicks),
-            Sequence("crowd_items", "item", "request", config.crowd_length),
-            Sequence("crowd_categories", "category", "request", config.crowd_length),
-            Sequence("crowd_match", "match_level", "request", config.crowd_length),
-            Sequence("crowd_clicks", "click", "request", config.crowd_length),
-        ]
-    if config.student:
-        specs += [Sequence("query_pieces", "piece", "request", config.query_pieces),
-                  Sequence("title_pieces", "piece", "item", config.title_pieces)]  # fmt: skip
-    if config.text_cache:
-        specs += [Sequence("query_text", "text", "request", 1),
-                  Sequence("title_text", "text", "item", 1)]  # fmt: skip
+        specs.insert(2, Categorical("query_category", "category", "request", g.QUERY_CATEGORY))
+        specs.insert(9, Numeric("category_match", "impression", g.CATEGORY_MATCH))
+    for setting, switched in _switched_features(config).items():
+        if getattr(config, setting):
+            specs += switched
     if config.include:
         unknown = sorted(set(config.include) - {s.name for s in specs})
         if unknown:
             raise ValueError(f"features.include names unknown features: {', '.join(unknown)}")
         specs = [s for s in specs if s.name in config.include]
     return specs
+
+
+def _switched_features(config: FeatureConfig) -> dict[str, list]:
+    """The features each switch of ``config`` adds when it is set, by the switch's name."""
+    clicks, crowd = config.user_clicks, config.crowd_length
+    return {
+        "relevance_context": [
+            Categorical("match_level", "match_level", "impression", g.MATCH_LEVEL),
+            Sequence("user_click_queries", "query", "request", clicks, g.CLICKED_QUERIES),
+            Sequence("user_click_match", "match_level", "request", clicks, g.CLICKED_MATCH),
+            Sequence("crowd_items", "item", "request", crowd, g.CROWD_ITEMS),
+            Sequence("crowd_categories", "category", "request", crowd, g.CROWD_CATEGORIES),
+            Sequence("crowd_match", "match_level", "request", crowd, g.CROWD_MATCH),
+            Sequence("crowd_clicks", "click", "request", crowd, g.CROWD_CLICKS),
+        ],
+        "student": [
+            Sequence("query_pieces", "piece", "request", config.query_pieces, g.QUERY_PIECES),
+            Sequence("title_pieces", "piece", "item", config.title_pieces, g.TITLE_PIECES),
+        ],
+        "text_cache": [
+            Sequence("query_text", "text", "request", 1, g.QUERY_EMBEDDING),
+            Sequence("title_text", "text", "item", 1, g.TITLE_EMBEDDING),
+        ],
+    }
+
+
+def undeclared(config: FeatureConfig, role: Role) -> str:
+    """Why ``config`` declares no feature with ``role`` (a role it lacks): the feature's name
+    and the switch that would declare it, or else that ``features.include`` leaves it out."""
+    for setting, switched in _switched_features(config).items():
+        spec = find(switched, role)
+        if spec is not None and not getattr(config, setting):
+            return f"{spec.name}; set features.{setting}"
+    every = feature_specs(config.updated(include=[]), has_query_category=True)
+    return f"{find(every, role).name}; features.include leaves it out"
 
 
 @dataclass

@@ -58,27 +58,24 @@ each part logged. Every component switches off from the config: ``incentive``, `
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
+from prectr.data.groups import Role, in_group
 from prectr.losses.consistency import grade_cross_entropy, reference_kl
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.losses.reduction import per_row
 from prectr.models.registry import RankingModel, register
+from prectr.modules.attention import CandidateInterest
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
-from prectr.modules.incentive import (
-    CROWD_HISTORY,
-    PreferenceMining,
-    RelevanceIncentive,
-    crowd_fields,
-)
+from prectr.modules.incentive import PreferenceMining, RelevanceIncentive, crowd_fields
 from prectr.modules.rsl import RSLModule
-from prectr.modules.text import ENCODER_INPUTS, build_text_encoder
+from prectr.modules.text import TextEncoder, build_text_encoder, text_roles
 
 CONSISTENCY = ("ce", "kl", "none")
 NEGATIVES = ("synthetic", "unexposed", "both")
@@ -116,7 +113,7 @@ class PRECTR(RankingModel):
         truncate_start: float = 4.0,
         truncate_end: float = 1.0,
         truncate_steps: int = 1000,
-        text_encoder: str = "bag",
+        text_encoder: TextEncoder = "bag",
         student: str | None = None,
         frozen_encoder: bool = False,
         text_cache: str | None = None,
@@ -133,11 +130,11 @@ class PRECTR(RankingModel):
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
         # the text encoder's own inputs are its alone, not fields of the click trunk; the
         # crowd reaches the model only through cross-user mining (without it, not at all)
-        crowd = {name for name, _ in CROWD_HISTORY}
-        mined = {name for name, _ in crowd_fields(crowd_identity)} if cross_user else set()
-        unread = set(ENCODER_INPUTS) | (crowd - mined)
-        embedding = FeatureEmbedding([s for s in specs if s.name not in unread], vocab_sizes,
-                                     embedding_dim, unpooled=crowd)  # fmt: skip
+        crowd = in_group(specs, "crowd_history")
+        mined = set(crowd_fields(crowd_identity)) if cross_user else set()
+        unread = in_group(specs, "text") + [s for s in crowd if s.role not in mined]
+        embedding = FeatureEmbedding([s for s in specs if s not in unread], vocab_sizes,
+                                     embedding_dim, unpooled={s.name for s in crowd})  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
                                 monotone)  # fmt: skip
         self.preference, self.incentive = None, None
@@ -165,6 +162,18 @@ class PRECTR(RankingModel):
             else "exposed_or_labelled" if consistency == "ce"
             else "exposed"
         )  # fmt: skip
+
+    @classmethod
+    def feature_roles(cls, params: dict[str, Any]) -> dict[str, tuple[Role, ...]]:
+        """The text encoder's query and title, the click trunk's candidate and clicked items
+        and, with the incentive, what preference mining reads."""
+        roles = {**text_roles(params["text_encoder"]),
+                 CandidateInterest.__name__: CandidateInterest.ROLES}  # fmt: skip
+        if params["incentive"]:
+            roles[PreferenceMining.__name__] = PreferenceMining.roles(
+                params["cross_user"], params["activity_gate"], params["crowd_identity"]
+            )
+        return roles
 
     # -- scoring: fusion and incentive ---------------------------------------------------------
     def rank(

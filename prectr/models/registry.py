@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prectr.data.dataset import Batch
+from prectr.data.groups import Role
 from prectr.losses.reduction import per_row
 from prectr.models.calibration import Calibrator
 from prectr.section import Section, suggestion
@@ -62,6 +63,14 @@ class RankingModel(nn.Module):
         nn.init.zeros_(self.position_bias.weight)
         self.reference_position = REFERENCE_POSITION
         self.calibrator = Calibrator()
+
+    @classmethod
+    def feature_roles(cls, params: dict[str, Any]) -> dict[str, tuple[Role, ...]]:
+        """The features each module of the model reads, under the module's name, given
+        ``params`` (every constructor parameter after the specs and vocabulary sizes): what the
+        features must declare for the model to be built. None here: a model that reads every
+        field as it comes (LR, DNN, DeepFM, DCN-V2) reads whatever the features hold."""
+        return {}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -161,6 +170,13 @@ def model_params(name: str, params: dict[str, Any] | None = None) -> dict[str, A
     as checked, in YAML's types (an integer given for a float made a float, tuples lists)."""
     checked = params_model(name).model_validate(params or {})
     return checked.model_dump(mode="json", exclude_unset=True)
+
+
+def feature_roles(name: str, params: dict[str, Any] | None = None) -> dict[str, tuple[Role, ...]]:
+    """What each module of registered model ``name`` reads under ``params`` (checked as
+    :func:`model_params` checks them, the model's defaults filling the rest), by module."""
+    checked = params_model(name).model_validate(params or {})
+    return MODELS[name].feature_roles(checked.model_dump())
 
 
 def build_model(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from prectr.data import groups as g
 from prectr.data.dataset import Batch
+from prectr.data.groups import require
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 
 
@@ -140,15 +142,19 @@ class CandidateInterest(nn.Module):
     the user's clicked items and the numerics, concatenated to ``(B, out_dim)``.
 
     The candidate is its item-id embedding concatenated with its category embedding; each
-    clicked item (``user_clicks`` with ``user_click_categories``) is embedded the same way, in
+    clicked item (the user history's items with their categories) is embedded the same way, in
     the same tables.
     """
+
+    #: the candidate (item and category), then the clicked items and their categories
+    ROLES = (g.ITEM, g.ITEM_CATEGORY, g.CLICKED_ITEMS, g.CLICKED_CATEGORIES)
 
     def __init__(self, embedding: FeatureEmbedding, attention_hidden: tuple[int, ...] = (80, 40)):
         super().__init__()
         self.embedding = embedding
-        names = [s.name for s in embedding.categorical]
-        self.item_column, self.category_column = names.index("item_id"), names.index("category")
+        specs = embedding.categorical + embedding.sequence_specs
+        item, category, *self.history = require(specs, self.ROLES, CandidateInterest.__name__)
+        self.candidate = [(embedding.categorical.index(s), s.vocab) for s in (item, category)]
         self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
         self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
 
@@ -158,13 +164,8 @@ class CandidateInterest(nn.Module):
         """``requests`` (:meth:`Batch.requests`): read the user's clicks once per request."""
         emb, (first, owner) = self.embedding, requests or (None, None)
         candidate = torch.cat(
-            [
-                emb.lookup("item", batch.categorical[:, self.item_column]),
-                emb.lookup("category", batch.categorical[:, self.category_column]),
-            ],
-            -1,
+            [emb.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.candidate], -1
         )
-        items, mask = emb.sequence(batch, "user_clicks", first)
-        categories, _ = emb.sequence(batch, "user_click_categories", first)
+        (items, mask), (categories, _) = (emb.sequence(batch, s.name, first) for s in self.history)
         interest = self.attention(candidate, torch.cat([items, categories], -1), mask, owner)
         return torch.cat([emb.fields(batch, requests).flatten(1), interest, batch.numeric], 1)

@@ -22,22 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prectr.data import groups as g
 from prectr.data.dataset import Batch
+from prectr.data.groups import Role, find, require
 from prectr.modules.attention import MultiHeadTargetAttention
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 from prectr.modules.rsl import GRADES
 
-USER_HISTORY = (("user_clicks", "item"), ("user_click_categories", "category"),
-                ("user_click_queries", "query"), ("user_click_match", "match_level"))  # fmt: skip
-CROWD_HISTORY = (("crowd_items", "item"), ("crowd_categories", "category"),
-                 ("crowd_match", "match_level"), ("crowd_clicks", "click"))  # fmt: skip
+USER_HISTORY = (g.CLICKED_ITEMS, g.CLICKED_CATEGORIES, g.CLICKED_QUERIES, g.CLICKED_MATCH)
+CROWD_HISTORY = (g.CROWD_ITEMS, g.CROWD_CATEGORIES, g.CROWD_MATCH, g.CROWD_CLICKS)
 #: The crowd entries' fields without the shown item's identity: what was tolerated, not which.
-CROWD_TOLERANCE = tuple(f for f in CROWD_HISTORY if f[1] in ("match_level", "click"))
-TARGET = (("query", "query"), ("item_id", "item"), ("category", "category"),
-          ("match_level", "match_level"))  # fmt: skip
+CROWD_TOLERANCE = (g.CROWD_MATCH, g.CROWD_CLICKS)
+TARGET = (g.QUERY, g.ITEM, g.ITEM_CATEGORY, g.MATCH_LEVEL)
 
 
-def crowd_fields(identity: bool = True) -> tuple[tuple[str, str], ...]:
+def crowd_fields(identity: bool = True) -> tuple[Role, ...]:
     """The crowd entries' fields cross-user mining attends over: all of them, or with
     ``identity`` false only the match level and the click (see :class:`PreferenceMining`)."""
     return CROWD_HISTORY if identity else CROWD_TOLERANCE
@@ -54,25 +53,36 @@ class PreferenceMining(nn.Module):
         crowd_identity: bool = True,
     ):
         super().__init__()
-        names = [s.name for s in embedding.categorical]
-        sequences = {s.name for s in embedding.sequence_specs}
-        self.crowd_fields = crowd_fields(crowd_identity)
-        histories = USER_HISTORY + self.crowd_fields if cross_user else USER_HISTORY
-        needed = {n for n, _ in histories} | {n for n, _ in TARGET}
-        missing = sorted(needed - sequences - set(names))
-        if missing:
-            raise ValueError(f"the personalised incentive needs the features {', '.join(missing)}"
-                             "; set features.relevance_context: true")  # fmt: skip
-        self.target_columns = [(names.index(n), vocab) for n, vocab in TARGET]
-        self.activity_column = [s.name for s in embedding.numeric_specs].index("user_activity")
+        specs = embedding.categorical + embedding.sequence_specs + embedding.numeric_specs
+        reader = PreferenceMining.__name__
+        require(specs, self.roles(cross_user, activity_gate, crowd_identity), reader)
+        target = require(specs, TARGET, reader)
+        self.target_columns = [(embedding.categorical.index(s), s.vocab) for s in target]
+        self.user_history = [s.name for s in require(specs, USER_HISTORY, reader)]
+        crowd = require(specs, crowd_fields(crowd_identity), reader) if cross_user else []
+        self.crowd_history = [s.name for s in crowd]
+        self.activity_column = None
+        if cross_user and activity_gate:
+            activity = find(specs, g.USER_ACTIVITY)
+            self.activity_column = embedding.numeric_specs.index(activity)
         width = 4 * embedding.dim
         self.user = MultiHeadTargetAttention(width, width, dim, heads)
         self.crowd = None
         if cross_user:
-            entry = len(self.crowd_fields) * embedding.dim
+            entry = len(self.crowd_history) * embedding.dim
             self.crowd = MultiHeadTargetAttention(width, entry, dim, heads)
         self.gate = nn.Linear(1, 1) if cross_user and activity_gate else None
         self.dim = dim
+
+    @staticmethod
+    def roles(cross_user: bool, activity_gate: bool, crowd_identity: bool) -> tuple[Role, ...]:
+        """The features mining reads: the target (query, candidate, its match level), the
+        user's history and, with ``cross_user``, the crowd's fields (:func:`crowd_fields`) and,
+        gated, the user's activity."""
+        if not cross_user:
+            return TARGET + USER_HISTORY
+        gate = (g.USER_ACTIVITY,) if activity_gate else ()
+        return TARGET + USER_HISTORY + crowd_fields(crowd_identity) + gate
 
     def forward(
         self, batch: Batch, embedding: FeatureEmbedding,
@@ -85,22 +95,23 @@ class PreferenceMining(nn.Module):
             -1,
         )
         first, owner = requests or (None, None)
-        r_user = self.user(target, *self._history(batch, embedding, USER_HISTORY, first), owner)
+        r_user = self.user(target, *self._history(batch, embedding, self.user_history, first),
+                           owner)  # fmt: skip
         if self.crowd is None:
             return r_user
-        crowd = self._history(batch, embedding, self.crowd_fields, first)
+        crowd = self._history(batch, embedding, self.crowd_history, first)
         r_cate = self.crowd(target, *crowd, owner)
         if self.gate is None:
             return r_user + r_cate
         activity = batch.numeric[:, [self.activity_column]]
-        g = torch.sigmoid(self.gate(activity))
-        return g * r_user + (1 - g) * r_cate
+        user_share = torch.sigmoid(self.gate(activity))
+        return user_share * r_user + (1 - user_share) * r_cate
 
     @staticmethod
     def _history(
-        batch: Batch, embedding: FeatureEmbedding, fields: tuple, first: torch.Tensor | None
+        batch: Batch, embedding: FeatureEmbedding, names: list[str], first: torch.Tensor | None
     ) -> tuple:
-        parts = [embedding.sequence(batch, name, first) for name, _ in fields]
+        parts = [embedding.sequence(batch, name, first) for name in names]
         return torch.cat([p[0] for p in parts], -1), parts[-1][1]  # match/click: never PAD
 
 

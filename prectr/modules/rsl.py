@@ -14,19 +14,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from prectr.data import groups as g
 from prectr.data.dataset import Batch
 from prectr.data.features import Numeric
+from prectr.data.groups import find, require
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 
 GRADES = 4
-TEXT = ("query_tokens", "title_tokens")
-MATCH = ("title_match", "category_match")
+MATCH = (g.TITLE_MATCH, g.CATEGORY_MATCH)
 
 
 def match_columns(specs: list) -> list[int]:
     """Where the match numerics (:data:`MATCH`) the features carry sit in ``batch.numeric``."""
-    numerics = [s.name for s in specs if isinstance(s, Numeric)]
-    return [numerics.index(n) for n in MATCH if n in numerics]
+    numerics = [s for s in specs if isinstance(s, Numeric)]
+    return [numerics.index(s) for s in (find(numerics, r) for r in MATCH) if s is not None]
 
 
 class BagOfTokensEncoder(nn.Module):
@@ -34,9 +35,12 @@ class BagOfTokensEncoder(nn.Module):
     and title token embeddings ``q`` and ``t``, as ``[q, t, q * t, q - t]``, with the match
     numerics the features carry (share of query tokens in the title, category match)."""
 
+    ROLES = (g.QUERY_WORDS, g.TITLE_WORDS)
+
     def __init__(self, specs: list, vocab_sizes: dict[str, int], dim: int):
         super().__init__()
-        self.embedding = FeatureEmbedding([s for s in specs if s.name in TEXT], vocab_sizes, dim)
+        words = require(specs, self.ROLES, BagOfTokensEncoder.__name__)
+        self.embedding = FeatureEmbedding(words, vocab_sizes, dim)
         self.match_columns = match_columns(specs)
         self.out_dim = 4 * dim + len(self.match_columns)
 

@@ -14,16 +14,17 @@ tokens in the title, category match) appended, and says its width in ``out_dim``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
 
+from prectr.data import groups as g
 from prectr.data.dataset import Batch
 from prectr.data.features import Sequence
+from prectr.data.groups import Role, require
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
-
-ENCODERS = ("bag", "student", "cache")
-ENCODER_INPUTS = ("query_pieces", "title_pieces", "query_text", "title_text")
 
 
 def _sequence(batch: Batch, name: str) -> torch.Tensor:
@@ -31,12 +32,9 @@ def _sequence(batch: Batch, name: str) -> torch.Tensor:
     return batch.sequences[name].expand(batch.numeric.shape[0], -1)
 
 
-def _require(specs: list, names: tuple[str, ...], setting: str) -> None:
-    have = {s.name for s in specs}
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise ValueError(f"the text encoder needs the features {', '.join(missing)}; set "
-                         f"features.{setting}")  # fmt: skip
+def _inputs(specs: list, encoder: type) -> list[str]:
+    """The names of the query and title features (its ``ROLES``) a text encoder reads."""
+    return [s.name for s in require(specs, encoder.ROLES, encoder.__name__)]
 
 
 class StudentText(nn.Module):
@@ -44,11 +42,13 @@ class StudentText(nn.Module):
     distinct query, title or pair of the batch encoded once, see
     :meth:`prectr.encoder.student.Student.pair_state`)."""
 
+    ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
+
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool):
         super().__init__()
         from prectr.encoder.student import load_student
 
-        _require(specs, ("query_pieces", "title_pieces"), "student")
+        self.inputs = _inputs(specs, StudentText)
         self.text_encoder, _ = load_student(student)
         c = self.text_encoder.config
         if vocab_sizes.get("piece") != c.vocab_size:
@@ -56,7 +56,8 @@ class StudentText(nn.Module):
                              f"tokenizer {vocab_sizes.get('piece')}; features.student must name "
                              "the same student")  # fmt: skip
         lengths = {s.name: s.length for s in specs if isinstance(s, Sequence)}
-        if lengths["query_pieces"] > c.query_length or lengths["title_pieces"] > c.title_length:
+        query, title = (lengths[name] for name in self.inputs)
+        if query > c.query_length or title > c.title_length:
             raise ValueError(f"features.query_pieces / title_pieces exceed the student's "
                              f"{c.query_length} / {c.title_length}")  # fmt: skip
         self.frozen = frozen
@@ -71,7 +72,7 @@ class StudentText(nn.Module):
         return self
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        queries, titles = _sequence(batch, "query_pieces"), _sequence(batch, "title_pieces")
+        queries, titles = (_sequence(batch, name) for name in self.inputs)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             state = self.text_encoder.pair_state(queries, titles)
             grades = self.text_encoder.head(state)
@@ -81,11 +82,13 @@ class StudentText(nn.Module):
 class CachedText(nn.Module):
     """``[q, t, q * t, |q - t|]`` of a frozen encoder's cached query and title embeddings."""
 
+    ROLES = (g.QUERY_EMBEDDING, g.TITLE_EMBEDDING)
+
     def __init__(self, specs: list, vocab_sizes: dict[str, int], text_cache: str):
         super().__init__()
         from prectr.encoder.cache import load_embedding_cache
 
-        _require(specs, ("query_text", "title_text"), "text_cache")
+        self.inputs = _inputs(specs, CachedText)
         texts, vectors = load_embedding_cache(text_cache)
         if vocab_sizes.get("text") != len(texts) + 2:
             raise ValueError(f"{text_cache}: {len(texts)} cached texts, the features know "
@@ -98,9 +101,21 @@ class CachedText(nn.Module):
         self.out_dim = 4 * vectors.shape[1] + len(self.match_columns)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        q = self.table[_sequence(batch, "query_text")[:, 0]]
-        t = self.table[_sequence(batch, "title_text")[:, 0]]
+        q, t = (self.table[_sequence(batch, name)[:, 0]] for name in self.inputs)
         return torch.cat([q, t, q * t, (q - t).abs(), batch.numeric[:, self.match_columns]], 1)
+
+
+TextEncoder = Literal["bag", "student", "cache"]  # the keys of ENCODERS
+ENCODERS: dict[str, type[nn.Module]] = {
+    "bag": BagOfTokensEncoder, "student": StudentText, "cache": CachedText,
+}  # fmt: skip
+
+
+def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
+    """The features the ``kind`` of text encoder reads, under its class's name."""
+    if kind not in ENCODERS:
+        raise ValueError(f"text_encoder {kind!r}: expected one of {tuple(ENCODERS)}")
+    return {ENCODERS[kind].__name__: ENCODERS[kind].ROLES}
 
 
 def build_text_encoder(
@@ -108,8 +123,7 @@ def build_text_encoder(
     frozen: bool = False, text_cache: str | None = None,
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
-    if kind not in ENCODERS:
-        raise ValueError(f"text_encoder {kind!r}: expected one of {ENCODERS}")
+    text_roles(kind)  # an unknown kind is refused by name
     if kind == "student":
         if not student:
             raise ValueError("text_encoder student needs model_params.student (its directory)")

@@ -48,3 +48,14 @@ def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
 @pytest.fixture(scope="session")
 def batch(world: World) -> Batch:
     return next(iter(world.train.epoch()))
+
+
+def collate(encoded: EncodedLog, rows: int = 256) -> Batch:
+    """The first ``rows`` impressions of ``encoded`` as a batch of its own features (whatever
+    they are named, whichever are left out)."""
+    table = encoded.impressions.slice(0, rows)
+    labels = ("position", "click", "relevance")  # null where not shown or not graded
+    columns = {name: table[name].cast(pa.float64()).fill_null(np.nan).to_numpy()
+               if name in labels else np.array(table[name].to_numpy())
+               for name in table.column_names}  # fmt: skip
+    return Collator(encoded)(columns)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
-from prectr.data.features import FeatureEncoder
+from prectr.data.features import FeatureConfig, FeatureEncoder, feature_specs
+from prectr.data.groups import MissingFeatures, find
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
@@ -27,9 +28,17 @@ def build(world: World, name: str = "prectr_v2", **params) -> PRECTR:
     return build_model(name, world.encoded.specs, world.encoded.vocab_sizes, params)
 
 
+SPECS = feature_specs(FeatureConfig(relevance_context=True), has_query_category=True)
+
+
+def names(roles) -> list[str]:
+    """The names the features with ``roles`` have."""
+    return [find(SPECS, role).name for role in roles]
+
+
 def blank(batch, fields) -> object:
-    names = {name for name, _ in fields}
-    sequences = {k: torch.zeros_like(v) if k in names else v for k, v in batch.sequences.items()}
+    blanked = set(names(fields))
+    sequences = {k: torch.zeros_like(v) if k in blanked else v for k, v in batch.sequences.items()}
     return dataclasses.replace(batch, sequences=sequences)
 
 
@@ -271,7 +280,7 @@ def test_bad_switches_are_refused_by_name(world) -> None:
 def test_the_incentive_names_the_features_it_lacks(world) -> None:
     plain = FeatureEncoder().specs  # no relevance context
     specs = [s for s in world.encoded.specs if s.name in {p.name for p in plain}]
-    with pytest.raises(ValueError, match=r"crowd_clicks.*relevance_context: true"):
+    with pytest.raises(MissingFeatures, match=r"PreferenceMining reads .*crowd_history\.click"):
         build_model("prectr_v2", specs, world.encoded.vocab_sizes)
     assert build_model("prectr_v2", specs, world.encoded.vocab_sizes,
                        {"incentive": False, "cross_user": False})  # fmt: skip
@@ -307,7 +316,7 @@ def scrambled_crowd(batch, fields: tuple = CROWD_HISTORY) -> object:
     none)."""
     generator = torch.Generator().manual_seed(1)
     sequences = dict(batch.sequences)
-    for name, _ in fields:
+    for name in names(fields):
         ids = sequences[name]
         top = max(int(ids.max()), 3)
         sequences[name] = torch.randint(2, top + 1, ids.shape, generator=generator,
@@ -333,7 +342,7 @@ def test_crowd_entries_without_identity_hide_the_shown_item_and_its_category(wor
     click): scrambling the crowd's items and categories changes nothing, its clicks do."""
     model = build(world, "prectr_v2", crowd_identity=False).eval()
     identity = tuple(f for f in CROWD_HISTORY if f not in CROWD_TOLERANCE)
-    assert [n for n, _ in identity] == ["crowd_items", "crowd_categories"]
+    assert names(identity) == ["crowd_items", "crowd_categories"]
     with torch.no_grad():
         logit = model(batch)["logit"]
         assert torch.equal(logit, model(scrambled_crowd(batch, identity))["logit"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from prectr.data.dataset import Batch
+from prectr.data.groups import Role
 from prectr.models.registry import RankingModel, register
 from prectr.modules.attention import CandidateInterest
 from prectr.modules.embeddings import FeatureEmbedding, mlp
@@ -33,6 +36,11 @@ class DIN(RankingModel):
         embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
         self.interest = CandidateInterest(embedding, attention_hidden)
         self.mlp = mlp([self.interest.out_dim, *hidden, 1], dropout)
+
+    @classmethod
+    def feature_roles(cls, params: dict[str, Any]) -> dict[str, tuple[Role, ...]]:
+        """The candidate and the user's clicked items (:class:`CandidateInterest`)."""
+        return {CandidateInterest.__name__: CandidateInterest.ROLES}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"logit": self.mlp(self.interest(batch)).squeeze(-1)}

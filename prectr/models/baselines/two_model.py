@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from prectr.data.dataset import Batch
+from prectr.data.groups import Role
 from prectr.losses.consistency import grade_cross_entropy
 from prectr.models.baselines.dnn import DNN
 from prectr.models.registry import RankingModel, register
@@ -45,6 +48,11 @@ class TwoModel(RankingModel):
         self.relevance = RSLModule(text, text.out_dim, relevance_hidden)
         self.ctr = DNN(specs, vocab_sizes, embedding_dim, hidden, dropout)
         self.register_buffer("utility", torch.arange(GRADES, dtype=torch.float32) / (GRADES - 1))
+
+    @classmethod
+    def feature_roles(cls, params: dict[str, Any]) -> dict[str, tuple[Role, ...]]:
+        """The query and title words the relevance classifier reads."""
+        return {BagOfTokensEncoder.__name__: BagOfTokensEncoder.ROLES}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         grade_logits = self.relevance(batch)
