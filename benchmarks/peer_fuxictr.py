@@ -124,9 +124,11 @@ import torch
 
 from prectr import __version__ as prectr_version
 from prectr.config import load_experiment
-from prectr.data.dataset import BatchStream, Collator, time_split
+from prectr.data.dataset import Collator
 from prectr.data.features import Categorical, FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
 from prectr.metrics import auc, logloss
 from prectr.models import build_model

@@ -22,15 +22,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prectr.config import ExperimentConfig
-from prectr.data.dataset import (
-    BatchStream,
-    Collator,
-    resolve_location,
-    shard_paths,
-    shards_of,
-    time_split,
-    write_shards,
-)
+from prectr.data.dataset import Collator
+from prectr.data.shards import resolve_location, shard_paths, shards_of, time_split, write_shards
+from prectr.data.stream import BatchStream
 from prectr.data.features import EncodedLog, FeatureEncoder
 from prectr.data.schema import SearchLog
 from prectr.io import atomic_file
@@ -94,7 +88,7 @@ def fit_features(config: ExperimentConfig, log: SearchLog) -> FeatureEncoder:
 def shard_location(run_dir: Path, uri: str | None) -> tuple[pafs.FileSystem, str]:
     """Where the split shards of the run are: ``uri`` (``data.shards_uri``), else the run
     directory's ``data/``, as a filesystem and the path in it (see
-    :func:`prectr.data.dataset.resolve_location`)."""
+    :func:`prectr.data.shards.resolve_location`)."""
     return resolve_location(run_dir / "data" if uri is None else uri)
 
 

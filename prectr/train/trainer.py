@@ -42,9 +42,10 @@ from tqdm import tqdm
 
 from prectr import __version__
 from prectr.config import ExperimentConfig, experiment_from_dict
-from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
+from prectr.data.dataset import LOSS_ROWS, Batch
 from prectr.data.features import FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics

@@ -9,18 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prectr.data.dataset import (
-    BatchStream,
-    Collator,
-    request_batch,
-    shard_paths,
-    shards_of,
-    time_split,
-    write_impressions,
-    write_shards,
-)
+from prectr.data.dataset import Collator, request_batch
 from prectr.data.features import FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.shards import shard_paths, shards_of, time_split, write_impressions, write_shards
+from prectr.data.stream import BatchStream
 
 
 @pytest.fixture(scope="module")
