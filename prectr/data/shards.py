@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence as Seq
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,20 +91,88 @@ def write_shards(
     filesystem: pafs.FileSystem | None = None,
 ) -> list[str]:  # fmt: skip
     """Write encoded impressions as ``shards`` files in ``directory`` (in ``filesystem``,
-    default: the local one); a request's rows all go to shard ``request_row % shards`` (rows
-    of one request never straddle two processes). A directory that holds shard files already
-    is refused: they would mix with the new ones."""
-    if shards < 1:
-        raise ValueError(f"data.shards {shards}: expected at least 1")
-    filesystem, directory = on_filesystem(directory, filesystem)
-    if _part_files(filesystem, directory):
-        raise FileExistsError(f"{directory} holds shard files (part-*.parquet) already: delete "
-                              "them or write the shards elsewhere")  # fmt: skip
-    shard = table["request_row"].to_numpy() % shards
-    paths = [posixpath.join(directory, f"part-{i:05d}.parquet") for i in range(shards)]
-    for i, path in enumerate(paths):
-        write_impressions(table.filter(pa.array(shard == i)), path, filesystem)
-    return paths
+    default: the local one), as a :class:`ShardWriter` does."""
+    with ShardWriter({"": str(directory)}, shards, filesystem) as writer:
+        writer.add(table.sort_by([("request_row", "ascending")]), np.zeros(table.num_rows, int))
+    return writer.paths[""]
+
+
+class ShardWriter:
+    """Encoded impressions written as the shards of several splits (``directories``: each
+    split's directory, in ``filesystem``, default: the local one), part by part, in bounded
+    memory: a request's rows all go to shard ``request_row % shards`` of its split (rows of one
+    request never straddle two processes), each shard's rows in request order, in row groups of
+    ``ROW_GROUP`` rows. Every shard appears whole when the ``with`` block ends, or not at all
+    when it raises. A directory that holds shard files already is refused: they would mix with
+    the new ones."""
+
+    def __init__(
+        self, directories: dict[str, str], shards: int, filesystem: pafs.FileSystem | None = None
+    ):
+        if shards < 1:
+            raise ValueError(f"data.shards {shards}: expected at least 1")
+        self.shards, self.paths = shards, {}
+        for split, directory in directories.items():
+            filesystem, directory = on_filesystem(directory, filesystem)
+            if _part_files(filesystem, directory):
+                raise FileExistsError(f"{directory} holds shard files (part-*.parquet) already: "
+                                      "delete them or write the shards elsewhere")  # fmt: skip
+            self.paths[split] = [posixpath.join(directory, f"part-{i:05d}.parquet")
+                                 for i in range(shards)]  # fmt: skip
+        self.filesystem = filesystem or pafs.LocalFileSystem()
+        self.splits = list(self.paths)
+        self.stack = ExitStack()
+        self.writers: list[pq.ParquetWriter] = []
+        self.pending: list[list[pa.Table]] = []
+        self.last_request = -1
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def add(self, table: pa.Table, split: np.ndarray) -> None:
+        """Rows sorted by ``request_row``, of requests after those of every earlier part;
+        ``split``: each row's split, an index into the directories."""
+        if table.num_rows == 0:
+            return
+        rows = table["request_row"].to_numpy()
+        if rows[0] < self.last_request:
+            raise ValueError("shard rows must come in request order: request row "
+                             f"{rows[0]} after {self.last_request}")  # fmt: skip
+        self.last_request = int(rows[-1])
+        if not self.writers:
+            self._open(table.schema)
+        target = split * self.shards + rows % self.shards
+        order = np.argsort(target, kind="stable")
+        ends = np.searchsorted(target[order], np.arange(len(self.writers) + 1))
+        for i in np.flatnonzero(np.diff(ends)):
+            self.pending[i].append(table.take(pa.array(order[ends[i] : ends[i + 1]])))
+            self._flush(i, final=False)
+
+    def _open(self, schema: pa.Schema) -> None:
+        for split in self.splits:
+            for path in self.paths[split]:
+                tmp = self.stack.enter_context(atomic_fs_file(self.filesystem, path))
+                self.writers.append(pq.ParquetWriter(tmp, schema, filesystem=self.filesystem))
+                self.pending.append([])
+
+    def _flush(self, i: int, final: bool) -> None:
+        """Write shard ``i``'s whole row groups held back (all its rows when ``final``)."""
+        held = sum(t.num_rows for t in self.pending[i])
+        size = held if final else held - held % ROW_GROUP
+        if size == 0:
+            return
+        rows = pa.concat_tables(self.pending[i])
+        self.writers[i].write_table(rows.slice(0, size), row_group_size=ROW_GROUP)
+        self.pending[i] = [rows.slice(size)] if size < held else []
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: object) -> None:
+        try:
+            for i, writer in enumerate(self.writers):
+                if kind is None:
+                    self._flush(i, final=True)
+                writer.close()
+        finally:
+            self.stack.__exit__(kind, error, trace)
 
 
 def _part_files(filesystem: pafs.FileSystem, directory: str) -> list[str]:

@@ -3,6 +3,13 @@ encoded log cached (item and request features in the run directory, each split's
 as ``data.shards`` parquet shards). One process prepares; every training process then loads the
 features and streams its own shards, without reading the log.
 
+Preparing streams: the log is read in chunks of about ``data.chunk_rows`` candidates in time
+order (:class:`prectr.data.chunks.LogChunks`), each chunk encoded by
+:meth:`FeatureEncoder.encode_chunk` from the history state the chunks before it left, its
+impressions appended to the shards and its request features to ``features.npz``, so memory
+does not grow with the log. The prepared requests are the log's in time order (ties in the
+log's order): for a log whose requests are in time order, its own rows.
+
 The shards go to ``data.shards_uri`` when it is set, a local folder or any pyarrow filesystem
 URI (``file:///data/prepared``, ``s3://bucket/prepared``, ...), one folder per split
 (``train/part-00000.parquet``, ...); else to the run directory's ``data/``. The location is
@@ -12,21 +19,26 @@ training reads through them."""
 from __future__ import annotations
 
 import posixpath
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+from zipfile import ZIP_STORED, ZipFile
 
 import numpy as np
-import pyarrow as pa
+import numpy.lib.format as npformat
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prectr.config import ExperimentConfig
+from prectr.data.chunks import LogChunks
 from prectr.data.dataset import Collator
-from prectr.data.shards import resolve_location, shard_paths, shards_of, time_split, write_shards
-from prectr.data.stream import BatchStream
 from prectr.data.features import EncodedLog, FeatureEncoder
-from prectr.data.schema import SearchLog
+from prectr.data.history import HistoryState
+from prectr.data.shards import ShardWriter, resolve_location, shard_paths, shards_of, time_split
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
 
 SPLITS = ("train", "valid", "test")
@@ -79,10 +91,13 @@ def training_log_path(config: ExperimentConfig, log_dir: str | Path | None = Non
     return Path(source).resolve()
 
 
-def fit_features(config: ExperimentConfig, log: SearchLog) -> FeatureEncoder:
-    """The config's features fitted on the log's training days."""
+def fit_features(config: ExperimentConfig, log: LogChunks) -> FeatureEncoder:
+    """The config's features fitted on the log's training days (the first requests in time
+    order) and the items they show."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
-    return FeatureEncoder(config.features).fit(log, split["train"])
+    train = split["train"].size
+    return FeatureEncoder(config.features).fit_seen(log.requests.slice(0, train),
+                                                    log.seen_before(train))  # fmt: skip
 
 
 def shard_location(run_dir: Path, uri: str | None) -> tuple[pafs.FileSystem, str]:
@@ -98,26 +113,37 @@ def prepared(run_dir: Path) -> bool:
 
 
 def prepare(
-    config: ExperimentConfig, run_dir: Path, log: SearchLog, encoder: FeatureEncoder | None = None
+    config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
 ) -> PreparedData:
     """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
-    the log once: the features into the run directory, each split's shards to
+    the log once, chunk by chunk: the features into the run directory, each split's shards to
     :func:`shard_location` (the features are written last: a run that has them reuses it
     all)."""
     if not prepared(run_dir):
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
+        part = np.zeros(log.requests.num_rows, dtype=np.int8)
+        for i, name in enumerate(SPLITS):
+            part[split[name]] = i
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
-        encoded = encoder.encode(log)
-        rows = encoded.impressions["request_row"].to_numpy()
-        for name in SPLITS:
-            write_shards(
-                encoded.impressions.filter(pa.array(np.isin(rows, split[name]))),
-                posixpath.join(root, name), config.data.shards, filesystem,
-            )  # fmt: skip
-        user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
-        _save_features(run_dir / "data" / "features.npz", encoded, user.to_numpy())
+        context = encoder.context(log.items, log.requests)
+        state = HistoryState.start(context.keys)
+        directories = {name: posixpath.join(root, name) for name in SPLITS}
+        path = run_dir / "data" / "features.npz"
+        with (
+            ShardWriter(directories, config.data.shards, filesystem) as shards,
+            _FeatureFile(path, log.requests.num_rows) as features,
+        ):
+            for start, (requests, impressions) in zip(log.bounds, log, strict=False):
+                chunk = encoder.encode_chunk(context, state, requests, impressions, int(start))
+                state = chunk.state
+                rows = chunk.impressions.sort_by([("request_row", "ascending")])
+                shards.add(rows, part[rows["request_row"].to_numpy()])
+                features.add("request", chunk.request)
+            features.add("item", context.item)
+            user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+            features.add("", {"user_of_request": user.to_numpy()})
     return load_prepared(run_dir, config.data.shards_uri)
 
 
@@ -138,11 +164,44 @@ def load_prepared(run_dir: Path, shards_uri: str | None = None) -> PreparedData:
                         filesystem)  # fmt: skip
 
 
-def _save_features(path: Path, encoded: EncodedLog, user_of_request: np.ndarray) -> None:
-    arrays = {f"{level}.{name}": values for level in ("item", "request")
-              for name, values in getattr(encoded, level).items()}  # fmt: skip
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, user_of_request=user_of_request, **arrays)
+class _FeatureFile:
+    """``features.npz`` written a block of rows at a time, in bounded memory: each array goes
+    to a ``.npy`` file of its own, whose header holds the whole array's shape (request arrays
+    have ``requests`` rows, added in order), and the files are stored in the archive when the
+    ``with`` block ends (atomically; nothing when it raises)."""
+
+    def __init__(self, path: Path, requests: int):
+        self.path, self.requests = path, requests
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=".features-", dir=path.parent))
+        self.files: dict[str, BinaryIO] = {}
+
+    def __enter__(self) -> _FeatureFile:
+        return self
+
+    def add(self, level: str, arrays: dict[str, np.ndarray]) -> None:
+        """The next rows of ``level``'s arrays ("request"), or whole arrays (other levels;
+        ``""``: stored under their own names)."""
+        for name, values in arrays.items():
+            key = f"{level}.{name}" if level else name
+            if key not in self.files:
+                shape = (self.requests, *values.shape[1:]) if level == "request" else values.shape
+                f = self.files[key] = open(self.scratch / f"{key}.npy", "wb")  # noqa: SIM115
+                header = {"descr": npformat.dtype_to_descr(values.dtype),
+                          "fortran_order": False, "shape": shape}  # fmt: skip
+                npformat.write_array_header_2_0(f, header)
+            self.files[key].write(np.ascontiguousarray(values).tobytes())
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        try:
+            for f in self.files.values():
+                f.close()
+            if kind is None:
+                with atomic_file(self.path) as tmp, ZipFile(tmp, "w", ZIP_STORED) as archive:
+                    for key in self.files:
+                        archive.write(self.scratch / f"{key}.npy", f"{key}.npy")
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _load_features(path: Path, encoder: FeatureEncoder) -> tuple[EncodedLog, np.ndarray]:
