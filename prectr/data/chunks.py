@@ -134,7 +134,7 @@ class LogChunks:
                 start = 0
                 for batch in pq.ParquetFile(path).iter_batches(_READ_ROWS):
                     try:
-                        batch = batch.select(schema.names).cast(schema)
+                        batch = _aligned(batch, schema)
                         found = pc.index_in(batch["request_id"].cast(ids.type), value_set=ids)
                     except (pa.ArrowException, KeyError) as err:
                         raise SchemaError([Problem("impressions", None, f"columns differ from "
@@ -196,6 +196,14 @@ class LogChunks:
         file_of = located["_file"].to_numpy()
         row_of = located["_row"].to_numpy()
         return [_located(p, self.files, file_of, row_of) for p in problems]
+
+
+def _aligned(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with the columns of ``schema``, in its order and types (null where absent)."""
+    names = batch.schema.names
+    columns = [batch.column(f.name) if f.name in names else pa.nulls(batch.num_rows, f.type)
+               for f in schema]  # fmt: skip
+    return pa.RecordBatch.from_arrays(columns, names=schema.names).cast(schema)
 
 
 def _located(
