@@ -4,12 +4,12 @@ The items and requests tables are read whole: they grow with the catalogue and t
 with the candidates. The impressions, the bulk of a log, are never held at once. The requests
 are put in time order (ties in the log's order) and cut into chunks of about ``chunk_rows``
 candidates that never split an instant, so every event of a chunk happened strictly before
-every request of the next one. One pass over the impressions (a pyarrow dataset, batch by
-batch) files each row under its request's chunk (a pyarrow dataset written partitioned by
-chunk, in a scratch folder); each chunk is then read back whole, its candidates in the log's
-order. A second pass validates every chunk against the schema and the whole items and requests
-tables (a chunk holds whole requests, so every check of a request's candidates is complete;
-problems name the log's file and row) and notes the first request that shows each item.
+every request of the next one. One pass over the impressions (their files, batch by batch)
+files each row under its request's chunk (a parquet file per chunk, in a scratch folder);
+each chunk is then read back whole, its candidates in the log's order. A second pass
+validates every chunk against the schema and the whole items and requests tables (a chunk
+holds whole requests, so every check of a request's candidates is complete; problems name the
+log's file and row) and notes the first request that shows each item.
 
 :class:`LogChunks` is what a distributed engine would partition the same way: the chunk of each
 request is a function of its time alone.
@@ -21,6 +21,7 @@ import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -115,21 +116,23 @@ class LogChunks:
 
     def _impressions(self, k: int, columns: list[str] | None) -> pa.Table:
         wanted = None if columns is None else [*columns, "_file", "_row"]
-        folder = self.scratch / str(k)
-        if not folder.is_dir():  # no request of the chunk has a candidate
-            empty = self.schema.empty_table().drop_columns(["_chunk"])
+        path = self.scratch / f"{k}.parquet"
+        if not path.is_file():  # no request of the chunk has a candidate
+            empty = self.schema.empty_table()
             return empty if wanted is None else empty.select(wanted)
-        return ds.dataset(folder, format="parquet").to_table(columns=wanted)
+        return pq.read_table(path, columns=wanted)
 
     def _file_by_chunk(self, chunk_of_request: np.ndarray) -> None:
         """Write every impression under its request's chunk, in the log's order (one whose
-        request is unknown under chunk 0, where validation names it)."""
+        request is unknown under chunk 0, where validation names it), each piece as a row
+        group of its own: a file writer that held its row group open until a million rows
+        would hold most of the log across the chunks' files."""
         schema = ds.dataset(self.files, format="parquet").schema
-        bookkeeping = [("_chunk", pa.int32()), ("_file", pa.int32()), ("_row", pa.int64())]
+        bookkeeping = [("_file", pa.int32()), ("_row", pa.int64())]
         self.schema = pa.schema([*schema, *(pa.field(*f) for f in bookkeeping)])
         ids = self.requests["request_id"]
-
-        def batches() -> Iterator[pa.RecordBatch]:
+        with ExitStack() as files:
+            writers: dict[int, pq.ParquetWriter] = {}
             for index, path in enumerate(self.files):
                 start = 0
                 for batch in pq.ParquetFile(path).iter_batches(_READ_ROWS):
@@ -143,19 +146,21 @@ class LogChunks:
                     row = found.fill_null(-1).to_numpy(zero_copy_only=False)
                     chunk = np.where(row >= 0, chunk_of_request[np.maximum(row, 0)], 0)
                     n = batch.num_rows
-                    yield pa.RecordBatch.from_arrays(
-                        [*batch.columns, pa.array(chunk.astype(np.int32)),
-                         pa.array(np.full(n, index, np.int32)),
+                    table = pa.Table.from_batches([pa.RecordBatch.from_arrays(
+                        [*batch.columns, pa.array(np.full(n, index, np.int32)),
                          pa.array(np.arange(start, start + n, dtype=np.int64))],
-                        schema=self.schema,
-                    )  # fmt: skip
+                        schema=self.schema)])  # fmt: skip
+                    order = np.argsort(chunk, kind="stable")
+                    ends = np.flatnonzero(np.diff(chunk[order])) + 1
+                    for rows in np.split(order, ends):
+                        k = int(chunk[rows[0]])
+                        if k not in writers:
+                            writers[k] = files.enter_context(
+                                pq.ParquetWriter(self.scratch / f"{k}.parquet", self.schema)
+                            )
+                        writers[k].write_table(table.take(pa.array(rows)))
                     start += n
-
-        ds.write_dataset(
-            batches(), self.scratch, schema=self.schema, format="parquet",
-            partitioning=ds.partitioning(pa.schema([self.schema.field("_chunk")])),
-            use_threads=False, preserve_order=True, existing_data_behavior="overwrite_or_ignore",
-        )  # fmt: skip
+                    pa.default_memory_pool().release_unused()
 
     def _scan(self) -> np.ndarray:
         """Validate every chunk (raising :class:`SchemaError` with every problem) and return,
@@ -179,6 +184,7 @@ class LogChunks:
             chunk_requests = requests.slice(self.bounds[k], self.bounds[k + 1] - self.bounds[k])
             row = pc.index_in(impressions["request_id"], value_set=chunk_requests["request_id"])
             np.minimum.at(first, item, row.to_numpy() + self.bounds[k])
+            pa.default_memory_pool().release_unused()
         if problems:
             raise SchemaError(list(problems.values()), what=f"search log at {self.root}")
         return first

@@ -267,8 +267,8 @@ class FeatureEncoder:
         chunk."""
         request, columns, shown = self._pairs(context.item, context.items, requests, impressions)
         events = context.keys.events(requests, columns["request_row"], impressions["click"])
-        index = HistoryIndex(context.keys, state.events.then(events))
-        shown = state.then(shown)
+        events, shown = state.then(events, shown)
+        index = HistoryIndex(context.keys, events)
         h = index.histories(requests, **self.history_options)
         request |= self.encode_histories(h, shown)
         columns["request_row"] = columns["request_row"] + first_row

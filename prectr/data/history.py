@@ -54,15 +54,20 @@ def earlier_requests(user: np.ndarray) -> np.ndarray:
 
 
 class EventIndex:
-    """Events sorted once by (key, time); keys below 0 are never history."""
+    """Events sorted once by (key, time); keys below 0 are never history, and are left out of
+    the index (most impressions are in none of a history's: unclicked, unexposed)."""
 
     def __init__(self, event_key: np.ndarray, event_time: np.ndarray):
-        self.times = np.unique(event_time)
+        self.size = event_key.size
+        kept = np.flatnonzero(event_key >= 0)
+        time = event_time[kept]
+        self.times = np.unique(time)
         self.width = self.times.size + 1
-        key = np.where(event_key >= 0, event_key, -1).astype(np.int64)
-        composite = (key + 1) * self.width + np.searchsorted(self.times, event_time)
-        self.order = np.argsort(composite, kind="stable")  # ties keep the events' order
-        self.sorted = composite[self.order]
+        composite = (event_key[kept].astype(np.int64) + 1) * self.width
+        composite += np.searchsorted(self.times, time)
+        order = np.argsort(composite, kind="stable")  # ties keep the events' order
+        self.sorted = composite[order]
+        self.order = kept[order]
 
     def last_before(
         self,
@@ -94,11 +99,10 @@ class EventIndex:
     def recent(self, length: int) -> np.ndarray:
         """Whether each event is among the last ``length`` events of its key (the newest by
         time, ties in the events' order); an event whose key is below 0 never is."""
-        block = self.sorted // self.width  # the key + 1: 0 for keys below 0
+        block = self.sorted // self.width  # the key + 1
         end = np.searchsorted(self.sorted, (block + 1) * self.width, "left")
-        kept = (end - np.arange(self.sorted.size) <= length) & (block > 0)
-        out = np.zeros(self.sorted.size, dtype=bool)
-        out[self.order] = kept
+        out = np.zeros(self.size, dtype=bool)
+        out[self.order] = end - np.arange(self.sorted.size) <= length
         return out
 
 
@@ -230,12 +234,18 @@ class HistoryState:
         return cls(Events(none, none, none, none, category, none, none.astype(bool),
                           none.astype(bool)), {})  # fmt: skip
 
-    def then(self, shown: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """What this state's impression events show followed by what ``shown`` holds of the
-        next chunk's."""
-        if not self.shown:
-            return shown
-        return {name: np.concatenate([self.shown[name], values]) for name, values in shown.items()}
+    def then(
+        self, events: Events, shown: dict[str, np.ndarray]
+    ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
+        """This state's events followed by the next chunk's ``events``, and what each of the
+        impression events shows (``shown``: the chunk's), leaving out the chunk's unexposed
+        impressions, which are in no history."""
+        exposed = events.exposed
+        events = self.events.then(events.keep(np.ones(events.request_user.size, bool), exposed))
+        shown = {name: values[exposed] for name, values in shown.items()}
+        if self.shown:
+            shown = {name: np.concatenate([self.shown[name], v]) for name, v in shown.items()}
+        return events, shown
 
 
 class HistoryIndex:

@@ -28,6 +28,7 @@ from zipfile import ZIP_STORED, ZipFile
 
 import numpy as np
 import numpy.lib.format as npformat
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -141,6 +142,7 @@ def prepare(
                 rows = chunk.impressions.sort_by([("request_row", "ascending")])
                 shards.add(rows, part[rows["request_row"].to_numpy()])
                 features.add("request", chunk.request)
+                pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
             user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
             features.add("", {"user_of_request": user.to_numpy()})
