@@ -69,8 +69,7 @@ class PreparedData:
 
     def impressions(self, split: str) -> int:
         """The encoded impressions of the split (from the shards' metadata)."""
-        return sum(pq.ParquetFile(p, filesystem=self.filesystem).metadata.num_rows
-                   for p in self.shards[split])  # fmt: skip
+        return impressions(self.shards[split], self.filesystem)
 
     def click_rate(self) -> float:
         """The click-through rate of the exposed training impressions, smoothed by one click
@@ -115,11 +114,11 @@ def prepared(run_dir: Path) -> bool:
 
 def prepare(
     config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
-) -> PreparedData:
+) -> None:
     """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
     the log once, chunk by chunk: the features into the run directory, each split's shards to
     :func:`shard_location` (the features are written last: a run that has them reuses it
-    all)."""
+    all). Nothing encoded is held once written (:func:`load_prepared` reads it back)."""
     if not prepared(run_dir):
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
@@ -146,7 +145,6 @@ def prepare(
             features.add("item", context.item)
             user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
             features.add("", {"user_of_request": user.to_numpy()})
-    return load_prepared(run_dir, config.data.shards_uri)
 
 
 def load_prepared(run_dir: Path, shards_uri: str | None = None) -> PreparedData:
@@ -156,14 +154,28 @@ def load_prepared(run_dir: Path, shards_uri: str | None = None) -> PreparedData:
         raise FileNotFoundError(f"{run_dir}: no prepared data (data/features.npz)")
     encoder = FeatureEncoder.load(run_dir / "features")
     encoded, user_of_request = _load_features(run_dir / "data" / "features.npz", encoder)
+    filesystem, shards = prepared_shards(run_dir, shards_uri)
+    return PreparedData(encoder, encoded, shards, user_of_request, Collator(encoded),
+                        filesystem)  # fmt: skip
+
+
+def prepared_shards(
+    run_dir: Path, shards_uri: str | None = None
+) -> tuple[pafs.FileSystem, dict[str, list[str]]]:  # fmt: skip
+    """The filesystem and the shard paths of each split of a prepared run (see
+    :func:`load_prepared`), without loading its features."""
     filesystem, root = shard_location(run_dir, shards_uri)
     try:
         shards = {name: shard_paths(posixpath.join(root, name), filesystem) for name in SPLITS}
     except OSError as err:
         where = f"data.shards_uri {shards_uri}" if shards_uri else str(run_dir)
         raise type(err)(f"{where}: the prepared shards cannot be read: {err}") from None
-    return PreparedData(encoder, encoded, shards, user_of_request, Collator(encoded),
-                        filesystem)  # fmt: skip
+    return filesystem, shards
+
+
+def impressions(paths: list[str], filesystem: pafs.FileSystem) -> int:
+    """The encoded impressions in shards (from their metadata)."""
+    return sum(pq.ParquetFile(p, filesystem=filesystem).metadata.num_rows for p in paths)
 
 
 class _FeatureFile:
