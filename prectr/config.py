@@ -32,6 +32,7 @@ class DataConfig(Section):
     # filesystem URI (file://, s3://, gs://, hdfs://, ...); default: the run directory's data/
     shards_uri: str | None = None
     prefetch: int = 2  # training batches assembled ahead in a background thread (0: none)
+    chunk_rows: int = 1_000_000  # candidates `prepare` encodes together (its memory bound)
     valid_days: int = 1
     test_days: int = 1
 

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prectr.data.dataset import time_split
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
 from prectr.data.simulate import World
 from prectr.evaluation import (
     click_metrics,

@@ -13,6 +13,8 @@ import pytest
         ("prectr.evaluation.run", ("prectr.data.simulate", "prectr.encoder")),
         ("prectr.evaluation.commands", ("prectr.data.simulate", "prectr.encoder")),
         ("prectr.data.dataset", ("prectr.data.simulate", "prectr.encoder")),
+        ("prectr.data.stream", ("prectr.data.simulate", "prectr.encoder")),
+        ("prectr.data.shards", ("prectr.data.simulate", "prectr.encoder")),
         ("prectr.data.features", ("prectr.encoder",)),
     ],
 )

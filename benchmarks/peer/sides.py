@@ -14,9 +14,11 @@ import pyarrow.csv as pacsv
 import record  # noqa: F401  (this checkout's prectr, not an installed one: record.py)
 
 from prectr.config import load_experiment
-from prectr.data.dataset import BatchStream, Collator, time_split
+from prectr.data.dataset import Collator
 from prectr.data.features import Categorical, FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
 from prectr.metrics import auc, logloss
 from prectr.models import build_model

@@ -30,7 +30,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def usability_notes(log: SearchLog) -> list[str]:
     """What a valid log is too small or too bare for, naming the commands that need more."""
-    from prectr.data.dataset import time_split
+    from prectr.data.shards import time_split
 
     notes = []
     try:

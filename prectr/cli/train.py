@@ -57,17 +57,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from prectr.config import load_experiment
-    from prectr.train.data import load_prepared
+    from prectr.train.data import impressions, prepared_shards
     from prectr.train.trainer import open_run
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
     open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
-    data = load_prepared(run_dir, config.data.shards_uri)
+    filesystem, shards = prepared_shards(run_dir, config.data.shards_uri)
     where = f", shards at {config.data.shards_uri}" if config.data.shards_uri else ""
     table = Table("split", "shards", "impressions", title=f"prepared {run_dir}{where}")
-    for split, paths in data.shards.items():
-        table.add_row(split, str(len(paths)), f"{data.impressions(split):,}")
+    for split, paths in shards.items():
+        table.add_row(split, str(len(paths)), f"{impressions(paths, filesystem):,}")
     console.print(table)
     return 0
 

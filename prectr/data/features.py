@@ -25,7 +25,7 @@ from pydantic import Field
 
 from prectr.data import groups as g
 from prectr.data.groups import Role, find
-from prectr.data.history import Histories, HistoryIndex
+from prectr.data.history import Histories, HistoryIndex, HistoryKeys, HistoryState
 from prectr.data.schema import SearchLog
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
 from prectr.io import atomic_file
@@ -192,6 +192,26 @@ class EncodedLog:
     impressions: pa.Table | None
 
 
+@dataclass
+class ChunkContext:
+    """What encoding any chunk of a log reads besides the chunk (:meth:`FeatureEncoder.context`):
+    the items table, its encoded features and the history keys of the log's requests."""
+
+    items: pa.Table
+    item: dict[str, np.ndarray]
+    keys: HistoryKeys
+
+
+@dataclass
+class EncodedChunk:
+    """A chunk of a log encoded (:meth:`FeatureEncoder.encode_chunk`): its requests' features,
+    its impressions' columns, and the history state after it."""
+
+    request: dict[str, np.ndarray]
+    impressions: pa.Table
+    state: HistoryState
+
+
 class FeatureEncoder:
     """Fits vocabularies and numeric statistics on training requests; encodes any log."""
 
@@ -204,11 +224,17 @@ class FeatureEncoder:
 
     def fit(self, log: SearchLog, train_requests: np.ndarray) -> FeatureEncoder:
         """``train_requests``: row indices of ``log.requests`` used for fitting."""
-        cfg = self.config
         req = log.requests.take(pa.array(train_requests))
         imp = log.impressions.filter(pc.is_in(log.impressions["request_id"], req["request_id"]))
         seen = log.items.filter(pc.is_in(log.items["item_id"], pc.unique(imp["item_id"])))
-        self.has_query_category = "query_category" in log.requests.column_names
+        return self.fit_seen(req, seen)
+
+    def fit_seen(self, req: pa.Table, seen: pa.Table) -> FeatureEncoder:
+        """Fit on the training requests ``req`` and the items ``seen`` among their candidates
+        (in the items table's order): all :meth:`fit` reads of a log, so a log read in chunks
+        is fitted by gathering the two."""
+        cfg = self.config
+        self.has_query_category = "query_category" in req.column_names
         self.vocabs = {
             "user": Vocabulary.fit(req["user_id"], cfg.min_count),
             "query": Vocabulary.fit(req["query"], cfg.min_count),
@@ -244,29 +270,64 @@ class FeatureEncoder:
         return feature_specs(self.config, self.has_query_category)
 
     def encode(self, log: SearchLog) -> EncodedLog:
-        """Features of every item, request and impression of ``log`` (histories leak-free)."""
-        imp = log.impressions
-        item, request, columns, events = self.encode_pairs(log)
-        h = HistoryIndex(log.requests, imp).histories(log.requests, **self.history_options)
-        request |= self.encode_histories(h, events)
+        """Features of every item, request and impression of ``log`` (histories leak-free):
+        the whole log as one chunk (:meth:`encode_chunk`)."""
+        context = self.context(log.items, log.requests)
+        chunk = self.encode_chunk(context, HistoryState.start(context.keys), log.requests,
+                                  log.impressions)  # fmt: skip
+        return EncodedLog(self.specs, self.vocab_sizes, context.item, chunk.request,
+                          chunk.impressions)  # fmt: skip
+
+    def context(self, items: pa.Table, requests: pa.Table) -> ChunkContext:
+        """What encoding any chunk of a log reads besides the chunk: the items and their
+        features, and the history keys of all the log's ``requests``."""
+        return ChunkContext(items, self.encode_items(items), HistoryKeys(requests))
+
+    def encode_chunk(
+        self, context: ChunkContext, state: HistoryState, requests: pa.Table,
+        impressions: pa.Table, first_row: int = 0,
+    ) -> EncodedChunk:  # fmt: skip
+        """Encode a chunk of a log: ``requests`` (rows ``first_row`` on of the log's requests
+        in the encoding's order), all their ``impressions``, and ``state``, the events before
+        them that a history can still show (every one earlier than every request of the
+        chunk). A pure function of its arguments: chunks can be encoded apart once their
+        states are known. Returns the requests' features, the impressions' encoded columns
+        (``request_row`` counted from the log's first request) and the state after the
+        chunk."""
+        request, columns, shown = self._pairs(context.item, context.items, requests, impressions)
+        events = context.keys.events(requests, columns["request_row"], impressions["click"])
+        events, shown = state.then(events, shown)
+        index = HistoryIndex(context.keys, events)
+        h = index.histories(requests, **self.history_options)
+        request |= self.encode_histories(h, shown)
+        columns["request_row"] = columns["request_row"] + first_row
         table = pa.table(
             {
                 **columns,
-                "request_id": imp["request_id"],
-                "item_id": imp["item_id"],
-                "position": imp["position"].cast(pa.int16()),
-                "click": imp["click"].cast(pa.int8()),
-                "relevance": imp["relevance"].cast(pa.int8()),
+                "request_id": impressions["request_id"],
+                "item_id": impressions["item_id"],
+                "position": impressions["position"].cast(pa.int16()),
+                "click": impressions["click"].cast(pa.int8()),
+                "relevance": impressions["relevance"].cast(pa.int8()),
             }
         )
-        return EncodedLog(self.specs, self.vocab_sizes, item, request, table)
+        options = self.history_options
+        after = index.remaining(shown, options["user_length"], options["click_length"],
+                                options["crowd_length"])  # fmt: skip
+        return EncodedChunk(request, table, after)
 
     def encode_pairs(self, log: SearchLog) -> tuple[dict, dict, dict, dict]:
         """Everything but the histories: item features, history-free request features, the
         impression columns (row indices and match features) and what a history entry shows
         of each impression (:meth:`history_events`)."""
-        items, req, imp = log.items, log.requests, log.impressions
-        item, request = self.encode_items(items), self.encode_requests(req)
+        item = self.encode_items(log.items)
+        return item, *self._pairs(item, log.items, log.requests, log.impressions)
+
+    def _pairs(
+        self, item: dict, items: pa.Table, req: pa.Table, imp: pa.Table
+    ) -> tuple[dict, dict, dict]:  # fmt: skip
+        """:meth:`encode_pairs` of requests and their impressions, the items encoded."""
+        request = self.encode_requests(req)
         request_row = _row_index(imp["request_id"], req["request_id"], "request_id")
         item_row = _row_index(imp["item_id"], items["item_id"], "item_id")
         columns = {
@@ -274,7 +335,7 @@ class FeatureEncoder:
             "item_row": item_row,
             **self.encode_impressions(request, item, request_row, item_row),
         }
-        return item, request, columns, self.history_events(request, item, columns, imp["click"])
+        return request, columns, self.history_events(request, item, columns, imp["click"])
 
     def encode_items(self, items: pa.Table) -> dict[str, np.ndarray]:
         """Item features of an items table (item_id, title, category, brand, price)."""

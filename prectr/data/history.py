@@ -16,13 +16,19 @@ is not history. :class:`HistoryIndex` gives the histories of a log:
 
 Offline, every request of a log asks the index built from that log (:func:`build_histories`);
 online, the serving store builds the index once and asks it for each new request, so both see
-exactly the same events. Histories are arrays of row indices into the ``requests`` or
-``impressions`` table, oldest first, newest last, ``-1`` where there is nothing. They read
-observed columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
+exactly the same events. A log too large for memory is read in chunks in time order: each
+chunk's requests ask an index of the chunk's own events joined to a :class:`HistoryState`, the
+earlier events a later history can still show (each user's last requests and clicks, each
+query's and category's last exposed impressions), so a chunk sees exactly the history the whole
+log's index would give it, in memory bounded by the number of users, queries and categories.
+Histories are arrays of row indices into the ``requests`` or ``impressions`` table (of the
+events indexed), oldest first, newest last, ``-1`` where there is nothing. They read observed
+columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,15 +54,20 @@ def earlier_requests(user: np.ndarray) -> np.ndarray:
 
 
 class EventIndex:
-    """Events sorted once by (key, time); keys below 0 are never history."""
+    """Events sorted once by (key, time); keys below 0 are never history, and are left out of
+    the index (most impressions are in none of a history's: unclicked, unexposed)."""
 
     def __init__(self, event_key: np.ndarray, event_time: np.ndarray):
-        self.times = np.unique(event_time)
+        self.size = event_key.size
+        kept = np.flatnonzero(event_key >= 0)
+        time = event_time[kept]
+        self.times = np.unique(time)
         self.width = self.times.size + 1
-        key = np.where(event_key >= 0, event_key, -1).astype(np.int64)
-        composite = (key + 1) * self.width + np.searchsorted(self.times, event_time)
-        self.order = np.argsort(composite, kind="stable")  # ties keep the events' order
-        self.sorted = composite[self.order]
+        composite = (event_key[kept].astype(np.int64) + 1) * self.width
+        composite += np.searchsorted(self.times, time)
+        order = np.argsort(composite, kind="stable")  # ties keep the events' order
+        self.sorted = composite[order]
+        self.order = kept[order]
 
     def last_before(
         self,
@@ -83,6 +94,15 @@ class EventIndex:
         valid = (positions >= block_start[:, None]) & (q_key[:, None] >= 0)
         out = np.full(positions.shape, -1, dtype=np.int64)
         out[valid] = self.order[positions[valid]]
+        return out
+
+    def recent(self, length: int) -> np.ndarray:
+        """Whether each event is among the last ``length`` events of its key (the newest by
+        time, ties in the events' order); an event whose key is below 0 never is."""
+        block = self.sorted // self.width  # the key + 1
+        end = np.searchsorted(self.sorted, (block + 1) * self.width, "left")
+        out = np.zeros(self.size, dtype=bool)
+        out[self.order] = end - np.arange(self.sorted.size) <= length
         return out
 
 
@@ -133,34 +153,142 @@ class _Keys:
         return np.maximum(self.vocabulary.lookup(values).astype(np.int64) - 2, -1)
 
 
-class HistoryIndex:
-    """The events of a log (tables in the search-log schema), indexed for every history."""
+@dataclass
+class Events:
+    """What the histories read of a log (or of a chunk of it), in its order: each request's user
+    and time, and each impression's keys (its request's user, normalised query and query
+    category; -1: none), time (its request's) and whether it was exposed and clicked."""
 
-    def __init__(self, requests: pa.Table, impressions: pa.Table):
+    request_user: np.ndarray
+    request_time: np.ndarray
+    user: np.ndarray
+    query: np.ndarray
+    category: np.ndarray | None
+    time: np.ndarray
+    exposed: np.ndarray
+    clicked: np.ndarray
+
+    def then(self, later: Events) -> Events:
+        """These events followed by ``later`` ones."""
+        return Events(*(None if a is None else np.concatenate([a, b])
+                        for a, b in zip(_fields(self), _fields(later), strict=True)))  # fmt: skip
+
+    def keep(self, requests: np.ndarray, impressions: np.ndarray) -> Events:
+        """The request events and impression events the two masks select."""
+        per_impression = (None if a is None else a[impressions] for a in _fields(self)[2:])
+        return Events(self.request_user[requests], self.request_time[requests], *per_impression)
+
+
+def _fields(events: Events) -> list[np.ndarray | None]:
+    return [getattr(events, f.name) for f in dataclasses.fields(events)]
+
+
+class HistoryKeys:
+    """The keys histories group events by, fitted on a log's requests table: users, normalised
+    queries and, when the log has them, query categories."""
+
+    def __init__(self, requests: pa.Table):
+        self.user = _Keys(requests["user_id"])
+        self.query = _Keys(normalised_query(requests["query"]))
+        self.category: _Keys | None = None
+        if "query_category" in requests.column_names:
+            self.category = _Keys(requests["query_category"])
+
+    def events(
+        self, requests: pa.Table, request_row: np.ndarray, click: pa.ChunkedArray | pa.Array
+    ) -> Events:
+        """The events of ``requests`` and of impressions of them (``request_row``: each
+        impression's row in ``requests``; ``click``: theirs, null when not exposed)."""
         request_time = _times(requests["timestamp"])
+        user = self.user(requests["user_id"])
+        query = self.query(normalised_query(requests["query"]))
+        exposed = click.is_valid().to_numpy(zero_copy_only=False)
+        category = None
+        if self.category is not None:
+            category = self.category(requests["query_category"])[request_row]
+        return Events(
+            request_user=user,
+            request_time=request_time,
+            user=user[request_row],
+            query=query[request_row],
+            category=category,
+            time=request_time[request_row],
+            exposed=exposed,
+            clicked=exposed & (click.fill_null(0).to_numpy() == 1),
+        )
+
+
+@dataclass
+class HistoryState:
+    """The events before a chunk of a log that a later request's history can still show, with
+    what each impression shows in one (``shown``: name -> one value per impression event)."""
+
+    events: Events
+    shown: dict[str, np.ndarray]
+
+    @classmethod
+    def start(cls, keys: HistoryKeys) -> HistoryState:
+        """The state before a log's first chunk: no events."""
+        none = np.zeros(0, dtype=np.int64)
+        category = None if keys.category is None else none
+        return cls(Events(none, none, none, none, category, none, none.astype(bool),
+                          none.astype(bool)), {})  # fmt: skip
+
+    def then(
+        self, events: Events, shown: dict[str, np.ndarray]
+    ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
+        """This state's events followed by the next chunk's ``events``, and what each of the
+        impression events shows (``shown``: the chunk's), leaving out the chunk's unexposed
+        impressions, which are in no history."""
+        exposed = events.exposed
+        events = self.events.then(events.keep(np.ones(events.request_user.size, bool), exposed))
+        shown = {name: values[exposed] for name, values in shown.items()}
+        if self.shown:
+            shown = {name: np.concatenate([self.shown[name], v]) for name, v in shown.items()}
+        return events, shown
+
+
+class HistoryIndex:
+    """Events (of a log, or of a chunk of it after a :class:`HistoryState`), indexed for every
+    history of requests keyed by ``keys``."""
+
+    def __init__(self, keys: HistoryKeys, events: Events):
+        self.user, self.query, self.category = keys.user, keys.query, keys.category
+        self.events = events
+        self.requests = EventIndex(events.request_user, events.request_time)
+        self.clicks = EventIndex(np.where(events.clicked, events.user, -1), events.time)
+        self.query_crowd = EventIndex(np.where(events.exposed, events.query, -1), events.time)
+        if events.category is not None:
+            self.category_crowd = EventIndex(
+                np.where(events.exposed, events.category, -1), events.time
+            )
+
+    @classmethod
+    def of_log(cls, requests: pa.Table, impressions: pa.Table) -> HistoryIndex:
+        """The index of a log (tables in the search-log schema), keyed by its own requests."""
         found = pc.index_in(impressions["request_id"], value_set=requests["request_id"])
         if found.null_count:
             raise ValueError(
                 f"{count(found.null_count, 'impression')} name requests not in the requests table"
             )
         request_row = found.to_numpy(zero_copy_only=False).astype(np.int64)
-        event_time = request_time[request_row]
-        exposed = impressions["click"].is_valid().to_numpy(zero_copy_only=False)
-        clicked = exposed & (impressions["click"].fill_null(0).to_numpy() == 1)
-        self.user = _Keys(requests["user_id"])
-        self.query = _Keys(normalised_query(requests["query"]))
-        user = self.user(requests["user_id"])
-        self.requests = EventIndex(user, request_time)
-        self.clicks = EventIndex(np.where(clicked, user[request_row], -1), event_time)
-        query = self.query(normalised_query(requests["query"]))
-        self.query_crowd = EventIndex(np.where(exposed, query[request_row], -1), event_time)
-        self.category: _Keys | None = None
-        if "query_category" in requests.column_names:
-            self.category = _Keys(requests["query_category"])
-            category = self.category(requests["query_category"])
-            self.category_crowd = EventIndex(
-                np.where(exposed, category[request_row], -1), event_time
-            )
+        keys = HistoryKeys(requests)
+        return cls(keys, keys.events(requests, request_row, impressions["click"]))
+
+    def remaining(
+        self, shown: dict[str, np.ndarray], user_length: int, click_length: int,
+        crowd_length: int,
+    ) -> HistoryState:  # fmt: skip
+        """The :class:`HistoryState` after these events, for requests later than all of them:
+        each user's last ``user_length`` requests and ``click_length`` clicks, each query's
+        and category's last ``crowd_length`` exposed impressions (a crowd's time window keeps
+        a suffix of those, so they suffice), and what ``shown`` holds of each kept one."""
+        impressions = self.clicks.recent(click_length) | self.query_crowd.recent(crowd_length)
+        if self.events.category is not None:
+            impressions |= self.category_crowd.recent(crowd_length)
+        requests = self.requests.recent(user_length)
+        kept = {name: values[impressions] for name, values in shown.items()}
+        return HistoryState(self.events.keep(requests, impressions), kept)
 
     def histories(
         self,
@@ -216,6 +344,6 @@ def build_histories(
     crowd_min_events: int = 1,
 ) -> Histories:
     """All histories of every request of a log (tables in the search-log schema)."""
-    index = HistoryIndex(requests, impressions)
+    index = HistoryIndex.of_log(requests, impressions)
     return index.histories(requests, user_length, click_length, crowd_length, crowd_days,
                            crowd_min_events)  # fmt: skip

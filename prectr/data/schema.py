@@ -229,49 +229,59 @@ def read_log(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such log directory")
-    tables: dict[str, pa.Table] = {}
-    sources: dict[str, list[tuple[str, int]]] = {}
-    missing = []
-    for name in TABLES:
-        files = table_files(root, name)
-        if not files:
-            missing.append(
-                Problem(name, None, f"table missing: expected {name}.parquet or {name}/ in {root}")
-            )
-            continue
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
-        wanted = None if columns is None or name not in columns else columns[name]
-        if wanted is not None:
-            wanted = [c for c in wanted if c in dataset.schema.names]
-        parts = [
-            pq.read_table(f, columns=wanted, schema=dataset.schema if wanted is None else None)
-            for f in files
-        ]
-        sources[name] = [(str(f), t.num_rows) for f, t in zip(files, parts, strict=True)]
-        tables[name] = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
+    missing = [_missing(root, name) for name in TABLES if not table_files(root, name)]
     if missing:
         raise SchemaError(missing, what=f"search log at {root}")
+    tables: dict[str, pa.Table] = {}
+    sources: dict[str, list[tuple[str, int]]] = {}
+    for name in TABLES:
+        wanted = None if columns is None else columns.get(name)
+        tables[name], sources[name] = read_table(root, name, wanted)
     log = SearchLog(tables["items"], tables["requests"], tables["impressions"], sources)
     return log.check() if validate_log else conform(log)
 
 
+def read_table(
+    root: str | Path, name: str, columns: list[str] | None = None
+) -> tuple[pa.Table, list[tuple[str, int]]]:
+    """Table ``name`` of a log directory (only ``columns`` of it, when given) and the files it
+    was read from with their row counts; a missing table is refused by name."""
+    files = table_files(root, name)
+    if not files:
+        raise SchemaError([_missing(root, name)], what=f"search log at {root}")
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    if columns is not None:
+        columns = [c for c in columns if c in dataset.schema.names]
+    parts = [
+        pq.read_table(f, columns=columns, schema=dataset.schema if columns is None else None)
+        for f in files
+    ]
+    sources = [(str(f), t.num_rows) for f, t in zip(files, parts, strict=True)]
+    return pa.concat_tables(parts, promote_options="permissive").combine_chunks(), sources
+
+
+def _missing(root: str | Path, name: str) -> Problem:
+    return Problem(name, None, f"table missing: expected {name}.parquet or {name}/ in {root}")
+
+
 def conform(log: SearchLog) -> SearchLog:
     """Cast every known column to its canonical type; add absent required nullable columns."""
-    out = {}
-    for name in TABLES:
-        table = log.table(name)
-        spec = SCHEMA[name]
-        for col in spec.columns:
-            if col.name not in table.column_names:
-                if col.required and col.nullable:
-                    table = table.append_column(col.name, pa.nulls(table.num_rows, col.arrow_type))
-                continue
-            target = _canonical_type(col, table.schema.field(col.name).type)
-            index = table.column_names.index(col.name)
-            if table.schema.field(col.name).type != target:
-                table = table.set_column(index, col.name, table[col.name].cast(target))
-        out[name] = table
+    out = {name: conform_table(name, log.table(name)) for name in TABLES}
     return SearchLog(out["items"], out["requests"], out["impressions"], log.sources)
+
+
+def conform_table(name: str, table: pa.Table) -> pa.Table:
+    """:func:`conform` of one table of a log, ``name``."""
+    for col in SCHEMA[name].columns:
+        if col.name not in table.column_names:
+            if col.required and col.nullable:
+                table = table.append_column(col.name, pa.nulls(table.num_rows, col.arrow_type))
+            continue
+        target = _canonical_type(col, table.schema.field(col.name).type)
+        index = table.column_names.index(col.name)
+        if table.schema.field(col.name).type != target:
+            table = table.set_column(index, col.name, table[col.name].cast(target))
+    return table
 
 
 def _canonical_type(col: Column, actual: pa.DataType) -> pa.DataType:
@@ -343,12 +353,16 @@ class _Collector:
         return (int(r - starts[first]) for r in same_file)
 
 
-def validate(log: SearchLog) -> list[Problem]:
-    """Every schema problem of ``log``; an empty list means the log is valid."""
-    found = _Collector(log)
+def validate(log: SearchLog, tables: tuple[str, ...] = TABLES) -> list[Problem]:
+    """Every schema problem of ``log``; an empty list means the log is valid. ``tables``: the
+    tables whose problems are looked for (the others are read as references only), e.g. the
+    impressions of a log read in chunks, each checked against the whole items and requests."""
+    checked = _Collector(log)
+    unchecked = _Collector(log)  # problems of tables not checked here are dropped
     usable: dict[str, set[str]] = defaultdict(set)
     for name in TABLES:
         table, spec = log.table(name), SCHEMA[name]
+        found = checked if name in tables else unchecked
         for col in spec.columns:
             if col.name not in table.column_names:
                 if col.required:
@@ -359,16 +373,19 @@ def validate(log: SearchLog) -> list[Problem]:
                 found.add(name, col.name, f"dtype {actual}, expected {col.kind} ({col.doc})")
                 continue
             usable[name].add(col.name)
-            if not col.nullable:
+            if not col.nullable and name in tables:
                 found.add(
                     name, col.name, "null in a column that may not be null", _nulls(table, col)
                 )
-        _check_unique_key(found, name, table, spec, usable[name])
-    _check_id_types(found, log, usable)
-    _check_references(found, log, usable)
-    _check_items(found, log.items, usable["items"])
-    _check_impressions(found, log, usable)
-    return found.problems
+        if name in tables:
+            _check_unique_key(found, name, table, spec, usable[name])
+    if "items" in tables:
+        _check_items(checked, log.items, usable["items"])
+    if "impressions" in tables:
+        _check_id_types(checked, log, usable)
+        _check_references(checked, log, usable)
+        _check_impressions(checked, log, usable)
+    return checked.problems
 
 
 def _nulls(table: pa.Table, col: Column) -> np.ndarray:

@@ -4,7 +4,7 @@ One split of the log's requests is the held-out set of teachers and student alik
 (a :class:`PairsConfig` field, ``--held-out`` on the command line) chooses it:
 
 ``day``
-    the last day, as for ranking (:func:`prectr.data.dataset.time_split`: the log must span at
+    the last day, as for ranking (:func:`prectr.data.shards.time_split`: the log must span at
     least 3 days, the day before the last being validation, which the encoder trains on);
 ``query`` or ``query:F``
     the requests whose query text hashes (BLAKE2b, so the same in every run and on every
@@ -53,9 +53,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prectr.data.dataset import time_split
 from prectr.data.schema import GRADES as SCALE
 from prectr.data.schema import SearchLog, read_log
+from prectr.data.shards import time_split
 
 GRADES = 4
 QUERY_FRACTION = 0.2

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prectr.data.dataset import time_split
+from prectr.data.shards import time_split
 from prectr.evaluation.broad import BroadRows
 from prectr.evaluation.logged import scores_in_row_order
 from prectr.evaluation.slices import Slices, evaluation_slices, slice_statistics

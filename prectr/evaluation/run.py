@@ -27,8 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prectr.data.dataset import BatchStream, Collator, write_impressions
+from prectr.data.dataset import Collator
 from prectr.data.schema import SearchLog, read_log
+from prectr.data.shards import write_impressions
+from prectr.data.stream import BatchStream
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
 from prectr.evaluation.offpolicy import AttractionPrior, offpolicy_clicks

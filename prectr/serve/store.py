@@ -42,7 +42,7 @@ class HistoryStore:
             self.requests = self.requests.append_column("query_category", nulls)
         log = SearchLog(self.items, self.requests, self.impressions)
         *_, self.events = self.encoder.encode_pairs(log)
-        self.index = HistoryIndex(self.requests, self.impressions)
+        self.index = HistoryIndex.of_log(self.requests, self.impressions)
         if self.encoder.has_query_category:
             categories = self.requests["query_category"]
             query = self.index.query(normalised_query(self.requests["query"]))

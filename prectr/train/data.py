@@ -3,6 +3,13 @@ encoded log cached (item and request features in the run directory, each split's
 as ``data.shards`` parquet shards). One process prepares; every training process then loads the
 features and streams its own shards, without reading the log.
 
+Preparing streams: the log is read in chunks of about ``data.chunk_rows`` candidates in time
+order (:class:`prectr.data.chunks.LogChunks`), each chunk encoded by
+:meth:`FeatureEncoder.encode_chunk` from the history state the chunks before it left, its
+impressions appended to the shards and its request features to ``features.npz``, so memory
+does not grow with the log. The prepared requests are the log's in time order (ties in the
+log's order): for a log whose requests are in time order, its own rows.
+
 The shards go to ``data.shards_uri`` when it is set, a local folder or any pyarrow filesystem
 URI (``file:///data/prepared``, ``s3://bucket/prepared``, ...), one folder per split
 (``train/part-00000.parquet``, ...); else to the run directory's ``data/``. The location is
@@ -11,31 +18,34 @@ training reads through them."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import posixpath
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+from zipfile import ZIP_STORED, ZipFile
 
 import numpy as np
+import numpy.lib.format as npformat
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prectr.config import ExperimentConfig
-from prectr.data.dataset import (
-    BatchStream,
-    Collator,
-    resolve_location,
-    shard_paths,
-    shards_of,
-    time_split,
-    write_shards,
-)
+from prectr.data.chunks import LogChunks
+from prectr.data.dataset import Collator
 from prectr.data.features import EncodedLog, FeatureEncoder
-from prectr.data.schema import SearchLog
+from prectr.data.history import HistoryState
+from prectr.data.shards import ShardWriter, resolve_location, shard_paths, shards_of, time_split
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
 
 SPLITS = ("train", "valid", "test")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @dataclass
@@ -62,8 +72,7 @@ class PreparedData:
 
     def impressions(self, split: str) -> int:
         """The encoded impressions of the split (from the shards' metadata)."""
-        return sum(pq.ParquetFile(p, filesystem=self.filesystem).metadata.num_rows
-                   for p in self.shards[split])  # fmt: skip
+        return impressions(self.shards[split], self.filesystem)
 
     def click_rate(self) -> float:
         """The click-through rate of the exposed training impressions, smoothed by one click
@@ -85,16 +94,19 @@ def training_log_path(config: ExperimentConfig, log_dir: str | Path | None = Non
     return Path(source).resolve()
 
 
-def fit_features(config: ExperimentConfig, log: SearchLog) -> FeatureEncoder:
-    """The config's features fitted on the log's training days."""
+def fit_features(config: ExperimentConfig, log: LogChunks) -> FeatureEncoder:
+    """The config's features fitted on the log's training days (the first requests in time
+    order) and the items they show."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
-    return FeatureEncoder(config.features).fit(log, split["train"])
+    train = split["train"].size
+    return FeatureEncoder(config.features).fit_seen(log.requests.slice(0, train),
+                                                    log.seen_before(train))  # fmt: skip
 
 
 def shard_location(run_dir: Path, uri: str | None) -> tuple[pafs.FileSystem, str]:
     """Where the split shards of the run are: ``uri`` (``data.shards_uri``), else the run
     directory's ``data/``, as a filesystem and the path in it (see
-    :func:`prectr.data.dataset.resolve_location`)."""
+    :func:`prectr.data.shards.resolve_location`)."""
     return resolve_location(run_dir / "data" if uri is None else uri)
 
 
@@ -104,27 +116,52 @@ def prepared(run_dir: Path) -> bool:
 
 
 def prepare(
-    config: ExperimentConfig, run_dir: Path, log: SearchLog, encoder: FeatureEncoder | None = None
-) -> PreparedData:
+    config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
+) -> None:
     """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
-    the log once: the features into the run directory, each split's shards to
+    the log once, chunk by chunk: the features into the run directory, each split's shards to
     :func:`shard_location` (the features are written last: a run that has them reuses it
-    all)."""
+    all). Nothing encoded is held once written (:func:`load_prepared` reads it back)."""
     if not prepared(run_dir):
+        _fixed_malloc_thresholds()
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
+        part = np.zeros(log.requests.num_rows, dtype=np.int8)
+        for i, name in enumerate(SPLITS):
+            part[split[name]] = i
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
-        encoded = encoder.encode(log)
-        rows = encoded.impressions["request_row"].to_numpy()
-        for name in SPLITS:
-            write_shards(
-                encoded.impressions.filter(pa.array(np.isin(rows, split[name]))),
-                posixpath.join(root, name), config.data.shards, filesystem,
-            )  # fmt: skip
-        user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
-        _save_features(run_dir / "data" / "features.npz", encoded, user.to_numpy())
-    return load_prepared(run_dir, config.data.shards_uri)
+        context = encoder.context(log.items, log.requests)
+        state = HistoryState.start(context.keys)
+        directories = {name: posixpath.join(root, name) for name in SPLITS}
+        path = run_dir / "data" / "features.npz"
+        with (
+            ShardWriter(directories, config.data.shards, filesystem) as shards,
+            _FeatureFile(path, log.requests.num_rows) as features,
+        ):
+            for start, (requests, impressions) in zip(log.bounds, log, strict=False):
+                chunk = encoder.encode_chunk(context, state, requests, impressions, int(start))
+                state = chunk.state
+                rows = chunk.impressions.sort_by([("request_row", "ascending")])
+                shards.add(rows, part[rows["request_row"].to_numpy()])
+                features.add("request", chunk.request)
+                pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
+            features.add("item", context.item)
+            user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+            features.add("", {"user_of_request": user.to_numpy()})
+
+
+def _fixed_malloc_thresholds() -> None:
+    """Fix glibc's thresholds for returning freed memory (where the C library is glibc). By
+    default glibc raises its mmap threshold each time a large array is freed, after which
+    every chunk's arrays come from the heap and fragment it: resident memory then creeps up by
+    a few MB a chunk (measured on `large4x`), bounded by nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc: its own allocator's policy stands
+        return
 
 
 def load_prepared(run_dir: Path, shards_uri: str | None = None) -> PreparedData:
@@ -134,21 +171,68 @@ def load_prepared(run_dir: Path, shards_uri: str | None = None) -> PreparedData:
         raise FileNotFoundError(f"{run_dir}: no prepared data (data/features.npz)")
     encoder = FeatureEncoder.load(run_dir / "features")
     encoded, user_of_request = _load_features(run_dir / "data" / "features.npz", encoder)
+    filesystem, shards = prepared_shards(run_dir, shards_uri)
+    return PreparedData(encoder, encoded, shards, user_of_request, Collator(encoded),
+                        filesystem)  # fmt: skip
+
+
+def prepared_shards(
+    run_dir: Path, shards_uri: str | None = None
+) -> tuple[pafs.FileSystem, dict[str, list[str]]]:  # fmt: skip
+    """The filesystem and the shard paths of each split of a prepared run (see
+    :func:`load_prepared`), without loading its features."""
     filesystem, root = shard_location(run_dir, shards_uri)
     try:
         shards = {name: shard_paths(posixpath.join(root, name), filesystem) for name in SPLITS}
     except OSError as err:
         where = f"data.shards_uri {shards_uri}" if shards_uri else str(run_dir)
         raise type(err)(f"{where}: the prepared shards cannot be read: {err}") from None
-    return PreparedData(encoder, encoded, shards, user_of_request, Collator(encoded),
-                        filesystem)  # fmt: skip
+    return filesystem, shards
 
 
-def _save_features(path: Path, encoded: EncodedLog, user_of_request: np.ndarray) -> None:
-    arrays = {f"{level}.{name}": values for level in ("item", "request")
-              for name, values in getattr(encoded, level).items()}  # fmt: skip
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, user_of_request=user_of_request, **arrays)
+def impressions(paths: list[str], filesystem: pafs.FileSystem) -> int:
+    """The encoded impressions in shards (from their metadata)."""
+    return sum(pq.ParquetFile(p, filesystem=filesystem).metadata.num_rows for p in paths)
+
+
+class _FeatureFile:
+    """``features.npz`` written a block of rows at a time, in bounded memory: each array goes
+    to a ``.npy`` file of its own, whose header holds the whole array's shape (request arrays
+    have ``requests`` rows, added in order), and the files are stored in the archive when the
+    ``with`` block ends (atomically; nothing when it raises)."""
+
+    def __init__(self, path: Path, requests: int):
+        self.path, self.requests = path, requests
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=".features-", dir=path.parent))
+        self.files: dict[str, BinaryIO] = {}
+
+    def __enter__(self) -> _FeatureFile:
+        return self
+
+    def add(self, level: str, arrays: dict[str, np.ndarray]) -> None:
+        """The next rows of ``level``'s arrays ("request"), or whole arrays (other levels;
+        ``""``: stored under their own names)."""
+        for name, values in arrays.items():
+            key = f"{level}.{name}" if level else name
+            if key not in self.files:
+                shape = (self.requests, *values.shape[1:]) if level == "request" else values.shape
+                f = self.files[key] = open(self.scratch / f"{key}.npy", "wb")  # noqa: SIM115
+                header = {"descr": npformat.dtype_to_descr(values.dtype),
+                          "fortran_order": False, "shape": shape}  # fmt: skip
+                npformat.write_array_header_2_0(f, header)
+            self.files[key].write(np.ascontiguousarray(values).tobytes())
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        try:
+            for f in self.files.values():
+                f.close()
+            if kind is None:
+                with atomic_file(self.path) as tmp, ZipFile(tmp, "w", ZIP_STORED) as archive:
+                    for key in self.files:
+                        archive.write(self.scratch / f"{key}.npy", f"{key}.npy")
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _load_features(path: Path, encoder: FeatureEncoder) -> tuple[EncodedLog, np.ndarray]:

@@ -43,9 +43,10 @@ from tqdm import tqdm
 
 from prectr import __version__
 from prectr.config import ExperimentConfig, experiment_from_dict
-from prectr.data.dataset import LOSS_ROWS, Batch, BatchStream
+from prectr.data.chunks import LogChunks
+from prectr.data.dataset import LOSS_ROWS, Batch
 from prectr.data.features import FeatureEncoder
-from prectr.data.schema import read_log
+from prectr.data.stream import BatchStream
 from prectr.io import atomic_file, claim_run_dir
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics
@@ -133,16 +134,16 @@ def open_run(
         recorded.data.log = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("log")
     else:
         recorded.data.log = str(training_log_path(config, log_dir))
-    log = None
     if reopen and prepared(run_dir):
         encoder = FeatureEncoder.load(run_dir / "features")
-    else:
-        shard_location(run_dir, recorded.data.shards_uri)
-        log = read_log(training_log_path(recorded))
+        build_run_model(recorded, encoder)
+        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
+        return
+    shard_location(run_dir, recorded.data.shards_uri)
+    with LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log:
         encoder = fit_features(recorded, log)
-    build_run_model(recorded, encoder)
-    claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
-    if log is not None:
+        build_run_model(recorded, encoder)
+        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
         prepare(recorded, run_dir, log, encoder)
 
 

@@ -1,3 +1,4 @@
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -9,18 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prectr.data.dataset import (
-    BatchStream,
-    Collator,
-    request_batch,
+from prectr.data.dataset import Collator, request_batch
+from prectr.data.features import FeatureEncoder
+from prectr.data.schema import read_log
+from prectr.data.shards import (
+    ShardWriter,
     shard_paths,
     shards_of,
     time_split,
     write_impressions,
     write_shards,
 )
-from prectr.data.features import FeatureEncoder
-from prectr.data.schema import read_log
+from prectr.data.stream import BatchStream
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,27 @@ def test_shards_hold_whole_requests_once(shards):
         shard_paths(Path(paths[0]).parent / "missing")
     with pytest.raises(FileExistsError, match="holds shard files"):  # they would mix
         write_shards(table, Path(paths[0]).parent, 2)
+
+
+def test_shards_written_part_by_part_are_the_shards_written_at_once(shards, tmp_path):
+    """A ShardWriter fed a table in parts writes the same files, row groups included; parts
+    out of request order are refused and leave no shard behind."""
+    paths, _, table = shards
+    table = table.sort_by([("request_row", "ascending")])
+    rows = table["request_row"].to_numpy()
+    cuts = [0, *np.flatnonzero(np.diff(rows))[::50] + 1, rows.size]
+    with ShardWriter({"train": str(tmp_path / "train")}, 4) as writer:
+        for a, b in itertools.pairwise(cuts):
+            writer.add(table.slice(a, b - a), np.zeros(b - a, int))
+    for ours, theirs in zip(writer.paths["train"], paths, strict=True):
+        assert pq.read_table(ours).equals(pq.read_table(theirs))
+        assert pq.ParquetFile(ours).metadata.num_row_groups == pq.ParquetFile(
+            theirs).metadata.num_row_groups  # fmt: skip
+    out_of_order = ShardWriter({"x": str(tmp_path / "x")}, 2)
+    with pytest.raises(ValueError, match="request order"), out_of_order as writer:
+        writer.add(table.slice(1000), np.zeros(table.num_rows - 1000, int))
+        writer.add(table.slice(0, 1000), np.zeros(1000, int))
+    assert not list((tmp_path / "x").glob("*"))
 
 
 def test_no_shard_ends_an_epoch_with_a_short_batch(shards):

@@ -2,7 +2,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prectr.data.dataset import time_split
 from prectr.data.features import (
     OOV,
     PAD,
@@ -13,6 +12,7 @@ from prectr.data.features import (
     tokens,
 )
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
 
 
 @pytest.fixture(scope="module")

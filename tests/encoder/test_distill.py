@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prectr.data.dataset import time_split
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining
 from prectr.encoder.evaluate import grade_metrics
 from prectr.encoder.pairs import read_teacher_labels

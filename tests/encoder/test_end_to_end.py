@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from prectr.config import experiment_from_dict
-from prectr.data.dataset import BatchStream, Collator, time_split, write_impressions
+from prectr.data.dataset import Collator
 from prectr.data.features import FeatureConfig, FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split, write_impressions
+from prectr.data.stream import BatchStream
 from prectr.models.registry import build_model
 from prectr.train.run import load_trained
 from prectr.train.trainer import Trainer, param_groups, predict

@@ -9,9 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prectr.data.dataset import Batch, BatchStream, Collator, time_split, write_impressions
+from prectr.data.dataset import Batch, Collator
 from prectr.data.features import EncodedLog, FeatureConfig, FeatureEncoder
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split, write_impressions
+from prectr.data.stream import BatchStream
 
 
 @dataclasses.dataclass

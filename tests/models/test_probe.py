@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from prectr.data.dataset import BatchStream
+from prectr.data.stream import BatchStream
 from prectr.metrics.probe import probe_auc, synthetic_probe_auc
 from tests.models.test_prectr import build
 

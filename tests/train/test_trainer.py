@@ -211,8 +211,8 @@ def test_a_fresh_run_starts_at_the_training_click_rate(tiny_world, tmp_path):
     import numpy as np
     import pyarrow.compute as pc
 
-    from prectr.data.dataset import time_split
     from prectr.data.schema import read_log
+    from prectr.data.shards import time_split
 
     log = read_log(tiny_world)
     train = time_split(log.requests, 1, 1)["train"]

@@ -196,6 +196,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         PHENOMENA, n_items=200_000, n_users=60_000, n_requests=250_000, n_queries=15_000,
         chunk_requests=5_000,
     ),
+    # `large`'s marketplace (catalogue, queries) with 4x its traffic (users, requests): a log
+    # 4x larger, for what must not grow with the log (prepare's memory)
+    "large4x": dict(
+        PHENOMENA, n_items=200_000, n_users=240_000, n_requests=1_000_000, n_queries=15_000,
+        chunk_requests=5_000,
+    ),
     "stationary": dict(BENCH_SIZE, test_days=3),
 }  # fmt: skip
 

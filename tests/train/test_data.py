@@ -1,0 +1,103 @@
+"""prepare in chunks: the same encoded log whatever the chunk size, and histories that never
+reach across a chunk boundary into the future."""
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from prectr.config import experiment_from_dict
+from prectr.data.features import PAD
+from prectr.data.simulate import load_config, simulate
+from prectr.train.data import SPLITS, load_prepared
+from prectr.train.trainer import open_run
+
+
+def _prepare(world: Path, run: Path, chunk_rows: int, test_days: int = 3) -> Path:
+    config = experiment_from_dict({
+        "model": "prectr_v2", "name": "chunks",
+        "features": {"relevance_context": True},
+        "data": {"log": str(world), "test_days": test_days, "chunk_rows": chunk_rows},
+        "train": {"relevance_epochs": 1},
+    })  # fmt: skip
+    open_run(config, run)
+    return run
+
+
+def _same_prepared(a: Path, b: Path) -> None:
+    with np.load(a / "data" / "features.npz") as x, np.load(b / "data" / "features.npz") as y:
+        assert sorted(x.files) == sorted(y.files)
+        for key in x.files:
+            assert x[key].dtype == y[key].dtype and np.array_equal(x[key], y[key]), key
+    first, second = load_prepared(a), load_prepared(b)
+    for split in SPLITS:
+        assert len(first.shards[split]) == len(second.shards[split])
+        for p, q in zip(first.shards[split], second.shards[split], strict=True):
+            assert pq.read_table(p).equals(pq.read_table(q)), (split, p)
+            assert (pq.ParquetFile(p).metadata.num_row_groups
+                    == pq.ParquetFile(q).metadata.num_row_groups)  # fmt: skip
+
+
+def test_prepare_in_small_chunks_writes_what_one_chunk_writes(tiny_world, tmp_path):
+    many = _prepare(tiny_world, tmp_path / "many", chunk_rows=3_000)
+    one = _prepare(tiny_world, tmp_path / "one", chunk_rows=10**9)
+    _same_prepared(many, one)
+
+
+@pytest.mark.slow
+def test_prepare_in_chunks_writes_what_one_chunk_writes_on_small(tmp_path):
+    world = tmp_path / "small"
+    simulate(load_config("small"), world)
+    many = _prepare(world, tmp_path / "many", chunk_rows=200_000)
+    one = _prepare(world, tmp_path / "one", chunk_rows=10**9)
+    _same_prepared(many, one)
+
+
+def test_a_future_click_in_a_later_chunk_never_reaches_an_earlier_history(tiny_world, tmp_path):
+    """A user's click planted on a late day, in a later chunk than their earlier requests, shows
+    in the history of their request just after it and in none before it."""
+    log = tmp_path / "log"
+    (log / "impressions").mkdir(parents=True)
+    items = pq.read_table(tiny_world / "items.parquet")
+    requests = pq.read_table(tiny_world / "requests.parquet")
+    impressions = pq.read_table(tiny_world / "impressions")
+    pq.write_table(items, log / "items.parquet")
+    user = pc.mode(requests["user_id"])[0]["mode"].as_py()  # the most active user
+    own = requests.filter(pc.equal(requests["user_id"], user))
+    clicked = impressions.filter(pc.is_in(impressions["request_id"], own["request_id"]))
+    clicked = set(clicked.filter(pc.equal(clicked["click"], 1))["item_id"].to_pylist())
+    train_items = impressions["item_id"].slice(0, 20_000).unique().to_pylist()
+    planted_item = next(i for i in train_items if i not in clicked)
+    end = pc.max(requests["timestamp"]).as_py()
+    planted, after = end - dt.timedelta(hours=2), end - dt.timedelta(hours=1)
+    next_id = pc.max(requests["request_id"]).as_py() + 1
+    extra = pa.table({
+        "request_id": [next_id, next_id + 1], "user_id": [user, user],
+        "query": ["planted query", "planted query"],
+        "timestamp": pa.array([planted, after], pa.timestamp("ms")),
+        "query_category": [None, None],
+    }, schema=requests.schema)  # fmt: skip
+    pq.write_table(pa.concat_tables([requests, extra]), log / "requests.parquet")
+    plant = pa.table({
+        "request_id": [next_id, next_id + 1], "item_id": [planted_item, planted_item],
+        "position": pa.array([1, None], pa.int32()), "click": pa.array([1, None], pa.int8()),
+    })  # fmt: skip
+    pq.write_table(impressions, log / "impressions" / "part-00000.parquet")
+    pq.write_table(plant, log / "impressions" / "part-00001.parquet")
+    run = _prepare(log, tmp_path / "run", chunk_rows=2_000)
+    data = load_prepared(run)
+    item_id = data.encoder.vocabs["item"].lookup(pa.array([planted_item]))[0]
+    assert item_id > 1  # a known item: its id in a history would show
+    prepared_requests = pa.concat_tables([requests, extra]).sort_by("timestamp")
+    rows = np.flatnonzero(prepared_requests["user_id"].to_numpy() == user)
+    history = data.encoded.request["user_clicks"][rows]
+    times = prepared_requests["timestamp"].take(pa.array(rows)).to_pylist()
+    before = np.array([t <= planted for t in times])
+    assert before.sum() > 10 and not (history[before] == item_id).any()
+    assert (history[before] != PAD).any()
+    following = np.flatnonzero(prepared_requests["request_id"].to_numpy() == next_id + 1)
+    assert (data.encoded.request["user_clicks"][following] == item_id).any()
