@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from peer.sides import CATEGORICAL, NUMERIC, export_csv, prectr_test_scores, summarise
 
-from prectr.data.shards import time_split
 from prectr.data.schema import read_log
+from prectr.data.shards import time_split
 
 RUNNER = Path(__file__).resolve().parents[2] / "benchmarks" / "peer" / "fuxictr_runner.py"
 
