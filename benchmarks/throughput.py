@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python benchmarks/throughput.py --world runs/worlds/bench-s0 \\
          --configs configs/dnn_bench.yaml configs/prectr_v2_bench.yaml
+``--set section.key=value`` overrides every config, ``--set STEM:section.key=value`` only the
+config whose file is ``STEM.yaml`` (e.g. ``prectr_v2_student_small:model_params.student=DIR``).
 Each config's first training batches (the rows its loss reads) are assembled once; the models
 then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps`` optimiser steps
 (forward, loss, backward, AdamW) after a warm-up; assembling batches is left out (the
@@ -65,6 +67,22 @@ class Contender:
         self.rates.append(samples / elapsed)
 
 
+def config_overrides(items: list[str], configs: list[Path]) -> dict[Path, list[str]]:
+    """Each config's ``--set`` overrides: unprefixed ones for all, ``STEM:`` ones for the config
+    whose file stem is ``STEM`` (an unknown stem is an error naming the configs)."""
+    overrides: dict[Path, list[str]] = {c: [] for c in configs}
+    for item in items:
+        key, _, _ = item.partition("=")
+        stem, _, setting = item.partition(":") if ":" in key else ("", "", item)
+        chosen = [c for c in configs if not stem or c.stem == stem]
+        if not chosen:
+            raise SystemExit(f"--set {item}: no config {stem!r} among "
+                             f"{', '.join(c.stem for c in configs)}")  # fmt: skip
+        for config in chosen:
+            overrides[config].append(setting)
+    return overrides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world", type=Path, required=True)
@@ -73,12 +91,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--set", action="append", default=[], metavar="[STEM:]SECTION.KEY=VALUE")
     args = parser.parse_args()
+    overrides = config_overrides(args.set, args.configs)
     torch.set_num_threads(args.threads)
     log = read_log(args.world)
     with tempfile.TemporaryDirectory() as scratch:
-        contenders = [Contender(c, log, Path(scratch), args.warmup + args.steps, args.threads)
-                      for c in args.configs]  # fmt: skip
+        contenders = [
+            Contender(c, log, Path(scratch), args.warmup + args.steps, args.threads, overrides[c])
+            for c in args.configs
+        ]
         for _ in range(args.rounds):
             for contender in contenders:
                 contender.turn(args.steps, args.warmup)
@@ -100,7 +122,9 @@ def main() -> None:
     result = {
         "command": " ".join(["python", "benchmarks/throughput.py", "--world", str(args.world),
                              "--configs", *map(str, args.configs), "--steps", str(args.steps),
-                             "--rounds", str(args.rounds), "--threads", str(args.threads)]),
+                             "--warmup", str(args.warmup),
+                             "--rounds", str(args.rounds), "--threads", str(args.threads),
+                             *(f"--set={item}" for item in args.set)]),
         "models": rows,
         "machine": machine(threads=args.threads),
     }  # fmt: skip

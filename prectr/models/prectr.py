@@ -10,9 +10,11 @@ P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 
 **Text encoder.** The RSL module reads query and title through ``text_encoder``: ``bag``
 (mean-pooled word embeddings, the stand-in), ``student`` (PRECTR-V2's distilled transformer,
-loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, or
-``frozen_encoder``) or ``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
-:mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
+loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, its
+training passes in bfloat16 autocast where the processor multiplies bfloat16 natively
+(``encoder_precision``), or ``frozen_encoder``) or ``cache`` (a frozen encoder's cached
+embeddings, PRECTR's MiniLM); see :mod:`prectr.modules.text`. Its grade distribution feeds the
+fusion and the incentive alike.
 
 **Personalised relevance incentive.** A relevance preference ``tau`` mined from the user's
 own history (PRECTR) and, in V2, from what all users did recently under the same query, backed
@@ -117,6 +119,7 @@ class PRECTR(RankingModel):
         student: str | None = None,
         frozen_encoder: bool = False,
         text_cache: str | None = None,
+        encoder_precision: str = "auto",
     ):
         super().__init__()
         if consistency not in CONSISTENCY:
@@ -126,7 +129,7 @@ class PRECTR(RankingModel):
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
-                                  frozen_encoder, text_cache)  # fmt: skip
+                                  frozen_encoder, text_cache, encoder_precision)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
         # the text encoder's own inputs are its alone, not fields of the click trunk; the
         # crowd reaches the model only through cross-user mining (without it, not at all)

@@ -4,7 +4,9 @@
   stand-in, no pre-training);
 * ``student``: :class:`StudentText`, the distilled and fine-tuned transformer student
   (:mod:`prectr.encoder.student`) loaded from its directory, trained end to end at the trainer's
-  ``lr_encoder`` (it is the submodule named ``text_encoder``) or ``frozen``;
+  ``lr_encoder`` (it is the submodule named ``text_encoder``) or ``frozen``; trained end to end,
+  its training passes run in bfloat16 autocast where the processor multiplies bfloat16 natively
+  (``precision``, see :func:`training_dtype`);
 * ``cache``: :class:`CachedText`, a frozen encoder's embeddings (PRECTR's MiniLM) read from an
   embedding cache (:mod:`prectr.encoder.cache`), never recomputed.
 
@@ -26,6 +28,8 @@ from prectr.data.features import Sequence
 from prectr.data.groups import Role, require
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
 
 def _sequence(batch: Batch, name: str) -> torch.Tensor:
     """A request- or item-level sequence expanded to every row (serving sends one request row)."""
@@ -44,8 +48,11 @@ class StudentText(nn.Module):
 
     ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
 
-    def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool):
+    def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool,
+                 precision: str = "auto"):  # fmt: skip
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"encoder_precision {precision!r}: expected one of {PRECISIONS}")
         from prectr.encoder.student import load_student
 
         self.inputs = _inputs(specs, StudentText)
@@ -60,7 +67,7 @@ class StudentText(nn.Module):
         if query > c.query_length or title > c.title_length:
             raise ValueError(f"features.query_pieces / title_pieces exceed the student's "
                              f"{c.query_length} / {c.title_length}")  # fmt: skip
-        self.frozen = frozen
+        self.frozen, self.precision = frozen, precision
         self.text_encoder.requires_grad_(not frozen)
         self.match_columns = match_columns(specs)
         self.out_dim = c.dim + GRADES + len(self.match_columns)
@@ -73,10 +80,30 @@ class StudentText(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         queries, titles = (_sequence(batch, name) for name in self.inputs)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        dtype = training_dtype(self.precision, queries.device)
+        lower = self.training and not self.frozen and dtype != torch.float32
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen),
+            torch.autocast(queries.device.type, dtype, enabled=lower),
+        ):
             state = self.text_encoder.pair_state(queries, titles)
             grades = self.text_encoder.head(state)
-        return torch.cat([state, grades, batch.numeric[:, self.match_columns]], 1)
+        numeric = batch.numeric[:, self.match_columns]
+        return torch.cat([state.to(numeric.dtype), grades.to(numeric.dtype), numeric], 1)
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the student trains end to end in (``model_params.encoder_precision``):
+    ``bf16`` (bfloat16 autocast, float32 weights and optimiser), ``fp32``, or ``auto``: bfloat16
+    on a processor with native bfloat16 products (AVX512-BF16 or AMX), where it halves the
+    student's step (BENCHMARKS.md, "Student training throughput"), else float32 (emulated
+    bfloat16 is slower; GPUs are not measured). Scoring and evaluation stay in float32."""
+    if precision == "auto":
+        native = device.type == "cpu" and (
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        )
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 class CachedText(nn.Module):
@@ -120,14 +147,14 @@ def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
 
 def build_text_encoder(
     kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
-    frozen: bool = False, text_cache: str | None = None,
+    frozen: bool = False, text_cache: str | None = None, precision: str = "auto",
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
     text_roles(kind)  # an unknown kind is refused by name
     if kind == "student":
         if not student:
             raise ValueError("text_encoder student needs model_params.student (its directory)")
-        return StudentText(specs, vocab_sizes, student, frozen)
+        return StudentText(specs, vocab_sizes, student, frozen, precision)
     if kind == "cache":
         if not text_cache:
             raise ValueError("text_encoder cache needs model_params.text_cache (its file)")

@@ -16,6 +16,7 @@ from prectr.data.schema import read_log
 from prectr.data.shards import time_split, write_impressions
 from prectr.data.stream import BatchStream
 from prectr.models.registry import build_model
+from prectr.modules.text import training_dtype
 from prectr.train.run import load_trained
 from prectr.train.trainer import Trainer, param_groups, predict
 from tests.encoder.conftest import fake_embed
@@ -68,6 +69,41 @@ def test_a_frozen_student_gets_no_gradient_and_stays_in_inference_mode(encoded, 
     assert all(p.grad is None for p in model.rsl.text.text_encoder.parameters())
     config = experiment_from_dict({"model": "prectr_v2", "features": {"relevance_context": True}})
     assert "encoder" not in {g["name"] for g in param_groups(model, config)}
+
+
+def test_the_student_trains_in_bf16_autocast_and_scores_in_float32(encoded, student_dir):
+    student = str(student_dir)
+    full = build(encoded, text_encoder="student", student=student, encoder_precision="fp32")
+    half = build(encoded, text_encoder="student", student=student, encoder_precision="bf16")
+    frozen = [build(encoded, text_encoder="student", student=student, frozen_encoder=True,
+                    encoder_precision=p).rsl.text for p in ("fp32", "bf16")]  # fmt: skip
+    batch = encoded[1]
+    with torch.no_grad():  # training mode: bfloat16 products, rounded but close, float32 out
+        trained = full.rsl.text(batch), half.rsl.text(batch)
+        assert trained[1].dtype == torch.float32 and not torch.equal(*trained)
+        torch.testing.assert_close(*trained, rtol=0.05, atol=0.05)
+        assert torch.equal(frozen[0](batch), frozen[1](batch))  # a frozen student: float32
+    half.loss(batch, half(batch))["loss"].backward()
+    grads = [p.grad for p in half.rsl.text.text_encoder.parameters()]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    with torch.no_grad():  # scoring: float32, the same numbers
+        assert torch.equal(full.eval().rsl.text(batch), half.eval().rsl.text(batch))
+    with pytest.raises(ValueError, match="encoder_precision 'fp16'"):
+        build(encoded, text_encoder="student", student=student, encoder_precision="fp16")
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "device", "dtype"), [
+    (True, False, "cpu", torch.bfloat16), (False, True, "cpu", torch.bfloat16),
+    (False, False, "cpu", torch.float32), (True, True, "cuda", torch.float32),
+])  # fmt: skip
+def test_auto_precision_is_bf16_where_the_processor_multiplies_it_natively(
+    monkeypatch, avx512_bf16, amx, device, dtype
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert training_dtype("auto", torch.device(device)) == dtype
+    assert training_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert training_dtype("bf16", torch.device(device)) == torch.bfloat16
 
 
 def test_a_batch_encodes_each_distinct_pair_once(encoded, student_dir):
@@ -140,7 +176,7 @@ def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_the_student_model_exports_and_matches_eager_on_another_batch(encoded, student_dir):
-    """Tracing and export skip the data-dependent shortcuts (trimming, distinct rows); the
+    """Tracing and export skip the data-dependent shortcuts (packing, distinct rows); the
     graph then gives what eager PyTorch gives, whatever the batch."""
     model = build(encoded, text_encoder="student", student=str(student_dir)).eval()
     batch, other = encoded[1], encoded[2]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from prectr.encoder import student as student_module
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.encoder.tokenizer import PAD
 from tests.encoder.conftest import tiny_student
@@ -38,6 +39,34 @@ def test_each_distinct_input_is_encoded_once_and_results_match_row_by_row(mode) 
     # cross: 3 distinct pairs; two-tower: 2 distinct queries, then 2 distinct titles
     assert calls[:2] == ([2, 2] if mode == "two_tower" else [3, 1])
     assert together.shape == (4, 4)
+
+
+@pytest.mark.parametrize("mode", ["cross", "two_tower"])
+def test_packed_distinct_encoding_gives_the_padded_row_by_row_outputs_and_gradients(
+    mode, monkeypatch
+) -> None:
+    """Eager training packs each distinct text's pieces without padding; with the shortcuts off
+    (as when traced) every row runs padded with a mask. Same states, same gradients."""
+    student = tiny_student(50, mode).train()
+    q = ids([[5, 6], [5, 6], [7], [], [8, 9, 10, 11], [7]], 6)
+    t = ids([[9, 10, 11], [12], [9, 10, 11], [13, 14], [12], [15, 16, 17, 18, 19, 20]], 16)
+    weight = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student.zero_grad(set_to_none=True)
+        out = student(q, t)
+        (out * weight).sum().backward()
+        grads = {n: p.grad for n, p in student.named_parameters() if p.grad is not None}
+        return out.detach(), grads
+
+    packed, packed_grads = run()
+    monkeypatch.setattr(student_module, "_eager", lambda: False)
+    padded, padded_grads = run()
+    torch.testing.assert_close(packed, padded, rtol=1e-4, atol=1e-5)
+    assert packed_grads.keys() == padded_grads.keys()
+    assert "encoder.layers.0.self_attn.in_proj_weight" in packed_grads
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, padded_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
