@@ -58,7 +58,8 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
-from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
+from prectr.train.checkpoint import load_checkpoint, save_checkpoint
+from prectr.train.engine import StopTraining
 
 KINDS = ("distill", "sft")
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
