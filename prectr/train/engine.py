@@ -136,6 +136,7 @@ class Engine:
             "step": 0, "epochs": {}, "epoch_steps": 0, "position": None, "steps_per_epoch": {},
             "best": None, "stale": 0, "seconds": {}, "samples": {}, "data_wait_seconds": 0.0,
             "window": [],  # the losses of the steps since the last log line of this epoch
+            "validated": None,  # the step of the last validation
         }  # fmt: skip
         self._best: dict[str, dict[str, torch.Tensor]] | None = None  # without a directory
         self._writer: Any = None
@@ -169,7 +170,7 @@ class Engine:
         log = self.directory / TRAIN_LOG
         if self.processes.main and log.is_file():
             lines = log.read_text().splitlines(keepends=True)
-            kept = [x for x in lines if json.loads(x)["step"] <= self.state["step"]]
+            kept = [x for x in lines if _logged_by(x, self.state["step"])]
             with atomic_file(log) as tmp:
                 tmp.write_text("".join(kept))
         return checkpoint
@@ -232,10 +233,9 @@ class Engine:
                     break
         finally:
             bar.close()
-        if stage.validate is not None and stage.validate_every:
-            scored = self.state["best"] is not None
-            if not scored or self.state["step"] % stage.validate_every:
-                self._validate(stage)  # the last steps, unless just scored
+        scored = self.state["validated"] == self.state["step"]
+        if stage.validate is not None and stage.validate_every and not scored:
+            self._validate(stage)  # the last steps
         self.state["window"] = []
         if self._unsaved:
             self._save_last()
@@ -328,6 +328,7 @@ class Engine:
         so far by :attr:`stopping`."""
         assert stage.validate is not None
         metrics = stage.validate()
+        self.state["validated"] = self.state["step"]
         for module in self.modules.values():
             module.train()
         self._record("valid", metrics, stage)
@@ -380,3 +381,11 @@ class Engine:
             **self._states(), "optimizer": self.optimizer.state_dict(), "rng": rng,
             "state": dict(self.state), **self.saved,
         })  # fmt: skip
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """Whether a train-log line was written by ``step`` (a line cut short by a kill: no)."""
+    try:
+        return json.loads(line)["step"] <= step
+    except ValueError:
+        return False

@@ -125,6 +125,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_log(tmp_path, va
     killed, stage = run(tmp_path / "killed", stop_after=17)  # epoch 1, step 5 of 12
     with pytest.raises(StopTraining):
         killed.fit(stage)
+    with open(tmp_path / "killed" / "train_log.jsonl", "a") as f:
+        f.write('{"step": 18, "ep')  # a line the kill cut short
     resumed, stage = run(tmp_path / "killed", init_seed=1)  # replaced by the checkpoint
     assert resumed.engine.resume()["state"]["step"] == 15
     resumed.fit(stage)
