@@ -1,5 +1,6 @@
 """Packages import alone: evaluation without the simulator (a plain log's evaluation must not
-need it), data without the encoder. Each import runs in a fresh interpreter."""
+need it), data without the encoder, the training engine without the data, the models or the
+encoder. Each import runs in a fresh interpreter."""
 
 import subprocess
 import sys
@@ -16,6 +17,11 @@ import pytest
         ("prectr.data.stream", ("prectr.data.simulate", "prectr.encoder")),
         ("prectr.data.shards", ("prectr.data.simulate", "prectr.encoder")),
         ("prectr.data.features", ("prectr.encoder",)),
+        # the encoder trains on the engine without reaching into the ranking models' trainer
+        (
+            "prectr.train.engine",
+            ("prectr.data", "prectr.encoder", "prectr.models", "prectr.train.trainer"),
+        ),
     ],
 )
 def test_a_package_imports_without_what_it_does_not_need(package, absent):

@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = result["best_valid"] or {}
     console.print(
         f"trained {config.model} in {run_dir}: best valid "
-        + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
+        + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k not in ("epoch", "step"))
         + f" (epoch {best.get('epoch')}); {result['train_samples_per_s']:,.0f} samples/s"
     )
     return 0

@@ -18,13 +18,15 @@ Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs a
 keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
 ``patience`` scores without a better one, and exports the best student. Macro-F1 is the
 criterion because a student that predicts the majority grade scores high accuracy and a low
-macro-F1.
+macro-F1. Both run on the training engine (:class:`prectr.train.engine.Engine`).
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
-arbitrarily, so runs to be compared should share one), ``train_log.jsonl``, ``checkpoints/last.pt``
-(student, projection, optimizer, RNG, position in the epoch: a killed run resumes at the same
-step and ends with the same weights), the exported ``student/`` directory and ``metrics.json``
+arbitrarily, so runs to be compared should share one), ``train_log.jsonl`` (the mean losses every
+``log_every`` steps, split ``train``, and each validation's scores, split ``valid``) with its
+TensorBoard scalars in ``tb/``, ``checkpoints/last.pt`` (student, projection, optimizer, RNG,
+steps into the epoch: a killed run resumes at the same step and ends with the same weights), the
+exported ``student/`` directory and ``metrics.json``
 with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of the training
 days' distinct queries and titles that the student's piece limits truncate. A new student keeps
 the piece limits its tokenizer chose (:mod:`prectr.encoder.tokenizer`) unless the student
@@ -36,7 +38,7 @@ training days. The metrics also hold the pair counts of :func:`prectr.encoder.pa
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from prectr.encoder.evaluate import (
     NothingToScore,
@@ -58,7 +59,7 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
-from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
+from prectr.train.engine import Engine, Stage, Step, Stopping
 
 KINDS = ("distill", "sft")
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
@@ -137,7 +138,7 @@ class EncoderRun:
             raise ValueError(f"kind {kind!r}: expected one of {KINDS}")
         if kind == "distill" and labels is None:
             raise ValueError("distillation needs the teacher's labels (--labels)")
-        self.kind, self.run_dir, self.stop_after = kind, Path(run_dir), stop_after
+        self.kind, self.run_dir = kind, Path(run_dir)
         self.train = train or EncoderTrainConfig()
         wanted = {
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
@@ -166,14 +167,29 @@ class EncoderRun:
             params += self.projection.parameters()
         self.optimizer = torch.optim.AdamW(params, self.train.lr,
                                            weight_decay=self.train.weight_decay)  # fmt: skip
-        self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "seconds": 0.0, "pairs": 0,
-                      "best": None, "since_best": 0}  # fmt: skip
-        if resume and self.last_path.is_file():
-            self._restore(load_checkpoint(self.last_path))
+        modules = {"student": self.student}
+        if self.projection is not None:
+            modules["projection"] = self.projection
+        t = self.train
+        self.engine = Engine(
+            modules, self.optimizer, directory=self.run_dir, clip_norm=t.clip_norm,
+            stopping=Stopping("macro_f1", t.patience), log_every=t.log_every,
+            checkpoint_every=t.checkpoint_every, tensorboard=True, stop_after=stop_after,
+        )  # fmt: skip
+        epoch_rows = self.samples.epoch_rows().size
+        self.stage = Stage(
+            "train", t.epochs, self._steps, self.loss,
+            validate=self._validate if self.valid is not None else None,
+            validate_every=t.valid_every, max_steps=t.max_steps,
+            steps_per_epoch=-(-epoch_rows // t.batch_size),
+        )  # fmt: skip
+        if resume:
+            self.engine.resume()
 
     @property
-    def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+    def state(self) -> dict[str, Any]:
+        """The engine's state: steps, epochs, the best validation, ..."""
+        return self.engine.state
 
     def _student(self, config: StudentConfig, init: str | Path | None,
                  tokenizer_path: str | Path | None) -> tuple:  # fmt: skip
@@ -210,10 +226,6 @@ class EncoderRun:
         return Samples(rows["query"].to_numpy(), rows["title"].to_numpy(), grades,
                        draws=draws), 0  # fmt: skip
 
-    @property
-    def best_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.pt"
-
     def _split_validation(self) -> None:
         """Move the graded pairs of a hashed ``valid_share`` of the queries to ``self.valid``
         and set the class weights from the grades that remain."""
@@ -229,22 +241,6 @@ class EncoderRun:
         counts = torch.bincount(self.samples.target[self.samples.epoch_rows()],
                                 minlength=GRADES).to(torch.float32)  # fmt: skip
         self.class_weight = counts.sum() / (GRADES * counts.clamp(min=1))
-
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.student.load_state_dict(checkpoint["student"])
-        if self.projection is not None:
-            self.projection.load_state_dict(checkpoint["projection"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        self.state = checkpoint["state"]
-
-    def _checkpoint(self) -> None:
-        save_checkpoint(self.last_path, {
-            "student": self.student.state_dict(),
-            "projection": self.projection.state_dict() if self.projection is not None else None,
-            "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "state": dict(self.state),
-        })  # fmt: skip
 
     def loss(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         s = self.samples
@@ -270,106 +266,40 @@ class EncoderRun:
             return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
         return F.cross_entropy(logits, grades)
 
-    def _done(self) -> bool:
-        t, s = self.train, self.state
-        if t.patience and s["since_best"] >= t.patience:
-            return True  # early stop: no better validation macro-F1 for `patience` scores
-        return self._reached_end()
+    def _steps(self, epoch: int, steps_done: int) -> Iterator[Step]:
+        """The epoch's batches of sample indices after its first ``steps_done``, in an order
+        fixed by (seed, epoch)."""
+        t = self.train
+        order = np.random.default_rng([t.seed, epoch]).permutation(self.samples.epoch_rows())
+        for start in range(steps_done * t.batch_size, order.size, t.batch_size):
+            rows = order[start : start + t.batch_size]
+            yield Step(rows, rows.size)
 
-    def _reached_end(self) -> bool:
-        t, s = self.train, self.state
-        return s["epoch"] >= t.epochs or bool(t.max_steps and s["step"] >= t.max_steps)
-
-    def _validate(self) -> None:
-        """Score the validation pairs; keep the student as ``best.pt`` when its macro-F1 is
-        the best so far."""
+    def _validate(self) -> dict[str, float]:
+        """Grade metrics of the validation pairs, weighted as training draws them."""
         v = self.valid
         probabilities = grade_probabilities(self.student, self.tokenizer, self.pairs.queries,
                                             self.pairs.titles, v.query, v.title)  # fmt: skip
-        self.student.train()
-        rows = v.epoch_rows()  # weighted as training draws the pairs
-        metrics = grade_metrics(probabilities[rows], v.target.numpy()[rows])
-        best = self.state["best"]
-        if best is None or metrics["macro_f1"] > best["macro_f1"]:
-            self.state["best"] = {"step": self.state["step"], **metrics}
-            self.state["since_best"] = 0
-            save_checkpoint(self.best_path, {"student": self.student.state_dict()})
-        else:
-            self.state["since_best"] += 1
-        entry = {"step": self.state["step"], **{f"valid_{k}": x for k, x in metrics.items()}}
-        with open(self.run_dir / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        rows = v.epoch_rows()
+        return grade_metrics(probabilities[rows], v.target.numpy()[rows])
 
     def fit(self) -> dict[str, Any]:
-        t = self.train
-        epoch_rows = self.samples.epoch_rows()
-        n = epoch_rows.size
-        per_epoch = -(-n // t.batch_size)
-        total = min(per_epoch * t.epochs, t.max_steps or per_epoch * t.epochs)
-        bar = tqdm(total=total, initial=self.state["step"], desc=f"{self.kind}", unit="step",
-                   disable=None)  # fmt: skip
-        window: list[dict[str, float]] = []
-        try:
-            while not self._done():
-                rng = np.random.default_rng([t.seed, self.state["epoch"]])
-                order = rng.permutation(epoch_rows)
-                self.student.train()
-                for start in range(self.state["step_in_epoch"] * t.batch_size, n, t.batch_size):
-                    if self._done():
-                        break
-                    window.append(self._step(order[start : start + t.batch_size]))
-                    bar.update(1)
-                    if self.state["step"] % t.log_every == 0:
-                        self._log(window)
-                        bar.set_postfix(loss=f"{window[-1]['loss']:.4f}")
-                        window = []
-                    if self.valid is not None and self.state["step"] % t.valid_every == 0:
-                        self._validate()
-                    if self.state["step"] % t.checkpoint_every == 0:
-                        self._checkpoint()
-                    if self.stop_after is not None and self.state["step"] >= self.stop_after:
-                        raise StopTraining(f"stopped after step {self.state['step']}")
-                else:
-                    self.state["epoch"] += 1
-                    self.state["step_in_epoch"] = 0
-        finally:
-            bar.close()
-        best = self.state["best"]
-        if self.valid is not None and (best is None or self.state["step"] % t.valid_every):
-            self._validate()  # the last steps, unless just scored
-        self._checkpoint()
+        with self.engine:
+            self.engine.run(self.stage)
         return self._finish()
-
-    def _step(self, rows: np.ndarray) -> dict[str, float]:
-        started = time.perf_counter()
-        losses = self.loss(rows)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        nn.utils.clip_grad_norm_(self.student.parameters(), self.train.clip_norm)
-        self.optimizer.step()
-        self.state["seconds"] += time.perf_counter() - started
-        self.state["pairs"] += rows.size
-        self.state["step"] += 1
-        self.state["step_in_epoch"] += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
-
-    def _log(self, window: list[dict[str, float]]) -> None:
-        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-        entry = {"step": self.state["step"], "epoch": self.state["epoch"], **mean}
-        with open(self.run_dir / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
 
     def _finish(self) -> dict[str, Any]:
         s, c = self.state, self.student.config
         queries, titles = self.pairs.train_texts()
         if self.valid is not None:  # export the student of the best validation score
-            self.student.load_state_dict(load_checkpoint(self.best_path)["student"])
+            self.engine.load_best()
         save_student(self.run_dir / "student", self.student, self.tokenizer,
                      {"kind": self.kind, "steps": s["step"]})  # fmt: skip
         result = {
-            "kind": self.kind, "steps": s["step"], "epochs": s["epoch"],
+            "kind": self.kind, "steps": s["step"], "epochs": self.engine.epochs("train"),
             "samples": int(self.samples.query.size), "unmatched_labels": self.unmatched,
-            "train_pairs_per_s": s["pairs"] / max(s["seconds"], 1e-9),
+            "train_pairs_per_s": s["samples"].get("train", 0)
+            / max(s["seconds"].get("train", 0.0), 1e-9),
             "parameters": sum(p.numel() for p in self.student.parameters()),
             "mode": c.mode, "query_length": c.query_length, "title_length": c.title_length,
             "truncated": {  # shares of the training days' distinct texts cut at the limits
@@ -383,7 +313,8 @@ class EncoderRun:
             result.update(loss=self.train.loss, pair_weight=self.train.pair_weight,
                           rows_per_epoch=int(grades.numel()),
                           train_grades=[round(float(x), 4) for x in shares],
-                          validation=s["best"], stopped_early=not self._reached_end())  # fmt: skip
+                          validation=s["best"],
+                          stopped_early=self.engine.stopped_early(self.stage))  # fmt: skip
         result["pairs"] = self.pairs.counts
         try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed

@@ -16,10 +16,6 @@ import torch
 from prectr.io import atomic_file
 
 
-class StopTraining(Exception):
-    """Raised by a trainer's ``stop_after`` hook to imitate a run killed at a given step."""
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_file(path) as tmp:
         torch.save(state, tmp)

@@ -1,12 +1,12 @@
-"""One training loop for every registered model, in one process or many.
+"""Training every registered model, in one process or many, on the training engine.
 
 AdamW with three learning rates (embedding tables, dense layers, a text encoder if the model has
 one; with ``train.sparse_embeddings``, lazy Adam on row-wise gradients for the tables:
 :mod:`prectr.train.optim`), gradient clipping, an optional stage 1 that fits a model's
 relevance module alone on the human grades (``train.relevance_epochs``), validation after each
-epoch, early stopping on a chosen metric, and ``best``/``last`` checkpoints written atomically.
-A run directory holds the config, a log, the train log (JSON lines, also TensorBoard scalars),
-``metrics.json`` and the checkpoints.
+epoch, early stopping on a chosen metric, and ``best``/``last`` checkpoints written atomically:
+the two stages run on :class:`prectr.train.engine.Engine`. A run directory holds the config, a
+log, the train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the checkpoints.
 
 Under ``torchrun`` the same loop runs in every process: the main process prepares the data (the
 others wait, and fail with its error if it fails), each process streams its own shards,
@@ -29,8 +29,8 @@ import json
 import logging
 import os
 import resource
-import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,6 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from prectr import __version__
 from prectr.config import ExperimentConfig, experiment_from_dict
@@ -48,11 +46,10 @@ from prectr.data.dataset import LOSS_ROWS, Batch
 from prectr.data.features import FeatureEncoder
 from prectr.data.stream import BatchStream
 from prectr.io import atomic_file, claim_run_dir
-from prectr.metrics import LOWER_IS_BETTER
 from prectr.metrics.distributed import distributed_click_metrics
 from prectr.models import RankingModel, build_model
 from prectr.models.calibration import calibration_path, fit_calibrator, save_calibrator
-from prectr.train.checkpoint import StopTraining, load_checkpoint, save_checkpoint
+from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import (
     PreparedData,
     fit_features,
@@ -63,7 +60,8 @@ from prectr.train.data import (
     training_log_path,
 )
 from prectr.train.distributed import Processes, join
-from prectr.train.optim import build_optimizer, clip_grad_norm
+from prectr.train.engine import Engine, Stage, Step, Stopping
+from prectr.train.optim import build_optimizer
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
@@ -240,7 +238,7 @@ class Trainer:
         stop_after: int | None = None,
         overwrite: bool = False,
     ):
-        self.config, self.run_dir, self.stop_after = config, Path(run_dir), stop_after
+        self.config, self.run_dir = config, Path(run_dir)
         t = config.train
         self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.processes: Processes = join("nccl" if self.device.type == "cuda" else "gloo")
@@ -254,14 +252,21 @@ class Trainer:
         self.model.position_bias.weight.requires_grad_(t.position_bias)
         groups = param_groups(self.model, config)
         self.optimizer = build_optimizer(self.model, groups, t.sparse_embeddings)
-        self.state = {
-            "relevance_epoch": 0, "epoch": 0, "position": {}, "step": 0, "best": None,
-            "stale": 0, "train_seconds": 0.0, "data_wait_seconds": 0.0, "train_samples": 0,
-        }  # fmt: skip
-        if resume and self.last_path.is_file():
-            self._restore(load_checkpoint(self.last_path))
-        else:
+        self.engine = Engine(
+            {"model": self.model}, self.optimizer, directory=self.run_dir,
+            clip_norm=t.clip_norm, stopping=Stopping(t.early_stopping_metric, t.patience),
+            log_every=t.log_every, checkpoint_every=t.checkpoint_every, tensorboard=True,
+            stop_after=stop_after, processes=self.processes,
+            saved={"model_name": config.model, "prectr_version": __version__},
+        )  # fmt: skip
+        checkpoint = self.engine.resume() if resume else None
+        if checkpoint is None:
             self.model.start_at_rate(self.data.click_rate())
+        else:
+            s = self.engine.state
+            self.log.info("resumed at epoch %d step %d with %d process(es), written by %d",
+                          self.engine.epochs("train"), s["step"], self.processes.world_size,
+                          len(checkpoint["rng"]))  # fmt: skip
         self.objective: nn.Module = Objective(self.model)
         if self.processes.distributed:
             # after the restore (DDP starts every process from rank 0's weights); stage 1
@@ -295,52 +300,6 @@ class Trainer:
         if message is not None:
             raise RuntimeError(f"the main process (rank 0) failed: {message}")
 
-    @property
-    def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
-
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        rng = checkpoint["rng"]  # one state per process of the run that wrote it
-        if self.processes.rank < len(rng):
-            torch.set_rng_state(rng[self.processes.rank])
-        self.state = {**self.state, **checkpoint["state"]}
-        self.log.info("resumed at epoch %d step %d with %d process(es), written by %d",
-                      self.state["epoch"], self.state["step"], self.processes.world_size,
-                      len(rng))  # fmt: skip
-
-    def _checkpoint(self, name: str, stream: BatchStream | None = None) -> None:
-        """Write a checkpoint from the main process; every process must call this (it
-        collects the processes' stream positions and RNG states)."""
-        if stream is not None:
-            self.state["position"] = {
-                k: v for p in self.processes.gather(stream.position) for k, v in p.items()
-            }
-        rng = self.processes.gather(torch.get_rng_state())
-        if not self.processes.main:
-            return
-        save_checkpoint(
-            self.run_dir / "checkpoints" / f"{name}.pt",
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng": rng,
-                "state": dict(self.state),
-                "model_name": self.config.model,
-                "prectr_version": __version__,
-            },
-        )
-
-    def _record(self, writer: SummaryWriter | None, split: str, values: dict[str, float]) -> None:
-        if writer is None:
-            return
-        entry = {"step": self.state["step"], "epoch": self.state["epoch"], "split": split, **values}
-        with open(self.run_dir / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        for k, v in values.items():
-            writer.add_scalar(f"{split}/{k}", v, self.state["step"])
-
     def validate(self) -> dict[str, float]:
         """Click metrics on the validation split, over the rows of every process: ranking
         metrics of the served score, logloss and calibration of the probability at each
@@ -353,46 +312,44 @@ class Trainer:
             p["click"][exposed].astype(np.int64), p["score"][exposed],
             self.data.user_of_request[request], request, p["shown"][exposed],
         )  # fmt: skip
-        return {k: v for k, v in metrics.items() if not np.isnan(v)}
+        metrics = {k: v for k, v in metrics.items() if not np.isnan(v)}
+        self.log.info("epoch %d valid %s", self.engine.epochs("train"), metrics)
+        return metrics
 
     def _stream(self, split: str, shuffle: bool, rows: str = "exposed") -> BatchStream:
         return self.data.stream(split, self.config, shuffle, rows, self.processes.rank,
                                 self.processes.world_size)  # fmt: skip
 
-    def _better(self, metrics: dict[str, float]) -> bool:
-        key = self.config.train.early_stopping_metric
-        best = self.state["best"]
-        if best is None:
-            return True
-        return metrics[key] < best[key] if key in LOWER_IS_BETTER else metrics[key] > best[key]
+    def _stage(self, name: str, epochs: int, rows: str) -> Stage:
+        """Training ``name`` (``relevance``: stage 1 on the labelled rows, ``train``: the
+        model's loss on its training rows) as the engine runs it."""
+        stream = self._stream("train", True, rows)
+        kind = "relevance" if name == "relevance" else "joint"
+        return Stage(
+            name, epochs, partial(self._steps, stream), lambda batch: self.objective(batch, kind),
+            position=partial(self._position, stream),
+        )  # fmt: skip
 
     def fit(self) -> dict[str, Any]:
         t = self.config.train
-        stream = self._stream("train", True, self.model.training_rows)
-        writer = None
-        if self.processes.main:
-            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state["step"] or None)
-        try:
-            self._relevance_stage(writer)
-            while self.state["epoch"] < t.epochs and self.state["stale"] < t.patience:
-                self._train_epoch(stream, writer)
-                metrics = self.validate()
-                self._record(writer, "valid", metrics)
-                self.log.info("epoch %d valid %s", self.state["epoch"], metrics)
-                if self._better(metrics):
-                    self.state["best"] = {**metrics, "epoch": self.state["epoch"]}
-                    self.state["stale"] = 0
-                    self._checkpoint("best")
-                else:
-                    self.state["stale"] += 1
-                self.state["epoch"] += 1
-                self.state["position"] = {}
-                self._checkpoint("last")
-        finally:
-            if writer is not None:
-                writer.close()
+        with self.engine:
+            if t.relevance_epochs:
+                stage = self._stage("relevance", t.relevance_epochs, "labelled")
+                stage.epoch_end = self._relevance_epoch_end
+                self.engine.run(stage)
+            stage = self._stage("train", t.epochs, self.model.training_rows)
+            stage.validate = self.validate
+            self.engine.run(stage)
         self.calibrate()
         return self._write_metrics()
+
+    def _relevance_epoch_end(self, epochs: int) -> None:
+        """Stage 1 fits the relevance module alone on the labelled pairs (only its parameters
+        get gradients); after its last epoch the model is told the stage ended (e.g. to keep a
+        reference copy)."""
+        if epochs == self.config.train.relevance_epochs:
+            self.model.end_relevance_stage()
+        self.log.info("relevance epoch %d done", epochs)
 
     def calibrate(self) -> None:
         """Fit ``train.calibration`` for the ``best`` and ``last`` checkpoints on the exposed
@@ -403,15 +360,13 @@ class Trainer:
             return
         if kind == "none":  # a former fit's files (a resumed or reused run) would still apply
             for name in ("best", "last"):
-                calibration_path(self.run_dir / "checkpoints" / f"{name}.pt").unlink(
-                    missing_ok=True
-                )
+                calibration_path(self.engine.path(name)).unlink(missing_ok=True)
             return
         last = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream = self.data.stream("valid", self.config, False, "exposed", 0, 1)
         calibrator = None
         for name in ("best", "last"):
-            path = self.run_dir / "checkpoints" / f"{name}.pt"
+            path = self.engine.path(name)
             if not path.is_file():
                 continue
             # the model holds the last weights already; only best's come from the file
@@ -425,33 +380,22 @@ class Trainer:
         if calibrator is not None:  # last's, as a reload would have it
             self.model.calibrator = calibrator.to(self.device)
 
-    def _relevance_stage(self, writer: SummaryWriter | None) -> None:
-        """Stage 1: the relevance module alone on the labelled pairs (only its parameters get
-        gradients), then the model is told the stage ended (e.g. to keep a reference copy)."""
-        t = self.config.train
-        stream = self._stream("train", True, "labelled")
-        while self.state["relevance_epoch"] < t.relevance_epochs:
-            self._train_epoch(stream, writer, stage="relevance")
-            self.state["relevance_epoch"] += 1
-            self.state["position"] = {}
-            if self.state["relevance_epoch"] == t.relevance_epochs:
-                self.model.end_relevance_stage()
-            self.log.info("relevance epoch %d done", self.state["relevance_epoch"])
-            self._checkpoint("last")
+    def _position(self, stream: BatchStream) -> dict[str, int]:
+        """How many rows of each shard the epoch has used, over every process."""
+        return {k: v for p in self.processes.gather(stream.position) for k, v in p.items()}
 
-    def _steps(self, stream: BatchStream, epoch: int) -> Iterator[tuple[Batch, float, int]]:
-        """The epoch's steps of this process, in lockstep with the others: each step's batch,
-        its loss weight (0 once this process's shards are done) and the exposed rows of the
-        step over all processes. In a distributed run each batch carries the step's rows per
-        process (``Batch.step_rows``), which its losses divide by. Time spent waiting for a
-        batch counts as data wait."""
-        batches = stream.epoch(epoch, self.state["position"], self.config.data.prefetch)
+    def _steps(
+        self, stream: BatchStream, epoch: int, position: dict[str, int] | None
+    ) -> Iterator[Step]:
+        """The epoch's steps of this process from ``position``, in lockstep with the others:
+        each step's batch, the exposed rows of the step over all processes and its loss weight
+        (0 once this process's shards are done). In a distributed run each batch carries the
+        step's rows per process (``Batch.step_rows``), which its losses divide by."""
+        batches = stream.epoch(epoch, position, self.config.data.prefetch)
         spare: Batch | None = None
         world = self.processes.world_size
         while True:
-            started = time.perf_counter()
             batch = next(batches, None)
-            self.state["data_wait_seconds"] += time.perf_counter() - started
             rows = batch.local_rows() if batch is not None else dict.fromkeys(LOSS_ROWS, 0.0)
             active, *totals = self.processes.sum(batch is not None, *(rows[k] for k in LOSS_ROWS))
             if not active:
@@ -466,56 +410,21 @@ class Trainer:
             step = dict(zip(LOSS_ROWS, totals, strict=True))
             if self.processes.distributed:
                 spare.step_rows = {k: v / world for k, v in step.items()}
-            yield spare.to(self.device), weight, int(step["exposed"])
-
-    def _train_epoch(self, stream, writer: SummaryWriter | None, stage: str = "joint") -> None:
-        t = self.config.train
-        self.model.train()
-        epoch = self.state["relevance_epoch" if stage == "relevance" else "epoch"]
-        bar = tqdm(desc=f"{stage} epoch {epoch}", unit="batch", leave=False,
-                   disable=None if self.processes.main else True)  # fmt: skip
-        window_loss, window_samples, window_start = [], 0, time.perf_counter()
-        started = time.perf_counter()
-        for batch, weight, rows in self._steps(stream, epoch):
-            losses = self.objective(batch, stage)
-            self.optimizer.zero_grad(set_to_none=True)
-            (losses["loss"] * weight).backward()
-            clip_grad_norm(self.model.parameters(), t.clip_norm)
-            self.optimizer.step()
-            bar.update()
-            if stage == "joint":  # throughput is the click-training rate, data wait included
-                now = time.perf_counter()
-                self.state["train_seconds"] += now - started
-                self.state["train_samples"] += rows
-            started = time.perf_counter()
-            self.state["step"] += 1
-            window_loss.append({k: float(v.detach()) for k, v in losses.items()})
-            window_samples += rows
-            if self.state["step"] % t.log_every == 0:
-                rate = window_samples / (time.perf_counter() - window_start)
-                mean = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
-                split = "train" if stage == "joint" else stage
-                self._record(writer, split, {**mean, "samples_per_s": rate})
-                bar.set_postfix(loss=f"{mean['loss']:.4f}", samples_s=f"{rate:,.0f}")
-                window_loss, window_samples, window_start = [], 0, time.perf_counter()
-            if self.state["step"] % t.checkpoint_every == 0:
-                self._checkpoint("last", stream)
-            if self.stop_after is not None and self.state["step"] >= self.stop_after:
-                raise StopTraining(f"stopped after step {self.state['step']}")
-        bar.close()
+            yield Step(spare.to(self.device), int(step["exposed"]), weight)
 
     def _write_metrics(self) -> dict[str, Any]:
-        s = self.state
+        s = self.engine.state
+        seconds, samples = s["seconds"].get("train", 0.0), s["samples"].get("train", 0)
         peak = self.processes.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        waits = self.processes.gather(s["data_wait_seconds"] / max(s["train_seconds"], 1e-9))
+        waits = self.processes.gather(s["data_wait_seconds"] / max(seconds, 1e-9))
         result = {
             "model": self.config.model,
             "best_valid": s["best"],
-            "epochs": s["epoch"],
+            "epochs": self.engine.epochs("train"),
             "steps": s["step"],
             "processes": self.processes.world_size,
-            "train_samples": s["train_samples"],
-            "train_samples_per_s": s["train_samples"] / max(s["train_seconds"], 1e-9),
+            "train_samples": samples,
+            "train_samples_per_s": samples / max(seconds, 1e-9),
             "data_wait_share": max(waits),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "peak_rss_mb": max(peak),

@@ -9,12 +9,13 @@ import torch
 
 from prectr.data.schema import read_log
 from prectr.data.shards import time_split
-from prectr.encoder.distill import EncoderRun, EncoderTrainConfig, StopTraining
+from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import grade_metrics
 from prectr.encoder.pairs import read_teacher_labels
 from prectr.encoder.student import StudentConfig, load_student, student_config
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.train.checkpoint import load_checkpoint
+from prectr.train.engine import StopTraining
 from tests.encoder.conftest import TINY
 
 STUDENT = StudentConfig(**TINY)
@@ -145,7 +146,7 @@ def test_sft_starts_from_the_distilled_student_and_fits_the_human_grades(
         torch.testing.assert_close(a, b)
     run.fit()
     log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
-    losses = [e["loss"] for e in log if "loss" in e]
+    losses = [e["loss"] for e in log if e["split"] == "train"]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert not (tmp_path / "sft" / "tokenizer.json").exists()  # the init student's tokenizer
 
@@ -214,7 +215,7 @@ def test_sft_stops_early_and_exports_the_best_validated_student(
                      train=train(24, valid_every=3, patience=0))  # fmt: skip
     result = run.fit()
     log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
-    scores = [(e["valid_macro_f1"], -e["step"]) for e in log if "valid_macro_f1" in e]
+    scores = [(e["macro_f1"], -e["step"]) for e in log if e["split"] == "valid"]
     assert len(scores) == 8 and not result["stopped_early"]
     assert result["validation"]["step"] == -max(scores)[1]  # the first of the best scores
     best = load_checkpoint(tmp_path / "sft" / "checkpoints" / "best.pt")["student"]

@@ -6,7 +6,8 @@ import yaml
 
 from prectr.config import load_experiment
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.trainer import StopTraining, Trainer
+from prectr.train.engine import StopTraining
+from prectr.train.trainer import Trainer
 from tests.conftest import tiny_config
 
 RUN_FILES = (
@@ -147,7 +148,7 @@ def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
     with pytest.raises(StopTraining):
         Trainer(config, tmp_path / "killed", stop_after=3).fit()
     state = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["state"]
-    assert state["relevance_epoch"] == 0 and state["step"] == 2
+    assert state["epochs"].get("relevance", 0) == 0 and state["step"] == 2
     resumed = Trainer(config, tmp_path / "killed", resume=True).fit()
     assert resumed["best_valid"] == whole["best_valid"]
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]

@@ -1,8 +1,10 @@
 """Adapting a frozen teacher to the observed human grades: a head trained on its hidden states.
 
 The head (an MLP, or a linear softmax layer with ``hidden=0``) sees the standardised hidden
-state and predicts the grade with cross-entropy; training stops early on a validation share of
-the labelled queries and keeps the best epoch. The adapted teacher is the frozen base teacher
+state and predicts the grade with cross-entropy; training runs on the training engine
+(:class:`prectr.train.engine.Engine`, in memory: it takes seconds on the cached hidden states),
+stops early on the cross-entropy (``logloss``) of a validation share of the labelled queries
+and keeps the best epoch. The adapted teacher is the frozen base teacher
 followed by this head; it is saved as a directory (``teacher.json`` + ``head.pt``), atomically.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torch import nn
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.load import ADAPTED_FILE, load_teacher
 from prectr.io import atomic_dir
+from prectr.train.engine import Engine, Stage, Step, Stopping
 from prectr.words import count
 
 HEAD_FILE = "head.pt"
@@ -35,7 +38,7 @@ class HeadConfig:
     weight_decay: float = 1e-2
     batch_size: int = 256
     max_epochs: int = 300
-    patience: int = 15
+    patience: int = 15  # epochs without a lower validation cross-entropy (0: never stop early)
     valid_share: float = 0.15
     seed: int = 0
 
@@ -88,32 +91,37 @@ def train_head(
     head.scale.copy_(train_x.std(0).clamp(min=1e-6))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    best, best_state, best_epoch = float("inf"), None, 0
     generator = torch.Generator().manual_seed(config.seed)
-    for epoch in range(config.max_epochs):
-        head.train()
+
+    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
+        """The next permutation of one seeded generator: an epoch is never resumed here."""
         for rows in torch.randperm(len(train_y), generator=generator).split(config.batch_size):
-            optimizer.zero_grad()
-            loss_fn(head(train_x[rows]), train_y[rows]).backward()
-            optimizer.step()
+            yield Step(rows, len(rows))
+
+    def loss(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": loss_fn(head(train_x[rows]), train_y[rows])}
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
         head.eval()
-        with torch.no_grad():
-            loss = float(loss_fn(head(valid_x), valid_y))
-        if loss < best:
-            best, best_epoch = loss, epoch
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
-    head.load_state_dict(best_state)
+        return {"logloss": float(loss_fn(head(valid_x), valid_y))}
+
+    engine = Engine({"head": head}, optimizer, stopping=Stopping("logloss", config.patience))
+    per_epoch = -(-len(train_y) // config.batch_size)
+    with engine:
+        engine.run(Stage("train", config.max_epochs, steps, loss, validate,
+                         steps_per_epoch=per_epoch))  # fmt: skip
+    engine.load_best()
+    best = engine.state["best"]
     head.eval()
     with torch.no_grad():
         accuracy = float((head(valid_x).argmax(1) == valid_y).float().mean())
     summary = {
         "train_pairs": int((~valid).sum()),
         "valid_pairs": int(valid.sum()),
-        "valid_cross_entropy": best,
+        "valid_cross_entropy": best["logloss"],
         "valid_accuracy": accuracy,
-        "best_epoch": best_epoch,
+        "best_epoch": best["epoch"],
     }
     return head, summary
 

@@ -6,12 +6,14 @@ saved (with its tokenizer) as a Hugging Face directory, atomically, and is then 
 any other local model directory (its zero-shot grades are the tuned ones, and a head can still
 be adapted on top). On a CPU this is slow even for a 135M model: the head of
 :mod:`prectr.encoder.teachers.adapt` is the adaptation for CPU-only machines. The teacher passed
-in is trained in place; load the saved directory to use the tuned teacher.
+in is trained in place; load the saved directory to use the tuned teacher. The epochs run on the
+training engine (:class:`prectr.train.engine.Engine`, in memory, with progress and a validation
+after each epoch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from torch import nn
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.io import atomic_dir
+from prectr.train.engine import Engine, Stage, Step
 from prectr.words import count
 
 
@@ -96,26 +99,36 @@ def finetune(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     loss_fn, y = nn.CrossEntropyLoss(), torch.from_numpy(grades.astype(np.int64)).to(config.device)
-    history = []
-    for _ in range(config.epochs):
-        model.train()
-        losses = []
+    history: list[dict[str, float]] = []
+    epoch_losses: list[float] = []
+
+    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
+        """The next permutation of the seeded generator: an epoch is never resumed here."""
         for rows in _chunks(rng.permutation(train_rows), config.batch_size):
-            optimizer.zero_grad()
-            loss = loss_fn(_grade_logits(teacher, pairs, rows, config.device).float(), y[rows])
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            yield Step(rows, rows.size)
+
+    def loss(rows: np.ndarray) -> dict[str, torch.Tensor]:
+        value = loss_fn(_grade_logits(teacher, pairs, rows, config.device).float(), y[rows])
+        epoch_losses.append(value.item())
+        return {"loss": value}
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
         model.eval()
-        with torch.no_grad():
-            logits = [_grade_logits(teacher, pairs, rows, config.device).float()
-                      for rows in _chunks(valid_rows, config.batch_size)]  # fmt: skip
-        logits, target = torch.cat(logits), y[valid_rows]
+        logits = torch.cat([_grade_logits(teacher, pairs, rows, config.device).float()
+                            for rows in _chunks(valid_rows, config.batch_size)])  # fmt: skip
+        target = y[valid_rows]
         history.append({
-            "train_loss": float(np.mean(losses)),
+            "train_loss": float(np.mean(epoch_losses)),
             "valid_loss": float(loss_fn(logits, target)),
             "valid_accuracy": float((logits.argmax(1) == target).float().mean()),
         })  # fmt: skip
+        epoch_losses.clear()
+        return history[-1]
+
+    per_epoch = -(-train_rows.size // config.batch_size)
+    with Engine({"model": model}, optimizer) as engine:
+        engine.run(Stage("train", config.epochs, steps, loss, validate, steps_per_epoch=per_epoch))
     model.to("cpu")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
