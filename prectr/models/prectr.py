@@ -11,10 +11,10 @@ P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 **Text encoder.** The RSL module reads query and title through ``text_encoder``: ``bag``
 (mean-pooled word embeddings, the stand-in), ``student`` (PRECTR-V2's distilled transformer,
 loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, its
-training passes in bfloat16 autocast where the processor multiplies bfloat16 natively
-(``encoder_precision``), or ``frozen_encoder``) or ``cache`` (a frozen encoder's cached
-embeddings, PRECTR's MiniLM); see :mod:`prectr.modules.text`. Its grade distribution feeds the
-fusion and the incentive alike.
+training passes in float32 or, with ``encoder_precision`` ``auto`` or ``bf16``, in bfloat16
+autocast (not yet checked end to end, so not the default), or ``frozen_encoder``) or
+``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
+:mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
 
 **Personalised relevance incentive.** A relevance preference ``tau`` mined from the user's
 own history (PRECTR) and, in V2, from what all users did recently under the same query, backed
@@ -119,7 +119,7 @@ class PRECTR(RankingModel):
         student: str | None = None,
         frozen_encoder: bool = False,
         text_cache: str | None = None,
-        encoder_precision: str = "auto",
+        encoder_precision: str = "fp32",
     ):
         super().__init__()
         if consistency not in CONSISTENCY:

@@ -5,8 +5,8 @@
 * ``student``: :class:`StudentText`, the distilled and fine-tuned transformer student
   (:mod:`prectr.encoder.student`) loaded from its directory, trained end to end at the trainer's
   ``lr_encoder`` (it is the submodule named ``text_encoder``) or ``frozen``; trained end to end,
-  its training passes run in bfloat16 autocast where the processor multiplies bfloat16 natively
-  (``precision``, see :func:`training_dtype`);
+  its training passes run in float32, or in bfloat16 autocast with ``precision`` ``bf16``, or
+  ``auto`` where the processor multiplies bfloat16 natively (see :func:`training_dtype`);
 * ``cache``: :class:`CachedText`, a frozen encoder's embeddings (PRECTR's MiniLM) read from an
   embedding cache (:mod:`prectr.encoder.cache`), never recomputed.
 
@@ -49,7 +49,7 @@ class StudentText(nn.Module):
     ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool,
-                 precision: str = "auto"):  # fmt: skip
+                 precision: str = "fp32"):  # fmt: skip
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"encoder_precision {precision!r}: expected one of {PRECISIONS}")
@@ -147,7 +147,7 @@ def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
 
 def build_text_encoder(
     kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
-    frozen: bool = False, text_cache: str | None = None, precision: str = "auto",
+    frozen: bool = False, text_cache: str | None = None, precision: str = "fp32",
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
     text_roles(kind)  # an unknown kind is refused by name
