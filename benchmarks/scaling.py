@@ -7,9 +7,12 @@ run then trains `--epochs` epochs from a hard-linked copy of that prepared run u
 `torchrun --standalone --nproc-per-node N` (gloo on CPU, NCCL with `--device cuda`), the
 machine's cores split evenly between the processes (`train.threads`), the global batch
 (`data.batch_size`) the same for every N. The runs alternate (1, N, 1, N, ...) so the machine's
-noise spreads over both. Reported per run: validation AUC, samples/s over all processes (data
+noise spreads over both. ``--variants`` adds settings to compare in the same alternation, each a
+comma-separated list of overrides (``train.sparse_embeddings=false
+train.sparse_embeddings=true``: dense against row-wise embedding gradients); the result file
+then carries ``--tag``. Reported per run: validation AUC, samples/s over all processes (data
 wait included), the largest share of time a process waited for data, peak RSS per process.
-Writes results/scaling_<world>_<config>.json.
+Writes results/scaling_<world>_<config>[_<tag>].json.
 """
 
 from __future__ import annotations
@@ -74,24 +77,37 @@ def train(config: Path, prepared: Path, run: Path, processes: int, overrides: li
 
 
 def summary(runs: list[dict]) -> list[dict]:
-    by_n: dict[int, list[dict]] = {}
+    """Per (variant, processes): against the same variant's fewest processes (``speedup``,
+    ``auc_minus_fewest_processes``) and against the first variant's
+    (``speedup_over_first_variant``, ``auc_minus_first_variant``)."""
+    by: dict[tuple[str, int], list[dict]] = {}
     for r in runs:
-        by_n.setdefault(r["processes"], []).append(r)
-    base = by_n[min(by_n)]
-    base_auc = statistics.mean(r["valid_auc"] for r in base)
-    base_rate = statistics.mean(r["samples_per_s"] for r in base)
+        by.setdefault((r["variant"], r["processes"]), []).append(r)
+    first = runs[0]["variant"]
+    fewest = min(n for _, n in by)
     rows = []
-    for n, rs in sorted(by_n.items()):
+    for (variant, n), rs in by.items():
+        base = by[variant, fewest]
+        base_auc = statistics.mean(r["valid_auc"] for r in base)
+        base_rate = statistics.mean(r["samples_per_s"] for r in base)
         aucs = [r["valid_auc"] for r in rs]
-        rate = statistics.mean(r["samples_per_s"] for r in rs)
+        rates = [r["samples_per_s"] for r in rs]
+        rate = statistics.mean(rates)
+        first_auc = statistics.mean(r["valid_auc"] for r in by[first, fewest])
+        first_rate = statistics.mean(r["samples_per_s"] for r in by[first, fewest])
         rows.append({
+            "variant": variant,
             "processes": n,
             "seeds": len(rs),
             "valid_auc_mean": statistics.mean(aucs),
             "valid_auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
             "auc_minus_fewest_processes": statistics.mean(aucs) - base_auc,
             "samples_per_s_mean": rate,
+            "samples_per_s_min": min(rates),
+            "samples_per_s_max": max(rates),
             "speedup": rate / base_rate,
+            "speedup_over_first_variant": rate / first_rate,
+            "auc_minus_first_variant": statistics.mean(aucs) - first_auc,
             "data_wait_share_max": max(r["data_wait_share"] for r in rs),
             "peak_rss_mb_max": max(max(r["peak_rss_mb_per_process"]) for r in rs),
         })  # fmt: skip
@@ -109,6 +125,13 @@ def main() -> None:
                         help="CPU threads shared out among the processes")  # fmt: skip
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--scratch", type=Path, help="where runs go (default: a temporary dir)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[""],
+        help="settings compared in the alternation, each KEY=VALUE[,KEY=VALUE]",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="prectr-scaling-"))
     base = [f"train.epochs={args.epochs}", f"train.device={args.device}", "train.patience=1"]
@@ -116,13 +139,16 @@ def main() -> None:
     print("prepared:", json.dumps(data["prepare"]))
     runs = []
     for seed in args.seeds:
-        for n in args.processes:
-            threads = max(1, args.cores // n)
-            overrides = [*base, f"train.seed={seed}", f"train.threads={threads}"]
-            result = train(args.config, scratch / "prepared", scratch / f"p{n}-s{seed}", n,
-                           overrides)  # fmt: skip
-            runs.append({"seed": seed, "threads_per_process": threads, **result})
-            print(json.dumps(runs[-1]))
+        for v, variant in enumerate(args.variants):
+            for n in args.processes:
+                threads = max(1, args.cores // n)
+                overrides = [*base, f"train.seed={seed}", f"train.threads={threads}",
+                             *filter(None, variant.split(","))]  # fmt: skip
+                result = train(args.config, scratch / "prepared", scratch / f"v{v}-p{n}-s{seed}",
+                               n, overrides)  # fmt: skip
+                runs.append({"seed": seed, "variant": variant, "threads_per_process": threads,
+                             **result})  # fmt: skip
+                print(json.dumps(runs[-1]))
     out = {
         "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
@@ -134,7 +160,8 @@ def main() -> None:
     }
     for row in out["summary"]:
         print(json.dumps(row))
-    path = ROOT / "results" / f"scaling_{args.world.name}_{args.config.stem}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    path = ROOT / "results" / f"scaling_{args.world.name}_{args.config.stem}{tag}.json"
     write_record(path, out)
     if args.scratch is None:
         shutil.rmtree(scratch)

@@ -53,6 +53,9 @@ class TrainConfig(Section):
     lr_position: float = 0.1  # Adam moves it at most this per step (trainer.param_groups)
     weight_decay: float = 1e-5  # dense and encoder parameters only
     clip_norm: float = 5.0
+    # row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
+    # looked up, not whole tables (prectr/train/optim.py)
+    sparse_embeddings: bool = False
     early_stopping_metric: StoppingMetric = "auc"
     patience: int = 2  # epochs without improvement before stopping
     seed: int = 0

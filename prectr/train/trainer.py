@@ -1,11 +1,12 @@
 """Training every registered model, in one process or many, on the training engine.
 
 AdamW with three learning rates (embedding tables, dense layers, a text encoder if the model has
-one), gradient clipping, an optional stage 1 that fits a model's relevance module alone on the
-human grades (``train.relevance_epochs``), validation after each epoch, early stopping on a
-chosen metric, and ``best``/``last`` checkpoints written atomically: the two stages run on
-:class:`prectr.train.engine.Engine`. A run directory holds the config, a log, the train log
-(JSON lines, also TensorBoard scalars), ``metrics.json`` and the checkpoints.
+one; with ``train.sparse_embeddings``, lazy Adam on row-wise gradients for the tables:
+:mod:`prectr.train.optim`), gradient clipping, an optional stage 1 that fits a model's
+relevance module alone on the human grades (``train.relevance_epochs``), validation after each
+epoch, early stopping on a chosen metric, and ``best``/``last`` checkpoints written atomically:
+the two stages run on :class:`prectr.train.engine.Engine`. A run directory holds the config, a
+log, the train log (JSON lines, also TensorBoard scalars), ``metrics.json`` and the checkpoints.
 
 Under ``torchrun`` the same loop runs in every process: the main process prepares the data (the
 others wait, and fail with its error if it fails), each process streams its own shards,
@@ -59,6 +60,7 @@ from prectr.train.data import (
 )
 from prectr.train.distributed import Processes, join
 from prectr.train.engine import Engine, Stage, Step, Stopping
+from prectr.train.optim import build_optimizer
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
@@ -247,7 +249,8 @@ class Trainer:
         torch.manual_seed(t.seed + self.processes.rank)
         self.model = build_run_model(config, self.data.encoder).to(self.device)
         self.model.position_bias.weight.requires_grad_(t.position_bias)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, config))
+        groups = param_groups(self.model, config)
+        self.optimizer = build_optimizer(self.model, groups, t.sparse_embeddings)
         self.engine = Engine(
             {"model": self.model}, self.optimizer, directory=self.run_dir,
             clip_norm=t.clip_norm, stopping=Stopping(t.early_stopping_metric, t.patience),

@@ -70,6 +70,32 @@ def _in_two_processes(tmp_path, name: str, *args) -> None:
     mp.spawn(_worker, args=(2, init, *args), nprocs=2, join=True)
 
 
+def _tables_after(rank: int, world: int, init: str, config, run: str, out: str) -> None:
+    """Train ``config`` until its ``stop_after`` step, then save this process's tables."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    trainer = Trainer(config, run, stop_after=6)
+    with contextlib.suppress(StopTraining):
+        trainer.fit()
+    tables = trainer.model.embedding.tables
+    torch.save({k: t.weight.detach() for k, t in tables.items()}, f"{out}.{rank}")
+    trainer.close()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sparse_embedding_rows_stay_identical_across_processes(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, threads=1, sparse_embeddings=True)
+    out = str(tmp_path / "tables")
+    mp.spawn(_tables_after, args=(2, f"file://{tmp_path / 'init'}", config,
+                                  str(tmp_path / "run"), out), nprocs=2, join=True)  # fmt: skip
+    ranks = [torch.load(f"{out}.{r}") for r in (0, 1)]
+    start = Trainer(config, tmp_path / "fresh").model.embedding.tables  # rank 0's initial rows
+    for name, table in start.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        moved = (ranks[0][name] != table.weight.detach()).any(1)
+        assert 0 < int(moved.sum()) < len(moved), name  # some rows looked up, not every row
+
+
 @pytest.mark.slow
 def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
     tiny_world, tmp_path

@@ -28,8 +28,12 @@ def test_a_run_directory_holds_everything(tiny_run):
     assert all("loss" in x and "samples_per_s" in x for x in lines if x["split"] == "train")
 
 
-def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_world, tmp_path):
-    config = tiny_config(tiny_world, epochs=2, checkpoint_every=3)
+@pytest.mark.parametrize("sparse_embeddings", [False, True])
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(
+    tiny_world, tmp_path, sparse_embeddings
+):
+    config = tiny_config(tiny_world, epochs=2, checkpoint_every=3,
+                         sparse_embeddings=sparse_embeddings)  # fmt: skip
     whole = Trainer(config, tmp_path / "whole").fit()
     with pytest.raises(StopTraining):
         # killed at step 8 of the first epoch: the last checkpoint is from step 6
