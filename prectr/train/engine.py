@@ -6,7 +6,8 @@ A loop is one or more :class:`Stage` s that an :class:`Engine` runs in turn. A s
 an epoch's steps are, a step's losses (``loss`` is the one trained on, the others are logged)
 and how to validate; the engine does the rest, the same way for every loop:
 
-- the optimiser's step, with the gradients of the first module clipped to ``clip_norm``;
+- the optimiser's step, with the gradients of the first module clipped to ``clip_norm`` (row-wise
+  gradients too: :func:`prectr.train.optim.clip_grad_norm`);
 - the mean of each loss over the last ``log_every`` steps and the samples per second, as JSON
   lines in ``train_log.jsonl`` (with ``step``, ``epoch`` and ``split``: the stage's name, or
   ``valid``) and, with ``tensorboard``, as TensorBoard scalars in ``tb/``;
@@ -52,7 +53,7 @@ from prectr.io import atomic_file
 from prectr.metrics import LOWER_IS_BETTER
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
 from prectr.train.distributed import Processes
-from prectr.train.optim import clip_grad_norm
+from prectr.train.optim import Optimizers, clip_grad_norm
 
 TRAIN_LOG = "train_log.jsonl"
 
@@ -120,7 +121,7 @@ class Engine:
     """
 
     def __init__(
-        self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, *,
+        self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer | Optimizers, *,
         directory: str | Path | None = None, clip_norm: float | None = None,
         stopping: Stopping | None = None, log_every: int = 50, checkpoint_every: int = 0,
         tensorboard: bool = False, stop_after: int | None = None,
