@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +59,21 @@ class Processes:
     def sum(self, *values: float) -> list[float]:
         """Element-wise sums of ``values`` over the processes."""
         return all_sum(*values)
+
+    def on_main(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (writing the run's files, say) in the main process; the others wait,
+        and fail with its error if it fails."""
+        error: BaseException | None = None
+        if self.main:
+            try:
+                work()
+            except Exception as err:  # the other processes must hear of it, then it is raised
+                error = err
+        message = self.broadcast(None if error is None else f"{error}")
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RuntimeError(f"the main process (rank 0) failed: {message}")
 
     def leave(self) -> None:
         """Destroy the process group :func:`join` set up (one a launcher set up is the

@@ -31,12 +31,16 @@ without a directory writes nothing and keeps the best modules in memory: a loop 
 has nothing to resume.
 
 In a run of several processes (:mod:`prectr.train.distributed`) every process runs the same
-engine in lockstep; checkpoints gather the processes' positions and RNG states, and only the
+engine in lockstep: the stages' losses run through PyTorch's ``DistributedDataParallel`` over
+the modules, which averages their gradients over the processes in the backward pass (a step's
+``weight`` scales its process's share: :func:`shuffled_steps`); each validation's metrics are
+the main process's; checkpoints gather the processes' positions and RNG states, and only the
 main process logs, shows progress and writes.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -111,12 +115,51 @@ class Stage:
     epoch_end: Callable[[int], None] | None = None
 
 
+class _Objective(nn.Module):
+    """A stage's loss over the engine's modules, as one module that ``DistributedDataParallel``
+    can wrap."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.trained = nn.ModuleDict(modules)
+
+    def forward(self, loss: Callable[[Any], dict[str, torch.Tensor]],
+                batch: Any) -> dict[str, torch.Tensor]:  # fmt: skip
+        return loss(batch)
+
+
+def shuffled_steps(
+    rows: np.ndarray, batch_size: int, seed: int, processes: Processes | None = None
+) -> Callable[[int, int], Iterator[Step]]:
+    """A stage's ``steps`` over rows held in memory: each epoch takes ``rows`` in an order fixed
+    by (``seed``, epoch), in batches of ``batch_size`` over all processes, from its
+    ``steps_done``-th batch on (so a resumed epoch goes on where it stopped). Each process
+    trains on its share of a batch, with the weight that makes the average of the processes'
+    gradients the batch's: its rows over the batch's rows per process (1 in one process; 0, on
+    one row, for a process that a batch of fewer rows than processes leaves without any)."""
+    p = processes or Processes()
+
+    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
+        order = np.random.default_rng([seed, epoch]).permutation(rows)
+        for start in range(steps_done * batch_size, order.size, batch_size):
+            batch = order[start : start + batch_size]
+            share = np.array_split(batch, p.world_size)[p.rank]
+            if share.size == 0:
+                yield Step(batch[:1], batch.size, 0.0)
+            else:
+                yield Step(share, batch.size, share.size * p.world_size / batch.size)
+
+    return steps
+
+
 class Engine:
     """Runs :class:`Stage` s over ``modules`` (by name, as the checkpoints hold them; the first
     is the model whose gradients are clipped, the others train along, e.g. a projection only a
     loss uses) with ``optimizer``; writes into ``directory`` (``None``: nothing written).
 
-    Use it as a context manager around its :meth:`run` calls (it closes TensorBoard's writer).
+    Use it as a context manager around its :meth:`run` calls (it closes TensorBoard's writer
+    and lets go of the ``DistributedDataParallel`` wrapper, whose reducer holds the process
+    group).
     ``saved`` adds entries to every checkpoint (e.g. the model's name and prectr's version).
     """
 
@@ -142,6 +185,7 @@ class Engine:
         }  # fmt: skip
         self._best: dict[str, dict[str, torch.Tensor]] | None = None  # without a directory
         self._writer: Any = None
+        self._parallel: nn.Module | None = None  # the modules in DistributedDataParallel
         self._window_samples, self._window_start = 0, time.perf_counter()  # for the rate
         self._unsaved = False  # steps or validations since `last` was written
 
@@ -215,6 +259,21 @@ class Engine:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._parallel is not None:
+            self._parallel = None
+            gc.collect()  # DDP's hooks hold it in reference cycles
+
+    def fit(self, stage: Stage, resume: bool = False) -> None:
+        """A loop of one stage, whole: resume from ``last`` when asked, run ``stage`` (as a
+        context manager), then leave the process group if it was joined for this run
+        (:meth:`Processes.leave`), whatever happened."""
+        if resume:
+            self.resume()
+        try:
+            with self:
+                self.run(stage)
+        finally:
+            self.processes.leave()
 
     def run(self, stage: Stage) -> None:
         """Run ``stage``'s remaining epochs, or until early stopping or ``max_steps``."""
@@ -292,8 +351,23 @@ class Engine:
         self._save_last()
         return True
 
+    def _losses(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:
+        """The stage's losses on ``batch``; in a run of several processes through
+        ``DistributedDataParallel``, set up at the first step (after a resume: it starts every
+        process from the main process's modules). It looks for parameters a stage leaves
+        unused (stage 1 trains only a model's relevance module)."""
+        if not self.processes.distributed:
+            return stage.loss(batch)
+        if self._parallel is None:
+            device = next(self.model.parameters()).device
+            self._parallel = nn.parallel.DistributedDataParallel(
+                _Objective(self.modules), find_unused_parameters=True,
+                device_ids=[device.index] if device.type == "cuda" else None,
+            )  # fmt: skip
+        return self._parallel(stage.loss, batch)
+
     def _step(self, stage: Stage, step: Step) -> None:
-        losses = stage.loss(step.batch)
+        losses = self._losses(stage, step.batch)
         self.optimizer.zero_grad(set_to_none=True)
         (losses["loss"] * step.weight).backward()
         if self.clip_norm is not None:
@@ -329,7 +403,7 @@ class Engine:
         """Score the stage's validation, log it, and keep the modules when they are the best
         so far by :attr:`stopping`."""
         assert stage.validate is not None
-        metrics = stage.validate()
+        metrics = self.processes.broadcast(stage.validate())  # one decision for every process
         self.state["validated"] = self.state["step"]
         for module in self.modules.values():
             module.train()

@@ -24,12 +24,11 @@ reads each remaining row once.
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import logging
 import os
 import resource
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -174,20 +173,6 @@ def run_logger(run_dir: Path, main: bool = True) -> logging.Logger:
     return log
 
 
-class Objective(nn.Module):
-    """A model's loss on one batch in a training stage, as one module that
-    ``DistributedDataParallel`` can wrap."""
-
-    def __init__(self, model: RankingModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
-        if stage == "relevance":
-            return {"loss": self.model.relevance_loss(batch)}
-        return self.model.loss(batch, self.model(batch))
-
-
 def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     """``train.device``: ``cpu``, ``cuda`` (this process's GPU) or ``auto`` (a GPU if any)."""
     if setting not in ("auto", "cpu", "cuda"):
@@ -242,7 +227,7 @@ class Trainer:
         t = config.train
         self.device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.processes: Processes = join("nccl" if self.device.type == "cuda" else "gloo")
-        self._on_main(lambda: open_run(config, self.run_dir, resume, log_dir, overwrite))
+        self.processes.on_main(lambda: open_run(config, self.run_dir, resume, log_dir, overwrite))
         self.log = run_logger(self.run_dir, self.processes.main)
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -267,38 +252,12 @@ class Trainer:
             self.log.info("resumed at epoch %d step %d with %d process(es), written by %d",
                           self.engine.epochs("train"), s["step"], self.processes.world_size,
                           len(checkpoint["rng"]))  # fmt: skip
-        self.objective: nn.Module = Objective(self.model)
-        if self.processes.distributed:
-            # after the restore (DDP starts every process from rank 0's weights); stage 1
-            # leaves all but the relevance module unused, hence find_unused_parameters
-            self.objective = nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None, find_unused_parameters=True,
-            )  # fmt: skip
 
     def close(self) -> None:
-        """Release the run's processes: the DDP wrapper, whose reducer holds the process group
-        (a group torn down only at the interpreter's exit can abort the process: "terminate
-        called without an active exception"), then the group itself if this trainer joined it
-        (:meth:`Processes.leave`)."""
-        if isinstance(self.objective, nn.parallel.DistributedDataParallel):
-            self.objective = self.objective.module
-            gc.collect()  # DDP's hooks hold it in reference cycles
+        """Release the run's processes: the group itself if this trainer joined it
+        (:meth:`Processes.leave`; the engine has let go of its ``DistributedDataParallel``
+        wrapper, which holds the group, when its run ended)."""
         self.processes.leave()
-
-    def _on_main(self, work: Callable[[], None]) -> None:
-        """Run ``work`` in the main process; the others wait and fail if it fails."""
-        error: BaseException | None = None
-        if self.processes.main:
-            try:
-                work()
-            except Exception as err:  # the other processes must hear of it, then it is raised
-                error = err
-        message = self.processes.broadcast(None if error is None else f"{error}")
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RuntimeError(f"the main process (rank 0) failed: {message}")
 
     def validate(self) -> dict[str, float]:
         """Click metrics on the validation split, over the rows of every process: ranking
@@ -324,11 +283,15 @@ class Trainer:
         """Training ``name`` (``relevance``: stage 1 on the labelled rows, ``train``: the
         model's loss on its training rows) as the engine runs it."""
         stream = self._stream("train", True, rows)
-        kind = "relevance" if name == "relevance" else "joint"
-        return Stage(
-            name, epochs, partial(self._steps, stream), lambda batch: self.objective(batch, kind),
-            position=partial(self._position, stream),
-        )  # fmt: skip
+        loss = self._relevance_loss if name == "relevance" else self._joint_loss
+        return Stage(name, epochs, partial(self._steps, stream), loss,
+                     position=partial(self._position, stream))  # fmt: skip
+
+    def _relevance_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"loss": self.model.relevance_loss(batch)}
+
+    def _joint_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, self.model(batch))
 
     def fit(self) -> dict[str, Any]:
         t = self.config.train

@@ -26,14 +26,28 @@ from prectr.train.trainer import Trainer, predict
 from tests.conftest import tiny_config
 
 
-def _worker(rank: int, world: int, init: str, config, run: str, stop_after, resume) -> None:
-    """A process whose group a launcher set up already (as Ray Train's TorchTrainer does)."""
+def _in_group(rank: int, world: int, init: str, work, *args) -> None:
+    """A process whose group a launcher set up already (as Ray Train's TorchTrainer does),
+    running ``work(*args)``; the group is the launcher's to destroy."""
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        work(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def in_processes(tmp_path, name: str, work, *args, processes: int = 2) -> None:
+    """Run ``work(*args)`` (a module-level function) in ``processes`` gloo processes that meet
+    through the file ``tmp_path / name``."""
+    init = f"file://{tmp_path / name}"
+    mp.spawn(_in_group, args=(processes, init, work, *args), nprocs=processes, join=True)
+
+
+def _train(config, run: str, stop_after, resume) -> None:
     trainer = Trainer(config, run, resume=resume, stop_after=stop_after)
     with contextlib.suppress(StopTraining):  # the run killed at step ``stop_after``
         trainer.fit()
     trainer.close()  # the trainer lets go of the group, the launcher destroys it
-    dist.destroy_process_group()
 
 
 def _joined_and_left(rank: int, port: int, joined) -> None:
@@ -65,29 +79,21 @@ def test_a_group_a_launcher_set_up_is_the_launchers_to_destroy(tmp_path):
         dist.destroy_process_group()
 
 
-def _in_two_processes(tmp_path, name: str, *args) -> None:
-    init = f"file://{tmp_path / name}"
-    mp.spawn(_worker, args=(2, init, *args), nprocs=2, join=True)
-
-
-def _tables_after(rank: int, world: int, init: str, config, run: str, out: str) -> None:
+def _tables_after(config, run: str, out: str) -> None:
     """Train ``config`` until its ``stop_after`` step, then save this process's tables."""
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     trainer = Trainer(config, run, stop_after=6)
     with contextlib.suppress(StopTraining):
         trainer.fit()
     tables = trainer.model.embedding.tables
-    torch.save({k: t.weight.detach() for k, t in tables.items()}, f"{out}.{rank}")
+    torch.save({k: t.weight.detach() for k, t in tables.items()}, f"{out}.{dist.get_rank()}")
     trainer.close()
-    dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_sparse_embedding_rows_stay_identical_across_processes(tiny_world, tmp_path):
     config = tiny_config(tiny_world, threads=1, sparse_embeddings=True)
     out = str(tmp_path / "tables")
-    mp.spawn(_tables_after, args=(2, f"file://{tmp_path / 'init'}", config,
-                                  str(tmp_path / "run"), out), nprocs=2, join=True)  # fmt: skip
+    in_processes(tmp_path, "init", _tables_after, config, str(tmp_path / "run"), out)
     ranks = [torch.load(f"{out}.{r}") for r in (0, 1)]
     start = Trainer(config, tmp_path / "fresh").model.embedding.tables  # rank 0's initial rows
     for name, table in start.items():
@@ -101,10 +107,10 @@ def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
     tiny_world, tmp_path
 ):
     config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
-    _in_two_processes(tmp_path, "a", config, str(tmp_path / "whole"), None, False)
-    _in_two_processes(tmp_path, "b", config, str(tmp_path / "killed"), 12, False)
+    in_processes(tmp_path, "a", _train, config, str(tmp_path / "whole"), None, False)
+    in_processes(tmp_path, "b", _train, config, str(tmp_path / "killed"), 12, False)
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["state"]["step"] == 10
-    _in_two_processes(tmp_path, "c", config, str(tmp_path / "killed"), None, True)
+    in_processes(tmp_path, "c", _train, config, str(tmp_path / "killed"), None, True)
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
     assert a["state"]["step"] == b["state"]["step"]
@@ -115,7 +121,7 @@ def test_a_run_killed_in_two_processes_and_resumed_in_two_ends_exactly_the_same(
 def test_a_run_killed_in_two_processes_resumes_in_one_reading_each_row_once(tiny_world, tmp_path):
     config = tiny_config(tiny_world, checkpoint_every=5, threads=1)
     run = tmp_path / "run"
-    _in_two_processes(tmp_path, "rendezvous", config, str(run), 12, False)
+    in_processes(tmp_path, "rendezvous", _train, config, str(run), 12, False)
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["state"]["step"] == 10 and len(last["rng"]) == 2  # both processes' RNG
     assert len(last["state"]["position"]) == config.data.shards  # every shard's progress
