@@ -88,6 +88,8 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
                      tokenizer=args.tokenizer, pairs=config)  # fmt: skip
     _print_pairs(run.pairs, config)
     result = run.fit()
+    if not result:  # another process of a torchrun: the main one reports
+        return 0
     console.print(f"{result['kind']}: {result['steps']} steps on {result['samples']:,} samples "
                   f"({result['train_pairs_per_s']:,.0f} pairs/s), student in "
                   f"{args.out / 'student'}")  # fmt: skip

@@ -18,7 +18,10 @@ Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs a
 keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
 ``patience`` scores without a better one, and exports the best student. Macro-F1 is the
 criterion because a student that predicts the majority grade scores high accuracy and a low
-macro-F1. Both run on the training engine (:class:`prectr.train.engine.Engine`).
+macro-F1. Both run on the training engine (:class:`prectr.train.engine.Engine`), under
+``torchrun`` in several processes too: every process reads the pairs, each trains on its share
+of every batch (the batch size is over all processes), the engine averages the gradients, and
+the main process trains the tokenizer and writes every file.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
@@ -38,7 +41,6 @@ training days. The metrics also hold the pair counts of :func:`prectr.encoder.pa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,8 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
-from prectr.train.engine import Engine, Stage, Step, Stopping
+from prectr.train.distributed import join
+from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
 
 KINDS = ("distill", "sft")
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
@@ -147,8 +150,12 @@ class EncoderRun:
             "train": asdict(self.train), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
-        claim_run_dir(self.run_dir, "config.json", wanted, resume, "the settings differ")
+        self.processes = join()
+        self.processes.on_main(lambda: claim_run_dir(self.run_dir, "config.json", wanted, resume,
+                                                     "the settings differ"))  # fmt: skip
         self.student, self.tokenizer = self._student(student or StudentConfig(), init, tokenizer)
+        if self.processes.rank:  # its own dropout masks (the weights are the main process's)
+            torch.manual_seed(self.train.seed + self.processes.rank)
         self.samples, self.unmatched = self._samples(labels)
         self.valid: Samples | None = None  # sft: validation pairs, split off the training ones
         self.class_weight: torch.Tensor | None = None  # sft: the "weighted" loss's weights
@@ -175,13 +182,15 @@ class EncoderRun:
             modules, self.optimizer, directory=self.run_dir, clip_norm=t.clip_norm,
             stopping=Stopping("macro_f1", t.patience), log_every=t.log_every,
             checkpoint_every=t.checkpoint_every, tensorboard=True, stop_after=stop_after,
+            processes=self.processes,
         )  # fmt: skip
-        epoch_rows = self.samples.epoch_rows().size
+        epoch_rows = self.samples.epoch_rows()
+        steps = shuffled_steps(epoch_rows, t.batch_size, t.seed, self.processes)
         self.stage = Stage(
-            "train", t.epochs, self._steps, self.loss,
+            "train", t.epochs, steps, self.loss,
             validate=self._validate if self.valid is not None else None,
             validate_every=t.valid_every, max_steps=t.max_steps,
-            steps_per_epoch=-(-epoch_rows // t.batch_size),
+            steps_per_epoch=-(-epoch_rows.size // t.batch_size),
         )  # fmt: skip
         if resume:
             self.engine.resume()
@@ -196,13 +205,9 @@ class EncoderRun:
         if init is not None:
             return load_student(init)
         path = self.run_dir / "tokenizer.json"
-        if tokenizer_path is not None:  # e.g. one tokenizer for runs that are compared
-            tokenizer = TextTokenizer.load(tokenizer_path)
-        elif path.is_file():  # a resumed run keeps the tokenizer it trained
-            tokenizer = TextTokenizer.load(path)
-        else:
-            tokenizer = TextTokenizer.train(*self.pairs.train_texts(), self.train.vocab_size)
-            tokenizer.save(path)
+        if tokenizer_path is None:  # else e.g. one tokenizer for runs that are compared
+            self.processes.on_main(lambda: self._train_tokenizer(path))
+        tokenizer = TextTokenizer.load(tokenizer_path or path)
         if tokenizer.query_length is None:  # saved before tokenizers chose limits
             tokenizer.choose_limits(*self.pairs.train_texts())
         torch.manual_seed(self.train.seed)
@@ -212,6 +217,13 @@ class EncoderRun:
             title_length=config.title_length or tokenizer.title_length,
         )  # fmt: skip
         return Student(config), tokenizer
+
+    def _train_tokenizer(self, path: Path) -> None:
+        """Train the run's tokenizer on the training days' texts and save it to ``path``,
+        unless a resumed run has it there already."""
+        if not path.is_file():
+            tokenizer = TextTokenizer.train(*self.pairs.train_texts(), self.train.vocab_size)
+            tokenizer.save(path)
 
     def _samples(self, labels: str | Path | None) -> tuple[Samples, int]:
         if self.kind == "distill":
@@ -266,15 +278,6 @@ class EncoderRun:
             return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
         return F.cross_entropy(logits, grades)
 
-    def _steps(self, epoch: int, steps_done: int) -> Iterator[Step]:
-        """The epoch's batches of sample indices after its first ``steps_done``, in an order
-        fixed by (seed, epoch)."""
-        t = self.train
-        order = np.random.default_rng([t.seed, epoch]).permutation(self.samples.epoch_rows())
-        for start in range(steps_done * t.batch_size, order.size, t.batch_size):
-            rows = order[start : start + t.batch_size]
-            yield Step(rows, rows.size)
-
     def _validate(self) -> dict[str, float]:
         """Grade metrics of the validation pairs, weighted as training draws them."""
         v = self.valid
@@ -284,9 +287,10 @@ class EncoderRun:
         return grade_metrics(probabilities[rows], v.target.numpy()[rows])
 
     def fit(self) -> dict[str, Any]:
-        with self.engine:
-            self.engine.run(self.stage)
-        return self._finish()
+        """Train, then (in the main process) export the student and write and return the
+        metrics; the other processes return nothing. A process group joined here is left."""
+        self.engine.fit(self.stage)
+        return self._finish() if self.processes.main else {}
 
     def _finish(self) -> dict[str, Any]:
         s, c = self.state, self.student.config
