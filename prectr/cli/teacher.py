@@ -47,7 +47,10 @@ def cmd_teacher_adapt(args: argparse.Namespace) -> int:
     config = HeadConfig(hidden=args.head_hidden, seed=args.seed)
     _, summary = adapt(args.log, args.teacher, args.out, args.features, args.queries,
                        args.max_pairs, config, args.overwrite, args.batch_size,
-                       args.dtype, held_out=pairs_config(args))  # fmt: skip
+                       args.dtype, held_out=pairs_config(args), run_dir=args.run,
+                       resume=args.resume)  # fmt: skip
+    if summary["labelling"] is None:  # another process of a torchrun: the main one reports
+        return 0
     _print_labelling(summary["labelling"], args.features or Path(f"{args.out}.features"))
     console.print(
         f"adapted {args.teacher} -> {args.out}: head trained on {summary['train_pairs']:,} "
@@ -115,14 +118,24 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                             seed=args.seed, device=args.device)  # fmt: skip
     history = finetune(teacher, pairs["query"].to_pylist(), pairs["title"].to_pylist(),
-                       pairs["relevance"].to_numpy(), args.out, config, args.overwrite)  # fmt: skip
-    for epoch, h in enumerate(history):
-        console.print(f"epoch {epoch}: train loss {h['train_loss']:.4f}, validation loss "
-                      f"{h['valid_loss']:.4f}, accuracy {h['valid_accuracy']:.3f}")  # fmt: skip
+                       pairs["relevance"].to_numpy(), args.out, config, args.overwrite, args.run,
+                       args.resume)  # fmt: skip
+    if not history:  # another process of a torchrun: the main one reports
+        return 0
+    for h in history:
+        console.print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, validation loss "
+                      f"{h['logloss']:.4f}, accuracy {h['accuracy']:.3f}")  # fmt: skip
     console.print(
         f"fine-tuned {args.teacher} on {pairs.num_rows:,} human-graded pairs -> {args.out}"
     )
     return 0
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path,
+                   help="run directory: train log, TensorBoard scalars, best/last checkpoints "
+                   "(default OUT.run)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the training in --run")
 
 
 def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
@@ -141,12 +154,15 @@ def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         description="Run the teacher on the human-graded pairs of the log's training days, "
         "held-out pairs left out (cached in --features, resumable), train a head on its "
         "hidden states with "
-        "early stopping, and save the adapted teacher directory atomically.",
+        "early stopping (in --run, resumable), and save the adapted teacher directory "
+        "atomically. Under torchrun the main process labels and saves, and every process "
+        "trains the head on its share of each batch.",
     )
     p.add_argument("--teacher", default="smollm2", help="base teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="adapted teacher directory")
     p.add_argument("--features", type=Path, help="base outputs cache (default OUT.features)")
     p.add_argument("--head-hidden", type=int, default=256, help="MLP width; 0 = linear head")
+    _run_flags(p)
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_adapt)
 
@@ -155,13 +171,15 @@ def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         help="fine-tune every weight of a language-model teacher on human grades (GPU)",
         description="Train the whole model with cross-entropy on the grade digits' logits over "
         "the human-graded training pairs (held-out pairs left out); save it as a model directory "
-        "(a teacher like any other). Meant for a GPU; --device cpu forces it on a CPU.",
+        "(a teacher like any other; the training in --run, resumable). Meant for a GPU "
+        "(under torchrun: one per process); --device cpu forces it on a CPU.",
     )
     p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="tuned model directory")
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
     p.add_argument("--epochs", type=int, default=2, help="passes over the graded pairs")
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate")
+    _run_flags(p)
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_finetune)
 

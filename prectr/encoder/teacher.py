@@ -47,6 +47,7 @@ from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.encoder.teachers.load import load_teacher
 from prectr.encoder.teachers.quality import softmax, spearman
 from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
+from prectr.train.distributed import join
 
 __all__ = [
     "N_GRADES", "AdaptedTeacher", "BiEncoderTeacher", "CausalLMTeacher", "ConcatTeacher",
@@ -91,31 +92,43 @@ def adapt(
     dtype: str = "float32",
     progress: bool = True,
     held_out: PairsConfig | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[AdaptedTeacher, dict[str, Any]]:
     """Adapt teacher ``spec`` on the human grades of ``log``'s training pairs and save it.
 
     The base teacher's outputs on those pairs go to ``features`` (a labels directory, default
     ``OUT.features`` beside ``out``), so a killed run resumes there and ``label`` later reuses
-    them instead of running the base teacher again.
+    them instead of running the base teacher again. The head trains in the run directory
+    ``run_dir`` (default ``OUT.run``: its log, TensorBoard scalars and checkpoints), which
+    ``resume`` continues. Under ``torchrun`` the main process labels and saves, and every
+    process trains the head on its share of each batch; the summary's ``labelling`` is the main
+    process's (``None`` in the others).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     features = Path(features) if features is not None else out.with_name(out.name + ".features")
+    run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")
     pairs = log_pairs(log, "adapt", human_only=True, n_queries=n_queries, max_pairs=max_pairs,
                       held_out=held_out)  # fmt: skip
     if pairs.num_rows == 0:
         raise ValueError(f"{log}: no human-graded training pairs")
     base = load_teacher(spec, batch_size, dtype)
-    run = label_pairs(base, pairs, features, progress=progress)
+    processes = join()
+    runs = []  # the labelling's summary, in the main process
+    processes.on_main(lambda: runs.append(label_pairs(base, pairs, features, progress=progress)))
     _, hidden = labels_for(pairs, read_labels(features))
     queries = pairs["query"].to_pylist()
-    adapted = adapt_teacher(
-        base, spec, hidden, pairs["relevance"].to_numpy(), queries, config or HeadConfig()
-    )
+    try:
+        adapted = adapt_teacher(base, spec, hidden, pairs["relevance"].to_numpy(), queries,
+                                config or HeadConfig(), run_dir, resume, overwrite)  # fmt: skip
+    finally:
+        processes.leave()
     adapted.info.update({"log": str(Path(log).resolve()), "features": str(features.resolve())})
-    adapted.save(out, overwrite=overwrite)
-    return adapted, {"labelling": run, **adapted.info["fit"]}
+    if processes.main:
+        adapted.save(out, overwrite=overwrite)
+    return adapted, {"labelling": runs[0] if runs else None, **adapted.info["fit"]}
 
 
 def labels_dir(cache: str | Path, teacher: Teacher) -> Path:

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from prectr.cli import main
 from prectr.encoder.teacher import (
@@ -14,7 +15,10 @@ from prectr.encoder.teacher import (
     read_labels,
     train_head,
 )
+from prectr.train.checkpoint import load_checkpoint
+from prectr.train.engine import StopTraining
 from tests.encoder.teacher_models import CountingTeacher, tiny_llm_dir
+from tests.train.test_engine import log_lines
 
 
 def separable(n: int = 600, seed: int = 0):
@@ -34,6 +38,34 @@ def test_head_learns_grades_from_hidden_states(width):
     again, _ = train_head(hidden, grades, queries, HeadConfig(hidden=width, lr=1e-2))
     for a, b in zip(head.state_dict().values(), again.state_dict().values(), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # seeded: the same head
+
+
+def same_checkpoints(a, b, module: str) -> None:
+    """The ``best`` and ``last`` checkpoints of runs ``a`` and ``b`` hold equal ``module`` s."""
+    for name in ("best", "last"):
+        x = load_checkpoint(a / "checkpoints" / f"{name}.pt")[module]
+        y = load_checkpoint(b / "checkpoints" / f"{name}.pt")[module]
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+
+
+def test_a_head_killed_mid_run_resumes_to_the_same_head_checkpoints_and_log(tmp_path):
+    hidden, grades, queries = separable()
+    config = HeadConfig(hidden=16, lr=0.1, max_epochs=12, patience=3)
+    whole, summary = train_head(hidden, grades, queries, config, tmp_path / "whole")
+    assert summary["best_epoch"] == 3  # stopped early at epoch 6: best and last differ
+    assert (tmp_path / "whole" / "tb").is_dir()
+    with pytest.raises(StopTraining):  # epochs are 2 steps: the kill is inside epoch 4
+        train_head(hidden, grades, queries, config, tmp_path / "killed", stop_after=9)
+    with pytest.raises(ValueError, match="settings differ"):
+        train_head(hidden, grades[::-1].copy(), queries, config, tmp_path / "killed", resume=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_head(hidden, grades, queries, config, tmp_path / "killed")
+    resumed, again = train_head(hidden, grades, queries, config, tmp_path / "killed", resume=True)
+    assert again == summary
+    for k, v in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    same_checkpoints(tmp_path / "whole", tmp_path / "killed", "head")
+    assert log_lines(tmp_path / "killed") == log_lines(tmp_path / "whole")
 
 
 def test_head_validation_holds_out_whole_queries():
@@ -107,6 +139,7 @@ def test_teacher_commands_adapt_label_and_evaluate(tiny_world, tmp_path, capsys)
     code, out = run_cli(["teacher", "adapt", *log, "--teacher", teacher, "--out", adapted,
                          "--max-pairs", "80", "--head-hidden", "8"], capsys)  # fmt: skip
     assert code == 0 and "validation accuracy" in out
+    assert (tmp_path / "adapted.run" / "checkpoints" / "best.pt").is_file()  # its run beside it
     code, out = run_cli(["teacher", "label", *log, "--teacher", adapted, "--out", str(labels),
                          "--queries", "6", "--part-size", "50"], capsys)  # fmt: skip
     assert code == 0 and "pairs/s" in out

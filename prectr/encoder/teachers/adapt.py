@@ -2,17 +2,21 @@
 
 The head (an MLP, or a linear softmax layer with ``hidden=0``) sees the standardised hidden
 state and predicts the grade with cross-entropy; training runs on the training engine
-(:class:`prectr.train.engine.Engine`, in memory: it takes seconds on the cached hidden states),
-stops early on the cross-entropy (``logloss``) of a validation share of the labelled queries
-and keeps the best epoch. The adapted teacher is the frozen base teacher
-followed by this head; it is saved as a directory (``teacher.json`` + ``head.pt``), atomically.
+(:class:`prectr.train.engine.Engine`), stops early on the cross-entropy (``logloss``) of a
+validation share of the labelled queries and keeps the best epoch. In a run directory
+(``prectr teacher adapt`` keeps one beside the teacher, ``OUT.run``) the engine writes the train
+log, TensorBoard scalars and ``best``/``last`` checkpoints at each epoch's end, so a killed
+adaptation resumes and ends with the same head; without one (a library call) it trains in
+memory. Under ``torchrun`` each process trains on its share of every batch and the engine
+averages the gradients. The adapted teacher is the frozen base teacher followed by this head; it
+is saved as a directory (``teacher.json`` + ``head.pt``), atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,9 @@ from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.load import ADAPTED_FILE, load_teacher
-from prectr.io import atomic_dir
-from prectr.train.engine import Engine, Stage, Step, Stopping
+from prectr.io import atomic_dir, claim_run_dir
+from prectr.train.distributed import join
+from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
 from prectr.words import count
 
 HEAD_FILE = "head.pt"
@@ -62,11 +67,17 @@ class GradeHead(nn.Module):
 
 
 def train_head(
-    hidden: np.ndarray, grades: np.ndarray, groups: Sequence[str], config: HeadConfig = HeadConfig()
-) -> tuple[GradeHead, dict[str, Any]]:
+    hidden: np.ndarray, grades: np.ndarray, groups: Sequence[str],
+    config: HeadConfig = HeadConfig(), run_dir: str | Path | None = None, resume: bool = False,
+    overwrite: bool = False, stop_after: int | None = None,
+) -> tuple[GradeHead, dict[str, Any]]:  # fmt: skip
     """Fit a head on (hidden state, human grade) pairs; ``groups`` (the queries) keep each
     query's pairs on one side of the train/validation split. Returns the head at its best
-    validation loss and a summary of the fit."""
+    validation loss and a summary of the fit.
+
+    ``run_dir`` (``None``: in memory) records the settings (``config.json``: the head's config
+    and a digest of the pairs), so ``resume`` refuses a run of other settings or data;
+    ``overwrite`` replaces a run there; ``stop_after`` imitates a kill at that step."""
     hidden = np.asarray(hidden, dtype=np.float32)
     grades = np.asarray(grades)
     if hidden.ndim != 2 or grades.shape != (hidden.shape[0],) or len(groups) != len(grades):
@@ -83,7 +94,14 @@ def train_head(
         raise ValueError(
             f"{names.size} labelled queries are too few to hold some out for validation"
         )
-    torch.manual_seed(config.seed)
+    processes = join()
+    if run_dir is not None:
+        digest = hashlib.sha256(hidden.tobytes() + grades.astype(np.int64).tobytes()
+                                + "\n".join(groups).encode()).hexdigest()[:16]  # fmt: skip
+        wanted = {"head_config": asdict(config), "pairs": int(grades.size), "digest": digest}
+        processes.on_main(lambda: claim_run_dir(Path(run_dir), "config.json", wanted, resume,
+                                                "the settings differ", overwrite))  # fmt: skip
+    torch.manual_seed(config.seed + processes.rank)  # the main process's head is trained
     head = GradeHead(hidden.shape[1], config.hidden, config.dropout)
     x, y = torch.from_numpy(hidden), torch.from_numpy(grades.astype(np.int64))
     train_x, train_y, valid_x, valid_y = x[~valid], y[~valid], x[valid], y[valid]
@@ -91,12 +109,6 @@ def train_head(
     head.scale.copy_(train_x.std(0).clamp(min=1e-6))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(config.seed)
-
-    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
-        """The next permutation of one seeded generator: an epoch is never resumed here."""
-        for rows in torch.randperm(len(train_y), generator=generator).split(config.batch_size):
-            yield Step(rows, len(rows))
 
     def loss(rows: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"loss": loss_fn(head(train_x[rows]), train_y[rows])}
@@ -106,11 +118,13 @@ def train_head(
         head.eval()
         return {"logloss": float(loss_fn(head(valid_x), valid_y))}
 
-    engine = Engine({"head": head}, optimizer, stopping=Stopping("logloss", config.patience))
+    engine = Engine({"head": head}, optimizer, directory=run_dir,
+                    stopping=Stopping("logloss", config.patience), tensorboard=True,
+                    stop_after=stop_after, processes=processes)  # fmt: skip
+    steps = shuffled_steps(np.arange(len(train_y)), config.batch_size, config.seed, processes)
     per_epoch = -(-len(train_y) // config.batch_size)
-    with engine:
-        engine.run(Stage("train", config.max_epochs, steps, loss, validate,
-                         steps_per_epoch=per_epoch))  # fmt: skip
+    engine.fit(Stage("train", config.max_epochs, steps, loss, validate,
+                     steps_per_epoch=per_epoch), resume)  # fmt: skip
     engine.load_best()
     best = engine.state["best"]
     head.eval()
@@ -194,13 +208,17 @@ def adapt_teacher(
     grades: np.ndarray,
     queries: Sequence[str],
     config: HeadConfig = HeadConfig(),
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> AdaptedTeacher:
-    """Train a head for ``base`` on its hidden states of human-labelled pairs."""
+    """Train a head for ``base`` on its hidden states of human-labelled pairs (in ``run_dir``,
+    or in memory: :func:`train_head`)."""
     if hidden.shape[1] != base.hidden_size:
         raise ValueError(
             f"hidden states are {hidden.shape[1]}-d, {base.name} gives {base.hidden_size}"
         )
-    head, summary = train_head(hidden, grades, queries, config)
+    head, summary = train_head(hidden, grades, queries, config, run_dir, resume, overwrite)
     info = {
         "head_config": asdict(config),
         "fit": summary,

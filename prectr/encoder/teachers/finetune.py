@@ -6,15 +6,23 @@ saved (with its tokenizer) as a Hugging Face directory, atomically, and is then 
 any other local model directory (its zero-shot grades are the tuned ones, and a head can still
 be adapted on top). On a CPU this is slow even for a 135M model: the head of
 :mod:`prectr.encoder.teachers.adapt` is the adaptation for CPU-only machines. The teacher passed
-in is trained in place; load the saved directory to use the tuned teacher. The epochs run on the
-training engine (:class:`prectr.train.engine.Engine`, in memory, with progress and a validation
-after each epoch).
+in is trained in place; load the saved directory to use the tuned teacher (the last epoch's
+weights).
+
+The epochs run on the training engine (:class:`prectr.train.engine.Engine`) in a run directory
+(default ``OUT.run`` beside the tuned model): its settings, the train log with a validation
+after each epoch, TensorBoard scalars and the ``last`` and ``best`` (lowest validation
+cross-entropy) checkpoints, written at each epoch's end, so a killed fine-tuning resumes there
+and ends with the same weights. Under ``torchrun`` (one GPU per process) each process trains on
+its share of every batch, the engine averages the gradients, and the main process saves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +32,9 @@ from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher
-from prectr.io import atomic_dir
-from prectr.train.engine import Engine, Stage, Step
+from prectr.io import atomic_dir, claim_run_dir
+from prectr.train.distributed import join
+from prectr.train.engine import TRAIN_LOG, Engine, Stage, Stopping, shuffled_steps
 from prectr.words import count
 
 
@@ -77,9 +86,18 @@ def finetune(
     out: str | Path,
     config: FinetuneConfig = FinetuneConfig(),
     overwrite: bool = False,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tune every weight of ``teacher`` on (pair, human grade); save it to ``out``.
-    Returns per epoch the mean training loss and the validation loss and accuracy."""
+
+    ``run_dir`` (default ``OUT.run``) records the settings (``config.json``: the config and a
+    digest of the pairs), so ``resume`` refuses a run of other settings or data; ``overwrite``
+    replaces the run and the tuned model; ``stop_after`` imitates a kill at that step. Returns,
+    in the main process, the train log's validation lines: per epoch the mean training loss
+    (``train_loss``, of the main process's shares), the validation cross-entropy
+    (``logloss``) and ``accuracy``."""
     grades = np.asarray(grades)
     if not np.isin(grades, np.arange(N_GRADES)).all() or grades.shape != (len(queries),):
         raise ValueError(
@@ -87,6 +105,14 @@ def finetune(
         )
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("no CUDA device: fine-tuning needs a GPU (pass device='cpu' to force)")
+    out = Path(out)
+    run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")
+    processes = join("nccl" if config.device.startswith("cuda") else "gloo")
+    data = json.dumps([list(queries), list(titles), grades.tolist()]).encode()
+    wanted = {"finetune": asdict(config), "pairs": len(queries),
+              "digest": hashlib.sha256(data).hexdigest()[:16]}  # fmt: skip
+    processes.on_main(lambda: claim_run_dir(run_dir, "config.json", wanted, resume,
+                                            "the settings differ", overwrite))  # fmt: skip
     pairs = teacher.pair_ids(queries, titles)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(pairs))
@@ -99,13 +125,7 @@ def finetune(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     loss_fn, y = nn.CrossEntropyLoss(), torch.from_numpy(grades.astype(np.int64)).to(config.device)
-    history: list[dict[str, float]] = []
-    epoch_losses: list[float] = []
-
-    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
-        """The next permutation of the seeded generator: an epoch is never resumed here."""
-        for rows in _chunks(rng.permutation(train_rows), config.batch_size):
-            yield Step(rows, rows.size)
+    epoch_losses: list[float] = []  # the main process's, this epoch
 
     def loss(rows: np.ndarray) -> dict[str, torch.Tensor]:
         value = loss_fn(_grade_logits(teacher, pairs, rows, config.device).float(), y[rows])
@@ -118,19 +138,25 @@ def finetune(
         logits = torch.cat([_grade_logits(teacher, pairs, rows, config.device).float()
                             for rows in _chunks(valid_rows, config.batch_size)])  # fmt: skip
         target = y[valid_rows]
-        history.append({
+        metrics = {
             "train_loss": float(np.mean(epoch_losses)),
-            "valid_loss": float(loss_fn(logits, target)),
-            "valid_accuracy": float((logits.argmax(1) == target).float().mean()),
-        })  # fmt: skip
+            "logloss": float(loss_fn(logits, target)),
+            "accuracy": float((logits.argmax(1) == target).float().mean()),
+        }  # fmt: skip
         epoch_losses.clear()
-        return history[-1]
+        return metrics
 
+    engine = Engine({"model": model}, optimizer, directory=run_dir, stopping=Stopping("logloss"),
+                    tensorboard=True, stop_after=stop_after, processes=processes)  # fmt: skip
+    steps = shuffled_steps(train_rows, config.batch_size, config.seed, processes)
     per_epoch = -(-train_rows.size // config.batch_size)
-    with Engine({"model": model}, optimizer) as engine:
-        engine.run(Stage("train", config.epochs, steps, loss, validate, steps_per_epoch=per_epoch))
+    engine.fit(Stage("train", config.epochs, steps, loss, validate, steps_per_epoch=per_epoch),
+               resume)  # fmt: skip
+    if not processes.main:
+        return []
     model.to("cpu")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         teacher.tokenizer.save_pretrained(tmp)
-    return history
+    lines = [json.loads(x) for x in (run_dir / TRAIN_LOG).read_text().splitlines()]
+    return [x for x in lines if x["split"] == "valid"]
