@@ -13,7 +13,9 @@ from prectr.cli.pairs import pairs_config, pairs_flags
 
 
 def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
-    p.add_argument("--log", type=Path, required=True, help="log (or simulated world) directory")
+    p.add_argument("--log", "--world", dest="log", type=Path, required=True,
+                   help="log (or simulated world) directory (--world under torchrun, which takes "
+                   "--log for its own --log-dir)")  # fmt: skip
     if evaluate:
         p.add_argument("--eval-requests", type=int, default=500,
                        help="held-out pools drawn at random (0: all)")  # fmt: skip

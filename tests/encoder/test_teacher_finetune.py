@@ -60,7 +60,8 @@ def test_finetuning_refuses_bad_grades_and_a_missing_gpu(tmp_path):
 
 def test_finetune_command(tiny_world, tmp_path, capsys):
     teacher, out = str(tiny_llm_dir(tmp_path)), tmp_path / "tuned"
-    argv = ["teacher", "finetune", "--log", str(tiny_world), "--teacher", teacher,
+    # --world: the log as torchrun lets it through (it takes --log for its own --log-dir)
+    argv = ["teacher", "finetune", "--world", str(tiny_world), "--teacher", teacher,
             "--out", str(out), "--max-pairs", "40", "--epochs", "1", "--device", "cpu"]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
