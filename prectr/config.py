@@ -58,6 +58,9 @@ class TrainConfig(Section):
     # row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
     # looked up, not whole tables (prectr/train/optim.py)
     sparse_embeddings: bool = False
+    # AdamW's fused kernel (one pass over each group's parameters; the same update): on one CPU
+    # thread about 6x faster than torch's per-tensor default for DNN's tables (BENCHMARKS.md)
+    fused_optimizer: bool = True
     early_stopping_metric: StoppingMetric = "auc"
     patience: int = 2  # epochs without improvement before stopping
     seed: int = 0
