@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import machine, write_record
 from throughput import Contender
 
-from prectr.data.schema import read_log
+from prectr.data.chunks import LogChunks
 from prectr.encoder.evaluate import evaluate_held_out, grade_probabilities
 from prectr.encoder.pairs import LogPairs, read_pairs
 from prectr.encoder.student import load_student
@@ -145,10 +145,9 @@ def report_training(args: argparse.Namespace, result: dict) -> None:
     overrides = []
     if args.student:
         overrides = [f"model_params.student={args.student}", f"features.student={args.student}"]
-    log = read_log(args.world)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contenders = [
-            Contender(c, log, Path(scratch), args.warmup + args.steps, args.threads,
+            Contender(c.stem, c, log, Path(scratch), args.warmup + args.steps, args.threads,
                       overrides if "student" in c.stem else [])
             for c in args.configs
         ]  # fmt: skip

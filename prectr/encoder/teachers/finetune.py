@@ -183,6 +183,7 @@ def finetune(
         model = model.merge_and_unload()
         teacher.model = model
     model.to("cpu")
+    _forget_gguf(model)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         teacher.tokenizer.save_pretrained(tmp)
@@ -204,3 +205,15 @@ def _with_adapters(model: nn.Module, config: FinetuneConfig) -> nn.Module:
     adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                           target_modules=targets, bias="none")  # fmt: skip
     return get_peft_model(model, adapters)
+
+
+def _forget_gguf(model: nn.Module) -> None:
+    """A model read from a GGUF file (SmolLM2's package) holds dequantised float weights but
+    keeps the GGUF quantiser, which refuses to save; the tuned weights are plain floats, so the
+    saved teacher is a plain float model."""
+    if getattr(model, "hf_quantizer", None) is None:
+        return
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
