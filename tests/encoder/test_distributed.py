@@ -81,9 +81,11 @@ def test_the_teacher_head_trains_in_two_processes_as_in_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_language_model_fine_tuning_runs_in_two_processes_as_in_one(tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 4], ids=["every-weight", "lora"])
+def test_language_model_fine_tuning_runs_in_two_processes_as_in_one(tmp_path, lora_rank):
     llm = tiny_llm_dir(tmp_path)
-    config = FinetuneConfig(epochs=2, lr=1e-2, batch_size=7, valid_share=0.25, device="cpu")
+    config = FinetuneConfig(epochs=2, lr=1e-2, batch_size=7, valid_share=0.25, device="cpu",
+                            lora_rank=lora_rank)  # fmt: skip
     _finetune(llm, str(tmp_path / "one"), config)
     in_processes(tmp_path, "init", _finetune, llm, str(tmp_path / "two"), config)
     assert_two_equal_one(tmp_path / "one.run", tmp_path / "two.run", ["model"], 1e-5)

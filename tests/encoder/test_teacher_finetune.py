@@ -31,9 +31,11 @@ def test_finetuning_moves_the_grade_logits_and_saves_a_teacher(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetuning_killed_mid_epoch_resumes_to_the_same_model_and_log(tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 4], ids=["every-weight", "lora"])
+def test_finetuning_killed_mid_epoch_resumes_to_the_same_model_and_log(tmp_path, lora_rank):
     llm = tiny_llm_dir(tmp_path)
-    config = FinetuneConfig(epochs=3, lr=1e-2, batch_size=8, valid_share=0.25, device="cpu")
+    config = FinetuneConfig(epochs=3, lr=1e-2, batch_size=8, valid_share=0.25, device="cpu",
+                            lora_rank=lora_rank)  # fmt: skip
 
     def tune(out, **run):
         return finetune(load_teacher(llm), QUERIES, TITLES, GRADES, tmp_path / out, config, **run)

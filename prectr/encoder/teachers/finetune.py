@@ -204,6 +204,7 @@ def _with_adapters(model: nn.Module, config: FinetuneConfig) -> nn.Module:
         )
     adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                           target_modules=targets, bias="none")  # fmt: skip
+    torch.manual_seed(config.seed)  # the adapters' first weights: a run is a function of its seed
     return get_peft_model(model, adapters)
 
 
