@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -227,9 +228,19 @@ def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, 
     assert broad["candidates_per_request"] == pytest.approx(config.broad_sample, rel=0.05)
     for key in ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks"):
         assert broad[key] is not None, key
-    assert 0 <= broad["recall@100"] <= 1 and 0 <= broad["irrelevant@10"] <= 1
     written = pq.read_table(run / "broad_scores.parquet")
     assert written.num_rows / kept == pytest.approx(broad["candidates_per_request"], abs=0.05)
+    # irrelevant@10 and recall@100 of the exact items, request by request from the scores
+    truth = World(tiny_world).broad(pc.unique(written["request_id"]))
+    scored = written.join(truth, ["request_id", "item_id"]).to_pandas()
+    irrelevant, recall = [], []
+    for _, pool in scored.groupby("request_id"):
+        ranked = pool.sort_values("score", ascending=False)["true_relevance"].to_numpy()
+        irrelevant.append(np.mean(ranked[:10] == 0))
+        if (ranked == 3).any():
+            recall.append((ranked[:100] == 3).sum() / (ranked == 3).sum())
+    assert broad["irrelevant@10"] == pytest.approx(np.mean(irrelevant), rel=1e-9)
+    assert broad["recall@100"] == pytest.approx(np.mean(recall), rel=1e-9)
 
     # appending the broad candidates leaves every pool candidate's features and score unchanged
     log, trained = read_log(tiny_world), load_trained(run)
