@@ -121,8 +121,8 @@ def test_a_resumed_run_reuses_the_cached_features(tiny_world, tmp_path, monkeypa
             assert (getattr(again.data.encoded, level)[name] == values).all(), name
 
 
-def prectr_config(tiny_world, **train):
-    config = tiny_config(tiny_world, relevance_epochs=1, **train)
+def prectr_config(tiny_world, data: dict | None = None, **train):
+    config = tiny_config(tiny_world, data, relevance_epochs=1, **train)
     config.model, config.name = "prectr_v1", "tiny_prectr"
     config.model_params = {"hidden": [32, 16], "consistency": "kl"}
     config.features.relevance_context = True
@@ -144,7 +144,8 @@ def test_stage_one_fits_the_relevance_module_alone_then_anchors_the_kl(tiny_worl
 
 
 def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
-    config = prectr_config(tiny_world, epochs=1, checkpoint_every=2)
+    # large batches: a few steps of each stage, the kill still in stage one
+    config = prectr_config(tiny_world, {"batch_size": 1024}, epochs=1, checkpoint_every=2)
     config.model = "prectr_v2"  # random synthetic negatives too
     whole = Trainer(config, tmp_path / "whole").fit()
     with pytest.raises(StopTraining):
