@@ -4,10 +4,13 @@ Run: .venv/bin/python benchmarks/throughput.py --world runs/worlds/bench-s0 \\
          --configs configs/dnn_bench.yaml configs/prectr_v2_bench.yaml
 ``--set section.key=value`` overrides every config, ``--set STEM:section.key=value`` only the
 config whose file is ``STEM.yaml`` (e.g. ``prectr_v2_student_small:model_params.student=DIR``).
+``PATH@LABEL`` names a config ``LABEL`` in place of its stem, so that one file can run twice
+with different settings (``--configs configs/dnn_bench.yaml configs/dnn_bench.yaml@loop --set
+loop:train.fused_optimizer=false``).
 Each config's first training batches (the rows its loss reads) are assembled once; the models
 then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps`` optimiser steps
-(forward, loss, backward, AdamW) after a warm-up; assembling batches is left out (the
-trainer's samples/s in metrics.json also counts the wait for data).
+(forward, loss, backward, the trainer's optimiser) after a warm-up; assembling batches is left
+out (the trainer's samples/s in metrics.json also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
 noise over every model; the ratio to the first config is the figure to quote. Writes
 results/throughput_<world>.json.
@@ -24,12 +27,12 @@ from pathlib import Path
 
 import torch
 from record import machine, write_record
-from torch import nn
 
 from prectr.config import load_experiment
 from prectr.data.schema import read_log
 from prectr.models import build_model
 from prectr.train.data import prepare
+from prectr.train.optim import build_optimizer, clip_grad_norm
 from prectr.train.trainer import param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,15 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 class Contender:
     """One config: its model, optimiser and pre-assembled batches."""
 
-    def __init__(self, config_path: Path, log, scratch: Path, batches: int, threads: int,
-                 overrides: list[str] | None = None):  # fmt: skip
+    def __init__(self, label: str, config_path: Path, log, scratch: Path, batches: int,
+                 threads: int, overrides: list[str] | None = None):  # fmt: skip
         self.config = load_experiment(config_path, [f"train.threads={threads}", *(overrides or [])])
-        self.name = self.config.name or config_path.stem
+        self.name = label if label != config_path.stem else self.config.name or label
         data = prepare(self.config, scratch / self.name, log)
         torch.manual_seed(0)
         self.model = build_model(self.config.model, data.encoded.specs, data.encoded.vocab_sizes,
                                  self.config.model_params)  # fmt: skip
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.config))
+        groups, train = param_groups(self.model, self.config), self.config.train
+        self.optimizer = build_optimizer(self.model, groups, train.sparse_embeddings,
+                                         train.fused_optimizer)  # fmt: skip
         stream = data.stream("train", self.config, True, self.model.training_rows)
         self.batches = [b for _, b in zip(range(batches), stream.epoch(0), strict=False)]
         self.rates: list[float] = []
@@ -59,7 +64,7 @@ class Contender:
             loss = self.model.loss(batch, self.model(batch))["loss"]
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm)
+            clip_grad_norm(self.model.parameters(), self.config.train.clip_norm)
             self.optimizer.step()
             if i >= warmup:
                 elapsed += time.perf_counter() - started
@@ -67,17 +72,30 @@ class Contender:
         self.rates.append(samples / elapsed)
 
 
-def config_overrides(items: list[str], configs: list[Path]) -> dict[Path, list[str]]:
-    """Each config's ``--set`` overrides: unprefixed ones for all, ``STEM:`` ones for the config
-    whose file stem is ``STEM`` (an unknown stem is an error naming the configs)."""
-    overrides: dict[Path, list[str]] = {c: [] for c in configs}
+def labelled(configs: list[str]) -> dict[str, Path]:
+    """``PATH[@LABEL]`` arguments by label (default: the file's stem); a label used twice is an
+    error."""
+    out: dict[str, Path] = {}
+    for item in configs:
+        path, _, label = item.partition("@")
+        label = label or Path(path).stem
+        if label in out:
+            raise SystemExit(f"--configs {item}: label {label!r} is taken; add @LABEL")
+        out[label] = Path(path)
+    return out
+
+
+def config_overrides(items: list[str], configs: list[str]) -> dict[str, list[str]]:
+    """Each config's ``--set`` overrides, by label: unprefixed ones for all, ``STEM:`` ones for
+    the config labelled ``STEM`` (an unknown label is an error naming the configs)."""
+    overrides: dict[str, list[str]] = {c: [] for c in configs}
     for item in items:
         key, _, _ = item.partition("=")
         stem, _, setting = item.partition(":") if ":" in key else ("", "", item)
-        chosen = [c for c in configs if not stem or c.stem == stem]
+        chosen = [c for c in configs if not stem or c == stem]
         if not chosen:
             raise SystemExit(f"--set {item}: no config {stem!r} among "
-                             f"{', '.join(c.stem for c in configs)}")  # fmt: skip
+                             f"{', '.join(configs)}")  # fmt: skip
         for config in chosen:
             overrides[config].append(setting)
     return overrides
@@ -86,20 +104,29 @@ def config_overrides(items: list[str], configs: list[Path]) -> dict[Path, list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world", type=Path, required=True)
-    parser.add_argument("--configs", nargs="+", type=Path, required=True)
+    parser.add_argument("--configs", nargs="+", required=True, metavar="PATH[@LABEL]")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="[STEM:]SECTION.KEY=VALUE")
     args = parser.parse_args()
-    overrides = config_overrides(args.set, args.configs)
+    configs = labelled(args.configs)
+    overrides = config_overrides(args.set, list(configs))
     torch.set_num_threads(args.threads)
     log = read_log(args.world)
     with tempfile.TemporaryDirectory() as scratch:
         contenders = [
-            Contender(c, log, Path(scratch), args.warmup + args.steps, args.threads, overrides[c])
-            for c in args.configs
+            Contender(
+                label,
+                path,
+                log,
+                Path(scratch),
+                args.warmup + args.steps,
+                args.threads,
+                overrides[label],
+            )
+            for label, path in configs.items()
         ]
         for _ in range(args.rounds):
             for contender in contenders:
@@ -121,7 +148,7 @@ def main() -> None:
               f"{row['rows_per_batch']:>11,.0f}")  # fmt: skip
     result = {
         "command": " ".join(["python", "benchmarks/throughput.py", "--world", str(args.world),
-                             "--configs", *map(str, args.configs), "--steps", str(args.steps),
+                             "--configs", *args.configs, "--steps", str(args.steps),
                              "--warmup", str(args.warmup),
                              "--rounds", str(args.rounds), "--threads", str(args.threads),
                              *(f"--set={item}" for item in args.set)]),

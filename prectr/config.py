@@ -79,6 +79,10 @@ class TrainConfig(Section):
     sparse_embeddings: bool = False
     """Row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
     looked up, not whole tables (prectr/train/optim.py)."""
+    fused_optimizer: bool = True
+    """AdamW's fused kernel (one pass over each group's parameters; the same update): on one
+    CPU thread about 6x faster than torch's per-tensor default for DNN's tables
+    (BENCHMARKS.md)."""
     early_stopping_metric: StoppingMetric = "auc"
     """The validation metric that picks the best checkpoint and stops the run."""
     patience: int = 2

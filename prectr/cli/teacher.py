@@ -98,6 +98,8 @@ def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_finetune(args: argparse.Namespace) -> int:
+    import torch
+
     from prectr.encoder.teacher import (
         CausalLMTeacher,
         FinetuneConfig,
@@ -112,16 +114,22 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
-    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            seed=args.seed, device=args.device)  # fmt: skip
+    device = args.device
+    if device is None:  # a GPU if there is one; else the CPU, which only adapters can use
+        device = "cuda" if torch.cuda.is_available() or not args.lora_rank else "cpu"
+    lr = args.lr if args.lr is not None else 2e-4 if args.lora_rank else 2e-5
+    config = FinetuneConfig(epochs=args.epochs, lr=lr, batch_size=args.batch_size,
+                            seed=args.seed, device=device, lora_rank=args.lora_rank,
+                            lora_alpha=args.lora_alpha)  # fmt: skip
     history = finetune(teacher, pairs["query"].to_pylist(), pairs["title"].to_pylist(),
                        pairs["relevance"].to_numpy(), args.out, config, args.overwrite)  # fmt: skip
     for epoch, h in enumerate(history):
         console.print(f"epoch {epoch}: train loss {h['train_loss']:.4f}, validation loss "
                       f"{h['valid_loss']:.4f}, accuracy {h['valid_accuracy']:.3f}")  # fmt: skip
-    console.print(
-        f"fine-tuned {args.teacher} on {pairs.num_rows:,} human-graded pairs -> {args.out}"
-    )
+    how = (f"LoRA adapters of rank {args.lora_rank}, merged into the weights" if args.lora_rank
+           else "every weight")  # fmt: skip
+    console.print(f"fine-tuned {args.teacher} ({how}) on {pairs.num_rows:,} human-graded pairs "
+                  f"-> {args.out}")  # fmt: skip
     return 0
 
 
@@ -152,16 +160,28 @@ def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "finetune",
-        help="fine-tune every weight of a language-model teacher on human grades (GPU)",
-        description="Train the whole model with cross-entropy on the grade digits' logits over "
-        "the human-graded training pairs (held-out pairs left out); save it as a model directory "
-        "(a teacher like any other). Meant for a GPU; --device cpu forces it on a CPU.",
+        help="fine-tune a language-model teacher on human grades: every weight (GPU) or LoRA "
+        "adapters (CPU)",
+        description="Train the model with cross-entropy on the grade digits' logits over the "
+        "human-graded training pairs (held-out pairs left out); save it as a model directory "
+        "(a teacher like any other). Every weight by default, meant for a GPU (--device cpu "
+        "forces it on a CPU); with --lora-rank R only rank-R adapters on the attention and MLP "
+        "projections train (LoRA, through peft), which a CPU can, and are merged on saving.",
     )
     p.add_argument("--teacher", default="smollm2", help="language-model teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="tuned model directory")
-    p.add_argument("--device", default="cuda", help="torch device (default cuda)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if there is one, else the CPU with "
+                   "--lora-rank; a full fine-tuning refuses to run without a GPU)")  # fmt: skip
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="LoRA adapters' rank; 0 trains every weight")  # fmt: skip
+    p.add_argument("--lora-alpha", type=float, default=16.0,
+                   help="LoRA scale: the adapters' output times alpha / rank")  # fmt: skip
     p.add_argument("--epochs", type=int, default=2, help="passes over the graded pairs")
-    p.add_argument("--lr", type=float, default=2e-5, help="learning rate")
+    p.add_argument(
+        "--lr", type=float, default=None,
+        help="learning rate (default 2e-5 for every weight, 2e-4 for LoRA adapters)",
+    )  # fmt: skip
     _teacher_sample_flags(p)
     p.set_defaults(func=cmd_teacher_finetune)
 

@@ -53,16 +53,20 @@ class Optimizers:
 
 
 def build_optimizer(
-    model: nn.Module, groups: list[dict[str, Any]], sparse_embeddings: bool = False
+    model: nn.Module,
+    groups: list[dict[str, Any]],
+    sparse_embeddings: bool = False,
+    fused: bool = True,
 ) -> torch.optim.Optimizer | Optimizers:
     """AdamW over ``groups``; with ``sparse_embeddings``, the tables of the ``embedding`` group
-    switched to row-wise gradients and stepped by lazy Adam, the other groups by AdamW.
+    switched to row-wise gradients and stepped by lazy Adam, the other groups by AdamW. With
+    ``fused``, AdamW runs its fused kernel (the same update, one pass over each group).
 
     Call it before wrapping the model in ``DistributedDataParallel``: the wrapper reads which
     modules give sparse gradients when it is built."""
     embedding = [g for g in groups if g["name"] == "embedding"]
     if not sparse_embeddings or not embedding:
-        return torch.optim.AdamW(groups)
+        return torch.optim.AdamW(groups, fused=fused)
     tables = {id(p) for g in embedding for p in g["params"]}
     for module in model.modules():
         if isinstance(module, nn.Embedding) and id(module.weight) in tables:
@@ -71,7 +75,7 @@ def build_optimizer(
     lazy = torch.optim.SparseAdam(
         [{"params": g["params"], "lr": g["lr"], "name": g["name"]} for g in embedding]
     )
-    return Optimizers(*([torch.optim.AdamW(rest)] if rest else []), lazy)
+    return Optimizers(*([torch.optim.AdamW(rest, fused=fused)] if rest else []), lazy)
 
 
 def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:

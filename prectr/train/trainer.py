@@ -251,7 +251,8 @@ class Trainer:
         self.model = build_run_model(config, self.data.encoder).to(self.device)
         self.model.position_bias.weight.requires_grad_(t.position_bias)
         groups = param_groups(self.model, config)
-        self.optimizer = build_optimizer(self.model, groups, t.sparse_embeddings)
+        self.optimizer = build_optimizer(self.model, groups, t.sparse_embeddings,
+                                         t.fused_optimizer)  # fmt: skip
         self.engine = Engine(
             {"model": self.model}, self.optimizer, directory=self.run_dir,
             clip_norm=t.clip_norm, stopping=Stopping(t.early_stopping_metric, t.patience),

