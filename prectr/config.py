@@ -24,17 +24,28 @@ from prectr.section import ConfigError, Section, suggestion
 
 
 class DataConfig(Section):
-    log: str | None = None  # a log directory in the schema (a simulated world is one)
-    batch_size: int = 2048  # rows per optimiser step, shared out among the processes
-    buffer_rows: int = 262_144  # rows read and shuffled together
-    shards: int = 8  # parquet shards per split; at least the number of training processes
-    # where prepare writes and training reads the shards: a local folder or a pyarrow
-    # filesystem URI (file://, s3://, gs://, hdfs://, ...); default: the run directory's data/
+    """Where the log is and how its rows reach training."""
+
+    log: str | None = None
+    """The log directory, in the search-log schema (a simulated world is one); ``--log``
+    overrides it."""
+    batch_size: int = 2048
+    """Rows per optimiser step, shared out among the processes."""
+    buffer_rows: int = 262_144
+    """Rows read and shuffled together."""
+    shards: int = 8
+    """Parquet shards per split; at least the number of training processes."""
     shards_uri: str | None = None
-    prefetch: int = 2  # training batches assembled ahead in a background thread (0: none)
-    chunk_rows: int = 1_000_000  # candidates `prepare` encodes together (its memory bound)
+    """Where prepare writes and training reads the shards: a local folder or a pyarrow
+    filesystem URI (file://, s3://, gs://, hdfs://, ...); default: the run directory's data/."""
+    prefetch: int = 2
+    """Training batches assembled ahead in a background thread (0: none)."""
+    chunk_rows: int = 1_000_000
+    """Candidates prepare encodes together (its memory bound)."""
     valid_days: int = 1
+    """Days after the training days that form the validation split."""
     test_days: int = 1
+    """Last days of the log that form the test split."""
 
 
 #: what the trainer's validation computes and early stopping can watch
@@ -45,45 +56,74 @@ CALIBRATIONS: tuple[str, ...] = typing.get_args(Calibration)
 
 
 class TrainConfig(Section):
-    # stage 1 (models with a relevance module): epochs fitting it alone on the human grades
+    """The training loop: stages, learning rates, stopping, checkpoints, calibration."""
+
     relevance_epochs: int = 0
+    """Stage 1 (models with a relevance module): epochs fitting it alone on the human
+    grades."""
     epochs: int = 2
+    """Epochs of the model's own loss (stage 2 where there is a stage 1)."""
     lr_dense: float = 1e-3
+    """Learning rate of the dense parameters."""
     lr_embedding: float = 1e-2
+    """Learning rate of the embedding tables."""
     lr_encoder: float = 1e-4
-    # the position bias (one logit per shown rank): its own group, no weight decay
-    lr_position: float = 0.1  # Adam moves it at most this per step (trainer.param_groups)
-    weight_decay: float = 1e-5  # dense and encoder parameters only
+    """Learning rate of a student text encoder trained end to end."""
+    lr_position: float = 0.1
+    """Learning rate of the position bias (one logit per shown rank; its own group, no weight
+    decay): Adam moves it at most this per step."""
+    weight_decay: float = 1e-5
+    """Weight decay of the dense and encoder parameters only."""
     clip_norm: float = 5.0
-    # row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
-    # looked up, not whole tables (prectr/train/optim.py)
+    """Gradients are clipped to this global norm."""
     sparse_embeddings: bool = False
-    # AdamW's fused kernel (one pass over each group's parameters; the same update): on one CPU
-    # thread about 6x faster than torch's per-tensor default for DNN's tables (BENCHMARKS.md)
+    """Row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
+    looked up, not whole tables (prectr/train/optim.py)."""
     fused_optimizer: bool = True
+    """AdamW's fused kernel (one pass over each group's parameters; the same update): on one
+    CPU thread about 6x faster than torch's per-tensor default for DNN's tables
+    (BENCHMARKS.md)."""
     early_stopping_metric: StoppingMetric = "auc"
-    patience: int = 2  # epochs without improvement before stopping
+    """The validation metric that picks the best checkpoint and stops the run."""
+    patience: int = 2
+    """Epochs without a better early_stopping_metric before the run stops (0: never)."""
     seed: int = 0
-    log_every: int = 50  # steps between train-log lines
-    checkpoint_every: int = 200  # steps between `last` checkpoints (and at each epoch end)
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    device: str = "auto"  # auto (this process's GPU if there is one) | cpu | cuda
-    position_bias: bool = True  # learn the per-rank click bias (shallow tower) in training
-    reference_position: int = 1  # the shown rank that scores are served at (registry.py)
-    # post-hoc calibration fitted on the validation days after training; platt by default:
-    # uncalibrated, every PRECTR run over-predicted on its validation day (docs/fidelity.md),
-    # and a monotone map changes no ranking
+    """Seed of the weights' start and of the batches' order."""
+    log_every: int = 50
+    """Steps between train-log lines."""
+    checkpoint_every: int = 200
+    """Steps between last checkpoints (one is also written at each epoch's end)."""
+    threads: int = 0
+    """Torch intra-op threads; 0 keeps torch's default."""
+    device: str = "auto"
+    """auto (this process's GPU if there is one), cpu or cuda."""
+    position_bias: bool = True
+    """Learn the per-rank click bias (the shallow tower) in training; false keeps every rank
+    at the training click rate's log-odds, so no score depends on position."""
+    reference_position: int = 1
+    """The shown rank that scores are served at (prectr/models/registry.py)."""
     calibration: Calibration = "platt"
+    """Post-hoc calibration fitted on the validation days after training (none, platt or
+    isotonic); platt by default: uncalibrated, every PRECTR run over-predicted on its
+    validation day (docs/fidelity.md), and a monotone map changes no ranking."""
 
 
 class ExperimentConfig(Section):
+    """An experiment: a model and its parameters, the features, the data and the training."""
+
     model: str
+    """The registered model to train."""
     name: str = ""
+    """The experiment's name, for the reader."""
     model_params: dict[str, Any] = Field(default_factory=dict)
+    """The model's constructor parameters (each model's are in this schema's $defs)."""
     # validated even when left out: the model may read features the defaults do not declare
     features: FeatureConfig = Field(default_factory=FeatureConfig, validate_default=True)
+    """Which features the model sees and how long each sequence is."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """The log, its split into days, and the batches and shards training reads."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """The training loop."""
 
     @field_validator("model")
     @classmethod

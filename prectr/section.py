@@ -32,7 +32,10 @@ _PYDANTIC_ERRORS = frozenset(typing.get_args(pydantic_core.core_schema.ErrorType
 class Section(BaseModel):
     """A config section: unknown keys refused with a suggestion, assignments checked."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # each field's docstring is its description in the exported JSON schema
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
 
     @model_validator(mode="wrap")
     @classmethod

@@ -142,6 +142,32 @@ def test_the_schema_describes_each_section() -> None:
     assert train["properties"]["calibration"]["enum"] == ["none", "platt", "isotonic"]
 
 
+def test_every_key_of_the_schema_has_a_description() -> None:
+    """Every section key and every model's parameters, as an editor shows them on hover."""
+    schema = config_schema()
+    described = {"": schema, **schema["$defs"]}
+    lacking = [f"{where}.{key}" for where, part in described.items()
+               for key, value in part["properties"].items()
+               if not value.get("description", "").strip()]  # fmt: skip
+    assert not lacking, lacking
+    assert {f"{m}_params" for m in MODELS} <= set(schema["$defs"])
+    patience = schema["$defs"]["TrainConfig"]["properties"]["patience"]["description"]
+    assert "0: never" in patience  # a field's own docstring, not its section's
+
+
+def test_a_model_parameter_without_a_description_is_refused(monkeypatch) -> None:
+    class Mystery(MODELS["dnn"]):
+        name = "mystery"
+
+        def __init__(self, specs: list, vocab_sizes: dict[str, int], depth: int = 2):
+            super().__init__(specs, vocab_sizes)
+
+    monkeypatch.setitem(MODELS, "mystery", Mystery)
+    message = r"model mystery declares parameters without a description in .*: depth$"
+    with pytest.raises(TypeError, match=message):
+        model_params("mystery", {"depth": 3})
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,6 +24,7 @@ from prectr.evaluation.slices import (
     FAMILIES,
     evaluation_slices,
     query_frequency,
+    slice_statistics,
     user_activity,
 )
 from prectr.evaluation.statistics import EvaluationRows, values
@@ -226,9 +228,19 @@ def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, 
     assert broad["candidates_per_request"] == pytest.approx(config.broad_sample, rel=0.05)
     for key in ("irrelevant@10", "ndcg@10", "recall@100", "expected_clicks"):
         assert broad[key] is not None, key
-    assert 0 <= broad["recall@100"] <= 1 and 0 <= broad["irrelevant@10"] <= 1
     written = pq.read_table(run / "broad_scores.parquet")
     assert written.num_rows / kept == pytest.approx(broad["candidates_per_request"], abs=0.05)
+    # irrelevant@10 and recall@100 of the exact items, request by request from the scores
+    truth = World(tiny_world).broad(pc.unique(written["request_id"]))
+    scored = written.join(truth, ["request_id", "item_id"]).to_pandas()
+    irrelevant, recall = [], []
+    for _, pool in scored.groupby("request_id"):
+        ranked = pool.sort_values("score", ascending=False)["true_relevance"].to_numpy()
+        irrelevant.append(np.mean(ranked[:10] == 0))
+        if (ranked == 3).any():
+            recall.append((ranked[:100] == 3).sum() / (ranked == 3).sum())
+    assert broad["irrelevant@10"] == pytest.approx(np.mean(irrelevant), rel=1e-9)
+    assert broad["recall@100"] == pytest.approx(np.mean(recall), rel=1e-9)
 
     # appending the broad candidates leaves every pool candidate's features and score unchanged
     log, trained = read_log(tiny_world), load_trained(run)
@@ -270,3 +282,102 @@ def test_comparing_runs_pairs_every_metric(two_day_runs, tiny_world):
 def test_comparing_runs_of_different_splits_is_refused(tiny_run, two_day_runs, tiny_world):
     with pytest.raises(ValueError, match="split"):
         compare_runs(tiny_run, two_day_runs[0], tiny_world, n_resamples=10)
+
+
+def _brute_force_bands(requests: pa.Table, train: np.ndarray, evaluated: list[int]) -> dict:
+    """Each evaluated request's query and user band, recomputed row by row from the rules in
+    prectr/evaluation/slices.py: the layout of training requests query by query (most frequent
+    first, ties by text), and each user's requests strictly before in (time, request id)."""
+    query = requests["query"].to_pylist()
+    user = requests["user_id"].to_pylist()
+    ids = requests["request_id"].to_pylist()
+    when = list(zip(requests["timestamp"].to_pylist(), ids, strict=True))
+    counts: dict[str, int] = {}
+    for i in train:
+        counts[query[i]] = counts.get(query[i], 0) + 1
+    start, layout = {}, 0
+    for q in sorted(counts, key=lambda q: (-counts[q], q)):
+        start[q] = layout
+        layout += counts[q]
+    bands = {}
+    for i in evaluated:
+        q = query[i]
+        q_band = "unseen" if q not in start else ("head", "torso", "tail")[
+            min(3 * start[q] // layout, 2)]  # fmt: skip
+        earlier = sum(user[j] == user[i] and when[j] < when[i] for j in range(len(user)))
+        u_band = "cold" if earlier <= 2 else "low" if earlier <= 9 else "mid" if earlier <= 29 \
+            else "high"  # fmt: skip
+        bands[ids[i]] = {"query": q_band, "user": u_band}
+    return bands
+
+
+def test_slices_equal_a_brute_force_recomputation_on_a_hand_made_log():
+    """Every slice mask, and the AUC scored on each, against a row-by-row recomputation on a
+    small log of 90 requests over 20 days, 15 of them training days. Users reach every
+    activity band: one with 30 and more earlier requests, one with 5, three first seen on the
+    evaluated days, and one with four requests at the same time, whose request ids run against
+    the table's order (the id decides, and the fourth is no longer cold). Queries of unequal
+    frequency, two never seen in training, and two with as many training requests either side
+    of the head's third (the text decides which is head). Pools of 6 candidates, 4 shown,
+    every one graded (a third of the pools mostly exact), items 20 and up new."""
+    rng = np.random.default_rng(3)
+    n = 90
+    user = rng.choice(4, n, p=[0.5, 0.3, 0.15, 0.05])
+    day = rng.integers(0, 20, n)  # several requests a day: equal times, the request id decides
+    train, later = np.nonzero(day < 15)[0], np.nonzero(day >= 15)[0]
+    head = -(-train.size // 3) - 2  # "a" ends two requests short of a third: b head, c torso
+    rest = train.size - head - 8
+    query = np.empty(n, dtype=object)
+    tail = [f"r{j // 3}" for j in range(rest)]  # rarer than b and c: three requests each
+    query[train] = rng.permutation(["a"] * head + ["b"] * 4 + ["c"] * 4 + tail)
+    query[later] = rng.choice(["a", "b", "c", *tail], later.size)
+    query[later[:6]] = ["y", "z", "y", "a", "b", "c"]  # y and z only after training
+    user[later[4:7]] = [7, 8, 8]  # new users: cold
+    user[train[:5]], user[later[7]] = 9, 9  # 5 earlier requests: low
+    ids = rng.permutation(n) + 100
+    same_time = later[8:12]
+    user[same_time], day[same_time] = 10, 19
+    ids[same_time] = np.sort(ids[same_time])[::-1]  # ids descending in the table's order
+    requests = pa.table({
+        "request_id": ids, "user_id": user, "query": query.astype(str),
+        "timestamp": pa.array(day * 86_400_000, pa.timestamp("ms")),
+    })  # fmt: skip
+    pool = {"request_id": [], "item_id": [], "user_id": [], "click": [], "grade": []}
+    mixes = ([0.4, 0.3, 0.2, 0.1], [0.2, 0.2, 0.3, 0.3], [0.05, 0.05, 0.1, 0.8])
+    for k, i in enumerate(later):
+        for rank, item in enumerate(rng.choice(30, 6, replace=False)):
+            shown = rank < 4
+            pool["request_id"].append(int(requests["request_id"][i].as_py()))
+            pool["item_id"].append(int(item))
+            pool["user_id"].append(int(user[i]))
+            pool["click"].append(int(rng.random() < 0.4) if shown else None)
+            pool["grade"].append(int(rng.choice(4, p=mixes[k % 3])))
+    rows = EvaluationRows.from_pool(pa.table(pool))
+    slices = evaluation_slices(requests, train, np.arange(20), rows)
+
+    expected = _brute_force_bands(requests, train, [int(i) for i in later])
+    for r, g in zip(pool["request_id"], pool["grade"], strict=True):
+        expected[r]["exact"] = expected[r].get("exact", 0) + (g == 3)
+    for bands in expected.values():
+        bands["exact"] = ("none", "scarce", "scarce", "scarce", "plenty")[min(bands["exact"], 4)]
+    for family in FAMILIES:
+        for band in FAMILIES[family]:
+            want = np.array([expected[int(r)][family] == band for r in rows.request_ids])
+            assert want.any(), (family, band)  # the log reaches every band
+            assert np.array_equal(slices.requests[f"{family}:{band}"], want), (family, band)
+    assert np.array_equal(slices.rows["new_items"], rows.item_id >= 20)
+    shown = {(r, i): c is not None for r, i, c in zip(pool["request_id"], pool["item_id"],
+                                                      pool["click"], strict=True)}  # fmt: skip
+    candidates = zip(rows.request_ids[rows.request], rows.item_id, strict=True)
+    unexposed = [not shown[(int(r), int(i))] for r, i in candidates]
+    assert np.array_equal(slices.rows["unexposed"], unexposed)
+
+    score = rng.random(rows.request.size)
+    sections = slice_statistics(slices, rows, score, None)
+    for name in [*slices.requests, "new_items"]:
+        mask = slices.row_mask(rows, name) & rows.exposed
+        pos, neg = score[mask & (rows.click == 1)], score[mask & (rows.click == 0)]
+        if pos.size and neg.size:  # AUC by counting every (click, skip) pair
+            pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
+            got = values(sections[name], rows.n_requests)["auc"]
+            assert got == pytest.approx(np.mean(pairs), rel=1e-12), name

@@ -90,26 +90,37 @@ class FeatureConfig(Section):
     """Which histories feed the features and how long each sequence is."""
 
     query_tokens: int = 8
+    """Words of a query kept (the first ones)."""
     title_tokens: int = 24
+    """Words of a title kept (the first ones)."""
     user_clicks: int = 20
+    """The user's latest clicked items (and their categories) kept as history."""
     min_count: int = 1
+    """Training occurrences an id (user, query, item, category, brand) needs for its own
+    embedding row; rarer ids share the unknown row."""
     token_min_count: int = 2
-    include: list[str] = Field(default_factory=list)  # only these features; empty = all
-    # PRECTR's relevance context: each impression's match level, the query and match level of
-    # each clicked item, and the cross-user crowd (what all users were shown and clicked under
-    # the same query in the last crowd_days days, backed off to the query's category when the
-    # query has fewer than crowd_min_events such impressions); off for the baselines
+    """Training occurrences a word needs for its own embedding row."""
+    include: list[str] = Field(default_factory=list)
+    """Only these features (by name); empty: every feature declared."""
     relevance_context: bool = False
+    """PRECTR's relevance context: each impression's match level, the query and match level
+    of each clicked item, and the cross-user crowd (what all users were shown and clicked
+    under the same query in the last crowd_days days, backed off to the query's category when
+    the query has fewer than crowd_min_events such impressions); off for the baselines."""
     crowd_length: int = 50
+    """The crowd's latest entries kept per request."""
     crowd_days: float | None = 7.0
+    """Days of the crowd's window before each request (None: every earlier day)."""
     crowd_min_events: int = 10
-    # a distilled student's directory: its tokenizer gives query and title pieces, at most
-    # query_pieces / title_pieces of them (None: the student's own piece limits)
+    """Impressions under a query below which its crowd backs off to the query's category."""
     student: str | None = None
+    """A distilled student's directory: its tokenizer gives the query and title pieces."""
     query_pieces: int | None = None
+    """Pieces of a query kept with a student's tokenizer (None: the student's own limit)."""
     title_pieces: int | None = None
-    # a frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it
+    """Pieces of a title kept with a student's tokenizer (None: the student's own limit)."""
     text_cache: str | None = None
+    """A frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it."""
 
 
 def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:

@@ -43,6 +43,7 @@ from prectr.data.dataset import Batch
 from prectr.data.groups import Role
 from prectr.losses.reduction import per_row
 from prectr.models.calibration import Calibrator
+from prectr.models.parameters import DESCRIPTIONS
 from prectr.section import Section, suggestion
 
 MODELS: dict[str, type[RankingModel]] = {}
@@ -155,10 +156,15 @@ def params_model(name: str) -> type[Section]:
 def _params_model(cls: type[RankingModel]) -> type[Section]:
     hints = typing.get_type_hints(cls.__init__)
     declared = inspect.signature(cls.__init__).parameters.values()
+    names = [p.name for p in declared if p.name not in ("self", "specs", "vocab_sizes")]
+    undescribed = [name for name in names if name not in DESCRIPTIONS]
+    if undescribed:
+        raise TypeError(f"model {cls.name} declares parameters without a description in "
+                        f"prectr.models.parameters: {', '.join(undescribed)}")  # fmt: skip
+    defaults = {p.name: cls.defaults.get(p.name, p.default) for p in declared}
     fields: dict[str, Any] = {
-        p.name: (hints[p.name], cls.defaults.get(p.name, p.default))
-        for p in declared
-        if p.name not in ("self", "specs", "vocab_sizes")
+        name: (hints[name], pydantic.Field(defaults[name], description=DESCRIPTIONS[name]))
+        for name in names
     }
     return pydantic.create_model(f"{cls.name}_params", __base__=Section, **fields)
 

@@ -2,6 +2,8 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import f1_score
 
 from prectr.data.schema import read_log
 from prectr.encoder.pairs import PairsConfig, read_pairs
@@ -75,6 +77,8 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
             "--world",
             str(tiny_world),
             "--eval-requests=10",
+            "--predictions",
+            str(tmp_path / "rows.parquet"),
             "--json",
         ],
         capsys,
@@ -84,9 +88,15 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
     assert list(results) == ["majority", "overlap", str(tmp_path / "s/student")]
     # the baselines and the student are scored on the same rows
     assert len({(m["requests"], m["pairs"]) for m in results.values()}) == 1
-    metrics = results[str(tmp_path / "s/student")]
-    assert metrics["requests"] == 10 and 0 <= metrics["accuracy"] <= 1
-    assert 0 <= metrics["macro_f1"] <= 1
+    assert results[str(tmp_path / "s/student")]["requests"] == 10
+    # each model's figures recomputed from its per-row predictions (scikit-learn's macro-F1)
+    rows = pq.read_table(tmp_path / "rows.parquet").to_pandas()
+    for name, metrics in results.items():
+        mine = rows[rows["model"] == name]
+        assert len(mine) == metrics["pairs"] and mine["request"].nunique() == 10
+        truth, predicted = mine["grade"].to_numpy(), mine["predicted"].to_numpy()
+        assert metrics["accuracy"] == pytest.approx((truth == predicted).mean(), abs=1e-12)
+        assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
 
 
 def test_a_distillation_without_labels_or_a_bad_resume_fails_clearly(

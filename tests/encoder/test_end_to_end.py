@@ -174,6 +174,7 @@ def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_
                                predict(trainer.model, stream.epoch())["score"])  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_the_student_model_exports_and_matches_eager_on_another_batch(encoded, student_dir):
     """Tracing and export skip the data-dependent shortcuts (packing, distinct rows); the

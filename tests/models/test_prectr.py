@@ -50,14 +50,24 @@ def test_v2_presets_cross_user_mining_and_debias_over_v1(world: World) -> None:
     assert not build(world, "prectr_v2", debias=False).debias  # the config wins over a preset
 
 
-def test_grade_distribution_sums_to_one_and_outputs_have_their_shapes(world, batch) -> None:
-    out = build(world)(batch)
+def test_the_ranking_logit_is_the_fused_click_probability_plus_the_incentive(world, batch):
+    """Read as the paper writes it, in probability space: P(click) = sum_r P(click | r) P(r),
+    from the base CTR's per-grade click logits and the RSL module's own grade distribution;
+    the ranking logit is the logit of P(click) plus the relevance incentive."""
+    model = build(world).eval()
+    with torch.no_grad():
+        out = model(batch)
+        grade_logits = model.rsl(batch)
+        per_grade = model.base_ctr.click_logits(out["context"], out["relevance"])
+        p = (torch.sigmoid(per_grade.double()) * torch.softmax(grade_logits.double(), -1)).sum(1)
+        incentive = model.incentive(out["tau"], torch.softmax(grade_logits, -1))
     n = len(batch)
-    assert out["logit"].shape == out["incentive"].shape == (n,)
-    probs = torch.softmax(out["grade_logits"], -1)
-    assert probs.shape == (n, 4)
-    torch.testing.assert_close(probs.sum(1), torch.ones(n))
-    torch.testing.assert_close(out["logit"], out["fused_logit"] + out["incentive"])
+    assert out["logit"].shape == out["incentive"].shape == (n,) and grade_logits.shape == (n, 4)
+    torch.testing.assert_close(out["grade_logits"], grade_logits)
+    torch.testing.assert_close(out["incentive"], incentive)
+    fused = torch.log(p / (1 - p)).float()  # float32 against float64: within 1e-6
+    torch.testing.assert_close(out["fused_logit"], fused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["logit"], out["fused_logit"] + incentive)
 
 
 def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
@@ -162,10 +172,33 @@ def test_unexposed_partners_come_from_the_same_request_and_are_unexposed(world) 
 
 @pytest.mark.parametrize("negatives", ["synthetic", "unexposed", "both"])
 def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None:
+    """Each click is paired with ``hard_negatives`` negatives of each kind asked for (synthetic
+    first, then unexposed candidates of its request), weighted by its P(grade >= 2), the loss
+    divided by the pairs made; every parameter it reaches gets a finite gradient."""
+    pool = world.pool
     model = build(world, debias_negatives=negatives)
     model.train()
-    losses = model.loss(world.pool, model(world.pool))
-    assert losses["loss_pairwise"] > 0
+    out = model(pool)
+    torch.manual_seed(1)
+    losses = model.debias_loss(pool, out)
+    torch.manual_seed(1)  # the same draws, in the same order
+    clicked = torch.nonzero(pool.exposed & (pool.click > 0)).squeeze(1)
+    k = model.hard_negatives
+    scores, valid = [], []
+    if negatives != "unexposed":
+        scores.append(model._synthetic_negatives(pool, out, clicked)["logit"].view(-1, k))
+        valid.append(torch.ones_like(scores[-1], dtype=torch.bool))
+    if negatives != "synthetic":
+        partners, has_partner = unexposed_partners(pool, clicked, k)
+        scores.append(out["logit"][partners])
+        valid.append(has_partner)
+    valid = torch.cat(valid, 1)
+    weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
+    expected = pairwise_debias(out["logit"][clicked], torch.cat(scores, 1), weight, model.margin,
+                               model.clip, truncation(0, *model.schedule), valid,
+                               float(valid.sum()))  # fmt: skip
+    torch.testing.assert_close(losses["loss_pairwise"], expected)
+    losses = model.loss(pool, out)
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert (losses["loss_reconstruct"] > 0) == (negatives != "unexposed")

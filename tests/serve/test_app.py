@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from prectr.serve.app import create_app
-from prectr.serve.ranker import Ranker
+from prectr.serve.ranker import Ranker, SearchRequest
 from prectr.serve.schema import MAX_ERRORS, RULES, RankedOut, RankOut
 from tests.serve.test_ranker import request_of
 
@@ -22,11 +22,17 @@ def client(ranker) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def body(ranker, tiny_world) -> dict:
+def logged(tiny_world) -> SearchRequest:
+    """The log's last request, as a caller would send it."""
     from prectr.data.schema import read_log
 
     log = read_log(tiny_world)
-    request = request_of(log, int(log.requests["request_id"][-1].as_py()))
+    return request_of(log, int(log.requests["request_id"][-1].as_py()))
+
+
+@pytest.fixture(scope="module")
+def body(logged) -> dict:
+    request = logged
     return {
         "user_id": request.user_id,
         "query": request.query,
@@ -36,7 +42,7 @@ def body(ranker, tiny_world) -> dict:
     }
 
 
-def test_rank_returns_the_ranker_s_ranking(client, ranker, body):
+def test_rank_returns_the_ranker_s_ranking(client, ranker, body, logged):
     response = client.post("/rank", json=body)
     assert response.status_code == 200, response.text
     got = response.json()
@@ -49,7 +55,13 @@ def test_rank_returns_the_ranker_s_ranking(client, ranker, body):
     assert scores == sorted(scores, reverse=True)
     first = got["ranking"][0]
     assert abs(first["relevant"] - sum(first["grades"][2:])) < 1e-6
-    assert first["incentive"] is not None
+    # item for item, what the ranker itself gives the logged request: score, grades, incentive
+    direct = ranker.rank(logged)
+    assert [r["item_id"] for r in got["ranking"]] == [r.item_id for r in direct]
+    for served, ranked in zip(got["ranking"], direct, strict=True):
+        assert served["score"] == pytest.approx(ranked.score, abs=1e-6)
+        assert served["grades"] == pytest.approx(ranked.grades, abs=1e-6)
+        assert served["incentive"] == pytest.approx(ranked.incentive, abs=1e-6)
 
 
 def test_relevance_floor_drops_doubtful_candidates(client, body):

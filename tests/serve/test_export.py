@@ -17,6 +17,7 @@ def batches(prectr_run, tiny_world):
     return ranker, [ranker.batch(r) for r in requests]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_round_trips_within_1e_5_of_eager(batches, tmp_path, fmt):
     ranker, bs = batches

@@ -106,6 +106,7 @@ def test_a_store_extended_with_newer_parts_equals_one_built_at_once(ranker, log)
     assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.slow
 def test_the_onnx_engine_scores_like_eager_pytorch(ranker, prectr_run, tiny_world, log):
     onnx = Ranker(prectr_run, history=tiny_world, engine="onnx")
     assert (prectr_run / "export" / "best.onnx").is_file()
@@ -119,6 +120,7 @@ def test_the_onnx_engine_scores_like_eager_pytorch(ranker, prectr_run, tiny_worl
         Ranker(prectr_run, history=tiny_world, engine="tvm")
 
 
+@pytest.mark.slow
 def test_an_onnx_export_built_from_other_code_or_weights_is_exported_again(prectr_run, tiny_world):
     import onnx
 

@@ -1,13 +1,15 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from prectr.config import load_experiment
+from prectr.metrics import logloss
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.engine import StopTraining
-from prectr.train.trainer import Trainer
+from prectr.train.trainer import Trainer, predict
 from tests.conftest import tiny_config
 
 RUN_FILES = (
@@ -119,8 +121,8 @@ def test_a_resumed_run_reuses_the_cached_features(tiny_world, tmp_path, monkeypa
             assert (getattr(again.data.encoded, level)[name] == values).all(), name
 
 
-def prectr_config(tiny_world, **train):
-    config = tiny_config(tiny_world, relevance_epochs=1, **train)
+def prectr_config(tiny_world, data: dict | None = None, **train):
+    config = tiny_config(tiny_world, data, relevance_epochs=1, **train)
     config.model, config.name = "prectr_v1", "tiny_prectr"
     config.model_params = {"hidden": [32, 16], "consistency": "kl"}
     config.features.relevance_context = True
@@ -142,7 +144,8 @@ def test_stage_one_fits_the_relevance_module_alone_then_anchors_the_kl(tiny_worl
 
 
 def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
-    config = prectr_config(tiny_world, epochs=1, checkpoint_every=2)
+    # large batches: a few steps of each stage, the kill still in stage one
+    config = prectr_config(tiny_world, {"batch_size": 1024}, epochs=1, checkpoint_every=2)
     config.model = "prectr_v2"  # random synthetic negatives too
     whole = Trainer(config, tmp_path / "whole").fit()
     with pytest.raises(StopTraining):
@@ -230,7 +233,58 @@ def test_a_fresh_run_starts_at_the_training_click_rate(tiny_world, tmp_path):
 def test_one_epoch_of_a_few_large_steps_ranks_above_random(tiny_world, tmp_path):
     """An epoch of `tiny` (the world's split) at the default batch size is 8 steps: started
     from a zero bias the model spent them pulling its logits down to the base rate and ranked
-    below random (validation AUC 0.45)."""
+    below random (validation AUC 0.45). It must beat the same model untrained."""
     config = tiny_config(tiny_world, {"batch_size": 2048, "test_days": 3})
-    result = Trainer(config, tmp_path / "r").fit()
-    assert result["steps"] == 8 and result["best_valid"]["auc"] > 0.6
+    trainer = Trainer(config, tmp_path / "r")
+    untrained = trainer.validate()["auc"]
+    result = trainer.fit()
+    assert result["steps"] == 8 and result["best_valid"]["auc"] >= untrained + 0.05
+
+
+def test_early_stopping_ends_patience_epochs_after_the_best_and_keeps_the_best_weights(
+    tiny_world, tmp_path
+):
+    """At the default rates a DNN overfits `tiny` in two epochs and validation logloss turns
+    up: the run stops ``patience`` validations after its best one, and ``best.pt`` holds
+    the weights that scored it (recomputed from the checkpoint, not read from the log)."""
+    from prectr.train.data import load_prepared
+    from prectr.train.run import load_trained
+
+    config = tiny_config(tiny_world, {"batch_size": 1024}, epochs=12, patience=2,
+                         early_stopping_metric="logloss",
+                         calibration="none")  # fmt: skip
+    run = tmp_path / "r"
+    result = Trainer(config, run).fit()
+    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["logloss"] for x in lines if x["split"] == "valid"]
+    best = losses.index(min(losses))  # the first of equal values stays the best
+    assert len(losses) == best + 1 + 2 < 12, losses  # stopped, two epochs after the best
+    assert result["epochs"] == len(losses) and result["best_valid"]["epoch"] == best
+    assert result["best_valid"]["logloss"] == losses[best]
+    trained = load_trained(run, checkpoint="best")
+    data = load_prepared(run)
+    p = predict(trained.model, data.stream("valid", trained.config, shuffle=False).epoch())
+    exposed = p["exposed"]
+    assert logloss(p["click"][exposed], p["shown"][exposed]) == pytest.approx(losses[best], 1e-9)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    kept = load_checkpoint(run / "checkpoints" / "best.pt")["model"]
+    assert not all(torch.equal(last[k], kept[k]) for k in last)
+
+
+@pytest.mark.parametrize("position_bias", [False, True])
+def test_a_model_trained_without_position_bias_scores_the_same_at_every_position(
+    tiny_world, tmp_path, position_bias
+):
+    """``train.position_bias: false``: the per-rank bias stays at its start (the training click
+    rate's log-odds, one value for every rank), so a row's click probability is the same
+    whatever position it was shown at; trained with it, ranks differ."""
+    config = tiny_config(tiny_world, position_bias=position_bias, calibration="none")
+    trainer = Trainer(config, tmp_path / "r")
+    start = trainer.model.position_bias.weight.detach().clone()
+    trainer.fit()
+    bias = trainer.model.position_bias.weight.detach()
+    assert torch.equal(bias, start) != position_bias
+    stream = trainer.data.stream("valid", config, shuffle=False)
+    p = predict(trainer.model, stream.epoch())
+    exposed = p["exposed"]
+    assert np.array_equal(p["shown"][exposed], p["score"][exposed]) != position_bias
