@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from prectr.cli.output import console
-from prectr.config import CALIBRATIONS
+from prectr.models.calibration import KINDS
 
 
 def experiment_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         "then names it. Evaluate, serve and export apply it.",
     )
     p.add_argument("run", type=Path)
-    p.add_argument("--method", choices=CALIBRATIONS, default="platt")
+    p.add_argument("--method", choices=KINDS, default="platt")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
