@@ -30,6 +30,8 @@ from prectr.data.schema import SearchLog
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
 from prectr.io import atomic_file
 from prectr.section import Section
+from prectr.text.cache import load_embedding_cache
+from prectr.text.student_files import piece_limits, student_tokenizer
 from prectr.words import count
 
 TOKEN = re.compile(r"[a-z0-9]+")
@@ -108,7 +110,7 @@ class FeatureConfig(Section):
     student: str | None = None
     query_pieces: int | None = None
     title_pieces: int | None = None
-    # a frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it
+    # a frozen encoder's embedding cache (prectr.text.cache): each text's row in it
     text_cache: str | None = None
 
 
@@ -220,7 +222,7 @@ class FeatureEncoder:
         self.vocabs: dict[str, Vocabulary] = {}
         self.stats: dict[str, float | list[float]] = {}
         self.has_query_category = False
-        self.pieces = _student_tokenizer(self.config.student)
+        self.pieces = student_tokenizer(self.config.student) if self.config.student else None
 
     def fit(self, log: SearchLog, train_requests: np.ndarray) -> FeatureEncoder:
         """``train_requests``: row indices of ``log.requests`` used for fitting."""
@@ -249,8 +251,6 @@ class FeatureEncoder:
                  for w in TOKEN.findall((t or "").lower())]  # fmt: skip
         self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
         if cfg.text_cache:  # ids follow the cache's rows
-            from prectr.encoder.cache import load_embedding_cache
-
             self.vocabs["text"] = Vocabulary(load_embedding_cache(cfg.text_cache)[0])
         log_price = np.log1p(seen["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
         log_price = log_price[~np.isnan(log_price)]
@@ -487,21 +487,9 @@ def _with_piece_limits(config: FeatureConfig) -> FeatureConfig:
     """``config`` with unset piece limits taken from its student's configuration."""
     if not config.student or None not in (config.query_pieces, config.title_pieces):
         return config
-    from prectr.encoder.student import student_config
-
-    own = student_config(config.student)
-    return config.updated(query_pieces=config.query_pieces or own.query_length,
-                          title_pieces=config.title_pieces or own.title_length)  # fmt: skip
-
-
-def _student_tokenizer(student: str | None):
-    """The tokenizer saved with a student (:func:`prectr.encoder.student.save_student`)."""
-    if not student:
-        return None
-    from prectr.encoder.student import TOKENIZER
-    from prectr.encoder.tokenizer import TextTokenizer
-
-    return TextTokenizer.load(Path(student) / TOKENIZER)
+    query, title = piece_limits(config.student)
+    return config.updated(query_pieces=config.query_pieces or query,
+                          title_pieces=config.title_pieces or title)  # fmt: skip
 
 
 def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> np.ndarray:
