@@ -57,8 +57,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from prectr.config import load_experiment
-    from prectr.train.data import impressions, prepared_shards
-    from prectr.train.trainer import open_run
+    from prectr.train.data import impressions, open_run, prepared_shards
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
