@@ -10,7 +10,6 @@ the JSON schema of a config file, for editors.
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +40,6 @@ class DataConfig(Section):
 
 #: what the trainer's validation computes and early stopping can watch
 StoppingMetric = Literal["auc", "gauc_user", "gauc_request", "logloss", "ece"]
-STOPPING_METRICS: tuple[str, ...] = typing.get_args(StoppingMetric)
 
 
 class TrainConfig(Section):

@@ -17,8 +17,8 @@ parquet files inside one log directory:
     when unknown, and ``relevance_source`` says where a known grade came from. An optional
     ``timestamp`` is the time the event was logged; it may not precede its request.
 
-Columns listed in :data:`~prectr.data.tables.EVALUATION_ONLY` (the simulator's true grade and
-its logging ranker's score) may be present for evaluation; no model or feature may read them.
+The impressions' ``true_relevance`` and ``logging_score`` (the simulator's true grade and its
+logging ranker's score) may be present for evaluation; no model or feature may read them.
 
 Identifiers are either all integers or all strings for one entity (``item_id`` in ``items`` and
 ``impressions`` share a type). :func:`validate` names the table, row and column of every problem

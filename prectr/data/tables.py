@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 GRADES = (0, 1, 2, 3)
-GRADE_NAMES = ("irrelevant", "complement", "substitute", "exact")
 RELEVANCE_SOURCES = ("human", "teacher", "simulator")
-EVALUATION_ONLY = ("true_relevance", "logging_score")
 TABLES = ("items", "requests", "impressions")
 
 
