@@ -4,6 +4,7 @@ encoder. Each import runs in a fresh interpreter. And no module reaches back up 
 inside a function: a scan of every module's source finds each import."""
 
 import ast
+import graphlib
 import importlib.util
 import subprocess
 import sys
@@ -94,3 +95,32 @@ def test_the_scan_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     found = imported_modules("prectr_probe")
     assert "prectr_probe.inner" in found["prectr_probe"]
     assert "prectr.encoder.student" in found["prectr_probe.inner"]
+
+
+# the registry imports the models so that they register; they import it for ``register``
+REGISTRATION = {("prectr.models.registry", "prectr.models.baselines"),
+                ("prectr.models.registry", "prectr.models.prectr")}  # fmt: skip
+
+
+def test_no_modules_import_each_other_round_a_circle():
+    found = imported_modules("prectr")
+
+    def module(name: str) -> str:  # the module a name is, or is in
+        while name not in found:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {
+        importer: {
+            imported
+            for imported in map(module, names)
+            # a module's own packages are already being imported when it is
+            if not importer.startswith(f"{imported}.") and imported != importer
+            and (importer, imported) not in REGISTRATION
+        }
+        for importer, names in found.items()
+    }  # fmt: skip
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as err:
+        pytest.fail(f"modules import each other round a circle: {' -> '.join(err.args[1])}")
