@@ -56,7 +56,7 @@ from prectr.encoder.evaluate import grade_probabilities, held_out_sample
 from prectr.encoder.pairs import read_pairs
 from prectr.encoder.student import StudentConfig, load_student
 from prectr.encoder.teacher import AdaptedTeacher, GradeHead, label_pairs, log_pairs, softmax
-from prectr.encoder.tokenizer import TextTokenizer
+from prectr.text.tokenizer import TextTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

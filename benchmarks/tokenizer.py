@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from prectr.data.simulate.vocabulary import esci_queries, wands_queries
-from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file
+from prectr.text.tokenizer import TextTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMER_LIMIT = 12  # StudentConfig.query_length before limits were chosen from the log

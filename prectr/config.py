@@ -10,7 +10,6 @@ the JSON schema of a config file, for editors.
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from prectr.data.features import FeatureConfig, feature_specs, undeclared
 from prectr.data.groups import find
+from prectr.models.calibration import Kind as Calibration
+from prectr.models.registry import feature_roles, model_params, params_model, registered_models
 from prectr.section import ConfigError, Section, suggestion
 
 
@@ -50,9 +51,6 @@ class DataConfig(Section):
 
 #: what the trainer's validation computes and early stopping can watch
 StoppingMetric = Literal["auc", "gauc_user", "gauc_request", "logloss", "ece"]
-STOPPING_METRICS: tuple[str, ...] = typing.get_args(StoppingMetric)
-Calibration = Literal["none", "platt", "isotonic"]  # prectr.models.calibration.KINDS
-CALIBRATIONS: tuple[str, ...] = typing.get_args(Calibration)
 
 
 class TrainConfig(Section):
@@ -128,8 +126,6 @@ class ExperimentConfig(Section):
     @field_validator("model")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from prectr.models.registry import registered_models
-
         models = registered_models()
         if name not in models:
             raise PydanticCustomError(
@@ -143,8 +139,6 @@ class ExperimentConfig(Section):
     def _accepted_by_the_model(cls, params: Any, handler: Any, info: ValidationInfo) -> Any:
         """The parameters checked against the model's constructor (pydantic's errors, under
         ``model_params``); unchecked when the model itself was refused."""
-        from prectr.models.registry import model_params
-
         params = handler(params)
         return model_params(info.data["model"], params) if "model" in info.data else params
 
@@ -158,8 +152,6 @@ class ExperimentConfig(Section):
         module, the feature's group and role, and the setting that declares it. Unchecked when
         the model or its parameters were refused. The query category counts as declared: only
         the log says whether it has one, and no module needs it."""
-        from prectr.models.registry import feature_roles
-
         if "model" not in info.data or "model_params" not in info.data:
             return features
         specs = feature_specs(features, has_query_category=True)
@@ -210,8 +202,6 @@ def config_schema() -> dict[str, Any]:
     """The JSON schema of an experiment config file: every section's keys, types and defaults,
     ``model`` one of the registered models and ``model_params`` the chosen model's parameters
     (one ``if model is X then model_params is X's`` clause per model)."""
-    from prectr.models.registry import params_model, registered_models
-
     schema = ExperimentConfig.model_json_schema()
     models = registered_models()
     schema["properties"]["model"]["enum"] = models

@@ -11,7 +11,7 @@ import os
 import posixpath
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,19 @@ import yaml
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    If the block raises, the temporary file is removed and ``path`` is left untouched.
+    If the block raises, the temporary file is removed and ``path`` is left untouched. The
+    block creates the file (as ``open`` would: the umask applies). :func:`atomic_fs_file` on
+    the local filesystem.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _beside(path, lambda p: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
-    try:
+    with atomic_fs_file(pafs.LocalFileSystem(), Path(path).absolute().as_posix()) as tmp:
         yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @contextmanager
 def atomic_fs_file(filesystem: pafs.FileSystem, path: str) -> Iterator[str]:
     """:func:`atomic_file` on a pyarrow filesystem: yield a temporary path beside ``path`` in
-    ``filesystem``; on success it is moved onto ``path`` (a rename on a local filesystem, an
-    object that appears whole on an object store)."""
+    ``filesystem`` (a hidden name with 48 random bits); on success it is moved onto ``path``
+    (a rename on a local filesystem, an object that appears whole on an object store)."""
     parent, name = posixpath.split(path)
     filesystem.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
@@ -53,13 +48,13 @@ def atomic_fs_file(filesystem: pafs.FileSystem, path: str) -> Iterator[str]:
             filesystem.delete_file(tmp)
 
 
-def _beside(path: Path, create: Callable[[Path], None]) -> Path:
-    """A new hidden temporary name beside ``path``, made by ``create`` (which must refuse an
-    existing name with FileExistsError)."""
+def _beside(path: Path) -> Path:
+    """A new hidden temporary directory beside ``path``, made as ``mkdir`` makes one (the
+    umask applies)."""
     for _ in range(100):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            create(tmp)
+            tmp.mkdir(0o777)
         except FileExistsError:
             continue
         return tmp
@@ -77,7 +72,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} exists and is not empty (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _beside(path, lambda p: p.mkdir(0o777))
+    tmp = _beside(path)
     try:
         yield tmp
         if path.exists():

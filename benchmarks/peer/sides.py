@@ -24,7 +24,7 @@ from prectr.metrics import auc, logloss
 from prectr.models import build_model
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import load_prepared
-from prectr.train.trainer import predict
+from prectr.train.predict import predict
 
 CATEGORICAL = ["user_id", "query", "item_id", "category", "query_category", "brand", "price_bucket"]
 NUMERIC = ["log_price"]

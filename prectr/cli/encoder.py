@@ -154,7 +154,7 @@ def _print_relevance(title: str, results: dict[str, dict]) -> None:
 
 def cmd_encoder_tokenizer(args: argparse.Namespace) -> int:
     from prectr.encoder.pairs import read_pairs
-    from prectr.encoder.tokenizer import TextTokenizer
+    from prectr.text.tokenizer import TextTokenizer
 
     pairs = read_pairs(args.log, pairs_config(args))
     tokenizer = TextTokenizer.train(*pairs.train_texts(), args.vocab_size,
@@ -224,8 +224,9 @@ def cmd_encoder_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_encoder_cache(args: argparse.Namespace) -> int:
-    from prectr.encoder.cache import build_embedding_cache, log_texts
+    from prectr.encoder.pairs import log_texts
     from prectr.encoder.teacher import MiniLM
+    from prectr.text.cache import build_embedding_cache
 
     texts = log_texts(args.log)
     build_embedding_cache(texts, MiniLM().embed, args.out)
@@ -235,7 +236,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
     from prectr.encoder.distill import PAIR_WEIGHTS, SFT_LOSSES, EncoderTrainConfig
-    from prectr.encoder.tokenizer import MAX_TRUNCATED
+    from prectr.text.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
         "encoder",

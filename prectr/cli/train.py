@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from prectr.cli.output import console
-from prectr.config import CALIBRATIONS
+from prectr.models.calibration import KINDS
 
 
 def experiment_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,8 +57,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from prectr.config import load_experiment
-    from prectr.train.data import impressions, prepared_shards
-    from prectr.train.trainer import open_run
+    from prectr.train.data import impressions, open_run, prepared_shards
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
@@ -97,7 +96,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         "then names it. Evaluate, serve and export apply it.",
     )
     p.add_argument("run", type=Path)
-    p.add_argument("--method", choices=CALIBRATIONS, default="platt")
+    p.add_argument("--method", choices=KINDS, default="platt")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(

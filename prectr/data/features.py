@@ -8,12 +8,14 @@ so a batch gathers its features and the log itself can stream from disk.
 Vocabularies are fitted on the training requests only and saved beside the checkpoint; id 0 is
 padding / missing and id 1 the out-of-vocabulary bucket, so unseen users, items, queries and
 tokens never crash a lookup. No feature reads ``true_relevance`` or ``logging_score``.
+
+Which features a config declares is :mod:`prectr.data.specs`'s; words and how a query matches a
+title are :mod:`prectr.data.matching`'s.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,173 +23,43 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 
-from prectr.data import groups as g
-from prectr.data.groups import Role, find
 from prectr.data.history import Histories, HistoryIndex, HistoryKeys, HistoryState
+from prectr.data.matching import MATCH_LEVELS, TOKEN, match_level, ranges, token_overlap, tokens
 from prectr.data.schema import SearchLog
+from prectr.data.specs import (
+    Categorical,
+    FeatureConfig,
+    Numeric,
+    Sequence,
+    feature_specs,
+    undeclared,
+)
 from prectr.data.vocabulary import OOV, PAD, Vocabulary
 from prectr.io import atomic_file
-from prectr.section import Section
+from prectr.text.cache import load_embedding_cache
+from prectr.text.student_files import piece_limits, student_tokenizer
 from prectr.words import count
 
-TOKEN = re.compile(r"[a-z0-9]+")
+__all__ = [
+    "OOV",
+    "PAD",
+    "Categorical",
+    "ChunkContext",
+    "EncodedChunk",
+    "EncodedLog",
+    "FeatureConfig",
+    "FeatureEncoder",
+    "Numeric",
+    "Sequence",
+    "Vocabulary",
+    "feature_specs",
+    "match_level",
+    "ranges",
+    "undeclared",
+]
+
 PRICE_BUCKETS = 20
-MATCH_LEVELS = 10  # 5 title-match steps x (category match or not)
-
-
-@dataclass(frozen=True)
-class Categorical:
-    """One id per row, looked up in ``vocab``; ``level`` is "item" or "request"; ``role`` is
-    what the feature is to the modules (:mod:`prectr.data.groups`)."""
-
-    name: str
-    vocab: str
-    level: str
-    role: Role
-
-
-@dataclass(frozen=True)
-class Numeric:
-    name: str
-    level: str  # "item", "request" or "impression"
-    role: Role
-
-
-@dataclass(frozen=True)
-class Sequence:
-    """A fixed-length, left-padded id sequence (newest or last token at the end)."""
-
-    name: str
-    vocab: str
-    level: str
-    length: int
-    role: Role
-
-
-def ranges(sizes: np.ndarray) -> np.ndarray:
-    """0..n-1 for each n in ``sizes``, concatenated."""
-    return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-
-
-def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np.ndarray:
-    """Tokenise texts (lower-case alphanumeric runs) into an ``(n, length)`` id matrix."""
-    words = [TOKEN.findall((t or "").lower())[:length] for t in texts]
-    out = np.zeros((len(words), length), dtype=np.int32)
-    if vocab is None:
-        return out
-    flat = [w for ws in words for w in ws]
-    ids = vocab.lookup(pa.array(flat, pa.string())) if flat else np.zeros(0, np.int32)
-    lengths = np.array([len(ws) for ws in words])
-    rows = np.repeat(np.arange(len(words)), lengths)
-    cols = length - np.repeat(lengths, lengths) + ranges(lengths)  # left padding
-    out[rows, cols] = ids
-    return out
-
-
-class FeatureConfig(Section):
-    """Which histories feed the features and how long each sequence is."""
-
-    query_tokens: int = 8
-    """Words of a query kept (the first ones)."""
-    title_tokens: int = 24
-    """Words of a title kept (the first ones)."""
-    user_clicks: int = 20
-    """The user's latest clicked items (and their categories) kept as history."""
-    min_count: int = 1
-    """Training occurrences an id (user, query, item, category, brand) needs for its own
-    embedding row; rarer ids share the unknown row."""
-    token_min_count: int = 2
-    """Training occurrences a word needs for its own embedding row."""
-    include: list[str] = Field(default_factory=list)
-    """Only these features (by name); empty: every feature declared."""
-    relevance_context: bool = False
-    """PRECTR's relevance context: each impression's match level, the query and match level
-    of each clicked item, and the cross-user crowd (what all users were shown and clicked
-    under the same query in the last crowd_days days, backed off to the query's category when
-    the query has fewer than crowd_min_events such impressions); off for the baselines."""
-    crowd_length: int = 50
-    """The crowd's latest entries kept per request."""
-    crowd_days: float | None = 7.0
-    """Days of the crowd's window before each request (None: every earlier day)."""
-    crowd_min_events: int = 10
-    """Impressions under a query below which its crowd backs off to the query's category."""
-    student: str | None = None
-    """A distilled student's directory: its tokenizer gives the query and title pieces."""
-    query_pieces: int | None = None
-    """Pieces of a query kept with a student's tokenizer (None: the student's own limit)."""
-    title_pieces: int | None = None
-    """Pieces of a title kept with a student's tokenizer (None: the student's own limit)."""
-    text_cache: str | None = None
-    """A frozen encoder's embedding cache (prectr.encoder.cache): each text's row in it."""
-
-
-def feature_specs(config: FeatureConfig, has_query_category: bool) -> list:
-    """The declared features, in the order models see them, each with its group and role."""
-    specs: list = [
-        Categorical("user_id", "user", "request", g.USER),
-        Categorical("query", "query", "request", g.QUERY),
-        Categorical("item_id", "item", "item", g.ITEM),
-        Categorical("category", "category", "item", g.ITEM_CATEGORY),
-        Categorical("brand", "brand", "item", g.ITEM_BRAND),
-        Categorical("price_bucket", "price_bucket", "item", g.ITEM_PRICE_BUCKET),
-        Numeric("log_price", "item", g.ITEM_PRICE),
-        Numeric("user_activity", "request", g.USER_ACTIVITY),
-        Numeric("title_match", "impression", g.TITLE_MATCH),
-        Sequence("query_tokens", "token", "request", config.query_tokens, g.QUERY_WORDS),
-        Sequence("title_tokens", "token", "item", config.title_tokens, g.TITLE_WORDS),
-        Sequence("user_clicks", "item", "request", config.user_clicks, g.CLICKED_ITEMS),
-        Sequence("user_click_categories", "category", "request", config.user_clicks,
-                 g.CLICKED_CATEGORIES),
-    ]  # fmt: skip
-    if has_query_category:
-        specs.insert(2, Categorical("query_category", "category", "request", g.QUERY_CATEGORY))
-        specs.insert(9, Numeric("category_match", "impression", g.CATEGORY_MATCH))
-    for setting, switched in _switched_features(config).items():
-        if getattr(config, setting):
-            specs += switched
-    if config.include:
-        unknown = sorted(set(config.include) - {s.name for s in specs})
-        if unknown:
-            raise ValueError(f"features.include names unknown features: {', '.join(unknown)}")
-        specs = [s for s in specs if s.name in config.include]
-    return specs
-
-
-def _switched_features(config: FeatureConfig) -> dict[str, list]:
-    """The features each switch of ``config`` adds when it is set, by the switch's name."""
-    clicks, crowd = config.user_clicks, config.crowd_length
-    return {
-        "relevance_context": [
-            Categorical("match_level", "match_level", "impression", g.MATCH_LEVEL),
-            Sequence("user_click_queries", "query", "request", clicks, g.CLICKED_QUERIES),
-            Sequence("user_click_match", "match_level", "request", clicks, g.CLICKED_MATCH),
-            Sequence("crowd_items", "item", "request", crowd, g.CROWD_ITEMS),
-            Sequence("crowd_categories", "category", "request", crowd, g.CROWD_CATEGORIES),
-            Sequence("crowd_match", "match_level", "request", crowd, g.CROWD_MATCH),
-            Sequence("crowd_clicks", "click", "request", crowd, g.CROWD_CLICKS),
-        ],
-        "student": [
-            Sequence("query_pieces", "piece", "request", config.query_pieces, g.QUERY_PIECES),
-            Sequence("title_pieces", "piece", "item", config.title_pieces, g.TITLE_PIECES),
-        ],
-        "text_cache": [
-            Sequence("query_text", "text", "request", 1, g.QUERY_EMBEDDING),
-            Sequence("title_text", "text", "item", 1, g.TITLE_EMBEDDING),
-        ],
-    }
-
-
-def undeclared(config: FeatureConfig, role: Role) -> str:
-    """Why ``config`` declares no feature with ``role`` (a role it lacks): the feature's name
-    and the switch that would declare it, or else that ``features.include`` leaves it out."""
-    for setting, switched in _switched_features(config).items():
-        spec = find(switched, role)
-        if spec is not None and not getattr(config, setting):
-            return f"{spec.name}; set features.{setting}"
-    every = feature_specs(config.updated(include=[]), has_query_category=True)
-    return f"{find(every, role).name}; features.include leaves it out"
 
 
 @dataclass
@@ -231,7 +103,7 @@ class FeatureEncoder:
         self.vocabs: dict[str, Vocabulary] = {}
         self.stats: dict[str, float | list[float]] = {}
         self.has_query_category = False
-        self.pieces = _student_tokenizer(self.config.student)
+        self.pieces = student_tokenizer(self.config.student) if self.config.student else None
 
     def fit(self, log: SearchLog, train_requests: np.ndarray) -> FeatureEncoder:
         """``train_requests``: row indices of ``log.requests`` used for fitting."""
@@ -260,8 +132,6 @@ class FeatureEncoder:
                  for w in TOKEN.findall((t or "").lower())]  # fmt: skip
         self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
         if cfg.text_cache:  # ids follow the cache's rows
-            from prectr.encoder.cache import load_embedding_cache
-
             self.vocabs["text"] = Vocabulary(load_embedding_cache(cfg.text_cache)[0])
         log_price = np.log1p(seen["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
         log_price = log_price[~np.isnan(log_price)]
@@ -400,7 +270,7 @@ class FeatureEncoder:
         """How each (request, item) pair matches: title token overlap, category match and,
         with the relevance context, the match level."""
         columns = {
-            "title_match": _token_overlap(
+            "title_match": token_overlap(
                 request["query_tokens"], item["title_tokens"], request_row, item_row
             )
         }
@@ -498,30 +368,9 @@ def _with_piece_limits(config: FeatureConfig) -> FeatureConfig:
     """``config`` with unset piece limits taken from its student's configuration."""
     if not config.student or None not in (config.query_pieces, config.title_pieces):
         return config
-    from prectr.encoder.student import student_config
-
-    own = student_config(config.student)
-    return config.updated(query_pieces=config.query_pieces or own.query_length,
-                          title_pieces=config.title_pieces or own.title_length)  # fmt: skip
-
-
-def _student_tokenizer(student: str | None):
-    """The tokenizer saved with a student (:func:`prectr.encoder.student.save_student`)."""
-    if not student:
-        return None
-    from prectr.encoder.student import TOKENIZER
-    from prectr.encoder.tokenizer import TextTokenizer
-
-    return TextTokenizer.load(Path(student) / TOKENIZER)
-
-
-def match_level(title_match: np.ndarray, category_match: np.ndarray | None) -> np.ndarray:
-    """An impression's observed match level as an id: the share of query tokens in the title
-    in five steps, and whether the item's category is the query's (ids from 2, 0 = padding)."""
-    level = np.rint(title_match * 4).astype(np.int8)
-    if category_match is not None:
-        level += 5 * category_match.astype(np.int8)
-    return level + 2
+    query, title = piece_limits(config.student)
+    return config.updated(query_pieces=config.query_pieces or query,
+                          title_pieces=config.title_pieces or title)  # fmt: skip
 
 
 def _row_index(values: pa.ChunkedArray, keys: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -535,19 +384,3 @@ def _row_index(values: pa.ChunkedArray, keys: pa.ChunkedArray, name: str) -> np.
 def _gather(values: np.ndarray, history: np.ndarray) -> np.ndarray:
     """``values`` of each history entry (an index, -1 = none); padding where there is none."""
     return np.where(history >= 0, values[np.maximum(history, 0)], PAD).astype(np.int32)
-
-
-def _token_overlap(
-    query: np.ndarray, title: np.ndarray, rows: np.ndarray, items: np.ndarray, chunk: int = 100_000
-) -> np.ndarray:
-    """Per impression, the share of its query's known tokens found in its item's title (0 when
-    the query has none). Computed in chunks so memory stays small."""
-    out = np.empty(rows.size, dtype=np.float32)
-    for start in range(0, rows.size, chunk):
-        q = query[rows[start : start + chunk]]
-        t = title[items[start : start + chunk]]
-        known = q > OOV
-        hit = (q[:, :, None] == t[:, None, :]).any(2) & known
-        n = known.sum(1)
-        out[start : start + chunk] = np.where(n > 0, hit.sum(1) / np.maximum(n, 1), 0.0)
-    return out

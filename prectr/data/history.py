@@ -14,7 +14,7 @@ is not history. :class:`HistoryIndex` gives the histories of a log:
   to the category's when the query has fewer than ``crowd_min_events`` events in the window,
   then to nothing (``crowd_level`` says which: 2 query, 1 category, 0 none).
 
-Offline, every request of a log asks the index built from that log (:func:`build_histories`);
+Offline, every request of a log asks the index built from that log (:meth:`HistoryIndex.of_log`);
 online, the serving store builds the index once and asks it for each new request, so both see
 exactly the same events. A log too large for memory is read in chunks in time order: each
 chunk's requests ask an index of the chunk's own events joined to a :class:`HistoryState`, the
@@ -332,18 +332,3 @@ class HistoryIndex:
             crowd=crowd,
             crowd_level=level.astype(np.int8),
         )
-
-
-def build_histories(
-    requests: pa.Table,
-    impressions: pa.Table,
-    user_length: int = 20,
-    click_length: int = 50,
-    crowd_length: int = 50,
-    crowd_days: float | None = None,
-    crowd_min_events: int = 1,
-) -> Histories:
-    """All histories of every request of a log (tables in the search-log schema)."""
-    index = HistoryIndex.of_log(requests, impressions)
-    return index.histories(requests, user_length, click_length, crowd_length, crowd_days,
-                           crowd_min_events)  # fmt: skip

@@ -32,7 +32,7 @@ steps into the epoch: a killed run resumes at the same step and ends with the sa
 exported ``student/`` directory and ``metrics.json``
 with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of the training
 days' distinct queries and titles that the student's piece limits truncate. A new student keeps
-the piece limits its tokenizer chose (:mod:`prectr.encoder.tokenizer`) unless the student
+the piece limits its tokenizer chose (:mod:`prectr.text.tokenizer`) unless the student
 configuration sets them; a tokenizer saved before limits existed has them chosen on the log's
 training days. The metrics also hold the pair counts of :func:`prectr.encoder.pairs.read_pairs`, and
 ``held_out_skipped`` says why when no held-out row is graded. Every write is atomic.
@@ -58,9 +58,9 @@ from prectr.encoder.evaluate import (
 )
 from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
+from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
 from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
 

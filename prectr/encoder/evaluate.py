@@ -37,9 +37,9 @@ import torch
 from prectr.encoder.pairs import GRADES, LogPairs
 from prectr.encoder.student import Student
 from prectr.encoder.teachers.quality import spearman
-from prectr.encoder.tokenizer import TextTokenizer
 from prectr.io import atomic_file
 from prectr.metrics import ndcg_at_k
+from prectr.text.tokenizer import TextTokenizer
 
 
 class NothingToScore(ValueError):

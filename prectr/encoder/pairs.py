@@ -369,3 +369,11 @@ def _check_labels(table: pa.Table, path: Path) -> None:
 def _matrix(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
     values = pc.list_flatten(column).to_numpy(False).astype(np.float32)
     return values.reshape(len(column), -1)[rows]
+
+
+def log_texts(log_dir: str | Path) -> list[str]:
+    """Every distinct query and item title of a log, sorted (what an embedding cache holds:
+    :func:`prectr.text.cache.build_embedding_cache`)."""
+    log = read_log(log_dir)
+    texts = pa.chunked_array([log.requests["query"], log.items["title"]])
+    return sorted(pc.unique(pc.drop_null(texts)).to_pylist())

@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prectr.encoder.tokenizer import PAD, SEP, TextTokenizer
 from prectr.io import atomic_file
+from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
+from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
 MODES = ("cross", "two_tower")
-WEIGHTS, TOKENIZER = "student.pt", "tokenizer.json"
 
 
 @dataclass
@@ -53,7 +53,7 @@ class StudentConfig:
     ff: int = 576
     dropout: float = 0.0
     # pieces kept of a query and of a title; None: the limits the tokenizer chose on its
-    # training texts (:mod:`prectr.encoder.tokenizer`), set when the student is built
+    # training texts (:mod:`prectr.text.tokenizer`), set when the student is built
     query_length: int | None = None
     title_length: int | None = None
 
@@ -209,11 +209,10 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
 
 def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
     """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
-    directory = Path(directory)
-    state = _saved(directory)
+    state = saved_student(directory)
     student = Student(StudentConfig(**state["config"]))
     student.load_state_dict(state["state"])
-    tokenizer = TextTokenizer.load(directory / TOKENIZER)
+    tokenizer = student_tokenizer(directory)
     if tokenizer.vocab_size != student.config.vocab_size:
         raise ValueError(f"{directory}: {TOKENIZER} has {tokenizer.vocab_size} pieces, "
                          f"{WEIGHTS} expects {student.config.vocab_size}")  # fmt: skip
@@ -222,12 +221,4 @@ def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
 
 def student_config(directory: str | Path) -> StudentConfig:
     """The configuration of the student saved in ``directory`` (e.g. its piece limits)."""
-    return StudentConfig(**_saved(Path(directory))["config"])
-
-
-def _saved(directory: Path) -> dict:
-    path = directory / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no student ({WEIGHTS} missing; run "
-                                "`prectr encoder distill` or `prectr encoder sft`)")  # fmt: skip
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return StudentConfig(**saved_student(directory)["config"])

@@ -25,7 +25,6 @@ from prectr.metrics.paired import Statistic
 
 if TYPE_CHECKING:
     from prectr.data.simulate import World
-    from prectr.evaluation.truth import Truth
 
 BROAD_COLUMNS = ["request_id", "item_id", "true_relevance"]
 
@@ -85,9 +84,12 @@ class BroadRows:
         return scores_in_row_order(self.table["request_id"], self.table["item_id"], scores,
                                    source, what="pairs of the broad-set sample")  # fmt: skip
 
-    def statistics(self, truth: Truth, score: np.ndarray) -> dict[str, Statistic]:
-        """The broad-set metrics of ``score`` (one per row), expected clicks from the truth's
-        replay of the model's top k of each request's sample."""
-        scored = self.table.append_column("score", pa.array(score))
-        clicks = truth.replay(scored, candidates="broad")
+    def scored(self, score: np.ndarray) -> pa.Table:
+        """The sampled pairs with ``score`` (one per row): what a truth replays."""
+        return self.table.append_column("score", pa.array(score))
+
+    def statistics(self, score: np.ndarray, clicks: np.ndarray | None) -> dict[str, Statistic]:
+        """The broad-set metrics of ``score`` (one per row); ``clicks``: expected clicks of
+        each request when a truth replays the model's top k of its sample (:meth:`scored`),
+        None where the truth cannot."""
         return broad_statistics(self.request, self.grade, score, clicks)

@@ -114,7 +114,8 @@ class EvaluationContext:
                 out[f"day:{day}"] = model_statistics(self.rows, score, where, clicks, probability)
         out |= slice_statistics(self.slices, self.rows, score, clicks, probability)
         if self.broad is not None and broad_score is not None:
-            out["broad"] = self.broad.statistics(self.truth, broad_score)
+            replayed = self.truth.replay(self.broad.scored(broad_score), candidates="broad")
+            out["broad"] = self.broad.statistics(broad_score, replayed)
         return out
 
 

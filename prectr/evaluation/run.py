@@ -85,7 +85,7 @@ def score_run(
     trained run: the logged pool and, given a broad-set sample, its pairs outside the pool.
     ``score`` is the served score (:meth:`RankingModel.score`), ``shown`` the probability at
     the logged position (an unexposed candidate's is meaningless and never read)."""
-    from prectr.train.trainer import predict
+    from prectr.train.predict import predict
 
     if broad is not None:
         log = with_broad_candidates(log, broad)

@@ -61,6 +61,16 @@ class FeatureEmbedding(nn.Module):
         """Categorical fields plus one mean-pooled field per pooled sequence."""
         return len(self.categorical) + len(self.pooled_specs)
 
+    @property
+    def flat_dim(self) -> int:
+        """Width of :meth:`flat`: every field's embedding, then the numerics."""
+        return self.n_fields * self.dim + self.n_numeric
+
+    def flat(self, batch: Batch) -> torch.Tensor:
+        """``(B, flat_dim)``: :meth:`fields` flattened, then ``batch.numeric``: the input of a
+        DNN tower."""
+        return torch.cat([self.fields(batch).flatten(1), batch.numeric], 1)
+
     def sequence(
         self, batch: Batch, name: str, first: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

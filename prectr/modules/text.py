@@ -8,7 +8,7 @@
   its training passes run in float32, or in bfloat16 autocast with ``precision`` ``bf16``, or
   ``auto`` where the processor multiplies bfloat16 natively (see :func:`training_dtype`);
 * ``cache``: :class:`CachedText`, a frozen encoder's embeddings (PRECTR's MiniLM) read from an
-  embedding cache (:mod:`prectr.encoder.cache`), never recomputed.
+  embedding cache (:mod:`prectr.text.cache`), never recomputed.
 
 Each returns one vector per candidate, with the match numerics the features carry (share of query
 tokens in the title, category match) appended, and says its width in ``out_dim``.
@@ -113,7 +113,7 @@ class CachedText(nn.Module):
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], text_cache: str):
         super().__init__()
-        from prectr.encoder.cache import load_embedding_cache
+        from prectr.text.cache import load_embedding_cache
 
         self.inputs = _inputs(specs, CachedText)
         texts, vectors = load_embedding_cache(text_cache)

@@ -14,10 +14,14 @@ The shards go to ``data.shards_uri`` when it is set, a local folder or any pyarr
 URI (``file:///data/prepared``, ``s3://bucket/prepared``, ...), one folder per split
 (``train/part-00000.parquet``, ...); else to the run directory's ``data/``. The location is
 resolved once to a filesystem and a path (:func:`shard_location`), and prepare writes and
-training reads through them."""
+training reads through them.
+
+:func:`open_run` creates (or reopens) the run directory and prepares into it, once the whole
+config, the model built over the fitted features included, has passed."""
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import posixpath
@@ -34,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import yaml
 
 from prectr.config import ExperimentConfig
 from prectr.data.chunks import LogChunks
@@ -42,7 +47,8 @@ from prectr.data.features import EncodedLog, FeatureEncoder
 from prectr.data.history import HistoryState
 from prectr.data.shards import ShardWriter, resolve_location, shard_paths, shards_of, time_split
 from prectr.data.stream import BatchStream
-from prectr.io import atomic_file
+from prectr.io import atomic_file, claim_run_dir
+from prectr.models import RankingModel, build_model
 
 SPLITS = ("train", "valid", "test")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -246,3 +252,61 @@ def _load_features(path: Path, encoder: FeatureEncoder) -> tuple[EncodedLog, np.
     features = EncodedLog(encoder.specs, encoder.vocab_sizes, levels["item"], levels["request"],
                           None)  # fmt: skip
     return features, user_of_request
+
+
+def open_run(
+    config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
+    log_dir: str | Path | None = None, overwrite: bool = False,
+) -> None:  # fmt: skip
+    """Create (or reopen) a run directory and encode the log into it.
+
+    Nothing is written until the whole config has passed: the shard location
+    (``data.shards_uri``) is opened, the log is validated and the features fitted, and the
+    model is built over them (every model parameter, by name, type
+    and value, and the training stages it runs), so a config that fails leaves no run behind.
+    The run records the absolute path of the log it trains on as ``data.log``: exporting and
+    serving the run need nothing else.
+
+    A directory that is not empty is reopened only to ``resume`` it or when it holds just the
+    prepared data of the same config (``prectr prepare``); ``overwrite`` replaces the run in
+    it instead. A reopened run keeps its recorded log unless ``log_dir`` names one, and does
+    not read the log when it has its encoded log.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts it afresh: pass one")
+    only_prepared = prepared(run_dir) and not (run_dir / "checkpoints").exists()
+    reopen = resume or (only_prepared and not overwrite)
+    recorded = copy.deepcopy(config)
+    saved = run_dir / "config.yaml"
+    if reopen and log_dir is None and saved.is_file():
+        recorded.data.log = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("log")
+    else:
+        recorded.data.log = str(training_log_path(config, log_dir))
+    if reopen and prepared(run_dir):
+        encoder = FeatureEncoder.load(run_dir / "features")
+        build_run_model(recorded, encoder)
+        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
+        return
+    shard_location(run_dir, recorded.data.shards_uri)
+    with LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log:
+        encoder = fit_features(recorded, log)
+        build_run_model(recorded, encoder)
+        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
+        prepare(recorded, run_dir, log, encoder)
+
+
+def build_run_model(config: ExperimentConfig, encoder: FeatureEncoder) -> RankingModel:
+    """The config's model over the fitted features, with the stages the config trains it in
+    checked: a stage-1 epoch for a model without a relevance module, or none for a model
+    that anchors to it, is refused."""
+    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
+                        config.train.reference_position)  # fmt: skip
+    stage1 = config.train.relevance_epochs
+    if stage1 and not hasattr(model, "relevance_loss"):
+        raise ValueError(f"train.relevance_epochs: model {config.model!r} has no relevance "
+                         "module to fit in stage 1")  # fmt: skip
+    if not stage1 and getattr(model, "requires_relevance_stage", False):
+        raise ValueError(f"model {config.model!r} as configured anchors to the stage-1 "
+                         "relevance module: set train.relevance_epochs >= 1")  # fmt: skip
+    return model

@@ -23,12 +23,11 @@ reads each remaining row once.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import resource
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,27 +39,17 @@ from torch import nn
 
 from prectr import __version__
 from prectr.config import ExperimentConfig, experiment_from_dict
-from prectr.data.chunks import LogChunks
 from prectr.data.dataset import LOSS_ROWS, Batch
-from prectr.data.features import FeatureEncoder
 from prectr.data.stream import BatchStream
-from prectr.io import atomic_file, claim_run_dir
+from prectr.io import atomic_file
 from prectr.metrics.distributed import distributed_click_metrics
-from prectr.models import RankingModel, build_model
 from prectr.models.calibration import calibration_path, fit_calibrator, save_calibrator
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.data import (
-    PreparedData,
-    fit_features,
-    load_prepared,
-    prepare,
-    prepared,
-    shard_location,
-    training_log_path,
-)
+from prectr.train.data import PreparedData, build_run_model, load_prepared, open_run
 from prectr.train.distributed import Processes, join
 from prectr.train.engine import Engine, Stage, Step, Stopping
 from prectr.train.optim import build_optimizer
+from prectr.train.predict import predict
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
@@ -102,64 +91,6 @@ def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, A
     ]
 
 
-def open_run(
-    config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-    log_dir: str | Path | None = None, overwrite: bool = False,
-) -> None:  # fmt: skip
-    """Create (or reopen) a run directory and encode the log into it.
-
-    Nothing is written until the whole config has passed: the shard location
-    (``data.shards_uri``) is opened, the log is validated and the features fitted, and the
-    model is built over them (every model parameter, by name, type
-    and value, and the training stages it runs), so a config that fails leaves no run behind.
-    The run records the absolute path of the log it trains on as ``data.log``: exporting and
-    serving the run need nothing else.
-
-    A directory that is not empty is reopened only to ``resume`` it or when it holds just the
-    prepared data of the same config (``prectr prepare``); ``overwrite`` replaces the run in
-    it instead. A reopened run keeps its recorded log unless ``log_dir`` names one, and does
-    not read the log when it has its encoded log.
-    """
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise ValueError("--resume continues a run and --overwrite starts it afresh: pass one")
-    only_prepared = prepared(run_dir) and not (run_dir / "checkpoints").exists()
-    reopen = resume or (only_prepared and not overwrite)
-    recorded = copy.deepcopy(config)
-    saved = run_dir / "config.yaml"
-    if reopen and log_dir is None and saved.is_file():
-        recorded.data.log = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("log")
-    else:
-        recorded.data.log = str(training_log_path(config, log_dir))
-    if reopen and prepared(run_dir):
-        encoder = FeatureEncoder.load(run_dir / "features")
-        build_run_model(recorded, encoder)
-        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
-        return
-    shard_location(run_dir, recorded.data.shards_uri)
-    with LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log:
-        encoder = fit_features(recorded, log)
-        build_run_model(recorded, encoder)
-        claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
-        prepare(recorded, run_dir, log, encoder)
-
-
-def build_run_model(config: ExperimentConfig, encoder: FeatureEncoder) -> RankingModel:
-    """The config's model over the fitted features, with the stages the config trains it in
-    checked: a stage-1 epoch for a model without a relevance module, or none for a model
-    that anchors to it, is refused."""
-    model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
-                        config.train.reference_position)  # fmt: skip
-    stage1 = config.train.relevance_epochs
-    if stage1 and not hasattr(model, "relevance_loss"):
-        raise ValueError(f"train.relevance_epochs: model {config.model!r} has no relevance "
-                         "module to fit in stage 1")  # fmt: skip
-    if not stage1 and getattr(model, "requires_relevance_stage", False):
-        raise ValueError(f"model {config.model!r} as configured anchors to the stage-1 "
-                         "relevance module: set train.relevance_epochs >= 1")  # fmt: skip
-    return model
-
-
 def run_logger(run_dir: Path, main: bool = True) -> logging.Logger:
     """The run's ``log.txt`` logger in the main process; a silent one elsewhere."""
     if not main:
@@ -182,35 +113,6 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     if setting == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
-
-
-@torch.no_grad()
-def predict(
-    model: RankingModel, batches: Iterable[Batch], device: torch.device | None = None
-) -> dict[str, np.ndarray]:
-    """For every row of ``batches``: ``score`` (served, at the reference position), ``shown``
-    (the calibrated click probability at the row's logged position) and ``shown_logit`` (its
-    logit before calibration), and grade distributions where the model has them."""
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in batches:
-        if device is not None:
-            batch = batch.to(device)
-        out = model(batch)
-        values = {
-            "score": model.score(out),
-            "shown": model.shown_probability(out, batch.position),
-            "shown_logit": model.click_logit(out, batch.position),
-            "click": batch.click,
-            "exposed": batch.exposed,
-            "request": batch.request,
-            "item": batch.item,
-        }
-        if "grade_logits" in out:
-            values["grades"] = torch.softmax(out["grade_logits"], -1)
-        for k, v in values.items():
-            parts.setdefault(k, []).append(v.cpu().numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 class Trainer:

@@ -6,10 +6,15 @@ from prectr.data.history import (
     CROWD_CATEGORY,
     CROWD_NONE,
     CROWD_QUERY,
-    build_histories,
+    HistoryIndex,
     last_before,
 )
 from prectr.data.schema import read_log
+
+
+def build_histories(requests, impressions, *lengths, **crowd):
+    """The histories of every request of a log, from the index of that log."""
+    return HistoryIndex.of_log(requests, impressions).histories(requests, *lengths, **crowd)
 
 
 def brute_force(event_key, event_time, query_key, query_time, length):

@@ -15,7 +15,7 @@ import pytest
 from prectr.data.schema import read_log
 from prectr.data.simulate import World, load_config, simulate
 from prectr.data.simulate.catalogue import true_grade
-from prectr.data.simulate.world import WorldState
+from prectr.data.simulate.state import WorldState, stream_rng
 
 
 def _truth(root: Path, table: str) -> pa.Table:
@@ -57,10 +57,9 @@ def test_a_query_s_tolerance_drifts_but_stays_close_from_one_day_to_the_next(tmp
     config = load_config("tiny", overrides={"tolerance_drift": 0.3, "n_requests": 300})
     state = WorldState.build(config)
     from prectr.data.simulate.population import query_tolerance
-    from prectr.data.simulate.world import _rng
 
     part = query_tolerance(
-        config, _rng(0, "drift"), state.queries.stated, state.population.tolerance
+        config, stream_rng(0, "drift"), state.queries.stated, state.population.tolerance
     )
     next_day = np.corrcoef(part[:, 0], part[:, 1])[0, 1]
     last_day = np.corrcoef(part[:, 0], part[:, -1])[0, 1]

@@ -17,8 +17,7 @@ import pytest
 
 from prectr.data.history import earlier_requests
 from prectr.data.schema import read_log
-from prectr.data.simulate import World, load_config, simulate
-from prectr.data.simulate import world as world_module
+from prectr.data.simulate import World, generate, load_config, simulate
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -263,8 +262,8 @@ def test_a_failure_mid_generation_writes_nothing(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return original(*args)
 
-    original = world_module._chunk
-    monkeypatch.setattr(world_module, "_chunk", failing_chunk)
+    original = generate._chunk
+    monkeypatch.setattr(generate, "_chunk", failing_chunk)
     out = tmp_path / "world"
     with pytest.raises(RuntimeError, match="disk full"):
         simulate(load_config("tiny"), out)

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prectr.encoder.cache import build_embedding_cache, log_texts
-from prectr.encoder.pairs import LogPairs, read_pairs
+from prectr.encoder.pairs import LogPairs, log_texts, read_pairs
 from prectr.encoder.student import Student, StudentConfig, save_student
-from prectr.encoder.tokenizer import TextTokenizer
+from prectr.text.cache import build_embedding_cache
+from prectr.text.tokenizer import TextTokenizer
 
 TINY = dict(dim=16, layers=1, heads=2, ff=32, query_length=6, title_length=16)
 WORD = re.compile(r"[a-z0-9]+")

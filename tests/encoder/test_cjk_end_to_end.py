@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prectr.encoder.pairs import PairsConfig, read_pairs
-from prectr.encoder.tokenizer import TextTokenizer
+from prectr.text.tokenizer import TextTokenizer
 from tests.encoder.graded_log import graded_log
 from tests.test_cli import run_cli
 

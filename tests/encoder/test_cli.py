@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 
 from prectr.data.schema import read_log
 from prectr.encoder.pairs import PairsConfig, read_pairs
-from prectr.encoder.tokenizer import TextTokenizer
+from prectr.text.tokenizer import TextTokenizer
 from tests.encoder.conftest import TINY, overlap_logits
 from tests.encoder.graded_log import graded_log, shop_judgments
 from tests.test_cli import run_cli

@@ -13,7 +13,7 @@ from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import evaluate_held_out, grade_metrics
 from prectr.encoder.pairs import read_teacher_labels
 from prectr.encoder.student import StudentConfig, load_student, student_config
-from prectr.encoder.tokenizer import TextTokenizer
+from prectr.text.tokenizer import TextTokenizer
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.engine import StopTraining
 from tests.encoder.conftest import TINY

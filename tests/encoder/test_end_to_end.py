@@ -17,8 +17,9 @@ from prectr.data.shards import time_split, write_impressions
 from prectr.data.stream import BatchStream
 from prectr.models.registry import build_model
 from prectr.modules.text import training_dtype
+from prectr.train.predict import predict
 from prectr.train.run import load_trained
-from prectr.train.trainer import Trainer, param_groups, predict
+from prectr.train.trainer import Trainer, param_groups
 from tests.encoder.conftest import fake_embed
 from tests.models.test_models import LogitOf, inputs
 

@@ -3,7 +3,7 @@ import torch
 
 from prectr.encoder import student as student_module
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.encoder.tokenizer import PAD
+from prectr.text.tokenizer import PAD
 from tests.encoder.conftest import tiny_student
 
 

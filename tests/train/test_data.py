@@ -13,8 +13,7 @@ import pytest
 from prectr.config import experiment_from_dict
 from prectr.data.features import PAD
 from prectr.data.simulate import load_config, simulate
-from prectr.train.data import SPLITS, load_prepared
-from prectr.train.trainer import open_run
+from prectr.train.data import SPLITS, load_prepared, open_run
 
 
 def _prepare(world: Path, run: Path, chunk_rows: int, test_days: int = 3) -> Path:

@@ -21,8 +21,9 @@ from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import load_prepared
 from prectr.train.distributed import join
 from prectr.train.engine import StopTraining
+from prectr.train.predict import predict
 from prectr.train.run import load_trained
-from prectr.train.trainer import Trainer, predict
+from prectr.train.trainer import Trainer
 from tests.conftest import tiny_config
 
 

@@ -46,8 +46,6 @@ class Catalogue:
 
     categories: tuple[Category, ...]
     departments: tuple[str, ...]
-    category_department: np.ndarray  # category -> department code
-    category_kind: np.ndarray  # category -> kind code
     brands: tuple[str, ...]
     category: np.ndarray
     kind: np.ndarray
@@ -206,7 +204,7 @@ def build_catalogue(config: WorldConfig, rng: np.random.Generator) -> tuple[Cata
         end_day = np.minimum(launch_day + np.maximum(lifetime, 1), config.n_days)
     titles = _titles(config, rng, cats, category, brand, attributes, brand_names)
     catalogue = Catalogue(
-        cats, departments, cat_dept, cat_kind, tuple(brand_names), category, cat_kind[category],
+        cats, departments, tuple(brand_names), category, cat_kind[category],
         department, brand,
         attributes, price, popularity, price_z, launch_day, end_day, titles,
     )  # fmt: skip

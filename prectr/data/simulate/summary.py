@@ -10,16 +10,12 @@ training (supply turnover), and the share of labelled pairs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from prectr.data.history import COLD_START_MAX_EARLIER, earlier_requests
 from prectr.data.simulate.config import WorldConfig
+from prectr.data.simulate.state import WorldState
 from prectr.data.simulate.vocabulary import esci_grade_shares
-
-if TYPE_CHECKING:
-    from prectr.data.simulate.world import WorldState
 
 TOLERANCE_GROUPS = ("strict", "middle", "tolerant")
 

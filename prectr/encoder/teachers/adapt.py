@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,12 @@ import torch
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher
-from prectr.encoder.teachers.load import ADAPTED_FILE, load_teacher
 from prectr.io import atomic_dir, claim_run_dir
 from prectr.train.distributed import join
 from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
 from prectr.words import count
 
-HEAD_FILE = "head.pt"
+HEAD_FILE, ADAPTED_FILE = "head.pt", "teacher.json"
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,10 @@ class AdaptedTeacher(Teacher):
         return Path(out)
 
     @classmethod
-    def load(cls, path: str | Path, batch_size: int = 32) -> AdaptedTeacher:
+    def load(cls, path: str | Path, load_base: Callable[[str, str], Teacher]) -> AdaptedTeacher:
+        """The adapted teacher saved in ``path``, over the base teacher ``load_base(spec,
+        dtype)`` gives for the spec and dtype it was saved with
+        (:func:`prectr.encoder.teachers.load.load_teacher`)."""
         path = Path(path)
         try:
             meta = json.loads((path / ADAPTED_FILE).read_text())
@@ -185,7 +187,7 @@ class AdaptedTeacher(Teacher):
             raise ValueError(f"{path / ADAPTED_FILE}: not an adapted teacher ({err})") from err
         head = GradeHead(dim, config.hidden, config.dropout)
         head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
-        base = load_teacher(base_spec, batch_size, meta.get("dtype", "float32"))
+        base = load_base(base_spec, meta.get("dtype", "float32"))
         if base.hidden_size != dim:
             raise ValueError(
                 f"{path}: head expects {dim}-d hidden states, teacher {base_spec} gives "

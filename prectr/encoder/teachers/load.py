@@ -9,7 +9,6 @@ from pathlib import Path
 from prectr.encoder.teachers.base import Teacher
 
 NAMED = ("smollm2", "minilm")
-ADAPTED_FILE = "teacher.json"
 
 
 def load_teacher(spec: str | Path, batch_size: int = 32, dtype: str = "float32") -> Teacher:
@@ -17,6 +16,7 @@ def load_teacher(spec: str | Path, batch_size: int = 32, dtype: str = "float32")
 
     ``batch_size`` and ``dtype`` apply to language models (an adapted teacher keeps the dtype
     its head was trained with; sentence encoders run in float32)."""
+    from prectr.encoder.teachers.adapt import ADAPTED_FILE, AdaptedTeacher
     from prectr.encoder.teachers.llm import CausalLMTeacher
     from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 
@@ -32,9 +32,7 @@ def load_teacher(spec: str | Path, batch_size: int = 32, dtype: str = "float32")
         return BiEncoderTeacher(MiniLM(), "minilm")
     path = Path(spec)
     if (path / ADAPTED_FILE).is_file():
-        from prectr.encoder.teachers.adapt import AdaptedTeacher
-
-        return AdaptedTeacher.load(path, batch_size=batch_size)
+        return AdaptedTeacher.load(path, lambda base, kind: load_teacher(base, batch_size, kind))
     if (path / "modules.json").is_file():
         return BiEncoderTeacher(SentenceEncoder(path), f"sentence:{path.resolve().name}")
     if (path / "config.json").is_file() or (path.is_file() and path.suffix == ".gguf"):

@@ -41,13 +41,13 @@ class DCNv2(RankingModel):
     ):
         super().__init__()
         self.embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
-        width = self.embedding.n_fields * embedding_dim + self.embedding.n_numeric
+        width = self.embedding.flat_dim
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(n_cross))
         self.deep = mlp([width, *hidden], dropout)
         self.head = nn.Linear(width + hidden[-1], 1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x0 = torch.cat([self.embedding.fields(batch).flatten(1), batch.numeric], 1)
+        x0 = self.embedding.flat(batch)
         x = x0
         for layer in self.cross:
             x = layer(x0, x)

@@ -31,8 +31,7 @@ class DeepFM(RankingModel):
         super().__init__()
         self.first_order = LR(specs, vocab_sizes)
         self.embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
-        width = self.embedding.n_fields * embedding_dim + self.embedding.n_numeric
-        self.mlp = mlp([width, *hidden, 1], dropout)
+        self.mlp = mlp([self.embedding.flat_dim, *hidden, 1], dropout)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         v = self.embedding.fields(batch)

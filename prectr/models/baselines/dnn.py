@@ -21,9 +21,7 @@ class DNN(RankingModel):
     ):
         super().__init__()
         self.embedding = FeatureEmbedding(specs, vocab_sizes, embedding_dim)
-        width = self.embedding.n_fields * embedding_dim + self.embedding.n_numeric
-        self.mlp = mlp([width, *hidden, 1], dropout)
+        self.mlp = mlp([self.embedding.flat_dim, *hidden, 1], dropout)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x = torch.cat([self.embedding.fields(batch).flatten(1), batch.numeric], 1)
-        return {"logit": self.mlp(x).squeeze(-1)}
+        return {"logit": self.mlp(self.embedding.flat(batch)).squeeze(-1)}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from prectr.encoder.tokenizer import BYTES, PAD, SEP, UNK, TextTokenizer, piece_limit
+from prectr.text.tokenizer import BYTES, PAD, SEP, UNK, TextTokenizer, piece_limit
 
 FURNITURE = ["red cotton chair", "blue leather sofa", "red leather chairs", "oak table"] * 5
 # queries written without spaces: a modifier, then a product ("red sofa", "oak chair", ...)

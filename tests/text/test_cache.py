@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prectr.encoder.cache import build_embedding_cache, load_embedding_cache
+from prectr.text.cache import build_embedding_cache, load_embedding_cache
 from tests.encoder.conftest import fake_embed
 
 

@@ -2,11 +2,12 @@
 
 A frozen encoder gives every query and title the same vector whatever the batch, so there is no
 reason to run it while training: :func:`build_embedding_cache` embeds each distinct text of a
-log once, with any ``embed(texts) -> (n, d) float32`` callable (the teacher's
-``MiniLM().embed``), and writes a parquet file of ``text`` and ``embedding``. It works in chunks,
-each written atomically, so a killed build resumes at the first missing chunk. Features then map
-each query and title to its row (:class:`prectr.data.features.FeatureEncoder`), and the model
-reads the rows as a frozen table (:class:`prectr.modules.text.CachedText`).
+log (:func:`prectr.encoder.pairs.log_texts`) once, with any ``embed(texts) -> (n, d) float32``
+callable (the teacher's ``MiniLM().embed``), and writes a parquet file of ``text`` and
+``embedding``. It works in chunks, each written atomically, so a killed build resumes at the
+first missing chunk. Features then map each query and title to its row
+(:class:`prectr.data.features.FeatureEncoder`), and the model reads the rows as a frozen table
+(:class:`prectr.modules.text.CachedText`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -24,15 +24,6 @@ from prectr.io import atomic_file
 from prectr.words import count
 
 Embed = Callable[[list[str]], np.ndarray]
-
-
-def log_texts(log_dir: str | Path) -> list[str]:
-    """Every distinct query and item title of a log, sorted."""
-    from prectr.data.schema import read_log
-
-    log = read_log(log_dir)
-    texts = pa.chunked_array([log.requests["query"], log.items["title"]])
-    return sorted(pc.unique(pc.drop_null(texts)).to_pylist())
 
 
 def build_embedding_cache(
