@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,19 @@ class Sequence:
 def ranges(sizes: np.ndarray) -> np.ndarray:
     """0..n-1 for each n in ``sizes``, concatenated."""
     return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def word_counts(*texts: pa.ChunkedArray | pa.Array) -> Counter[str]:
+    """How often each word (lower-case alphanumeric run, as :func:`tokens` cuts them) occurs
+    in the texts of the columns: each distinct text split once, weighted by its occurrences
+    (a log's queries repeat; no list of every word is built)."""
+    counts: Counter[str] = Counter()
+    for column in texts:
+        distinct = pc.value_counts(column).flatten()
+        for text, n in zip(distinct[0].to_pylist(), distinct[1].to_pylist(), strict=True):
+            for word in TOKEN.findall((text or "").lower()):
+                counts[word] += n
+    return counts
 
 
 def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np.ndarray:
@@ -245,9 +259,8 @@ class FeatureEncoder:
             "match_level": Vocabulary(list(range(MATCH_LEVELS))),
             "click": Vocabulary([0, 1]),
         }
-        words = [w for t in req["query"].to_pylist() + seen["title"].to_pylist()
-                 for w in TOKEN.findall((t or "").lower())]  # fmt: skip
-        self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
+        words = word_counts(req["query"], seen["title"])
+        self.vocabs["token"] = Vocabulary.counted(words, cfg.token_min_count)
         if cfg.text_cache:  # ids follow the cache's rows
             from prectr.encoder.cache import load_embedding_cache
 
