@@ -158,7 +158,10 @@ def prepare(
         ):
             for request, encoded in encode_in_turn(encoder, context, log):
                 rows = encoded.sort_by([("request_row", "ascending")])
-                shards.add(rows, part[rows["request_row"].to_numpy()])
+                split = part[rows["request_row"].to_numpy()]
+                shards.add(rows, split)
+                for earlier in range(split.max(initial=0)):  # the requests are in time order
+                    shards.finish(earlier)
                 features.add("request", request)
                 del request, encoded, rows  # not held while the next chunk is encoded
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
