@@ -19,8 +19,9 @@ online, the serving store builds the index once and asks it for each new request
 exactly the same events. A log too large for memory is read in chunks in time order: each
 chunk's requests ask an index of the chunk's own events joined to a :class:`HistoryState`, the
 earlier events a later history can still show (each user's last requests and clicks, each
-query's and category's last exposed impressions), so a chunk sees exactly the history the whole
-log's index would give it, in memory bounded by the number of users, queries and categories.
+query's and category's last exposed impressions while a later crowd window can hold them), so a
+chunk sees exactly the history the whole log's index would give it, in memory bounded by the
+number of users, queries and categories.
 Histories are arrays of row indices into the ``requests`` or ``impressions`` table (of the
 events indexed), oldest first, newest last, ``-1`` where there is nothing. They read observed
 columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
