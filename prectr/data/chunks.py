@@ -65,9 +65,11 @@ class LogChunks:
         self.items = conform_table("items", items)
         requests = conform_table("requests", requests)
         time = requests["timestamp"].cast(pa.int64()).to_numpy()
-        order = np.argsort(time, kind="stable")
-        self.requests = requests.take(pa.array(order))
-        self.bounds = _bounds(time[order], chunk_rows, self._rows())
+        if (time[1:] < time[:-1]).any():  # (a log in time order is not copied)
+            order = np.argsort(time, kind="stable")
+            requests, time = requests.take(pa.array(order)), time[order]
+        self.requests = requests
+        self.bounds = _bounds(time, chunk_rows, self._rows())
         self.scratch = Path(tempfile.mkdtemp(prefix="prectr-chunks-"))
         try:
             self._file_by_chunk(np.repeat(np.arange(self.chunks, dtype=np.int32),

@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prectr.data.history import Histories, HistoryIndex, HistoryKeys, HistoryState
-from prectr.data.matching import MATCH_LEVELS, TOKEN, match_level, ranges, token_overlap, tokens
+from prectr.data.matching import (
+    MATCH_LEVELS,
+    match_level,
+    ranges,
+    token_overlap,
+    tokens,
+    word_counts,
+)
 from prectr.data.schema import SearchLog
 from prectr.data.specs import (
     Categorical,
@@ -128,9 +135,8 @@ class FeatureEncoder:
             "match_level": Vocabulary(list(range(MATCH_LEVELS))),
             "click": Vocabulary([0, 1]),
         }
-        words = [w for t in req["query"].to_pylist() + seen["title"].to_pylist()
-                 for w in TOKEN.findall((t or "").lower())]  # fmt: skip
-        self.vocabs["token"] = Vocabulary.fit(pa.array(words, pa.string()), cfg.token_min_count)
+        words = word_counts(req["query"], seen["title"])
+        self.vocabs["token"] = Vocabulary.counted(words, cfg.token_min_count)
         if cfg.text_cache:  # ids follow the cache's rows
             self.vocabs["text"] = Vocabulary(load_embedding_cache(cfg.text_cache)[0])
         log_price = np.log1p(seen["price"].fill_null(np.nan).to_numpy(zero_copy_only=False))
@@ -174,13 +180,21 @@ class FeatureEncoder:
         chunk). A pure function of its arguments: chunks can be encoded apart once their
         states are known. Returns the requests' features, the impressions' encoded columns
         (``request_row`` counted from the log's first request) and the state after the
-        chunk."""
+        chunk. A caller that holds no other reference to ``state`` lets it go once it is
+        copied into the chunk's events, and the index goes before the state after the chunk is
+        built: at most two copies of the state are held at once."""
         request, columns, shown = self._pairs(context.item, context.items, requests, impressions)
         events = context.keys.events(requests, columns["request_row"], impressions["click"])
         events, shown = state.then(events, shown)
+        del state
+        options = self.history_options
         index = HistoryIndex(context.keys, events)
-        h = index.histories(requests, **self.history_options)
+        h = index.histories(requests, **options)
         request |= self.encode_histories(h, shown)
+        kept = index.kept(options["user_length"], options["click_length"],
+                          options["crowd_length"], options["crowd_days"])  # fmt: skip
+        del index, h
+        after = HistoryState.of(events, shown, *kept)
         columns["request_row"] = columns["request_row"] + first_row
         table = pa.table(
             {
@@ -192,9 +206,6 @@ class FeatureEncoder:
                 "relevance": impressions["relevance"].cast(pa.int8()),
             }
         )
-        options = self.history_options
-        after = index.remaining(shown, options["user_length"], options["click_length"],
-                                options["crowd_length"])  # fmt: skip
         return EncodedChunk(request, table, after)
 
     def encode_pairs(self, log: SearchLog) -> tuple[dict, dict, dict, dict]:
@@ -307,7 +318,7 @@ class FeatureEncoder:
             events |= {
                 "query": request["query"][columns["request_row"]],
                 "match_level": columns["match_level"],
-                "click": click.fill_null(0).to_numpy().astype(np.int32) + 2,
+                "click": click.fill_null(0).to_numpy().astype(np.int8) + 2,
             }
         return events
 

@@ -19,8 +19,9 @@ online, the serving store builds the index once and asks it for each new request
 exactly the same events. A log too large for memory is read in chunks in time order: each
 chunk's requests ask an index of the chunk's own events joined to a :class:`HistoryState`, the
 earlier events a later history can still show (each user's last requests and clicks, each
-query's and category's last exposed impressions), so a chunk sees exactly the history the whole
-log's index would give it, in memory bounded by the number of users, queries and categories.
+query's and category's last exposed impressions while a later crowd window can hold them), so a
+chunk sees exactly the history the whole log's index would give it, in memory bounded by the
+number of users, queries and categories.
 Histories are arrays of row indices into the ``requests`` or ``impressions`` table (of the
 events indexed), oldest first, newest last, ``-1`` where there is nothing. They read observed
 columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
@@ -65,9 +66,11 @@ class EventIndex:
         self.width = self.times.size + 1
         composite = (event_key[kept].astype(np.int64) + 1) * self.width
         composite += np.searchsorted(self.times, time)
+        del time  # (a history state's index is rebuilt each chunk: its peak is memory)
         order = np.argsort(composite, kind="stable")  # ties keep the events' order
         self.sorted = composite[order]
-        self.order = kept[order]
+        del composite
+        self.order = kept[order].astype(np.int32 if self.size < 2**31 else np.int64)
 
     def last_before(
         self,
@@ -99,10 +102,12 @@ class EventIndex:
     def recent(self, length: int) -> np.ndarray:
         """Whether each event is among the last ``length`` events of its key (the newest by
         time, ties in the events' order); an event whose key is below 0 never is."""
-        block = self.sorted // self.width  # the key + 1
-        end = np.searchsorted(self.sorted, (block + 1) * self.width, "left")
+        end = self.sorted // self.width + 1  # the next key + 1
+        end *= self.width
+        end = np.searchsorted(self.sorted, end, "left")
+        end -= np.arange(end.size)
         out = np.zeros(self.size, dtype=bool)
-        out[self.order] = end - np.arange(self.sorted.size) <= length
+        out[self.order] = end <= length
         return out
 
 
@@ -150,14 +155,16 @@ class _Keys:
         self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)).to_pylist())
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        return np.maximum(self.vocabulary.lookup(values).astype(np.int64) - 2, -1)
+        return np.maximum(self.vocabulary.lookup(values) - 2, -1)  # int32, as the ids
 
 
 @dataclass
 class Events:
     """What the histories read of a log (or of a chunk of it), in its order: each request's user
     and time, and each impression's keys (its request's user, normalised query and query
-    category; -1: none), time (its request's) and whether it was exposed and clicked."""
+    category; -1: none), time (its request's) and whether it was exposed and clicked. Keys are
+    int32 codes and times int64 milliseconds: a history state holds these for every user's
+    last events, so their width is memory that grows with the users."""
 
     request_user: np.ndarray
     request_time: np.ndarray
@@ -229,10 +236,9 @@ class HistoryState:
     @classmethod
     def start(cls, keys: HistoryKeys) -> HistoryState:
         """The state before a log's first chunk: no events."""
-        none = np.zeros(0, dtype=np.int64)
-        category = None if keys.category is None else none
-        return cls(Events(none, none, none, none, category, none, none.astype(bool),
-                          none.astype(bool)), {})  # fmt: skip
+        key, time, flag = (np.zeros(0, dtype=t) for t in (np.int32, np.int64, bool))
+        category = None if keys.category is None else key
+        return cls(Events(key, time, key, key, category, time, flag, flag), {})
 
     def then(
         self, events: Events, shown: dict[str, np.ndarray]
@@ -246,6 +252,16 @@ class HistoryState:
         if self.shown:
             shown = {name: np.concatenate([self.shown[name], v]) for name, v in shown.items()}
         return events, shown
+
+    @classmethod
+    def of(
+        cls, events: Events, shown: dict[str, np.ndarray], requests: np.ndarray,
+        impressions: np.ndarray,
+    ) -> HistoryState:  # fmt: skip
+        """The state of the request events and impression events the two masks keep
+        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression."""
+        kept = {name: values[impressions] for name, values in shown.items()}
+        return cls(events.keep(requests, impressions), kept)
 
 
 class HistoryIndex:
@@ -277,18 +293,31 @@ class HistoryIndex:
 
     def remaining(
         self, shown: dict[str, np.ndarray], user_length: int, click_length: int,
-        crowd_length: int,
+        crowd_length: int, crowd_days: float | None = None,
     ) -> HistoryState:  # fmt: skip
         """The :class:`HistoryState` after these events, for requests later than all of them:
-        each user's last ``user_length`` requests and ``click_length`` clicks, each query's
-        and category's last ``crowd_length`` exposed impressions (a crowd's time window keeps
-        a suffix of those, so they suffice), and what ``shown`` holds of each kept one."""
-        impressions = self.clicks.recent(click_length) | self.query_crowd.recent(crowd_length)
+        the events :meth:`kept` selects, and what ``shown`` holds of each kept impression."""
+        kept = self.kept(user_length, click_length, crowd_length, crowd_days)
+        return HistoryState.of(self.events, shown, *kept)
+
+    def kept(
+        self, user_length: int, click_length: int, crowd_length: int,
+        crowd_days: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Which request events and which impression events a request later than all of them
+        can still see: each user's last ``user_length`` requests and ``click_length`` clicks,
+        each query's and category's last ``crowd_length`` exposed impressions (a crowd's time
+        window keeps a suffix of those, so they suffice). With ``crowd_days``, a crowd's
+        impression is kept only while a later request's window can still hold it: not when
+        it is older than the latest request by more than the window."""
+        crowd = self.query_crowd.recent(crowd_length)
         if self.events.category is not None:
-            impressions |= self.category_crowd.recent(crowd_length)
-        requests = self.requests.recent(user_length)
-        kept = {name: values[impressions] for name, values in shown.items()}
-        return HistoryState(self.events.keep(requests, impressions), kept)
+            crowd |= self.category_crowd.recent(crowd_length)
+        if crowd_days is not None and self.events.request_time.size:
+            latest = int(self.events.request_time.max())
+            crowd &= self.events.time >= latest - round(crowd_days * DAY_MS)
+        crowd |= self.clicks.recent(click_length)
+        return self.requests.recent(user_length), crowd
 
     def histories(
         self,

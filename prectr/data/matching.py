@@ -6,9 +6,11 @@ match level an impression is shown at.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prectr.data.vocabulary import OOV, Vocabulary
 
@@ -19,6 +21,19 @@ MATCH_LEVELS = 10  # 5 title-match steps x (category match or not)
 def ranges(sizes: np.ndarray) -> np.ndarray:
     """0..n-1 for each n in ``sizes``, concatenated."""
     return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def word_counts(*texts: pa.ChunkedArray | pa.Array) -> Counter[str]:
+    """How often each word (lower-case alphanumeric run, as :func:`tokens` cuts them) occurs
+    in the texts of the columns: each distinct text split once, weighted by its occurrences
+    (a log's queries repeat; no list of every word is built)."""
+    counts: Counter[str] = Counter()
+    for column in texts:
+        distinct = pc.value_counts(column).flatten()
+        for text, n in zip(distinct[0].to_pylist(), distinct[1].to_pylist(), strict=True):
+            for word in TOKEN.findall((text or "").lower()):
+                counts[word] += n
+    return counts
 
 
 def tokens(texts: list[str | None], vocab: Vocabulary | None, length: int) -> np.ndarray:

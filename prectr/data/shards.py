@@ -125,6 +125,7 @@ class ShardWriter:
         self.writers: list[pq.ParquetWriter] = []
         self.pending: list[list[pa.Table]] = []
         self.last_request = -1
+        self.finished: set[int] = set()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -139,6 +140,9 @@ class ShardWriter:
             raise ValueError("shard rows must come in request order: request row "
                              f"{rows[0]} after {self.last_request}")  # fmt: skip
         self.last_request = int(rows[-1])
+        done = self.finished.intersection(np.unique(split).tolist())
+        if done:
+            raise ValueError(f"rows of split {min(done)} after it was finished")
         if not self.writers:
             self._open(table.schema)
         target = split * self.shards + rows % self.shards
@@ -147,6 +151,18 @@ class ShardWriter:
         for i in np.flatnonzero(np.diff(ends)):
             self.pending[i].append(table.take(pa.array(order[ends[i] : ends[i + 1]])))
             self._flush(i, final=False)
+
+    def finish(self, split: int) -> None:
+        """No more rows come for split ``split`` (an index into the directories): write the
+        rows its shards hold back now, as the end of the ``with`` block would, rather than
+        hold them while later splits are written (a time split's splits end one after
+        another)."""
+        if split in self.finished:
+            return
+        self.finished.add(split)
+        for i in range(split * self.shards, (split + 1) * self.shards):
+            if i < len(self.writers):
+                self._flush(i, final=True)
 
     def _open(self, schema: pa.Schema) -> None:
         for split in self.splits:
@@ -163,7 +179,8 @@ class ShardWriter:
             return
         rows = pa.concat_tables(self.pending[i])
         self.writers[i].write_table(rows.slice(0, size), row_group_size=ROW_GROUP)
-        self.pending[i] = [rows.slice(size)] if size < held else []
+        # the rest copied: a slice would hold the whole part it was cut from
+        self.pending[i] = [rows.slice(size).take(np.arange(held - size))] if size < held else []
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: object) -> None:
         try:

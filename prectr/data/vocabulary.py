@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +23,21 @@ class Vocabulary:
     @classmethod
     def fit(cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
         counted = pc.value_counts(pc.drop_null(values)).flatten()
-        vals, counts = counted[0].to_numpy(zero_copy_only=False), counted[1].to_numpy()
+        return cls._ordered(counted[0].to_numpy(zero_copy_only=False), counted[1].to_numpy(),
+                            min_count)  # fmt: skip
+
+    @classmethod
+    def counted(cls, counts: Mapping[Any, int], min_count: int = 1) -> Vocabulary:
+        """:meth:`fit` of values already counted (value -> occurrences), the same vocabulary
+        as :meth:`fit` of the values themselves."""
+        vals = np.empty(len(counts), dtype=object)
+        vals[:] = list(counts)
+        return cls._ordered(vals, np.fromiter(counts.values(), np.int64, len(counts)), min_count)
+
+    @classmethod
+    def _ordered(cls, vals: np.ndarray, counts: np.ndarray, min_count: int) -> Vocabulary:
+        """The values seen at least ``min_count`` times, the most frequent first (ties by
+        their text)."""
         keep = counts >= min_count
         order = np.lexsort((vals[keep].astype(str), -counts[keep]))  # frequent first, stable
         return cls(vals[keep][order].tolist(), counts[keep][order].tolist())

@@ -27,6 +27,7 @@ import ctypes.util
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -43,7 +44,7 @@ import yaml
 from prectr.config import ExperimentConfig
 from prectr.data.chunks import LogChunks
 from prectr.data.dataset import Collator
-from prectr.data.features import EncodedLog, FeatureEncoder
+from prectr.data.features import ChunkContext, EncodedLog, FeatureEncoder
 from prectr.data.history import HistoryState
 from prectr.data.shards import ShardWriter, resolve_location, shard_paths, shards_of, time_split
 from prectr.data.stream import BatchStream
@@ -121,6 +122,23 @@ def prepared(run_dir: Path) -> bool:
     return (run_dir / "data" / "features.npz").is_file()
 
 
+def encode_in_turn(
+    encoder: FeatureEncoder, context: ChunkContext, log: LogChunks
+) -> Iterator[tuple[dict[str, np.ndarray], pa.Table]]:  # fmt: skip
+    """Each chunk of the log encoded in this process, in time order, from the history state
+    the chunk before it left: its request features and encoded impressions. The state is
+    handed on, never held here while the next chunk is encoded, so that
+    :meth:`FeatureEncoder.encode_chunk` can let it go."""
+    held = [HistoryState.start(context.keys)]
+    for start, (requests, impressions) in zip(log.bounds, log, strict=False):
+        chunk = encoder.encode_chunk(context, held.pop(), requests, impressions, int(start))
+        held.append(chunk.state)
+        request, encoded = chunk.request, chunk.impressions
+        del chunk, requests, impressions
+        yield request, encoded
+        del request, encoded
+
+
 def prepare(
     config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
 ) -> None:
@@ -138,19 +156,20 @@ def prepare(
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
         context = encoder.context(log.items, log.requests)
-        state = HistoryState.start(context.keys)
         directories = {name: posixpath.join(root, name) for name in SPLITS}
         path = run_dir / "data" / "features.npz"
         with (
             ShardWriter(directories, config.data.shards, filesystem) as shards,
             _FeatureFile(path, log.requests.num_rows) as features,
         ):
-            for start, (requests, impressions) in zip(log.bounds, log, strict=False):
-                chunk = encoder.encode_chunk(context, state, requests, impressions, int(start))
-                state = chunk.state
-                rows = chunk.impressions.sort_by([("request_row", "ascending")])
-                shards.add(rows, part[rows["request_row"].to_numpy()])
-                features.add("request", chunk.request)
+            for request, encoded in encode_in_turn(encoder, context, log):
+                rows = encoded.sort_by([("request_row", "ascending")])
+                split = part[rows["request_row"].to_numpy()]
+                shards.add(rows, split)
+                for earlier in range(split.max(initial=0)):  # the requests are in time order
+                    shards.finish(earlier)
+                features.add("request", request)
+                del request, encoded, rows  # not held while the next chunk is encoded
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
             user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices

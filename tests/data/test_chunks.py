@@ -43,3 +43,20 @@ def test_a_problem_in_a_chunk_names_the_log_file_and_row(tiny_world, tmp_path):
     text = str(raised.value)
     assert "b.parquet" in text and f"row {row}:" in text
     assert "click on an unexposed candidate" in text
+
+
+def test_requests_out_of_time_order_are_put_in_it_ties_in_the_logs_order(tiny_world, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    for name in ("items", "impressions"):
+        source = tiny_world / (f"{name}.parquet" if name == "items" else name)
+        pq.write_table(pq.read_table(source), log / f"{name}.parquet")
+    requests = pq.read_table(tiny_world / "requests.parquet")
+    shuffled = requests.take(np.random.default_rng(0).permutation(requests.num_rows))
+    pq.write_table(shuffled, log / "requests.parquet")
+    with LogChunks(log, chunk_rows=2_000) as chunks, LogChunks(tiny_world, 2_000) as ordered:
+        assert chunks.requests["timestamp"].equals(ordered.requests["timestamp"])
+        assert np.array_equal(chunks.bounds, ordered.bounds)
+        time = shuffled["timestamp"].cast(pa.int64()).to_numpy()
+        order = np.argsort(time, kind="stable")
+        assert chunks.requests["request_id"].equals(shuffled["request_id"].take(order))

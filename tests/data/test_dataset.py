@@ -176,6 +176,33 @@ def test_shards_written_part_by_part_are_the_shards_written_at_once(shards, tmp_
     assert not list((tmp_path / "x").glob("*"))
 
 
+def test_a_split_finished_early_writes_the_files_of_one_finished_at_the_end(shards, tmp_path):
+    """Rows of a split finished as soon as the next split starts (a time split) are written
+    then, not held; the files are the same, and a row of a finished split is refused."""
+    _, _, table = shards
+    table = table.sort_by([("request_row", "ascending")])
+    rows = table["request_row"].to_numpy()
+    split = (rows >= np.median(rows)).astype(int)  # two splits, one after the other
+    cuts = [0, *np.flatnonzero(np.diff(rows))[::50] + 1, rows.size]
+    written = {}
+    for early in (False, True):
+        directories = {name: str(tmp_path / f"{early}" / name) for name in ("a", "b")}
+        with ShardWriter(directories, 3) as writer:
+            for start, end in itertools.pairwise(cuts):
+                writer.add(table.slice(start, end - start), split[start:end])
+                if early and split[end - 1] == 1:
+                    writer.finish(0)
+                    assert all(not held for held in writer.pending[:3])
+        written[early] = [p for name in ("a", "b") for p in writer.paths[name]]
+        if early:
+            with pytest.raises(ValueError, match="split 0 after it was finished"):
+                writer.add(table.slice(rows.size - 1), np.zeros(1, int))
+    for ours, theirs in zip(written[True], written[False], strict=True):
+        assert pq.read_table(ours).equals(pq.read_table(theirs))
+        assert pq.ParquetFile(ours).metadata.num_row_groups == pq.ParquetFile(
+            theirs).metadata.num_row_groups  # fmt: skip
+
+
 def test_no_shard_ends_an_epoch_with_a_short_batch(shards):
     """One short batch per shard would make the epoch's last steps its noisiest."""
     paths, collator, _ = shards

@@ -5,11 +5,13 @@ import pytest
 from prectr.data.features import (
     OOV,
     PAD,
+    TOKEN,
     FeatureConfig,
     FeatureEncoder,
     Vocabulary,
     match_level,
     tokens,
+    word_counts,
 )
 from prectr.data.schema import read_log
 from prectr.data.shards import time_split
@@ -26,6 +28,18 @@ def test_vocabulary_maps_unknown_to_oov_and_null_to_padding():
     vocab = Vocabulary.fit(pa.array(["a", "b", "a", None]))
     assert vocab.values == ["a", "b"] and len(vocab) == 4
     assert vocab.lookup(pa.array(["a", "b", "zzz", None])).tolist() == [2, 3, OOV, PAD]
+
+
+def test_word_counts_fit_the_vocabulary_a_list_of_every_word_fits(fitted):
+    log, _, _ = fitted
+    texts = [pa.array(["Red  shoes", None, "red SHOES!", "x-1"]), log.requests["query"],
+             log.items["title"]]  # fmt: skip
+    words = [w for column in texts for t in column.to_pylist()
+             for w in TOKEN.findall((t or "").lower())]  # fmt: skip
+    for min_count in (1, 2, 5):
+        every = Vocabulary.fit(pa.array(words, pa.string()), min_count)
+        assert Vocabulary.counted(word_counts(*texts), min_count) == every
+    assert word_counts(texts[0]) == {"red": 2, "shoes": 2, "x": 1, "1": 1}
 
 
 def test_tokens_are_left_padded_truncated_and_looked_up():

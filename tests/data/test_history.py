@@ -134,3 +134,19 @@ def test_a_rare_query_backs_off_to_its_category_then_to_none():
     assert h.crowd[4].tolist() == [-1, -1, -1, 0, 1]
     with pytest.raises(ValueError, match="crowd_min_events"):
         build_histories(requests, impressions, 5, 5, 5, crowd_min_events=6)
+
+
+def test_the_state_keeps_a_crowds_event_while_a_later_window_can_hold_it_and_clicks_always():
+    requests, impressions = _handmade(["red shoes"] * 3, [0.0, 0.5, 5.0], ["shoes"] * 3)
+    unclicked = impressions.set_column(1, "click", pa.array([0] * 3, pa.int8()))
+    index = HistoryIndex.of_log(requests, unclicked)
+    assert index.kept(5, 5, 5)[1].all()  # without a window, the query's last 5 events
+    # a request after day 5 looks back 2 days at most: days 0 and 0.5 are out of every window
+    assert index.kept(5, 5, 5, crowd_days=2.0)[1].tolist() == [False, False, True]
+    assert index.kept(5, 5, 5, crowd_days=5.0)[1].tolist() == [True, True, True]
+    state = index.remaining({"shown": np.array([10, 11, 12])}, 5, 5, 5, crowd_days=2.0)
+    assert state.shown["shown"].tolist() == [12] and state.events.time.size == 1
+    assert state.events.request_user.size == 3  # each user's requests stay
+    clicked = HistoryIndex.of_log(requests, impressions)  # each a user's click: no window
+    assert clicked.kept(5, 5, 5, crowd_days=2.0)[1].all()
+    assert index.events.user.dtype == index.events.query.dtype == np.int32

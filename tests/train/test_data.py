@@ -2,6 +2,7 @@
 reach across a chunk boundary into the future."""
 
 import datetime as dt
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from prectr.config import experiment_from_dict
+from prectr.data.chunks import LogChunks
 from prectr.data.features import PAD
+from prectr.data.history import HistoryIndex, HistoryState
 from prectr.data.simulate import load_config, simulate
-from prectr.train.data import SPLITS, load_prepared, open_run
+from prectr.train.data import SPLITS, encode_in_turn, fit_features, load_prepared, open_run
+from tests.conftest import tiny_config
 
 
 def _prepare(world: Path, run: Path, chunk_rows: int, test_days: int = 3) -> Path:
@@ -100,3 +104,28 @@ def test_a_future_click_in_a_later_chunk_never_reaches_an_earlier_history(tiny_w
     assert (history[before] != PAD).any()
     following = np.flatnonzero(prepared_requests["request_id"].to_numpy() == next_id + 1)
     assert (data.encoded.request["user_clicks"][following] == item_id).any()
+
+
+def test_encoding_in_turn_holds_no_state_before_a_chunk_while_indexing_it(tiny_world, monkeypatch):
+    """Each chunk's state before it is copied into the chunk's events, then let go: when the
+    chunk's events are indexed, no earlier state is alive (at most two copies at once)."""
+    states: list[weakref.ref] = []
+    alive: list[int] = []
+    then, index = HistoryState.then, HistoryIndex.__init__
+
+    def noted_then(self, *args):
+        states.append(weakref.ref(self))
+        return then(self, *args)
+
+    def noted_index(self, *args):
+        alive.append(sum(s() is not None for s in states))
+        index(self, *args)
+
+    monkeypatch.setattr(HistoryState, "then", noted_then)
+    monkeypatch.setattr(HistoryIndex, "__init__", noted_index)
+    config = tiny_config(tiny_world)
+    with LogChunks(tiny_world, chunk_rows=20_000) as log:
+        encoder = fit_features(config, log)
+        for _ in encode_in_turn(encoder, encoder.context(log.items, log.requests), log):
+            pass
+    assert len(alive) == log.chunks > 3 and alive == [0] * log.chunks
