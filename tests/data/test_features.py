@@ -2,17 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prectr.data.features import (
-    OOV,
-    PAD,
-    TOKEN,
-    FeatureConfig,
-    FeatureEncoder,
-    Vocabulary,
-    match_level,
-    tokens,
-    word_counts,
-)
+from prectr.data.features import OOV, PAD, FeatureConfig, FeatureEncoder, Vocabulary
+from prectr.data.matching import TOKEN, match_level, tokens, word_counts
 from prectr.data.schema import read_log
 from prectr.data.shards import time_split
 
