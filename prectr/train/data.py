@@ -8,7 +8,10 @@ order (:class:`prectr.data.chunks.LogChunks`), each chunk encoded by
 :meth:`FeatureEncoder.encode_chunk` from the history state the chunks before it left, its
 impressions appended to the shards and its request features to ``features.npz``, so memory
 does not grow with the log. The prepared requests are the log's in time order (ties in the
-log's order): for a log whose requests are in time order, its own rows.
+log's order): for a log whose requests are in time order, its own rows. The chunks are encoded
+by an engine: in this process one after the other (:func:`encode_in_turn`), or in parallel on
+Ray (:class:`prectr.data.ray_engine.RayEngine`, ``prectr prepare --engine ray``), with the same
+output.
 
 The shards go to ``data.shards_uri`` when it is set, a local folder or any pyarrow filesystem
 URI (``file:///data/prepared``, ``s3://bucket/prepared``, ...), one folder per split
@@ -23,6 +26,7 @@ import ctypes.util
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,13 +42,14 @@ import pyarrow.parquet as pq
 from prectr.config import ExperimentConfig
 from prectr.data.chunks import LogChunks
 from prectr.data.dataset import Collator
-from prectr.data.features import EncodedLog, FeatureEncoder
+from prectr.data.features import ChunkContext, EncodedLog, FeatureEncoder
 from prectr.data.history import HistoryState
 from prectr.data.shards import ShardWriter, resolve_location, shard_paths, shards_of, time_split
 from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
 
 SPLITS = ("train", "valid", "test")
+EncodedRows = tuple[dict[str, np.ndarray], pa.Table]  # a chunk's request features, impressions
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
@@ -115,13 +120,33 @@ def prepared(run_dir: Path) -> bool:
     return (run_dir / "data" / "features.npz").is_file()
 
 
+#: encodes a log's chunks (:meth:`FeatureEncoder.encode_chunk`) and yields, in the chunks'
+#: order, each one's request features and encoded impressions: :func:`encode_in_turn` here,
+#: :class:`prectr.data.ray_engine.RayEngine` on a Ray cluster
+ChunkEngine = Callable[[FeatureEncoder, ChunkContext, LogChunks], Iterator[EncodedRows]]
+
+
+def encode_in_turn(
+    encoder: FeatureEncoder, context: ChunkContext, log: LogChunks
+) -> Iterator[EncodedRows]:  # fmt: skip
+    """The local engine: each chunk encoded in this process, in time order, from the history
+    state the chunk before it left."""
+    state = HistoryState.start(context.keys)
+    for start, (requests, impressions) in zip(log.bounds, log, strict=False):
+        chunk = encoder.encode_chunk(context, state, requests, impressions, int(start))
+        state = chunk.state
+        yield chunk.request, chunk.impressions
+
+
 def prepare(
-    config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
-) -> None:
+    config: ExperimentConfig, run_dir: Path, log: LogChunks,
+    encoder: FeatureEncoder | None = None, engine: ChunkEngine = encode_in_turn,
+) -> None:  # fmt: skip
     """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
-    the log once, chunk by chunk: the features into the run directory, each split's shards to
-    :func:`shard_location` (the features are written last: a run that has them reuses it
-    all). Nothing encoded is held once written (:func:`load_prepared` reads it back)."""
+    the log once, chunk by chunk (by ``engine``): the features into the run directory, each
+    split's shards to :func:`shard_location` (the features are written last: a run that has
+    them reuses it all). Nothing encoded is held once written (:func:`load_prepared` reads it
+    back)."""
     if not prepared(run_dir):
         _fixed_malloc_thresholds()
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
@@ -132,19 +157,16 @@ def prepare(
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
         context = encoder.context(log.items, log.requests)
-        state = HistoryState.start(context.keys)
         directories = {name: posixpath.join(root, name) for name in SPLITS}
         path = run_dir / "data" / "features.npz"
         with (
             ShardWriter(directories, config.data.shards, filesystem) as shards,
             _FeatureFile(path, log.requests.num_rows) as features,
         ):
-            for start, (requests, impressions) in zip(log.bounds, log, strict=False):
-                chunk = encoder.encode_chunk(context, state, requests, impressions, int(start))
-                state = chunk.state
-                rows = chunk.impressions.sort_by([("request_row", "ascending")])
+            for request, encoded in engine(encoder, context, log):
+                rows = encoded.sort_by([("request_row", "ascending")])
                 shards.add(rows, part[rows["request_row"].to_numpy()])
-                features.add("request", chunk.request)
+                features.add("request", request)
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
             user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices

@@ -51,7 +51,9 @@ from prectr.models import RankingModel, build_model
 from prectr.models.calibration import calibration_path, fit_calibrator, save_calibrator
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import (
+    ChunkEngine,
     PreparedData,
+    encode_in_turn,
     fit_features,
     load_prepared,
     prepare,
@@ -106,8 +108,10 @@ def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, A
 def open_run(
     config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
     log_dir: str | Path | None = None, overwrite: bool = False,
+    engine: ChunkEngine = encode_in_turn,
 ) -> None:  # fmt: skip
-    """Create (or reopen) a run directory and encode the log into it.
+    """Create (or reopen) a run directory and encode the log into it (its chunks encoded by
+    ``engine``: in this process, or on Ray with :class:`prectr.data.ray_engine.RayEngine`).
 
     Nothing is written until the whole config has passed: the shard location
     (``data.shards_uri``) is opened, the log is validated and the features fitted, and the
@@ -142,7 +146,7 @@ def open_run(
         encoder = fit_features(recorded, log)
         build_run_model(recorded, encoder)
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
-        prepare(recorded, run_dir, log, encoder)
+        prepare(recorded, run_dir, log, encoder, engine)
 
 
 def build_run_model(config: ExperimentConfig, encoder: FeatureEncoder) -> RankingModel:
