@@ -81,7 +81,8 @@ def prepare_with(config: Path, world: Path, out: Path, engine: str) -> dict:
     while child.poll() is None:
         sample = _tree_rss(child)
         for pid, (role, rss) in sample.items():
-            peaks[pid] = (role, max(rss, peaks.get(pid, (role, 0))[1]))
+            known, peak = peaks.get(pid, (role, 0))
+            peaks[pid] = ("worker" if "worker" in (role, known) else role, max(rss, peak))
         system = max(system, sum(r for role, r in sample.values() if role == "ray"))
         tree = max(tree, sum(r for _, r in sample.values()))
         time.sleep(0.1)
