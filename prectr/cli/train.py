@@ -61,7 +61,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     config = load_experiment(args.config, args.set)
     run_dir = args.out or Path("runs") / (config.name or Path(args.config).stem)
-    open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
+    if args.engine == "ray":
+        from prectr.data.ray_engine import RayEngine
+
+        with RayEngine(args.address, args.cpus) as engine:
+            open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite, engine=engine)
+    else:
+        if args.address is not None or args.cpus is not None:
+            raise ValueError("--address and --cpus set up Ray: pass them with --engine ray")
+        open_run(config, run_dir, log_dir=args.log, overwrite=args.overwrite)
     filesystem, shards = prepared_shards(run_dir, config.data.shards_uri)
     where = f", shards at {config.data.shards_uri}" if config.data.shards_uri else ""
     table = Table("split", "shards", "impressions", title=f"prepared {run_dir}{where}")
@@ -105,7 +113,21 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         description="Fit the config's features on the training days and write the encoded log "
         "into the run directory as data.shards parquet shards per split. `prectr train` with "
         "the same config and --out then trains without reading the log; under torchrun every "
-        "process streams only its own shards.",
+        "process streams only its own shards. --engine ray encodes the log's chunks in "
+        "parallel on Ray (a local Ray started for the command, or the cluster at --address), "
+        "with the same output as the local engine; it needs `pip install 'prectr[ray]'`.",
     )
     experiment_arguments(p)
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="encode the chunks in this process (local) or on Ray")  # fmt: skip
+    p.add_argument("--address", metavar="ADDR",
+                   help="a running Ray cluster's address (`ray start --head` prints it; "
+                   "`auto`: the cluster this machine belongs to); default: a local Ray "
+                   "started for the command")  # fmt: skip
+    p.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of the local Ray, one worker each (default: the machine's)",
+    )
     p.set_defaults(func=cmd_prepare)

@@ -8,7 +8,10 @@ order (:class:`prectr.data.chunks.LogChunks`), each chunk encoded by
 :meth:`FeatureEncoder.encode_chunk` from the history state the chunks before it left, its
 impressions appended to the shards and its request features to ``features.npz``, so memory
 does not grow with the log. The prepared requests are the log's in time order (ties in the
-log's order): for a log whose requests are in time order, its own rows.
+log's order): for a log whose requests are in time order, its own rows. The chunks are encoded
+by an engine: in this process one after the other (:func:`encode_in_turn`), or in parallel on
+Ray (:class:`prectr.data.ray_engine.RayEngine`, ``prectr prepare --engine ray``), with the same
+output.
 
 The shards go to ``data.shards_uri`` when it is set, a local folder or any pyarrow filesystem
 URI (``file:///data/prepared``, ``s3://bucket/prepared``, ...), one folder per split
@@ -27,7 +30,7 @@ import ctypes.util
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -52,6 +55,7 @@ from prectr.io import atomic_file, claim_run_dir
 from prectr.models import RankingModel, build_model
 
 SPLITS = ("train", "valid", "test")
+EncodedRows = tuple[dict[str, np.ndarray], pa.Table]  # a chunk's request features, impressions
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
@@ -122,13 +126,18 @@ def prepared(run_dir: Path) -> bool:
     return (run_dir / "data" / "features.npz").is_file()
 
 
+#: encodes a log's chunks (:meth:`FeatureEncoder.encode_chunk`) and yields, in the chunks'
+#: order, each one's request features and encoded impressions: :func:`encode_in_turn` here,
+#: :class:`prectr.data.ray_engine.RayEngine` on a Ray cluster
+ChunkEngine = Callable[[FeatureEncoder, ChunkContext, LogChunks], Iterator[EncodedRows]]
+
+
 def encode_in_turn(
     encoder: FeatureEncoder, context: ChunkContext, log: LogChunks
-) -> Iterator[tuple[dict[str, np.ndarray], pa.Table]]:  # fmt: skip
-    """Each chunk of the log encoded in this process, in time order, from the history state
-    the chunk before it left: its request features and encoded impressions. The state is
-    handed on, never held here while the next chunk is encoded, so that
-    :meth:`FeatureEncoder.encode_chunk` can let it go."""
+) -> Iterator[EncodedRows]:  # fmt: skip
+    """The local engine: each chunk encoded in this process, in time order, from the history
+    state the chunk before it left. The state is handed on, never held here while the next
+    chunk is encoded, so that :meth:`FeatureEncoder.encode_chunk` can let it go."""
     held = [HistoryState.start(context.keys)]
     for start, (requests, impressions) in zip(log.bounds, log, strict=False):
         chunk = encoder.encode_chunk(context, held.pop(), requests, impressions, int(start))
@@ -140,12 +149,14 @@ def encode_in_turn(
 
 
 def prepare(
-    config: ExperimentConfig, run_dir: Path, log: LogChunks, encoder: FeatureEncoder | None = None
-) -> None:
+    config: ExperimentConfig, run_dir: Path, log: LogChunks,
+    encoder: FeatureEncoder | None = None, engine: ChunkEngine = encode_in_turn,
+) -> None:  # fmt: skip
     """Fit the features on the training days (unless ``encoder`` holds them fitted) and encode
-    the log once, chunk by chunk: the features into the run directory, each split's shards to
-    :func:`shard_location` (the features are written last: a run that has them reuses it
-    all). Nothing encoded is held once written (:func:`load_prepared` reads it back)."""
+    the log once, chunk by chunk (by ``engine``): the features into the run directory, each
+    split's shards to :func:`shard_location` (the features are written last: a run that has
+    them reuses it all). Nothing encoded is held once written (:func:`load_prepared` reads it
+    back)."""
     if not prepared(run_dir):
         _fixed_malloc_thresholds()
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
@@ -162,7 +173,7 @@ def prepare(
             ShardWriter(directories, config.data.shards, filesystem) as shards,
             _FeatureFile(path, log.requests.num_rows) as features,
         ):
-            for request, encoded in encode_in_turn(encoder, context, log):
+            for request, encoded in engine(encoder, context, log):
                 rows = encoded.sort_by([("request_row", "ascending")])
                 split = part[rows["request_row"].to_numpy()]
                 shards.add(rows, split)
@@ -276,8 +287,10 @@ def _load_features(path: Path, encoder: FeatureEncoder) -> tuple[EncodedLog, np.
 def open_run(
     config: ExperimentConfig, run_dir: str | Path, resume: bool = False,
     log_dir: str | Path | None = None, overwrite: bool = False,
+    engine: ChunkEngine = encode_in_turn,
 ) -> None:  # fmt: skip
-    """Create (or reopen) a run directory and encode the log into it.
+    """Create (or reopen) a run directory and encode the log into it (its chunks encoded by
+    ``engine``: in this process, or on Ray with :class:`prectr.data.ray_engine.RayEngine`).
 
     Nothing is written until the whole config has passed: the shard location
     (``data.shards_uri``) is opened, the log is validated and the features fitted, and the
@@ -312,7 +325,7 @@ def open_run(
         encoder = fit_features(recorded, log)
         build_run_model(recorded, encoder)
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
-        prepare(recorded, run_dir, log, encoder)
+        prepare(recorded, run_dir, log, encoder, engine)
 
 
 def build_run_model(config: ExperimentConfig, encoder: FeatureEncoder) -> RankingModel:

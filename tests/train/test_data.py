@@ -16,18 +16,28 @@ from prectr.data.chunks import LogChunks
 from prectr.data.features import PAD
 from prectr.data.history import HistoryIndex, HistoryState
 from prectr.data.simulate import load_config, simulate
-from prectr.train.data import SPLITS, encode_in_turn, fit_features, load_prepared, open_run
+from prectr.train.data import (
+    SPLITS,
+    ChunkEngine,
+    encode_in_turn,
+    fit_features,
+    load_prepared,
+    open_run,
+)
 from tests.conftest import tiny_config
 
 
-def _prepare(world: Path, run: Path, chunk_rows: int, test_days: int = 3) -> Path:
+def _prepare(
+    world: Path, run: Path, chunk_rows: int, test_days: int = 3,
+    engine: ChunkEngine = encode_in_turn,
+) -> Path:  # fmt: skip
     config = experiment_from_dict({
         "model": "prectr_v2", "name": "chunks",
         "features": {"relevance_context": True},
         "data": {"log": str(world), "test_days": test_days, "chunk_rows": chunk_rows},
         "train": {"relevance_epochs": 1},
     })  # fmt: skip
-    open_run(config, run)
+    open_run(config, run, engine=engine)
     return run
 
 
@@ -61,8 +71,14 @@ def test_prepare_in_chunks_writes_what_one_chunk_writes_on_small(tmp_path):
 
 
 def test_a_future_click_in_a_later_chunk_never_reaches_an_earlier_history(tiny_world, tmp_path):
-    """A user's click planted on a late day, in a later chunk than their earlier requests, shows
-    in the history of their request just after it and in none before it."""
+    assert_no_future_event_leaks(tiny_world, tmp_path, encode_in_turn)
+
+
+def assert_no_future_event_leaks(tiny_world: Path, tmp_path: Path, engine: ChunkEngine) -> None:
+    """A click planted on a late day, under the log's most frequent query by its most active
+    user, in a later chunk (and log file) than their earlier requests, shows in the user's
+    clicks and in the query's crowd of the request just after it, and in no history before it
+    (the item is never exposed otherwise, so no other event puts it in a history)."""
     log = tmp_path / "log"
     (log / "impressions").mkdir(parents=True)
     items = pq.read_table(tiny_world / "items.parquet")
@@ -70,19 +86,19 @@ def test_a_future_click_in_a_later_chunk_never_reaches_an_earlier_history(tiny_w
     impressions = pq.read_table(tiny_world / "impressions")
     pq.write_table(items, log / "items.parquet")
     user = pc.mode(requests["user_id"])[0]["mode"].as_py()  # the most active user
-    own = requests.filter(pc.equal(requests["user_id"], user))
-    clicked = impressions.filter(pc.is_in(impressions["request_id"], own["request_id"]))
-    clicked = set(clicked.filter(pc.equal(clicked["click"], 1))["item_id"].to_pylist())
+    counts = pc.value_counts(requests["query"]).flatten()
+    query = counts[0][pc.index(counts[1], pc.max(counts[1])).as_py()].as_py()
+    category = requests.filter(pc.equal(requests["query"], query))["query_category"][0].as_py()
+    exposed = set(impressions.filter(pc.is_valid(impressions["position"]))["item_id"].to_pylist())
     train_items = impressions["item_id"].slice(0, 20_000).unique().to_pylist()
-    planted_item = next(i for i in train_items if i not in clicked)
+    planted_item = next(i for i in train_items if i not in exposed)
     end = pc.max(requests["timestamp"]).as_py()
     planted, after = end - dt.timedelta(hours=2), end - dt.timedelta(hours=1)
     next_id = pc.max(requests["request_id"]).as_py() + 1
     extra = pa.table({
         "request_id": [next_id, next_id + 1], "user_id": [user, user],
-        "query": ["planted query", "planted query"],
-        "timestamp": pa.array([planted, after], pa.timestamp("ms")),
-        "query_category": [None, None],
+        "query": [query, query], "timestamp": pa.array([planted, after], pa.timestamp("ms")),
+        "query_category": [category, category],
     }, schema=requests.schema)  # fmt: skip
     pq.write_table(pa.concat_tables([requests, extra]), log / "requests.parquet")
     plant = pa.table({
@@ -91,19 +107,20 @@ def test_a_future_click_in_a_later_chunk_never_reaches_an_earlier_history(tiny_w
     })  # fmt: skip
     pq.write_table(impressions, log / "impressions" / "part-00000.parquet")
     pq.write_table(plant, log / "impressions" / "part-00001.parquet")
-    run = _prepare(log, tmp_path / "run", chunk_rows=2_000)
+    run = _prepare(log, tmp_path / "run", chunk_rows=2_000, engine=engine)
     data = load_prepared(run)
     item_id = data.encoder.vocabs["item"].lookup(pa.array([planted_item]))[0]
     assert item_id > 1  # a known item: its id in a history would show
     prepared_requests = pa.concat_tables([requests, extra]).sort_by("timestamp")
-    rows = np.flatnonzero(prepared_requests["user_id"].to_numpy() == user)
-    history = data.encoded.request["user_clicks"][rows]
-    times = prepared_requests["timestamp"].take(pa.array(rows)).to_pylist()
-    before = np.array([t <= planted for t in times])
-    assert before.sum() > 10 and not (history[before] == item_id).any()
-    assert (history[before] != PAD).any()
+    before = prepared_requests["timestamp"].to_numpy() <= np.datetime64(planted)
+    own = prepared_requests["user_id"].to_numpy() == user
+    under = prepared_requests["query"].to_numpy(zero_copy_only=False) == query
+    clicks, crowd = data.encoded.request["user_clicks"], data.encoded.request["crowd_items"]
+    assert (before & own).sum() > 10 and (before & under).sum() > 10
+    assert not (clicks[before] == item_id).any() and not (crowd[before] == item_id).any()
+    assert (clicks[before & own] != PAD).any() and (crowd[before & under] != PAD).any()
     following = np.flatnonzero(prepared_requests["request_id"].to_numpy() == next_id + 1)
-    assert (data.encoded.request["user_clicks"][following] == item_id).any()
+    assert (clicks[following] == item_id).any() and (crowd[following] == item_id).any()
 
 
 def test_encoding_in_turn_holds_no_state_before_a_chunk_while_indexing_it(tiny_world, monkeypatch):
