@@ -13,7 +13,7 @@ then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps``
 out (the trainer's samples/s in metrics.json also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
 noise over every model; the ratio to the first config is the figure to quote. Writes
-results/throughput_<world>.json.
+results/throughput_<world>.json (or ``--out``).
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="[STEM:]SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--out", type=Path, help="results file (default results/throughput_WORLD.json)"
+    )
     args = parser.parse_args()
     configs = labelled(args.configs)
     overrides = config_overrides(args.set, list(configs))
@@ -151,12 +154,12 @@ def main() -> None:
                              "--configs", *args.configs, "--steps", str(args.steps),
                              "--warmup", str(args.warmup),
                              "--rounds", str(args.rounds), "--threads", str(args.threads),
-                             *(f"--set={item}" for item in args.set)]),
+                             *(f"--set={item}" for item in args.set),
+                             *(["--out", str(args.out)] if args.out else [])]),
         "models": rows,
         "machine": machine(threads=args.threads),
     }  # fmt: skip
-    out = ROOT / "results" / f"throughput_{args.world.name}.json"
-    write_record(out, result)
+    write_record(args.out or ROOT / "results" / f"throughput_{args.world.name}.json", result)
 
 
 if __name__ == "__main__":
