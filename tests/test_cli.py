@@ -327,7 +327,7 @@ def test_a_mistyped_override_is_refused_with_the_key_meant(tiny_world, tmp_path,
 
 
 def test_a_failed_run_is_retried_with_overwrite(tiny_world, tmp_path, capsys):
-    from prectr.train.engine import StopTraining
+    from prectr.train.stages import StopTraining
     from prectr.train.trainer import Trainer
     from tests.conftest import tiny_config
 

@@ -62,7 +62,8 @@ from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
-from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
+from prectr.train.engine import Engine
+from prectr.train.stages import Stage, Stopping, shuffled_steps
 
 KINDS = ("distill", "sft")
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training

@@ -2,7 +2,8 @@
 the student encoder (distillation and SFT), the teacher's grade head and a fine-tuned
 language-model teacher.
 
-A loop is one or more :class:`Stage` s that an :class:`Engine` runs in turn. A stage says what
+A loop is one or more :class:`~prectr.train.stages.Stage` s (:mod:`prectr.train.stages`) that
+an :class:`Engine` runs in turn. A stage says what
 an epoch's steps are, a step's losses (``loss`` is the one trained on, the others are logged)
 and how to validate; the engine does the rest, the same way for every loop:
 
@@ -43,8 +44,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,65 +54,12 @@ from torch import nn
 from tqdm import tqdm
 
 from prectr.io import atomic_file
-from prectr.metrics import LOWER_IS_BETTER
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
 from prectr.train.distributed import Processes
 from prectr.train.optim import Optimizers, clip_grad_norm
+from prectr.train.stages import Stage, Step, Stopping, StopTraining
 
 TRAIN_LOG = "train_log.jsonl"
-
-
-class StopTraining(Exception):
-    """Raised by an engine's ``stop_after`` hook to imitate a run killed at a given step."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """One optimiser step's batch, the samples it trains on (over every process; for the
-    throughput) and the weight of its loss (0 for a process whose data is done while the
-    others step on)."""
-
-    batch: Any
-    samples: int
-    weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class Stopping:
-    """Early stopping on the validation metric ``metric``: the run stops after ``patience``
-    validations without a better value (0: never stops early). Only a strictly better value
-    counts, so the first of equal scores stays the best."""
-
-    metric: str
-    patience: int = 0
-
-    def better(self, metrics: dict[str, float], best: dict[str, Any] | None) -> bool:
-        if best is None:
-            return True
-        new, old = metrics[self.metric], best[self.metric]
-        return new < old if self.metric in LOWER_IS_BETTER else new > old
-
-
-@dataclass
-class Stage:
-    """What one part of a training loop does; the engine runs its epochs.
-
-    ``steps(epoch, position)`` gives the epoch's steps from ``position`` on: the value
-    ``position()`` returned at the checkpoint resumed from (``None`` at an epoch's start), or,
-    for a stage without ``position``, the number of steps already taken into the epoch.
-    ``epoch_end(epochs)`` is called after each epoch with the epochs done so far.
-    """
-
-    name: str  # the split of its lines in the train log: "train", "relevance"
-    epochs: int
-    steps: Callable[[int, Any], Iterator[Step]]
-    loss: Callable[[Any], dict[str, torch.Tensor]]
-    validate: Callable[[], dict[str, float]] | None = None
-    validate_every: int = 0  # steps between validations, and one after the last (0: per epoch)
-    max_steps: int = 0  # stop once the run has taken this many steps in all (0: every epoch)
-    steps_per_epoch: int | None = None  # for the ETA (None: learnt from the first whole epoch)
-    position: Callable[[], Any] | None = None
-    epoch_end: Callable[[int], None] | None = None
 
 
 class _Objective(nn.Module):
@@ -126,30 +73,6 @@ class _Objective(nn.Module):
     def forward(self, loss: Callable[[Any], dict[str, torch.Tensor]],
                 batch: Any) -> dict[str, torch.Tensor]:  # fmt: skip
         return loss(batch)
-
-
-def shuffled_steps(
-    rows: np.ndarray, batch_size: int, seed: int, processes: Processes | None = None
-) -> Callable[[int, int], Iterator[Step]]:
-    """A stage's ``steps`` over rows held in memory: each epoch takes ``rows`` in an order fixed
-    by (``seed``, epoch), in batches of ``batch_size`` over all processes, from its
-    ``steps_done``-th batch on (so a resumed epoch goes on where it stopped). Each process
-    trains on its share of a batch, with the weight that makes the average of the processes'
-    gradients the batch's: its rows over the batch's rows per process (1 in one process; 0, on
-    one row, for a process that a batch of fewer rows than processes leaves without any)."""
-    p = processes or Processes()
-
-    def steps(epoch: int, steps_done: int) -> Iterator[Step]:
-        order = np.random.default_rng([seed, epoch]).permutation(rows)
-        for start in range(steps_done * batch_size, order.size, batch_size):
-            batch = order[start : start + batch_size]
-            share = np.array_split(batch, p.world_size)[p.rank]
-            if share.size == 0:
-                yield Step(batch[:1], batch.size, 0.0)
-            else:
-                yield Step(share, batch.size, share.size * p.world_size / batch.size)
-
-    return steps
 
 
 class Engine:

@@ -47,9 +47,10 @@ from prectr.models.calibration import calibration_path, fit_calibrator, save_cal
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import PreparedData, build_run_model, load_prepared, open_run
 from prectr.train.distributed import Processes, join
-from prectr.train.engine import Engine, Stage, Step, Stopping
+from prectr.train.engine import Engine
 from prectr.train.optim import build_optimizer
 from prectr.train.predict import predict
+from prectr.train.stages import Stage, Step, Stopping
 
 
 def param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from prectr.encoder.pairs import read_teacher_labels
 from prectr.encoder.student import StudentConfig, load_student, student_config
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.engine import StopTraining
+from prectr.train.stages import StopTraining
 from tests.encoder.conftest import TINY
 
 STUDENT = StudentConfig(**TINY)

@@ -16,7 +16,7 @@ from prectr.encoder.teacher import (
     train_head,
 )
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.engine import StopTraining
+from prectr.train.stages import StopTraining
 from tests.encoder.teacher_models import CountingTeacher, tiny_llm_dir
 from tests.train.test_engine import log_lines
 

@@ -7,7 +7,7 @@ import torch
 
 from prectr.cli import main
 from prectr.encoder.teacher import CausalLMTeacher, FinetuneConfig, finetune, load_teacher
-from prectr.train.engine import StopTraining
+from prectr.train.stages import StopTraining
 from tests.encoder.teacher_models import tiny_llm_dir
 from tests.encoder.test_teacher_adapt import same_checkpoints
 from tests.train.test_engine import log_lines

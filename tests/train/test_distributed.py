@@ -20,9 +20,9 @@ from prectr.evaluation import click_metrics
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import load_prepared
 from prectr.train.distributed import join
-from prectr.train.engine import StopTraining
 from prectr.train.predict import predict
 from prectr.train.run import load_trained
+from prectr.train.stages import StopTraining
 from prectr.train.trainer import Trainer
 from tests.conftest import tiny_config
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.engine import Engine, Stage, Step, Stopping, StopTraining
+from prectr.train.engine import Engine
+from prectr.train.stages import Stage, Step, Stopping, StopTraining
 
 X = torch.randn(96, 5, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0])

@@ -8,7 +8,7 @@ import yaml
 from prectr.config import load_experiment
 from prectr.metrics import logloss
 from prectr.train.checkpoint import load_checkpoint
-from prectr.train.engine import StopTraining
+from prectr.train.stages import StopTraining
 from prectr.train.trainer import Trainer, predict
 from tests.conftest import tiny_config
 

@@ -28,7 +28,8 @@ from torch import nn
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_dir, claim_run_dir
 from prectr.train.distributed import join
-from prectr.train.engine import Engine, Stage, Stopping, shuffled_steps
+from prectr.train.engine import Engine
+from prectr.train.stages import Stage, Stopping, shuffled_steps
 from prectr.words import count
 
 HEAD_FILE, ADAPTED_FILE = "head.pt", "teacher.json"

@@ -40,7 +40,8 @@ from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.io import atomic_dir, claim_run_dir
 from prectr.train.distributed import join
-from prectr.train.engine import TRAIN_LOG, Engine, Stage, Stopping, shuffled_steps
+from prectr.train.engine import TRAIN_LOG, Engine
+from prectr.train.stages import Stage, Stopping, shuffled_steps
 from prectr.words import count
 
 
