@@ -175,9 +175,9 @@ def prepare(
         ):
             for request, encoded in engine(encoder, context, log):
                 rows = encoded.sort_by([("request_row", "ascending")])
-                split = part[rows["request_row"].to_numpy()]
-                shards.add(rows, split)
-                for earlier in range(split.max(initial=0)):  # the requests are in time order
+                in_split = part[rows["request_row"].to_numpy()]
+                shards.add(rows, in_split)
+                for earlier in range(in_split.max(initial=0)):  # the requests are in time order
                     shards.finish(earlier)
                 features.add("request", request)
                 del request, encoded, rows  # not held while the next chunk is encoded
