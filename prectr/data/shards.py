@@ -30,25 +30,29 @@ T = TypeVar("T")
 ROW_GROUP = 65_536
 
 
-def time_split(
-    requests: pa.Table, valid_days: int = 1, test_days: int = 1
-) -> dict[str, np.ndarray]:
-    """Row indices of the requests of each split by calendar day (UTC): the last ``test_days``
-    days are the test split, the ``valid_days`` before them validation, the rest training."""
-    day = pc.cast(pc.cast(requests["timestamp"], pa.timestamp("ms")), pa.date32())
-    day = day.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    days = np.unique(day)
+def split_days(days: np.ndarray, valid_days: int = 1, test_days: int = 1) -> dict[str, np.ndarray]:
+    """The time split of the distinct, sorted ``days`` (any day numbers): the last
+    ``test_days`` test, the ``valid_days`` before them validation, the rest training. The one
+    rule behind :func:`time_split` and the simulator's split of its days."""
     if days.size < valid_days + test_days + 1:
         raise ValueError(
             f"the log spans {count(days.size, 'day')}; a time split needs more than "
             f"{valid_days + test_days}"
         )
-    test_from, valid_from = days[-test_days], days[-test_days - valid_days]
-    return {
-        "train": np.flatnonzero(day < valid_from),
-        "valid": np.flatnonzero((day >= valid_from) & (day < test_from)),
-        "test": np.flatnonzero(day >= test_from),
-    }
+    test_from, valid_from = days.size - test_days, days.size - test_days - valid_days
+    return {"train": days[:valid_from], "valid": days[valid_from:test_from],
+            "test": days[test_from:]}  # fmt: skip
+
+
+def time_split(
+    requests: pa.Table, valid_days: int = 1, test_days: int = 1
+) -> dict[str, np.ndarray]:
+    """Row indices of the requests of each split by calendar day (UTC), split as
+    :func:`split_days` says."""
+    day = pc.cast(pc.cast(requests["timestamp"], pa.timestamp("ms")), pa.date32())
+    day = day.cast(pa.int32()).to_numpy(zero_copy_only=False)
+    days = split_days(np.unique(day), valid_days, test_days)
+    return {name: np.flatnonzero(np.isin(day, of)) for name, of in days.items()}
 
 
 def resolve_location(location: str | Path) -> tuple[pafs.FileSystem, str]:

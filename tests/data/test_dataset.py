@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import threading
 import time
@@ -21,6 +22,7 @@ from prectr.data.shards import (
     write_impressions,
     write_shards,
 )
+from prectr.data.simulate import World, split_days
 from prectr.data.stream import BatchStream
 
 
@@ -48,6 +50,20 @@ def test_time_split_holds_out_the_last_days(tiny_world):
     assert sum(v.size for v in split.values()) == log.requests.num_rows
     with pytest.raises(ValueError, match="spans 1 day;"):
         time_split(log.requests.slice(0, 5))
+
+
+def test_the_simulator_splits_its_days_as_a_log_is_split(tiny_world):
+    """One rule: the days the simulator calls validation and test (for its broad samples and
+    its world.json) are those time_split gives the log it wrote, with 3 test days too."""
+    log = read_log(tiny_world)
+    world = World(tiny_world)
+    day = world.day_of(log.requests["timestamp"]).to_numpy()
+    for valid_days, test_days in ((1, 1), (1, 3), (2, 2)):
+        config = dataclasses.replace(world.config, valid_days=valid_days, test_days=test_days)
+        split = time_split(log.requests, valid_days, test_days)
+        for name, days in split_days(config).items():
+            assert sorted(set(day[split[name]].tolist())) == days
+    assert split_days(world.config) == world.split
 
 
 def _stream(encoded_train, **kwargs):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from prectr.data import shards
 from prectr.data.simulate.catalogue import Catalogue, QueryPool, build_catalogue
 from prectr.data.simulate.config import WorldConfig
 from prectr.data.simulate.population import Population, build_population, query_tolerance
@@ -106,12 +107,8 @@ def _requests(config: WorldConfig, queries: QueryPool, population: Population) -
 
 
 def split_days(config: WorldConfig) -> dict[str, list[int]]:
-    """Time split: train on the earlier days, validate on the next ``valid_days``, test on the
-    last ``test_days``."""
-    test_from = config.n_days - config.test_days
-    valid_from = test_from - config.valid_days
-    return {
-        "train": list(range(valid_from)),
-        "valid": list(range(valid_from, test_from)),
-        "test": list(range(test_from, config.n_days)),
-    }
+    """Time split of the world's days 0..n_days-1 (:func:`prectr.data.shards.split_days`):
+    train on the earlier days, validate on the next ``valid_days``, test on the last
+    ``test_days``."""
+    days = shards.split_days(np.arange(config.n_days), config.valid_days, config.test_days)
+    return {name: of.tolist() for name, of in days.items()}
