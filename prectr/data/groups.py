@@ -25,8 +25,9 @@ group it belongs to and its role in the group. The groups:
 
 A module asks for roles, never for names (:func:`require`), and a model declares what its
 modules read (:meth:`prectr.models.registry.RankingModel.feature_roles`), so that a config whose
-features lack one is refused when it loads, naming the module and the role
-(:func:`prectr.models.registry.missing_features`).
+features lack one is refused when it loads, naming the module and the role (the features
+validator of :class:`prectr.config.ExperimentConfig`, through
+:func:`prectr.models.registry.feature_roles`).
 """
 
 from __future__ import annotations

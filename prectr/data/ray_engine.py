@@ -192,7 +192,7 @@ class _Schedule:
             events, shown = self.state.then(partial.events, partial.shown)
             self.state = HistoryIndex(self.keys, events).remaining(
                 shown, self.options["user_length"], self.options["click_length"],
-                self.options["crowd_length"],
+                self.options["crowd_length"], self.options["crowd_days"],
             )  # fmt: skip
             self.folded += 1
             self.ready.append((self.folded, self.ray.put(self.state)))

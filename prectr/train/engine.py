@@ -34,9 +34,9 @@ has nothing to resume.
 In a run of several processes (:mod:`prectr.train.distributed`) every process runs the same
 engine in lockstep: the stages' losses run through PyTorch's ``DistributedDataParallel`` over
 the modules, which averages their gradients over the processes in the backward pass (a step's
-``weight`` scales its process's share: :func:`shuffled_steps`); each validation's metrics are
-the main process's; checkpoints gather the processes' positions and RNG states, and only the
-main process logs, shows progress and writes.
+``weight`` scales its process's share: :func:`~prectr.train.stages.shuffled_steps`); each
+validation's metrics are the main process's; checkpoints gather the processes' positions and RNG
+states, and only the main process logs, shows progress and writes.
 """
 
 from __future__ import annotations
