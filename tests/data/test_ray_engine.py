@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from prectr.cli import main
+from prectr.data.features import FeatureConfig
+from prectr.data.history import HistoryIndex
 from prectr.data.ray_engine import RayEngine
 from tests.train.test_data import _prepare, _same_prepared, assert_no_future_event_leaks
 
@@ -22,6 +24,23 @@ def test_the_ray_engine_writes_what_the_local_engine_writes_on_tiny(tiny_world, 
     local = _prepare(tiny_world, tmp_path / "local", chunk_rows=10**9)
     on_ray = _prepare(tiny_world, tmp_path / "ray", chunk_rows=20_000, engine=engine)
     _same_prepared(on_ray, local)
+
+
+def test_the_driver_folds_the_states_as_the_local_engine_does(tiny_world, tmp_path, engine,
+                                                             monkeypatch):  # fmt: skip
+    """The folded state keeps what the local engine's keeps: crowd events within the window
+    only (``crowd_days``), so the driver's state stays bounded as the local one does."""
+    folds = []
+    remaining = HistoryIndex.remaining
+
+    def noted(self, shown, *lengths):
+        folds.append(lengths)
+        return remaining(self, shown, *lengths)
+
+    monkeypatch.setattr(HistoryIndex, "remaining", noted)
+    _prepare(tiny_world, tmp_path / "ray", chunk_rows=20_000, engine=engine)
+    crowd_days = FeatureConfig().crowd_days
+    assert len(folds) > 3 and all(len(f) == 4 and f[3] == crowd_days for f in folds)
 
 
 def test_a_future_event_in_another_chunk_never_reaches_an_earlier_history_on_ray(
