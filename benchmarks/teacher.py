@@ -84,6 +84,17 @@ def head_logits(head: GradeHead, hidden: np.ndarray) -> np.ndarray:
     return head(torch.from_numpy(hidden)).numpy()
 
 
+def pairs_per_s(teacher: Teacher, queries: list[str], titles: list[str]) -> float:
+    """The teacher's pairs/s on these pairs: best of two passes, after a warm-up."""
+    teacher.encode(queries[:8], titles[:8])
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        teacher.encode(queries, titles)
+        times.append(time.perf_counter() - started)
+    return len(queries) / min(times)
+
+
 def side_by_side_speed(pairs, n: int) -> dict:
     """Pairs/s of SmolLM2 in float32 and bfloat16 and of MiniLM on the same n pairs (best of two
     passes each, after a warm-up)."""
@@ -93,16 +104,7 @@ def side_by_side_speed(pairs, n: int) -> dict:
         "smollm2 bfloat16": teachers("bfloat16")["smollm2"],
         "minilm": teachers("float32", memo_texts=0)["minilm"],
     }
-    out = {}
-    for name, make in makers.items():
-        teacher = make()
-        teacher.encode(queries[:8], titles[:8])
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            teacher.encode(queries, titles)
-            times.append(time.perf_counter() - started)
-        out[name] = len(queries) / min(times)
+    out = {name: pairs_per_s(make(), queries, titles) for name, make in makers.items()}
     out["bfloat16 speed-up"] = out["smollm2 bfloat16"] / out["smollm2 float32"]
     out["minilm over smollm2 bfloat16"] = out["minilm"] / out["smollm2 bfloat16"]
     return out

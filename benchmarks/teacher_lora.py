@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from record import machine, write_record
-from teacher import cached_outputs, fit_head, head_logits, teachers
+from teacher import cached_outputs, fit_head, head_logits, pairs_per_s, teachers
 
 from prectr.encoder.evaluate import held_out_metrics, held_out_sample
 from prectr.encoder.pairs import read_pairs
@@ -97,13 +97,7 @@ def speed(made: dict[str, Teacher], heldout: pa.Table, n: int) -> dict[str, floa
     for name, teacher in made.items():
         if name == "minilm":
             teacher = teachers("float32", memo_texts=0)["minilm"]()
-        teacher.encode(queries[:8], titles[:8])
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            teacher.encode(queries, titles)
-            times.append(time.perf_counter() - started)
-        out[name] = len(queries) / min(times)
+        out[name] = pairs_per_s(teacher, queries, titles)
     return out
 
 
