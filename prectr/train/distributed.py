@@ -80,7 +80,15 @@ class Processes:
         launcher's to destroy). A group left for the interpreter's exit to tear down can abort
         the process while the backend's threads still hold tensors."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            end_group()
+
+
+def end_group() -> None:
+    """Wait for every process of the group, then destroy it. A process that destroys its group
+    while another still exchanges with it can abort (SIGABRT at exit, seen with gloo in about
+    one two-process run in three), so none leaves before all have arrived."""
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def join(backend: str = "gloo", timeout_minutes: float = 60.0) -> Processes:

@@ -18,6 +18,7 @@ from prectr.metrics.distributed import (
     distributed_logloss,
     distributed_ndcg_at_k,
 )
+from prectr.train.distributed import end_group
 
 
 def data() -> dict[str, np.ndarray]:
@@ -52,7 +53,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
         ),
     }
     Path(f"{out}.{rank}").write_text(json.dumps(result))
-    dist.destroy_process_group()
+    end_group()
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import yaml
 from prectr.evaluation import click_metrics
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.data import load_prepared
-from prectr.train.distributed import join
+from prectr.train.distributed import end_group, join
 from prectr.train.predict import predict
 from prectr.train.run import load_trained
 from prectr.train.stages import StopTraining
@@ -34,7 +34,7 @@ def _in_group(rank: int, world: int, init: str, work, *args) -> None:
     try:
         work(*args)
     finally:
-        dist.destroy_process_group()
+        end_group()
 
 
 def in_processes(tmp_path, name: str, work, *args, processes: int = 2) -> None:
@@ -176,7 +176,7 @@ def _trained_weights(rank: int, world: int, init: str, config, run: str, out: st
     trainer.fit()
     torch.save(trainer.model.state_dict(), f"{out}.{rank}")
     trainer.close()
-    dist.destroy_process_group()
+    end_group()
 
 
 @pytest.mark.slow
