@@ -108,7 +108,7 @@ class PRECTR(RankingModel):
         debias_weight: float = 0.03,  # on validation: results/sweep_v2_debias_weight.json
         debias_negatives: str = "synthetic",
         hard_negatives: int = 2,
-        mix_max: float = 0.5,
+        mix_max: float = 0.1,  # on validation: results/sweep_v2_mix_max.json
         reconstruct_embedding: bool = False,
         debias_margin: float = 1.0,
         debias_clip: float = 4.0,
@@ -128,6 +128,8 @@ class PRECTR(RankingModel):
             raise ValueError(f"debias_negatives {debias_negatives!r}: expected one of {NEGATIVES}")
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
+        if not 0.0 <= mix_max <= 1.0:
+            raise ValueError(f"mix_max {mix_max}: the click's share in the mix is within [0, 1]")
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
                                   frozen_encoder, text_cache, encoder_precision)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)

@@ -308,6 +308,8 @@ def test_bad_switches_are_refused_by_name(world) -> None:
         build(world, debias_negatives="random")
     with pytest.raises(ValueError, match="needs incentive"):
         build(world, incentive=False, cross_user=True)
+    with pytest.raises(ValueError, match=r"mix_max 1\.5"):
+        build(world, mix_max=1.5)
 
 
 def test_the_incentive_names_the_features_it_lacks(world) -> None:
