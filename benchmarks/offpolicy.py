@@ -14,6 +14,12 @@ each request (by reversed logging order, training-day popularity, true grade, at
 keep the rest below: every top-10 slot is supported, where the estimators claim to be right;
 ``pool:*`` rank the whole 100-candidate pool, so most top-10 slots hold items the log never
 showed in that request (unsupported: IPS counts nothing for them, DR's direct method predicts).
+
+With ``--band LO:HI[:N]`` (repeatable) it estimates instead the band over lambda
+(:mod:`prectr.evaluation.band`) of the ``top10:*`` reorderings at every point of the ranges'
+grids and at the world's own lambda (1 under pbm), one harvest per lambda, and counts the
+(world, ranking) cases whose band covers the replay, with the band's width against the width of
+the CI at the world's lambda. Writes results/offpolicy_band.json.
 """
 
 from __future__ import annotations
