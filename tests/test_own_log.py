@@ -106,6 +106,25 @@ def test_a_log_made_from_scratch_validates_trains_and_is_evaluated_on_its_own_tr
     # each run's online proxy names the click model its off-policy estimate assumed
     assert "doubly robust; position-based" in html and "doubly robust; dependent click" in html
 
+    # lambda unknown: a band over a range of it, each point's CI inside, shown in the report
+    position_based = json.loads((runs[1] / "evaluation.json").read_text())["offpolicy"]
+    code, out = run_cli(["evaluate", runs[1], "--bootstrap", "50", "--after-click", "0.6:1:3"],
+                        capsys)  # fmt: skip
+    assert code == 0 and "band over lambda in [0.6, 1]" in out, out
+    band = json.loads((runs[1] / "evaluation.json").read_text())["offpolicy"]
+    assert band["after_click"] == [0.6, 0.8, 1.0] and "ips" not in band
+    for name in ("ips", "dr", "dr_lift"):
+        assert all(band["band"][name]["lo"] <= point[name]["lo"] <= point[name]["hi"]
+                   <= band["band"][name]["hi"] for point in band["grid"]), name  # fmt: skip
+    assert band["grid"][2]["ips"] == position_based["ips"]  # lambda 1: position-based
+    code, out = run_cli(["report", *runs, "--out", page], capsys)
+    assert code == 0, out
+    low, high = band["band"]["dr"]["lo"], band["band"]["dr"]["hi"]
+    assert f"lambda in [0.6, 1] (3 points): [{low:.4f}, {high:.4f}]" in page.read_text()
+    for bad in ("0.8:0.4", "0.4:1.5", "0.4-1"):
+        code, out = run_cli(["evaluate", runs[1], "--after-click", bad], capsys)
+        assert code != 0 and f"--after-click {bad}: " in out, out
+
     # export and serve need nothing but the run directory: it remembers the log it trained on
     code, out = run_cli(["export", runs[0], "--out", tmp_path / "model.onnx"], capsys)
     assert code == 0, out

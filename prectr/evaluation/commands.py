@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from prectr.evaluation.band import BAND_POINTS, parse_after_click
 from prectr.evaluation.context import SPLITS
 from prectr.evaluation.slices import FAMILIES, ROW_SLICES
 from prectr.metrics.paired import RESAMPLES
@@ -74,8 +75,9 @@ def _family_sections(slices: dict[str, dict]) -> dict[str, dict[str, dict]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prectr.evaluation.run import EVALUATION, SCORES, evaluate_run, split_file
 
+    after_click = parse_after_click(args.after_click)
     r = evaluate_run(args.run, args.log, args.checkpoint, args.bootstrap, args.seed, args.split,
-                     args.after_click, args.top_examination)  # fmt: skip
+                     after_click, args.top_examination)  # fmt: skip
     days = ", ".join(r["test_days"])
     what = "test days" if args.split == "test" else "validation days"
     title = f"{r['name']} ({r['model']}) on the {what} {days} of {r['log']}"
@@ -103,21 +105,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"[{o['lift_lo']:+.1%}, {o['lift_hi']:+.1%}] (95% CI, bootstrap over "
             f"{o['requests']:,} requests)"
         )
-    if "offpolicy" in r:
+    if "offpolicy" in r and "band" in r["offpolicy"]:
+        _print_band(r["offpolicy"])
+    elif "offpolicy" in r:
         o = r["offpolicy"]
-
-        def est(e: dict) -> str:
-            return f"{e['value']:.4f} [{e['lo']:.4f}, {e['hi']:.4f}]"
-
         console.print(
-            f"off-policy clicks per request on the top {o['k']}: IPS {est(o['ips'])}, doubly "
-            f"robust {est(o['dr'])}, logged {est(o['logged'])}; DR - logged {est(o['dr_lift'])} "
+            f"off-policy clicks per request on the top {o['k']}: IPS {_est(o['ips'])}, doubly "
+            f"robust {_est(o['dr'])}, logged {_est(o['logged'])}; DR - logged {_est(o['dr_lift'])} "
             f"(95% CI; {o['coverage']['supported']:.0%} of the new top {o['k']}'s examination "
             f"shown in the log; {o['model'].split(':')[0]}: docs/offpolicy.md)"
         )
     written = Path(args.run) / split_file(EVALUATION, args.split)
     console.print(f"wrote {written} and {split_file(SCORES, args.split)}", style="dim")
     return 0
+
+
+def _est(e: dict) -> str:
+    return f"{e['value']:.4f} [{e['lo']:.4f}, {e['hi']:.4f}]"
+
+
+def _print_band(o: dict) -> None:
+    """The off-policy estimate at each lambda of a grid, then the band of each estimator."""
+    grid = o["after_click"]
+    table = Table(title=f"off-policy clicks per request on the top {o['k']} at each assumed "
+                  "lambda, the after-click factor (95% CIs; 1: position-based)")  # fmt: skip
+    for column in ("lambda", "IPS", "doubly robust", "DR - logged", "supported"):
+        table.add_column(column, justify="right")
+    for point in o["grid"]:
+        table.add_row(f"{point['after_click']:g}", _est(point["ips"]), _est(point["dr"]),
+                      _est(point["dr_lift"]), f"{point['coverage']['supported']:.0%}")  # fmt: skip
+
+    def band(name: str) -> str:
+        b = o["band"][name]
+        return (f"[{b['lo']:.4f}, {b['hi']:.4f}] (lambda {b['after_click_lo']:g} and "
+                f"{b['after_click_hi']:g})")  # fmt: skip
+
+    console.print(table)
+    console.print(
+        f"band over lambda in [{grid[0]:g}, {grid[-1]:g}]: IPS {band('ips')}, doubly robust "
+        f"{band('dr')}, DR - logged {band('dr_lift')}; logged {_est(o['logged'])} (it covers "
+        "the clicks wherever the true lambda is in the range and the estimate at it covers; "
+        "docs/offpolicy.md)"
+    )
 
 
 def _difference(d: dict) -> str:
@@ -203,10 +232,12 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="the run's test days, or its validation days (where choices are made; "
                    "writes evaluation_valid.json and so on)")  # fmt: skip
-    p.add_argument("--after-click", type=float, default=1.0, metavar="LAMBDA",
+    p.add_argument("--after-click", default="1", metavar="LAMBDA|LO:HI[:N]",
                    help="plain logs: the off-policy estimate's dependent click model, how much "
                    "less often a user goes on after a click (1: position-based; the log does "
-                   "not identify it: docs/offpolicy.md)")  # fmt: skip
+                   "not identify it: docs/offpolicy.md); a range LO:HI estimates at "
+                   f"{BAND_POINTS} points from LO to HI (LO:HI:N at N) and reports the band "
+                   "from the lowest CI end to the highest")  # fmt: skip
     p.add_argument("--top-examination", type=float, default=1.0, metavar="P",
                    help="plain logs, with --after-click below 1: the probability that "
                    "position 1 is examined (used where the direct method meets the click "

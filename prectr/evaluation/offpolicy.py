@@ -7,8 +7,9 @@ position-based examination: the user examines position 1 with probability ``e_1`
 (:class:`~prectr.evaluation.propensity.Propensities` ``after_click``), and clicks an examined
 item ``d`` with its attraction ``a(request, d)``. ``lambda = 1`` is the position-based model
 (the default); a smaller ``lambda`` is an assumption the caller supplies (the log does not
-identify it: docs/offpolicy.md). ``theta = e / e_1`` is harvested from the log
-(:mod:`prectr.evaluation.propensity`). The clicks of ``pi`` are
+identify it: docs/offpolicy.md), or a range of them (:mod:`prectr.evaluation.band`).
+``theta = e / e_1`` is harvested from the log (:mod:`prectr.evaluation.propensity`). The clicks
+of ``pi`` are
 
     sum_j theta_j alpha_j prod_{i < j} (1 - (1 - lambda) alpha_i / e_1),   alpha = e_1 a,
 

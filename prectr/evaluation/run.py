@@ -19,6 +19,7 @@ a broad-set sample, ``RUN/broad_scores.parquet`` (request_id, item_id, score): t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,12 @@ from prectr.data.dataset import Collator
 from prectr.data.schema import SearchLog, read_log
 from prectr.data.shards import write_impressions
 from prectr.data.stream import BatchStream
+from prectr.evaluation.band import after_click_points, fit_grid, offpolicy_band
 from prectr.evaluation.broad import with_broad_candidates
 from prectr.evaluation.context import ALL, EvaluationContext
-from prectr.evaluation.offpolicy import AttractionPrior, offpolicy_clicks
+from prectr.evaluation.offpolicy import offpolicy_clicks
 from prectr.evaluation.propensity import RESAMPLES as PROPENSITY_REFITS
-from prectr.evaluation.propensity import check_click_model, harvest_propensities
+from prectr.evaluation.propensity import check_click_model
 from prectr.evaluation.scoring import CALIBRATION_BINS, calibration_bins
 from prectr.evaluation.slices import slice_counts
 from prectr.evaluation.statistics import values
@@ -56,8 +58,19 @@ if TYPE_CHECKING:
 TOP_K = 10  # the off-policy estimate's top k (at most the log's deepest shown position)
 
 
-def offpolicy_model(after_click: float, top_examination: float) -> str:
-    """What the off-policy estimate assumes about clicks, in words."""
+def offpolicy_model(after_click: float | Sequence[float], top_examination: float) -> str:
+    """What the off-policy estimate assumes about clicks, in words: one ``after_click``, or a
+    grid of them (a band)."""
+    if not isinstance(after_click, float | int):
+        grid = after_click_points(after_click)
+        return (
+            f"band over the dependent click model's lambda in [{grid[0]:g}, {grid[-1]:g}] "
+            f"({len(grid)} points): at each, after a click the user goes on lambda times as "
+            f"often (1: position-based), position 1 is examined with probability "
+            f"{top_examination:g}; the band runs from the lowest 95% CI lower end to the highest "
+            "upper end, and covers the clicks wherever the true lambda is in the range and the "
+            "estimate at it covers (docs/offpolicy.md)"
+        )
     if after_click == 1.0:
         return (
             "position-based: examination by position times attraction; validated against a "
@@ -146,14 +159,15 @@ def offpolicy(
     scores: pa.Table,
     n_resamples: int = RESAMPLES,
     seed: int = 0,
-    after_click: float = 1.0,
+    after_click: float | Sequence[float] = 1.0,
     top_examination: float = 1.0,
 ) -> tuple[dict | None, str | None]:
     """The off-policy estimate of the clicks per request the model's ranking (``scores``:
     request_id, item_id, score of every evaluated candidate) would get on the log's evaluated
     requests (:mod:`prectr.evaluation.offpolicy`: IPS and doubly robust, with examination
     harvested from the training days; clicks position-based, or with ``after_click < 1`` the
-    dependent click model), or None and the reason it cannot be made."""
+    dependent click model; a sequence ``after_click`` is a grid of it, and the estimate a band:
+    :mod:`prectr.evaluation.band`), or None and the reason it cannot be made."""
     log = context.truth.log
     requests = log.requests
     impressions = log.impressions
@@ -166,20 +180,24 @@ def offpolicy(
     shown = pc.max(train["position"]).as_py()
     if not shown:
         return None, "the training days show no candidate (no position to harvest)"
+    single = isinstance(after_click, float | int)
     try:
         # AllPairs refitted on resamples of the training requests (at most one per resample)
         refits = min(PROPENSITY_REFITS, n_resamples)
-        propensities = harvest_propensities(train, requests, min(TOP_K, shown), refits, seed,
-                                            after_click, top_examination)  # fmt: skip
+        fits = fit_grid(train, requests, after_click_points(after_click), top_examination,
+                        min(TOP_K, shown), refits, seed)  # fmt: skip
     except ValueError as err:
         return None, f"examination by position cannot be harvested from the log: {err}"
-    prior = AttractionPrior.fit(train, propensities)
-    found = offpolicy_clicks(of(context.test_rows), requests, scores, propensities, prior,
-                             n_resamples, seed)  # fmt: skip
-    model = offpolicy_model(after_click, top_examination)
+    test = of(context.test_rows)
+    model = {"top_examination": top_examination,
+             "model": offpolicy_model(after_click, top_examination)}  # fmt: skip
+    if not single:
+        band = offpolicy_band(test, requests, scores, fits, n_resamples, seed)
+        return band.to_dict() | model, None
+    propensities, prior = fits[0]
+    found = offpolicy_clicks(test, requests, scores, propensities, prior, n_resamples, seed)
     return found.to_dict() | {"examination": propensities.examination.tolist(),
-                              "after_click": after_click, "top_examination": top_examination,
-                              "model": model}, None  # fmt: skip
+                              "after_click": after_click} | model, None  # fmt: skip
 
 
 def _counts(context: EvaluationContext, requests: np.ndarray) -> dict[str, int]:
@@ -269,17 +287,20 @@ def evaluate_run(
     n_resamples: int = RESAMPLES,
     seed: int = 0,
     split: str = "test",
-    after_click: float = 1.0,
+    after_click: float | Sequence[float] = 1.0,
     top_examination: float = 1.0,
 ) -> dict:
     """Score the run's test split (or ``split="valid"``: its validation split) of a log with a
     trained run (default: the log it trained on, its config's ``data.log``); write
     ``evaluation.json``, ``scores.parquet`` and (with a broad-set sample)
     ``broad_scores.parquet`` into the run directory (for the validation split
-    ``evaluation_valid.json`` and so on: :func:`split_file`) and return the evaluation."""
+    ``evaluation_valid.json`` and so on: :func:`split_file`) and return the evaluation. On a
+    plain log the off-policy estimate assumes ``after_click`` (:func:`offpolicy`; a sequence:
+    a band over that grid, e.g. :func:`~prectr.evaluation.band.after_click_grid`)."""
     from prectr.train.run import load_trained
 
-    check_click_model(after_click, top_examination)
+    for value in after_click_points(after_click):
+        check_click_model(value, top_examination)
     run = load_trained(run_dir, checkpoint)
     log_dir = Path(log_dir or _trained_log(run.path, run.config.data.log))
     log = read_log(log_dir)

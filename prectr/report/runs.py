@@ -120,7 +120,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _offpolicy_online(evaluation: dict) -> dict[str, float | None]:
     """A plain log's off-policy estimate in the online proxy's terms: the doubly robust
-    estimate as the model's expected clicks, the log's own clicks as the logging ranker's."""
+    estimate as the model's expected clicks (none for a band over lambda: the source names
+    the band), the log's own clicks as the logging ranker's."""
     found = evaluation.get("offpolicy")
     if not isinstance(found, dict):
         return {}
@@ -131,12 +132,16 @@ def _offpolicy_online(evaluation: dict) -> dict[str, float | None]:
 
 
 def _offpolicy_source(evaluation: dict) -> str:
-    """Where a plain log's online proxy comes from, with the click model it assumed."""
+    """Where a plain log's online proxy comes from, with the click model it assumed; for a
+    band over lambda (no single estimate), the doubly robust band."""
     found = evaluation.get("offpolicy")
     model = found.get("model") if isinstance(found, dict) else None
     if not model:
         return "off-policy (doubly robust)"
-    return f"off-policy (doubly robust; {str(model).split(':')[0]})"
+    band = (found.get("band") or {}).get("dr") or {}
+    lo, hi = _number(band.get("lo")), _number(band.get("hi"))
+    within = f": [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else ""
+    return f"off-policy (doubly robust; {str(model).split(':')[0]}{within})"
 
 
 def load_run(path: str | Path) -> RunResult:

@@ -48,3 +48,22 @@ def test_a_dcm_world_is_also_estimated_under_its_own_click_model(tmp_path):
     models = offpolicy.assumed_models(World(tmp_path / "world"))
     assert models["position-based"] == (1.0, 1.0)
     assert models["dcm"] == (config.dcm_lambda, pytest.approx(0.68))
+
+
+def test_band_entry_on_tiny(tiny_world):
+    bands = {"0.6:1": (0.6, 0.8, 1.0), "1:1": (1.0,)}
+    entry = offpolicy.band_entry(World(tiny_world), bands, resamples=50, refits=5)
+    assert entry["after_click"] == 1.0  # a pbm world: the band's known lambda is 1
+    assert set(entry["bands"]) == set(bands)
+    for band_name, found in entry["bands"].items():
+        assert set(found) == {f"top10:{name}" for name in offpolicy.PRIMARIES}
+        for r in found.values():
+            assert r["true_in_range"]
+            assert r["covers"] == (r["ips"]["lo"] <= r["replay"] <= r["ips"]["hi"])
+            assert [p["after_click"] for p in r["grid"]] == list(bands[band_name])
+            assert r["width"] >= r["known_width"] - 1e-12
+            if band_name == "1:1":  # one point, the world's own lambda: the known CI
+                assert (r["ips"]["lo"], r["ips"]["hi"]) == (r["known"]["lo"], r["known"]["hi"])
+    table = offpolicy.band_summary([entry])
+    assert table["pbm"]["0.6:1"]["all"]["cases"] == len(offpolicy.PRIMARIES)
+    assert table["pbm"]["1:1"]["all"]["width_ratio"] == pytest.approx(1.0)
