@@ -54,7 +54,9 @@ regularisation keeping the RSL faithful (:mod:`prectr.losses.consistency`: ``ce`
 pairs, the default, or ``kl`` to the stage-1 RSL). The loss is
 click BCE + ``consistency_weight`` * consistency + ``debias_weight`` * (pairwise + reconstruction),
 each part logged. Every component switches off from the config: ``incentive``, ``cross_user``,
-``debias``, ``consistency: none``, ``relevance_epochs: 0``.
+``debias``, ``consistency: none``, ``relevance_epochs: 0``. A training step scores only the
+rows its loss reads (:meth:`PRECTR.scored_rows`): the RSL module reads every row of the batch,
+the click path only the exposed ones unless unexposed candidates are negatives.
 """
 
 from __future__ import annotations
