@@ -46,6 +46,16 @@ class Batch:
             self.item.to(device), self.position.to(device), self.step_rows,
         )  # fmt: skip
 
+    def take(self, rows: torch.Tensor) -> Batch:
+        """The batch's rows ``rows`` (indices, in that order) of a batch whose sequences have a
+        row per candidate (not a served one); ``step_rows`` is kept, so a loss over the result
+        still divides by the step's counts."""
+        fields = (self.categorical, self.numeric, self.click, self.exposed, self.relevance,
+                  self.request, self.item, self.position)  # fmt: skip
+        categorical, numeric, *labels = (t.index_select(0, rows) for t in fields)
+        sequences = {k: v.index_select(0, rows) for k, v in self.sequences.items()}
+        return Batch(categorical, numeric, sequences, *labels, self.step_rows)
+
     def local_rows(self) -> dict[str, float]:
         """This batch's rows of each kind a loss averages over (see ``LOSS_ROWS``); ``paired``:
         the clicks whose request has an unexposed candidate in the batch (PRECTR-V2 pairs each

@@ -54,7 +54,9 @@ regularisation keeping the RSL faithful (:mod:`prectr.losses.consistency`: ``ce`
 pairs, the default, or ``kl`` to the stage-1 RSL). The loss is
 click BCE + ``consistency_weight`` * consistency + ``debias_weight`` * (pairwise + reconstruction),
 each part logged. Every component switches off from the config: ``incentive``, ``cross_user``,
-``debias``, ``consistency: none``, ``relevance_epochs: 0``.
+``debias``, ``consistency: none``, ``relevance_epochs: 0``. A training step scores only the
+rows its loss reads (:meth:`PRECTR.scored_rows`): the RSL module reads every row of the batch,
+the click path only the exposed ones unless unexposed candidates are negatives.
 """
 
 from __future__ import annotations
@@ -182,27 +184,50 @@ class PRECTR(RankingModel):
 
     # -- scoring: fusion and incentive ---------------------------------------------------------
     def rank(
-        self, context: torch.Tensor, relevance: torch.Tensor, tau: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        """Ranking logit, grade logits and incentive of candidates given their context
-        (everything but relevance), relevance embedding and relevance preference."""
-        grade_logits = self.rsl.classify(relevance)
+        self, context: torch.Tensor, relevance: torch.Tensor, tau: torch.Tensor | None,
+        grade_logits: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Ranking logit and incentive of candidates given their context (everything but
+        relevance), relevance embedding, its grade logits and the relevance preference."""
         logit = fuse(self.base_ctr.click_logits(context, relevance), grade_logits)
-        out = {"grade_logits": grade_logits, "fused_logit": logit}
+        out = {"fused_logit": logit}
         if self.incentive is not None:
             out["incentive"] = self.incentive(tau, torch.softmax(grade_logits, -1))
             logit = logit + out["incentive"]
         return {**out, "logit": logit}
 
+    def scored_rows(self, batch: Batch) -> torch.Tensor | None:
+        """The rows whose click score the loss reads, when not every row: in training with
+        synthetic negatives (or none), the exposed rows. The other rows a training batch holds
+        (graded but not shown) feed only the RSL module (consistency, the synthetic negatives'
+        low-grade pool), so their context, preference and click heads are not computed."""
+        if not self.training or (self.debias and self.negatives != "synthetic"):
+            return None
+        rows = torch.nonzero(batch.exposed).squeeze(1)
+        return None if rows.numel() == len(batch) else rows
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        pre = self.rsl.pre_activation(batch)
+        relevance = self.rsl.activate(pre)
+        grade_logits = self.rsl.classify(relevance)
+        out = {"grade_logits": grade_logits, "relevance": relevance, "relevance_pre": pre}
+        rows = self.scored_rows(batch)
+        if rows is not None:  # the click path's outputs hold these rows only
+            out["scored"] = rows
+            batch = batch.take(rows)
+            relevance, grade_logits = (t.index_select(0, rows) for t in (relevance, grade_logits))
         # a training batch holds whole requests: their histories are read once per request
         requests = batch.requests() if self.training else None
-        context = self.base_ctr.context(batch, requests)
-        pre = self.rsl.pre_activation(batch)
-        extra = {"context": context, "relevance": self.rsl.activate(pre), "relevance_pre": pre}
+        out["context"] = self.base_ctr.context(batch, requests)
         if self.preference is not None:
-            extra["tau"] = self.preference(batch, self.base_ctr.embedding, requests)
-        return {**self.rank(context, extra["relevance"], extra.get("tau")), **extra}
+            out["tau"] = self.preference(batch, self.base_ctr.embedding, requests)
+        return {**out, **self.rank(out["context"], relevance, out.get("tau"), grade_logits)}
+
+    @staticmethod
+    def at_scored(out: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        """Where the batch's ``rows`` (among the scored ones) sit in the click path's outputs
+        (``logit``, ``context``, ``tau``: every row, or ``out["scored"]``'s)."""
+        return rows if "scored" not in out else torch.searchsorted(out["scored"], rows)
 
     # -- training ------------------------------------------------------------------------------
     def relevance_loss(self, batch: Batch) -> torch.Tensor:
@@ -214,7 +239,7 @@ class PRECTR(RankingModel):
             self.reference.load_state_dict(self.rsl.state_dict())
 
     def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        parts = {"loss_click": self.click_loss(batch, out["logit"])}
+        parts = {"loss_click": self.click_loss(batch, out["logit"], out.get("scored"))}
         total = parts["loss_click"]
         if self.consistency == "ce":
             parts["loss_consistency"] = grade_cross_entropy(
@@ -241,7 +266,7 @@ class PRECTR(RankingModel):
         """Pairwise loss of each click against its hard negatives (real pairs only), and the
         reconstruction of the synthetic negatives' relevance labels."""
         clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
-        k = self.hard_negatives
+        k, at = self.hard_negatives, self.at_scored(out, clicked)
         weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
         negatives, valid, pairs = [], [], 0.0
         reconstruct = out["logit"].sum() * 0.0
@@ -257,7 +282,7 @@ class PRECTR(RankingModel):
             valid.append(has_partner)  # a click whose request has none makes no pair
             pairs += batch.rows_of("paired") * k
         truncate = truncation(int(self.step), *self.schedule)
-        pairwise = pairwise_debias(out["logit"][clicked], torch.cat(negatives, 1), weight,
+        pairwise = pairwise_debias(out["logit"][at], torch.cat(negatives, 1), weight,
                                    self.margin, self.clip, truncate, torch.cat(valid, 1),
                                    pairs)  # fmt: skip
         return {"loss_pairwise": pairwise, "loss_reconstruct": reconstruct}
@@ -288,11 +313,13 @@ class PRECTR(RankingModel):
     def _synthetic_negatives(
         self, batch: Batch, out: dict[str, torch.Tensor], clicked: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        k = self.hard_negatives
+        k, at = self.hard_negatives, self.at_scored(out, clicked)
         relevance = self.synthetic_relevance(batch, out, clicked)
-        tau = out["tau"][clicked].repeat_interleave(k, 0) if "tau" in out else None
-        return {**self.rank(out["context"][clicked].repeat_interleave(k, 0), relevance, tau),
-                "relevance": relevance}  # fmt: skip
+        grade_logits = self.rsl.classify(relevance)
+        tau = out["tau"][at].repeat_interleave(k, 0) if "tau" in out else None
+        context = out["context"][at].repeat_interleave(k, 0)
+        return {**self.rank(context, relevance, tau, grade_logits), "relevance": relevance,
+                "grade_logits": grade_logits}  # fmt: skip
 
     def _reconstruction(self, synthetic: dict, rows: float) -> torch.Tensor:
         """Cross-entropy of the synthetic negatives' grade logits to their reconstructed

@@ -76,13 +76,17 @@ class RankingModel(nn.Module):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def click_loss(self, batch: Batch, logit: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of clicks on the exposed rows, the position bias added to ``logit``."""
-        exposed = batch.exposed
-        shown = logit + self.bias(batch.position)
-        total = F.binary_cross_entropy_with_logits(
-            shown[exposed], batch.click[exposed], reduction="sum"
-        )
+    def click_loss(
+        self, batch: Batch, logit: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy of clicks on the exposed rows, the position bias added to ``logit``:
+        the logits of every row, or of the batch's ``rows`` alone (they must hold every exposed
+        row)."""
+        exposed, position, click = batch.exposed, batch.position, batch.click
+        if rows is not None:
+            exposed, position, click = exposed[rows], position[rows], click[rows]
+        shown = logit + self.bias(position)
+        total = F.binary_cross_entropy_with_logits(shown[exposed], click[exposed], reduction="sum")
         return per_row(total, batch.rows_of("exposed"))
 
     def loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

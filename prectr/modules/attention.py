@@ -34,27 +34,30 @@ class TargetAttention(nn.Module):
 
         The first layer over ``[q, k, q - k, q * k]`` is computed as its four blocks,
         ``(W_q + W_d) q + (W_k - W_d) k + W_p (q * k)``: the same function, but the query term
-        is computed once per candidate and the key term once per history, leaving only the
-        product term per (candidate, entry) pair. One history shared by the batch (one request's
-        candidates, as served) goes further: :meth:`_shared_first_layer`.
+        is computed once per candidate and the key term once per history entry, leaving only the
+        product term per (candidate, entry) pair; and only the valid pairs are scored and summed
+        (a padded entry's weight is 0), gathered into one ``(P, H)`` batch, ``P`` the valid
+        pairs. One history shared by the batch (one request's candidates, as served) goes
+        further: :meth:`_shared_first_layer`.
         """
-        if owner is not None:  # index_select: its backward sums repeated rows in a fixed order
-            keys, mask = keys.index_select(0, owner), mask.index_select(0, owner)
         first = self.score[0]
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[1], dim=1)
-        if keys.shape[0] == 1:
+        if owner is None and keys.shape[0] == 1:
             hidden = self._shared_first_layer(query, keys[0], w_q + w_d, w_k - w_d, w_p)
-        else:
-            per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
-            per_key = keys @ (w_k - w_d).T  # (B, L, H)
-            hidden = per_query.unsqueeze(1) + per_key + (query.unsqueeze(1) * keys) @ w_p.T
-        weight = self.score[1:](hidden).squeeze(-1)  # (B, L)
-        weight = weight * mask.to(weight.dtype)
-        if keys.shape[0] == 1:
+            weight = self.score[1:](hidden).squeeze(-1) * mask.to(hidden.dtype)  # (B, L)
             return weight @ keys[0]
-        # a product and a sum, not a batched matrix product: B products of (1, L) by (L, D)
-        # run as B small GEMMs, forwards and backwards, several times slower on a CPU
-        return (weight.unsqueeze(-1) * keys).sum(1)
+        if owner is None:
+            owner = torch.arange(query.shape[0], device=query.device)
+        # index_select, never indexing: their backward sums repeated rows in a fixed order
+        row, entry = torch.nonzero(mask.index_select(0, owner), as_tuple=True)  # valid pairs
+        flat = owner.index_select(0, row) * keys.shape[1] + entry  # the pair's entry in keys
+        key = keys.flatten(0, 1).index_select(0, flat)  # (P, D)
+        per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
+        per_key = (keys @ (w_k - w_d).T).flatten(0, 1)  # (R * L, H)
+        hidden = (per_query.index_select(0, row) + per_key.index_select(0, flat)
+                  + (query.index_select(0, row) * key) @ w_p.T)  # fmt: skip
+        weight = self.score[1:](hidden)  # (P, 1)
+        return query.new_zeros(query.shape[0], keys.shape[2]).index_add(0, row, weight * key)
 
     def _shared_first_layer(
         self, query: torch.Tensor, keys: torch.Tensor, w_query: torch.Tensor,

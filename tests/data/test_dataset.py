@@ -309,3 +309,18 @@ def test_one_request_batch_holds_what_the_collator_gathers(tiny_world):
                 expected = expected[:1]
             assert torch.equal(got.sequences[spec.name], expected)
     assert not got.exposed.any() and (got.relevance == -1).all() and len(got) == one.size
+
+
+def test_a_batch_takes_rows_of_every_field_and_keeps_the_step_counts(encoded_train):
+    batch = next(iter(_stream(encoded_train, rows="all").epoch(0)))
+    batch = dataclasses.replace(batch, step_rows={"exposed": 7.0})
+    rows = torch.tensor([0, 3, 4, 10])
+    taken = batch.take(rows)
+    for field in dataclasses.fields(batch):
+        value, got = getattr(batch, field.name), getattr(taken, field.name)
+        if field.name == "sequences":
+            assert got.keys() == value.keys()
+            assert all(torch.equal(got[k], v[rows]) for k, v in value.items())
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(got, value[rows]), field.name
+    assert taken.step_rows == {"exposed": 7.0} and len(taken) == 4

@@ -71,29 +71,61 @@ def test_the_ranking_logit_is_the_fused_click_probability_plus_the_incentive(wor
 
 
 def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
-    world, batch
+    world,
 ) -> None:
     """In training, request-level histories are embedded, pooled and attended over once per
-    request (:meth:`Batch.requests`); every output and every gradient equals scoring's, which
-    reads them row by row."""
+    request (:meth:`Batch.requests`), and the click path (context, preference, click heads,
+    incentive) runs on the exposed rows alone (``scored``); every output and every gradient
+    equals scoring's, which reads every row's histories row by row."""
     model = build(world, "prectr_v2")
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))  # every history term matters
+    batch = world.pool  # graded unexposed rows too, as V2's training batches hold
     results = []
     for training in (True, False):
         model.train(training)
         out = model(batch)
+        if training:
+            scored = out.pop("scored")
+            assert torch.equal(scored, torch.nonzero(batch.exposed).squeeze(1))
+        else:  # the reference: every row scored, the click path's outputs at the exposed rows
+            out = {k: v if k.startswith(("grade", "relevance")) else v[scored]
+                   for k, v in out.items()}  # fmt: skip
         model.zero_grad()
         sum(v.square().sum() for k, v in out.items()).backward()
         results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()
                               if p.grad is not None}))  # fmt: skip
     (once, grad_once), (per_row, grad_per_row) = results
     assert once.keys() == per_row.keys() and grad_once.keys() == grad_per_row.keys()
+    assert scored.numel() < len(batch)
     for name in once:
         torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
     for name in grad_once:
         torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("params", [{}, {"consistency": "kl"}, {"debias": False}])
+def test_the_training_loss_is_the_loss_of_every_row_scored(world, params) -> None:
+    """Training scores only the rows its loss reads; the loss and every gradient equal those
+    of the same loss over scores of every row (the model as it evaluates)."""
+    model = build(world, "prectr_v2", **params)
+    batch = world.pool
+    results = []
+    for training in (False, True):  # training last: it advances the truncation schedule
+        model.train(training)
+        model.zero_grad()
+        torch.manual_seed(1)  # the same synthetic negatives
+        losses = model.loss(batch, model(batch))
+        losses["loss"].backward()
+        results.append((losses, {n: p.grad.clone() for n, p in model.named_parameters()
+                                 if p.grad is not None}))  # fmt: skip
+    (every, grad_every), (scored, grad_scored) = results
+    assert every.keys() == scored.keys() and grad_every.keys() == grad_scored.keys()
+    for name in every:
+        torch.testing.assert_close(scored[name], every[name], atol=1e-6, rtol=1e-6)
+    for name in grad_every:
+        torch.testing.assert_close(grad_scored[name], grad_every[name], atol=1e-7, rtol=1e-5)
 
 
 def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
@@ -194,8 +226,9 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
         valid.append(has_partner)
     valid = torch.cat(valid, 1)
     weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
-    expected = pairwise_debias(out["logit"][clicked], torch.cat(scores, 1), weight, model.margin,
-                               model.clip, truncation(0, *model.schedule), valid,
+    positives = out["logit"][model.at_scored(out, clicked)]  # synthetic: exposed rows scored
+    expected = pairwise_debias(positives, torch.cat(scores, 1), weight, model.margin, model.clip,
+                               truncation(0, *model.schedule), valid,
                                float(valid.sum()))  # fmt: skip
     torch.testing.assert_close(losses["loss_pairwise"], expected)
     losses = model.loss(pool, out)

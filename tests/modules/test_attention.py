@@ -66,3 +66,37 @@ def test_histories_read_once_per_request_attend_like_one_per_row() -> None:
         torch.testing.assert_close(once, per_row, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(grad_once, grad_per_row, atol=1e-6, rtol=1e-5)
         assert torch.equal(once[3], torch.zeros_like(once[3]))  # its request's history is empty
+
+
+def test_target_attention_is_dins_activation_unit_summed_over_valid_entries() -> None:
+    """Against DIN's definition, entry by entry: weight ``MLP([q, k, q - k, q * k])``, output
+    the sum of weight * k over the valid entries. Histories given per row and per request
+    (padding inside, a request with none valid); outputs and every gradient agree."""
+    torch.manual_seed(0)
+    attention = TargetAttention(4, (6, 3))
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.normal_(0, 0.5)  # non-zero biases too
+    owner = torch.tensor([0, 0, 1, 2, 2, 2])
+    query = torch.randn(6, 4, requires_grad=True)
+    keys = torch.randn(3, 5, 4, requires_grad=True)
+    mask = torch.tensor([[True, False, True, True, False], [False] * 5, [True] * 5])
+
+    def reference() -> torch.Tensor:
+        rows = []
+        for b, r in enumerate(owner.tolist()):
+            q, k = query[b].expand(5, -1), keys[r]
+            weight = attention.score(torch.cat([q, k, q - k, q * k], 1)).squeeze(1)
+            rows.append((weight * mask[r]) @ k)
+        return torch.stack(rows)
+
+    inputs = [query, keys, *attention.parameters()]
+    expected = reference()
+    expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
+    for out in (attention(query, keys, mask, owner),
+                attention(query, keys[owner], mask[owner])):  # fmt: skip
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+        for grad, want in zip(torch.autograd.grad(out.square().sum(), inputs), expected_grads,
+                              strict=True):  # fmt: skip
+            torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5)
+    assert torch.equal(out[2], torch.zeros(4))  # no valid entry: zero
