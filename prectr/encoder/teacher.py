@@ -123,8 +123,10 @@ def adapt(
     try:
         adapted = adapt_teacher(base, spec, hidden, pairs["relevance"].to_numpy(), queries,
                                 config or HeadConfig(), run_dir, resume, overwrite)  # fmt: skip
-    finally:
-        processes.leave()
+    except BaseException:
+        processes.leave(clean=False)
+        raise
+    processes.leave()
     adapted.info.update({"log": str(Path(log).resolve()), "features": str(features.resolve())})
     if processes.main:
         adapted.save(out, overwrite=overwrite)

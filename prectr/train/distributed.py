@@ -75,19 +75,24 @@ class Processes:
         if message is not None:
             raise RuntimeError(f"the main process (rank 0) failed: {message}")
 
-    def leave(self) -> None:
+    def leave(self, clean: bool = True) -> None:
         """Destroy the process group :func:`join` set up (one a launcher set up is the
-        launcher's to destroy). A group left for the interpreter's exit to tear down can abort
-        the process while the backend's threads still hold tensors."""
+        launcher's to destroy), as :func:`end_group` does. A group left for the interpreter's
+        exit to tear down can abort the process while the backend's threads still hold
+        tensors."""
         if self.owns_group and dist.is_initialized():
-            end_group()
+            end_group(clean)
 
 
-def end_group() -> None:
-    """Wait for every process of the group, then destroy it. A process that destroys its group
-    while another still exchanges with it can abort (SIGABRT at exit, seen with gloo in about
-    one two-process run in three), so none leaves before all have arrived."""
-    dist.barrier()
+def end_group(clean: bool = True) -> None:
+    """Destroy the process group; after a clean run, once every process has arrived. A process
+    that destroys its group while another still exchanges with it can abort (SIGABRT at exit,
+    seen with gloo in about one two-process run in three), so none leaves before all have
+    arrived. A process that failed (``clean=False``) leaves at once: waiting for the others
+    would hold them all until the group's timeout, and its leaving is what stops the others'
+    collectives with an error."""
+    if clean:
+        dist.barrier()
     dist.destroy_process_group()
 
 

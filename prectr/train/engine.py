@@ -189,14 +189,17 @@ class Engine:
     def fit(self, stage: Stage, resume: bool = False) -> None:
         """A loop of one stage, whole: resume from ``last`` when asked, run ``stage`` (as a
         context manager), then leave the process group if it was joined for this run
-        (:meth:`Processes.leave`), whatever happened."""
+        (:meth:`Processes.leave`), whatever happened: after a failure at once, without waiting
+        for the other processes."""
         if resume:
             self.resume()
         try:
             with self:
                 self.run(stage)
-        finally:
-            self.processes.leave()
+        except BaseException:
+            self.processes.leave(clean=False)
+            raise
+        self.processes.leave()
 
     def run(self, stage: Stage) -> None:
         """Run ``stage``'s remaining epochs, or until early stopping or ``max_steps``."""

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.compute as pc
@@ -33,8 +34,10 @@ def _in_group(rank: int, world: int, init: str, work, *args) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         work(*args)
-    finally:
-        end_group()
+    except BaseException:
+        end_group(clean=False)
+        raise
+    end_group()
 
 
 def in_processes(tmp_path, name: str, work, *args, processes: int = 2) -> None:
@@ -58,6 +61,31 @@ def _joined_and_left(rank: int, port: int, joined) -> None:
     owned = processes.owns_group and dist.is_initialized()
     processes.leave()
     joined[rank] = owned and not dist.is_initialized()
+
+
+def _failed_while_the_other_exchanges(rank: int, port: int, seconds) -> None:
+    """Process 0 fails before the step's collective that process 1 already waits in; each
+    leaves as a failed run does. How long each took to leave goes to ``seconds``."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    processes = join("gloo", timeout_minutes=0.5)
+    start = time.perf_counter()
+    try:
+        if rank == 0:
+            raise RuntimeError("a step failed in process 0")
+        processes.sum(1.0)  # never answered: process 0 has failed
+    except Exception:  # the failure under test, in either process
+        processes.leave(clean=False)
+    seconds[rank] = time.perf_counter() - start
+
+
+def test_a_process_that_fails_does_not_hold_the_others_until_the_timeout():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seconds = mp.Manager().dict()
+    mp.spawn(_failed_while_the_other_exchanges, args=(port, seconds), nprocs=2, join=True)
+    assert max(seconds.values()) < 10, dict(seconds)  # the group's timeout is 30 s
 
 
 def test_a_group_joined_from_torchruns_environment_is_left_by_the_run(tmp_path):
