@@ -32,10 +32,11 @@ and relevance-label reconstruction, and ranks each click above them with a pairw
 for every click, ``hard_negatives`` synthetic negatives keep the click's context and preference
 and take the relevance embedding ``ReLU(lam * a + (1 - lam) * b)``: ``a`` the click's embedding
 before its ReLU, ``b`` that of a low-grade candidate of the batch (graded 0/1 by a human, else
-rated so by the RSL), ``lam ~ U(0, mix_max)`` (MoCHi, Kalantidis et al. 2020: the negative keeps
-the larger share). The "noise" is thus a step towards a real low-relevance item, taken before
-the ReLU; since the layer is linear, the result is the relevance embedding of an interpolated
-text representation, non-negative and sparse like every real one. (Gaussian noise after the
+rated so by the RSL), ``lam ~ U(0, mix_max)`` (MoCHi, Kalantidis et al. 2020; at the default
+``mix_max`` 0.1, chosen on the validation day, the low-grade candidate's share is at least
+90%). The "noise" is thus a step towards a real low-relevance item, taken before the ReLU;
+since the layer is linear, the result is the relevance embedding of an interpolated text
+representation, non-negative and sparse like every real one. (Gaussian noise after the
 ReLU, the first version, gave coordinates of either sign that no real item has, which the
 nonlinear head learns to spot.) Their relevance label is reconstructed from their own grade
 distribution: the likelier of grades 0 and 1. The reconstruction loss trains the RSL head only

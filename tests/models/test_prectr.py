@@ -111,21 +111,32 @@ def test_the_training_loss_is_the_loss_of_every_row_scored(world, params) -> Non
     of the same loss over scores of every row (the model as it evaluates)."""
     model = build(world, "prectr_v2", **params)
     batch = world.pool
-    results = []
+    results, outputs = [], []
     for training in (False, True):  # training last: it advances the truncation schedule
         model.train(training)
         model.zero_grad()
         torch.manual_seed(1)  # the same synthetic negatives
-        losses = model.loss(batch, model(batch))
+        outputs.append(model(batch))
+        losses = model.loss(batch, outputs[-1])
         losses["loss"].backward()
         results.append((losses, {n: p.grad.clone() for n, p in model.named_parameters()
                                  if p.grad is not None}))  # fmt: skip
+    assert "scored" not in outputs[0] and outputs[1]["scored"].numel() < len(batch)
+    assert len(outputs[1]["logit"]) == outputs[1]["scored"].numel()
     (every, grad_every), (scored, grad_scored) = results
     assert every.keys() == scored.keys() and grad_every.keys() == grad_scored.keys()
     for name in every:
         torch.testing.assert_close(scored[name], every[name], atol=1e-6, rtol=1e-6)
     for name in grad_every:
         torch.testing.assert_close(grad_scored[name], grad_every[name], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("negatives", ["unexposed", "both"])
+def test_training_with_unexposed_negatives_scores_every_row(world, negatives) -> None:
+    """Unexposed negatives are scored by the click path, so training scores every row."""
+    model = build(world, "prectr_v2", debias_negatives=negatives).train()
+    out = model(world.pool)
+    assert "scored" not in out and len(out["logit"]) == len(world.pool)
 
 
 def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
