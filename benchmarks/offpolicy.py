@@ -17,9 +17,11 @@ showed in that request (unsupported: IPS counts nothing for them, DR's direct me
 
 With ``--band LO:HI[:N]`` (repeatable) it estimates instead the band over lambda
 (:mod:`prectr.evaluation.band`) of the ``top10:*`` reorderings at every point of the ranges'
-grids and at the world's own lambda (1 under pbm), one harvest per lambda, and counts the
-(world, ranking) cases whose band covers the replay, with the band's width against the width of
-the CI at the world's lambda. Writes results/offpolicy_band.json.
+grids and at the world's own lambda (1 under pbm), one harvest per lambda, and counts, among
+the (world, ranking) cases whose range holds the world's lambda, those whose band covers the
+replay, with the band's width against the width of the CI at the world's lambda (cases outside
+the range: ``left_out``). One ``--band`` per range. Writes results/offpolicy_band.json (or
+``--out``).
 """
 
 from __future__ import annotations
@@ -213,25 +215,32 @@ def band_entry(
 
 def band_summary(worlds: list[dict]) -> dict:
     """Per click model and band: per ranking and over the supported rankings, how many (world,
-    ranking) cases the band and the CI at the world's lambda cover, and their mean widths."""
+    ranking) cases whose range holds the world's lambda the band and the CI at that lambda
+    cover, and their mean widths; ``left_out``: the cases whose range does not hold it (or
+    whose lambda the estimate cannot take), which the band does not claim to cover."""
     out: dict = {}
     for w in worlds:
         for band_name, found in w["bands"].items():
             cells = out.setdefault(w["click_model"], {}).setdefault(band_name, {})
             for name, r in [*found.items(), *(("all", r) for r in found.values())]:
-                cell = cells.setdefault(name, {"cases": 0, "covers": 0, "known_covers": 0,
-                                               "width": [], "known_width": []})  # fmt: skip
+                cell = cells.setdefault(name, {"cases": 0, "left_out": 0, "covers": 0,
+                                               "known_covers": 0, "width": [],
+                                               "known_width": []})  # fmt: skip
+                if not r["true_in_range"]:
+                    cell["left_out"] += 1
+                    continue
                 cell["cases"] += 1
                 cell["covers"] += int(r["covers"])
-                cell["known_covers"] += int(bool(r["known_covers"]))
+                cell["known_covers"] += int(r["known_covers"])
                 cell["width"].append(r["width"])
-                cell["known_width"].append(r["known_width"] or np.nan)
+                cell["known_width"].append(r["known_width"])
     for by_band in out.values():
         for cells in by_band.values():
-            for cell in cells.values():
-                cell["width"] = float(np.mean(cell["width"]))
-                cell["known_width"] = float(np.mean(cell["known_width"]))
-                cell["width_ratio"] = cell["width"] / cell["known_width"]
+            for cell in cells.values():  # widths None where every case is left out
+                width, known = (float(np.mean(cell[k])) if cell["cases"] else None
+                                for k in ("width", "known_width"))  # fmt: skip
+                cell |= {"width": width, "known_width": known,
+                         "width_ratio": None if width is None else width / known}  # fmt: skip
     return out
 
 
@@ -259,18 +268,24 @@ def run_bands(args: argparse.Namespace) -> None:
         grid = parse_after_click(text)
         if isinstance(grid, float):
             raise SystemExit(f"--band {text}: expected a range LO:HI or LO:HI:N")
-        bands[f"{grid[0]:g}:{grid[-1]:g}"] = grid
+        name = f"{grid[0]:g}:{grid[-1]:g}"
+        if name in bands:
+            raise SystemExit(f"--band {text}: a second grid over the range {name} (one --band "
+                             "per range)")  # fmt: skip
+        bands[name] = grid
     worlds = []
     for world in each_world(args):
         worlds.append(band_entry(world, bands, args.resamples, args.refits))
         write_band_record(args, bands, worlds)  # each world as it is done
     table = band_summary(worlds)
     print(f"\n{'click model':12} {'band':10} {'ranking':16} {'covers':>8} {'known':>8} "
-          f"{'width':>7} {'known':>7} {'ratio':>6}")  # fmt: skip
+          f"{'width':>7} {'known':>7} {'ratio':>6} {'left out':>8}")  # fmt: skip
     for click_model, band_name, name, c in table_cells(table):
+        widths = ("-" if x is None else f"{x:.3f}"
+                  for x in (c["width"], c["known_width"], c["width_ratio"]))  # fmt: skip
         print(f"{click_model:12} {band_name:10} {name:16} {c['covers']:>4}/{c['cases']:<3} "
-              f"{c['known_covers']:>4}/{c['cases']:<3} {c['width']:>7.3f} "
-              f"{c['known_width']:>7.3f} {c['width_ratio']:>6.2f}")  # fmt: skip
+              f"{c['known_covers']:>4}/{c['cases']:<3} {' '.join(f'{w:>7}' for w in widths)} "
+              f"{c['left_out']:>8}")  # fmt: skip
 
 
 def write_band_record(
@@ -282,7 +297,8 @@ def write_band_record(
             "command": f".venv/bin/python benchmarks/offpolicy.py --preset {args.preset} --seeds "
             f"{' '.join(map(str, args.seeds))} --click-models {' '.join(args.click_models)} "
             f"--resamples {args.resamples} --refits {args.refits} --band "
-            + " --band ".join(args.band),
+            + " --band ".join(args.band)
+            + ("" if args.out is None else f" --out {args.out}"),
             "machine": machine(resamples=args.resamples, refits=args.refits),
             "preset": args.preset,
             "bands": {name: list(grid) for name, grid in bands.items()},

@@ -144,7 +144,7 @@ def _print_band(o: dict) -> None:
     console.print(
         f"band over lambda in [{grid[0]:g}, {grid[-1]:g}]: IPS {band('ips')}, doubly robust "
         f"{band('dr')}, DR - logged {band('dr_lift')}; logged {_est(o['logged'])} (it covers "
-        "the clicks wherever the true lambda is in the range and the estimate at it covers; "
+        "the clicks wherever the true lambda is a grid point and the estimate there covers; "
         "docs/offpolicy.md)"
     )
 

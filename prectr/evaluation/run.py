@@ -68,8 +68,8 @@ def offpolicy_model(after_click: float | Sequence[float], top_examination: float
             f"({len(grid)} points): at each, after a click the user goes on lambda times as "
             f"often (1: position-based), position 1 is examined with probability "
             f"{top_examination:g}; the band runs from the lowest 95% CI lower end to the highest "
-            "upper end, and covers the clicks wherever the true lambda is in the range and the "
-            "estimate at it covers (docs/offpolicy.md)"
+            "upper end, and covers the clicks wherever the true lambda is a grid point and the "
+            "estimate there covers (docs/offpolicy.md)"
         )
     if after_click == 1.0:
         return (

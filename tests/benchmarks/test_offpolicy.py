@@ -1,5 +1,8 @@
 """benchmarks/offpolicy.py: distinct scores in the intended order, and one world's entry."""
 
+import argparse
+import copy
+import json
 import sys
 from pathlib import Path
 
@@ -50,7 +53,7 @@ def test_a_dcm_world_is_also_estimated_under_its_own_click_model(tmp_path):
     assert models["dcm"] == (config.dcm_lambda, pytest.approx(0.68))
 
 
-def test_band_entry_on_tiny(tiny_world):
+def test_band_entry_on_tiny(tiny_world, tmp_path):
     bands = {"0.6:1": (0.6, 0.8, 1.0), "1:1": (1.0,)}
     entry = offpolicy.band_entry(World(tiny_world), bands, resamples=50, refits=5)
     assert entry["after_click"] == 1.0  # a pbm world: the band's known lambda is 1
@@ -59,11 +62,49 @@ def test_band_entry_on_tiny(tiny_world):
         assert set(found) == {f"top10:{name}" for name in offpolicy.PRIMARIES}
         for r in found.values():
             assert r["true_in_range"]
-            assert r["covers"] == (r["ips"]["lo"] <= r["replay"] <= r["ips"]["hi"])
+            # the band is the grid's extremes; the true lambda (1) is a grid point, so the band
+            # covers the replay wherever the CI at it does
+            lowest, highest = min(p["lo"] for p in r["grid"]), max(p["hi"] for p in r["grid"])
+            assert r["covers"] == (lowest <= r["replay"] <= highest)
+            assert r["covers"] or not r["known_covers"]
             assert [p["after_click"] for p in r["grid"]] == list(bands[band_name])
             assert r["width"] >= r["known_width"] - 1e-12
             if band_name == "1:1":  # one point, the world's own lambda: the known CI
                 assert (r["ips"]["lo"], r["ips"]["hi"]) == (r["known"]["lo"], r["known"]["hi"])
     table = offpolicy.band_summary([entry])
     assert table["pbm"]["0.6:1"]["all"]["cases"] == len(offpolicy.PRIMARIES)
+    assert table["pbm"]["0.6:1"]["all"]["left_out"] == 0
     assert table["pbm"]["1:1"]["all"]["width_ratio"] == pytest.approx(1.0)
+
+    # a case whose range does not hold the world's lambda is left out of the counts
+    outside = copy.deepcopy(entry)
+    first = next(iter(outside["bands"]["0.6:1"].values()))
+    first |= {"true_in_range": False, "covers": False, "width": 1e9}
+    cells = offpolicy.band_summary([outside])["pbm"]["0.6:1"]
+    assert cells["all"]["cases"] == len(offpolicy.PRIMARIES) - 1
+    assert cells["all"]["left_out"] == 1
+    assert cells["all"]["covers"] == table["pbm"]["0.6:1"]["all"]["covers"] - int(
+        next(iter(entry["bands"]["0.6:1"].values()))["covers"]
+    )
+    assert cells["all"]["width"] < 1e9
+    alone = next(iter(outside["bands"]["0.6:1"]))
+    assert cells[alone] == {"cases": 0, "left_out": 1, "covers": 0,
+        "known_covers": 0, "width": None, "known_width": None, "width_ratio": None}  # fmt: skip
+
+    # the record names the command that wrote it, --out included
+    out = tmp_path / "band.json"
+    args = argparse.Namespace(preset="tiny", seeds=[0], click_models=["pbm"], resamples=50,
+                              refits=5, band=["0.6:1:3", "1:1"], out=out)  # fmt: skip
+    offpolicy.write_band_record(args, bands, [entry])
+    record = json.loads(out.read_text())
+    assert record["command"] == (
+        ".venv/bin/python benchmarks/offpolicy.py --preset tiny --seeds 0 --click-models pbm "
+        f"--resamples 50 --refits 5 --band 0.6:1:3 --band 1:1 --out {out}"
+    )
+    assert record["summary"] == table
+
+
+def test_a_range_given_twice_is_refused():
+    args = argparse.Namespace(band=["0.4:1:4", "0.6:1", "0.4:1"])
+    with pytest.raises(SystemExit, match=r"--band 0\.4:1: a second grid over the range 0\.4:1 "):
+        offpolicy.run_bands(args)

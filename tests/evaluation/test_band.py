@@ -2,6 +2,8 @@
 the point estimate, and on a small dcm world a range holding the world's lambda covers the
 replay of a reordering of the shown items."""
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,13 +12,14 @@ from prectr.data.simulate import World, load_config, simulate
 from prectr.evaluation.band import (
     BAND_POINTS,
     BANDED,
+    OffPolicyBand,
     after_click_grid,
     after_click_points,
     fit_grid,
     offpolicy_band,
     parse_after_click,
 )
-from prectr.evaluation.offpolicy import offpolicy_clicks
+from prectr.evaluation.offpolicy import Estimate, offpolicy_clicks
 from tests.evaluation.test_offpolicy import split_world
 
 
@@ -30,6 +33,8 @@ def test_grid_and_parsing():
     assert parse_after_click("0.6:0.6") == (0.6,)
     assert after_click_grid(0.6, 0.6, 5) == (0.6,)
     assert after_click_points(0.6) == (0.6,) and after_click_points([0.5, 1]) == (0.5, 1.0)
+    assert after_click_points(np.float32(0.5)) == (0.5,)  # a numpy number is one value
+    assert after_click_points(np.int64(1)) == (1.0,)
 
 
 @pytest.mark.parametrize(
@@ -91,8 +96,32 @@ def test_the_band_holds_every_grid_points_ci(tiny_band):
     assert found["band"]["ips"]["monotone"] == band.monotone("ips")
     sub = band.at([1.0, 0.6])
     assert sub.after_click == (0.6, 1.0) and sub.estimates[1] is band.estimates[2]
+    assert band.at([0.8, 0.8]).after_click == (0.8,)  # a point named twice is taken once
     with pytest.raises(ValueError, match=r"after_click \[0\.7\]: not in the grid"):
         band.at([0.7])
+
+
+def test_a_grid_holds_each_lambda_once(tiny_band):
+    pool, requests, scores, fits = tiny_band
+    with pytest.raises(ValueError, match=r"grid \[0\.6, 0\.6, 0\.8\]: not strictly ascending"):
+        offpolicy_band(pool, requests, scores, [fits[1], fits[1], fits[2]], n_resamples=100)
+
+
+def test_monotone_on_constructed_cis(tiny_band):
+    """Monotone: each CI end moves one way (the two ends may move opposite ways, a step may be
+    flat); an end that turns at an inner grid point is not."""
+    pool, requests, scores, fits = tiny_band
+    found = offpolicy_band(pool, requests, scores, fits, n_resamples=100)
+
+    def band_of(cis: list[tuple[float, float]]) -> OffPolicyBand:
+        estimates = tuple(replace(found.estimates[0], ips=Estimate((lo + hi) / 2, lo, hi))
+                          for lo, hi in cis)  # fmt: skip
+        return OffPolicyBand(found.after_click, estimates, found.propensities)
+
+    assert band_of([(0.5, 1.0), (0.6, 0.9), (0.7, 0.8)]).monotone("ips")  # ends opposite ways
+    assert band_of([(0.5, 0.9), (0.5, 0.9), (0.4, 1.0)]).monotone("ips")  # a flat step
+    assert not band_of([(0.5, 0.9), (0.4, 0.9), (0.6, 1.0)]).monotone("ips")  # lower end turns
+    assert not band_of([(0.5, 0.9), (0.6, 1.1), (0.7, 1.0)]).monotone("ips")  # upper end turns
 
 
 def test_a_band_of_one_point_is_the_point_estimate(tiny_band):
