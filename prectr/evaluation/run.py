@@ -19,6 +19,7 @@ a broad-set sample, ``RUN/broad_scores.parquet`` (request_id, item_id, score): t
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,7 +62,7 @@ TOP_K = 10  # the off-policy estimate's top k (at most the log's deepest shown p
 def offpolicy_model(after_click: float | Sequence[float], top_examination: float) -> str:
     """What the off-policy estimate assumes about clicks, in words: one ``after_click``, or a
     grid of them (a band)."""
-    if not isinstance(after_click, float | int):
+    if not isinstance(after_click, numbers.Real):
         grid = after_click_points(after_click)
         return (
             f"band over the dependent click model's lambda in [{grid[0]:g}, {grid[-1]:g}] "
@@ -180,7 +181,7 @@ def offpolicy(
     shown = pc.max(train["position"]).as_py()
     if not shown:
         return None, "the training days show no candidate (no position to harvest)"
-    single = isinstance(after_click, float | int)
+    single = isinstance(after_click, numbers.Real)
     try:
         # AllPairs refitted on resamples of the training requests (at most one per resample)
         refits = min(PROPENSITY_REFITS, n_resamples)
