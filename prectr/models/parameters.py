@@ -30,6 +30,9 @@ DESCRIPTIONS: dict[str, str] = {
     "same query (the crowd) besides the user's own history",
     "crowd_identity": "crowd entries carry the shown item and its category; false keeps only "
     "their match level and click",
+    "crowd_signal": "what the crowd's entries say: entries (each impression of the window) or "
+    "relative (per match level, its click rate minus the window's mean click rate; no base "
+    "rate, window length or crowd presence; needs crowd_identity false)",
     "preference_dim": "width of the relevance preference tau",
     "preference_heads": "attention heads of the preference mining over each history",
     "activity_gate": "weigh the user's and the crowd's preference by the user's activity "

@@ -24,7 +24,10 @@ gated sum is added to the fused logit. The ranking score is sigmoid(fused logit 
 The crowd reaches the model through this mining only: PRECTR, and V2 with ``cross_user:
 false``, never see it. ``crowd_identity: false`` keeps each crowd entry to its match level and
 click (no shown item, no category), so the crowd can carry only what it tolerated under the
-query, not an item's click rate (docs/fidelity.md, second design).
+query, not an item's click rate (docs/fidelity.md, second design). ``crowd_signal: relative``
+goes further: the crowd is each match level's click rate minus the window's mean click rate,
+so neither the query's base rate nor its number of impressions reaches the preference (third
+design).
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
 pool is not. The paper builds hard negatives by noise injection into the relevance embedding
@@ -102,6 +105,7 @@ class PRECTR(RankingModel):
         incentive: bool = True,
         cross_user: bool = False,
         crowd_identity: bool = True,
+        crowd_signal: str = "entries",
         preference_dim: int = 32,
         preference_heads: int = 1,
         activity_gate: bool = False,
@@ -149,7 +153,7 @@ class PRECTR(RankingModel):
         if incentive:
             self.preference = PreferenceMining(
                 embedding, preference_dim, preference_heads, cross_user, activity_gate,
-                crowd_identity,
+                crowd_identity, crowd_signal,
             )  # fmt: skip
             self.incentive = RelevanceIncentive(preference_dim)
         self.consistency, self.consistency_weight = consistency, consistency_weight

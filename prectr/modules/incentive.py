@@ -11,6 +11,16 @@ paper's figure sums them; with ``activity_gate`` instead a mix weighted by the u
 ``g * r_user + (1 - g) * r_cate`` with ``g = sigmoid(a * activity + b)`` learnt, so a frequent
 user's own history counts more.
 
+What the crowd's entries say is ``crowd_signal``'s choice. ``entries`` (the paper's): each
+exposed impression of the window (its item and category unless ``crowd_identity`` is false,
+its match level, its click), so the crowd also tells how often people click under the query,
+how many impressions it had and at which match levels. ``relative``: one entry per match level,
+the level's click rate in the window minus the window's mean click rate
+(:func:`relative_clicks`), so the crowd says only which match levels are clicked more or less
+than usual under the query; its base rate, the window's length and whether there is a crowd
+at all do not reach ``tau``, nor how often each level was shown but through the mean each rate
+is centred on (docs/fidelity.md, third design).
+
 :class:`RelevanceIncentive` turns ``tau`` and the item's grade distribution into the incentive:
 a positive expert ``softplus(f+(x))`` that can only raise the score, a negative expert
 ``-softplus(f-(x))`` that can only lower it, and a softmax gate between them.
@@ -25,6 +35,7 @@ from torch import nn
 from prectr.data import groups as g
 from prectr.data.dataset import Batch
 from prectr.data.groups import Role, find, require
+from prectr.data.vocabulary import OOV, PAD
 from prectr.modules.attention import MultiHeadTargetAttention
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 from prectr.modules.rsl import GRADES
@@ -34,12 +45,30 @@ CROWD_HISTORY = (g.CROWD_ITEMS, g.CROWD_CATEGORIES, g.CROWD_MATCH, g.CROWD_CLICK
 #: The crowd entries' fields without the shown item's identity: what was tolerated, not which.
 CROWD_TOLERANCE = (g.CROWD_MATCH, g.CROWD_CLICKS)
 TARGET = (g.QUERY, g.ITEM, g.ITEM_CATEGORY, g.MATCH_LEVEL)
+CROWD_SIGNALS = ("entries", "relative")
+FIRST_ID = OOV + 1  # a vocabulary's first value: match level 0, click 0 (no click)
+CLICKED_ID = FIRST_ID + 1  # the click vocabulary holds [0, 1]
 
 
 def crowd_fields(identity: bool = True) -> tuple[Role, ...]:
     """The crowd entries' fields cross-user mining attends over: all of them, or with
     ``identity`` false only the match level and the click (see :class:`PreferenceMining`)."""
     return CROWD_HISTORY if identity else CROWD_TOLERANCE
+
+
+def relative_clicks(match: torch.Tensor, clicks: torch.Tensor, levels: int) -> torch.Tensor:
+    """Crowds of match-level ids and click ids ``(N, L)`` (``PAD`` where a window is short) ->
+    ``(N, levels)``: each match level's click rate in the crowd minus the crowd's mean click
+    rate (the mean over the level's entries of each entry's click centred on the window's
+    mean), 0 for a level the crowd does not show and for every level of an empty crowd. Adding
+    a constant to every level's click rate, or repeating the window, changes nothing."""
+    valid = (clicks != PAD).to(torch.float32)
+    clicked = (clicks == CLICKED_ID).to(torch.float32)
+    level = F.one_hot((match.long() - FIRST_ID).clamp(min=0), levels) * valid.unsqueeze(-1)
+    shown = level.sum(1)  # (N, levels)
+    rate = (level * clicked.unsqueeze(-1)).sum(1) / shown.clamp(min=1)
+    mean = clicked.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
+    return torch.where(shown > 0, rate - mean, torch.zeros_like(rate))
 
 
 class PreferenceMining(nn.Module):
@@ -51,8 +80,14 @@ class PreferenceMining(nn.Module):
         cross_user: bool = True,
         activity_gate: bool = False,
         crowd_identity: bool = True,
+        crowd_signal: str = "entries",
     ):
         super().__init__()
+        if crowd_signal not in CROWD_SIGNALS:
+            raise ValueError(f"crowd_signal {crowd_signal!r}: expected one of {CROWD_SIGNALS}")
+        if crowd_signal == "relative" and crowd_identity:
+            raise ValueError("crowd_signal relative keeps no item identity: it needs "
+                             "crowd_identity: false")  # fmt: skip
         specs = embedding.categorical + embedding.sequence_specs + embedding.numeric_specs
         reader = PreferenceMining.__name__
         require(specs, self.roles(cross_user, activity_gate, crowd_identity), reader)
@@ -67,10 +102,11 @@ class PreferenceMining(nn.Module):
             self.activity_column = embedding.numeric_specs.index(activity)
         width = 4 * embedding.dim
         self.user = MultiHeadTargetAttention(width, width, dim, heads)
-        self.crowd = None
+        self.crowd, self.relative = None, crowd_signal == "relative"
         if cross_user:
-            entry = len(self.crowd_history) * embedding.dim
+            entry = embedding.dim + 1 if self.relative else len(crowd) * embedding.dim
             self.crowd = MultiHeadTargetAttention(width, entry, dim, heads)
+        self.levels = find(crowd, g.CROWD_MATCH).vocab if crowd else None  # the levels' table
         self.gate = nn.Linear(1, 1) if cross_user and activity_gate else None
         self.dim = dim
 
@@ -99,7 +135,10 @@ class PreferenceMining(nn.Module):
                            owner)  # fmt: skip
         if self.crowd is None:
             return r_user
-        crowd = self._history(batch, embedding, self.crowd_history, first)
+        if self.relative:
+            crowd = self._relative(batch, embedding, first)
+        else:
+            crowd = self._history(batch, embedding, self.crowd_history, first)
         r_cate = self.crowd(target, *crowd, owner)
         if self.gate is None:
             return r_user + r_cate
@@ -113,6 +152,19 @@ class PreferenceMining(nn.Module):
     ) -> tuple:
         parts = [embedding.sequence(batch, name, first) for name in names]
         return torch.cat([p[0] for p in parts], -1), parts[-1][1]  # match/click: never PAD
+
+    def _relative(
+        self, batch: Batch, embedding: FeatureEmbedding, first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``relative`` crowd: every match level's embedding beside its
+        :func:`relative_clicks`, ``(N, levels, dim + 1)``, all valid."""
+        match, clicks = (batch.sequences[name] for name in self.crowd_history)  # TOLERANCE's
+        if first is not None:
+            match, clicks = match[first], clicks[first]
+        table = embedding.tables[self.levels].weight[FIRST_ID:]  # (levels, dim)
+        relative = relative_clicks(match, clicks, table.shape[0])
+        entries = torch.cat([table.expand(len(relative), -1, -1), relative.unsqueeze(-1)], -1)
+        return entries, torch.ones(relative.shape, dtype=torch.bool, device=relative.device)
 
 
 class RelevanceIncentive(nn.Module):

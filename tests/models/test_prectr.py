@@ -70,14 +70,15 @@ def test_the_ranking_logit_is_the_fused_click_probability_plus_the_incentive(wor
     torch.testing.assert_close(out["logit"], out["fused_logit"] + incentive)
 
 
+@pytest.mark.parametrize("crowd", [{}, {"crowd_identity": False, "crowd_signal": "relative"}])
 def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
-    world,
+    world, crowd
 ) -> None:
     """In training, request-level histories are embedded, pooled and attended over once per
     request (:meth:`Batch.requests`), and the click path (context, preference, click heads,
     incentive) runs on the exposed rows alone (``scored``); every output and every gradient
     equals scoring's, which reads every row's histories row by row."""
-    model = build(world, "prectr_v2")
+    model = build(world, "prectr_v2", **crowd)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))  # every history term matters
@@ -354,6 +355,10 @@ def test_bad_switches_are_refused_by_name(world) -> None:
         build(world, incentive=False, cross_user=True)
     with pytest.raises(ValueError, match=r"mix_max 1\.5"):
         build(world, mix_max=1.5)
+    with pytest.raises(ValueError, match="crowd_signal 'mean'"):
+        build(world, crowd_signal="mean")
+    with pytest.raises(ValueError, match="needs crowd_identity: false"):
+        build(world, crowd_signal="relative")
 
 
 def test_the_incentive_names_the_features_it_lacks(world) -> None:
@@ -429,6 +434,53 @@ def test_crowd_entries_without_identity_hide_the_shown_item_and_its_category(wor
         full = build(world, "prectr_v2").eval()  # with identity, the items do reach the score
         scrambled = full(scrambled_crowd(batch, identity))["logit"]
         assert not torch.equal(full(batch)["logit"], scrambled)
+
+
+def with_crowd(batch, levels: list[int], clicks: list[int]) -> object:
+    """``batch`` with every row's crowd the entries of match levels ``levels`` (0..9) and clicks
+    ``clicks`` (0/1), oldest first, padded on the left."""
+    sequences = dict(batch.sequences)
+    for name, values in zip(names(CROWD_TOLERANCE), (levels, clicks), strict=True):
+        ids = torch.zeros_like(sequences[name][0])
+        ids[len(ids) - len(values) :] = torch.tensor(values) + 2  # a vocabulary's first id
+        sequences[name] = ids.expand_as(sequences[name]).clone()
+    return dataclasses.replace(batch, sequences=sequences)
+
+
+def test_the_relative_crowd_reads_neither_the_base_rate_nor_how_much_crowd_there_is(
+    world, batch
+) -> None:
+    """With ``crowd_signal: relative`` mining reads each match level's click rate against the
+    window's: two crowds whose levels' click rates differ only by the query's base rate (0.5
+    and 0 against 0.75 and 0.25) give the same preference, and so do a window and the same
+    window twice, and no crowd and one that clicks every level alike. Which level is clicked
+    more does move it. The second design (entries without identity) reads the base rate."""
+    exact, unmatched = [9] * 4, [0] * 4
+    crowd = {
+        "base": ([1, 1, 0, 0], [0, 0, 0, 0]),
+        "base + 0.25": ([1, 1, 1, 0], [1, 0, 0, 0]),
+        "flat": ([1, 0, 1, 0], [0, 1, 0, 1]),
+        "reversed": ([0, 0, 0, 0], [1, 1, 0, 0]),
+    }
+    batches = {k: with_crowd(batch, exact + unmatched, e + u) for k, (e, u) in crowd.items()}
+    exact_clicks, unmatched_clicks = crowd["base"]
+    twice = (exact_clicks + unmatched_clicks) * 2
+    batches["base twice"] = with_crowd(batch, (exact + unmatched) * 2, twice)
+    batches["none"] = blank(batch, CROWD_HISTORY)
+    relative = build(world, crowd_identity=False, crowd_signal="relative").eval()
+    entries = build(world, crowd_identity=False).eval()
+    with torch.no_grad():
+        for parameter in relative.parameters():  # levels' embeddings apart, as training moves
+            parameter.add_(0.05 * torch.randn_like(parameter))  # them (they start at 1e-4)
+        tau = {k: relative(b)["tau"] for k, b in batches.items()}
+        tau_entries = {k: entries(b)["tau"] for k, b in batches.items()}
+    assert torch.equal(tau["base"], tau["base + 0.25"])
+    assert torch.equal(tau["base"], tau["base twice"])
+    assert torch.equal(tau["none"], tau["flat"])
+    assert not torch.allclose(tau["base"], tau["reversed"], atol=1e-6)
+    assert not torch.allclose(tau["base"], tau["flat"], atol=1e-6)
+    assert not torch.allclose(tau_entries["base"], tau_entries["base + 0.25"], atol=1e-6)
+    assert not torch.allclose(tau_entries["none"], tau_entries["flat"], atol=1e-6)
 
 
 @pytest.mark.parametrize(("name", "consistency"), [("prectr_v1", "ce"), ("prectr_v1", "kl"),
