@@ -33,6 +33,9 @@ DESCRIPTIONS: dict[str, str] = {
     "crowd_signal": "what the crowd's entries say: entries (each impression of the window) or "
     "relative (per match level, its click rate minus the window's mean click rate; no base "
     "rate, window length or crowd presence; needs crowd_identity false)",
+    "crowd_from": "whose crowd mining reads: own (the request's query's, the paper's) or "
+    "other (a control: another query's request in the batch, so the crowd says nothing of the "
+    "request's query while the module and its training stay the same)",
     "preference_dim": "width of the relevance preference tau",
     "preference_heads": "attention heads of the preference mining over each history",
     "activity_gate": "weigh the user's and the crowd's preference by the user's activity "

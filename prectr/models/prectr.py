@@ -27,7 +27,8 @@ click (no shown item, no category), so the crowd can carry only what it tolerate
 query, not an item's click rate (docs/fidelity.md, second design). ``crowd_signal: relative``
 goes further: the crowd is each match level's click rate minus the window's mean click rate,
 so neither the query's base rate nor its number of impressions reaches the preference (third
-design).
+design). ``crowd_from: other`` is the control that measures mining: each request reads another
+query's crowd, with the module and its training unchanged.
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
 pool is not. The paper builds hard negatives by noise injection into the relevance embedding
@@ -106,6 +107,7 @@ class PRECTR(RankingModel):
         cross_user: bool = False,
         crowd_identity: bool = True,
         crowd_signal: str = "entries",
+        crowd_from: str = "own",
         preference_dim: int = 32,
         preference_heads: int = 1,
         activity_gate: bool = False,
@@ -135,6 +137,9 @@ class PRECTR(RankingModel):
             raise ValueError(f"debias_negatives {debias_negatives!r}: expected one of {NEGATIVES}")
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
+        if crowd_from != "own" and not cross_user:
+            raise ValueError(f"crowd_from {crowd_from!r} is what cross_user mining reads; it "
+                             "needs cross_user: true")  # fmt: skip
         if not 0.0 <= mix_max <= 1.0:
             raise ValueError(f"mix_max {mix_max}: the click's share in the mix is within [0, 1]")
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
@@ -153,7 +158,7 @@ class PRECTR(RankingModel):
         if incentive:
             self.preference = PreferenceMining(
                 embedding, preference_dim, preference_heads, cross_user, activity_gate,
-                crowd_identity, crowd_signal,
+                crowd_identity, crowd_signal, crowd_from,
             )  # fmt: skip
             self.incentive = RelevanceIncentive(preference_dim)
         self.consistency, self.consistency_weight = consistency, consistency_weight

@@ -21,6 +21,12 @@ than usual under the query; its base rate, the window's length and whether there
 at all do not reach ``tau``, nor how often each level was shown but through the mean each rate
 is centred on (docs/fidelity.md, third design).
 
+``crowd_from: other`` is a control, not a design: the module, its tables and its training are
+the same, but each request reads the crowd of another query's request of its batch
+(:func:`other_query_requests`), or none where the batch has no other query, so the crowd holds
+nothing about the request's own query. V2 against this control measures what mining learns from
+the crowd, with the capacity and the training path held equal (docs/fidelity.md).
+
 :class:`RelevanceIncentive` turns ``tau`` and the item's grade distribution into the incentive:
 a positive expert ``softplus(f+(x))`` that can only raise the score, a negative expert
 ``-softplus(f-(x))`` that can only lower it, and a softmax gate between them.
@@ -46,6 +52,7 @@ CROWD_HISTORY = (g.CROWD_ITEMS, g.CROWD_CATEGORIES, g.CROWD_MATCH, g.CROWD_CLICK
 CROWD_TOLERANCE = (g.CROWD_MATCH, g.CROWD_CLICKS)
 TARGET = (g.QUERY, g.ITEM, g.ITEM_CATEGORY, g.MATCH_LEVEL)
 CROWD_SIGNALS = ("entries", "relative")
+CROWD_SOURCES = ("own", "other")
 FIRST_ID = OOV + 1  # a vocabulary's first value: match level 0, click 0 (no click)
 CLICKED_ID = FIRST_ID + 1  # the click vocabulary holds [0, 1]
 
@@ -71,6 +78,17 @@ def relative_clicks(match: torch.Tensor, clicks: torch.Tensor, levels: int) -> t
     return torch.where(shown > 0, rate - mean, torch.zeros_like(rate))
 
 
+def other_query_requests(query: torch.Tensor) -> torch.Tensor:
+    """Each request's partner for ``crowd_from: other``, given the requests' query ids ``(R,)``:
+    the request half the batch away in the order of query ids, ``(R,)``. Its query differs
+    wherever no one query holds half of the batch's requests or more; a request whose partner
+    shares its query (or is itself) is given no crowd by the caller."""
+    order = torch.argsort(query, stable=True)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-(len(query) // 2))
+    return partner
+
+
 class PreferenceMining(nn.Module):
     def __init__(
         self,
@@ -81,10 +99,13 @@ class PreferenceMining(nn.Module):
         activity_gate: bool = False,
         crowd_identity: bool = True,
         crowd_signal: str = "entries",
+        crowd_from: str = "own",
     ):
         super().__init__()
         if crowd_signal not in CROWD_SIGNALS:
             raise ValueError(f"crowd_signal {crowd_signal!r}: expected one of {CROWD_SIGNALS}")
+        if crowd_from not in CROWD_SOURCES:
+            raise ValueError(f"crowd_from {crowd_from!r}: expected one of {CROWD_SOURCES}")
         if crowd_signal == "relative" and crowd_identity:
             raise ValueError("crowd_signal relative keeps no item identity: it needs "
                              "crowd_identity: false")  # fmt: skip
@@ -103,6 +124,7 @@ class PreferenceMining(nn.Module):
         width = 4 * embedding.dim
         self.user = MultiHeadTargetAttention(width, width, dim, heads)
         self.crowd, self.relative = None, crowd_signal == "relative"
+        self.other_query = crowd_from == "other"
         if cross_user:
             entry = embedding.dim + 1 if self.relative else len(crowd) * embedding.dim
             self.crowd = MultiHeadTargetAttention(width, entry, dim, heads)
@@ -135,16 +157,32 @@ class PreferenceMining(nn.Module):
                            owner)  # fmt: skip
         if self.crowd is None:
             return r_user
-        if self.relative:
-            crowd = self._relative(batch, embedding, first)
-        else:
-            crowd = self._history(batch, embedding, self.crowd_history, first)
-        r_cate = self.crowd(target, *crowd, owner)
+        r_cate = self.crowd(target, *self._crowd(batch, embedding, requests))
         if self.gate is None:
             return r_user + r_cate
         activity = batch.numeric[:, [self.activity_column]]
         user_share = torch.sigmoid(self.gate(activity))
         return user_share * r_user + (1 - user_share) * r_cate
+
+    def _crowd(
+        self, batch: Batch, embedding: FeatureEmbedding,
+        requests: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """The crowd's entries, their validity and each row's owner, as the crowd attention
+        takes them: the request's own crowd, or with ``crowd_from: other`` its partner's
+        (:func:`other_query_requests`), read once per request, and an empty crowd where the
+        partner asks the same query."""
+        first, owner = requests or (None, None)
+        keep = None
+        if self.other_query:
+            first, owner = requests or batch.requests()
+            query = batch.categorical[first, self.target_columns[0][0]]  # TARGET's query
+            partner = other_query_requests(query)
+            first, keep = first[partner], query[partner] != query
+        if self.relative:
+            return (*self._relative(batch, embedding, first, keep), owner)
+        entries, valid = self._history(batch, embedding, self.crowd_history, first)
+        return entries, valid if keep is None else valid & keep.unsqueeze(1), owner
 
     @staticmethod
     def _history(
@@ -154,15 +192,19 @@ class PreferenceMining(nn.Module):
         return torch.cat([p[0] for p in parts], -1), parts[-1][1]  # match/click: never PAD
 
     def _relative(
-        self, batch: Batch, embedding: FeatureEmbedding, first: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, batch: Batch, embedding: FeatureEmbedding, first: torch.Tensor | None,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """The ``relative`` crowd: every match level's embedding beside its
-        :func:`relative_clicks`, ``(N, levels, dim + 1)``, all valid."""
+        :func:`relative_clicks`, ``(N, levels, dim + 1)``, all valid; where ``keep`` ``(N,)``
+        is false, the clicks of an empty crowd (0 for every level)."""
         match, clicks = (batch.sequences[name] for name in self.crowd_history)  # TOLERANCE's
         if first is not None:
             match, clicks = match[first], clicks[first]
         table = embedding.tables[self.levels].weight[FIRST_ID:]  # (levels, dim)
         relative = relative_clicks(match, clicks, table.shape[0])
+        if keep is not None:
+            relative = relative * keep.unsqueeze(1)
         entries = torch.cat([table.expand(len(relative), -1, -1), relative.unsqueeze(-1)], -1)
         return entries, torch.ones(relative.shape, dtype=torch.bool, device=relative.device)
 

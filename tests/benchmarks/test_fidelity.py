@@ -23,6 +23,7 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
         "v2_vs_v1": {"all": {"auc": d(gain, gain / 2, 1.5 * gain),
                              "gauc_user": d(gain, gain / 2, 1.5 * gain)}, **cold},
         "mining": {"all": {"auc": d(gain, 0.0, 2 * gain)}, **kept},
+        "mining_control": {"all": {"auc": d(gain / 2, 0.0, gain)}, **kept},
         "debias": {"all": {"auc": d(-0.001, -0.002, 0.0)},
                    "broad": {"irrelevant@10": d(-0.10, -0.12, -0.08)}},
         "unexposed": {"all": {"auc": d(-0.004, -0.005, -0.003)},
@@ -30,7 +31,10 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
         "v2_vs_two_model": {"all": {"ndcg@10": d(-0.005, -0.007, -0.003),
                                     "expected_clicks": d(0.01, 0.0, 0.02)}},
     }  # fmt: skip
-    stationary = {"mining": {"all": {"auc": d(0.0005, -0.001, 0.002)}}}
+    stationary = {
+        "mining": {"all": {"auc": d(0.003, 0.001, 0.005)}},
+        "mining_control": {"all": {"auc": d(0.0005, -0.001, 0.002)}},
+    }
     day = {"per_day": {"d1": {"calibration": 0.97}, "d2": {"calibration": 1.06}}}
     runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": np.float64(0.40)},
                                      **day}]}  # fmt: skip
@@ -42,7 +46,9 @@ def test_each_target_is_read_off_its_pair():
     got = fidelity.targets(bench, stationary, runs, [0.84, 0.80])
     json.dumps(got)  # written as JSON: plain bools and floats only
     assert got["v2_minus_v1"]["met"] and got["cold_start"]["met"]
-    assert got["negative_control"]["met"]
+    assert got["negative_control"]["met"]  # read on the same-module control, not the ablation
+    assert got["negative_control"]["v2_minus_no_mining"]["lo"] == 0.001
+    assert got["cold_start"]["measured"]["user:cold"]["v2_minus_other_crowd"]["diff"] == 0.006
     debias = got["debiasing"]["measured"]
     assert debias["debias"]["relative_fall"] == 0.25 and debias["debias"]["met"]
     assert not debias["unexposed"]["met"]  # half the irrelevant items, but 0.004 AUC lost
@@ -55,3 +61,9 @@ def test_a_gain_whose_ci_spans_zero_is_not_met():
     bench, stationary, runs = measured(0.004)
     bench["v2_vs_v1"]["all"]["auc"] = d(0.001, -0.001, 0.003)
     assert not fidelity.targets(bench, stationary, runs, [])["v2_minus_v1"]["met"]
+
+
+def test_the_negative_control_fails_when_the_same_module_gains():
+    bench, stationary, runs = measured(0.004)
+    stationary["mining_control"]["all"]["auc"] = d(0.002, 0.0005, 0.0035)
+    assert not fidelity.targets(bench, stationary, runs, [])["negative_control"]["met"]

@@ -19,6 +19,7 @@ from prectr.modules.incentive import (
     CROWD_TOLERANCE,
     USER_HISTORY,
     PreferenceMining,
+    other_query_requests,
 )
 from tests.models.conftest import World
 
@@ -434,6 +435,56 @@ def test_crowd_entries_without_identity_hide_the_shown_item_and_its_category(wor
         full = build(world, "prectr_v2").eval()  # with identity, the items do reach the score
         scrambled = full(scrambled_crowd(batch, identity))["logit"]
         assert not torch.equal(full(batch)["logit"], scrambled)
+
+
+def partners_crowd(batch, query_column: int):
+    """``batch`` with each request's crowd replaced by that of its :func:`other_query_requests`
+    partner, or blanked where the partner asks the same query: the control, built by hand."""
+    first, owner = batch.requests()
+    query = batch.categorical[first, query_column]
+    partner = other_query_requests(query)
+    source = first[partner][owner]  # each row's partner request's first row
+    keep = (query[partner] != query)[owner].unsqueeze(1)
+    crowd = set(names(CROWD_HISTORY))
+    sequences = {k: v[source] * keep if k in crowd else v for k, v in batch.sequences.items()}
+    return dataclasses.replace(batch, sequences=sequences)
+
+
+@pytest.mark.parametrize("signal", ["entries", "relative"])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_other_query_control_reads_the_partners_crowd_with_the_same_module(
+    world, batch, signal: str, training: bool
+) -> None:
+    """``crowd_from: other`` holds the same parameters as V2 and scores a batch as V2 scores it
+    with every request's crowd swapped for its partner's (another query's) by hand, in the
+    per-request training path and the per-row scoring path alike; the swap moves the score."""
+    params = {"crowd_identity": False, "crowd_signal": signal} if signal == "relative" else {}
+    control = build(world, crowd_from="other", **params).train(training)
+    own = build(world, **params).train(training)
+    own.load_state_dict(control.state_dict())
+    query_column = control.preference.target_columns[0][0]
+    first, _ = batch.requests()
+    assert len(torch.unique(batch.categorical[first, query_column])) > 1
+    with torch.no_grad():
+        for parameter in control.parameters():  # the levels' embeddings apart, as training
+            parameter.add_(0.05 * torch.randn_like(parameter))  # moves them
+        own.load_state_dict(control.state_dict())
+        tau = control(batch)["tau"]
+        torch.testing.assert_close(tau, own(partners_crowd(batch, query_column))["tau"])
+        assert not torch.allclose(tau, own(batch)["tau"], atol=1e-6)
+        # one query for every request: no partner asks another, so no request has a crowd
+        categorical = batch.categorical.clone()
+        categorical[:, query_column] = categorical[0, query_column]
+        one_query = dataclasses.replace(batch, categorical=categorical)
+        expected = own(blank(one_query, CROWD_HISTORY))["tau"]
+        torch.testing.assert_close(control(one_query)["tau"], expected)
+
+
+def test_the_other_query_control_needs_mining(world) -> None:
+    with pytest.raises(ValueError, match=r"crowd_from 'other'.*cross_user"):
+        build(world, "prectr_v1", crowd_from="other")
+    with pytest.raises(ValueError, match="crowd_from 'nobody'"):
+        build(world, crowd_from="nobody")
 
 
 def with_crowd(batch, levels: list[int], clicks: list[int]) -> object:
