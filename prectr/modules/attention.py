@@ -157,7 +157,7 @@ class CandidateInterest(nn.Module):
         self.embedding = embedding
         specs = embedding.categorical + embedding.sequence_specs
         item, category, *self.history = require(specs, self.ROLES, CandidateInterest.__name__)
-        self.candidate = [(embedding.categorical.index(s), s.vocab) for s in (item, category)]
+        self.candidate = [embedding.categorical.index(s) for s in (item, category)]
         self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
         self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
 
@@ -166,9 +166,7 @@ class CandidateInterest(nn.Module):
     ) -> torch.Tensor:
         """``requests`` (:meth:`Batch.requests`): read the user's clicks once per request."""
         emb, (first, owner) = self.embedding, requests or (None, None)
-        candidate = torch.cat(
-            [emb.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.candidate], -1
-        )
+        candidate = torch.cat([emb.column(batch, i) for i in self.candidate], -1)
         (items, mask), (categories, _) = (emb.sequence(batch, s.name, first) for s in self.history)
         interest = self.attention(candidate, torch.cat([items, categories], -1), mask, owner)
         return torch.cat([emb.fields(batch, requests).flatten(1), interest, batch.numeric], 1)
