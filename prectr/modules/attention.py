@@ -52,11 +52,13 @@ class TargetAttention(nn.Module):
         row, entry = torch.nonzero(mask.index_select(0, owner), as_tuple=True)  # valid pairs
         flat = owner.index_select(0, row) * keys.shape[1] + entry  # the pair's entry in keys
         key = keys.flatten(0, 1).index_select(0, flat)  # (P, D)
-        per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
+        per_query = torch.addmm(first.bias, query, (w_q + w_d).T)  # (B, H)
         per_key = (keys @ (w_k - w_d).T).flatten(0, 1)  # (R * L, H)
-        hidden = (per_query.index_select(0, row) + per_key.index_select(0, flat)
-                  + (query.index_select(0, row) * key) @ w_p.T)  # fmt: skip
-        weight = self.score[1:](hidden)  # (P, 1)
+        # the pairs' first layer and its ReLU in one (P, H) buffer, updated in place: at P in
+        # the tens of thousands, each (P, H) temporary costs as much as the product's GEMM
+        hidden = (per_query.index_select(0, row).add_(per_key.index_select(0, flat))
+                  .addmm_(query.index_select(0, row) * key, w_p.T).relu_())  # fmt: skip
+        weight = self.score[2:](hidden)  # (P, 1): score[1] is the first layer's ReLU
         return query.new_zeros(query.shape[0], keys.shape[2]).index_add(0, row, weight * key)
 
     def _shared_first_layer(
