@@ -6,11 +6,12 @@ Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_step.py --world runs/world
 The config's first batches are assembled as ``benchmarks/throughput.py`` assembles them; after
 ``--warmup`` steps, ``--steps`` steps (forward, loss, backward, the trainer's optimiser) run
 under ``torch.profiler``. Every submodule down to ``--depth`` dots of its name is a labelled
-range, and so are the loss (``loss``, the synthetic negatives inside it as ``synthetic``) and the
-optimiser step. An operator's forward time goes to the innermost label around it; its backward
-time (the autograd node's) to the label of the operator that made the node. Prints ms per step
-by label, largest first (0.5% of the step or more); times are the profiler's (its overhead
-included), so read the shares.
+range, and so are the loss (``loss``, the synthetic negatives inside it as ``synthetic``), the
+optimiser step and PRECTR's click trunk (``base_ctr.trunk``, run in parts: its first layer's
+context part and the rest). An operator's forward time goes to the innermost label around it;
+its backward time (the autograd node's) to the label of the operator that made the node. Prints
+ms per step by label, largest first (0.5% of the step or more); times are the profiler's (its
+overhead included), so read the shares.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def main() -> None:
         model.loss = labelled("loss", model.loss)
         if hasattr(model, "_synthetic_negatives"):
             model._synthetic_negatives = labelled("synthetic", model._synthetic_negatives)
+        if hasattr(model, "base_ctr"):  # PRECTR's trunk runs in parts, not as one module call
+            for part in ("context_layer", "layered_click_logits"):
+                setattr(model.base_ctr, part,
+                        labelled("base_ctr.trunk", getattr(model.base_ctr, part)))  # fmt: skip
         contender.optimizer.step = labelled("optimizer", contender.optimizer.step)
         label_modules(model, args.depth)
         labels = {n for n, _ in model.named_modules() if n} | {"loss", "synthetic", "optimizer"}

@@ -194,12 +194,13 @@ class PRECTR(RankingModel):
 
     # -- scoring: fusion and incentive ---------------------------------------------------------
     def rank(
-        self, context: torch.Tensor, relevance: torch.Tensor, tau: torch.Tensor | None,
+        self, context_layer: torch.Tensor, relevance: torch.Tensor, tau: torch.Tensor | None,
         grade_logits: torch.Tensor,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Ranking logit and incentive of candidates given their context (everything but
-        relevance), relevance embedding, its grade logits and the relevance preference."""
-        logit = fuse(self.base_ctr.click_logits(context, relevance), grade_logits)
+        relevance) through the click trunk's first layer (:meth:`BaseCTR.context_layer`),
+        relevance embedding, its grade logits and the relevance preference."""
+        logit = fuse(self.base_ctr.layered_click_logits(context_layer, relevance), grade_logits)
         out = {"fused_logit": logit}
         if self.incentive is not None:
             out["incentive"] = self.incentive(tau, torch.softmax(grade_logits, -1))
@@ -226,17 +227,20 @@ class PRECTR(RankingModel):
             out["scored"] = rows
             batch = batch.take(rows)
             relevance, grade_logits = (t.index_select(0, rows) for t in (relevance, grade_logits))
-        # a training batch holds whole requests: their histories are read once per request
-        requests = batch.requests() if self.training else None
-        out["context"] = self.base_ctr.context(batch, requests)
-        if self.preference is not None:
-            out["tau"] = self.preference(batch, self.base_ctr.embedding, requests)
-        return {**out, **self.rank(out["context"], relevance, out.get("tau"), grade_logits)}
+        # a training batch holds whole requests: their histories are read once per request;
+        # a feature that the context and mining both read is embedded once
+        requests, embedding = batch.requests() if self.training else None, self.base_ctr.embedding
+        with embedding.reads_once():
+            out["context"] = self.base_ctr.context(batch, requests)
+            if self.preference is not None:
+                out["tau"] = self.preference(batch, embedding, requests)
+        out["context_layer"] = self.base_ctr.context_layer(out["context"], requests)
+        return {**out, **self.rank(out["context_layer"], relevance, out.get("tau"), grade_logits)}
 
     @staticmethod
     def at_scored(out: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Where the batch's ``rows`` (among the scored ones) sit in the click path's outputs
-        (``logit``, ``context``, ``tau``: every row, or ``out["scored"]``'s)."""
+        (``logit``, ``context``, ``context_layer``, ``tau``: every row, or ``out["scored"]``'s)."""
         return rows if "scored" not in out else torch.searchsorted(out["scored"], rows)
 
     # -- training ------------------------------------------------------------------------------
@@ -327,8 +331,10 @@ class PRECTR(RankingModel):
         relevance = self.synthetic_relevance(batch, out, clicked)
         grade_logits = self.rsl.classify(relevance)
         tau = out["tau"][at].repeat_interleave(k, 0) if "tau" in out else None
-        context = out["context"][at].repeat_interleave(k, 0)
-        return {**self.rank(context, relevance, tau, grade_logits), "relevance": relevance,
+        # a synthetic negative differs from its click in relevance alone: it shares the
+        # click's context, through the trunk's first layer
+        context_layer = out["context_layer"][at].repeat_interleave(k, 0)
+        return {**self.rank(context_layer, relevance, tau, grade_logits), "relevance": relevance,
                 "grade_logits": grade_logits}  # fmt: skip
 
     def _reconstruction(self, synthetic: dict, rows: float) -> torch.Tensor:

@@ -52,11 +52,13 @@ class TargetAttention(nn.Module):
         row, entry = torch.nonzero(mask.index_select(0, owner), as_tuple=True)  # valid pairs
         flat = owner.index_select(0, row) * keys.shape[1] + entry  # the pair's entry in keys
         key = keys.flatten(0, 1).index_select(0, flat)  # (P, D)
-        per_query = query @ (w_q + w_d).T + first.bias  # (B, H)
+        per_query = torch.addmm(first.bias, query, (w_q + w_d).T)  # (B, H)
         per_key = (keys @ (w_k - w_d).T).flatten(0, 1)  # (R * L, H)
-        hidden = (per_query.index_select(0, row) + per_key.index_select(0, flat)
-                  + (query.index_select(0, row) * key) @ w_p.T)  # fmt: skip
-        weight = self.score[1:](hidden)  # (P, 1)
+        # the pairs' first layer and its ReLU in one (P, H) buffer, updated in place: at P in
+        # the tens of thousands, each (P, H) temporary costs as much as the product's GEMM
+        hidden = (per_query.index_select(0, row).add_(per_key.index_select(0, flat))
+                  .addmm_(query.index_select(0, row) * key, w_p.T).relu_())  # fmt: skip
+        weight = self.score[2:](hidden)  # (P, 1): score[1] is the first layer's ReLU
         return query.new_zeros(query.shape[0], keys.shape[2]).index_add(0, row, weight * key)
 
     def _shared_first_layer(
@@ -157,7 +159,7 @@ class CandidateInterest(nn.Module):
         self.embedding = embedding
         specs = embedding.categorical + embedding.sequence_specs
         item, category, *self.history = require(specs, self.ROLES, CandidateInterest.__name__)
-        self.candidate = [(embedding.categorical.index(s), s.vocab) for s in (item, category)]
+        self.candidate = [embedding.categorical.index(s) for s in (item, category)]
         self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
         self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
 
@@ -166,9 +168,7 @@ class CandidateInterest(nn.Module):
     ) -> torch.Tensor:
         """``requests`` (:meth:`Batch.requests`): read the user's clicks once per request."""
         emb, (first, owner) = self.embedding, requests or (None, None)
-        candidate = torch.cat(
-            [emb.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.candidate], -1
-        )
+        candidate = torch.cat([emb.column(batch, i) for i in self.candidate], -1)
         (items, mask), (categories, _) = (emb.sequence(batch, s.name, first) for s in self.history)
         interest = self.attention(candidate, torch.cat([items, categories], -1), mask, owner)
         return torch.cat([emb.fields(batch, requests).flatten(1), interest, batch.numeric], 1)

@@ -20,6 +20,11 @@ class BaseCTR(CandidateInterest):
     context with the relevance embedding, so the click heads condition on relevance.
     ``monotone`` makes the click logit non-decreasing in the grade: head ``r`` is head 0 plus a
     sum of ``r`` softplus increments.
+
+    The trunk's first layer is applied in two parts, ``W_c context + b`` (:meth:`context_layer`)
+    plus ``W_r relevance``: the same layer, but the context's part can be computed once and
+    shared, by a candidate with its synthetic negatives (which differ only in relevance) and,
+    for the request-level columns of the context, by a request's candidates.
     """
 
     def __init__(
@@ -35,6 +40,9 @@ class BaseCTR(CandidateInterest):
         self.monotone = monotone
         self.trunk = nn.Sequential(mlp([self.out_dim + relevance_dim, *hidden], dropout), nn.ReLU())
         self.heads = mlp([hidden[-1], GRADES])
+        shared = request_columns(embedding)
+        for name, columns in (("request_columns", shared), ("row_columns", ~shared)):
+            self.register_buffer(name, torch.nonzero(columns).squeeze(1), persistent=False)
 
     def context(
         self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -43,10 +51,46 @@ class BaseCTR(CandidateInterest):
         batch's ``requests``."""
         return super().forward(batch, requests)
 
+    def context_layer(
+        self, context: torch.Tensor, requests: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The trunk's first layer on the context alone, its bias included, ``(B, hidden[0])``.
+        Given the batch's ``requests``, the request-level columns (the request's fields and
+        numerics, equal on each of its rows) are multiplied once per request."""
+        first_layer = self.trunk[0][0]
+        weight = first_layer.weight[:, : self.out_dim]
+        if requests is None:
+            return F.linear(context, weight, first_layer.bias)
+        first, owner = requests
+        shared, own = self.request_columns, self.row_columns
+        per_request = F.linear(context.index_select(0, first).index_select(1, shared),
+                               weight.index_select(1, shared))  # fmt: skip
+        per_row = F.linear(context.index_select(1, own), weight.index_select(1, own),
+                           first_layer.bias)  # fmt: skip
+        return per_row + per_request.index_select(0, owner)
+
     def click_logits(self, context: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         """Click logits given each grade, ``(B, 4)``."""
-        logits = self.heads(self.trunk(torch.cat([context, relevance], 1)))
+        return self.layered_click_logits(self.context_layer(context), relevance)
+
+    def layered_click_logits(
+        self, context_layer: torch.Tensor, relevance: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`click_logits` from the context's :meth:`context_layer`."""
+        relevance_weight = self.trunk[0][0].weight[:, self.out_dim :]
+        hidden = context_layer + F.linear(relevance, relevance_weight)
+        logits = self.heads(self.trunk[1](self.trunk[0][1:](hidden)))
         if not self.monotone:
             return logits
         increments = F.softplus(logits[:, 1:]).cumsum(-1)
         return torch.cat([logits[:, :1], logits[:, :1] + increments], 1)
+
+
+def request_columns(embedding: FeatureEmbedding) -> torch.Tensor:
+    """Which columns of :class:`CandidateInterest`'s output (each field's embedding, the
+    candidate's interest, the numerics) hold a request-level feature, ``(out_dim,)`` bool."""
+    fields = embedding.categorical + embedding.pooled_specs
+    levels = [s.level for s in fields for _ in range(embedding.dim)]
+    levels += ["impression"] * 2 * embedding.dim  # the interest: the candidate's own
+    levels += [s.level for s in embedding.numeric_specs]
+    return torch.tensor([level == "request" for level in levels])

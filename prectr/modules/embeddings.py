@@ -8,13 +8,15 @@ to one request, as in serving, its request-level histories are embedded once and
 and every module that reads sequences accepts that. A batch of whole requests (training) can
 go further with its ``requests`` (:meth:`~prectr.data.dataset.Batch.requests`): request-level
 sequences are then embedded, pooled and attended over once per request, ``(R, L)``, and each
-row reads its request's (``owner``).
+row reads its request's (``owner``). Within :meth:`FeatureEmbedding.reads_once` a column or a
+sequence read by several modules is embedded once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 
 import torch
 from torch import nn
@@ -55,6 +57,7 @@ class FeatureEmbedding(nn.Module):
             nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
             with torch.no_grad():
                 table.weight[PAD].zero_()
+        self._reads: dict[tuple, object] | None = None
 
     @property
     def n_fields(self) -> int:
@@ -71,27 +74,54 @@ class FeatureEmbedding(nn.Module):
         DNN tower."""
         return torch.cat([self.fields(batch).flatten(1), batch.numeric], 1)
 
+    @contextlib.contextmanager
+    def reads_once(self) -> Iterator[None]:
+        """Within it each categorical column (:meth:`column`) and each sequence (:meth:`sequence`,
+        per row or per request) is embedded once, however many modules read it: the candidate
+        item, for one, is a field, DIN's query and mining's target, and the user's clicks are a
+        pooled field, DIN's history and mining's. The same values; one lookup, and one
+        embedding backward (a dense gradient the size of the table), per column or sequence
+        instead of one per read. Every read within it is of one batch and, per request, of one
+        ``first``."""
+        self._reads = {}
+        try:
+            yield
+        finally:
+            self._reads = None
+
+    def _read_once(self, key: tuple, read: Callable[[], object]) -> object:
+        if self._reads is None:
+            return read()
+        if key not in self._reads:
+            self._reads[key] = read()
+        return self._reads[key]
+
+    def column(self, batch: Batch, index: int) -> torch.Tensor:
+        """``(B, dim)`` embeddings of the categorical column ``index`` (of :attr:`categorical`)."""
+        vocab = self.categorical[index].vocab
+        return self._read_once(("column", index),
+                               lambda: self.tables[vocab](batch.categorical[:, index]))  # fmt: skip
+
     def sequence(
         self, batch: Batch, name: str, first: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, dim)`` embeddings of a sequence feature and its ``(B, L)`` validity mask; of
         a request-level one at ``first``, the first row of each request, ``(R, L, dim)`` and
         ``(R, L)``."""
-        spec = next(s for s in self.sequence_specs if s.name == name)
-        ids = batch.sequences[name] if first is None else batch.sequences[name][first]
-        return self.tables[spec.vocab](ids), ids != PAD
 
-    def lookup(self, vocab: str, ids: torch.Tensor) -> torch.Tensor:
-        return self.tables[vocab](ids)
+        def read() -> tuple[torch.Tensor, torch.Tensor]:
+            spec = next(s for s in self.sequence_specs if s.name == name)
+            ids = batch.sequences[name] if first is None else batch.sequences[name][first]
+            return self.tables[spec.vocab](ids), ids != PAD
+
+        return self._read_once(("sequence", name, first is None), read)
 
     def fields(
         self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """``(B, n_fields, dim)``: each categorical field, then each pooled sequence
         mean-pooled (a request-level one once per request, given the batch's ``requests``)."""
-        out = [
-            self.tables[s.vocab](batch.categorical[:, i]) for i, s in enumerate(self.categorical)
-        ]
+        out = [self.column(batch, i) for i in range(len(self.categorical))]
         rows = batch.categorical.shape[0]
         first, owner = requests or (None, None)
         for s in self.pooled_specs:

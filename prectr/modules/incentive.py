@@ -113,7 +113,7 @@ class PreferenceMining(nn.Module):
         reader = PreferenceMining.__name__
         require(specs, self.roles(cross_user, activity_gate, crowd_identity), reader)
         target = require(specs, TARGET, reader)
-        self.target_columns = [(embedding.categorical.index(s), s.vocab) for s in target]
+        self.target_columns = [embedding.categorical.index(s) for s in target]
         self.user_history = [s.name for s in require(specs, USER_HISTORY, reader)]
         crowd = require(specs, crowd_fields(crowd_identity), reader) if cross_user else []
         self.crowd_history = [s.name for s in crowd]
@@ -148,10 +148,7 @@ class PreferenceMining(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         """``tau``, ``(B, dim)``; ``embedding`` holds the tables the histories are read in, once
         per request given the batch's ``requests`` (:meth:`Batch.requests`)."""
-        target = torch.cat(
-            [embedding.lookup(vocab, batch.categorical[:, i]) for i, vocab in self.target_columns],
-            -1,
-        )
+        target = torch.cat([embedding.column(batch, i) for i in self.target_columns], -1)
         first, owner = requests or (None, None)
         r_user = self.user(target, *self._history(batch, embedding, self.user_history, first),
                            owner)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -14,6 +15,8 @@ from prectr.data.groups import MissingFeatures, find
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
+from prectr.modules.base_ctr import BaseCTR
+from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.incentive import (
     CROWD_HISTORY,
     CROWD_TOLERANCE,
@@ -105,6 +108,59 @@ def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row
         torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
     for name in grad_once:
         torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+
+
+def training_step(model: PRECTR, batch: Batch) -> tuple[dict, dict]:
+    """The training loss's parts and every parameter's gradient of one step on ``batch`` (the
+    same synthetic negatives on every call)."""
+    model.train().zero_grad()
+    torch.manual_seed(1)
+    losses = model.loss(batch, model(batch))
+    losses["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+def assert_same_step(step: tuple[dict, dict], reference: tuple[dict, dict]) -> None:
+    """The loss's parts and every gradient within 1e-6 (relative, gradients 1e-7 absolute)."""
+    (losses, grads), (want_losses, want_grads) = step, reference
+    assert losses.keys() == want_losses.keys() and grads.keys() == want_grads.keys()
+    for name in want_losses:
+        torch.testing.assert_close(losses[name], want_losses[name], atol=1e-6, rtol=1e-6)
+    for name in want_grads:
+        torch.testing.assert_close(grads[name], want_grads[name], atol=1e-7, rtol=1e-6)
+
+
+def test_a_feature_read_by_several_modules_is_embedded_once(world, monkeypatch) -> None:
+    """The candidate item is a field, DIN's query and mining's target; the user's clicks a
+    pooled field, DIN's history and mining's: in a forward pass each is looked up once
+    (:meth:`FeatureEmbedding.reads_once`). The loss and every gradient equal those of every
+    module looking up its own."""
+    model = build(world, "prectr_v2")
+    item_table = model.base_ctr.embedding.tables["item"]
+    lookups = []
+    item_table.register_forward_hook(lambda module, args, out: lookups.append(args[0].shape))
+    once = training_step(model, world.pool)
+    assert len(lookups) == 3  # the candidate, the user's clicks, the crowd's items
+    lookups.clear()
+    monkeypatch.setattr(FeatureEmbedding, "reads_once", lambda self: contextlib.nullcontext())
+    assert_same_step(once, training_step(model, world.pool))
+    assert len(lookups) == 7
+
+
+def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(world, monkeypatch) -> None:
+    """The trunk's first layer is applied in parts (:meth:`BaseCTR.context_layer`): the
+    context's part once per click for its synthetic negatives too, and that of the context's
+    request-level columns once per request. The loss and every gradient equal those of the
+    trunk applied whole to each row's context and relevance, synthetic negatives included."""
+    model = build(world, "prectr_v2")
+    in_parts = training_step(model, world.pool)
+    assert in_parts[0]["loss_pairwise"] > 0  # the synthetic negatives are scored
+    monkeypatch.setattr(BaseCTR, "context_layer", lambda self, context, requests=None: context)
+    monkeypatch.setattr(BaseCTR, "layered_click_logits",
+                        lambda self, context, relevance: self.heads(self.trunk(
+                            torch.cat([context, relevance], 1))))  # fmt: skip
+    assert_same_step(in_parts, training_step(model, world.pool))
 
 
 @pytest.mark.parametrize("params", [{}, {"consistency": "kl"}, {"debias": False}])
