@@ -173,7 +173,7 @@ class PreferenceMining(nn.Module):
         keep = None
         if self.other_query:
             first, owner = requests or batch.requests()
-            query = batch.categorical[first, self.target_columns[0][0]]  # TARGET's query
+            query = batch.categorical[first, self.target_columns[0]]  # TARGET's query
             partner = other_query_requests(query)
             first, keep = first[partner], query[partner] != query
         if self.relative:

@@ -518,7 +518,7 @@ def test_the_other_query_control_reads_the_partners_crowd_with_the_same_module(
     control = build(world, crowd_from="other", **params).train(training)
     own = build(world, **params).train(training)
     own.load_state_dict(control.state_dict())
-    query_column = control.preference.target_columns[0][0]
+    query_column = control.preference.target_columns[0]
     first, _ = batch.requests()
     assert len(torch.unique(batch.categorical[first, query_column])) > 1
     with torch.no_grad():
