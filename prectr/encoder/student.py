@@ -230,8 +230,3 @@ def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
         raise ValueError(f"{directory}: {TOKENIZER} has {tokenizer.vocab_size} pieces, "
                          f"{WEIGHTS} expects {student.config.vocab_size}")  # fmt: skip
     return student, tokenizer
-
-
-def student_config(directory: str | Path) -> StudentConfig:
-    """The configuration of the student saved in ``directory`` (e.g. its piece limits)."""
-    return StudentConfig(**saved_student(directory)["config"])

@@ -12,7 +12,7 @@ from prectr.data.shards import time_split
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import evaluate_held_out, grade_metrics
 from prectr.encoder.pairs import read_teacher_labels
-from prectr.encoder.student import StudentConfig, load_student, student_config
+from prectr.encoder.student import StudentConfig, load_student
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.stages import StopTraining
@@ -177,7 +177,7 @@ def test_a_student_takes_the_piece_limits_its_tokenizer_chose(tiny_world, tmp_pa
     result = run.fit()
     assert result["truncated"] == tokenizer.truncated  # chosen on the same training texts
     assert max(result["truncated"].values()) <= 0.02
-    assert student_config(tmp_path / "sft" / "student").query_length == c.query_length
+    assert load_student(tmp_path / "sft" / "student")[0].config.query_length == c.query_length
     # a tokenizer saved before limits existed has them chosen on the log's training days
     legacy = tmp_path / "legacy.json"
     legacy.write_text(tokenizer.tokenizer.to_str())  # a bare tokenizers file
