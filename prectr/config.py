@@ -93,7 +93,7 @@ class TrainConfig(Section):
     """Steps between last checkpoints (one is also written at each epoch's end)."""
     threads: int = 0
     """Torch intra-op threads; 0 keeps torch's default."""
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto (this process's GPU if there is one), cpu or cuda."""
     position_bias: bool = True
     """Learn the per-rank click bias (the shallow tower) in training; false keeps every rank

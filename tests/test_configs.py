@@ -37,6 +37,29 @@ def test_a_choice_training_would_misread_is_refused_when_the_config_loads(key, v
         load_experiment(CONFIGS[0], [f"train.{key}={value}"])
 
 
+V2 = Path(__file__).parents[1] / "configs" / "prectr_v2_bench.yaml"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model_params.consistency=mse", "Input should be 'ce', 'kl' or 'none' (got 'mse')"),
+        ("model_params.debias_negatives=random",
+         "Input should be 'synthetic', 'unexposed' or 'both' (got 'random')"),
+        ("model_params.crowd_signal=mean", "Input should be 'entries' or 'relative' (got 'mean')"),
+        ("model_params.encoder_precision=fp16",
+         "Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')"),
+        ("model_params.mix_max=1.5", "Input should be less than or equal to 1 (got 1.5)"),
+        ("train.device=gpu", "Input should be 'auto', 'cpu' or 'cuda' (got 'gpu')"),
+    ],
+)  # fmt: skip
+def test_a_model_switch_or_device_is_refused_when_the_config_loads(override, message) -> None:
+    """Before the log is read and prepared, not when the trainer builds the model."""
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(f"{key}: {message}")):
+        load_experiment(V2, [override])
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
