@@ -61,6 +61,28 @@ def test_a_model_switch_or_device_is_refused_when_the_config_loads(override, mes
 
 
 @pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "greater than or equal to 1 (got 0)"),
+        ("data.shards=0", "greater than or equal to 1 (got 0)"),
+        ("data.test_days=0", "greater than or equal to 1 (got 0)"),
+        ("train.epochs=-1", "greater than or equal to 0 (got -1)"),
+        ("train.lr_dense=-0.001", "greater than or equal to 0 (got -0.001)"),
+        ("train.log_every=0", "greater than or equal to 1 (got 0)"),
+        ("train.reference_position=65", "less than or equal to 64 (got 65)"),
+        ("features.crowd_days=0", "greater than 0 (got 0)"),
+        ("features.user_clicks=0", "greater than or equal to 1 (got 0)"),
+    ],
+)  # fmt: skip
+def test_a_size_count_or_rate_out_of_its_range_is_refused_when_the_config_loads(
+    override, message
+) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(f"{key}: Input should be {message}")):
+        load_experiment(V2, [override])
+
+
+@pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"train": {"lr_dens": 1}}, "c.yaml: train.lr_dens: unknown key; did you mean lr_dense?"),
