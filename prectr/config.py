@@ -20,7 +20,13 @@ from pydantic_core import PydanticCustomError
 from prectr.data.features import FeatureConfig, feature_specs, undeclared
 from prectr.data.groups import find
 from prectr.models.calibration import Kind as Calibration
-from prectr.models.registry import feature_roles, model_params, params_model, registered_models
+from prectr.models.registry import (
+    MAX_POSITION,
+    feature_roles,
+    model_params,
+    params_model,
+    registered_models,
+)
 from prectr.section import ConfigError, Section, suggestion
 
 
@@ -30,22 +36,22 @@ class DataConfig(Section):
     log: str | None = None
     """The log directory, in the search-log schema (a simulated world is one); ``--log``
     overrides it."""
-    batch_size: int = 2048
+    batch_size: int = Field(2048, ge=1)
     """Rows per optimiser step, shared out among the processes."""
-    buffer_rows: int = 262_144
+    buffer_rows: int = Field(262_144, ge=1)
     """Rows read and shuffled together."""
-    shards: int = 8
+    shards: int = Field(8, ge=1)
     """Parquet shards per split; at least the number of training processes."""
     shards_uri: str | None = None
     """Where prepare writes and training reads the shards: a local folder or a pyarrow
     filesystem URI (file://, s3://, gs://, hdfs://, ...); default: the run directory's data/."""
-    prefetch: int = 2
+    prefetch: int = Field(2, ge=0)
     """Training batches assembled ahead in a background thread (0: none)."""
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = Field(1_000_000, ge=1)
     """Candidates prepare encodes together (its memory bound)."""
-    valid_days: int = 1
+    valid_days: int = Field(1, ge=1)
     """Days after the training days that form the validation split."""
-    test_days: int = 1
+    test_days: int = Field(1, ge=1)
     """Last days of the log that form the test split."""
 
 
@@ -56,23 +62,23 @@ StoppingMetric = Literal["auc", "gauc_user", "gauc_request", "logloss", "ece"]
 class TrainConfig(Section):
     """The training loop: stages, learning rates, stopping, checkpoints, calibration."""
 
-    relevance_epochs: int = 0
+    relevance_epochs: int = Field(0, ge=0)
     """Stage 1 (models with a relevance module): epochs fitting it alone on the human
     grades."""
-    epochs: int = 2
+    epochs: int = Field(2, ge=0)
     """Epochs of the model's own loss (stage 2 where there is a stage 1)."""
-    lr_dense: float = 1e-3
+    lr_dense: float = Field(1e-3, ge=0)
     """Learning rate of the dense parameters."""
-    lr_embedding: float = 1e-2
+    lr_embedding: float = Field(1e-2, ge=0)
     """Learning rate of the embedding tables."""
-    lr_encoder: float = 1e-4
+    lr_encoder: float = Field(1e-4, ge=0)
     """Learning rate of a student text encoder trained end to end."""
-    lr_position: float = 0.1
+    lr_position: float = Field(0.1, ge=0)
     """Learning rate of the position bias (one logit per shown rank; its own group, no weight
     decay): Adam moves it at most this per step."""
-    weight_decay: float = 1e-5
+    weight_decay: float = Field(1e-5, ge=0)
     """Weight decay of the dense and encoder parameters only."""
-    clip_norm: float = 5.0
+    clip_norm: float = Field(5.0, gt=0)
     """Gradients are clipped to this global norm."""
     sparse_embeddings: bool = False
     """Row-wise embedding gradients stepped by lazy Adam: processes exchange the rows a step
@@ -83,22 +89,23 @@ class TrainConfig(Section):
     a step); PRECTR-V2 within noise (BENCHMARKS.md)."""
     early_stopping_metric: StoppingMetric = "auc"
     """The validation metric that picks the best checkpoint and stops the run."""
-    patience: int = 2
+    patience: int = Field(2, ge=0)
     """Epochs without a better early_stopping_metric before the run stops (0: never)."""
     seed: int = 0
     """Seed of the weights' start and of the batches' order."""
-    log_every: int = 50
+    log_every: int = Field(50, ge=1)
     """Steps between train-log lines."""
-    checkpoint_every: int = 200
-    """Steps between last checkpoints (one is also written at each epoch's end)."""
-    threads: int = 0
+    checkpoint_every: int = Field(200, ge=0)
+    """Steps between last checkpoints (one is also written at each epoch's end; 0: only
+    there)."""
+    threads: int = Field(0, ge=0)
     """Torch intra-op threads; 0 keeps torch's default."""
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto (this process's GPU if there is one), cpu or cuda."""
     position_bias: bool = True
     """Learn the per-rank click bias (the shallow tower) in training; false keeps every rank
     at the training click rate's log-odds, so no score depends on position."""
-    reference_position: int = 1
+    reference_position: int = Field(1, ge=1, le=MAX_POSITION)
     """The shown rank that scores are served at (prectr/models/registry.py)."""
     calibration: Calibration = "platt"
     """Post-hoc calibration fitted on the validation days after training (none, platt or

@@ -296,7 +296,9 @@ def test_a_run_alone_exports_and_serves_from_any_directory(tiny_world, tmp_path,
     [
         ("dnn", "{layers: 3}", "layers"),  # unknown: caught when the config loads
         ("dnn", "{hidden: sixteen}", "model_params.hidden"),  # wrong type: the same
-        ("prectr_v2", "{consistency: klx}", "consistency 'klx'"),  # a value: by building it
+        ("prectr_v2", "{consistency: klx}", "model_params.consistency"),  # a choice: the same
+        # a combination the model refuses: by building it
+        ("prectr_v2", "{incentive: false, cross_user: true}", "it needs incentive: true"),
     ],
 )
 def test_a_bad_model_parameter_writes_nothing_and_names_the_key(tiny_world, tmp_path, capsys,

@@ -37,6 +37,51 @@ def test_a_choice_training_would_misread_is_refused_when_the_config_loads(key, v
         load_experiment(CONFIGS[0], [f"train.{key}={value}"])
 
 
+V2 = Path(__file__).parents[1] / "configs" / "prectr_v2_bench.yaml"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model_params.consistency=mse", "Input should be 'ce', 'kl' or 'none' (got 'mse')"),
+        ("model_params.debias_negatives=random",
+         "Input should be 'synthetic', 'unexposed' or 'both' (got 'random')"),
+        ("model_params.crowd_signal=mean", "Input should be 'entries' or 'relative' (got 'mean')"),
+        ("model_params.encoder_precision=fp16",
+         "Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')"),
+        ("model_params.mix_max=1.5", "Input should be less than or equal to 1 (got 1.5)"),
+        ("train.device=gpu", "Input should be 'auto', 'cpu' or 'cuda' (got 'gpu')"),
+    ],
+)  # fmt: skip
+def test_a_model_switch_or_device_is_refused_when_the_config_loads(override, message) -> None:
+    """Before the log is read and prepared, not when the trainer builds the model."""
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(f"{key}: {message}")):
+        load_experiment(V2, [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "greater than or equal to 1 (got 0)"),
+        ("data.shards=0", "greater than or equal to 1 (got 0)"),
+        ("data.test_days=0", "greater than or equal to 1 (got 0)"),
+        ("train.epochs=-1", "greater than or equal to 0 (got -1)"),
+        ("train.lr_dense=-0.001", "greater than or equal to 0 (got -0.001)"),
+        ("train.log_every=0", "greater than or equal to 1 (got 0)"),
+        ("train.reference_position=65", "less than or equal to 64 (got 65)"),
+        ("features.crowd_days=0", "greater than 0 (got 0)"),
+        ("features.user_clicks=0", "greater than or equal to 1 (got 0)"),
+    ],
+)  # fmt: skip
+def test_a_size_count_or_rate_out_of_its_range_is_refused_when_the_config_loads(
+    override, message
+) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(f"{key}: Input should be {message}")):
+        load_experiment(V2, [override])
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -89,7 +89,7 @@ def test_the_scan_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     (tmp_path / "prectr_probe").mkdir()
     (tmp_path / "prectr_probe" / "__init__.py").write_text("from . import inner\n")
     (tmp_path / "prectr_probe" / "inner.py").write_text(
-        "def f():\n    from prectr.encoder.student import student_config\n"
+        "def f():\n    from prectr.encoder.student import load_student\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     found = imported_modules("prectr_probe")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from prectr import __version__
 from prectr.cli.config import add_config_commands
 from prectr.cli.encoder import add_encoder_commands
@@ -23,6 +25,7 @@ from prectr.cli.train import add_train_commands
 from prectr.cli.world import add_world_commands
 from prectr.data.schema import SchemaError
 from prectr.evaluation.commands import add_evaluation_commands
+from prectr.section import ConfigError
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(args)
     except (SchemaError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        if isinstance(err, ValidationError):  # a settings section built from the flags
+            err = ConfigError(err.title, err)
         console.print("[red]error[/]:", end=" ")
         console.print(str(err), markup=False)
         code = 2

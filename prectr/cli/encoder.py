@@ -74,14 +74,8 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
         dropout=args.dropout, query_length=args.query_length, title_length=args.title_length,
     )  # fmt: skip
-    train = EncoderTrainConfig(
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-        vocab_size=args.vocab_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        eval_requests=args.eval_requests,
-        temperature=getattr(args, "temperature", EncoderTrainConfig.temperature),
-        hidden_weight=getattr(args, "hidden_weight", EncoderTrainConfig.hidden_weight),
-        **{k: getattr(args, k) for k in SFT_FLAGS if hasattr(args, k)},
-    )  # fmt: skip
+    given = [*TRAINING_FLAGS, "lr", "vocab_size", "temperature", "hidden_weight", *SFT_FLAGS]
+    train = EncoderTrainConfig(**{k: getattr(args, k) for k in given if hasattr(args, k)})
     config = pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,
                      getattr(args, "labels", None), args.init, args.resume,

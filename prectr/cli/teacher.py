@@ -113,12 +113,6 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
         log_pairs,
     )
 
-    pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
-                      max_pairs=args.max_pairs, seed=args.seed,
-                      held_out=pairs_config(args))  # fmt: skip
-    teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
-    if not isinstance(teacher, CausalLMTeacher):
-        raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
     device = args.device
     if device is None:  # a GPU if there is one; else the CPU, which only adapters can use
         device = "cuda" if torch.cuda.is_available() or not args.lora_rank else "cpu"
@@ -126,6 +120,12 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(epochs=args.epochs, lr=lr, batch_size=args.batch_size,
                             seed=args.seed, device=device, lora_rank=args.lora_rank,
                             lora_alpha=args.lora_alpha)  # fmt: skip
+    pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
+                      max_pairs=args.max_pairs, seed=args.seed,
+                      held_out=pairs_config(args))  # fmt: skip
+    teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
+    if not isinstance(teacher, CausalLMTeacher):
+        raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")
     history = finetune(teacher, pairs["query"].to_pylist(), pairs["title"].to_pylist(),
                        pairs["relevance"].to_numpy(), args.out, config, args.overwrite, args.run,
                        args.resume)  # fmt: skip

@@ -90,17 +90,6 @@ def write_impressions(
     return path
 
 
-def write_shards(
-    table: pa.Table, directory: str | Path, shards: int,
-    filesystem: pafs.FileSystem | None = None,
-) -> list[str]:  # fmt: skip
-    """Write encoded impressions as ``shards`` files in ``directory`` (in ``filesystem``,
-    default: the local one), as a :class:`ShardWriter` does."""
-    with ShardWriter({"": str(directory)}, shards, filesystem) as writer:
-        writer.add(table.sort_by([("request_row", "ascending")]), np.zeros(table.num_rows, int))
-    return writer.paths[""]
-
-
 class ShardWriter:
     """Encoded impressions written as the shards of several splits (``directories``: each
     split's directory, in ``filesystem``, default: the local one), part by part, in bounded

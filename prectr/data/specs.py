@@ -47,16 +47,16 @@ class Sequence:
 class FeatureConfig(Section):
     """Which histories feed the features and how long each sequence is."""
 
-    query_tokens: int = 8
+    query_tokens: int = Field(8, ge=1)
     """Words of a query kept (the first ones)."""
-    title_tokens: int = 24
+    title_tokens: int = Field(24, ge=1)
     """Words of a title kept (the first ones)."""
-    user_clicks: int = 20
+    user_clicks: int = Field(20, ge=1)
     """The user's latest clicked items (and their categories) kept as history."""
-    min_count: int = 1
+    min_count: int = Field(1, ge=1)
     """Training occurrences an id (user, query, item, category, brand) needs for its own
     embedding row; rarer ids share the unknown row."""
-    token_min_count: int = 2
+    token_min_count: int = Field(2, ge=1)
     """Training occurrences a word needs for its own embedding row."""
     include: list[str] = Field(default_factory=list)
     """Only these features (by name); empty: every feature declared."""
@@ -65,17 +65,17 @@ class FeatureConfig(Section):
     of each clicked item, and the cross-user crowd (what all users were shown and clicked
     under the same query in the last crowd_days days, backed off to the query's category when
     the query has fewer than crowd_min_events such impressions); off for the baselines."""
-    crowd_length: int = 50
+    crowd_length: int = Field(50, ge=1)
     """The crowd's latest entries kept per request."""
-    crowd_days: float | None = 7.0
+    crowd_days: float | None = Field(7.0, gt=0)
     """Days of the crowd's window before each request (None: every earlier day)."""
-    crowd_min_events: int = 10
+    crowd_min_events: int = Field(10, ge=0)
     """Impressions under a query below which its crowd backs off to the query's category."""
     student: str | None = None
     """A distilled student's directory: its tokenizer gives the query and title pieces."""
-    query_pieces: int | None = None
+    query_pieces: int | None = Field(None, ge=1)
     """Pieces of a query kept with a student's tokenizer (None: the student's own limit)."""
-    title_pieces: int | None = None
+    title_pieces: int | None = Field(None, ge=1)
     """Pieces of a title kept with a student's tokenizer (None: the student's own limit)."""
     text_cache: str | None = None
     """A frozen encoder's embedding cache (prectr.text.cache): each text's row in it."""

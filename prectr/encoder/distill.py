@@ -41,13 +41,14 @@ training days. The metrics also hold the pair counts of :func:`prectr.encoder.pa
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from prectr.encoder.evaluate import (
@@ -60,6 +61,7 @@ from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, re
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
+from prectr.section import Section
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
 from prectr.train.engine import Engine
@@ -69,43 +71,55 @@ KINDS = ("distill", "sft")
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
 # pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
 # exp(-(k - y)^2), so a near miss costs less than a far one)
-SFT_LOSSES = ("ce", "weighted", "ordinal")
+SftLoss = Literal["ce", "weighted", "ordinal"]
+SFT_LOSSES = get_args(SftLoss)
 # how often an sft epoch draws each distinct graded pair: once, or once per graded row of it (as
 # often as the log shows and grades it; its merged grade either way)
-PAIR_WEIGHTS = ("pairs", "rows")
+PairWeight = Literal["pairs", "rows"]
+PAIR_WEIGHTS = get_args(PairWeight)
 
 
-@dataclass
-class EncoderTrainConfig:
-    epochs: int = 1
-    max_steps: int = 0  # stop after this many steps in all (0: run every epoch)
-    batch_size: int = 256
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    temperature: float = 2.0  # distill: softening of both distributions
-    hidden_weight: float = 0.0  # distill: weight of the hidden-state MSE (0: off)
-    vocab_size: int = 8000  # tokenizer pieces, when no init student brings a tokenizer
+class EncoderTrainConfig(Section):
+    """How the student trains (``distill`` and ``sft``; a run's ``config.json`` holds it)."""
+
+    epochs: int = Field(1, ge=0)
+    """Passes over the training pairs."""
+    max_steps: int = Field(0, ge=0)
+    """Stop after this many steps in all (0: run every epoch)."""
+    batch_size: int = Field(256, ge=1)
+    """Pairs per step, over all processes."""
+    lr: float = Field(5e-4, ge=0)
+    """Learning rate."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW's weight decay."""
+    clip_norm: float = Field(1.0, gt=0)
+    """Gradients are clipped to this global norm."""
+    temperature: float = Field(2.0, gt=0)
+    """distill: softening of both distributions."""
+    hidden_weight: float = Field(0.0, ge=0)
+    """distill: weight of the hidden-state MSE (0: off)."""
+    vocab_size: int = Field(8000, ge=1)
+    """Tokenizer pieces, when no init student brings a tokenizer."""
     seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 200
-    eval_requests: int = 500  # held-out test requests scored at the end (0: all)
-    # sft: the graded pairs of this share of the training queries (by a hash of the query
-    # text) validate instead of training (0: no validation, no early stopping)
-    valid_share: float = 0.1
-    valid_every: int = 50  # sft: steps between validation scores (and one at the end)
-    patience: int = 5  # sft: validations without a better macro-F1 before stopping (0: never)
-    loss: str = "ce"  # sft: one of SFT_LOSSES
-    pair_weight: str = "pairs"  # sft: one of PAIR_WEIGHTS (validation is weighted alike)
-
-    def __post_init__(self) -> None:
-        if self.loss not in SFT_LOSSES:
-            raise ValueError(f"sft loss {self.loss!r}: expected one of {SFT_LOSSES}")
-        if self.pair_weight not in PAIR_WEIGHTS:
-            raise ValueError(f"sft pair_weight {self.pair_weight!r}: expected one of "
-                             f"{PAIR_WEIGHTS}")  # fmt: skip
-        if not 0 <= self.valid_share < 1:
-            raise ValueError(f"valid_share must be in [0, 1), got {self.valid_share}")
+    """Seed of the initialisation and of the order."""
+    log_every: int = Field(50, ge=1)
+    """Steps between train-log lines."""
+    checkpoint_every: int = Field(200, ge=0)
+    """Steps between checkpoints (0: at each epoch's end only)."""
+    eval_requests: int = Field(500, ge=0)
+    """Held-out test requests scored at the end (0: all)."""
+    valid_share: float = Field(0.1, ge=0, lt=1)
+    """sft: the graded pairs of this share of the training queries (by a hash of the query
+    text) validate instead of training (0: no validation, no early stopping)."""
+    valid_every: int = Field(50, ge=0)
+    """sft: steps between validation scores, and one at the end (0: at each epoch's end)."""
+    patience: int = Field(5, ge=0)
+    """sft: validations without a better macro-F1 before stopping (0: never)."""
+    loss: SftLoss = "ce"
+    """sft: the loss on the human grades (:data:`SFT_LOSSES`)."""
+    pair_weight: PairWeight = "pairs"
+    """sft: how often an epoch draws each graded pair (:data:`PAIR_WEIGHTS`; validation is
+    weighted alike)."""
 
 
 @dataclass
@@ -147,8 +161,8 @@ class EncoderRun:
         wanted = {
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
-            "student": asdict(student or StudentConfig()),
-            "train": asdict(self.train), **(pairs or PairsConfig()).settings(),
+            "student": (student or StudentConfig()).model_dump(),
+            "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
         self.processes = join()
@@ -212,8 +226,8 @@ class EncoderRun:
         if tokenizer.query_length is None:  # saved before tokenizers chose limits
             tokenizer.choose_limits(*self.pairs.train_texts())
         torch.manual_seed(self.train.seed)
-        config = replace(
-            config, vocab_size=tokenizer.vocab_size,
+        config = config.updated(
+            vocab_size=tokenizer.vocab_size,
             query_length=config.query_length or tokenizer.query_length,
             title_length=config.title_length or tokenizer.title_length,
         )  # fmt: skip

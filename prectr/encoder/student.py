@@ -28,40 +28,52 @@ directory: ``student.pt`` (config and weights) and ``tokenizer.json``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, Self, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from prectr.io import atomic_file
+from prectr.section import Section
 from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
-MODES = ("cross", "two_tower")
+Mode = Literal["cross", "two_tower"]
+MODES = get_args(Mode)
 
 
-@dataclass
-class StudentConfig:
-    vocab_size: int = 8000
-    mode: str = "two_tower"  # the default: see the module docstring
-    dim: int = 144
-    layers: int = 3
-    heads: int = 4
-    ff: int = 576
-    dropout: float = 0.0
-    # pieces kept of a query and of a title; None: the limits the tokenizer chose on its
-    # training texts (:mod:`prectr.text.tokenizer`), set when the student is built
-    query_length: int | None = None
-    title_length: int | None = None
+class StudentConfig(Section):
+    """The student's shape (saved with it in ``student.pt``)."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"student mode {self.mode!r}: expected one of {MODES}")
+    vocab_size: int = Field(8000, ge=1)
+    """Tokenizer pieces (a training run sets it to its tokenizer's)."""
+    mode: Mode = "two_tower"
+    """A cross encoder over the pair, or two towers (the default: see the module docstring)."""
+    dim: int = Field(144, ge=1)
+    """Width of the transformer; a multiple of ``heads``."""
+    layers: int = Field(3, ge=1)
+    """Transformer layers."""
+    heads: int = Field(4, ge=1)
+    """Attention heads."""
+    ff: int = Field(576, ge=1)
+    """Feed-forward width."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout rate."""
+    query_length: int | None = Field(None, ge=1)
+    """Pieces kept of a query; None: the limit the tokenizer chose on its training texts
+    (:mod:`prectr.text.tokenizer`), set when the student is built."""
+    title_length: int | None = Field(None, ge=1)
+    """Pieces kept of a title; None as for ``query_length``."""
+
+    @model_validator(mode="after")
+    def _heads_divide_the_width(self) -> Self:
         if self.dim % self.heads:
             raise ValueError(f"student dim {self.dim} is not a multiple of heads {self.heads}")
+        return self
 
 
 class Student(nn.Module):
@@ -201,7 +213,8 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces, the student "
                          f"{student.config.vocab_size}")  # fmt: skip
     tokenizer.save(directory / TOKENIZER)
-    state = {"config": asdict(student.config), "state": student.state_dict(), "meta": meta or {}}
+    config = student.config.model_dump()
+    state = {"config": config, "state": student.state_dict(), "meta": meta or {}}
     with atomic_file(directory / WEIGHTS) as tmp:
         torch.save(state, tmp)
     return directory
@@ -217,8 +230,3 @@ def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
         raise ValueError(f"{directory}: {TOKENIZER} has {tokenizer.vocab_size} pieces, "
                          f"{WEIGHTS} expects {student.config.vocab_size}")  # fmt: skip
     return student, tokenizer
-
-
-def student_config(directory: str | Path) -> StudentConfig:
-    """The configuration of the student saved in ``directory`` (e.g. its piece limits)."""
-    return StudentConfig(**saved_student(directory)["config"])

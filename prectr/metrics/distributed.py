@@ -2,7 +2,7 @@
 
 Each rank holds some rows; the results equal the single-process metrics on all rows.
 AUC and ECE need every score, so their inputs are gathered (an evaluation set fits in
-memory; training data never goes through here). GAUC and NDCG are per group: each row is
+memory; training data never goes through here). GAUC is per group: each row is
 routed to the rank that owns its group (integer key modulo the world size), every rank computes
 its groups, and the weighted sums are all-reduced. Works with any backend (gloo on CPU), and
 in a process that joined no group (then it is the single-process computation).
@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 
 from prectr.metrics.click import auc, expected_calibration_error, group_auc
-from prectr.metrics.ranking import EMPTY_MODES, ndcg_at_k_per_group
 
 
 def _grouped() -> bool:
@@ -101,32 +100,3 @@ def distributed_gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray)
     ok = ~np.isnan(aucs)
     weighted, weight = all_sum(float((aucs[ok] * n[ok]).sum()), float(n[ok].sum()))
     return weighted / weight if weight else float("nan")
-
-
-def distributed_ndcg_at_k(
-    grades: np.ndarray,
-    scores: np.ndarray,
-    groups: np.ndarray,
-    k: int = 10,
-    empty: str = "skip",
-    order: np.ndarray | None = None,
-) -> float:
-    """NDCG@k over integer group keys, as :func:`prectr.metrics.ndcg_at_k`. Tied scores
-    keep row order there; ``order`` (each row's position in the whole data, e.g. a global
-    row id) keeps that here, otherwise ties follow (rank, local row)."""
-    if empty not in EMPTY_MODES:
-        raise ValueError(f"empty {empty!r}: expected one of {EMPTY_MODES}")
-    arrays = {"grades": grades, "scores": scores, "groups": groups}
-    if order is not None:
-        arrays["order"] = order
-    rows = _route(arrays, groups)
-    if order is not None:
-        by_order = np.argsort(rows["order"], kind="stable")
-        rows = {k_: v[by_order] for k_, v in rows.items()}
-    ndcg, has_relevant = ndcg_at_k_per_group(rows["grades"], rows["scores"], rows["groups"], k)
-    if empty == "skip":
-        total, count = all_sum(float(ndcg[has_relevant].sum()), float(has_relevant.sum()))
-    else:
-        ndcg[~has_relevant] = 0.0 if empty == "zero" else 1.0
-        total, count = all_sum(float(ndcg.sum()), float(ndcg.size))
-    return total / count if count else float("nan")

@@ -67,10 +67,11 @@ the click path only the exposed ones unless unexposed candidates are negatives.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from prectr.data.dataset import Batch
 from prectr.data.groups import Role, in_group
@@ -82,12 +83,22 @@ from prectr.modules.attention import CandidateInterest
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
-from prectr.modules.incentive import PreferenceMining, RelevanceIncentive, crowd_fields
+from prectr.modules.incentive import (
+    CROWD_SIGNALS,
+    CROWD_SOURCES,
+    PreferenceMining,
+    RelevanceIncentive,
+    crowd_fields,
+)
 from prectr.modules.rsl import RSLModule
-from prectr.modules.text import TextEncoder, build_text_encoder, text_roles
+from prectr.modules.text import Precision, TextEncoder, build_text_encoder, text_roles
 
-CONSISTENCY = ("ce", "kl", "none")
-NEGATIVES = ("synthetic", "unexposed", "both")
+# the choices a config's model_params is checked against when it loads
+Consistency = Literal["ce", "kl", "none"]
+Negatives = Literal["synthetic", "unexposed", "both"]
+CrowdSignal = Literal[CROWD_SIGNALS]
+CrowdSource = Literal[CROWD_SOURCES]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 LOW_GRADES = 2  # grades 0 and 1: a synthetic negative's reconstructed label is one of them
 
 
@@ -106,18 +117,18 @@ class PRECTR(RankingModel):
         incentive: bool = True,
         cross_user: bool = False,
         crowd_identity: bool = True,
-        crowd_signal: str = "entries",
-        crowd_from: str = "own",
+        crowd_signal: CrowdSignal = "entries",
+        crowd_from: CrowdSource = "own",
         preference_dim: int = 32,
         preference_heads: int = 1,
         activity_gate: bool = False,
-        consistency: str = "ce",
+        consistency: Consistency = "ce",
         consistency_weight: float = 0.5,
         debias: bool = False,
         debias_weight: float = 0.03,  # on validation: results/sweep_v2_debias_weight.json
-        debias_negatives: str = "synthetic",
+        debias_negatives: Negatives = "synthetic",
         hard_negatives: int = 2,
-        mix_max: float = 0.1,  # on validation: results/sweep_v2_mix_max.json
+        mix_max: Share = 0.1,  # on validation: results/sweep_v2_mix_max.json
         reconstruct_embedding: bool = False,
         debias_margin: float = 1.0,
         debias_clip: float = 4.0,
@@ -128,20 +139,14 @@ class PRECTR(RankingModel):
         student: str | None = None,
         frozen_encoder: bool = False,
         text_cache: str | None = None,
-        encoder_precision: str = "fp32",
+        encoder_precision: Precision = "fp32",
     ):
         super().__init__()
-        if consistency not in CONSISTENCY:
-            raise ValueError(f"consistency {consistency!r}: expected one of {CONSISTENCY}")
-        if debias_negatives not in NEGATIVES:
-            raise ValueError(f"debias_negatives {debias_negatives!r}: expected one of {NEGATIVES}")
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
         if crowd_from != "own" and not cross_user:
             raise ValueError(f"crowd_from {crowd_from!r} is what cross_user mining reads; it "
                              "needs cross_user: true")  # fmt: skip
-        if not 0.0 <= mix_max <= 1.0:
-            raise ValueError(f"mix_max {mix_max}: the click's share in the mix is within [0, 1]")
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
                                   frozen_encoder, text_cache, encoder_precision)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)

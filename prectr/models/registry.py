@@ -158,7 +158,7 @@ def params_model(name: str) -> type[Section]:
 
 @functools.cache
 def _params_model(cls: type[RankingModel]) -> type[Section]:
-    hints = typing.get_type_hints(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)  # bounds kept
     declared = inspect.signature(cls.__init__).parameters.values()
     names = [p.name for p in declared if p.name not in ("self", "specs", "vocab_sizes")]
     undescribed = [name for name in names if name not in DESCRIPTIONS]

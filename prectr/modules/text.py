@@ -28,7 +28,7 @@ from prectr.data.features import Sequence
 from prectr.data.groups import Role, require
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
 
-PRECISIONS = ("auto", "bf16", "fp32")
+Precision = Literal["auto", "bf16", "fp32"]
 
 
 def _sequence(batch: Batch, name: str) -> torch.Tensor:
@@ -49,10 +49,8 @@ class StudentText(nn.Module):
     ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool,
-                 precision: str = "fp32"):  # fmt: skip
+                 precision: Precision = "fp32"):  # fmt: skip
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"encoder_precision {precision!r}: expected one of {PRECISIONS}")
         from prectr.encoder.student import load_student
 
         self.inputs = _inputs(specs, StudentText)
@@ -147,7 +145,7 @@ def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
 
 def build_text_encoder(
     kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
-    frozen: bool = False, text_cache: str | None = None, precision: str = "fp32",
+    frozen: bool = False, text_cache: str | None = None, precision: Precision = "fp32",
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
     text_roles(kind)  # an unknown kind is refused by name

@@ -20,7 +20,6 @@ from prectr.data.shards import (
     shards_of,
     time_split,
     write_impressions,
-    write_shards,
 )
 from prectr.data.simulate import World, split_days
 from prectr.data.stream import BatchStream
@@ -145,6 +144,13 @@ def test_an_error_while_prefetching_reaches_the_consumer(encoded_train, monkeypa
     monkeypatch.setattr(stream, "collator", broken)
     with pytest.raises(OSError, match="shard unreadable"):
         next(stream.epoch(0, prefetch=2))
+
+
+def write_shards(table: pa.Table, directory: Path, shards: int) -> list[str]:
+    """``table`` written at once as ``shards`` shard files in ``directory``."""
+    with ShardWriter({"": str(directory)}, shards) as writer:
+        writer.add(table.sort_by([("request_row", "ascending")]), np.zeros(table.num_rows, int))
+    return writer.paths[""]
 
 
 @pytest.fixture(scope="module")

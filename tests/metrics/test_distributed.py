@@ -10,13 +10,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from prectr.evaluation import click_metrics
-from prectr.metrics import auc, gauc, logloss, ndcg_at_k
+from prectr.metrics import auc, gauc, logloss
 from prectr.metrics.distributed import (
     distributed_auc,
     distributed_click_metrics,
     distributed_gauc,
     distributed_logloss,
-    distributed_ndcg_at_k,
 )
 from prectr.train.distributed import end_group
 
@@ -30,7 +29,7 @@ def data() -> dict[str, np.ndarray]:
     grades = rng.integers(0, 4, n)
     shard = rng.integers(0, 2, n)  # a group's rows are spread over both ranks
     return {"groups": groups, "scores": scores, "labels": labels, "grades": grades,
-            "shard": shard, "row": np.arange(n)}  # fmt: skip
+            "shard": shard}  # fmt: skip
 
 
 def worker(rank: int, world: int, init: str, out: str) -> None:
@@ -45,12 +44,6 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
         "auc": distributed_auc(mine["labels"], mine["scores"]),
         "logloss": distributed_logloss(mine["labels"], mine["scores"]),
         "gauc": distributed_gauc(mine["labels"], mine["scores"], mine["groups"]),
-        "ndcg": distributed_ndcg_at_k(
-            mine["grades"], mine["scores"], mine["groups"], order=mine["row"]
-        ),  # ties keep the global row order
-        "ndcg_zero": distributed_ndcg_at_k(
-            mine["grades"], mine["scores"], mine["groups"], empty="zero", order=mine["row"]
-        ),
     }
     Path(f"{out}.{rank}").write_text(json.dumps(result))
     end_group()
@@ -67,8 +60,6 @@ def test_two_gloo_processes_equal_one(tmp_path):
         "auc": auc(d["labels"], d["scores"]),
         "logloss": logloss(d["labels"], d["scores"]),
         "gauc": gauc(d["labels"], d["scores"], d["groups"]),
-        "ndcg": ndcg_at_k(d["grades"], d["scores"], d["groups"]),
-        "ndcg_zero": ndcg_at_k(d["grades"], d["scores"], d["groups"], empty="zero"),
     }
     for rank in range(2):
         got = json.loads((tmp_path / f"result.{rank}").read_text())
@@ -80,6 +71,3 @@ def test_without_a_process_group_they_are_the_single_process_metrics():
     d = data()
     got = distributed_click_metrics(d["labels"], d["scores"], d["groups"], d["grades"])
     assert got == click_metrics(d["labels"], d["scores"], d["groups"], d["grades"])
-    assert distributed_ndcg_at_k(d["grades"], d["scores"], d["groups"]) == ndcg_at_k(
-        d["grades"], d["scores"], d["groups"]
-    )

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from prectr.train import engine
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.engine import Engine
 from prectr.train.stages import Stage, Step, Stopping, StopTraining
@@ -146,3 +147,58 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_log(tmp_path, va
 def log_lines(directory):
     lines = [json.loads(x) for x in (directory / "train_log.jsonl").read_text().splitlines()]
     return [{k: v for k, v in x.items() if k != "samples_per_s"} for x in lines]
+
+
+class Bar:
+    """A stand-in for tqdm that records (steps shown, total) after each step."""
+
+    def __init__(self, **options):
+        self.n, self.total, self.seen = 0, None, []
+
+    def reset(self, total):
+        self.n, self.total = 0, total
+
+    def update(self, n=1):
+        self.n += n
+        if n == 1:  # a step, not the bar placed at a resumed run's position
+            self.seen.append((self.n, self.total))
+
+    def set_description(self, text):
+        pass
+
+    def set_postfix(self, **values):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"steps_per_epoch": 12}, [(n, 36) for n in range(1, 37)]),
+        ({"steps_per_epoch": 12, "max_steps": 20}, [(n, 20) for n in range(1, 21)]),
+        ({}, [(n, None) for n in range(1, 13)] + [(n, 36) for n in range(13, 37)]),
+    ],
+    ids=["known", "max-steps", "learnt-from-the-first-epoch"],
+)  # fmt: skip
+def test_the_progress_bar_counts_steps_towards_the_runs_total_for_the_eta(
+    monkeypatch, options, shown
+):
+    bars = []
+    monkeypatch.setattr(engine, "tqdm", lambda **o: bars.append(Bar(**o)) or bars[-1])
+    toy = Toy()
+    toy.fit(toy.stage(3, **options))
+    assert bars[0].seen == shown
+
+
+def test_a_resumed_runs_progress_starts_where_the_checkpoint_was(tmp_path, monkeypatch):
+    bars = []
+    monkeypatch.setattr(engine, "tqdm", lambda **o: bars.append(Bar(**o)) or bars[-1])
+    killed = Toy(tmp_path, checkpoint_every=3, stop_after=17)
+    with pytest.raises(StopTraining):
+        killed.fit(killed.stage(3, steps_per_epoch=12))
+    resumed = Toy(tmp_path, checkpoint_every=3)
+    resumed.engine.resume()
+    resumed.fit(resumed.stage(3, steps_per_epoch=12))
+    assert bars[1].seen == [(n, 36) for n in range(16, 37)]  # from the checkpoint at step 15

@@ -17,16 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_dir, claim_run_dir
+from prectr.section import Section
 from prectr.train.distributed import join
 from prectr.train.engine import Engine
 from prectr.train.stages import Stage, Stopping, shuffled_steps
@@ -35,17 +36,30 @@ from prectr.words import count
 HEAD_FILE, ADAPTED_FILE = "head.pt", "teacher.json"
 
 
-@dataclass(frozen=True)
-class HeadConfig:
-    hidden: int = 256  # 0 gives a linear (multinomial logistic) head
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 256
-    max_epochs: int = 300
-    patience: int = 15  # epochs without a lower validation cross-entropy (0: never stop early)
-    valid_share: float = 0.15
+class HeadConfig(Section):
+    """How the grade head is shaped and trained (saved with the adapted teacher)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hidden: int = Field(256, ge=0)
+    """Width of the head's hidden layer; 0 gives a linear (multinomial logistic) head."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout before the output layer."""
+    lr: float = Field(1e-3, ge=0)
+    """AdamW's learning rate."""
+    weight_decay: float = Field(1e-2, ge=0)
+    """AdamW's weight decay."""
+    batch_size: int = Field(256, ge=1)
+    """Pairs per step, over all processes."""
+    max_epochs: int = Field(300, ge=1)
+    """Epochs at the most."""
+    patience: int = Field(15, ge=0)
+    """Epochs without a lower validation cross-entropy before stopping (0: never stop
+    early)."""
+    valid_share: float = Field(0.15, gt=0, lt=1)
+    """Share of the labelled queries whose pairs validate."""
     seed: int = 0
+    """Seed of the validation queries, the head's start and the batches' order."""
 
 
 class GradeHead(nn.Module):
@@ -98,7 +112,7 @@ def train_head(
     if run_dir is not None:
         digest = hashlib.sha256(hidden.tobytes() + grades.astype(np.int64).tobytes()
                                 + "\n".join(groups).encode()).hexdigest()[:16]  # fmt: skip
-        wanted = {"head_config": asdict(config), "pairs": int(grades.size), "digest": digest}
+        wanted = {"head_config": config.model_dump(), "pairs": int(grades.size), "digest": digest}
         processes.on_main(lambda: claim_run_dir(Path(run_dir), "config.json", wanted, resume,
                                                 "the settings differ", overwrite))  # fmt: skip
     torch.manual_seed(config.seed + processes.rank)  # the main process's head is trained
@@ -223,7 +237,7 @@ def adapt_teacher(
         )
     head, summary = train_head(hidden, grades, queries, config, run_dir, resume, overwrite)
     info = {
-        "head_config": asdict(config),
+        "head_config": config.model_dump(),
         "fit": summary,
         "dtype": getattr(base, "dtype", "float32"),
     }

@@ -28,38 +28,51 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.io import atomic_dir, claim_run_dir
+from prectr.section import Section
 from prectr.train.distributed import join
 from prectr.train.engine import TRAIN_LOG, Engine
 from prectr.train.stages import Stage, Stopping, shuffled_steps
 from prectr.words import count
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: int = 2
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    valid_share: float = 0.1
+class FinetuneConfig(Section):
+    """How a language-model teacher is fine-tuned (a run's ``config.json`` holds it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epochs: int = Field(2, ge=1)
+    """Passes over the training pairs."""
+    lr: float = Field(2e-5, ge=0)
+    """AdamW's learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW's weight decay."""
+    batch_size: int = Field(16, ge=1)
+    """Pairs per step, over all processes."""
+    valid_share: float = Field(0.1, ge=0, lt=1)
+    """Share of the pairs that validate (at least one pair)."""
     seed: int = 0
+    """Seed of the validation pairs and of the batches' order."""
     device: str = "cuda"
-    lora_rank: int = 0  # 0: every weight; r > 0: rank-r adapters only (LoRA), CPU-friendly
-    lora_alpha: float = 16.0  # the adapters' output is scaled by lora_alpha / lora_rank
-    # the projections that get adapters (Llama's names: SmolLM2, the tiny test model)
+    """Where the model trains: cuda (every weight needs a GPU) or cpu."""
+    lora_rank: int = Field(0, ge=0)
+    """0: every weight trains; r > 0: rank-r adapters only (LoRA), CPU-friendly."""
+    lora_alpha: float = Field(16.0, gt=0)
+    """The adapters' output is scaled by lora_alpha / lora_rank."""
     lora_targets: tuple[str, ...] = (
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
     )  # fmt: skip
+    """The projections that get adapters (Llama's names: SmolLM2, the tiny test model)."""
 
 
 def _batch(teacher: CausalLMTeacher, pairs: list[list[int]], device: str) -> dict[str, Any]:
@@ -123,8 +136,6 @@ def finetune(
             "no CUDA device: fine-tuning every weight needs a GPU (pass device='cpu' to force, "
             "or lora_rank > 0 to train adapters only, which a CPU can)"
         )
-    if config.lora_rank < 0:
-        raise ValueError(f"lora_rank = {config.lora_rank}: expected 0 (every weight) or more")
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")
     # joined before the model moves: NCCL's join picks this process's GPU
@@ -168,7 +179,7 @@ def finetune(
         return metrics
 
     data = json.dumps([list(queries), list(titles), grades.tolist()]).encode()
-    wanted = {"finetune": json.loads(json.dumps(asdict(config))),  # as config.json reads back
+    wanted = {"finetune": config.model_dump(mode="json"),  # as config.json reads back
               "pairs": len(queries), "digest": hashlib.sha256(data).hexdigest()[:16]}  # fmt: skip
     processes.on_main(lambda: claim_run_dir(run_dir, "config.json", wanted, resume,
                                             "the settings differ", overwrite))  # fmt: skip
