@@ -30,6 +30,7 @@ columns only (``click``, ``relevance``), never the evaluation-only ``true_releva
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,14 +177,27 @@ class Events:
     clicked: np.ndarray
 
     def then(self, later: Events) -> Events:
-        """These events followed by ``later`` ones."""
+        """These events followed by ``later`` ones; these are spent (:meth:`_spent`)."""
         return Events(*(None if a is None else np.concatenate([a, b])
-                        for a, b in zip(_fields(self), _fields(later), strict=True)))  # fmt: skip
+                        for a, b in zip(self._spent(), _fields(later), strict=True)))  # fmt: skip
 
     def keep(self, requests: np.ndarray, impressions: np.ndarray) -> Events:
-        """The request events and impression events the two masks select."""
-        per_impression = (None if a is None else a[impressions] for a in _fields(self)[2:])
-        return Events(self.request_user[requests], self.request_time[requests], *per_impression)
+        """The request events and impression events the two masks select; these events are
+        spent (:meth:`_spent`)."""
+        masks = [requests, requests] + [impressions] * (len(dataclasses.fields(self)) - 2)
+        return Events(*(None if a is None else a[mask]
+                        for a, mask in zip(self._spent(), masks, strict=True)))  # fmt: skip
+
+    def _spent(self) -> Iterator[np.ndarray | None]:
+        """Each array of these events in turn, let go here once the next is asked for (every
+        field is ``None`` after): joined or selected from, events are never held twice
+        whole, one array at a time is (a history state joined to a chunk's events is the
+        largest thing ``prepare`` holds)."""
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            setattr(self, f.name, None)
+            yield values
+            del values
 
 
 def _fields(events: Events) -> list[np.ndarray | None]:
@@ -245,13 +259,18 @@ class HistoryState:
     ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
         """This state's events followed by the next chunk's ``events``, and what each of the
         impression events shows (``shown``: the chunk's), leaving out the chunk's unexposed
-        impressions, which are in no history."""
+        impressions, which are in no history. This state and ``events`` are spent, one array
+        at a time (:meth:`Events.keep`): the state is not held whole beside the joined
+        events."""
         exposed = events.exposed
         events = self.events.then(events.keep(np.ones(events.request_user.size, bool), exposed))
-        shown = {name: values[exposed] for name, values in shown.items()}
-        if self.shown:
-            shown = {name: np.concatenate([self.shown[name], v]) for name, v in shown.items()}
-        return events, shown
+        joined = {}
+        for name in list(shown):
+            later = shown.pop(name)[exposed]
+            earlier = self.shown.pop(name, None)
+            joined[name] = later if earlier is None else np.concatenate([earlier, later])
+            del earlier, later
+        return events, joined
 
     @classmethod
     def of(
@@ -259,8 +278,9 @@ class HistoryState:
         impressions: np.ndarray,
     ) -> HistoryState:  # fmt: skip
         """The state of the request events and impression events the two masks keep
-        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression."""
-        kept = {name: values[impressions] for name, values in shown.items()}
+        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression.
+        ``events`` and ``shown`` are spent, one array at a time (:meth:`Events.keep`)."""
+        kept = {name: shown.pop(name)[impressions] for name in list(shown)}
         return cls(events.keep(requests, impressions), kept)
 
 
@@ -296,7 +316,8 @@ class HistoryIndex:
         crowd_length: int, crowd_days: float | None = None,
     ) -> HistoryState:  # fmt: skip
         """The :class:`HistoryState` after these events, for requests later than all of them:
-        the events :meth:`kept` selects, and what ``shown`` holds of each kept impression."""
+        the events :meth:`kept` selects, and what ``shown`` holds of each kept impression.
+        The index's events and ``shown`` are spent (:meth:`HistoryState.of`)."""
         kept = self.kept(user_length, click_length, crowd_length, crowd_days)
         return HistoryState.of(self.events, shown, *kept)
 
