@@ -110,7 +110,7 @@ def fit_features(config: ExperimentConfig, log: LogChunks) -> FeatureEncoder:
     order) and the items they show."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
     train = split["train"].size
-    return FeatureEncoder(config.features).fit_seen(log.requests.slice(0, train),
+    return FeatureEncoder(config.features).fit_seen(log.request_rows(train),
                                                     log.seen_before(train))  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def prepare(
             part[split[name]] = i
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
-        context = encoder.context(log.items, log.requests)
+        context = encoder.context(log.items, log.request_rows())
         directories = {name: posixpath.join(root, name) for name in SPLITS}
         path = run_dir / "data" / "features.npz"
         with (
@@ -183,7 +183,8 @@ def prepare(
                 del request, encoded, rows  # not held while the next chunk is encoded
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
-            user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+            user = log.request_rows(columns=["user_id"])["user_id"].combine_chunks()
+            user = pc.dictionary_encode(user).indices
             features.add("", {"user_of_request": user.to_numpy()})
 
 

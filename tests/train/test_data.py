@@ -143,6 +143,6 @@ def test_encoding_in_turn_holds_no_state_before_a_chunk_while_indexing_it(tiny_w
     config = tiny_config(tiny_world)
     with LogChunks(tiny_world, chunk_rows=20_000) as log:
         encoder = fit_features(config, log)
-        for _ in encode_in_turn(encoder, encoder.context(log.items, log.requests), log):
+        for _ in encode_in_turn(encoder, encoder.context(log.items, log.request_rows()), log):
             pass
     assert len(alive) == log.chunks > 3 and alive == [0] * log.chunks
