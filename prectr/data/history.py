@@ -149,11 +149,12 @@ def normalised_query(queries: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | p
 
 
 class _Keys:
-    """Dense codes of the distinct values of a column (a :class:`Vocabulary` of them, whose
-    ids start at 2); values never seen, and nulls, get -1."""
+    """Dense codes of the distinct values of a column, in the order they first appear (a
+    :class:`Vocabulary` of them, whose ids start at 2, held as an arrow array: there is one
+    per user and per query); values never seen, and nulls, get -1."""
 
     def __init__(self, values: pa.ChunkedArray | pa.Array):
-        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)).to_pylist())
+        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)))
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.maximum(self.vocabulary.lookup(values) - 2, -1)  # int32, as the ids
