@@ -60,18 +60,24 @@ class EventIndex:
     the index (most impressions are in none of a history's: unclicked, unexposed)."""
 
     def __init__(self, event_key: np.ndarray, event_time: np.ndarray):
+        # (a history state's index is rebuilt each chunk: its peak is memory, so temporaries
+        # are let go as soon as they are used, and arithmetic is done in place)
         self.size = event_key.size
-        kept = np.flatnonzero(event_key >= 0)
+        kept = np.flatnonzero(event_key >= 0).astype(np.int32 if self.size < 2**31 else np.int64)
         time = event_time[kept]
         self.times = np.unique(time)
         self.width = self.times.size + 1
-        composite = (event_key[kept].astype(np.int64) + 1) * self.width
-        composite += np.searchsorted(self.times, time)
-        del time  # (a history state's index is rebuilt each chunk: its peak is memory)
+        rank = np.searchsorted(self.times, time)
+        del time
+        composite = event_key[kept].astype(np.int64)
+        composite += 1
+        composite *= self.width
+        composite += rank
+        del rank
         order = np.argsort(composite, kind="stable")  # ties keep the events' order
         self.sorted = composite[order]
         del composite
-        self.order = kept[order].astype(np.int32 if self.size < 2**31 else np.int64)
+        self.order = kept[order]
 
     def last_before(
         self,
