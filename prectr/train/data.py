@@ -31,6 +31,7 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -157,8 +158,9 @@ def prepare(
     split's shards to :func:`shard_location` (the features are written last: a run that has
     them reuses it all). Nothing encoded is held once written (:func:`load_prepared` reads it
     back)."""
-    if not prepared(run_dir):
-        _fixed_malloc_thresholds()
+    if prepared(run_dir):
+        return
+    with returning_freed_memory():
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
         part = np.zeros(log.requests.num_rows, dtype=np.int8)
@@ -186,6 +188,22 @@ def prepare(
             user = log.request_rows(columns=["user_id"])["user_id"].combine_chunks()
             user = pc.dictionary_encode(user).indices
             features.add("", {"user_of_request": user.to_numpy()})
+
+
+@contextmanager
+def returning_freed_memory() -> Iterator[None]:
+    """Allocators that hand freed memory back to the system, for preparing a log: glibc's
+    thresholds fixed (:func:`_fixed_malloc_thresholds`), and arrow's buffers taken from the
+    system allocator under them rather than from mimalloc, which keeps what it frees (the
+    peak of filing the impressions by chunk then stays resident while the log is encoded);
+    arrow's allocator is restored on leaving."""
+    _fixed_malloc_thresholds()
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 def _fixed_malloc_thresholds() -> None:
@@ -322,7 +340,10 @@ def open_run(
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
         return
     shard_location(run_dir, recorded.data.shards_uri)
-    with LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log:
+    with (
+        returning_freed_memory(),
+        LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log,
+    ):
         encoder = fit_features(recorded, log)
         build_run_model(recorded, encoder)
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
