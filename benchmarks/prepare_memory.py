@@ -8,7 +8,8 @@ candidates encoded per second. `--repo` runs another checkout's code instead (it
 child's path; e.g. main, for the figures before a change). `--same-as REPO` also prepares each
 (world, config) with REPO's code, unmeasured, and records whether the two outputs are the same
 file for file (every array of `features.npz`, every shard's rows and row groups, the fitted
-features). Writes results/prepare_memory_<label>.json.
+features). Writes results/prepare_memory_<label>.json; with `--add`, adds its runs to that file's
+(measured with the same code), so that one table can be measured in several sittings.
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def commit_of(repo: Path) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
 
 
+def earlier_runs(path: Path, commit: str) -> tuple[list[dict], list[str]]:
+    """The runs of a result file and the commands that measured them, to add more runs to
+    (none when there is no file yet); refused when they were measured with other code than
+    ``commit``."""
+    if not path.is_file():
+        return [], []
+    earlier = json.loads(path.read_text())
+    if earlier["code"]["commit"] != commit:
+        raise ValueError(f"{path} was measured at commit {earlier['code']['commit']}, not "
+                         f"{commit}: give the new runs another --label")  # fmt: skip
+    return earlier["runs"], earlier.get("commands") or [earlier["command"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", type=Path, nargs="+", required=True)
@@ -93,10 +107,13 @@ def main() -> None:
     parser.add_argument("--label", default="this", help="names the result file")
     parser.add_argument("--same-as", type=Path, help="a checkout whose output each run is "
                         "compared with, file for file (prepared unmeasured)")  # fmt: skip
+    parser.add_argument("--add", action="store_true", help="add the runs to the label's "
+                        "result file (measured with the same code)")  # fmt: skip
     args = parser.parse_args()
     repo = args.repo.resolve()
     commit = commit_of(repo)
-    runs = []
+    path = ROOT / "results" / f"prepare_memory_{args.label}.json"
+    runs, commands = earlier_runs(path, commit) if args.add else ([], [])
     for world in args.worlds:
         for config in args.configs:
             with tempfile.TemporaryDirectory(prefix="prectr-prepare-") as scratch:
@@ -109,12 +126,12 @@ def main() -> None:
                         args.same_as), "same": not differ, "differences": differ[:20]}  # fmt: skip
             print(runs[-1])
     out = {
-        "command": "python benchmarks/prepare_memory.py " + " ".join(sys.argv[1:]),
+        "commands": [*commands, "python benchmarks/prepare_memory.py " + " ".join(sys.argv[1:])],
         "machine": machine(),
         "code": {"repo": str(repo), "commit": commit},
         "runs": runs,
     }
-    write_record(ROOT / "results" / f"prepare_memory_{args.label}.json", out)
+    write_record(path, out)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """A search log on disk, read in chunks of whole requests in time order, in bounded memory.
 
-The items and requests tables are read whole: they grow with the catalogue and the traffic, not
-with the candidates. The impressions, the bulk of a log, are never held at once. The requests
-are put in time order (ties in the log's order) and cut into chunks of about ``chunk_rows``
-candidates that never split an instant, so every event of a chunk happened strictly before
-every request of the next one. One pass over the impressions (their files, batch by batch)
-files each row under its request's chunk (a parquet file per chunk, in a scratch folder);
-each chunk is then read back whole, its candidates in the log's order. A second pass
+The items table is read whole: it grows with the catalogue, not with the traffic. The requests
+table is read whole once, validated, put in time order (ties in the log's order) and cut into
+chunks of about ``chunk_rows`` candidates that never split an instant, so every event of a
+chunk happened strictly before every request of the next one; each chunk's requests are then
+filed in a scratch folder, and only the requests' ids and times stay in memory (what filing the
+impressions and the time split read). The impressions, the bulk of a log, are never held at
+once. One pass over them (their files, batch by batch) files each row under its request's chunk
+(a parquet file per chunk); each chunk is then read back whole, its candidates in the log's
+order. A second pass
 validates every chunk against the schema and the whole items and requests tables (a chunk
 holds whole requests, so every check of a request's candidates is complete; problems name the
 log's file and row) and notes the first request that shows each item.
@@ -45,10 +47,11 @@ _READ_ROWS = 262_144  # impressions read at once while filing them under their c
 
 
 class LogChunks:
-    """A log directory's items and requests (validated, conformed, the requests in time order)
-    and its impressions filed by chunk in a scratch folder, removed by :meth:`close` (or on
-    leaving a ``with`` block). Chunk ``k`` is the requests ``bounds[k]:bounds[k + 1]`` and all
-    their candidates."""
+    """A log directory's items (validated, conformed), the ids and times of its requests in
+    time order (``requests``: request_id and timestamp), and its requests' every column and its
+    impressions filed by chunk in a scratch folder, removed by :meth:`close` (or on leaving a
+    ``with`` block). Chunk ``k`` is the requests ``bounds[k]:bounds[k + 1]`` and all their
+    candidates; :meth:`request_rows` reads the requests' other columns back."""
 
     def __init__(self, root: str | Path, chunk_rows: int = CHUNK_ROWS):
         if chunk_rows < 1:
@@ -68,10 +71,15 @@ class LogChunks:
         if (time[1:] < time[:-1]).any():  # (a log in time order is not copied)
             order = np.argsort(time, kind="stable")
             requests, time = requests.take(pa.array(order)), time[order]
-        self.requests = requests
         self.bounds = _bounds(time, chunk_rows, self._rows())
         self.scratch = Path(tempfile.mkdtemp(prefix="prectr-chunks-"))
         try:
+            for k in range(self.chunks):
+                pq.write_table(requests.slice(self.bounds[k], self.bounds[k + 1] - self.bounds[k]),
+                               self._requests_file(k))  # fmt: skip
+            self.requests = requests.select(["request_id", "timestamp"])
+            del requests  # (the other columns are read back by chunk)
+            pa.default_memory_pool().release_unused()
             self._file_by_chunk(np.repeat(np.arange(self.chunks, dtype=np.int32),
                                           np.diff(self.bounds)))  # fmt: skip
             self.first_shown = self._scan()
@@ -95,13 +103,21 @@ class LogChunks:
     def chunk(self, k: int, columns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
         """Chunk ``k``: its requests and their impressions (only ``columns`` of them, when
         given), in the log's order, conformed to the schema's types."""
-        requests = self.requests.slice(self.bounds[k], self.bounds[k + 1] - self.bounds[k])
+        requests = pq.read_table(self._requests_file(k))
         impressions = self._impressions(k, columns)
         return requests, conform_table("impressions", impressions.drop_columns(["_file", "_row"]))
 
     def __iter__(self) -> Iterator[tuple[pa.Table, pa.Table]]:
         return (self.chunk(k, ["request_id", "item_id", "position", "click", "relevance"])
                 for k in range(self.chunks))  # fmt: skip
+
+    def request_rows(self, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The requests before row ``stop`` in time order (all of them when it is ``None``),
+        every column or only ``columns``, read back from their chunks' files."""
+        stop = self.requests.num_rows if stop is None else stop
+        chunks = max(1, int(np.searchsorted(self.bounds, stop, side="left")))
+        parts = [pq.read_table(self._requests_file(k), columns=columns) for k in range(chunks)]
+        return pa.concat_tables(parts).slice(0, stop)
 
     def seen_before(self, request_row: int) -> pa.Table:
         """The items some request before row ``request_row`` shows, in the items' order (the
@@ -115,6 +131,9 @@ class LogChunks:
         if not self.files:  # refused by name
             read_table(self.root, "impressions")
         return ds.dataset(self.files, format="parquet").schema.empty_table()
+
+    def _requests_file(self, k: int) -> Path:
+        return self.scratch / f"requests-{k}.parquet"
 
     def _impressions(self, k: int, columns: list[str] | None) -> pa.Table:
         wanted = None if columns is None else [*columns, "_file", "_row"]

@@ -177,12 +177,13 @@ class FeatureEncoder:
         """Encode a chunk of a log: ``requests`` (rows ``first_row`` on of the log's requests
         in the encoding's order), all their ``impressions``, and ``state``, the events before
         them that a history can still show (every one earlier than every request of the
-        chunk). A pure function of its arguments: chunks can be encoded apart once their
-        states are known. Returns the requests' features, the impressions' encoded columns
-        (``request_row`` counted from the log's first request) and the state after the
-        chunk. A caller that holds no other reference to ``state`` lets it go once it is
-        copied into the chunk's events, and the index goes before the state after the chunk is
-        built: at most two copies of the state are held at once."""
+        chunk). What it returns is a function of its arguments alone: chunks can be encoded
+        apart once their states are known. Returns the requests' features, the impressions'
+        encoded columns (``request_row`` counted from the log's first request) and the state
+        after the chunk. ``state`` is spent, an array at a time, as it is joined to the chunk's
+        events (:meth:`HistoryState.then`), and so are the joined events as the state after the
+        chunk is selected from them, once the index has gone: the state is never held twice
+        whole."""
         request, columns, shown = self._pairs(context.item, context.items, requests, impressions)
         events = context.keys.events(requests, columns["request_row"], impressions["click"])
         events, shown = state.then(events, shown)

@@ -30,6 +30,7 @@ columns only (``click``, ``relevance``), never the evaluation-only ``true_releva
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,18 +60,24 @@ class EventIndex:
     the index (most impressions are in none of a history's: unclicked, unexposed)."""
 
     def __init__(self, event_key: np.ndarray, event_time: np.ndarray):
+        # (a history state's index is rebuilt each chunk: its peak is memory, so temporaries
+        # are let go as soon as they are used, and arithmetic is done in place)
         self.size = event_key.size
-        kept = np.flatnonzero(event_key >= 0)
+        kept = np.flatnonzero(event_key >= 0).astype(np.int32 if self.size < 2**31 else np.int64)
         time = event_time[kept]
         self.times = np.unique(time)
         self.width = self.times.size + 1
-        composite = (event_key[kept].astype(np.int64) + 1) * self.width
-        composite += np.searchsorted(self.times, time)
-        del time  # (a history state's index is rebuilt each chunk: its peak is memory)
+        rank = np.searchsorted(self.times, time)
+        del time
+        composite = event_key[kept].astype(np.int64)
+        composite += 1
+        composite *= self.width
+        composite += rank
+        del rank
         order = np.argsort(composite, kind="stable")  # ties keep the events' order
         self.sorted = composite[order]
         del composite
-        self.order = kept[order].astype(np.int32 if self.size < 2**31 else np.int64)
+        self.order = kept[order]
 
     def last_before(
         self,
@@ -148,11 +155,12 @@ def normalised_query(queries: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | p
 
 
 class _Keys:
-    """Dense codes of the distinct values of a column (a :class:`Vocabulary` of them, whose
-    ids start at 2); values never seen, and nulls, get -1."""
+    """Dense codes of the distinct values of a column, in the order they first appear (a
+    :class:`Vocabulary` of them, whose ids start at 2, held as an arrow array: there is one
+    per user and per query); values never seen, and nulls, get -1."""
 
     def __init__(self, values: pa.ChunkedArray | pa.Array):
-        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)).to_pylist())
+        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)))
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.maximum(self.vocabulary.lookup(values) - 2, -1)  # int32, as the ids
@@ -176,14 +184,27 @@ class Events:
     clicked: np.ndarray
 
     def then(self, later: Events) -> Events:
-        """These events followed by ``later`` ones."""
+        """These events followed by ``later`` ones; these are spent (:meth:`_spent`)."""
         return Events(*(None if a is None else np.concatenate([a, b])
-                        for a, b in zip(_fields(self), _fields(later), strict=True)))  # fmt: skip
+                        for a, b in zip(self._spent(), _fields(later), strict=True)))  # fmt: skip
 
     def keep(self, requests: np.ndarray, impressions: np.ndarray) -> Events:
-        """The request events and impression events the two masks select."""
-        per_impression = (None if a is None else a[impressions] for a in _fields(self)[2:])
-        return Events(self.request_user[requests], self.request_time[requests], *per_impression)
+        """The request events and impression events the two masks select; these events are
+        spent (:meth:`_spent`)."""
+        masks = [requests, requests] + [impressions] * (len(dataclasses.fields(self)) - 2)
+        return Events(*(None if a is None else a[mask]
+                        for a, mask in zip(self._spent(), masks, strict=True)))  # fmt: skip
+
+    def _spent(self) -> Iterator[np.ndarray | None]:
+        """Each array of these events in turn, let go here once the next is asked for (every
+        field is ``None`` after): joined or selected from, events are never held twice
+        whole, one array at a time is (a history state joined to a chunk's events is the
+        largest thing ``prepare`` holds)."""
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            setattr(self, f.name, None)
+            yield values
+            del values
 
 
 def _fields(events: Events) -> list[np.ndarray | None]:
@@ -245,13 +266,18 @@ class HistoryState:
     ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
         """This state's events followed by the next chunk's ``events``, and what each of the
         impression events shows (``shown``: the chunk's), leaving out the chunk's unexposed
-        impressions, which are in no history."""
+        impressions, which are in no history. This state and ``events`` are spent, one array
+        at a time (:meth:`Events.keep`): the state is not held whole beside the joined
+        events."""
         exposed = events.exposed
         events = self.events.then(events.keep(np.ones(events.request_user.size, bool), exposed))
-        shown = {name: values[exposed] for name, values in shown.items()}
-        if self.shown:
-            shown = {name: np.concatenate([self.shown[name], v]) for name, v in shown.items()}
-        return events, shown
+        joined = {}
+        for name in list(shown):
+            later = shown.pop(name)[exposed]
+            earlier = self.shown.pop(name, None)
+            joined[name] = later if earlier is None else np.concatenate([earlier, later])
+            del earlier, later
+        return events, joined
 
     @classmethod
     def of(
@@ -259,8 +285,9 @@ class HistoryState:
         impressions: np.ndarray,
     ) -> HistoryState:  # fmt: skip
         """The state of the request events and impression events the two masks keep
-        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression."""
-        kept = {name: values[impressions] for name, values in shown.items()}
+        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression.
+        ``events`` and ``shown`` are spent, one array at a time (:meth:`Events.keep`)."""
+        kept = {name: shown.pop(name)[impressions] for name in list(shown)}
         return cls(events.keep(requests, impressions), kept)
 
 
@@ -296,7 +323,8 @@ class HistoryIndex:
         crowd_length: int, crowd_days: float | None = None,
     ) -> HistoryState:  # fmt: skip
         """The :class:`HistoryState` after these events, for requests later than all of them:
-        the events :meth:`kept` selects, and what ``shown`` holds of each kept impression."""
+        the events :meth:`kept` selects, and what ``shown`` holds of each kept impression.
+        The index's events and ``shown`` are spent (:meth:`HistoryState.of`)."""
         kept = self.kept(user_length, click_length, crowd_length, crowd_days)
         return HistoryState.of(self.events, shown, *kept)
 

@@ -19,14 +19,14 @@ states gives exactly the state the local engine carries from chunk to chunk
 engine calls (:meth:`FeatureEncoder.encode_chunk`): the same output by construction, where (a)
 would re-implement the histories, the crowd's back-off and the features over three shuffles of
 the log and a join. What (b) holds in memory is bounded by the keys, not the log: the driver
-holds the requests and items tables and one history state (as the local engine does), never the
-impressions, and a worker one chunk and its states. The price is that every chunk is read and
-its pairs matched twice (once for its partial state, once to encode it); the fold itself is a
-pass over the state per chunk.
+holds the items table, the requests' ids and times and one history state (as the local engine
+does), never the impressions, and a worker one chunk and its states. The price is that every
+chunk is read and its pairs matched twice (once for its partial state, once to encode it); the
+fold itself is a pass over the state per chunk.
 
 Who does what. The driver reads the log with :class:`LogChunks` (validated, the requests in time
-order, the impressions filed by chunk in a scratch folder, in one streaming pass), fits the
-vocabularies on the training days' requests and items (:func:`prectr.train.data.fit_features`),
+order, they and the impressions filed by chunk in a scratch folder, in one streaming pass), fits
+the vocabularies on the training days' requests and items (:func:`prectr.train.data.fit_features`),
 folds the states, and writes the encoded chunks to the shards and ``features.npz`` as they come
 back in order (:class:`prectr.data.shards.ShardWriter`). One Ray actor per CPU of the cluster
 holds the encoder, the items and the history keys once, and runs both parallel stages: partial

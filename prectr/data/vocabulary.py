@@ -16,7 +16,11 @@ SMALL_LOOKUP = 4096  # up to this many values, Vocabulary.lookup uses a dict
 
 @dataclass
 class Vocabulary:
-    values: list
+    """The ids of ``values``, 2 on in their order; ``values`` is a list, or an arrow array for a
+    large vocabulary that is never saved (held as one buffer rather than a Python object per
+    value)."""
+
+    values: list | pa.Array
     counts: list[int] = field(default_factory=list)
     _ids: dict | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -51,10 +55,16 @@ class Vocabulary:
         arr = pa.array(values) if isinstance(values, np.ndarray) else values
         if len(arr) <= SMALL_LOOKUP:
             if self._ids is None:
-                self._ids = {v: i + 2 for i, v in enumerate(self.values)}
+                values = self.values
+                values = values.to_pylist() if isinstance(values, pa.Array) else values
+                self._ids = {v: i + 2 for i, v in enumerate(values)}
             ids = [PAD if v is None else self._ids.get(v, OOV) for v in arr.to_pylist()]
             return np.array(ids, dtype=np.int32)
-        index = pc.index_in(arr, value_set=pa.array(self.values, type=arr.type))
+        if isinstance(self.values, pa.Array):
+            value_set = self.values.cast(arr.type)
+        else:
+            value_set = pa.array(self.values, type=arr.type)
+        index = pc.index_in(arr, value_set=value_set)
         ids = pc.add(index, 2).fill_null(OOV).to_numpy(zero_copy_only=False).astype(np.int32)
         null = arr.is_null()
         if null.null_count == 0 and pc.any(null).as_py():

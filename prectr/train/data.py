@@ -31,6 +31,7 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -110,7 +111,7 @@ def fit_features(config: ExperimentConfig, log: LogChunks) -> FeatureEncoder:
     order) and the items they show."""
     split = time_split(log.requests, config.data.valid_days, config.data.test_days)
     train = split["train"].size
-    return FeatureEncoder(config.features).fit_seen(log.requests.slice(0, train),
+    return FeatureEncoder(config.features).fit_seen(log.request_rows(train),
                                                     log.seen_before(train))  # fmt: skip
 
 
@@ -157,8 +158,9 @@ def prepare(
     split's shards to :func:`shard_location` (the features are written last: a run that has
     them reuses it all). Nothing encoded is held once written (:func:`load_prepared` reads it
     back)."""
-    if not prepared(run_dir):
-        _fixed_malloc_thresholds()
+    if prepared(run_dir):
+        return
+    with returning_freed_memory():
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
         split = time_split(log.requests, config.data.valid_days, config.data.test_days)
         part = np.zeros(log.requests.num_rows, dtype=np.int8)
@@ -166,7 +168,7 @@ def prepare(
             part[split[name]] = i
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
-        context = encoder.context(log.items, log.requests)
+        context = encoder.context(log.items, log.request_rows())
         directories = {name: posixpath.join(root, name) for name in SPLITS}
         path = run_dir / "data" / "features.npz"
         with (
@@ -183,8 +185,25 @@ def prepare(
                 del request, encoded, rows  # not held while the next chunk is encoded
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
-            user = pc.dictionary_encode(log.requests["user_id"]).combine_chunks().indices
+            user = log.request_rows(columns=["user_id"])["user_id"].combine_chunks()
+            user = pc.dictionary_encode(user).indices
             features.add("", {"user_of_request": user.to_numpy()})
+
+
+@contextmanager
+def returning_freed_memory() -> Iterator[None]:
+    """Allocators that hand freed memory back to the system, for preparing a log: glibc's
+    thresholds fixed (:func:`_fixed_malloc_thresholds`), and arrow's buffers taken from the
+    system allocator under them rather than from mimalloc, which keeps what it frees (the
+    peak of filing the impressions by chunk then stays resident while the log is encoded);
+    arrow's allocator is restored on leaving."""
+    _fixed_malloc_thresholds()
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 def _fixed_malloc_thresholds() -> None:
@@ -321,7 +340,10 @@ def open_run(
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)
         return
     shard_location(run_dir, recorded.data.shards_uri)
-    with LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log:
+    with (
+        returning_freed_memory(),
+        LogChunks(training_log_path(recorded), recorded.data.chunk_rows) as log,
+    ):
         encoder = fit_features(recorded, log)
         build_run_model(recorded, encoder)
         claim_run_dir(run_dir, "config.yaml", recorded.to_dict(), reopen, overwrite=overwrite)

@@ -1,11 +1,13 @@
 """benchmarks/prepare_memory.py: two prepared runs compared file for file."""
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import prepare_memory
@@ -34,3 +36,16 @@ def test_differences_name_a_changed_array_a_changed_shard_and_a_missing_file(tmp
     assert prepare_memory.differences(first, _run(tmp_path / "e", [1, 2, 3, 4])) == [
         "only in one: data/valid/part-00000.parquet"
     ]
+
+
+def test_runs_added_to_a_result_file_keep_its_runs_and_commands_and_need_its_code(tmp_path):
+    path = tmp_path / "prepare_memory_x.json"
+    assert prepare_memory.earlier_runs(path, "abc1234") == ([], [])
+    record = {"command": "python benchmarks/prepare_memory.py --label x",
+              "code": {"commit": "abc1234"}, "runs": [{"world": "large"}]}  # fmt: skip
+    path.write_text(json.dumps(record))
+    assert prepare_memory.earlier_runs(path, "abc1234") == (
+        [{"world": "large"}], ["python benchmarks/prepare_memory.py --label x"]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="measured at commit abc1234, not def5678"):
+        prepare_memory.earlier_runs(path, "def5678")

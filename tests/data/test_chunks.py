@@ -23,6 +23,19 @@ def test_chunks_hold_whole_requests_in_time_order_and_never_split_an_instant(tin
     assert not log.scratch.exists()
 
 
+def test_only_the_requests_ids_and_times_are_held_and_their_other_columns_read_back(tiny_world):
+    """The requests' every column is read back by chunk (a chunk's, or the rows before one),
+    as the log holds them in time order; memory holds only their ids and times."""
+    whole = pq.read_table(tiny_world / "requests.parquet")
+    whole = whole.take(np.argsort(whole["timestamp"].cast(pa.int64()).to_numpy(), kind="stable"))
+    with LogChunks(tiny_world, chunk_rows=2_000) as log:
+        assert log.requests.column_names == ["request_id", "timestamp"]
+        assert pa.concat_tables(log.chunk(k)[0] for k in range(log.chunks)).equals(whole)
+        assert log.request_rows().equals(whole)
+        stop = int(log.bounds[3]) + 7  # inside the fourth chunk
+        assert log.request_rows(stop, ["user_id"]).equals(whole.select(["user_id"]).slice(0, stop))
+
+
 def test_a_problem_in_a_chunk_names_the_log_file_and_row(tiny_world, tmp_path):
     log = tmp_path / "log"
     (log / "impressions").mkdir(parents=True)

@@ -21,6 +21,16 @@ def test_vocabulary_maps_unknown_to_oov_and_null_to_padding():
     assert vocab.lookup(pa.array(["a", "b", "zzz", None])).tolist() == [2, 3, OOV, PAD]
 
 
+def test_a_vocabulary_held_as_an_arrow_array_looks_up_as_its_list_does():
+    values = [f"q{i}" for i in range(5000)]
+    queries = pa.array([f"q{i}" for i in range(0, 10_000, 3)] + [None])  # a vectorised lookup
+    listed, arrow = Vocabulary(values), Vocabulary(pa.array(values))
+    assert np.array_equal(arrow.lookup(queries), listed.lookup(queries))
+    few = pa.array(["q4998", "q5001", None])  # a served request's few values: the dict
+    assert arrow.lookup(few).tolist() == listed.lookup(few).tolist() == [5000, OOV, PAD]
+    assert len(arrow) == len(listed)
+
+
 def test_word_counts_fit_the_vocabulary_a_list_of_every_word_fits(fitted):
     log, _, _ = fitted
     texts = [pa.array(["Red  shoes", None, "red SHOES!", "x-1"]), log.requests["query"],

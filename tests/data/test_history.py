@@ -1,3 +1,6 @@
+import dataclasses
+import weakref
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -144,9 +147,25 @@ def test_the_state_keeps_a_crowds_event_while_a_later_window_can_hold_it_and_cli
     # a request after day 5 looks back 2 days at most: days 0 and 0.5 are out of every window
     assert index.kept(5, 5, 5, crowd_days=2.0)[1].tolist() == [False, False, True]
     assert index.kept(5, 5, 5, crowd_days=5.0)[1].tolist() == [True, True, True]
+    assert index.events.user.dtype == index.events.query.dtype == np.int32
     state = index.remaining({"shown": np.array([10, 11, 12])}, 5, 5, 5, crowd_days=2.0)
     assert state.shown["shown"].tolist() == [12] and state.events.time.size == 1
     assert state.events.request_user.size == 3  # each user's requests stay
     clicked = HistoryIndex.of_log(requests, impressions)  # each a user's click: no window
     assert clicked.kept(5, 5, 5, crowd_days=2.0)[1].all()
-    assert index.events.user.dtype == index.events.query.dtype == np.int32
+
+
+def test_joining_a_state_to_a_chunk_and_keeping_a_state_spend_their_arrays():
+    """A history state joined to a chunk's events, and joined events a state is kept from,
+    let go of their arrays (nothing else holds them): the state is never held twice whole."""
+    requests, impressions = _handmade(["red shoes"] * 3, [0.0, 0.5, 5.0], ["shoes"] * 3)
+    index = HistoryIndex.of_log(requests, impressions)
+    events = index.events
+    state = index.remaining({"shown": np.array([10, 11, 12])}, 5, 5, 5)
+    assert all(getattr(events, f.name) is None for f in dataclasses.fields(events))
+    arrays = [weakref.ref(a) for a in (state.events.user, state.events.time, state.shown["shown"])]
+    chunk = HistoryIndex.of_log(requests, impressions).events
+    joined, shown = state.then(chunk, {"shown": np.array([20, 21, 22])})
+    assert all(a() is None for a in arrays)
+    assert shown["shown"].tolist() == [10, 11, 12, 20, 21, 22] and joined.user.size == 6
+    assert joined.request_user.size == 6

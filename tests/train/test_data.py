@@ -143,6 +143,28 @@ def test_encoding_in_turn_holds_no_state_before_a_chunk_while_indexing_it(tiny_w
     config = tiny_config(tiny_world)
     with LogChunks(tiny_world, chunk_rows=20_000) as log:
         encoder = fit_features(config, log)
-        for _ in encode_in_turn(encoder, encoder.context(log.items, log.requests), log):
+        for _ in encode_in_turn(encoder, encoder.context(log.items, log.request_rows()), log):
             pass
     assert len(alive) == log.chunks > 3 and alive == [0] * log.chunks
+
+
+def test_preparing_takes_arrow_buffers_from_the_system_allocator_then_restores_its_own(
+    tiny_world, tmp_path, monkeypatch
+):
+    """mimalloc keeps what it frees: while the log is filed and encoded, arrow allocates from
+    the system allocator, which hands freed buffers back; the process's allocator returns after."""
+    pools: list[str] = []
+    scan, encode = LogChunks._scan, encode_in_turn
+
+    def noted_scan(self):
+        pools.append(pa.default_memory_pool().backend_name)
+        return scan(self)
+
+    def noted_engine(*args):
+        pools.append(pa.default_memory_pool().backend_name)
+        yield from encode(*args)
+
+    monkeypatch.setattr(LogChunks, "_scan", noted_scan)
+    own = pa.default_memory_pool().backend_name
+    _prepare(tiny_world, tmp_path / "run", chunk_rows=20_000, engine=noted_engine)
+    assert pools == ["system", "system"] and pa.default_memory_pool().backend_name == own
