@@ -24,8 +24,12 @@ is centred on (docs/fidelity.md, third design).
 ``crowd_from: other`` is a control, not a design: the module, its tables and its training are
 the same, but each request reads the crowd of another query's request of its batch
 (:func:`other_query_requests`), or none where the batch has no other query, so the crowd holds
-nothing about the request's own query. V2 against this control measures what mining learns from
-the crowd, with the capacity and the training path held equal (docs/fidelity.md).
+next to nothing about the request's own query (a rare query's crowd backs off to its
+category's, which a partner may share). The partners depend on the batch, so they differ
+between training (shuffled requests) and scoring (requests in time order); a served request is
+alone in its batch, and the ranker refuses the control. V2 against this control measures
+what mining learns from the crowd, with the capacity and the training path held equal
+(docs/fidelity.md).
 
 :class:`RelevanceIncentive` turns ``tau`` and the item's grade distribution into the incentive:
 a positive expert ``softplus(f+(x))`` that can only raise the score, a negative expert
@@ -176,6 +180,8 @@ class PreferenceMining(nn.Module):
             query = batch.categorical[first, self.target_columns[0]]  # TARGET's query
             partner = other_query_requests(query)
             first, keep = first[partner], query[partner] != query
+        # the partners' rows go through the embedding's once-per-forward reads, whose key does
+        # not tell one ``first`` from another: safe while mining alone reads the crowd
         if self.relative:
             return (*self._relative(batch, embedding, first, keep), owner)
         entries, valid = self._history(batch, embedding, self.crowd_history, first)

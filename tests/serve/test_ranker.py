@@ -7,6 +7,7 @@ import pytest
 from prectr.data.schema import SearchLog, read_log
 from prectr.serve.ranker import Candidate, IdError, Ranker, SearchRequest, typed
 from prectr.serve.store import HistoryStore
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +221,18 @@ def test_ids_take_the_log_s_type_or_are_refused_by_position(values, arrow_type, 
         with pytest.raises(IdError) as refused:
             typed(values, arrow_type, lambda i: ("ids", i))
         assert refused.value.loc == ("ids", want)
+
+
+@pytest.mark.slow
+def test_the_other_query_control_is_refused_for_serving(tiny_world, tmp_path) -> None:
+    """``crowd_from: other`` reads another request's crowd from its batch; a served request is
+    alone in its batch, so the ranker refuses the run rather than score it without a crowd."""
+    from prectr.train.trainer import Trainer
+
+    config = tiny_config(tiny_world)
+    config.model, config.name = "prectr_v2", "tiny_control"
+    config.model_params = {"hidden": [16], "crowd_from": "other"}
+    config.features.relevance_context = True
+    Trainer(config, tmp_path / "run").fit()
+    with pytest.raises(ValueError, match="crowd_from 'other' is a control"):
+        Ranker(tmp_path / "run")
