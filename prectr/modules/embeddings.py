@@ -81,20 +81,23 @@ class FeatureEmbedding(nn.Module):
         item, for one, is a field, DIN's query and mining's target, and the user's clicks are a
         pooled field, DIN's history and mining's. The same values; one lookup, and one
         embedding backward (a dense gradient the size of the table), per column or sequence
-        instead of one per read. Every read within it is of one batch and, per request, of one
-        ``first``."""
+        instead of one per read. Every read within it is of one batch; a sequence read per
+        request is read once for each ``first`` tensor it is read at (the batch's
+        :meth:`~prectr.data.dataset.Batch.requests`, or another selection of rows)."""
         self._reads = {}
         try:
             yield
         finally:
             self._reads = None
 
-    def _read_once(self, key: tuple, read: Callable[[], object]) -> object:
+    def _read_once(self, key: tuple, read: Callable[[], object], at: object = None) -> object:
+        """``read()``, once per ``key`` within :meth:`reads_once`; ``at``, an object the key
+        names by its ``id``, is held with the value so that the id cannot be reused meanwhile."""
         if self._reads is None:
             return read()
         if key not in self._reads:
-            self._reads[key] = read()
-        return self._reads[key]
+            self._reads[key] = (at, read())
+        return self._reads[key][1]
 
     def column(self, batch: Batch, index: int) -> torch.Tensor:
         """``(B, dim)`` embeddings of the categorical column ``index`` (of :attr:`categorical`)."""
@@ -114,7 +117,7 @@ class FeatureEmbedding(nn.Module):
             ids = batch.sequences[name] if first is None else batch.sequences[name][first]
             return self.tables[spec.vocab](ids), ids != PAD
 
-        return self._read_once(("sequence", name, first is None), read)
+        return self._read_once(("sequence", name, id(first)), read, at=first)
 
     def fields(
         self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None

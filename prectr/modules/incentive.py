@@ -180,8 +180,6 @@ class PreferenceMining(nn.Module):
             query = batch.categorical[first, self.target_columns[0]]  # TARGET's query
             partner = other_query_requests(query)
             first, keep = first[partner], query[partner] != query
-        # the partners' rows go through the embedding's once-per-forward reads, whose key does
-        # not tell one ``first`` from another: safe while mining alone reads the crowd
         if self.relative:
             return (*self._relative(batch, embedding, first, keep), owner)
         entries, valid = self._history(batch, embedding, self.crowd_history, first)

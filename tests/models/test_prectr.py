@@ -148,6 +148,22 @@ def test_a_feature_read_by_several_modules_is_embedded_once(world, monkeypatch) 
     assert len(lookups) == 7
 
 
+def test_a_sequence_read_once_per_request_is_read_at_each_first_it_is_given(world, batch) -> None:
+    """Within ``reads_once`` a per-request sequence read at the batch's first rows is read once
+    however often it is asked for, and one read at other rows (the other-query control's
+    partners) gets those rows, not the cached ones."""
+    embedding = build(world).base_ctr.embedding
+    first, _ = batch.requests()
+    partners = first.flip(0)
+    with torch.no_grad(), embedding.reads_once():
+        own = embedding.sequence(batch, "crowd_items", first)
+        assert embedding.sequence(batch, "crowd_items", first)[0] is own[0]
+        other = embedding.sequence(batch, "crowd_items", partners)
+    with torch.no_grad():
+        torch.testing.assert_close(other[0], embedding.sequence(batch, "crowd_items", partners)[0])
+    assert not torch.equal(other[0], own[0])
+
+
 def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(world, monkeypatch) -> None:
     """The trunk's first layer is applied in parts (:meth:`BaseCTR.context_layer`): the
     context's part once per click for its synthetic negatives too, and that of the context's
