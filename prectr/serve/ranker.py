@@ -150,11 +150,11 @@ class Ranker:
             torch.set_num_threads(threads)
         self.run, self.checkpoint = load_trained(run_dir, checkpoint), checkpoint
         self.encoder, self.model = self.run.encoder, self.run.model
-        if self.run.config.model_params.get("crowd_from", "own") != "own":
-            raise ValueError(f"{run_dir}: crowd_from {self.run.config.model_params['crowd_from']!r}"
-                             " is a control that reads another request's crowd from its batch; a "
-                             "served request is alone in its batch, so it cannot be served or "
-                             "exported")  # fmt: skip
+        crowd_from = self.run.config.model_params.get("crowd_from", "own")
+        if crowd_from != "own":
+            raise ValueError(f"{run_dir}: crowd_from {crowd_from!r} is a control that reads "
+                             "another request's crowd from its batch; a served request is alone "
+                             "in its batch, so it cannot be served or exported")  # fmt: skip
         source = history or self.run.config.data.log
         if source is None:
             raise ValueError(f"{run_dir}: no history log: pass one (the run's config names none)")
