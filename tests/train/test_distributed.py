@@ -113,7 +113,7 @@ def _tables_after(config, run: str, out: str) -> None:
     trainer = Trainer(config, run, stop_after=6)
     with contextlib.suppress(StopTraining):
         trainer.fit()
-    tables = trainer.model.embedding.tables
+    tables = trainer.model.tower.embedding.tables
     torch.save({k: t.weight.detach() for k, t in tables.items()}, f"{out}.{dist.get_rank()}")
     trainer.close()
 
@@ -124,7 +124,8 @@ def test_sparse_embedding_rows_stay_identical_across_processes(tiny_world, tmp_p
     out = str(tmp_path / "tables")
     in_processes(tmp_path, "init", _tables_after, config, str(tmp_path / "run"), out)
     ranks = [torch.load(f"{out}.{r}") for r in (0, 1)]
-    start = Trainer(config, tmp_path / "fresh").model.embedding.tables  # rank 0's initial rows
+    # rank 0's initial rows
+    start = Trainer(config, tmp_path / "fresh").model.tower.embedding.tables
     for name, table in start.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         moved = (ranks[0][name] != table.weight.detach()).any(1)

@@ -96,7 +96,7 @@ def test_a_run_with_sparse_embeddings_trains_on_tiny(tiny_world, tmp_path):
     config = tiny_config(tiny_world, sparse_embeddings=True)
     trainer = Trainer(config, tmp_path / "run")
     untrained = trainer.validate()["auc"]
-    tables = trainer.model.embedding.tables
+    tables = trainer.model.tower.embedding.tables
     start = {name: table.weight.detach().clone() for name, table in tables.items()}
     metrics = trainer.fit()
     assert isinstance(trainer.optimizer.optimizers[-1], torch.optim.SparseAdam)

@@ -10,18 +10,11 @@ from prectr.models.registry import RankingModel, register
 from prectr.modules.embeddings import FeatureEmbedding
 
 
-@register("lr")
-class LR(RankingModel):
-    """Logistic regression, the classic CTR baseline (Richardson et al., WWW 2007; McMahan
-    et al., KDD 2013): ``logit = b + sum_f w[id_f] + w_num . standardise(x_num)``.
-
-    Each id carries a scalar weight (a :class:`FeatureEmbedding` of dimension 1); a sequence
-    contributes the mean of its tokens' weights. Numerics are standardised with running batch
-    statistics, so that an uncentred numeric (``user_activity``) is not confounded with the
-    bias, and every weight starts at zero: with random starts or raw numerics, Adam spends the
-    first hundreds of steps shifting all weights to calibrate the bias, and the ranking they
-    leave behind is noise.
-    """
+class FirstOrderTerm(nn.Module):
+    """``b + sum_f w[id_f] + w_num . standardise(x_num)``: a scalar weight per id (a
+    :class:`FeatureEmbedding` of dimension 1; a sequence contributes the mean of its tokens'
+    weights) and a linear term over the standardised numerics, every weight starting at zero.
+    The logit of :class:`LR`, and DeepFM's first-order term."""
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int]):
         super().__init__()
@@ -31,6 +24,25 @@ class LR(RankingModel):
         for param in self.parameters():
             nn.init.zeros_(param)
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> torch.Tensor:
         numeric = self.numeric(self.standardise(batch.numeric)).squeeze(-1)
-        return {"logit": self.weights.fields(batch).sum((1, 2)) + numeric}
+        return self.weights.fields(batch).sum((1, 2)) + numeric
+
+
+@register("lr")
+class LR(RankingModel):
+    """Logistic regression, the classic CTR baseline (Richardson et al., WWW 2007; McMahan
+    et al., KDD 2013): the logit is a :class:`FirstOrderTerm`.
+
+    Numerics are standardised with running batch statistics, so that an uncentred numeric
+    (``user_activity``) is not confounded with the bias, and every weight starts at zero: with
+    random starts or raw numerics, Adam spends the first hundreds of steps shifting all weights
+    to calibrate the bias, and the ranking they leave behind is noise.
+    """
+
+    def __init__(self, specs: list, vocab_sizes: dict[str, int]):
+        super().__init__()
+        self.linear = FirstOrderTerm(specs, vocab_sizes)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"logit": self.linear(batch)}

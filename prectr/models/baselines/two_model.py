@@ -9,7 +9,7 @@ import torch
 from prectr.data.dataset import Batch
 from prectr.data.groups import Role
 from prectr.losses.consistency import grade_cross_entropy
-from prectr.models.baselines.dnn import DNN
+from prectr.models.baselines.dnn import FieldMLP
 from prectr.models.registry import RankingModel, register
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, RSLModule
 
@@ -21,9 +21,9 @@ class TwoModel(RankingModel):
     """The two-model pipeline that PRECTR (WWW 2025) replaces with one model.
 
     A relevance classifier (:class:`~prectr.modules.rsl.RSLModule` over the bag-of-tokens text
-    encoder, cross-entropy on the rows with a human grade) and a CTR model (:class:`DNN` on
-    every feature, click cross-entropy on its own logit) are trained side by side with no
-    shared parameters. They meet only at scoring:
+    encoder, cross-entropy on the rows with a human grade) and a CTR model (DNN's
+    :class:`FieldMLP` on every feature, click cross-entropy on its own logit plus the position
+    bias) are trained side by side with no shared parameters. They meet only at scoring:
     the ranking score is ``P(click) * E[grade] / 3``, the expected relevance utility in [0, 1]
     (smooth in the grade distribution, unlike a ``P(grade >= 2)`` threshold). ``logit`` is the
     logit of that product, clamped to ``[1e-6, 1 - 1e-6]``; scored, the CTR model's part is at
@@ -46,7 +46,7 @@ class TwoModel(RankingModel):
         super().__init__()
         text = BagOfTokensEncoder(specs, vocab_sizes, embedding_dim)
         self.relevance = RSLModule(text, text.out_dim, relevance_hidden)
-        self.ctr = DNN(specs, vocab_sizes, embedding_dim, hidden, dropout)
+        self.ctr = FieldMLP(specs, vocab_sizes, embedding_dim, hidden, dropout)
         self.register_buffer("utility", torch.arange(GRADES, dtype=torch.float32) / (GRADES - 1))
 
     @classmethod
@@ -56,7 +56,7 @@ class TwoModel(RankingModel):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         grade_logits = self.relevance(batch)
-        ctr_logit = self.ctr(batch)["logit"]
+        ctr_logit = self.ctr(batch)
         utility = torch.softmax(grade_logits, -1) @ self.utility
         return {
             "logit": product_logit(ctr_logit, utility),
