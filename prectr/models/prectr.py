@@ -50,8 +50,10 @@ towards "irrelevant" on a self-made target, against the human grades; the head i
 learn the unexposed region. The pairwise loss (margin clipping, dynamic truncation,
 :mod:`prectr.losses.pairwise_debias`) flows through the whole model. ``debias_negatives:
 unexposed`` pairs clicks with logged but unexposed candidates of their request instead
-(training then reads every candidate), ``both`` with both; a click whose request has no
-unexposed candidate makes no pair and is not counted.
+(a training batch then holds every candidate; the partners are drawn before the forward pass,
+so the click path scores the exposed rows and the drawn partners, not the whole pool),
+``both`` with both; a click whose request has no unexposed candidate makes no pair and is not
+counted.
 
 **Training.** Stage 1 (``train.relevance_epochs``) fits the RSL module on human grades alone;
 stage 2 trains everything on clicks through the fused probability, with semantic consistency
@@ -61,7 +63,7 @@ click BCE + ``consistency_weight`` * consistency + ``debias_weight`` * (pairwise
 each part logged. Every component switches off from the config: ``incentive``, ``cross_user``,
 ``debias``, ``consistency: none``, ``relevance_epochs: 0``. A training step scores only the
 rows its loss reads (:meth:`PRECTR.scored_rows`): the RSL module reads every row of the batch,
-the click path only the exposed ones unless unexposed candidates are negatives.
+the click path only the exposed ones and the unexposed candidates drawn as negatives.
 """
 
 from __future__ import annotations
@@ -212,22 +214,39 @@ class PRECTR(RankingModel):
             logit = logit + out["incentive"]
         return {**out, "logit": logit}
 
-    def scored_rows(self, batch: Batch) -> torch.Tensor | None:
-        """The rows whose click score the loss reads, when not every row: in training with
-        synthetic negatives (or none), the exposed rows. The other rows a training batch holds
-        (graded but not shown) feed only the RSL module (consistency, the synthetic negatives'
-        low-grade pool), so their context, preference and click heads are not computed."""
-        if not self.training or (self.debias and self.negatives != "synthetic"):
+    def scored_rows(
+        self, batch: Batch, partners: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
+        """The rows whose click score the loss reads, when not every row: in training, the
+        exposed rows and the unexposed ``partners`` drawn as negatives (indices and validity, as
+        :func:`unexposed_partners` gives them). The other rows a training batch holds (graded
+        or unexposed candidates) feed only the RSL module (consistency, the synthetic
+        negatives' low-grade pool), so their context, preference and click heads are not
+        computed."""
+        if not self.training:
             return None
-        rows = torch.nonzero(batch.exposed).squeeze(1)
+        scored = batch.exposed.clone()
+        if partners is not None:
+            scored[partners[0][partners[1]]] = True
+        rows = torch.nonzero(scored).squeeze(1)
         return None if rows.numel() == len(batch) else rows
+
+    def draws_partners(self) -> bool:
+        """Whether the debiasing loss pairs clicks with unexposed candidates of their request."""
+        return self.debias and self.negatives != "synthetic"
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         pre = self.rsl.pre_activation(batch)
         relevance = self.rsl.activate(pre)
         grade_logits = self.rsl.classify(relevance)
         out = {"grade_logits": grade_logits, "relevance": relevance, "relevance_pre": pre}
-        rows = self.scored_rows(batch)
+        if self.training and self.draws_partners():  # drawn first: the click path scores them
+            clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
+            out["partners"], out["partnered"] = unexposed_partners(
+                batch, clicked, self.hard_negatives
+            )
+        rows = self.scored_rows(batch, (out["partners"], out["partnered"]) if "partners" in out
+                                else None)  # fmt: skip
         if rows is not None:  # the click path's outputs hold these rows only
             out["scored"] = rows
             batch = batch.take(rows)
@@ -283,11 +302,18 @@ class PRECTR(RankingModel):
 
     def debias_loss(self, batch: Batch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pairwise loss of each click against its hard negatives (real pairs only), and the
-        reconstruction of the synthetic negatives' relevance labels."""
+        reconstruction of the synthetic negatives' relevance labels. The unexposed partners are
+        the forward pass's (``partners``, drawn in training) or, scored otherwise, drawn here,
+        before the synthetic negatives either way."""
         clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
         k, at = self.hard_negatives, self.at_scored(out, clicked)
         weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
         negatives, valid, pairs = [], [], 0.0
+        if self.draws_partners():
+            partners, partnered = (
+                (out["partners"], out["partnered"]) if "partners" in out
+                else unexposed_partners(batch, clicked, k)
+            )  # fmt: skip
         reconstruct = out["logit"].sum() * 0.0
         if self.negatives != "unexposed":
             synthetic = self._synthetic_negatives(batch, out, clicked)
@@ -295,10 +321,10 @@ class PRECTR(RankingModel):
             valid.append(torch.ones_like(negatives[-1], dtype=torch.bool))
             pairs += batch.rows_of("clicked") * k
             reconstruct = self._reconstruction(synthetic, batch.rows_of("clicked") * k)
-        if self.negatives != "synthetic":
-            rows, has_partner = unexposed_partners(batch, clicked, k)
-            negatives.append(out["logit"][rows])
-            valid.append(has_partner)  # a click whose request has none makes no pair
+        if self.draws_partners():
+            # a click whose request has none makes no pair; its partner indices are not scored
+            negatives.append(out["logit"][torch.where(partnered, self.at_scored(out, partners), 0)])
+            valid.append(partnered)
             pairs += batch.rows_of("paired") * k
         truncate = truncation(int(self.step), *self.schedule)
         pairwise = pairwise_debias(out["logit"][at], torch.cat(negatives, 1), weight,

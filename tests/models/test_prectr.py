@@ -179,17 +179,22 @@ def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(world, monkey
     assert_same_step(in_parts, training_step(model, world.pool))
 
 
-@pytest.mark.parametrize("params", [{}, {"consistency": "kl"}, {"debias": False}])
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"consistency": "kl"}, {"debias": False}, {"debias_negatives": "unexposed"},
+     {"debias_negatives": "both"}],
+)  # fmt: skip
 def test_the_training_loss_is_the_loss_of_every_row_scored(world, params) -> None:
-    """Training scores only the rows its loss reads; the loss and every gradient equal those
-    of the same loss over scores of every row (the model as it evaluates)."""
+    """Training scores only the rows its loss reads (with unexposed negatives, the exposed
+    rows and the partners drawn); the loss and every gradient equal those of the same loss
+    over scores of every row (the model as it evaluates, its partners drawn in the loss)."""
     model = build(world, "prectr_v2", **params)
     batch = world.pool
     results, outputs = [], []
     for training in (False, True):  # training last: it advances the truncation schedule
         model.train(training)
         model.zero_grad()
-        torch.manual_seed(1)  # the same synthetic negatives
+        torch.manual_seed(1)  # the same negatives, drawn in the same order
         outputs.append(model(batch))
         losses = model.loss(batch, outputs[-1])
         losses["loss"].backward()
@@ -206,11 +211,17 @@ def test_the_training_loss_is_the_loss_of_every_row_scored(world, params) -> Non
 
 
 @pytest.mark.parametrize("negatives", ["unexposed", "both"])
-def test_training_with_unexposed_negatives_scores_every_row(world, negatives) -> None:
-    """Unexposed negatives are scored by the click path, so training scores every row."""
+def test_training_with_unexposed_negatives_scores_the_drawn_partners(world, negatives) -> None:
+    """With unexposed negatives, training scores the exposed rows and the partners drawn for
+    the clicks, not every candidate of the pool."""
     model = build(world, "prectr_v2", debias_negatives=negatives).train()
-    out = model(world.pool)
-    assert "scored" not in out and len(out["logit"]) == len(world.pool)
+    pool = world.pool
+    out = model(pool)
+    drawn = torch.zeros_like(pool.exposed)
+    drawn[out["partners"][out["partnered"]]] = True
+    assert drawn.any() and not (drawn & pool.exposed).any()
+    assert torch.equal(out["scored"], torch.nonzero(pool.exposed | drawn).squeeze(1))
+    assert out["scored"].numel() < len(pool)
 
 
 def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
@@ -290,8 +301,9 @@ def test_unexposed_partners_come_from_the_same_request_and_are_unexposed(world) 
 @pytest.mark.parametrize("negatives", ["synthetic", "unexposed", "both"])
 def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None:
     """Each click is paired with ``hard_negatives`` negatives of each kind asked for (synthetic
-    first, then unexposed candidates of its request), weighted by its P(grade >= 2), the loss
-    divided by the pairs made; every parameter it reaches gets a finite gradient."""
+    first, then unexposed candidates of its request, drawn in the forward pass), weighted by
+    its P(grade >= 2), the loss divided by the pairs made; every parameter it reaches gets a
+    finite gradient."""
     pool = world.pool
     model = build(world, debias_negatives=negatives)
     model.train()
@@ -302,16 +314,17 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
     clicked = torch.nonzero(pool.exposed & (pool.click > 0)).squeeze(1)
     k = model.hard_negatives
     scores, valid = [], []
+    if negatives != "synthetic":  # drawn first
+        partners, has_partner = out["partners"], out["partnered"]
     if negatives != "unexposed":
         scores.append(model._synthetic_negatives(pool, out, clicked)["logit"].view(-1, k))
         valid.append(torch.ones_like(scores[-1], dtype=torch.bool))
     if negatives != "synthetic":
-        partners, has_partner = unexposed_partners(pool, clicked, k)
-        scores.append(out["logit"][partners])
+        scores.append(out["logit"][model.at_scored(out, partners)])
         valid.append(has_partner)
     valid = torch.cat(valid, 1)
     weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
-    positives = out["logit"][model.at_scored(out, clicked)]  # synthetic: exposed rows scored
+    positives = out["logit"][model.at_scored(out, clicked)]  # the scored rows alone
     expected = pairwise_debias(positives, torch.cat(scores, 1), weight, model.margin, model.clip,
                                truncation(0, *model.schedule), valid,
                                float(valid.sum()))  # fmt: skip
@@ -404,8 +417,8 @@ def test_clicks_without_an_unexposed_partner_make_no_pair(world) -> None:
     assert (first & clicked).any() and (~first & clicked).any()
     partial = dataclasses.replace(pool, exposed=pool.exposed | first)
     assert partial.rows_of("paired") == float((clicked & ~first).sum())
-    out = model(partial)
     torch.manual_seed(1)
+    out = model(partial)
     loss = model.debias_loss(partial, out)["loss_pairwise"]
     # the same pairs, over the clicks that have a partner alone
     torch.manual_seed(1)
@@ -414,8 +427,10 @@ def test_clicks_without_an_unexposed_partner_make_no_pair(world) -> None:
     rows = torch.nonzero(clicked).squeeze(1)[keep]
     weight = torch.softmax(out["grade_logits"][rows], -1)[:, 2:].sum(1)
     truncate = truncation(0, *model.schedule)
-    expected = pairwise_debias(out["logit"][rows], out["logit"][partners[keep]], weight,
-                               model.margin, model.clip, truncate)  # fmt: skip
+    logit = out["logit"]
+    expected = pairwise_debias(logit[model.at_scored(out, rows)],
+                               logit[model.at_scored(out, partners[keep])], weight, model.margin,
+                               model.clip, truncate)  # fmt: skip
     torch.testing.assert_close(loss, expected)
 
 
