@@ -320,7 +320,9 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
         scores.append(model._synthetic_negatives(pool, out, clicked)["logit"].view(-1, k))
         valid.append(torch.ones_like(scores[-1], dtype=torch.bool))
     if negatives != "synthetic":
-        scores.append(out["logit"][model.at_scored(out, partners)])
+        at = model.at_scored(out, partners)
+        assert torch.equal(out["scored"][at[has_partner]], partners[has_partner])
+        scores.append(out["logit"][at])
         valid.append(has_partner)
     valid = torch.cat(valid, 1)
     weight = torch.softmax(out["grade_logits"][clicked], -1)[:, 2:].sum(1)
@@ -333,6 +335,48 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert (losses["loss_reconstruct"] > 0) == (negatives != "unexposed")
+
+
+def _partner_draw_past_the_scored_rows(pool: Batch) -> Batch:
+    """Two requests: the first clicked with every candidate exposed, so its clicks have no
+    partner; the second nobody clicked, its unexposed candidates last. A partnerless click's
+    draw then names the second request's first unexposed row, past every scored row."""
+    first = pool.request[pool.exposed & (pool.click > 0)][0]
+    others = pool.request[(pool.request != first) & ~pool.exposed]
+    second = pool.request == others[0]
+    rows = torch.cat([torch.nonzero(pool.request == first).squeeze(1),
+                      torch.nonzero(second & pool.exposed).squeeze(1),
+                      torch.nonzero(second & ~pool.exposed).squeeze(1)])  # fmt: skip
+    batch = pool.take(rows)
+    in_first = batch.request == first
+    return dataclasses.replace(batch, exposed=batch.exposed | in_first,
+                               click=torch.where(in_first, batch.click, 0.0))  # fmt: skip
+
+
+@pytest.mark.parametrize("negatives", ["unexposed", "both"])
+def test_a_partnerless_click_whose_draw_lies_past_the_scored_rows(world, negatives) -> None:
+    """The invalid partner of a click without one is not scored; where its draw lies past
+    every scored row, its position among them is out of range. It makes no pair: the loss and
+    every gradient equal those of the model scoring every row."""
+    batch = _partner_draw_past_the_scored_rows(world.pool)
+    model = build(world, debias_negatives=negatives)
+    results = []
+    for training in (False, True):
+        model.train(training)
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = model(batch)
+        losses = model.loss(batch, out)
+        losses["loss"].backward()
+        results.append((losses, {n: p.grad.clone() for n, p in model.named_parameters()
+                                 if p.grad is not None}))  # fmt: skip
+    assert not out["partnered"].any()
+    assert (model.at_scored(out, out["partners"]) == out["scored"].numel()).any()
+    (every, grad_every), (scored, grad_scored) = results
+    for name in every:
+        torch.testing.assert_close(scored[name], every[name], atol=1e-6, rtol=1e-6)
+    for name in grad_every:
+        torch.testing.assert_close(grad_scored[name], grad_every[name], atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("negatives", ["synthetic", "unexposed", "both"])
