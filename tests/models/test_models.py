@@ -51,13 +51,18 @@ def test_forward_and_loss(world: World, batch: Batch, name: str) -> None:
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_every_parameter_is_trained(world: World, batch: Batch, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [(name, {}) for name in NAMES]
+    + [("prectr_v2", {"consistency": "kl"}), ("prectr_v2", {"debias_negatives": "both"})],
+)
+def test_every_parameter_is_trained(world: World, batch: Batch, name: str, params: dict) -> None:
     """A model owns one position bias and one calibrator, and its loss reaches every trained
     parameter: no nested ranking model carries a bias table it never reads (DeepFM's first-order
     term and the two-model baseline's CTR model once did). PRECTR's stage-1 reference copy of the
     RSL module (``consistency: kl``) is frozen, so it holds no trained parameter."""
-    model = build(world, name)
+    torch.manual_seed(0)
+    model = build_model(name, world.encoded.specs, world.encoded.vocab_sizes, params)
     assert [m for m in model.modules() if isinstance(m, RankingModel)] == [model]
     model.loss(batch, model(batch))["loss"].backward()
     untouched = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
