@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/fidelity.py --seeds 0 1 2
 Trains (with benchmarks/quality.py's machinery, in runs/fidelity; a run that already holds
 its evaluation is reused, whatever code trained it) PRECTR, PRECTR-V2, its no-mining,
-other-query-crowd, no-debias and unexposed-negatives variants and the two-model fusion on
+other-query-crowd, no-debias and synthetic-negatives variants and the two-model fusion on
 `bench`, and V2, its no-mining ablation and its other-query control on `stationary`;
 evaluates each on its test days; compares the pairs each target reads (`prectr compare`, seeds
 pooled resample by resample); then reads every target (docs/fidelity.md holds the
@@ -17,11 +17,12 @@ pre-registration these are judged against):
   same module reading another query's crowd, ``crowd_from: other``: what mining learns from
   the crowd, capacity and training path held equal); V2 - the no-mining ablation beside it;
 * ``debiasing``: broad-set irrelevant@10 at least 20% lower than without debiasing, at most
-  0.002 AUC lost; real unexposed negatives side by side;
+  0.002 AUC lost (V2's default negatives, real unexposed candidates); the paper's synthetic
+  negatives side by side;
 * ``v2_vs_two_model``: V2 - two-model fusion on NDCG@10 and expected clicks at least 0;
 * ``calibration``: mean predicted / observed CTR within 0.95-1.05 on every test day, every run;
 * ``probe``: a linear probe's AUC telling synthetic from real low-grade relevance embeddings
-  at most 0.75, on each trained V2 run's validation rows.
+  at most 0.75, on the validation rows of each run trained with synthetic negatives.
 
 Writes results/fidelity.json (``targets``: one key per target) and results/fidelity.md.
 """
@@ -46,7 +47,7 @@ BENCH = {
     "prectr_v2_no_crowd": "configs/prectr_v2_no_crowd_bench.yaml",
     "prectr_v2_crowd_other": "configs/prectr_v2_crowd_other_bench.yaml",
     "prectr_v2_no_debias": "configs/prectr_v2_no_debias_bench.yaml",
-    "prectr_v2_unexposed": "configs/prectr_v2_unexposed_bench.yaml",
+    "prectr_v2_synthetic": "configs/prectr_v2_synthetic_bench.yaml",
     "two_model": "configs/two_model_bench.yaml",
 }
 STATIONARY = ("prectr_v2", "prectr_v2_no_crowd", "prectr_v2_crowd_other")
@@ -57,7 +58,7 @@ BENCH_PAIRS = {
     "mining": ("prectr_v2_no_crowd", "prectr_v2"),
     "mining_control": ("prectr_v2_crowd_other", "prectr_v2"),
     "debias": ("prectr_v2_no_debias", "prectr_v2"),
-    "unexposed": ("prectr_v2_no_debias", "prectr_v2_unexposed"),
+    "synthetic": ("prectr_v2_no_debias", "prectr_v2_synthetic"),
     "v2_vs_two_model": ("two_model", "prectr_v2"),
 }
 COLD_SLICES = ("user:cold", "user:low", "query:tail", "query:unseen")
@@ -123,7 +124,7 @@ def targets(
     }
     base = float(np.mean([r["broad"]["irrelevant@10"] for r in runs["prectr_v2_no_debias"]]))
     debias = {}
-    for pair in ("debias", "unexposed"):
+    for pair in ("debias", "synthetic"):
         broad, auc = bench[pair].get("broad", {}).get("irrelevant@10"), bench[pair]["all"]["auc"]
         debias[pair] = {
             "irrelevant@10": _cell(broad),
@@ -134,8 +135,8 @@ def targets(
         }  # fmt: skip
     out["debiasing"] = {
         "target": f"broad irrelevant@10 at least {IRRELEVANT_FALL:.0%} lower than without "
-        f"debiasing (relative), at most {AUC_COST} AUC lost (synthetic: V2; unexposed: side "
-        "by side)",
+        f"debiasing (relative), at most {AUC_COST} AUC lost (V2's unexposed negatives; "
+        "synthetic: side by side)",
         "no_debias_irrelevant@10": float(base),
         "measured": debias,
         "met": debias["debias"]["met"],
@@ -209,7 +210,7 @@ def main() -> None:
         configs = [ROOT / BENCH[name] for name in names]
         runs[preset] = train_and_evaluate(configs, args.seeds, world, [], commands, RUNS)
         measured[preset] = pair_differences(runs[preset], pairs, world, args, commands)
-    probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["prectr_v2"]]
+    probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["prectr_v2_synthetic"]]
     record = {
         "targets": targets(measured["bench"], measured["stationary"], runs["bench"], probe),
         "differences": measured,

@@ -1,3 +1,3 @@
 """prectr: relevance-aware CTR ranking for search (PRECTR and PRECTR-V2)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

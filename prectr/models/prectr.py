@@ -32,8 +32,15 @@ query's crowd, with the module and its training unchanged.
 
 **Exposure-bias correction (V2).** Logged impressions are mostly relevant items, the candidate
 pool is not. The paper builds hard negatives by noise injection into the relevance embedding
-and relevance-label reconstruction, and ranks each click above them with a pairwise loss. Here,
-for every click, ``hard_negatives`` synthetic negatives keep the click's context and preference
+and relevance-label reconstruction, and ranks each click above them with a pairwise loss.
+PRECTR-V2's default hard negatives here are real ones (``debias_negatives: unexposed``): for
+every click, ``hard_negatives`` logged but unexposed candidates of its request, drawn at
+random. Chosen on the validation day among the paper's synthetic negatives, these and both
+(docs/fidelity.md, "Which hard negatives"): the broad candidate set is made of exactly such
+candidates, while the synthetic ones, however close to the relevance manifold, are still told
+apart from them and did not lower the broad set's irrelevant@10. The paper's construction is
+the option ``synthetic`` (``both``: the two together). Synthetic negatives, for every click,
+``hard_negatives`` of them, keep the click's context and preference
 and take the relevance embedding ``ReLU(lam * a + (1 - lam) * b)``: ``a`` the click's embedding
 before its ReLU, ``b`` that of a low-grade candidate of the batch (graded 0/1 by a human, else
 rated so by the RSL), ``lam ~ U(0, mix_max)`` (MoCHi, Kalantidis et al. 2020; at the default
@@ -48,12 +55,10 @@ distribution: the likelier of grades 0 and 1. The reconstruction loss trains the
 from a click, so its gradient into the encoder would pull clicked items' representations
 towards "irrelevant" on a self-made target, against the human grades; the head is what must
 learn the unexposed region. The pairwise loss (margin clipping, dynamic truncation,
-:mod:`prectr.losses.pairwise_debias`) flows through the whole model. ``debias_negatives:
-unexposed`` pairs clicks with logged but unexposed candidates of their request instead
-(a training batch then holds every candidate; the partners are drawn before the forward pass,
-so the click path scores the exposed rows and the drawn partners, not the whole pool),
-``both`` with both; a click whose request has no unexposed candidate makes no pair and is not
-counted.
+:mod:`prectr.losses.pairwise_debias`) flows through the whole model. With unexposed
+negatives a training batch holds every candidate; the partners are drawn before the forward
+pass, so the click path scores the exposed rows and the drawn partners, not the whole pool. A
+click whose request has no unexposed candidate makes no pair and is not counted.
 
 **Training.** Stage 1 (``train.relevance_epochs``) fits the RSL module on human grades alone;
 stage 2 trains everything on clicks through the fused probability, with semantic consistency
@@ -127,7 +132,7 @@ class PRECTR(RankingModel):
         consistency: Consistency = "ce",
         consistency_weight: float = 0.5,
         debias: bool = False,
-        debias_weight: float = 0.03,  # on validation: results/sweep_v2_debias_weight.json
+        debias_weight: float = 0.03,  # synthetic's: results/sweep_v2_debias_weight.json
         debias_negatives: Negatives = "synthetic",
         hard_negatives: int = 2,
         mix_max: Share = 0.1,  # on validation: results/sweep_v2_mix_max.json
@@ -403,6 +408,8 @@ def unexposed_partners(
 @register("prectr_v2")
 class PRECTRV2(PRECTR):
     """PRECTR-V2: PRECTR with cross-user preference mining (multi-head) and exposure-bias
-    correction switched on."""
+    correction switched on, its hard negatives unexposed candidates of the request at the
+    weight chosen with them (results/sweep_v2_debias_negatives.json)."""
 
-    defaults: ClassVar[dict] = {"cross_user": True, "preference_heads": 2, "debias": True}
+    defaults: ClassVar[dict] = {"cross_user": True, "preference_heads": 2, "debias": True,
+                                "debias_negatives": "unexposed", "debias_weight": 0.1}  # fmt: skip

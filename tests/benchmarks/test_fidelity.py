@@ -26,7 +26,7 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
         "mining_control": {"all": {"auc": d(gain / 2, 0.0, gain)}, **kept},
         "debias": {"all": {"auc": d(-0.001, -0.002, 0.0)},
                    "broad": {"irrelevant@10": d(-0.10, -0.12, -0.08)}},
-        "unexposed": {"all": {"auc": d(-0.004, -0.005, -0.003)},
+        "synthetic": {"all": {"auc": d(-0.004, -0.005, -0.003)},
                       "broad": {"irrelevant@10": d(-0.20, -0.22, -0.18)}},
         "v2_vs_two_model": {"all": {"ndcg@10": d(-0.005, -0.007, -0.003),
                                     "expected_clicks": d(0.01, 0.0, 0.02)}},
@@ -51,7 +51,7 @@ def test_each_target_is_read_off_its_pair():
     assert got["cold_start"]["measured"]["user:cold"]["v2_minus_other_crowd"]["diff"] == 0.006
     debias = got["debiasing"]["measured"]
     assert debias["debias"]["relative_fall"] == 0.25 and debias["debias"]["met"]
-    assert not debias["unexposed"]["met"]  # half the irrelevant items, but 0.004 AUC lost
+    assert not debias["synthetic"]["met"]  # half the irrelevant items, but 0.004 AUC lost
     assert not got["v2_vs_two_model"]["met"]  # behind on NDCG@10
     assert not got["calibration"]["met"]  # 1.06 on the second day
     assert not got["probe"]["met"] and got["probe"]["measured"] == [0.84, 0.80]

@@ -82,7 +82,8 @@ def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row
     request (:meth:`Batch.requests`), and the click path (context, preference, click heads,
     incentive) runs on the exposed rows alone (``scored``); every output and every gradient
     equals scoring's, which reads every row's histories row by row."""
-    model = build(world, "prectr_v2", **crowd)
+    # synthetic negatives: the click path scores the exposed rows alone
+    model = build(world, "prectr_v2", debias_negatives="synthetic", **crowd)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))  # every history term matters
@@ -181,7 +182,7 @@ def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(world, monkey
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"consistency": "kl"}, {"debias": False}, {"debias_negatives": "unexposed"},
+    [{}, {"consistency": "kl"}, {"debias": False}, {"debias_negatives": "synthetic"},
      {"debias_negatives": "both"}],
 )  # fmt: skip
 def test_the_training_loss_is_the_loss_of_every_row_scored(world, params) -> None:
@@ -264,15 +265,18 @@ def test_empty_histories_give_finite_scores_and_the_crowd_still_speaks(world, ba
     assert not build(world, "prectr_v1")(no_user)["tau"].any()
 
 
-def test_every_loss_part_is_logged_and_finite(world, batch) -> None:
-    model = build(world)
+@pytest.mark.parametrize("negatives", ["unexposed", "synthetic"])
+def test_every_loss_part_is_logged_and_finite(world, batch, negatives) -> None:
+    model = build(world, debias_negatives=negatives)
     model.train()
     losses = model.loss(batch, model(batch))
     assert set(losses) == {"loss", "loss_click", "loss_consistency", "loss_pairwise",
                            "loss_reconstruct"}  # fmt: skip
     assert all(torch.isfinite(v) for v in losses.values())
-    expected = (losses["loss_click"] + 0.5 * losses["loss_consistency"]
-                + 0.03 * (losses["loss_pairwise"] + losses["loss_reconstruct"]))  # fmt: skip
+    debias = losses["loss_pairwise"] + losses["loss_reconstruct"]
+    expected = (
+        losses["loss_click"] + 0.5 * losses["loss_consistency"] + model.debias_weight * debias
+    )
     torch.testing.assert_close(losses["loss"], expected)
     assert int(model.step) == 1  # the truncation schedule advanced
     plain = build(world, incentive=False, cross_user=False, debias=False, consistency="none")
@@ -280,10 +284,13 @@ def test_every_loss_part_is_logged_and_finite(world, batch) -> None:
 
 
 def test_training_rows_follow_the_switches(world) -> None:
-    assert build(world).training_rows == "exposed_or_labelled"
-    assert build(world, consistency="none").training_rows == "exposed"
-    assert build(world, debias_negatives="unexposed").training_rows == "all"
+    assert build(world).training_rows == "all"  # V2's unexposed negatives
+    assert build(world, debias_negatives="synthetic").training_rows == "exposed_or_labelled"
+    assert build(world, debias_negatives="synthetic", consistency="none").training_rows == (
+        "exposed"
+    )
     assert build(world, debias_negatives="both").training_rows == "all"
+    assert build(world, debias=False).training_rows == "exposed_or_labelled"
 
 
 def test_unexposed_partners_come_from_the_same_request_and_are_unexposed(world) -> None:
