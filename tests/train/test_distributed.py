@@ -218,7 +218,8 @@ def test_prectr_v2_in_two_processes_matches_one_process_with_the_same_global_bat
     metrics within what a different order of the same rows moves them."""
     config = tiny_config(tiny_world, {"batch_size": 512}, threads=1, calibration="none")
     config.model, config.name = "prectr_v2", "tiny_prectr_v2"
-    config.model_params = {"hidden": [32, 16]}
+    # synthetic negatives: batches of exposed and graded rows, as the step bound below measured
+    config.model_params = {"hidden": [32, 16], "debias_negatives": "synthetic"}
     config.features.relevance_context = True
     out = str(tmp_path / "weights")
     mp.spawn(_trained_weights, args=(2, f"file://{tmp_path / 'init'}", config,
