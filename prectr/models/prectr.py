@@ -240,18 +240,38 @@ class PRECTR(RankingModel):
         """Whether the debiasing loss pairs clicks with unexposed candidates of their request."""
         return self.debias and self.negatives != "synthetic"
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def relevance_outputs(
+        self, batch: Batch, partners: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """The RSL module's pre-activation, relevance embedding and grade logits of every row.
+        In training with unexposed negatives alone and no KL anchor, a batch holds every
+        candidate so that partners can be drawn, and most rows are read by no loss: the RSL
+        then reads only the exposed and graded rows and the drawn ``partners``, and the
+        others' outputs are zero."""
+        rows = None
+        if partners is not None and self.negatives == "unexposed" and self.reference is None:
+            read = batch.exposed | (batch.relevance >= 0)
+            read[partners[0][partners[1]]] = True
+            rows = torch.nonzero(read).squeeze(1)
+        if rows is not None and rows.numel() < len(batch):
+            every = self.relevance_outputs(batch.take(rows), None)
+            return {k: v.new_zeros(len(batch), v.shape[1]).index_copy(0, rows, v)
+                    for k, v in every.items()}  # fmt: skip
         pre = self.rsl.pre_activation(batch)
         relevance = self.rsl.activate(pre)
-        grade_logits = self.rsl.classify(relevance)
-        out = {"grade_logits": grade_logits, "relevance": relevance, "relevance_pre": pre}
-        if self.training and self.draws_partners():  # drawn first: the click path scores them
+        return {"grade_logits": self.rsl.classify(relevance), "relevance": relevance,
+                "relevance_pre": pre}  # fmt: skip
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        partners = None
+        if self.training and self.draws_partners():  # drawn first: the losses read them
             clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
-            out["partners"], out["partnered"] = unexposed_partners(
-                batch, clicked, self.hard_negatives
-            )
-        rows = self.scored_rows(batch, (out["partners"], out["partnered"]) if "partners" in out
-                                else None)  # fmt: skip
+            partners = unexposed_partners(batch, clicked, self.hard_negatives)
+        out = self.relevance_outputs(batch, partners)
+        relevance, grade_logits = out["relevance"], out["grade_logits"]
+        if partners is not None:
+            out["partners"], out["partnered"] = partners
+        rows = self.scored_rows(batch, partners)
         if rows is not None:  # the click path's outputs hold these rows only
             out["scored"] = rows
             batch = batch.take(rows)

@@ -217,12 +217,21 @@ def test_training_with_unexposed_negatives_scores_the_drawn_partners(world, nega
     the clicks, not every candidate of the pool."""
     model = build(world, "prectr_v2", debias_negatives=negatives).train()
     pool = world.pool
+    read = []
+    model.rsl.text.register_forward_hook(lambda module, args, output: read.append(len(output)))
     out = model(pool)
     drawn = torch.zeros_like(pool.exposed)
     drawn[out["partners"][out["partnered"]]] = True
     assert drawn.any() and not (drawn & pool.exposed).any()
     assert torch.equal(out["scored"], torch.nonzero(pool.exposed | drawn).squeeze(1))
     assert out["scored"].numel() < len(pool)
+    # the RSL reads the rows a loss reads; with synthetic negatives too, every row (their
+    # low-grade pool may need the RSL's own grades where no row is graded)
+    if negatives == "unexposed":
+        assert read == [int((pool.exposed | (pool.relevance >= 0) | drawn).sum())]
+        assert read[0] < len(pool)
+    else:
+        assert read == [len(pool)]
 
 
 def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
