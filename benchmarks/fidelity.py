@@ -87,7 +87,7 @@ def targets(
 ) -> dict[str, dict]:
     """Every target from the pooled differences (pair -> section -> metric -> diff, lo, hi,
     spans_zero) on `bench` and `stationary`, the bench runs' evaluations (config -> seeds) and
-    the probe AUC of each V2 run."""
+    the probe AUC of each run trained with synthetic negatives."""
     v2_v1, mining, control = bench["v2_vs_v1"], bench["mining"], bench["mining_control"]
     out: dict[str, dict] = {}
     pooled = {m: v2_v1["all"].get(m) for m in ("auc", "gauc_user")}

@@ -47,8 +47,9 @@ DESCRIPTIONS: dict[str, str] = {
     # PRECTR-V2: exposure-bias correction
     "debias": "PRECTR-V2: rank each click above hard negatives with a pairwise loss",
     "debias_weight": "weight of the pairwise and reconstruction losses beside the click loss",
-    "debias_negatives": "the hard negatives: synthetic (mixed towards a low-grade candidate), "
-    "unexposed (logged candidates never shown) or both",
+    "debias_negatives": "the hard negatives: synthetic (mixed towards a low-grade candidate; "
+    "their validated debias_weight is 0.03), unexposed (logged candidates never shown; "
+    "PRECTR-V2's default, at weight 0.1) or both",
     "hard_negatives": "negatives of each kind paired with every click",
     "mix_max": "synthetic negatives: the largest share of the click's own relevance "
     "pre-activation in the mix",

@@ -67,8 +67,10 @@ pairs, the default, or ``kl`` to the stage-1 RSL). The loss is
 click BCE + ``consistency_weight`` * consistency + ``debias_weight`` * (pairwise + reconstruction),
 each part logged. Every component switches off from the config: ``incentive``, ``cross_user``,
 ``debias``, ``consistency: none``, ``relevance_epochs: 0``. A training step scores only the
-rows its loss reads (:meth:`PRECTR.scored_rows`): the RSL module reads every row of the batch,
-the click path only the exposed ones and the unexposed candidates drawn as negatives.
+rows its loss reads (:meth:`PRECTR.scored_rows`): the click path only the exposed rows and the
+unexposed candidates drawn as negatives; the RSL module every row of the batch, or with
+unexposed negatives alone the exposed and graded rows and the drawn partners
+(:meth:`PRECTR.relevance_outputs`).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ class PRECTR(RankingModel):
         """The rows whose click score the loss reads, when not every row: in training, the
         exposed rows and the unexposed ``partners`` drawn as negatives (indices and validity, as
         :func:`unexposed_partners` gives them). The other rows a training batch holds (graded
-        or unexposed candidates) feed only the RSL module (consistency, the synthetic
+        or unexposed candidates) feed at most the RSL module (consistency, the synthetic
         negatives' low-grade pool), so their context, preference and click heads are not
         computed."""
         if not self.training:

@@ -30,7 +30,7 @@ def test_a_linear_probe_barely_tells_synthetic_from_real_low_grade_embeddings(wo
     same model and rows: 0.88. On `bench`'s trained V2 the default gives 0.64 (docs/fidelity.md,
     "Synthetic negatives nearer the real low-grade ones"). Strict: once the target is met here
     this fails, and the xfail goes."""
-    model = build(world)
+    model = build(world, debias_negatives="synthetic", debias_weight=0.03)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for batch in itertools.islice(world.train.epoch(), 10):

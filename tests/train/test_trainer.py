@@ -146,7 +146,7 @@ def test_stage_one_fits_the_relevance_module_alone_then_anchors_the_kl(tiny_worl
 def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
     # large batches: a few steps of each stage, the kill still in stage one
     config = prectr_config(tiny_world, {"batch_size": 1024}, epochs=1, checkpoint_every=2)
-    config.model = "prectr_v2"  # random synthetic negatives too
+    config.model = "prectr_v2"  # random unexposed partners too
     whole = Trainer(config, tmp_path / "whole").fit()
     with pytest.raises(StopTraining):
         Trainer(config, tmp_path / "killed", stop_after=3).fit()
