@@ -38,6 +38,11 @@ class DataConfig(Section):
     overrides it."""
     batch_size: int = Field(2048, ge=1)
     """Rows per optimiser step, shared out among the processes."""
+    batch_counts: Literal["rows", "exposed"] = "rows"
+    """What batch_size counts: every row a batch holds (the rows the model's loss reads:
+    exposed, graded, or every candidate for PRECTR-V2's unexposed negatives), or exposed
+    impressions alone, so that models whose batches hold different rows take steps of the
+    same number of impressions."""
     buffer_rows: int = Field(262_144, ge=1)
     """Rows read and shuffled together."""
     shards: int = Field(8, ge=1)

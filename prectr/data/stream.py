@@ -34,6 +34,7 @@ from prectr.data.shards import on_filesystem
 
 T = TypeVar("T")
 ROW_SETS = ("exposed", "exposed_or_labelled", "labelled", "all")
+BATCH_COUNTS = ("rows", "exposed")  # what a batch size counts
 
 _COLUMNS_DROPPED = ("request_id", "item_id")
 
@@ -41,6 +42,10 @@ _COLUMNS_DROPPED = ("request_id", "item_id")
 class BatchStream:
     """Batches of whole requests from encoded-impressions parquet shards (paths in
     ``filesystem``, default: the local one).
+
+    A batch ends at the first request end at or after ``batch_size`` rows of the row set
+    ``rows``, or with ``counts="exposed"`` at or after ``batch_size`` exposed impressions, so
+    that streams of different row sets can take steps of the same impressions.
 
     ``position`` maps each shard's file name to the rows of the current epoch already handed
     out (after the last batch yielded); pass it back as ``start`` to resume there, with any
@@ -57,6 +62,7 @@ class BatchStream:
         rows: str = "exposed",
         buffer_rows: int = 262_144,
         filesystem: pafs.FileSystem | None = None,
+        counts: str = "rows",
     ):
         paths = [paths] if isinstance(paths, str | Path) else paths
         self.filesystem = filesystem or pafs.LocalFileSystem()
@@ -65,7 +71,9 @@ class BatchStream:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         if rows not in ROW_SETS:
             raise ValueError(f"rows {rows!r}: expected one of {', '.join(ROW_SETS)}")
-        self.rows, self.buffer_rows = rows, buffer_rows
+        if counts not in BATCH_COUNTS:
+            raise ValueError(f"counts {counts!r}: expected one of {', '.join(BATCH_COUNTS)}")
+        self.rows, self.buffer_rows, self.counts = rows, buffer_rows, counts
         names = self._file(self.paths[0]).schema_arrow.names
         self.columns = [c for c in names if c not in _COLUMNS_DROPPED]
         self.position: dict[str, int] = {}
@@ -156,8 +164,12 @@ class BatchStream:
             start, skip = skip, 0
             req = chunk["request_row"]
             ends = np.r_[np.flatnonzero(req[1:] != req[:-1]) + 1, req.size]
-            while (i := int(np.searchsorted(ends, start + self.batch_size))) < ends.size:
-                cut = int(ends[i])  # the first request end at or after batch_size rows
+            counted = np.arange(req.size + 1)  # rows (or exposed rows) before each row
+            if self.counts == "exposed":
+                counted = np.r_[0, np.cumsum(~np.isnan(chunk["click"]))]
+            reach = counted[ends]
+            while (i := int(np.searchsorted(reach, counted[start] + self.batch_size))) < ends.size:
+                cut = int(ends[i])  # the first request end at or after batch_size counted rows
                 if held is not None:
                     yield self.collator(held), held["request_row"].size
                 held = {k: v[start:cut] for k, v in chunk.items()}

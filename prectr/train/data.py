@@ -74,12 +74,13 @@ class PreparedData:
         rank: int = 0, world_size: int = 1,
     ) -> BatchStream:  # fmt: skip
         """The batches of process ``rank`` of ``world_size``: its shards of the split, in
-        batches of ``data.batch_size / world_size`` rows (one optimiser step takes about
-        ``data.batch_size`` rows whatever the number of processes)."""
+        batches of ``data.batch_size / world_size`` rows, or exposed impressions
+        (``data.batch_counts``; one optimiser step takes about ``data.batch_size`` whatever
+        the number of processes)."""
         return BatchStream(
             shards_of(self.shards[split], rank, world_size), self.collator,
             -(-config.data.batch_size // world_size), shuffle, config.train.seed, rows,
-            config.data.buffer_rows, self.filesystem,
+            config.data.buffer_rows, self.filesystem, config.data.batch_counts,
         )  # fmt: skip
 
     def impressions(self, split: str) -> int:

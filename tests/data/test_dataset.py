@@ -280,6 +280,23 @@ def test_the_whole_pool_can_be_read(encoded_train):
     assert (positions[exposed] >= 1).all() and (positions[~exposed] == 0).all()
 
 
+def test_a_batch_can_count_its_exposed_impressions_alone(encoded_train):
+    """With ``counts="exposed"`` a stream of every candidate cuts each batch at the first
+    request end at or after ``batch_size`` exposed impressions, as a stream of exposed rows
+    cuts at ``batch_size`` rows: the same requests, batch for batch."""
+    every = list(_stream(encoded_train, rows="all", shuffle=False, counts="exposed").epoch())
+    shown = list(_stream(encoded_train, shuffle=False).epoch())
+    assert [np.unique(b.request.numpy()).tolist() for b in every] == [
+        np.unique(b.request.numpy()).tolist() for b in shown
+    ]
+    assert all(300 <= int(b.exposed.sum()) < 300 + 10 for b in every[:-1])
+    assert all(len(b) > 2 * int(b.exposed.sum()) for b in every)  # every candidate is there
+    by_rows = list(_stream(encoded_train, rows="all", shuffle=False).epoch())
+    assert len(by_rows) > 2 * len(every)
+    with pytest.raises(ValueError, match="counts 'candidates'"):
+        _stream(encoded_train, counts="candidates")
+
+
 def test_labelled_unexposed_rows_can_join_the_exposed_ones(encoded_train):
     batches = list(_stream(encoded_train, rows="exposed_or_labelled").epoch(0))
     exposed = np.concatenate([b.exposed.numpy() for b in batches])

@@ -288,3 +288,25 @@ def test_a_model_trained_without_position_bias_scores_the_same_at_every_position
     p = predict(trainer.model, stream.epoch())
     exposed = p["exposed"]
     assert np.array_equal(p["shown"][exposed], p["score"][exposed]) != position_bias
+
+
+@pytest.mark.slow
+def test_counting_exposed_impressions_gives_both_kinds_of_negatives_the_same_steps(
+    tiny_world, tmp_path
+):
+    """A V2 batch with unexposed negatives holds every candidate: counted in rows it holds
+    fewer requests, and an epoch takes more steps than with synthetic negatives; counted in
+    exposed impressions (``data.batch_counts: exposed``) both take the same steps."""
+    steps = {}
+    for counts in ("rows", "exposed"):
+        for negatives in ("synthetic", "unexposed"):
+            config = tiny_config(tiny_world, {"batch_size": 512, "batch_counts": counts},
+                                 relevance_epochs=0)  # fmt: skip
+            config.model, config.name = "prectr_v2", f"tiny_{negatives}_{counts}"
+            config.model_params = {"hidden": [32, 16], "debias_negatives": negatives}
+            config.features.relevance_context = True
+            trainer = Trainer(config, tmp_path / f"{negatives}-{counts}")
+            steps[negatives, counts] = trainer.fit()["steps"]
+            trainer.close()
+    assert steps["unexposed", "rows"] > 2 * steps["synthetic", "rows"]
+    assert steps["unexposed", "exposed"] == steps["synthetic", "exposed"]
