@@ -143,6 +143,7 @@ def test_stage_one_fits_the_relevance_module_alone_then_anchors_the_kl(tiny_worl
     assert {x["split"] for x in lines} == {"relevance"}
 
 
+@pytest.mark.slow  # V2's unexposed negatives: batches of every candidate, about 9 s
 def test_a_run_killed_in_stage_one_resumes_exactly(tiny_world, tmp_path):
     # large batches: a few steps of each stage, the kill still in stage one
     config = prectr_config(tiny_world, {"batch_size": 1024}, epochs=1, checkpoint_every=2)
