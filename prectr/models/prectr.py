@@ -246,22 +246,22 @@ class PRECTR(RankingModel):
         return self.debias and self.negatives != "synthetic"
 
     def relevance_outputs(
-        self, batch: Batch, partners: tuple[torch.Tensor, torch.Tensor] | None
+        self, batch: Batch, scored: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """The RSL module's pre-activation, relevance embedding and grade logits of every row.
         In training with unexposed negatives alone and no KL anchor, a batch holds every
         candidate so that partners can be drawn, and most rows are read by no loss: the RSL
-        then reads only the exposed and graded rows and the drawn ``partners``, and the
-        others' outputs are zero."""
-        rows = None
-        if partners is not None and self.negatives == "unexposed" and self.reference is None:
-            read = batch.exposed | (batch.relevance >= 0)
-            read[partners[0][partners[1]]] = True
+        then reads only the ``scored`` rows (exposed and drawn partners, :meth:`scored_rows`)
+        and the graded ones, and the others' outputs are zero."""
+        alone = self.debias and self.negatives == "unexposed"  # no synthetic low-grade pool
+        if scored is not None and alone and self.reference is None:
+            read = batch.relevance >= 0
+            read[scored] = True
             rows = torch.nonzero(read).squeeze(1)
-        if rows is not None and rows.numel() < len(batch):
-            every = self.relevance_outputs(batch.take(rows), None)
-            return {k: v.new_zeros(len(batch), v.shape[1]).index_copy(0, rows, v)
-                    for k, v in every.items()}  # fmt: skip
+            if rows.numel() < len(batch):
+                every = self.relevance_outputs(batch.take(rows))
+                return {k: v.new_zeros(len(batch), v.shape[1]).index_copy(0, rows, v)
+                        for k, v in every.items()}  # fmt: skip
         pre = self.rsl.pre_activation(batch)
         relevance = self.rsl.activate(pre)
         return {"grade_logits": self.rsl.classify(relevance), "relevance": relevance,
@@ -272,11 +272,11 @@ class PRECTR(RankingModel):
         if self.training and self.draws_partners():  # drawn first: the losses read them
             clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
             partners = unexposed_partners(batch, clicked, self.hard_negatives)
-        out = self.relevance_outputs(batch, partners)
+        rows = self.scored_rows(batch, partners)
+        out = self.relevance_outputs(batch, rows)
         relevance, grade_logits = out["relevance"], out["grade_logits"]
         if partners is not None:
             out["partners"], out["partnered"] = partners
-        rows = self.scored_rows(batch, partners)
         if rows is not None:  # the click path's outputs hold these rows only
             out["scored"] = rows
             batch = batch.take(rows)
