@@ -37,12 +37,13 @@ class DataConfig(Section):
     """The log directory, in the search-log schema (a simulated world is one); ``--log``
     overrides it."""
     batch_size: int = Field(2048, ge=1)
-    """Rows per optimiser step, shared out among the processes."""
-    batch_counts: Literal["rows", "exposed"] = "rows"
-    """What batch_size counts: every row a batch holds (the rows the model's loss reads:
-    exposed, graded, or every candidate for PRECTR-V2's unexposed negatives), or exposed
-    impressions alone, so that models whose batches hold different rows take steps of the
-    same number of impressions."""
+    """Exposed impressions (or rows, see batch_counts) per optimiser step, shared out among
+    the processes."""
+    batch_counts: Literal["rows", "exposed"] = "exposed"
+    """What batch_size counts: exposed impressions, with whatever other rows of their
+    requests the model's loss reads beside them (graded candidates for PRECTR's consistency
+    and the two-model fusion, every candidate for PRECTR-V2's unexposed negatives), so that
+    every model takes steps of the same number of impressions; or every row a batch holds."""
     buffer_rows: int = Field(262_144, ge=1)
     """Rows read and shuffled together."""
     shards: int = Field(8, ge=1)

@@ -28,6 +28,8 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
                    "broad": {"irrelevant@10": d(-0.10, -0.12, -0.08)}},
         "synthetic": {"all": {"auc": d(-0.004, -0.005, -0.003)},
                       "broad": {"irrelevant@10": d(-0.20, -0.22, -0.18)}},
+        "debias_control": {"all": {"auc": d(-0.0005, -0.0015, 0.0005)},
+                           "broad": {"irrelevant@10": d(-0.02, -0.03, -0.01)}},
         "v2_vs_two_model": {"all": {"ndcg@10": d(-0.005, -0.007, -0.003),
                                     "expected_clicks": d(0.01, 0.0, 0.02)}},
     }  # fmt: skip
@@ -37,7 +39,9 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
     }
     day = {"per_day": {"d1": {"calibration": 0.97}, "d2": {"calibration": 1.06}}}
     runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": np.float64(0.40)},
-                                     **day}]}  # fmt: skip
+                                     **day}],
+            "prectr_v2_debias_control": [{"seed": 0, "broad": {"irrelevant@10": 0.16},
+                                          **day}]}  # fmt: skip
     return bench, stationary, runs
 
 
@@ -52,6 +56,10 @@ def test_each_target_is_read_off_its_pair():
     debias = got["debiasing"]["measured"]
     assert debias["debias"]["relative_fall"] == 0.25 and debias["debias"]["met"]
     assert not debias["synthetic"]["met"]  # half the irrelevant items, but 0.004 AUC lost
+    # V2 against its matched control: the fall is relative to the control's own irrelevant@10
+    assert debias["debias_control"]["relative_fall"] == 0.125
+    assert debias["debias_control"]["reference_irrelevant@10"] == 0.16
+    assert not debias["debias_control"]["met"]  # under 20% of the control's
     assert not got["v2_vs_two_model"]["met"]  # behind on NDCG@10
     assert not got["calibration"]["met"]  # 1.06 on the second day
     assert not got["probe"]["met"] and got["probe"]["measured"] == [0.84, 0.80]
