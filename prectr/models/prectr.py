@@ -38,10 +38,11 @@ every click, ``hard_negatives`` logged but unexposed candidates of its request, 
 random. Chosen on the validation day among the paper's synthetic negatives, these and both
 (docs/fidelity.md, "Which hard negatives"): the broad candidate set is made of exactly such
 candidates, while the synthetic ones, however close to the relevance manifold, are still told
-apart from them and did not lower the broad set's irrelevant@10. Caveat (docs/fidelity.md,
-"Seed 0 at the new defaults"): a batch that holds every candidate holds fewer exposed
-impressions, and most of the fall in irrelevant@10 came with that batching, not with the
-pairwise loss on the unexposed negatives. The paper's construction is
+apart from them and did not lower the broad set's irrelevant@10. The choice was made again with
+every model's step counting exposed impressions (``data.batch_counts: exposed``, the default;
+docs/fidelity.md, "The sweep under exposed batching"), after batches counted in rows, which
+give V2 with unexposed negatives 4.3x more, smaller steps than the models it is compared with,
+were found to make most of the fall in irrelevant@10 first seen. The paper's construction is
 the option ``synthetic`` (``both``: the two together). Synthetic negatives, for every click,
 ``hard_negatives`` of them, keep the click's context and preference
 and take the relevance embedding ``ReLU(lam * a + (1 - lam) * b)``: ``a`` the click's embedding
