@@ -43,7 +43,9 @@ class DataConfig(Section):
     """What batch_size counts: exposed impressions, with whatever other rows of their
     requests the model's loss reads beside them (graded candidates for PRECTR's consistency
     and the two-model fusion, every candidate for PRECTR-V2's unexposed negatives), so that
-    every model takes steps of the same number of impressions; or every row a batch holds."""
+    every model takes steps of the same number of impressions; or every row a batch holds.
+    The relevance stage (``train.relevance_epochs``) always counts rows: its examples are
+    graded pairs, not impressions."""
     buffer_rows: int = Field(262_144, ge=1)
     """Rows read and shuffled together."""
     shards: int = Field(8, ge=1)

@@ -41,7 +41,7 @@ candidates, while the synthetic ones, however close to the relevance manifold, a
 apart from them and did not lower the broad set's irrelevant@10. The choice was made again with
 every model's step counting exposed impressions (``data.batch_counts: exposed``, the default;
 docs/fidelity.md, "The sweep under exposed batching"), after batches counted in rows, which
-give V2 with unexposed negatives 4.3x more, smaller steps than the models it is compared with,
+give V2 with unexposed negatives 5.2x more, smaller click steps than the models it is compared with,
 were found to make most of the fall in irrelevant@10 first seen. The paper's construction is
 the option ``synthetic`` (``both``: the two together). Synthetic negatives, for every click,
 ``hard_negatives`` of them, keep the click's context and preference

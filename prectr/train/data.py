@@ -71,16 +71,16 @@ class PreparedData:
 
     def stream(
         self, split: str, config: ExperimentConfig, shuffle: bool, rows: str = "exposed",
-        rank: int = 0, world_size: int = 1,
+        rank: int = 0, world_size: int = 1, counts: str | None = None,
     ) -> BatchStream:  # fmt: skip
         """The batches of process ``rank`` of ``world_size``: its shards of the split, in
-        batches of ``data.batch_size / world_size`` rows, or exposed impressions
-        (``data.batch_counts``; one optimiser step takes about ``data.batch_size`` whatever
-        the number of processes)."""
+        batches of ``data.batch_size / world_size`` exposed impressions or rows (``counts``,
+        by default ``data.batch_counts``; one optimiser step takes about ``data.batch_size``
+        whatever the number of processes)."""
         return BatchStream(
             shards_of(self.shards[split], rank, world_size), self.collator,
             -(-config.data.batch_size // world_size), shuffle, config.train.seed, rows,
-            config.data.buffer_rows, self.filesystem, config.data.batch_counts,
+            config.data.buffer_rows, self.filesystem, counts or config.data.batch_counts,
         )  # fmt: skip
 
     def impressions(self, split: str) -> int:

@@ -177,14 +177,19 @@ class Trainer:
         self.log.info("epoch %d valid %s", self.engine.epochs("train"), metrics)
         return metrics
 
-    def _stream(self, split: str, shuffle: bool, rows: str = "exposed") -> BatchStream:
+    def _stream(self, split: str, shuffle: bool, rows: str = "exposed",
+                counts: str | None = None) -> BatchStream:  # fmt: skip
         return self.data.stream(split, self.config, shuffle, rows, self.processes.rank,
-                                self.processes.world_size)  # fmt: skip
+                                self.processes.world_size, counts)  # fmt: skip
 
     def _stage(self, name: str, epochs: int, rows: str) -> Stage:
         """Training ``name`` (``relevance``: stage 1 on the labelled rows, ``train``: the
-        model's loss on its training rows) as the engine runs it."""
-        stream = self._stream("train", True, rows)
+        model's loss on its training rows) as the engine runs it. Stage 1's examples are
+        graded pairs, most of them unexposed candidates, so its batches count rows whatever
+        ``data.batch_counts`` says (counted in exposed impressions, a batch of ``bench``
+        would hold about 22,000 graded rows and the stage take a tenth of its steps)."""
+        counts = "rows" if name == "relevance" else None
+        stream = self._stream("train", True, rows, counts)
         loss = self._relevance_loss if name == "relevance" else self._joint_loss
         return Stage(name, epochs, partial(self._steps, stream), loss,
                      position=partial(self._position, stream))  # fmt: skip

@@ -291,6 +291,31 @@ def test_a_model_trained_without_position_bias_scores_the_same_at_every_position
     assert np.array_equal(p["shown"][exposed], p["score"][exposed]) != position_bias
 
 
+def test_the_relevance_stage_counts_graded_rows_whatever_the_click_stage_counts(
+    tiny_world, tmp_path
+):
+    """Stage 1 trains on graded pairs, most of them unexposed candidates: counted in exposed
+    impressions its batches would hold many times ``batch_size`` rows and the stage take a
+    fraction of its steps, so it counts rows under either ``data.batch_counts``."""
+    steps = {}
+    for counts in ("rows", "exposed"):
+        config = tiny_config(tiny_world, {"batch_size": 256, "batch_counts": counts},
+                             relevance_epochs=1, epochs=0)  # fmt: skip
+        config.model, config.name = "prectr_v1", f"tiny_v1_{counts}"
+        config.model_params = {"hidden": [32, 16]}
+        config.features.relevance_context = True
+        trainer = Trainer(config, tmp_path / counts)
+        graded = trainer.data.stream("train", config, shuffle=False, rows="labelled",
+                                     counts="rows")  # fmt: skip
+        exposed = trainer.data.stream("train", config, shuffle=False, rows="labelled",
+                                      counts="exposed")  # fmt: skip
+        assert len(list(exposed.epoch())) < len(list(graded.epoch())) / 2  # the difference
+        steps[counts] = trainer.fit()["steps"]
+        trainer.close()
+        assert steps[counts] == len(list(graded.epoch()))
+    assert steps["rows"] == steps["exposed"]
+
+
 @pytest.mark.slow
 def test_counting_exposed_impressions_gives_both_kinds_of_negatives_the_same_steps(
     tiny_world, tmp_path
