@@ -195,6 +195,16 @@ def experiment_from_dict(values: Any, where: str = "config") -> ExperimentConfig
         raise ConfigError(where, err) from None
 
 
+def saved_experiment(path: str | Path) -> ExperimentConfig:
+    """The config a run saved (its ``config.yaml``). A run saved before ``data.batch_counts``
+    existed batched by rows, the only way then, so a missing key reads as ``rows``, not as
+    today's default."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if isinstance(values.get("data"), dict):
+        values["data"].setdefault("batch_counts", "rows")
+    return experiment_from_dict(values, str(path))
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a YAML config, then apply ``section.key=value`` overrides (values parsed as YAML)."""
     path = Path(path)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from prectr import __version__
-from prectr.config import ExperimentConfig, experiment_from_dict
+from prectr.config import ExperimentConfig, saved_experiment
 from prectr.data.features import FeatureEncoder
 from prectr.models import RankingModel, build_model
 from prectr.models.calibration import load_calibrator
@@ -34,7 +32,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = experiment_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
+    config = saved_experiment(config_path)
     encoder = FeatureEncoder.load(run_dir / "features")
     checkpoint_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(checkpoint_path)

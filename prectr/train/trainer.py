@@ -38,7 +38,7 @@ import yaml
 from torch import nn
 
 from prectr import __version__
-from prectr.config import ExperimentConfig, experiment_from_dict
+from prectr.config import ExperimentConfig, experiment_from_dict, saved_experiment
 from prectr.data.dataset import LOSS_ROWS, Batch
 from prectr.data.stream import BatchStream
 from prectr.io import atomic_file
@@ -315,7 +315,7 @@ def calibrate_run(run_dir: str | Path, kind: str) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    values = experiment_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict()
+    values = saved_experiment(path).to_dict()
     values["train"]["calibration"] = kind
     config = experiment_from_dict(values, f"{path} with calibration {kind!r}")  # checks the kind
     if not (run_dir / "checkpoints" / "last.pt").is_file():

@@ -206,6 +206,11 @@ def test_a_trained_run_is_calibrated_afterwards_as_training_would_have(tiny_worl
     assert load_trained(later).model.calibrator.kind == "platt"
     calibrate_run(later, "none")  # removes the fit again
     assert not (later / "checkpoints" / "best.calibration.json").exists()
+    # a run saved before data.batch_counts existed batched by rows, and keeps saying so
+    saved = later / "config.yaml"
+    saved.write_text(saved.read_text().replace("  batch_counts: exposed\n", ""))
+    calibrate_run(later, "platt")
+    assert "batch_counts: rows" in saved.read_text()
     with pytest.raises(ValueError, match=r"train\.calibration: Input should be .*\(got 'plat'\)"):
         calibrate_run(later, "plat")
 
