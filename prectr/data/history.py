@@ -21,7 +21,9 @@ chunk's requests ask an index of the chunk's own events joined to a :class:`Hist
 earlier events a later history can still show (each user's last requests and clicks, each
 query's and category's last exposed impressions while a later crowd window can hold them), so a
 chunk sees exactly the history the whole log's index would give it, in memory bounded by the
-number of users, queries and categories.
+number of users, queries and categories. The index of a chunk holds only the events of its own
+requests' users, queries and categories (``HistoryIndex(..., asking=requests)``): the rest of
+the state is carried over to the next chunk as it was.
 Histories are arrays of row indices into the ``requests`` or ``impressions`` table (of the
 events indexed), oldest first, newest last, ``-1`` where there is nothing. They read observed
 columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
