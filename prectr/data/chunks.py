@@ -20,6 +20,7 @@ request is a function of its time alone.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -116,8 +117,13 @@ class LogChunks:
         every column or only ``columns``, read back from their chunks' files."""
         stop = self.requests.num_rows if stop is None else stop
         chunks = max(1, int(np.searchsorted(self.bounds, stop, side="left")))
-        parts = [pq.read_table(self._requests_file(k), columns=columns) for k in range(chunks)]
+        parts = itertools.islice(self.request_parts(columns), chunks)
         return pa.concat_tables(parts).slice(0, stop)
+
+    def request_parts(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """Each chunk's requests in turn, every column or only ``columns``: what a pass over
+        all the requests reads without holding them all."""
+        return (pq.read_table(self._requests_file(k), columns=columns) for k in range(self.chunks))
 
     def seen_before(self, request_row: int) -> pa.Table:
         """The items some request before row ``request_row`` shows, in the items' order (the
@@ -191,7 +197,9 @@ class LogChunks:
         first = np.full(self.items.num_rows, self.requests.num_rows, dtype=np.int64)
         item_ids = self.items["item_id"]
         for k in range(self.chunks):
-            requests, impressions = self.requests, self._impressions(k, None)
+            # a chunk's impressions name its own requests (an unknown one is in chunk 0)
+            requests = self.requests.slice(self.bounds[k], self.bounds[k + 1] - self.bounds[k])
+            impressions = self._impressions(k, None)
             log = SearchLog(self.items, requests, impressions.drop_columns(["_file", "_row"]))
             found = self._check(log, ("impressions",), impressions)
             for p in found:
@@ -202,8 +210,7 @@ class LogChunks:
             if found or problems:
                 continue
             item = pc.index_in(impressions["item_id"], value_set=item_ids).to_numpy()
-            chunk_requests = requests.slice(self.bounds[k], self.bounds[k + 1] - self.bounds[k])
-            row = pc.index_in(impressions["request_id"], value_set=chunk_requests["request_id"])
+            row = pc.index_in(impressions["request_id"], value_set=requests["request_id"])
             np.minimum.at(first, item, row.to_numpy() + self.bounds[k])
             pa.default_memory_pool().release_unused()
         if problems:

@@ -16,6 +16,7 @@ title are :mod:`prectr.data.matching`'s.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,10 @@ class FeatureEncoder:
         return EncodedLog(self.specs, self.vocab_sizes, context.item, chunk.request,
                           chunk.impressions)  # fmt: skip
 
-    def context(self, items: pa.Table, requests: pa.Table) -> ChunkContext:
+    def context(self, items: pa.Table, requests: pa.Table | Iterable[pa.Table]) -> ChunkContext:
         """What encoding any chunk of a log reads besides the chunk: the items and their
-        features, and the history keys of all the log's ``requests``."""
+        features, and the history keys of all the log's ``requests`` (a table, or its parts in
+        order: :class:`HistoryKeys`)."""
         return ChunkContext(items, self.encode_items(items), HistoryKeys(requests))
 
     def encode_chunk(
@@ -189,7 +191,7 @@ class FeatureEncoder:
         events, shown = state.then(events, shown)
         del state
         options = self.history_options
-        index = HistoryIndex(context.keys, events)
+        index = HistoryIndex(context.keys, events, requests)  # only the chunk asks
         h = index.histories(requests, **options)
         request |= self.encode_histories(h, shown)
         kept = index.kept(options["user_length"], options["click_length"],
@@ -354,9 +356,7 @@ class FeatureEncoder:
             "config": self.config.model_dump(),
             "stats": self.stats,
             "has_query_category": self.has_query_category,
-            "vocabs": {
-                k: {"values": vb.values, "counts": vb.counts} for k, vb in self.vocabs.items()
-            },
+            "vocabs": {k: vb.saved() for k, vb in self.vocabs.items()},
         }
         with atomic_file(directory / "features.json") as tmp:
             tmp.write_text(json.dumps(state))

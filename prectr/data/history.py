@@ -21,7 +21,9 @@ chunk's requests ask an index of the chunk's own events joined to a :class:`Hist
 earlier events a later history can still show (each user's last requests and clicks, each
 query's and category's last exposed impressions while a later crowd window can hold them), so a
 chunk sees exactly the history the whole log's index would give it, in memory bounded by the
-number of users, queries and categories.
+number of users, queries and categories. The index of a chunk holds only the events of its own
+requests' users, queries and categories (``HistoryIndex(..., asking=requests)``): the rest of
+the state is carried over to the next chunk as it was.
 Histories are arrays of row indices into the ``requests`` or ``impressions`` table (of the
 events indexed), oldest first, newest last, ``-1`` where there is nothing. They read observed
 columns only (``click``, ``relevance``), never the evaluation-only ``true_relevance``.
@@ -30,7 +32,7 @@ columns only (``click``, ``relevance``), never the evaluation-only ``true_releva
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,14 +108,15 @@ class EventIndex:
         out[valid] = self.order[positions[valid]]
         return out
 
-    def recent(self, length: int) -> np.ndarray:
+    def recent(self, length: int, otherwise: np.ndarray | None = None) -> np.ndarray:
         """Whether each event is among the last ``length`` events of its key (the newest by
-        time, ties in the events' order); an event whose key is below 0 never is."""
+        time, ties in the events' order); an event left out of the index (its key below 0)
+        never is, or is what ``otherwise`` says of it."""
         end = self.sorted // self.width + 1  # the next key + 1
         end *= self.width
         end = np.searchsorted(self.sorted, end, "left")
         end -= np.arange(end.size)
-        out = np.zeros(self.size, dtype=bool)
+        out = np.zeros(self.size, dtype=bool) if otherwise is None else otherwise.copy()
         out[self.order] = end <= length
         return out
 
@@ -157,22 +160,39 @@ def normalised_query(queries: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | p
 class _Keys:
     """Dense codes of the distinct values of a column, in the order they first appear (a
     :class:`Vocabulary` of them, whose ids start at 2, held as an arrow array: there is one
-    per user and per query); values never seen, and nulls, get -1."""
+    per user and per query); values never seen, and nulls, get -1. Fitted on the column's
+    parts in order (:meth:`add`), the same codes as on the whole column."""
 
-    def __init__(self, values: pa.ChunkedArray | pa.Array):
-        self.vocabulary = Vocabulary(pc.unique(pc.drop_null(values)))
+    def __init__(self) -> None:
+        self.vocabulary = Vocabulary([])
+
+    def add(self, values: pa.ChunkedArray | pa.Array) -> None:
+        """Codes for the values of the column's next part not seen in the parts before."""
+        new = pc.unique(pc.drop_null(values))
+        seen = self.vocabulary.values
+        if len(seen):
+            new = pa.concat_arrays([seen, new.filter(pc.invert(pc.is_in(new, value_set=seen)))])
+        self.vocabulary = Vocabulary(new)
 
     def __call__(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.maximum(self.vocabulary.lookup(values) - 2, -1)  # int32, as the ids
+
+
+#: the histories an impression event can show in (bits of ``Events.shows``): its user's clicks,
+#: its query's crowd and its query category's crowd
+IN_CLICKS, IN_QUERY_CROWD, IN_CATEGORY_CROWD = 1, 2, 4
 
 
 @dataclass
 class Events:
     """What the histories read of a log (or of a chunk of it), in its order: each request's user
     and time, and each impression's keys (its request's user, normalised query and query
-    category; -1: none), time (its request's) and whether it was exposed and clicked. Keys are
-    int32 codes and times int64 milliseconds: a history state holds these for every user's
-    last events, so their width is memory that grows with the users."""
+    category; -1: none), time (its request's) and the histories it can still show in
+    (``shows``, bits ``IN_CLICKS``, ``IN_QUERY_CROWD``, ``IN_CATEGORY_CROWD``: a click is in
+    its user's clicks, an exposed impression in its query's and category's crowds, until later
+    events push it out of them; 0 for an unexposed one). Keys are int32 codes and times int64
+    milliseconds: a history state holds these for every user's last events, so their width is
+    memory that grows with the users."""
 
     request_user: np.ndarray
     request_time: np.ndarray
@@ -180,8 +200,7 @@ class Events:
     query: np.ndarray
     category: np.ndarray | None
     time: np.ndarray
-    exposed: np.ndarray
-    clicked: np.ndarray
+    shows: np.ndarray
 
     def then(self, later: Events) -> Events:
         """These events followed by ``later`` ones; these are spent (:meth:`_spent`)."""
@@ -207,20 +226,46 @@ class Events:
             del values
 
 
+def _among(keys: _Keys, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A mask over ``keys``' codes: which of them ``values`` hold."""
+    codes = keys(values)
+    among = np.zeros(len(keys.vocabulary) - 2, dtype=bool)
+    among[codes[codes >= 0]] = True
+    return among
+
+
+def _indexed(
+    key: np.ndarray, among: np.ndarray | None, member: np.ndarray | None = None
+) -> np.ndarray:
+    """Each event's key in an index, -1 where it is left out: where it is not a ``member``
+    (nonzero) of the history, or its key is not ``among`` those asked for (a mask over the
+    codes; ``None``: all are)."""
+    kept = key >= 0
+    if member is not None:
+        kept &= member > 0
+    if among is not None:
+        kept &= among[np.maximum(key, 0)]
+    return np.where(kept, key, -1)
+
+
 def _fields(events: Events) -> list[np.ndarray | None]:
     return [getattr(events, f.name) for f in dataclasses.fields(events)]
 
 
 class HistoryKeys:
-    """The keys histories group events by, fitted on a log's requests table: users, normalised
-    queries and, when the log has them, query categories."""
+    """The keys histories group events by, fitted on a log's requests table, or on its parts
+    in order (a log read in chunks; the same keys, without the whole table in memory): users,
+    normalised queries and, when the log has them, query categories."""
 
-    def __init__(self, requests: pa.Table):
-        self.user = _Keys(requests["user_id"])
-        self.query = _Keys(normalised_query(requests["query"]))
+    def __init__(self, requests: pa.Table | Iterable[pa.Table]):
+        self.user, self.query = _Keys(), _Keys()
         self.category: _Keys | None = None
-        if "query_category" in requests.column_names:
-            self.category = _Keys(requests["query_category"])
+        for part in [requests] if isinstance(requests, pa.Table) else requests:
+            self.user.add(part["user_id"])
+            self.query.add(normalised_query(part["query"]))
+            if "query_category" in part.column_names:
+                self.category = self.category or _Keys()
+                self.category.add(part["query_category"])
 
     def events(
         self, requests: pa.Table, request_row: np.ndarray, click: pa.ChunkedArray | pa.Array
@@ -229,20 +274,23 @@ class HistoryKeys:
         impression's row in ``requests``; ``click``: theirs, null when not exposed)."""
         request_time = _times(requests["timestamp"])
         user = self.user(requests["user_id"])
-        query = self.query(normalised_query(requests["query"]))
+        query = self.query(normalised_query(requests["query"]))[request_row]
         exposed = click.is_valid().to_numpy(zero_copy_only=False)
+        user_of = user[request_row]
+        shows = ((exposed & (click.fill_null(0).to_numpy() == 1) & (user_of >= 0)) * IN_CLICKS
+                 + (exposed & (query >= 0)) * IN_QUERY_CROWD).astype(np.uint8)  # fmt: skip
         category = None
         if self.category is not None:
             category = self.category(requests["query_category"])[request_row]
+            shows += ((exposed & (category >= 0)) * IN_CATEGORY_CROWD).astype(np.uint8)
         return Events(
             request_user=user,
             request_time=request_time,
-            user=user[request_row],
-            query=query[request_row],
+            user=user_of,
+            query=query,
             category=category,
             time=request_time[request_row],
-            exposed=exposed,
-            clicked=exposed & (click.fill_null(0).to_numpy() == 1),
+            shows=shows,
         )
 
 
@@ -257,23 +305,22 @@ class HistoryState:
     @classmethod
     def start(cls, keys: HistoryKeys) -> HistoryState:
         """The state before a log's first chunk: no events."""
-        key, time, flag = (np.zeros(0, dtype=t) for t in (np.int32, np.int64, bool))
+        key, time, shows = (np.zeros(0, dtype=t) for t in (np.int32, np.int64, np.uint8))
         category = None if keys.category is None else key
-        return cls(Events(key, time, key, key, category, time, flag, flag), {})
+        return cls(Events(key, time, key, key, category, time, shows), {})
 
     def then(
         self, events: Events, shown: dict[str, np.ndarray]
     ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
         """This state's events followed by the next chunk's ``events``, and what each of the
-        impression events shows (``shown``: the chunk's), leaving out the chunk's unexposed
-        impressions, which are in no history. This state and ``events`` are spent, one array
-        at a time (:meth:`Events.keep`): the state is not held whole beside the joined
-        events."""
-        exposed = events.exposed
-        events = self.events.then(events.keep(np.ones(events.request_user.size, bool), exposed))
+        impression events shows (``shown``: the chunk's), leaving out the chunk's impressions
+        that are in no history (unexposed). This state and ``events`` are spent, one array at
+        a time (:meth:`Events.keep`): the state is not held whole beside the joined events."""
+        in_some = events.shows > 0
+        events = self.events.then(events.keep(np.ones(events.request_user.size, bool), in_some))
         joined = {}
         for name in list(shown):
-            later = shown.pop(name)[exposed]
+            later = shown.pop(name)[in_some]
             earlier = self.shown.pop(name, None)
             joined[name] = later if earlier is None else np.concatenate([earlier, later])
             del earlier, later
@@ -282,28 +329,45 @@ class HistoryState:
     @classmethod
     def of(
         cls, events: Events, shown: dict[str, np.ndarray], requests: np.ndarray,
-        impressions: np.ndarray,
+        shows: np.ndarray,
     ) -> HistoryState:  # fmt: skip
-        """The state of the request events and impression events the two masks keep
-        (:meth:`HistoryIndex.kept`), with what ``shown`` holds of each kept impression.
-        ``events`` and ``shown`` are spent, one array at a time (:meth:`Events.keep`)."""
+        """The state of the request events the mask ``requests`` keeps and of the impression
+        events still in some history, ``shows`` saying in which (:meth:`HistoryIndex.kept`),
+        with what ``shown`` holds of each kept impression. ``events`` and ``shown`` are spent,
+        one array at a time (:meth:`Events.keep`)."""
+        impressions = shows > 0
+        events.shows = shows
         kept = {name: shown.pop(name)[impressions] for name in list(shown)}
         return cls(events.keep(requests, impressions), kept)
 
 
 class HistoryIndex:
     """Events (of a log, or of a chunk of it after a :class:`HistoryState`), indexed for every
-    history of requests keyed by ``keys``."""
+    history of requests keyed by ``keys``.
 
-    def __init__(self, keys: HistoryKeys, events: Events):
+    With ``asking``, the requests of a chunk, only their histories are asked for: each history
+    indexes only the events of those requests' users, queries and categories (a chunk's
+    requests see a small part of the state, which grows with the users and queries), and
+    :meth:`kept` carries the other events over as they were: no event of theirs came."""
+
+    def __init__(self, keys: HistoryKeys, events: Events, asking: pa.Table | None = None):
         self.user, self.query, self.category = keys.user, keys.query, keys.category
         self.events = events
-        self.requests = EventIndex(events.request_user, events.request_time)
-        self.clicks = EventIndex(np.where(events.clicked, events.user, -1), events.time)
-        self.query_crowd = EventIndex(np.where(events.exposed, events.query, -1), events.time)
+        users = queries = categories = None
+        if asking is not None:
+            users = _among(keys.user, asking["user_id"])
+            queries = _among(keys.query, normalised_query(asking["query"]))
+            if keys.category is not None and "query_category" in asking.column_names:
+                categories = _among(keys.category, asking["query_category"])
+        shows = events.shows
+        self.requests = EventIndex(_indexed(events.request_user, users), events.request_time)
+        self.clicks = EventIndex(_indexed(events.user, users, shows & IN_CLICKS), events.time)
+        self.query_crowd = EventIndex(
+            _indexed(events.query, queries, shows & IN_QUERY_CROWD), events.time
+        )
         if events.category is not None:
             self.category_crowd = EventIndex(
-                np.where(events.exposed, events.category, -1), events.time
+                _indexed(events.category, categories, shows & IN_CATEGORY_CROWD), events.time
             )
 
     @classmethod
@@ -332,20 +396,29 @@ class HistoryIndex:
         self, user_length: int, click_length: int, crowd_length: int,
         crowd_days: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Which request events and which impression events a request later than all of them
-        can still see: each user's last ``user_length`` requests and ``click_length`` clicks,
-        each query's and category's last ``crowd_length`` exposed impressions (a crowd's time
-        window keeps a suffix of those, so they suffice). With ``crowd_days``, a crowd's
-        impression is kept only while a later request's window can still hold it: not when
-        it is older than the latest request by more than the window."""
-        crowd = self.query_crowd.recent(crowd_length)
-        if self.events.category is not None:
-            crowd |= self.category_crowd.recent(crowd_length)
+        """Which request events a request later than all of them can still see, and in which
+        histories each impression event can still show (``Events.shows``; 0: none, not
+        kept): each user's last ``user_length`` requests and ``click_length`` clicks, each
+        query's and category's last ``crowd_length`` exposed impressions (a crowd's time
+        window keeps a suffix of those, so they suffice). With ``crowd_days``, an impression
+        stays in a crowd only while a later request's window can still hold it: not when it
+        is older than the latest request by more than the window. An event the index left
+        out (of a key no asking request has) stays where it was, but for the window."""
+        shows = self.events.shows
+        kept = self.clicks.recent(click_length, (shows & IN_CLICKS) > 0).astype(np.uint8)
+        window = None
         if crowd_days is not None and self.events.request_time.size:
             latest = int(self.events.request_time.max())
-            crowd &= self.events.time >= latest - round(crowd_days * DAY_MS)
-        crowd |= self.clicks.recent(click_length)
-        return self.requests.recent(user_length), crowd
+            window = self.events.time >= latest - round(crowd_days * DAY_MS)
+        crowds = [(self.query_crowd, IN_QUERY_CROWD)]
+        if self.events.category is not None:
+            crowds.append((self.category_crowd, IN_CATEGORY_CROWD))
+        for index, bit in crowds:
+            crowd = index.recent(crowd_length, (shows & bit) > 0)
+            if window is not None:
+                crowd &= window
+            kept[crowd] |= bit
+        return self.requests.recent(user_length, self.events.request_user >= 0), kept
 
     def histories(
         self,

@@ -16,35 +16,40 @@ SMALL_LOOKUP = 4096  # up to this many values, Vocabulary.lookup uses a dict
 
 @dataclass
 class Vocabulary:
-    """The ids of ``values``, 2 on in their order; ``values`` is a list, or an arrow array for a
-    large vocabulary that is never saved (held as one buffer rather than a Python object per
-    value)."""
+    """The ids of ``values``, 2 on in their order, and how often each was seen where they were
+    fitted (``counts``). A fitted vocabulary holds both as arrow arrays, one buffer each rather
+    than a Python object per value (its users and queries grow with the log); one built from
+    lists, or loaded from a saved one, holds lists. Saved as lists (:meth:`saved`)."""
 
     values: list | pa.Array
-    counts: list[int] = field(default_factory=list)
+    counts: list[int] | pa.Array = field(default_factory=list)
     _ids: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1) -> Vocabulary:
         counted = pc.value_counts(pc.drop_null(values)).flatten()
-        return cls._ordered(counted[0].to_numpy(zero_copy_only=False), counted[1].to_numpy(),
-                            min_count)  # fmt: skip
+        return cls._ordered(counted[0], counted[1].to_numpy(), min_count)
 
     @classmethod
     def counted(cls, counts: Mapping[Any, int], min_count: int = 1) -> Vocabulary:
         """:meth:`fit` of values already counted (value -> occurrences), the same vocabulary
         as :meth:`fit` of the values themselves."""
-        vals = np.empty(len(counts), dtype=object)
-        vals[:] = list(counts)
-        return cls._ordered(vals, np.fromiter(counts.values(), np.int64, len(counts)), min_count)
+        counted = np.fromiter(counts.values(), np.int64, len(counts))
+        return cls._ordered(pa.array(list(counts)), counted, min_count)
 
     @classmethod
-    def _ordered(cls, vals: np.ndarray, counts: np.ndarray, min_count: int) -> Vocabulary:
+    def _ordered(cls, values: pa.Array, counts: np.ndarray, min_count: int) -> Vocabulary:
         """The values seen at least ``min_count`` times, the most frequent first (ties by
         their text)."""
-        keep = counts >= min_count
-        order = np.lexsort((vals[keep].astype(str), -counts[keep]))  # frequent first, stable
-        return cls(vals[keep][order].tolist(), counts[keep][order].tolist())
+        keep = np.flatnonzero(counts >= min_count)
+        text = values.take(keep).to_numpy(zero_copy_only=False).astype(str)
+        order = keep[np.lexsort((text, -counts[keep]))]  # frequent first, stable
+        return cls(values.take(order), pa.array(counts[order]))
+
+    def saved(self) -> dict[str, list]:
+        """The vocabulary as JSON holds it: its values and counts as lists."""
+        return {name: v.to_pylist() if isinstance(v, pa.Array) else v
+                for name, v in (("values", self.values), ("counts", self.counts))}  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.values) + 2

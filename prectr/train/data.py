@@ -163,13 +163,13 @@ def prepare(
         return
     with returning_freed_memory():
         filesystem, root = shard_location(run_dir, config.data.shards_uri)
-        split = time_split(log.requests, config.data.valid_days, config.data.test_days)
         part = np.zeros(log.requests.num_rows, dtype=np.int8)
+        split = time_split(log.requests, config.data.valid_days, config.data.test_days)
         for i, name in enumerate(SPLITS):
-            part[split[name]] = i
+            part[split.pop(name)] = i
         encoder = encoder or fit_features(config, log)
         encoder.save(run_dir / "features")
-        context = encoder.context(log.items, log.request_rows())
+        context = encoder.context(log.items, log.request_parts())
         directories = {name: posixpath.join(root, name) for name in SPLITS}
         path = run_dir / "data" / "features.npz"
         with (
@@ -186,9 +186,9 @@ def prepare(
                 del request, encoded, rows  # not held while the next chunk is encoded
                 pa.default_memory_pool().release_unused()  # one chunk's buffers at a time
             features.add("item", context.item)
-            user = log.request_rows(columns=["user_id"])["user_id"].combine_chunks()
-            user = pc.dictionary_encode(user).indices
-            features.add("", {"user_of_request": user.to_numpy()})
+            # the users' codes in the order they first appear, as the history keys number them
+            user = [context.keys.user(p["user_id"]) for p in log.request_parts(["user_id"])]
+            features.add("", {"user_of_request": np.concatenate(user)})
 
 
 @contextmanager

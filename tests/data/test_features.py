@@ -17,8 +17,18 @@ def fitted(tiny_world):
 
 def test_vocabulary_maps_unknown_to_oov_and_null_to_padding():
     vocab = Vocabulary.fit(pa.array(["a", "b", "a", None]))
-    assert vocab.values == ["a", "b"] and len(vocab) == 4
+    assert vocab.values.to_pylist() == ["a", "b"] and len(vocab) == 4
     assert vocab.lookup(pa.array(["a", "b", "zzz", None])).tolist() == [2, 3, OOV, PAD]
+
+
+def test_a_fitted_vocabulary_is_held_as_arrow_arrays_and_saved_as_lists():
+    fitted = Vocabulary.fit(pa.array(["b", "a", "b", None, "c"]), min_count=1)
+    assert isinstance(fitted.values, pa.Array) and isinstance(fitted.counts, pa.Array)
+    saved = fitted.saved()
+    assert saved == {"values": ["b", "a", "c"], "counts": [2, 1, 1]}
+    loaded = Vocabulary(**saved)
+    values = pa.array(["c", "a", "zzz", None, "b"] * 1000)  # a vectorised lookup
+    assert np.array_equal(loaded.lookup(values), fitted.lookup(values))
 
 
 def test_a_vocabulary_held_as_an_arrow_array_looks_up_as_its_list_does():
@@ -57,7 +67,7 @@ def test_vocabularies_are_fitted_on_training_requests_only(fitted):
     test_users = set(log.requests["user_id"].take(pa.array(split["test"])).to_pylist())
     unseen = test_users - train_users
     assert unseen, "the tiny world should have test users unseen in training"
-    assert set(encoder.vocabs["user"].values) == train_users
+    assert set(encoder.vocabs["user"].values.to_pylist()) == train_users
     encoded = encoder.encode(log)
     rows = [i for i, u in enumerate(log.requests["user_id"].to_pylist()) if u in unseen]
     assert (encoded.request["user_id"][rows] == OOV).all()

@@ -143,16 +143,16 @@ def test_the_state_keeps_a_crowds_event_while_a_later_window_can_hold_it_and_cli
     requests, impressions = _handmade(["red shoes"] * 3, [0.0, 0.5, 5.0], ["shoes"] * 3)
     unclicked = impressions.set_column(1, "click", pa.array([0] * 3, pa.int8()))
     index = HistoryIndex.of_log(requests, unclicked)
-    assert index.kept(5, 5, 5)[1].all()  # without a window, the query's last 5 events
+    assert (index.kept(5, 5, 5)[1] > 0).all()  # without a window, the query's last 5 events
     # a request after day 5 looks back 2 days at most: days 0 and 0.5 are out of every window
-    assert index.kept(5, 5, 5, crowd_days=2.0)[1].tolist() == [False, False, True]
-    assert index.kept(5, 5, 5, crowd_days=5.0)[1].tolist() == [True, True, True]
+    assert (index.kept(5, 5, 5, crowd_days=2.0)[1] > 0).tolist() == [False, False, True]
+    assert (index.kept(5, 5, 5, crowd_days=5.0)[1] > 0).tolist() == [True, True, True]
     assert index.events.user.dtype == index.events.query.dtype == np.int32
     state = index.remaining({"shown": np.array([10, 11, 12])}, 5, 5, 5, crowd_days=2.0)
     assert state.shown["shown"].tolist() == [12] and state.events.time.size == 1
     assert state.events.request_user.size == 3  # each user's requests stay
     clicked = HistoryIndex.of_log(requests, impressions)  # each a user's click: no window
-    assert clicked.kept(5, 5, 5, crowd_days=2.0)[1].all()
+    assert (clicked.kept(5, 5, 5, crowd_days=2.0)[1] > 0).all()
 
 
 def test_joining_a_state_to_a_chunk_and_keeping_a_state_spend_their_arrays():

@@ -1,6 +1,7 @@
 """prepare in chunks: the same encoded log whatever the chunk size, and histories that never
 reach across a chunk boundary into the future."""
 
+import dataclasses
 import datetime as dt
 import weakref
 from pathlib import Path
@@ -146,6 +147,34 @@ def test_encoding_in_turn_holds_no_state_before_a_chunk_while_indexing_it(tiny_w
         for _ in encode_in_turn(encoder, encoder.context(log.items, log.request_rows()), log):
             pass
     assert len(alive) == log.chunks > 3 and alive == [0] * log.chunks
+
+
+def test_a_chunk_that_indexes_its_own_keys_only_leaves_the_state_a_whole_index_leaves(
+    tiny_world,
+):
+    """A chunk's index holds only the events of its requests' users, queries and categories,
+    and carries the other events over: the state after each chunk is the one an index of all
+    the events (the state before and the chunk) leaves, event for event, in the same order and
+    the same histories (the driver's fold on Ray indexes all)."""
+    config = tiny_config(tiny_world)
+    with LogChunks(tiny_world, chunk_rows=20_000) as log:
+        encoder = fit_features(config, log)
+        context = encoder.context(log.items, log.request_parts())
+        lengths = [encoder.history_options[k] for k in
+                   ("user_length", "click_length", "crowd_length", "crowd_days")]  # fmt: skip
+        state, whole = HistoryState.start(context.keys), HistoryState.start(context.keys)
+        for requests, impressions in log:
+            _, columns, shown = encoder._pairs(context.item, context.items, requests, impressions)
+            events = context.keys.events(requests, columns["request_row"], impressions["click"])
+            events, shown = whole.then(events, shown)
+            whole = HistoryIndex(context.keys, events).remaining(shown, *lengths)
+            state = encoder.encode_chunk(context, state, requests, impressions).state
+            for f in dataclasses.fields(state.events):
+                a, b = getattr(state.events, f.name), getattr(whole.events, f.name)
+                assert (a is None and b is None) or np.array_equal(a, b), f.name
+            assert state.shown.keys() == whole.shown.keys()
+            assert all(np.array_equal(state.shown[k], whole.shown[k]) for k in state.shown)
+        assert log.chunks > 3 and whole.events.time.size > 0
 
 
 def test_preparing_takes_arrow_buffers_from_the_system_allocator_then_restores_its_own(
