@@ -52,7 +52,8 @@ class LogChunks:
     time order (``requests``: request_id and timestamp), and its requests' every column and its
     impressions filed by chunk in a scratch folder, removed by :meth:`close` (or on leaving a
     ``with`` block). Chunk ``k`` is the requests ``bounds[k]:bounds[k + 1]`` and all their
-    candidates; :meth:`request_rows` reads the requests' other columns back."""
+    candidates; :meth:`request_rows` reads the requests' other columns back, all at once, and
+    :meth:`request_parts` chunk by chunk."""
 
     def __init__(self, root: str | Path, chunk_rows: int = CHUNK_ROWS):
         if chunk_rows < 1:

@@ -227,9 +227,10 @@ class Events:
 
 
 def _among(keys: _Keys, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A mask over ``keys``' codes: which of them ``values`` hold."""
+    """A mask over ``keys``' codes: which of them ``values`` hold (one spare slot, so that a
+    column of nulls alone, no code at all, still gives a mask :func:`_indexed` can read)."""
     codes = keys(values)
-    among = np.zeros(len(keys.vocabulary) - 2, dtype=bool)
+    among = np.zeros(len(keys.vocabulary) - 1, dtype=bool)
     among[codes[codes >= 0]] = True
     return among
 
@@ -314,7 +315,8 @@ class HistoryState:
     ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
         """This state's events followed by the next chunk's ``events``, and what each of the
         impression events shows (``shown``: the chunk's), leaving out the chunk's impressions
-        that are in no history (unexposed). This state and ``events`` are spent, one array at
+        that are in no history (unexposed, or exposed and unclicked with no query or category key).
+        This state and ``events`` are spent, one array at
         a time (:meth:`Events.keep`): the state is not held whole beside the joined events."""
         in_some = events.shows > 0
         events = self.events.then(events.keep(np.ones(events.request_user.size, bool), in_some))

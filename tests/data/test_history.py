@@ -10,6 +10,7 @@ from prectr.data.history import (
     CROWD_NONE,
     CROWD_QUERY,
     HistoryIndex,
+    HistoryKeys,
     last_before,
 )
 from prectr.data.schema import read_log
@@ -153,6 +154,20 @@ def test_the_state_keeps_a_crowds_event_while_a_later_window_can_hold_it_and_cli
     assert state.events.request_user.size == 3  # each user's requests stay
     clicked = HistoryIndex.of_log(requests, impressions)  # each a user's click: no window
     assert (clicked.kept(5, 5, 5, crowd_days=2.0)[1] > 0).all()
+
+
+def test_a_chunk_asking_with_no_category_at_all_is_indexed():
+    """A log whose query categories are all null has no category code; a chunk's requests
+    asking for their histories index them as the whole log's index does."""
+    requests, impressions = _handmade(["boots", "boots", "hats"], [0.0, 0.1, 0.2], [None] * 3)
+    requests = requests.set_column(4, "query_category", pa.array([None] * 3, pa.string()))
+    whole = HistoryIndex.of_log(requests, impressions)
+    keys = HistoryKeys(requests)
+    events = keys.events(requests, np.arange(3), impressions["click"])
+    asked = HistoryIndex(keys, events, asking=requests).histories(requests, 5, 5, 5)
+    expected = whole.histories(requests, 5, 5, 5)
+    assert asked.crowd.tolist() == expected.crowd.tolist() == [[-1] * 5, [-1] * 4 + [0], [-1] * 5]
+    assert asked.crowd_level.tolist() == expected.crowd_level.tolist()
 
 
 def test_joining_a_state_to_a_chunk_and_keeping_a_state_spend_their_arrays():
