@@ -315,9 +315,9 @@ class HistoryState:
     ) -> tuple[Events, dict[str, np.ndarray]]:  # fmt: skip
         """This state's events followed by the next chunk's ``events``, and what each of the
         impression events shows (``shown``: the chunk's), leaving out the chunk's impressions
-        that are in no history (unexposed, or exposed and unclicked with no query or category key).
-        This state and ``events`` are spent, one array at
-        a time (:meth:`Events.keep`): the state is not held whole beside the joined events."""
+        that are in no history (unexposed, or exposed and unclicked with no query or category
+        key). This state and ``events`` are spent, one array at a time (:meth:`Events.keep`):
+        the state is not held whole beside the joined events."""
         in_some = events.shows > 0
         events = self.events.then(events.keep(np.ones(events.request_user.size, bool), in_some))
         joined = {}
