@@ -142,7 +142,7 @@ def targets(
     out["debiasing"] = {
         "target": f"broad irrelevant@10 at least {IRRELEVANT_FALL:.0%} lower than without "
         f"debiasing (relative), at most {AUC_COST} AUC lost (V2's unexposed negatives; "
-        "synthetic: side by side)",
+        "synthetic and V2 against its matched control: side by side)",
         "measured": debias,
         "met": debias["debias"]["met"],
     }
