@@ -195,11 +195,14 @@ def experiment_from_dict(values: Any, where: str = "config") -> ExperimentConfig
         raise ConfigError(where, err) from None
 
 
-def saved_experiment(path: str | Path) -> ExperimentConfig:
-    """The config a run saved (its ``config.yaml``). A run saved before ``data.batch_counts``
-    existed batched by rows, the only way then, so a missing key reads as ``rows``, not as
-    today's default."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+def saved_experiment(run_dir: str | Path) -> ExperimentConfig:
+    """The config a run saved (its ``config.yaml``); a directory without one is not a run. A
+    run saved before ``data.batch_counts`` existed batched by rows, the only way then, so a
+    missing key reads as ``rows``, not as today's default."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    values = yaml.safe_load(path.read_text()) or {}
     if isinstance(values.get("data"), dict):
         values["data"].setdefault("batch_counts", "rows")
     return experiment_from_dict(values, str(path))

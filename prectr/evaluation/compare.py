@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
-from prectr.config import experiment_from_dict
+from prectr.config import saved_experiment
 from prectr.data.schema import read_log
 from prectr.evaluation.context import EvaluationContext
 from prectr.evaluation.run import BROAD_SCORES, SCORES, SHOWN, split_file
@@ -29,10 +28,7 @@ from prectr.metrics.paired import CONFIDENCE, RESAMPLES, Statistic, paired_boots
 
 def _run_config(run: Path) -> tuple[str, int, int]:
     """The run's display name and its split (valid_days, test_days)."""
-    path = run / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
-    config = experiment_from_dict(yaml.safe_load(path.read_text()), str(path))
+    config = saved_experiment(run)
     return config.name or run.name, config.data.valid_days, config.data.test_days
 
 

@@ -29,10 +29,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     version, is refused with a message naming what is missing or different.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = saved_experiment(config_path)
+    config = saved_experiment(run_dir)
     encoder = FeatureEncoder.load(run_dir / "features")
     checkpoint_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(checkpoint_path)

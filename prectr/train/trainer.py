@@ -313,9 +313,7 @@ def calibrate_run(run_dir: str | Path, kind: str) -> None:
     former fit)."""
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    values = saved_experiment(path).to_dict()
+    values = saved_experiment(run_dir).to_dict()
     values["train"]["calibration"] = kind
     config = experiment_from_dict(values, f"{path} with calibration {kind!r}")  # checks the kind
     if not (run_dir / "checkpoints" / "last.pt").is_file():
