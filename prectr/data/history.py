@@ -108,15 +108,15 @@ class EventIndex:
         out[valid] = self.order[positions[valid]]
         return out
 
-    def recent(self, length: int, otherwise: np.ndarray | None = None) -> np.ndarray:
+    def recent(self, length: int, otherwise: np.ndarray) -> np.ndarray:
         """Whether each event is among the last ``length`` events of its key (the newest by
-        time, ties in the events' order); an event left out of the index (its key below 0)
-        never is, or is what ``otherwise`` says of it."""
+        time, ties in the events' order); for an event left out of the index (its key below
+        0), what ``otherwise`` says of it."""
         end = self.sorted // self.width + 1  # the next key + 1
         end *= self.width
         end = np.searchsorted(self.sorted, end, "left")
         end -= np.arange(end.size)
-        out = np.zeros(self.size, dtype=bool) if otherwise is None else otherwise.copy()
+        out = otherwise.copy()
         out[self.order] = end <= length
         return out
 
