@@ -97,6 +97,44 @@ class Student(nn.Module):
         )
         self.head = nn.Linear(c.dim, GRADES)
         self.dim = c.dim
+        self.frozen_layers = 0
+        self._kept: dict[bytes, torch.Tensor] = {}  # the fixed part's output per text
+
+    def freeze_lower(self, layers: int) -> None:
+        """Fix the piece, position and segment embeddings and the lowest ``layers`` transformer
+        layers (all of them: the final norm too) and keep, for each distinct text an eager pass
+        meets, their output, computed once in float32 without dropout. Since those weights never
+        change, what is kept is exact: a pass then runs only the upper layers (or, with every
+        layer fixed, reads each text's pooled state), and its states and the gradients of what
+        still trains are those of the full encoding. ``0`` fixes nothing. What is kept grows
+        with the distinct texts met, a few KB each, and is dropped when weights are loaded."""
+        if not 0 <= layers <= self.config.layers:
+            raise ValueError(f"the student has {self.config.layers} layers; cannot fix "
+                             f"{layers}")  # fmt: skip
+        self.frozen_layers, self._kept = layers, {}
+        for part in self._fixed_parts():
+            part.requires_grad_(False)
+        self.train(self.training)
+
+    def _fixed_parts(self) -> list[nn.Module]:
+        if not self.frozen_layers:
+            return []
+        parts = [self.pieces, self.positions, self.segments]
+        parts += list(self.encoder.layers[: self.frozen_layers])
+        return parts + ([self.encoder.norm] if self._all_fixed() else [])
+
+    def _all_fixed(self) -> bool:
+        return self.frozen_layers == self.config.layers
+
+    def train(self, mode: bool = True) -> Self:
+        super().train(mode)
+        for part in self._fixed_parts():  # fixed parts keep their inference behaviour
+            part.eval()
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._kept = {}
+        super()._load_from_state_dict(*args, **kwargs)
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere): the
@@ -126,15 +164,43 @@ class Student(nn.Module):
         rows of one length, which needs no mask (:func:`_packed_layer`)."""
         lengths = mask.sum(1)
         order = torch.argsort(lengths, stable=True)
-        keep = mask[order]
-        x = self._embed(ids[order][keep], position[order][keep], segments[order][keep])
-        sizes, counts = torch.unique_consecutive(lengths[order], return_counts=True)
-        groups = list(zip(sizes.tolist(), counts.tolist(), strict=True))
-        for layer in self.encoder.layers:
+        ids, position, segments, mask = ids[order], position[order], segments[order], mask[order]
+        if self.frozen_layers:
+            kept = self._kept_outputs(ids, position, segments, mask)
+            if self._all_fixed():
+                return torch.stack(kept)[torch.argsort(order)]
+            x = torch.cat(kept)
+        else:
+            x = self._embed(ids[mask], position[mask], segments[mask])
+        groups = _groups(lengths[order])
+        for layer in self.encoder.layers[self.frozen_layers :]:
             x = _packed_layer(layer, x, groups)
-        parts = self.encoder.norm(x).split([size * n for size, n in groups])
-        pooled = [p.view(n, size, -1).mean(1) for p, (size, n) in zip(parts, groups, strict=True)]
-        return torch.cat(pooled)[torch.argsort(order)]
+        return _pooled(self.encoder.norm(x), groups)[torch.argsort(order)]
+
+    def _kept_outputs(self, ids: torch.Tensor, position: torch.Tensor, segments: torch.Tensor,
+                      mask: torch.Tensor) -> list[torch.Tensor]:  # fmt: skip
+        """The fixed part's output for each row (rows sorted by length): its pieces' states
+        after the fixed layers, or with every layer fixed its pooled state; computed for the
+        rows not met before, in float32 and without gradient, and kept (:meth:`freeze_lower`)."""
+        keys = [
+            i.tobytes() + s.tobytes() for i, s in zip(ids.numpy(), segments.numpy(), strict=True)
+        ]
+        new = [row for row, key in enumerate(keys) if key not in self._kept]
+        if new:
+            rows = torch.tensor(new)
+            lengths, keep = mask[rows].sum(1), mask[rows]
+            groups = _groups(lengths)
+            with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
+                x = self._embed(ids[rows][keep], position[rows][keep], segments[rows][keep])
+                for layer in self.encoder.layers[: self.frozen_layers]:
+                    x = _packed_layer(layer, x, groups)
+                if self._all_fixed():
+                    states = _pooled(self.encoder.norm(x), groups).unbind()
+                else:
+                    states = x.split(lengths.tolist())
+            for row, state in zip(new, states, strict=True):
+                self._kept[keys[row]] = state.clone()
+        return [self._kept[key] for key in keys]
 
     def query_states(self, queries: torch.Tensor) -> torch.Tensor:
         """Two-tower only: the query side, ``(n, dim)``, each distinct query encoded once."""
@@ -186,6 +252,20 @@ def _packed_layer(
     x = x + layer.dropout1(attention.out_proj(torch.cat(mixed)))
     return x + layer.dropout2(
         layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))
+    )
+
+
+def _groups(lengths: torch.Tensor) -> list[tuple[int, int]]:
+    """``(length, rows)`` of each run of equal lengths in ``lengths`` (sorted)."""
+    sizes, counts = torch.unique_consecutive(lengths, return_counts=True)
+    return list(zip(sizes.tolist(), counts.tolist(), strict=True))
+
+
+def _pooled(x: torch.Tensor, groups: list[tuple[int, int]]) -> torch.Tensor:
+    """The mean state of each row of packed pieces ``x`` laid out in ``groups``."""
+    parts = x.split([size * n for size, n in groups])
+    return torch.cat(
+        [p.view(n, size, -1).mean(1) for p, (size, n) in zip(parts, groups, strict=True)]
     )
 
 

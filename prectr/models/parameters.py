@@ -21,6 +21,10 @@ DESCRIPTIONS: dict[str, str] = {
     "embeddings)",
     "student": "text_encoder student: the distilled student's directory",
     "frozen_encoder": "text_encoder student: keep the student's weights fixed in training",
+    "student_frozen_layers": "text_encoder student: fix its embeddings and this many of its "
+    "lowest transformer layers (all: both towers, so only the pair interaction and the grade "
+    "head train) and keep their output for each distinct text, so a step runs only the layers "
+    "above; 0 trains every layer end to end",
     "text_cache": "text_encoder cache: the frozen encoder's embedding cache file",
     "encoder_precision": "text_encoder student: its training passes in fp32, in bfloat16 "
     "autocast (bf16), or auto (bf16 where the processor multiplies bfloat16 natively)",

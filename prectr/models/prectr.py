@@ -12,7 +12,8 @@ P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 (mean-pooled word embeddings, the stand-in), ``student`` (PRECTR-V2's distilled transformer,
 loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, its
 training passes in float32 or, with ``encoder_precision`` ``auto`` or ``bf16``, in bfloat16
-autocast (not yet checked end to end, so not the default), or ``frozen_encoder``) or
+autocast (not yet checked end to end, so not the default); with ``student_frozen_layers`` only
+its layers above those train, the output of the fixed ones kept per text; or ``frozen_encoder``) or
 ``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
 :mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
 
@@ -153,6 +154,7 @@ class PRECTR(RankingModel):
         frozen_encoder: bool = False,
         text_cache: str | None = None,
         encoder_precision: Precision = "fp32",
+        student_frozen_layers: int = 0,
     ):
         super().__init__()
         if cross_user and not incentive:
@@ -161,7 +163,8 @@ class PRECTR(RankingModel):
             raise ValueError(f"crowd_from {crowd_from!r} is what cross_user mining reads; it "
                              "needs cross_user: true")  # fmt: skip
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
-                                  frozen_encoder, text_cache, encoder_precision)  # fmt: skip
+                                  frozen_encoder, text_cache, encoder_precision,
+                                  student_frozen_layers)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
         # the text encoder's own inputs are its alone, not fields of the click trunk; the
         # crowd reaches the model only through cross-user mining (without it, not at all)

@@ -49,7 +49,7 @@ class StudentText(nn.Module):
     ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool,
-                 precision: Precision = "fp32"):  # fmt: skip
+                 precision: Precision = "fp32", frozen_layers: int = 0):  # fmt: skip
         super().__init__()
         from prectr.encoder.student import load_student
 
@@ -67,6 +67,7 @@ class StudentText(nn.Module):
                              f"{c.query_length} / {c.title_length}")  # fmt: skip
         self.frozen, self.precision = frozen, precision
         self.text_encoder.requires_grad_(not frozen)
+        self.text_encoder.freeze_lower(frozen_layers)
         self.match_columns = match_columns(specs)
         self.out_dim = c.dim + GRADES + len(self.match_columns)
 
@@ -146,13 +147,16 @@ def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
 def build_text_encoder(
     kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
     frozen: bool = False, text_cache: str | None = None, precision: Precision = "fp32",
+    frozen_layers: int = 0,
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
     text_roles(kind)  # an unknown kind is refused by name
+    if frozen_layers and kind != "student":
+        raise ValueError(f"student_frozen_layers is the student's; text_encoder is {kind}")
     if kind == "student":
         if not student:
             raise ValueError("text_encoder student needs model_params.student (its directory)")
-        return StudentText(specs, vocab_sizes, student, frozen, precision)
+        return StudentText(specs, vocab_sizes, student, frozen, precision, frozen_layers)
     if kind == "cache":
         if not text_cache:
             raise ValueError("text_encoder cache needs model_params.text_cache (its file)")

@@ -72,6 +72,27 @@ def test_a_frozen_student_gets_no_gradient_and_stays_in_inference_mode(encoded, 
     assert "encoder" not in {g["name"] for g in param_groups(model, config)}
 
 
+def test_a_student_with_fixed_lower_layers_trains_only_the_layers_above(encoded, student_dir):
+    model = build(encoded, text_encoder="student", student=str(student_dir),
+                  student_frozen_layers=1)  # fmt: skip
+    student = model.rsl.text.text_encoder
+    model.train()
+    assert not student.encoder.layers[0].training and student.head.training
+    batch = encoded[1]
+    model.loss(batch, model(batch))["loss"].backward()
+    trained = {n for n, p in student.named_parameters() if p.grad is not None}
+    assert trained == {n for n, p in student.named_parameters() if p.requires_grad}
+    assert "head.weight" in trained and not any(n.startswith("encoder.layers.0.") for n in trained)
+    assert student._kept  # the fixed layer's output of each distinct text of the batch
+    config = experiment_from_dict({"model": "prectr_v2", "features": {"relevance_context": True}})
+    groups = {g["name"]: g for g in param_groups(model, config)}
+    assert {id(p) for p in groups["encoder"]["params"]} == {
+        id(p) for p in student.parameters() if p.requires_grad
+    }
+    with pytest.raises(ValueError, match="student_frozen_layers is the student's"):
+        build(encoded, student_frozen_layers=1)  # the bag encoder has no layers to fix
+
+
 def test_the_student_trains_in_bf16_autocast_and_scores_in_float32(encoded, student_dir):
     student = str(student_dir)
     full = build(encoded, text_encoder="student", student=student, encoder_precision="fp32")

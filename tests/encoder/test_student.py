@@ -69,6 +69,65 @@ def test_packed_distinct_encoding_gives_the_padded_row_by_row_outputs_and_gradie
         torch.testing.assert_close(grad, padded_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize(("mode", "fixed"), [("two_tower", 1), ("two_tower", 2), ("cross", 1)])
+def test_fixed_lower_layers_kept_per_text_give_the_full_encodings_states_and_gradients(
+    mode, fixed
+) -> None:
+    """With the lowest layers fixed, each text's output of them is computed once and kept: the
+    states and the gradients of what still trains are those of encoding every layer afresh with
+    the same layers fixed, on the first pass (nothing kept), on a later one (everything kept,
+    after an optimiser step of the upper layers) and with dropout in the upper layers."""
+    kept, fresh = (tiny_student(50, mode, dropout=0.1, layers=2).train() for _ in range(2))
+    kept.freeze_lower(fixed)
+    for part in [fresh.pieces, fresh.positions, fresh.segments, *fresh.encoder.layers[:fixed]]:
+        part.requires_grad_(False).eval()
+    if fixed == len(fresh.encoder.layers):
+        fresh.encoder.norm.requires_grad_(False)
+    q = ids([[5, 6], [5, 6], [7], [], [8, 9, 10, 11], [7]], 6)
+    t = ids([[9, 10, 11], [12], [9, 10, 11], [13, 14], [12], [15, 16, 17, 18, 19, 20]], 16)
+    weight = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+
+    def run(student: Student, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)  # the same dropout masks in the upper layers
+        out = student(q, t)
+        (out * weight).sum().backward()
+        return out.detach(), {
+            n: p.grad for n, p in student.named_parameters() if p.grad is not None
+        }
+
+    for seed in (0, 1):
+        (a, a_grads), (b, b_grads) = run(kept, seed), run(fresh, seed)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert a_grads.keys() == b_grads.keys()
+        assert not any(n.startswith(("pieces", "encoder.layers.0.")) for n in a_grads)
+        assert "head.weight" in a_grads
+        for name, grad in a_grads.items():
+            torch.testing.assert_close(grad, b_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+        for student in (kept, fresh):  # the upper layers move; what is kept stays right
+            with torch.no_grad():
+                for p in student.parameters():
+                    if p.grad is not None:
+                        p -= 0.1 * p.grad
+    assert len(kept._kept) == (8 if mode == "two_tower" else 6)  # distinct queries + titles
+
+
+def test_kept_outputs_are_float32_dropped_on_load_and_the_layer_count_is_checked() -> None:
+    student = tiny_student(50, "two_tower", layers=2).train()
+    student.freeze_lower(1)
+    q, t = ids([[5, 6], [7]], 6), ids([[9, 10, 11], [12]], 16)
+    with torch.autocast("cpu", torch.bfloat16):
+        student(q, t)
+    assert {s.dtype for s in student._kept.values()} == {torch.float32}
+    student(ids([[12]], 16), ids([[12]], 16))  # a title met before, now also as a query
+    assert len(student._kept) == 5
+    student.load_state_dict(tiny_student(50, "two_tower", layers=2).state_dict())
+    assert student._kept == {} and student.frozen_layers == 1
+    assert not student.encoder.layers[0].training and student.encoder.layers[1].training
+    with pytest.raises(ValueError, match="has 2 layers; cannot fix 3"):
+        student.freeze_lower(3)
+
+
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
     student = tiny_student(50).eval()
     with torch.no_grad():
