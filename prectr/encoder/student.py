@@ -107,7 +107,8 @@ class Student(nn.Module):
         change, what is kept is exact: a pass then runs only the upper layers (or, with every
         layer fixed, reads each text's pooled state), and its states and the gradients of what
         still trains are those of the full encoding. ``0`` fixes nothing. What is kept grows
-        with the distinct texts met, a few KB each, and is dropped when weights are loaded."""
+        with the distinct texts training passes meet, a few KB each (scoring reads it but
+        adds nothing), and is dropped when weights are loaded or the student is moved."""
         if not 0 <= layers <= self.config.layers:
             raise ValueError(f"the student has {self.config.layers} layers; cannot fix "
                              f"{layers}")  # fmt: skip
@@ -135,6 +136,10 @@ class Student(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._kept = {}
         super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): kept states are stale
+        self._kept = {}
+        return super()._apply(fn, recurse)
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere): the
@@ -182,9 +187,11 @@ class Student(nn.Module):
         """The fixed part's output for each row (rows sorted by length): its pieces' states
         after the fixed layers, or with every layer fixed its pooled state; computed for the
         rows not met before, in float32 and without gradient, and kept (:meth:`freeze_lower`)."""
-        keys = [
-            i.tobytes() + s.tobytes() for i, s in zip(ids.numpy(), segments.numpy(), strict=True)
-        ]
+        rows = zip(ids.cpu().numpy(), segments.cpu().numpy(), strict=True)
+        keys = [i.tobytes() + s.tobytes() for i, s in rows]
+        # only training passes keep what they compute: scoring (evaluation, a server) reads
+        # what training kept but does not grow it with every text it meets
+        store = self._kept if self.training else {}
         new = [row for row, key in enumerate(keys) if key not in self._kept]
         if new:
             rows = torch.tensor(new)
@@ -199,8 +206,8 @@ class Student(nn.Module):
                 else:
                     states = x.split(lengths.tolist())
             for row, state in zip(new, states, strict=True):
-                self._kept[keys[row]] = state.clone()
-        return [self._kept[key] for key in keys]
+                store[keys[row]] = state.clone()
+        return [self._kept[key] if key in self._kept else store[key] for key in keys]
 
     def query_states(self, queries: torch.Tensor) -> torch.Tensor:
         """Two-tower only: the query side, ``(n, dim)``, each distinct query encoded once."""

@@ -121,6 +121,13 @@ def test_kept_outputs_are_float32_dropped_on_load_and_the_layer_count_is_checked
     assert {s.dtype for s in student._kept.values()} == {torch.float32}
     student(ids([[12]], 16), ids([[12]], 16))  # a title met before, now also as a query
     assert len(student._kept) == 5
+    with torch.no_grad():  # scoring reads what training kept and adds nothing
+        student.eval()(q, ids([[13], [9, 10, 11]], 16))
+        assert len(student._kept) == 5
+        torch.testing.assert_close(student(q, t), student.train()(q, t))  # no dropout here
+    student.train().double()  # moved: what was kept is stale
+    assert student._kept == {}
+    student.float()
     student.load_state_dict(tiny_student(50, "two_tower", layers=2).state_dict())
     assert student._kept == {} and student.frozen_layers == 1
     assert not student.encoder.layers[0].training and student.encoder.layers[1].training
