@@ -7,10 +7,13 @@ config whose file is ``STEM.yaml`` (e.g. ``prectr_v2_student_small:model_params.
 ``PATH@LABEL`` names a config ``LABEL`` in place of its stem, so that one file can run twice
 with different settings (``--configs configs/dnn_bench.yaml configs/dnn_bench.yaml@loop --set
 loop:train.fused_optimizer=false``).
-Each config's first training batches (the rows its loss reads) are assembled once; the models
-then take turns (``--rounds`` rounds, A B A B ...), each turn timing ``--steps`` optimiser steps
-(forward, loss, backward, the trainer's optimiser) after a warm-up; assembling batches is left
-out (the trainer's samples/s in metrics.json also counts the wait for data).
+Each config's first training batches (the rows its loss reads) are assembled once, as many as
+every turn takes, so that no turn sees another's batches again (as training would not: a model
+that holds state between steps, such as the student's reused text states, is timed as it
+trains); the models then take turns (``--rounds`` rounds, A B A B ...), each turn timing
+``--steps`` optimiser steps (forward, loss, backward, the trainer's optimiser) after a warm-up
+of ``--warmup`` steps; assembling batches is left out (the trainer's samples/s in metrics.json
+also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
 noise over every model; the ratio to the first config is the figure to quote. Writes
 results/throughput_<world>.json (or ``--out``).
@@ -19,6 +22,7 @@ results/throughput_<world>.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -54,13 +58,16 @@ class Contender:
         self.optimizer = build_optimizer(self.model, groups, train.sparse_embeddings,
                                          train.fused_optimizer)  # fmt: skip
         stream = data.stream("train", self.config, True, self.model.training_rows)
-        self.batches = [b for _, b in zip(range(batches), stream.epoch(0), strict=False)]
+        epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
+        self.batches = list(itertools.islice(epochs, batches))
         self.rates: list[float] = []
 
     def turn(self, steps: int, warmup: int) -> None:
+        """Time the next ``warmup + steps`` batches, the first ``warmup`` left out."""
         self.model.train()
         samples, elapsed = 0, 0.0
-        for i, batch in enumerate(self.batches[: warmup + steps]):
+        start = len(self.rates) * (warmup + steps)
+        for i, batch in enumerate(self.batches[start : start + warmup + steps]):
             started = time.perf_counter()
             loss = self.model.loss(batch, self.model(batch))["loss"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -125,7 +132,7 @@ def main() -> None:
                 path,
                 log,
                 Path(scratch),
-                args.warmup + args.steps,
+                args.rounds * (args.warmup + args.steps),
                 args.threads,
                 overrides[label],
             )

@@ -99,6 +99,9 @@ class Student(nn.Module):
         self.dim = c.dim
         self.frozen_layers = 0
         self._kept: dict[bytes, torch.Tensor] = {}  # the fixed part's output per text
+        self.reuse_steps = 0
+        self._passes = 0  # training passes so far (the clock of what is reused)
+        self._reused: dict[bytes, tuple[int, torch.Tensor]] = {}  # pass, pooled state per text
 
     def freeze_lower(self, layers: int) -> None:
         """Fix the piece, position and segment embeddings and the lowest ``layers`` transformer
@@ -117,6 +120,19 @@ class Student(nn.Module):
             part.requires_grad_(False)
         self.train(self.training)
 
+    def reuse_states(self, steps: int) -> None:
+        """Let a text's pooled state, once encoded in a training pass, serve that pass and the
+        ``steps - 1`` after it: those read it detached (no gradient reaches the student through
+        them, the interaction and head still train on it), and only the texts not encoded
+        within the last ``steps`` passes are encoded afresh, with gradient (SpeedyFeed's cache,
+        Xiao et al., KDD 2022). Not exact: a reused state is up to ``steps - 1`` passes stale.
+        Scoring (eval mode) always encodes afresh; what is held is dropped as it expires and
+        when weights are loaded or the student is moved, and is not checkpointed (a resumed
+        run starts it empty). ``0`` or ``1`` encodes every text every pass."""
+        if steps < 0:
+            raise ValueError(f"student_reuse_steps must be 0 or more, not {steps}")
+        self.reuse_steps, self._passes, self._reused = steps, 0, {}
+
     def _fixed_parts(self) -> list[nn.Module]:
         if not self.frozen_layers:
             return []
@@ -134,11 +150,11 @@ class Student(nn.Module):
         return self
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._kept = {}
+        self._kept, self._reused = {}, {}
         super()._load_from_state_dict(*args, **kwargs)
 
-    def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): kept states are stale
-        self._kept = {}
+    def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): held states are stale
+        self._kept, self._reused = {}, {}
         return super()._apply(fn, recurse)
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
@@ -151,6 +167,8 @@ class Student(nn.Module):
         position = mask.cumsum(1) - 1
         segments = torch.as_tensor(segment, device=ids.device).expand_as(ids)
         if _eager() and len(ids):
+            if self.training and self.reuse_steps > 1:
+                return self._encode_reusing(ids, position, segments, mask)
             return self._encode_packed(ids, position, segments, mask)
         x = self._embed(ids, position, segments)
         x = self.encoder(x, src_key_padding_mask=~mask)
@@ -182,13 +200,43 @@ class Student(nn.Module):
             x = _packed_layer(layer, x, groups)
         return _pooled(self.encoder.norm(x), groups)[torch.argsort(order)]
 
+    def _encode_reusing(self, ids: torch.Tensor, position: torch.Tensor, segments: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """:meth:`_encode_packed` of the rows whose state was not encoded within the last
+        ``reuse_steps`` passes (stored with this pass), the held states of the others."""
+        keys = _keys(ids, segments)
+        now, reused = self._passes, self._reused
+        held = [row for row, key in enumerate(keys)
+                if key in reused and now - reused[key][0] < self.reuse_steps]  # fmt: skip
+        fresh = sorted(set(range(len(keys))) - set(held))
+        if not held:
+            states = self._encode_packed(ids, position, segments, mask)
+        else:
+            old = torch.stack([self._reused[keys[row]][1] for row in held])
+            states = old.new_empty(len(keys), old.shape[1])
+            states = states.index_copy(0, torch.tensor(held, device=ids.device), old)
+            if not fresh:
+                return states
+            rows = torch.tensor(fresh, device=ids.device)
+            new = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
+            states = states.to(new.dtype).index_copy(0, rows, new)
+        for row in fresh:
+            self._reused[keys[row]] = (now, states[row].detach().float().clone())
+        return states
+
+    def _tick(self) -> None:
+        """A training pass begins: the clock advances and states past their passes go."""
+        self._passes += 1
+        if self._passes % self.reuse_steps == 0:
+            now, steps = self._passes, self.reuse_steps
+            self._reused = {k: v for k, v in self._reused.items() if now - v[0] < steps}
+
     def _kept_outputs(self, ids: torch.Tensor, position: torch.Tensor, segments: torch.Tensor,
                       mask: torch.Tensor) -> list[torch.Tensor]:  # fmt: skip
         """The fixed part's output for each row (rows sorted by length): its pieces' states
         after the fixed layers, or with every layer fixed its pooled state; computed for the
         rows not met before, in float32 and without gradient, and kept (:meth:`freeze_lower`)."""
-        rows = zip(ids.cpu().numpy(), segments.cpu().numpy(), strict=True)
-        keys = [i.tobytes() + s.tobytes() for i, s in rows]
+        keys = _keys(ids, segments)
         # only training passes keep what they compute: scoring (evaluation, a server) reads
         # what training kept but does not grow it with every text it meets
         store = self._kept if self.training else {}
@@ -227,7 +275,10 @@ class Student(nn.Module):
 
     def pair_state(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
         """The pooled pair state ``(B, dim)`` of query and title piece ids ``(B, Lq)``,
-        ``(B, Lt)``; each distinct query, title or pair is encoded once."""
+        ``(B, Lt)``; each distinct query, title or pair is encoded once. In training, one
+        call is one pass of :meth:`reuse_states`' clock."""
+        if self.training and self.reuse_steps > 1:
+            self._tick()
         if self.interaction is not None:
             return self.pair_from_states(self.query_states(queries), self.title_states(titles))
         sep = torch.full_like(queries[:, :1], SEP)
@@ -260,6 +311,12 @@ def _packed_layer(
     return x + layer.dropout2(
         layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))
     )
+
+
+def _keys(ids: torch.Tensor, segments: torch.Tensor) -> list[bytes]:
+    """A key per row naming its text: its piece ids and segments (read on the CPU)."""
+    rows = zip(ids.cpu().numpy(), segments.cpu().numpy(), strict=True)
+    return [i.tobytes() + s.tobytes() for i, s in rows]
 
 
 def _groups(lengths: torch.Tensor) -> list[tuple[int, int]]:

@@ -25,6 +25,10 @@ DESCRIPTIONS: dict[str, str] = {
     "lowest transformer layers (all: both towers, so only the pair interaction and the grade "
     "head train) and keep their output for each distinct text, so a step runs only the layers "
     "above; 0 trains every layer end to end",
+    "student_reuse_steps": "text_encoder student: a text's state, once encoded in a training "
+    "pass, serves this many passes (the later ones read it without gradient; SpeedyFeed's "
+    "cache), so a step encodes only the texts not met recently; scoring always encodes "
+    "afresh; 0 or 1 encodes every text every pass",
     "text_cache": "text_encoder cache: the frozen encoder's embedding cache file",
     "encoder_precision": "text_encoder student: its training passes in fp32, in bfloat16 "
     "autocast (bf16), or auto (bf16 where the processor multiplies bfloat16 natively)",

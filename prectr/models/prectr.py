@@ -13,7 +13,8 @@ P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, its
 training passes in float32 or, with ``encoder_precision`` ``auto`` or ``bf16``, in bfloat16
 autocast (not yet checked end to end, so not the default); with ``student_frozen_layers`` only
-its layers above those train, the output of the fixed ones kept per text; or ``frozen_encoder``) or
+its layers above those train, the output of the fixed ones kept per text; with
+``student_reuse_steps`` a text's state serves a few training passes; or ``frozen_encoder``) or
 ``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
 :mod:`prectr.modules.text`. Its grade distribution feeds the fusion and the incentive alike.
 
@@ -155,6 +156,7 @@ class PRECTR(RankingModel):
         text_cache: str | None = None,
         encoder_precision: Precision = "fp32",
         student_frozen_layers: int = 0,
+        student_reuse_steps: int = 0,
     ):
         super().__init__()
         if cross_user and not incentive:
@@ -164,7 +166,7 @@ class PRECTR(RankingModel):
                              "needs cross_user: true")  # fmt: skip
         text = build_text_encoder(text_encoder, specs, vocab_sizes, embedding_dim, student,
                                   frozen_encoder, text_cache, encoder_precision,
-                                  student_frozen_layers)  # fmt: skip
+                                  student_frozen_layers, student_reuse_steps)  # fmt: skip
         self.rsl = RSLModule(text, text.out_dim, relevance_hidden)
         # the text encoder's own inputs are its alone, not fields of the click trunk; the
         # crowd reaches the model only through cross-user mining (without it, not at all)

@@ -6,7 +6,9 @@
   (:mod:`prectr.encoder.student`) loaded from its directory, trained end to end at the trainer's
   ``lr_encoder`` (it is the submodule named ``text_encoder``) or ``frozen``; trained end to end,
   its training passes run in float32, or in bfloat16 autocast with ``precision`` ``bf16``, or
-  ``auto`` where the processor multiplies bfloat16 natively (see :func:`training_dtype`);
+  ``auto`` where the processor multiplies bfloat16 natively (see :func:`training_dtype`); with
+  ``frozen_layers`` its lowest layers fixed, with ``reuse_steps`` each text's state reused for
+  a few training passes (:meth:`prectr.encoder.student.Student.reuse_states`);
 * ``cache``: :class:`CachedText`, a frozen encoder's embeddings (PRECTR's MiniLM) read from an
   embedding cache (:mod:`prectr.text.cache`), never recomputed.
 
@@ -49,7 +51,8 @@ class StudentText(nn.Module):
     ROLES = (g.QUERY_PIECES, g.TITLE_PIECES)
 
     def __init__(self, specs: list, vocab_sizes: dict[str, int], student: str, frozen: bool,
-                 precision: Precision = "fp32", frozen_layers: int = 0):  # fmt: skip
+                 precision: Precision = "fp32", frozen_layers: int = 0,
+                 reuse_steps: int = 0):  # fmt: skip
         super().__init__()
         from prectr.encoder.student import load_student
 
@@ -68,6 +71,7 @@ class StudentText(nn.Module):
         self.frozen, self.precision = frozen, precision
         self.text_encoder.requires_grad_(not frozen)
         self.text_encoder.freeze_lower(frozen_layers)
+        self.text_encoder.reuse_states(reuse_steps)
         self.match_columns = match_columns(specs)
         self.out_dim = c.dim + GRADES + len(self.match_columns)
 
@@ -147,16 +151,19 @@ def text_roles(kind: str) -> dict[str, tuple[Role, ...]]:
 def build_text_encoder(
     kind: str, specs: list, vocab_sizes: dict[str, int], dim: int, student: str | None = None,
     frozen: bool = False, text_cache: str | None = None, precision: Precision = "fp32",
-    frozen_layers: int = 0,
+    frozen_layers: int = 0, reuse_steps: int = 0,
 ) -> nn.Module:  # fmt: skip
     """The ``kind`` of text encoder (see the module docstring), with its ``out_dim``."""
     text_roles(kind)  # an unknown kind is refused by name
-    if frozen_layers and kind != "student":
-        raise ValueError(f"student_frozen_layers is the student's; text_encoder is {kind}")
+    for name, value in (("student_frozen_layers", frozen_layers),
+                        ("student_reuse_steps", reuse_steps)):  # fmt: skip
+        if value and kind != "student":
+            raise ValueError(f"{name} is the student's; text_encoder is {kind}")
     if kind == "student":
         if not student:
             raise ValueError("text_encoder student needs model_params.student (its directory)")
-        return StudentText(specs, vocab_sizes, student, frozen, precision, frozen_layers)
+        return StudentText(specs, vocab_sizes, student, frozen, precision, frozen_layers,
+                           reuse_steps)  # fmt: skip
     if kind == "cache":
         if not text_cache:
             raise ValueError("text_encoder cache needs model_params.text_cache (its file)")

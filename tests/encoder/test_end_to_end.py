@@ -93,6 +93,26 @@ def test_a_student_with_fixed_lower_layers_trains_only_the_layers_above(encoded,
         build(encoded, student_frozen_layers=1)  # the bag encoder has no layers to fix
 
 
+def test_a_student_reusing_states_holds_them_in_training_and_only_there(encoded, student_dir):
+    model = build(encoded, text_encoder="student", student=str(student_dir),
+                  student_reuse_steps=2)  # fmt: skip
+    student = model.rsl.text.text_encoder
+    batch = encoded[1]
+    model.train()
+    model.loss(batch, model(batch))["loss"].backward()  # pass 1: every text afresh
+    assert student.reuse_steps == 2 and student._reused
+    assert all(p.grad is not None for p in student.parameters())
+    model.zero_grad(set_to_none=True)
+    model.loss(batch, model(batch))["loss"].backward()  # pass 2: every text held
+    assert student.pieces.weight.grad is None and student.head.weight.grad is not None
+    held = dict(student._reused)
+    with torch.no_grad():
+        model.eval()(batch)
+    assert student._reused.keys() == held.keys()  # scoring neither reads nor adds
+    with pytest.raises(ValueError, match="student_reuse_steps is the student's"):
+        build(encoded, student_reuse_steps=2)
+
+
 def test_the_student_trains_in_bf16_autocast_and_scores_in_float32(encoded, student_dir):
     student = str(student_dir)
     full = build(encoded, text_encoder="student", student=student, encoder_precision="fp32")

@@ -1,9 +1,11 @@
+import copy
+
 import pytest
 import torch
 
 from prectr.encoder import student as student_module
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.text.tokenizer import PAD
+from prectr.text.tokenizer import PAD, SEP
 from tests.encoder.conftest import tiny_student
 
 
@@ -133,6 +135,49 @@ def test_kept_outputs_are_float32_dropped_on_load_and_the_layer_count_is_checked
     assert not student.encoder.layers[0].training and student.encoder.layers[1].training
     with pytest.raises(ValueError, match="has 2 layers; cannot fix 3"):
         student.freeze_lower(3)
+
+
+@pytest.mark.parametrize("mode", ["two_tower", "cross"])
+def test_reused_states_serve_their_passes_without_gradient_then_are_encoded_afresh(mode) -> None:
+    student = tiny_student(50, mode).train()
+    student.reuse_states(3)
+    q, t = ids([[5, 6], [7]], 6), ids([[9, 10, 11], [12]], 16)
+    student(q, t)  # pass 1: every text encoded and held
+    old = copy.deepcopy(student).eval()
+    with torch.no_grad():
+        for p in student.parameters():
+            p += 0.05 * torch.randn_like(p)  # the weights move between passes
+    now = copy.deepcopy(student).eval()
+
+    # pass 2: the texts met in pass 1 read their pass-1 states, a new title (13) is encoded
+    # with today's weights, and only it passes gradient into the student
+    q2, t2 = q, ids([[9, 10, 11], [13]], 16)
+    out = student.pair_state(q2, t2)
+    with torch.no_grad():
+        if mode == "two_tower":
+            titles = torch.cat([old.title_states(t2[:1]), now.title_states(t2[1:])])
+            expected = now.pair_from_states(old.query_states(q2), titles)
+        else:
+            expected = torch.cat([old.pair_state(q2[:1], t2[:1]), now.pair_state(q2[1:], t2[1:])])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    touched = set(student.pieces.weight.grad.abs().sum(1).nonzero().flatten().tolist())
+    assert touched == ({13} if mode == "two_tower" else {7, SEP, 13})
+
+    student.zero_grad(set_to_none=True)
+    student(q, t).sum().backward()  # pass 3: every text held, so only the head learns
+    assert student.pieces.weight.grad is None and student.head.weight.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(student(q, t), now(q, t))  # pass 4: expired, afresh
+        for _ in range(2):  # passes 5 and 6 (20, 21 held): pass 2's title 13 is dropped
+            student(ids([[20]], 6), ids([[21]], 16))
+        born = sorted(born for born, _ in student._reused.values())
+        assert born == ([4] * 4 + [5] * 2 if mode == "two_tower" else [4, 4, 5])
+        torch.testing.assert_close(student.eval()(q, t2), now(q, t2))  # scoring: afresh
+    student.train().load_state_dict(old.state_dict())
+    assert student._reused == {} and student.reuse_steps == 3
+    with pytest.raises(ValueError, match="0 or more"):
+        student.reuse_states(-1)
 
 
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
