@@ -147,13 +147,13 @@ def report_training(args: argparse.Namespace, result: dict) -> None:
         overrides = [f"model_params.student={args.student}", f"features.student={args.student}"]
     with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contenders = [
-            Contender(c.stem, c, log, Path(scratch), args.warmup + args.steps, args.threads,
-                      overrides if "student" in c.stem else [])
+            Contender(c.stem, c, log, Path(scratch), args.rounds * (args.warmup + args.steps),
+                      args.threads, overrides if "student" in c.stem else [])
             for c in args.configs
         ]  # fmt: skip
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):  # each turn on batches no turn before it took
             for contender in contenders:
-                contender.turn(args.steps, args.warmup)
+                contender.turn(args.steps, args.warmup, round_ * (args.warmup + args.steps))
     base = statistics.median(contenders[0].rates)
     result["training"] = {
         c.name: {"samples_per_s": statistics.median(c.rates), "rounds": c.rates,

@@ -4,8 +4,9 @@ Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_step.py --world runs/world
          --config configs/prectr_v2_bench.yaml --threads 1
 
 The config's first batches are assembled as ``benchmarks/throughput.py`` assembles them; after
-``--warmup`` steps, ``--steps`` steps (forward, loss, backward, the trainer's optimiser) run
-under ``torch.profiler``. Every submodule down to ``--depth`` dots of its name is a labelled
+an unprofiled turn of ``--warmup`` and ``--steps`` steps (its rate is printed), the next
+``--steps`` batches' steps (forward, loss, backward, the trainer's optimiser) run under
+``torch.profiler``. Every submodule down to ``--depth`` dots of its name is a labelled
 range, and so are the loss (``loss``, the synthetic negatives inside it as ``synthetic``), the
 optimiser step and PRECTR's click trunk (``base_ctr.trunk``, run in parts: its first layer's
 context part and the rest). An operator's forward time goes to the innermost label around it;
@@ -94,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contender = Contender(args.config.stem, args.config, log, Path(scratch),
-                              args.warmup + args.steps, args.threads)  # fmt: skip
+                              args.warmup + 2 * args.steps, args.threads)  # fmt: skip
         contender.turn(args.steps, args.warmup)  # unprofiled, for the rate
         model = contender.model
         model.loss = labelled("loss", model.loss)
@@ -108,8 +109,8 @@ def main() -> None:
         label_modules(model, args.depth)
         labels = {n for n, _ in model.named_modules() if n} | {"loss", "synthetic", "optimizer"}
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            contender.batches = contender.batches[args.warmup :]
-            contender.turn(args.steps, 0)
+            # batches the first turn did not take, as training would meet them
+            contender.turn(args.steps, 0, args.warmup + args.steps)
     times = attribute(prof.events(), labels)
     total = sum(f + b for f, b in times.values()) / 1000 / args.steps
     print(f"{args.config.stem}: {contender.rates[0]:,.0f} samples/s ({contender.rates[1]:,.0f} "

@@ -8,9 +8,10 @@ config whose file is ``STEM.yaml`` (e.g. ``prectr_v2_student_small:model_params.
 with different settings (``--configs configs/dnn_bench.yaml configs/dnn_bench.yaml@loop --set
 loop:train.fused_optimizer=false``).
 Each config's first training batches (the rows its loss reads) are assembled once, as many as
-every turn takes, so that no turn sees another's batches again (as training would not: a model
-that holds state between steps, such as the student's reused text states, is timed as it
-trains); the models then take turns (``--rounds`` rounds, A B A B ...), each turn timing
+all its turns take (into the next epoch, reshuffled, when one epoch holds too few), and each
+turn takes the batches after the previous turn's, as training would: a model that holds state
+between steps, such as the student's reused text states (``student_reuse_steps``), is timed
+as it trains. The models take turns (``--rounds`` rounds, A B A B ...), each turn timing
 ``--steps`` optimiser steps (forward, loss, backward, the trainer's optimiser) after a warm-up
 of ``--warmup`` steps; assembling batches is left out (the trainer's samples/s in metrics.json
 also counts the wait for data).
@@ -58,15 +59,19 @@ class Contender:
         self.optimizer = build_optimizer(self.model, groups, train.sparse_embeddings,
                                          train.fused_optimizer)  # fmt: skip
         stream = data.stream("train", self.config, True, self.model.training_rows)
-        epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
-        self.batches = list(itertools.islice(epochs, batches))
+        self.batches: list = []
+        for epoch in itertools.count():  # until enough, or an epoch yields nothing
+            before = len(self.batches)
+            self.batches += itertools.islice(stream.epoch(epoch), batches - before)
+            if len(self.batches) in (batches, before):
+                break
         self.rates: list[float] = []
 
-    def turn(self, steps: int, warmup: int) -> None:
-        """Time the next ``warmup + steps`` batches, the first ``warmup`` left out."""
+    def turn(self, steps: int, warmup: int, start: int = 0) -> None:
+        """Time batches ``start + warmup`` to ``start + warmup + steps``, after ``warmup``
+        untimed ones."""
         self.model.train()
         samples, elapsed = 0, 0.0
-        start = len(self.rates) * (warmup + steps)
         for i, batch in enumerate(self.batches[start : start + warmup + steps]):
             started = time.perf_counter()
             loss = self.model.loss(batch, self.model(batch))["loss"]
@@ -138,9 +143,9 @@ def main() -> None:
             )
             for label, path in configs.items()
         ]
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for contender in contenders:
-                contender.turn(args.steps, args.warmup)
+                contender.turn(args.steps, args.warmup, round_ * (args.warmup + args.steps))
     base = statistics.median(contenders[0].rates)
     rows = {
         c.name: {

@@ -126,9 +126,12 @@ class Student(nn.Module):
         them, the interaction and head still train on it), and only the texts not encoded
         within the last ``steps`` passes are encoded afresh, with gradient (SpeedyFeed's cache,
         Xiao et al., KDD 2022). Not exact: a reused state is up to ``steps - 1`` passes stale.
-        Scoring (eval mode) always encodes afresh; what is held is dropped as it expires and
-        when weights are loaded or the student is moved, and is not checkpointed (a resumed
-        run starts it empty). ``0`` or ``1`` encodes every text every pass."""
+        Scoring (eval mode) always encodes afresh. What is held expires after ``steps`` passes
+        and is dropped every ``steps`` passes (so at most the texts of the last ``2 steps - 1``
+        passes are held), and when weights are loaded or the student is moved. It is neither
+        checkpointed nor shared between processes: a resumed run starts it empty, so it does
+        not end with the weights of a run that never stopped, and each process of a parallel
+        run holds the texts its own rows met. ``0`` or ``1`` encodes every text every pass."""
         if steps < 0:
             raise ValueError(f"student_reuse_steps must be 0 or more, not {steps}")
         self.reuse_steps, self._passes, self._reused = steps, 0, {}
@@ -161,7 +164,8 @@ class Student(nn.Module):
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere): the
         mean over each row's pieces. Eager, the pieces are packed (:meth:`_encode_packed`);
         traced or exported, the padded rows run with a key-padding mask (shapes fixed by ``L``).
-        Both give the same states up to rounding."""
+        Both give the same states up to rounding. A training pass with :meth:`reuse_states`
+        reads the held states of the texts it met recently (:meth:`_encode_reusing`)."""
         mask = ids != PAD
         mask[:, 0] = True  # an empty text still attends to something (its padding piece)
         position = mask.cumsum(1) - 1
@@ -220,12 +224,13 @@ class Student(nn.Module):
             rows = torch.tensor(fresh, device=ids.device)
             new = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
             states = states.to(new.dtype).index_copy(0, rows, new)
-        for row in fresh:
-            self._reused[keys[row]] = (now, states[row].detach().float().clone())
+        for row in fresh:  # held in the dtype the student's passes give (float32 in autocast)
+            self._reused[keys[row]] = (now, states[row].detach().clone())
         return states
 
     def _tick(self) -> None:
-        """A training pass begins: the clock advances and states past their passes go."""
+        """A training pass begins: the clock advances, and every ``reuse_steps`` passes the
+        states that have expired are dropped."""
         self._passes += 1
         if self._passes % self.reuse_steps == 0:
             now, steps = self._passes, self.reuse_steps

@@ -71,6 +71,10 @@ class StudentText(nn.Module):
         self.frozen, self.precision = frozen, precision
         self.text_encoder.requires_grad_(not frozen)
         self.text_encoder.freeze_lower(frozen_layers)
+        if frozen and reuse_steps:
+            raise ValueError("student_reuse_steps needs a student trained end to end; "
+                             "frozen_encoder is true (a frozen student never runs a training "
+                             "pass, so it would reuse nothing)")  # fmt: skip
         self.text_encoder.reuse_states(reuse_steps)
         self.match_columns = match_columns(specs)
         self.out_dim = c.dim + GRADES + len(self.match_columns)

@@ -27,7 +27,9 @@ engine's state, including where the epoch stands (a stage's own ``position``, su
 each shard has handed out, or else the steps taken into the epoch) and the losses not yet
 logged. A stage whose steps are a function of (epoch, position) therefore resumes where the
 checkpoint was written and ends with the same weights, and the same train log (the lines
-written after the checkpoint are dropped on resuming), as a run that never stopped. An engine
+written after the checkpoint are dropped on resuming), as a run that never stopped. (Not so a
+model that carries state between steps outside its weights: the student's reused text states,
+``model_params.student_reuse_steps``, start empty on resuming.) An engine
 without a directory writes nothing and keeps the best modules in memory: a loop of seconds that
 has nothing to resume.
 

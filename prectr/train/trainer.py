@@ -17,8 +17,9 @@ gradient until every process is done. Validation metrics are computed across the
 Resuming is exact: the order of a shard's rows is a function of (seed, epoch, shard), and the
 ``last`` checkpoint holds the model, the optimizer, each process's RNG state and how many rows
 of each shard the epoch has used, so a run killed at any step and resumed ends with the same
-weights and metrics as one that never stopped. Resumed with another number of processes, it
-reads each remaining row once.
+weights and metrics as one that never stopped (except with the student's reused text states,
+``model_params.student_reuse_steps``, which are not checkpointed and are held per process).
+Resumed with another number of processes, it reads each remaining row once.
 """
 
 from __future__ import annotations

@@ -111,6 +111,9 @@ def test_a_student_reusing_states_holds_them_in_training_and_only_there(encoded,
     assert student._reused.keys() == held.keys()  # scoring neither reads nor adds
     with pytest.raises(ValueError, match="student_reuse_steps is the student's"):
         build(encoded, student_reuse_steps=2)
+    with pytest.raises(ValueError, match="needs a student trained end to end"):
+        build(encoded, text_encoder="student", student=str(student_dir), frozen_encoder=True,
+              student_reuse_steps=2)  # fmt: skip
 
 
 def test_the_student_trains_in_bf16_autocast_and_scores_in_float32(encoded, student_dir):

@@ -174,10 +174,29 @@ def test_reused_states_serve_their_passes_without_gradient_then_are_encoded_afre
         born = sorted(born for born, _ in student._reused.values())
         assert born == ([4] * 4 + [5] * 2 if mode == "two_tower" else [4, 4, 5])
         torch.testing.assert_close(student.eval()(q, t2), now(q, t2))  # scoring: afresh
+        assert student._passes == 6  # and is no training pass
     student.train().load_state_dict(old.state_dict())
     assert student._reused == {} and student.reuse_steps == 3
     with pytest.raises(ValueError, match="0 or more"):
         student.reuse_states(-1)
+
+
+def test_reused_states_expire_on_time_follow_the_students_dtype_and_go_when_it_moves() -> None:
+    student = tiny_student(50, "two_tower").train()
+    student.reuse_states(2)
+    q = ids([[5]], 6)
+    for title in (9, 10, 11, 12):  # passes 1-4, a new title each; dropped at passes 2 and 4
+        student(q, ids([[title]], 16))
+    born = sorted(born for born, _ in student._reused.values())
+    assert born == [3, 3, 4]  # the query (afresh at 3), titles 11 and 12; 9 and 10 dropped
+    with torch.autocast("cpu", torch.bfloat16):  # held and afresh side by side, in float32
+        out = student.pair_state(ids([[5], [5]], 6), ids([[12], [13]], 16))
+    assert torch.isfinite(out).all()
+    assert {state.dtype for _, state in student._reused.values()} == {torch.float32}
+    student.double()  # moved: what is held is stale, and new states are float64
+    assert student._reused == {}
+    for _ in range(2):  # afresh, then every text held: both in the student's dtype
+        assert student.pair_state(q, ids([[9]], 16)).dtype == torch.float64
 
 
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
