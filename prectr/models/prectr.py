@@ -12,7 +12,8 @@ P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 (mean-pooled word embeddings, the stand-in), ``student`` (PRECTR-V2's distilled transformer,
 loaded from its fine-tuned directory and trained end to end at the lower ``lr_encoder``, its
 training passes in float32 or, with ``encoder_precision`` ``auto`` or ``bf16``, in bfloat16
-autocast (not yet checked end to end, so not the default); with ``student_frozen_layers`` only
+autocast (the student configs' choice on the validation day; the parameter's default stays
+``fp32``); with ``student_frozen_layers`` only
 its layers above those train, the output of the fixed ones kept per text; with
 ``student_reuse_steps`` a text's state serves a few training passes; or ``frozen_encoder``) or
 ``cache`` (a frozen encoder's cached embeddings, PRECTR's MiniLM); see
