@@ -151,9 +151,9 @@ def report_training(args: argparse.Namespace, result: dict) -> None:
                       args.threads, overrides if "student" in c.stem else [])
             for c in args.configs
         ]  # fmt: skip
-        for round_ in range(args.rounds):  # each turn on batches no turn before it took
+        for _ in range(args.rounds):  # each turn on batches no turn before it took
             for contender in contenders:
-                contender.turn(args.steps, args.warmup, round_ * (args.warmup + args.steps))
+                contender.turn(args.steps, args.warmup)
     base = statistics.median(contenders[0].rates)
     result["training"] = {
         c.name: {"samples_per_s": statistics.median(c.rates), "rounds": c.rates,

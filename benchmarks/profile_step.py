@@ -109,8 +109,7 @@ def main() -> None:
         label_modules(model, args.depth)
         labels = {n for n, _ in model.named_modules() if n} | {"loss", "synthetic", "optimizer"}
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            # batches the first turn did not take, as training would meet them
-            contender.turn(args.steps, 0, args.warmup + args.steps)
+            contender.turn(args.steps, 0)  # batches the first turn did not take
     times = attribute(prof.events(), labels)
     total = sum(f + b for f, b in times.values()) / 1000 / args.steps
     print(f"{args.config.stem}: {contender.rates[0]:,.0f} samples/s ({contender.rates[1]:,.0f} "

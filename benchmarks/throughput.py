@@ -66,13 +66,15 @@ class Contender:
             if len(self.batches) in (batches, before):
                 break
         self.rates: list[float] = []
+        self.taken = 0  # batches the turns so far have used
 
-    def turn(self, steps: int, warmup: int, start: int = 0) -> None:
-        """Time batches ``start + warmup`` to ``start + warmup + steps``, after ``warmup``
+    def turn(self, steps: int, warmup: int) -> None:
+        """Time ``steps`` steps on the batches after the previous turn's, after ``warmup``
         untimed ones."""
         self.model.train()
         samples, elapsed = 0, 0.0
-        for i, batch in enumerate(self.batches[start : start + warmup + steps]):
+        start, self.taken = self.taken, self.taken + warmup + steps
+        for i, batch in enumerate(self.batches[start : self.taken]):
             started = time.perf_counter()
             loss = self.model.loss(batch, self.model(batch))["loss"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -143,9 +145,9 @@ def main() -> None:
             )
             for label, path in configs.items()
         ]
-        for round_ in range(args.rounds):
+        for _ in range(args.rounds):
             for contender in contenders:
-                contender.turn(args.steps, args.warmup, round_ * (args.warmup + args.steps))
+                contender.turn(args.steps, args.warmup)
     base = statistics.median(contenders[0].rates)
     rows = {
         c.name: {

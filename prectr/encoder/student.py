@@ -216,7 +216,7 @@ class Student(nn.Module):
         if not held:
             states = self._encode_packed(ids, position, segments, mask)
         else:
-            old = torch.stack([self._reused[keys[row]][1] for row in held])
+            old = torch.stack([reused[keys[row]][1] for row in held])
             states = old.new_empty(len(keys), old.shape[1])
             states = states.index_copy(0, torch.tensor(held, device=ids.device), old)
             if not fresh:
@@ -225,7 +225,7 @@ class Student(nn.Module):
             new = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
             states = states.to(new.dtype).index_copy(0, rows, new)
         for row in fresh:  # held in the dtype the student's passes give (float32 in autocast)
-            self._reused[keys[row]] = (now, states[row].detach().clone())
+            reused[keys[row]] = (now, states[row].detach().clone())
         return states
 
     def _tick(self) -> None:
