@@ -84,30 +84,41 @@ def head_logits(head: GradeHead, hidden: np.ndarray) -> np.ndarray:
     return head(torch.from_numpy(hidden)).numpy()
 
 
-def pairs_per_s(teacher: Teacher, queries: list[str], titles: list[str]) -> float:
-    """The teacher's pairs/s on these pairs: best of two passes, after a warm-up."""
-    teacher.encode(queries[:8], titles[:8])
+def pairs_per_s(run: Callable[[list[str], list[str]], object], queries: list[str],
+                titles: list[str]) -> float:  # fmt: skip
+    """Pairs/s of ``run`` (a teacher's ``encode`` or ``hidden``) on these pairs: best of two
+    passes, after a warm-up."""
+    run(queries[:8], titles[:8])
     times = []
     for _ in range(2):
         started = time.perf_counter()
-        teacher.encode(queries, titles)
+        run(queries, titles)
         times.append(time.perf_counter() - started)
     return len(queries) / min(times)
 
 
 def side_by_side_speed(pairs, n: int) -> dict:
-    """Pairs/s of SmolLM2 in float32 and bfloat16 and of MiniLM on the same n pairs (best of two
-    passes each, after a warm-up)."""
+    """Pairs/s on the same n pairs (best of two passes each, after a warm-up) of SmolLM2 in
+    float32 and bfloat16, of its hidden states alone in bfloat16 (what an adapted teacher runs:
+    the layers above the one read are skipped), and of MiniLM."""
     queries, titles = pairs["query"].to_pylist()[:n], pairs["title"].to_pylist()[:n]
-    makers = {
-        "smollm2 float32": teachers("float32")["smollm2"],
-        "smollm2 bfloat16": teachers("bfloat16")["smollm2"],
-        "minilm": teachers("float32", memo_texts=0)["minilm"],
+    fast = teachers("bfloat16")["smollm2"]()
+    runs = {
+        "smollm2 float32": teachers("float32")["smollm2"]().encode,
+        "smollm2 bfloat16": fast.encode,
+        "smollm2 bfloat16 states only": fast.hidden,
+        "minilm": teachers("float32", memo_texts=0)["minilm"]().encode,
     }
-    out = {name: pairs_per_s(make(), queries, titles) for name, make in makers.items()}
+    out = {name: pairs_per_s(run, queries, titles) for name, run in runs.items()}
     out["bfloat16 speed-up"] = out["smollm2 bfloat16"] / out["smollm2 float32"]
+    out["states-only speed-up"] = out["smollm2 bfloat16 states only"] / out["smollm2 bfloat16"]
     out["minilm over smollm2 bfloat16"] = out["minilm"] / out["smollm2 bfloat16"]
     return out
+
+
+def print_speed(speed: dict, n: int) -> None:
+    print(f"pairs/s on the same {n} held-out pairs: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))  # fmt: skip
 
 
 def main() -> None:
@@ -119,10 +130,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     parser.add_argument("--speed-pairs", type=int, default=128, help="0: skip the speed test")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="the speed test alone (written to results/teacher_speed.json)",
+    )
     parser.add_argument("--teachers", nargs="+", choices=list(teachers("float32")),
                         default=list(teachers("float32")))  # fmt: skip
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "teacher.json")
+    parser.add_argument("--out", type=Path, help="default: results/teacher.json")
     args = parser.parse_args()
+    if args.speed_only:
+        speed_only(args)
+        return
 
     adapt_pairs = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
     pairs = read_pairs(args.world)
@@ -161,8 +180,7 @@ def main() -> None:
                              for m in METRICS)  # fmt: skip
             print(f"{'':24s} {head_name:12s} {cells}")
     if speed:
-        print(f"pairs/s on the same {args.speed_pairs} held-out pairs: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))  # fmt: skip
+        print_speed(speed, args.speed_pairs)
     record = {
         "command": " ".join([".venv/bin/python", "benchmarks/teacher.py", *sys.argv[1:]]),
         "machine": machine(torch_threads=torch.get_num_threads()),
@@ -170,7 +188,21 @@ def main() -> None:
         "adapt_pairs": adapt_pairs.num_rows, "heldout_pairs": heldout.num_rows,
         "heldout_requests": args.eval_requests, "teachers": results, "pairs_per_s": speed,
     }  # fmt: skip
-    write_record(args.out, record)
+    write_record(args.out or ROOT / "results" / "teacher.json", record)
+
+
+def speed_only(args: argparse.Namespace) -> None:
+    """The side-by-side speed test on held-out pairs of the world, alone."""
+    pairs = read_pairs(args.world)
+    heldout = held_out_sample(pairs, args.eval_requests).table(pairs)
+    speed = side_by_side_speed(heldout, args.speed_pairs)
+    print_speed(speed, args.speed_pairs)
+    record = {
+        "command": " ".join([".venv/bin/python", "benchmarks/teacher.py", *sys.argv[1:]]),
+        "machine": machine(torch_threads=torch.get_num_threads()),
+        "world": str(args.world), "speed_pairs": args.speed_pairs, "pairs_per_s": speed,
+    }  # fmt: skip
+    write_record(args.out or ROOT / "results" / "teacher_speed.json", record)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,16 @@ def test_side_by_side_concatenates_hidden_states_and_averages_log_probabilities(
     np.testing.assert_allclose(
         probabilities, np.sqrt(product) / np.sqrt(product).sum(1, keepdims=True), atol=1e-6
     )
+    np.testing.assert_array_equal(both.hidden(["oak chair", "sofa"], ["red chair", "lamp"]), hidden)
     assert both.fingerprint()["parts"] == [a.fingerprint(), b.fingerprint()]
     with pytest.raises(ValueError, match="at least two"):
         ConcatTeacher([a])
+    assert both.dtype is None
+    a.dtype = "bfloat16"  # a language model beside teachers without a dtype sets the pair's
+    assert ConcatTeacher([a, b]).dtype == "bfloat16"
+    b.dtype = "float32"
+    with pytest.raises(ValueError, match="run in bfloat16 and float32: side by side"):
+        ConcatTeacher([a, b])
 
 
 def test_teachers_joined_by_plus_load_and_adapt(tiny_world, tmp_path):
@@ -41,3 +48,10 @@ def test_teachers_joined_by_plus_load_and_adapt(tiny_world, tmp_path):
     loaded = load_teacher(tmp_path / "adapted")
     expected = adapted.grade_logits(["sofa"], ["oak chair"])
     np.testing.assert_allclose(loaded.grade_logits(["sofa"], ["oak chair"]), expected, atol=1e-5)
+    # adapted on bfloat16 states, the pair is reloaded in bfloat16, whatever dtype is asked
+    fast, _ = adapt(tiny_world, spec, tmp_path / "fast", max_pairs=60, dtype="bfloat16",
+                    config=HeadConfig(hidden=8, max_epochs=3), progress=False)  # fmt: skip
+    assert fast.dtype == "bfloat16"
+    again = load_teacher(tmp_path / "fast", dtype="float32")
+    assert again.base.teachers[0].dtype == "bfloat16"
+    assert again.fingerprint() == fast.fingerprint()

@@ -47,6 +47,21 @@ def test_llm_grade_logits_equal_a_full_forward_pass_whatever_the_batch(tiny_llm)
     np.testing.assert_array_equal(tiny_llm.grade_logits(QUERIES[:1], TITLES[:1]), alone_logits[:1])
 
 
+@pytest.mark.parametrize("depth", [0.5, 1.0])
+def test_llm_hidden_states_alone_stop_at_the_layer_read(tiny_llm, depth):
+    teacher = CausalLMTeacher(tiny_llm.model, tiny_llm.tokenizer, "tiny", batch_size=3,
+                              depth=depth)  # fmt: skip
+    calls = []
+    hook = teacher._body.layers[-1].register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        _, states = teacher.encode(QUERIES, TITLES)
+        assert len(calls) == 2  # two batches
+        np.testing.assert_array_equal(teacher.hidden(QUERIES, TITLES), states)
+    finally:
+        hook.remove()
+    assert len(calls) == (4 if depth == 1.0 else 2)  # the top layer runs only when it is read
+
+
 def test_llm_prompt_keeps_the_pair_after_the_shared_instruction(tiny_llm):
     assert "grade digit only" in tiny_llm.tokenizer.decode(tiny_llm.prefix_ids)
     assert tiny_llm._suffix.startswith("Query: {query}\nProduct: {title}\nGrade:")
@@ -72,7 +87,7 @@ def test_llm_in_bfloat16_stays_close(tmp_path):
     path = tiny_llm_dir(tmp_path)
     exact = load_teacher(path).grade_logits(QUERIES, TITLES)
     fast = load_teacher(path, dtype="bfloat16")
-    assert fast.fingerprint()["dtype"] == "bfloat16"
+    assert fast.fingerprint()["dtype"] == fast.dtype == "bfloat16"
     np.testing.assert_allclose(fast.grade_logits(QUERIES, TITLES), exact, atol=0.1)
     with pytest.raises(ValueError, match="dtype 'float16'"):
         load_teacher(path, dtype="float16")

@@ -164,11 +164,12 @@ class AdaptedTeacher(Teacher):
         self.info = info
         self.name = f"adapted:{base.name}"
         self.hidden_size = base.hidden_size
+        self.dtype = base.dtype
 
     def encode(
         self, queries: Sequence[str], titles: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        _, hidden = self.base.encode(queries, titles)
+        hidden = self.base.hidden(queries, titles)  # the base's own grade logits are not needed
         return self.adapt(hidden), hidden
 
     @torch.no_grad()
@@ -239,6 +240,6 @@ def adapt_teacher(
     info = {
         "head_config": config.model_dump(),
         "fit": summary,
-        "dtype": getattr(base, "dtype", "float32"),
+        "dtype": base.dtype or "float32",
     }
     return AdaptedTeacher(base, base_spec(spec), head, info)

@@ -23,6 +23,9 @@ class Teacher(ABC):
 
     name: str
     hidden_size: int
+    # the dtype its language models run in; None where none applies (sentence encoders run in
+    # float32 whatever is asked)
+    dtype: str | None = None
 
     @abstractmethod
     def encode(
@@ -38,6 +41,7 @@ class Teacher(ABC):
         return self.encode(queries, titles)[0]
 
     def hidden(self, queries: Sequence[str], titles: Sequence[str]) -> np.ndarray:
+        """The hidden states alone (a teacher may then skip what only the logits need)."""
         return self.encode(queries, titles)[1]
 
 

@@ -25,6 +25,11 @@ class ConcatTeacher(Teacher):
         self.teachers = list(teachers)
         self.name = "+".join(t.name for t in self.teachers)
         self.hidden_size = sum(t.hidden_size for t in self.teachers)
+        dtypes = {t.dtype for t in self.teachers} - {None}
+        if len(dtypes) > 1:  # an adapted teacher reloads its base at one dtype
+            raise ValueError(f"the teachers run in {' and '.join(sorted(dtypes))}: side by "
+                             "side they must run in one dtype")  # fmt: skip
+        self.dtype = dtypes.pop() if dtypes else None
 
     def encode(
         self, queries: Sequence[str], titles: Sequence[str]
@@ -33,6 +38,9 @@ class ConcatTeacher(Teacher):
         logits = np.mean([log_softmax(logits) for logits, _ in outputs], axis=0)
         hidden = np.concatenate([hidden for _, hidden in outputs], axis=1)
         return logits.astype(np.float32), hidden
+
+    def hidden(self, queries: Sequence[str], titles: Sequence[str]) -> np.ndarray:
+        return np.concatenate([t.hidden(queries, titles) for t in self.teachers], axis=1)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": "concat", "parts": [t.fingerprint() for t in self.teachers]}

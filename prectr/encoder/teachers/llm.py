@@ -6,7 +6,9 @@ over the pair's tokens, of the residual stream at two thirds of the depth: on Sm
 head on it ranks held-out pairs far better than one on the final layer's state at the answer
 position (see benchmarks/teacher.py). The instruction is the same for every pair, so it is run
 once and its key/value cache is reused by every batch; each pair then costs only its own tokens,
-and only four rows of the output projection are computed instead of the vocabulary.
+and only four rows of the output projection are computed instead of the vocabulary. Where only
+the hidden state is wanted (an adapted teacher's head reads nothing else), the layers above
+the one read are not run.
 
 Models come from a local Hugging Face directory or a GGUF file (dequantised by
 ``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
@@ -174,18 +176,34 @@ class CausalLMTeacher(Teacher):
     def encode(
         self, queries: Sequence[str], titles: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(queries, titles, logits=True)
+
+    def hidden(self, queries: Sequence[str], titles: Sequence[str]) -> np.ndarray:
+        """The pooled states alone: the layers above the one read are not run (a third of
+        the model at the default depth), and the states are those :meth:`encode` gives."""
+        if self.layer == len(self._body.layers):  # the state read is the body's normed output
+            return self.encode(queries, titles)[1]
+        return self._run(queries, titles, logits=False)[1]
+
+    def _run(
+        self, queries: Sequence[str], titles: Sequence[str], logits: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         suffixes = self.pair_ids(queries, titles)
-        logits = np.zeros((len(suffixes), N_GRADES), dtype=np.float32)
+        grades = np.zeros((len(suffixes), N_GRADES), dtype=np.float32)
         hidden = np.zeros((len(suffixes), self.hidden_size), dtype=np.float32)
         order = np.argsort([len(s) for s in suffixes], kind="stable")  # similar lengths pad less
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            logits[rows], hidden[rows] = self._forward([suffixes[i] for i in rows])
-        return logits, hidden
+            batch = [suffixes[i] for i in rows]
+            if logits:
+                grades[rows], hidden[rows] = self._forward(batch)
+            else:
+                hidden[rows] = self._forward_to_layer(batch)
+        return grades, hidden
 
-    @torch.inference_mode()
-    def _forward(self, suffixes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """One batch after the cached prefix: suffixes left-padded, positions continuing it."""
+    def _inputs(self, suffixes: list[list[int]]) -> tuple[dict[str, Any], torch.Tensor]:
+        """The body's inputs for one batch after the cached prefix (suffixes left-padded,
+        positions continuing it), and which of their positions are real tokens."""
         from transformers import DynamicCache
 
         n, width, p = len(suffixes), max(len(s) for s in suffixes), len(self.prefix_ids)
@@ -199,11 +217,47 @@ class CausalLMTeacher(Teacher):
         cache = DynamicCache(
             [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in self._prefix_cache]
         )
-        out = self._body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                         use_cache=True, output_hidden_states=True)  # fmt: skip
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+                  "cache": cache, "use_cache": True}  # fmt: skip
+        return inputs, real
+
+    @staticmethod
+    def _pooled(states: torch.Tensor, real: torch.Tensor) -> np.ndarray:
+        weight = real.unsqueeze(-1).float()
+        return ((states.float() * weight).sum(1) / weight.sum(1)).numpy()
+
+    @torch.inference_mode()
+    def _forward(self, suffixes: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch's grade logits and pooled states."""
+        inputs, real = self._inputs(suffixes)
+        out = self._body(**inputs, output_hidden_states=True)
         logits = out.last_hidden_state[:, -1].float() @ self._grade_weight.T
         if self._grade_bias is not None:
             logits = logits + self._grade_bias
-        weight = real.unsqueeze(-1).float()
-        pooled = (out.hidden_states[self.layer].float() * weight).sum(1) / weight.sum(1)
-        return logits.numpy(), pooled.numpy()
+        return logits.numpy(), self._pooled(out.hidden_states[self.layer], real)
+
+    @torch.inference_mode()
+    def _forward_to_layer(self, suffixes: list[list[int]]) -> np.ndarray:
+        """One batch's pooled states, the body stopped once the layer read has run."""
+        inputs, real = self._inputs(suffixes)
+
+        def stop(_module: Any, _args: Any, output: Any) -> None:
+            raise _Reached(output[0] if isinstance(output, tuple) else output)
+
+        hook = self._body.layers[self.layer - 1].register_forward_hook(stop)
+        try:
+            self._body(**inputs)
+        except _Reached as reached:
+            return self._pooled(reached.states, real)
+        finally:
+            hook.remove()
+        raise RuntimeError(f"{self.source}: layer {self.layer} of the model never ran")
+
+
+class _Reached(Exception):
+    """Raised by the layer whose output is read, to stop the body there (a hook's only way
+    out of a model's forward); carries that output."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        super().__init__("the layer read has run")
+        self.states = states
