@@ -24,10 +24,15 @@ pieces of the texts are packed end to end, without padding, the rows of one leng
 together (eager only; a traced or exported graph runs the padded rows with a mask). A linear head
 turns the pair state into grade logits (0 irrelevant .. 3 exact). The student is saved as a
 directory: ``student.pt`` (config and weights) and ``tokenizer.json``.
+
+Scoring (eval mode, no gradient) remembers each text's state across calls while the weights
+stay unchanged, so a log's items are encoded once however many requests show them
+(:meth:`Student._encode_remembered`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal, Self, get_args
 
@@ -42,6 +47,7 @@ from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
+SCORED_TEXTS = 200_000  # states a scoring student holds (about 0.6 KB each at dim 144)
 Mode = Literal["cross", "two_tower"]
 MODES = get_args(Mode)
 
@@ -102,6 +108,8 @@ class Student(nn.Module):
         self.reuse_steps = 0
         self._passes = 0  # training passes so far (the clock of what is reused)
         self._reused: dict[bytes, tuple[int, torch.Tensor]] = {}  # pass, pooled state per text
+        self._scored: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # state per text scored
+        self._scored_weights: tuple[int, ...] = ()  # the weights' versions when scored
 
     def freeze_lower(self, layers: int) -> None:
         """Fix the piece, position and segment embeddings and the lowest ``layers`` transformer
@@ -147,17 +155,19 @@ class Student(nn.Module):
         return self.frozen_layers == self.config.layers
 
     def train(self, mode: bool = True) -> Self:
+        if mode:  # training changes the weights: what scoring remembered is stale
+            self._scored = OrderedDict()
         super().train(mode)
         for part in self._fixed_parts():  # fixed parts keep their inference behaviour
             part.eval()
         return self
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._kept, self._reused = {}, {}
+        self._kept, self._reused, self._scored = {}, {}, OrderedDict()
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): held states are stale
-        self._kept, self._reused = {}, {}
+        self._kept, self._reused, self._scored = {}, {}, OrderedDict()
         return super()._apply(fn, recurse)
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
@@ -173,6 +183,8 @@ class Student(nn.Module):
         if _eager() and len(ids):
             if self.training and self.reuse_steps > 1:
                 return self._encode_reusing(ids, position, segments, mask)
+            if not self.training and not torch.is_grad_enabled():
+                return self._encode_remembered(ids, position, segments, mask)
             return self._encode_packed(ids, position, segments, mask)
         x = self._embed(ids, position, segments)
         x = self.encoder(x, src_key_padding_mask=~mask)
@@ -226,6 +238,27 @@ class Student(nn.Module):
             states = states.to(new.dtype).index_copy(0, rows, new)
         for row in fresh:  # held in the dtype the student's passes give (float32 in autocast)
             reused[keys[row]] = (now, states[row].detach().clone())
+        return states
+
+    def _encode_remembered(self, ids: torch.Tensor, position: torch.Tensor,
+                           segments: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """:meth:`_encode_packed` of the rows whose text was not scored since the weights last
+        changed (an optimiser step, a load, a move), the remembered states of the others: the
+        same states up to rounding. The ``SCORED_TEXTS`` most recently used are held."""
+        weights = tuple(p._version for p in self.parameters())  # in-place updates bump these
+        if weights != self._scored_weights:
+            self._scored, self._scored_weights = OrderedDict(), weights
+        keys, memo = _keys(ids, segments), self._scored
+        new = [row for row, key in enumerate(keys) if key not in memo]
+        if new:
+            rows = torch.tensor(new, device=ids.device)
+            states = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
+            memo.update(zip((keys[row] for row in new), states, strict=True))
+        for key in keys:
+            memo.move_to_end(key)
+        states = torch.stack([memo[key] for key in keys])
+        while len(memo) > SCORED_TEXTS:
+            memo.popitem(last=False)
         return states
 
     def _tick(self) -> None:

@@ -199,6 +199,45 @@ def test_reused_states_expire_on_time_follow_the_students_dtype_and_go_when_it_m
         assert student.pair_state(q, ids([[9]], 16)).dtype == torch.float64
 
 
+@pytest.mark.parametrize("mode", ["cross", "two_tower"])
+def test_scoring_remembers_each_texts_state_until_the_weights_change(mode, monkeypatch) -> None:
+    student = tiny_student(50, mode).eval()
+    encoded = []
+    packed = student._encode_packed
+
+    def counted(rows: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        encoded.append(len(rows))
+        return packed(rows, *rest)
+
+    monkeypatch.setattr(student, "_encode_packed", counted)
+    q, t = ids([[5, 6], [7]], 6), ids([[9, 10, 11], [12]], 16)
+    with torch.enable_grad():  # a pass that may need gradient encodes afresh, remembers nothing
+        direct = student(q, t)
+    assert sum(encoded) == (4 if mode == "two_tower" else 2)
+    with torch.no_grad():
+        encoded.clear()
+        torch.testing.assert_close(student(q, t), direct)
+        assert sum(encoded) == (4 if mode == "two_tower" else 2)  # every text met once
+        encoded.clear()
+        torch.testing.assert_close(student(q, t), direct, rtol=0, atol=0)  # remembered
+        assert student(q, ids([[9, 10, 11], [13]], 16)).shape == (2, 4)
+        assert sum(encoded) == 1  # the new title (two-tower) or the new pair (cross) alone
+    student(q, t).sum().backward()  # (grad enabled) the weights move in place
+    torch.optim.SGD(student.parameters(), lr=1.0).step()
+    with torch.enable_grad():
+        moved = student(q, t).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(student(q, t), moved)  # not the states of the old weights
+    assert not torch.allclose(moved, direct)
+    assert len(student._scored) > 0
+    student.train()  # training: what scoring remembered goes
+    assert len(student._scored) == 0
+    monkeypatch.setattr(student_module, "SCORED_TEXTS", 2)
+    with torch.no_grad():
+        student.eval()(q, ids([[9, 10, 11], [13]], 16))
+    assert len(student._scored) == 2  # the most recently used
+
+
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
     student = tiny_student(50).eval()
     with torch.no_grad():
