@@ -238,6 +238,26 @@ def test_scoring_remembers_each_texts_state_until_the_weights_change(mode, monke
     assert len(student._scored) == 2  # the most recently used
 
 
+def test_distinct_rows_are_exact_whatever_one_integer_a_row_gives(monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(0)
+    texts = torch.randint(0, 50, (40, 5), generator=generator)
+    ids = texts[torch.randint(0, 40, (500,), generator=generator)]
+
+    def check(ids: torch.Tensor) -> None:
+        distinct, inverse = student_module._distinct_rows(ids)
+        assert torch.equal(distinct[inverse], ids)
+        assert torch.equal(torch.unique(distinct, dim=0), torch.unique(ids, dim=0))
+        assert len(distinct) == len(torch.unique(ids, dim=0))  # no row twice
+
+    check(ids)
+    check(ids + 2**55)  # pieces too large for a combination that cannot overflow
+    # every row one integer: the rows it gathers differ, so whole rows are compared
+    monkeypatch.setattr(
+        student_module, "_row_weights", lambda width, *_: torch.zeros(width, dtype=torch.long)
+    )
+    check(ids)
+
+
 def test_trailing_padding_and_piece_order_matter_as_they_should() -> None:
     student = tiny_student(50).eval()
     with torch.no_grad():
