@@ -62,7 +62,12 @@ distribution: the likelier of grades 0 and 1. The reconstruction loss trains the
 from a click, so its gradient into the encoder would pull clicked items' representations
 towards "irrelevant" on a self-made target, against the human grades; the head is what must
 learn the unexposed region. The pairwise loss (margin clipping, dynamic truncation,
-:mod:`prectr.losses.pairwise_debias`) flows through the whole model. With unexposed
+:mod:`prectr.losses.pairwise_debias`) flows through the whole model, from both sides of each
+pair by default; ``debias_push: negatives`` detaches the click's side, so the loss only
+pushes its negatives down and the clicked rows' scores are the click loss's alone (the
+pairwise push on them was found to stretch the order within a request at the expense of the
+order between requests: docs/fidelity.md, "The debiasing's AUC cost lies between
+requests"). With unexposed
 negatives a training batch holds every candidate; the partners are drawn before the forward
 pass, so the click path scores the exposed rows and the drawn partners, not the whole pool. A
 click whose request has no unexposed candidate makes no pair and is not counted.
@@ -112,6 +117,7 @@ from prectr.modules.text import Precision, TextEncoder, build_text_encoder, text
 # the choices a config's model_params is checked against when it loads
 Consistency = Literal["ce", "kl", "none"]
 Negatives = Literal["synthetic", "unexposed", "both"]
+Push = Literal["both", "negatives"]
 CrowdSignal = Literal[CROWD_SIGNALS]
 CrowdSource = Literal[CROWD_SOURCES]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -146,6 +152,7 @@ class PRECTR(RankingModel):
         hard_negatives: int = 2,
         mix_max: Share = 0.1,  # on validation: results/sweep_v2_mix_max.json
         reconstruct_embedding: bool = False,
+        debias_push: Push = "both",
         debias_margin: float = 1.0,
         debias_clip: float = 4.0,
         truncate_start: float = 4.0,
@@ -195,7 +202,7 @@ class PRECTR(RankingModel):
         self.negatives, self.hard_negatives, self.mix_max = (debias_negatives, hard_negatives,
                                                              mix_max)  # fmt: skip
         self.reconstruct_embedding = reconstruct_embedding
-        self.margin, self.clip = debias_margin, debias_clip
+        self.push, self.margin, self.clip = debias_push, debias_margin, debias_clip
         self.schedule = (truncate_start, truncate_end, truncate_steps)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # for the schedule
         self.training_rows = (
@@ -364,7 +371,10 @@ class PRECTR(RankingModel):
             valid.append(partnered)
             pairs += batch.rows_of("paired") * k
         truncate = truncation(int(self.step), *self.schedule)
-        pairwise = pairwise_debias(out["logit"][at], torch.cat(negatives, 1), weight,
+        positive = out["logit"][at]
+        if self.push == "negatives":  # the click's own score is the click loss's alone
+            positive = positive.detach()
+        pairwise = pairwise_debias(positive, torch.cat(negatives, 1), weight,
                                    self.margin, self.clip, truncate, torch.cat(valid, 1),
                                    pairs)  # fmt: skip
         return {"loss_pairwise": pairwise, "loss_reconstruct": reconstruct}

@@ -353,6 +353,32 @@ def test_debias_with_each_kind_of_negative_trains(world, negatives: str) -> None
     assert (losses["loss_reconstruct"] > 0) == (negatives != "unexposed")
 
 
+@pytest.mark.parametrize("push", ["both", "negatives"])
+def test_debias_push_moves_the_negatives_and_the_clicks_only_when_asked(world, push) -> None:
+    """``debias_push: negatives`` costs what ``both`` costs, but its gradient reaches the
+    clicks' scores not at all, the partners' as before."""
+    pool = world.pool
+    model = build(world, debias_negatives="unexposed", debias_push=push)
+    model.train()
+    torch.manual_seed(1)
+    out = model(pool)
+    out["logit"].retain_grad()
+    pairwise = model.debias_loss(pool, out)["loss_pairwise"]
+    pairwise.backward()
+    clicked = torch.nonzero(pool.exposed & (pool.click > 0)).squeeze(1)
+    on_clicks = out["logit"].grad[model.at_scored(out, clicked)]
+    partners = out["partners"][out["partnered"]]
+    on_partners = out["logit"].grad[model.at_scored(out, partners)]
+    assert pairwise > 0 and (on_partners > 0).any()  # a partner is pushed down
+    assert (on_clicks == 0).all() == (push == "negatives")
+    both = build(world, debias_negatives="unexposed")
+    both.load_state_dict(model.state_dict())
+    both.train()
+    torch.manual_seed(1)
+    again = both(pool)
+    torch.testing.assert_close(both.debias_loss(pool, again)["loss_pairwise"], pairwise)
+
+
 def _partner_draw_past_the_scored_rows(pool: Batch) -> Batch:
     """Two requests: the first clicked with every candidate exposed, so its clicks have no
     partner; the second nobody clicked, its unexposed candidates last. A partnerless click's
