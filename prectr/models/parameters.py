@@ -64,8 +64,8 @@ DESCRIPTIONS: dict[str, str] = {
     "reconstruct_embedding": "let the reconstruction loss of synthetic negatives train the "
     "relevance embedding, not only the grade head",
     "debias_push": "which side of each pair the pairwise loss moves: both (the click up and "
-    "its negative down, the paper's) or negatives (the negative down only; the click's score "
-    "is left to the click loss)",
+    "its negative down, the paper's) or negatives (the negative down only, the click's score "
+    "left to the click loss; on bench it cost more AUC and removed fewer irrelevant items)",
     "debias_margin": "margin the pairwise loss asks a click to lead its negative by",
     "debias_clip": "pairwise score differences are clipped to this size",
     "truncate_start": "dynamic truncation: pairs ordered by more than this are dropped, at "

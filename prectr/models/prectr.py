@@ -64,10 +64,10 @@ towards "irrelevant" on a self-made target, against the human grades; the head i
 learn the unexposed region. The pairwise loss (margin clipping, dynamic truncation,
 :mod:`prectr.losses.pairwise_debias`) flows through the whole model, from both sides of each
 pair by default; ``debias_push: negatives`` detaches the click's side, so the loss only
-pushes its negatives down and the clicked rows' scores are the click loss's alone (the
-pairwise push on them was found to stretch the order within a request at the expense of the
-order between requests: docs/fidelity.md, "The debiasing's AUC cost lies between
-requests"). With unexposed
+pushes its negatives down and the clicked rows' scores are the click loss's alone. Tried as a
+cure for the debiasing's cost to the order between requests, it made that cost three times
+larger and lowered the broad set's irrelevant items less (docs/fidelity.md, "The debiasing's
+AUC cost lies between requests"). With unexposed
 negatives a training batch holds every candidate; the partners are drawn before the forward
 pass, so the click path scores the exposed rows and the drawn partners, not the whole pool. A
 click whose request has no unexposed candidate makes no pair and is not counted.
