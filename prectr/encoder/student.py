@@ -47,7 +47,7 @@ from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
-SCORED_TEXTS = 200_000  # states a scoring student holds (about 0.6 KB each at dim 144)
+SCORED_TEXTS = 100_000  # texts a scoring student remembers (about 1 KB each at dim 144)
 Mode = Literal["cross", "two_tower"]
 MODES = get_args(Mode)
 
@@ -108,7 +108,8 @@ class Student(nn.Module):
         self.reuse_steps = 0
         self._passes = 0  # training passes so far (the clock of what is reused)
         self._reused: dict[bytes, tuple[int, torch.Tensor]] = {}  # pass, pooled state per text
-        self._scored: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # state per text scored
+        self._scored: OrderedDict[bytes, int] = OrderedDict()  # slot per text scored
+        self._scored_states: torch.Tensor | None = None  # the states, by slot
         self._scored_weights: tuple[int, ...] = ()  # the weights' versions when scored
 
     def freeze_lower(self, layers: int) -> None:
@@ -156,19 +157,24 @@ class Student(nn.Module):
 
     def train(self, mode: bool = True) -> Self:
         if mode:  # training changes the weights: what scoring remembered is stale
-            self._scored = OrderedDict()
+            self._forget_scored()
         super().train(mode)
         for part in self._fixed_parts():  # fixed parts keep their inference behaviour
             part.eval()
         return self
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._kept, self._reused, self._scored = {}, {}, OrderedDict()
+        self._kept, self._reused = {}, {}
+        self._forget_scored()
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): held states are stale
-        self._kept, self._reused, self._scored = {}, {}, OrderedDict()
+        self._kept, self._reused = {}, {}
+        self._forget_scored()
         return super()._apply(fn, recurse)
+
+    def _forget_scored(self) -> None:
+        self._scored, self._scored_states = OrderedDict(), None
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere): the
@@ -244,22 +250,40 @@ class Student(nn.Module):
                            segments: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """:meth:`_encode_packed` of the rows whose text was not scored since the weights last
         changed (an optimiser step, a load, a move), the remembered states of the others: the
-        same states up to rounding. The ``SCORED_TEXTS`` most recently used are held."""
+        same states up to rounding. The ``SCORED_TEXTS`` most recently used are held, in one
+        buffer (a slot per text)."""
         weights = tuple(p._version for p in self.parameters())  # in-place updates bump these
         if weights != self._scored_weights:
-            self._scored, self._scored_weights = OrderedDict(), weights
-        keys, memo = _keys(ids, segments), self._scored
-        new = [row for row, key in enumerate(keys) if key not in memo]
+            self._forget_scored()
+            self._scored_weights = weights
+        keys, slots = _keys(ids, segments), self._scored
+        if len(set(keys)) > SCORED_TEXTS:  # more than it could hold at once
+            return self._encode_packed(ids, position, segments, mask)
+        new = [row for row, key in enumerate(keys) if key not in slots]
+        for key in keys:  # this call's texts become the most recent: none of them is evicted
+            if key in slots:
+                slots.move_to_end(key)
         if new:
             rows = torch.tensor(new, device=ids.device)
             states = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
-            memo.update(zip((keys[row] for row in new), states, strict=True))
-        for key in keys:
-            memo.move_to_end(key)
-        states = torch.stack([memo[key] for key in keys])
-        while len(memo) > SCORED_TEXTS:
-            memo.popitem(last=False)
-        return states
+            free = self._free_slots(len(new), states)
+            self._scored_states[free] = states
+            slots.update(zip((keys[row] for row in new), free.tolist(), strict=True))
+        return self._scored_states[torch.tensor([slots[key] for key in keys], device=ids.device)]
+
+    def _free_slots(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """``n`` slots of the scoring buffer for new texts: unused ones (the buffer grows,
+        doubling, up to ``SCORED_TEXTS``), then those of the least recently used texts."""
+        used, buffer = len(self._scored), self._scored_states
+        if buffer is None:
+            buffer = like.new_empty((0, like.shape[1]))
+        size = min(SCORED_TEXTS, max(len(buffer), used + n, 2 * len(buffer)))
+        if size > len(buffer):
+            buffer = torch.cat([buffer, buffer.new_empty((size - len(buffer), buffer.shape[1]))])
+        self._scored_states = buffer
+        fresh = list(range(used, min(used + n, size)))
+        evicted = [self._scored.popitem(last=False)[1] for _ in range(n - len(fresh))]
+        return torch.tensor(fresh + evicted, device=like.device)
 
     def _tick(self) -> None:
         """A training pass begins: the clock advances, and every ``reuse_steps`` passes the

@@ -232,10 +232,17 @@ def test_scoring_remembers_each_texts_state_until_the_weights_change(mode, monke
     assert len(student._scored) > 0
     student.train()  # training: what scoring remembered goes
     assert len(student._scored) == 0
-    monkeypatch.setattr(student_module, "SCORED_TEXTS", 2)
-    with torch.no_grad():
-        student.eval()(q, ids([[9, 10, 11], [13]], 16))
-    assert len(student._scored) == 2  # the most recently used
+    assert student._scored_states is None
+    monkeypatch.setattr(student_module, "SCORED_TEXTS", 3)
+    student.eval()
+    titles = [[9, 10, 11], [13], [14, 15], [16], [13], [9, 10, 11], [17], [18]]
+    for start in range(0, len(titles) - 1):  # overlapping pairs: slots are evicted and reused
+        q2, t2 = ids([[5, 6], [7]], 6), ids(titles[start : start + 2], 16)
+        with torch.enable_grad():
+            expected = student(q2, t2).detach()
+        with torch.no_grad():
+            torch.testing.assert_close(student(q2, t2), expected)
+        assert len(student._scored) <= 3 and len(student._scored_states) <= 3
 
 
 def test_distinct_rows_are_exact_whatever_one_integer_a_row_gives(monkeypatch) -> None:
