@@ -57,7 +57,7 @@ DESCRIPTIONS: dict[str, str] = {
     "debias_weight": "weight of the pairwise and reconstruction losses beside the click loss",
     "debias_negatives": "the hard negatives: synthetic (mixed towards a low-grade candidate; "
     "their validated debias_weight is 0.03), unexposed (logged candidates never shown; "
-    "PRECTR-V2's default, at weight 0.1) or both",
+    "PRECTR-V2's default, at weight 0.03) or both",
     "hard_negatives": "negatives of each kind paired with every click",
     "mix_max": "synthetic negatives: the largest share of the click's own relevance "
     "pre-activation in the mix",
