@@ -235,5 +235,7 @@ def test_prectr_v2_in_two_processes_matches_one_process_with_the_same_global_bat
     # batch ends at a request's end (with unexposed negatives, whose batches of every
     # candidate hold few requests, one process took 232 steps and two 212)
     assert 0.9 * one["steps"] <= two["steps"] <= 1.1 * one["steps"]
-    for name, within in (("auc", 0.015), ("logloss", 0.005)):  # measured: 0.0059, 0.0007
+    # measured (unexposed negatives at debias_weight 0.03): 0.0106 and 0.0065; one process
+    # over train seeds 0, 1, 2 spans 0.015 (AUC) and 0.0067 (logloss) on this world
+    for name, within in (("auc", 0.015), ("logloss", 0.01)):
         assert two["best_valid"][name] == pytest.approx(one["best_valid"][name], abs=within)
