@@ -32,15 +32,16 @@ stay unchanged, so a log's items are encoded once however many requests show the
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Literal, Self, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from prectr.cache import SlotCache
 from prectr.io import atomic_file
 from prectr.section import Section
 from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
@@ -108,8 +109,7 @@ class Student(nn.Module):
         self.reuse_steps = 0
         self._passes = 0  # training passes so far (the clock of what is reused)
         self._reused: dict[bytes, tuple[int, torch.Tensor]] = {}  # pass, pooled state per text
-        self._scored: OrderedDict[bytes, int] = OrderedDict()  # slot per text scored
-        self._scored_states: torch.Tensor | None = None  # the states, by slot
+        self._scored: SlotCache | None = None  # the states of the texts scored
         self._scored_weights: tuple[int, ...] = ()  # the weights' versions when scored
 
     def freeze_lower(self, layers: int) -> None:
@@ -174,7 +174,7 @@ class Student(nn.Module):
         return super()._apply(fn, recurse)
 
     def _forget_scored(self) -> None:
-        self._scored, self._scored_states = OrderedDict(), None
+        self._scored = None
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:
         """Pooled states ``(n, dim)`` of piece-id rows ``(n, L)`` (0 = padding anywhere): the
@@ -250,40 +250,22 @@ class Student(nn.Module):
                            segments: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """:meth:`_encode_packed` of the rows whose text was not scored since the weights last
         changed (an optimiser step, a load, a move), the remembered states of the others: the
-        same states up to rounding. The ``SCORED_TEXTS`` most recently used are held, in one
-        buffer (a slot per text)."""
+        same states up to rounding. The ``SCORED_TEXTS`` most recently used are held (a
+        :class:`~prectr.cache.SlotCache`)."""
         weights = tuple(p._version for p in self.parameters())  # in-place updates bump these
-        if weights != self._scored_weights:
-            self._forget_scored()
-            self._scored_weights = weights
-        keys, slots = _keys(ids, segments), self._scored
+        if self._scored is None or weights != self._scored_weights:
+            self._scored, self._scored_weights = SlotCache(SCORED_TEXTS), weights
+        keys = _keys(ids, segments)
         if len(set(keys)) > SCORED_TEXTS:  # more than it could hold at once
             return self._encode_packed(ids, position, segments, mask)
-        new = [row for row, key in enumerate(keys) if key not in slots]
-        for key in keys:  # this call's texts become the most recent: none of them is evicted
-            if key in slots:
-                slots.move_to_end(key)
-        if new:
-            rows = torch.tensor(new, device=ids.device)
+        slots = self._scored.lookup(keys)  # this call's texts become the most recent
+        new = np.flatnonzero(slots < 0)
+        if new.size:  # stored without evicting the call's own texts: they fit, and are newest
+            rows = torch.from_numpy(new).to(ids.device)
             states = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
-            free = self._free_slots(len(new), states)
-            self._scored_states[free] = states
-            slots.update(zip((keys[row] for row in new), free.tolist(), strict=True))
-        return self._scored_states[torch.tensor([slots[key] for key in keys], device=ids.device)]
-
-    def _free_slots(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """``n`` slots of the scoring buffer for new texts: unused ones (the buffer grows,
-        doubling, up to ``SCORED_TEXTS``), then those of the least recently used texts."""
-        used, buffer = len(self._scored), self._scored_states
-        if buffer is None:
-            buffer = like.new_empty((0, like.shape[1]))
-        size = min(SCORED_TEXTS, max(len(buffer), used + n, 2 * len(buffer)))
-        if size > len(buffer):
-            buffer = torch.cat([buffer, buffer.new_empty((size - len(buffer), buffer.shape[1]))])
-        self._scored_states = buffer
-        fresh = list(range(used, min(used + n, size)))
-        evicted = [self._scored.popitem(last=False)[1] for _ in range(n - len(fresh))]
-        return torch.tensor(fresh + evicted, device=like.device)
+            self._scored.store([keys[row] for row in new], {"state": states})
+            slots = self._scored.lookup(keys)
+        return self._scored.gather(slots)["state"]
 
     def _tick(self) -> None:
         """A training pass begins: the clock advances, and every ``reuse_steps`` passes the

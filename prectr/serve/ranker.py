@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from prectr.cache import SlotCache
 from prectr.data.dataset import Batch, request_batch
 from prectr.data.features import Sequence
 from prectr.data.schema import read_log
@@ -67,70 +68,6 @@ class Ranked:
     incentive: float | None = None  # the personalised relevance incentive (logit units)
 
 
-class ItemCache:
-    """A bounded LRU of encoded item features: one slot per item key in preallocated arrays.
-
-    A request's items are found (one C-level pass over a dict), gathered (one indexing step
-    per feature) and marked as used (a per-slot clock) without a loop over candidates in
-    Python; when new items need room, the least recently used slots are found in one
-    partition of the clock."""
-
-    def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError("the item cache needs a capacity of at least 1")
-        self.capacity, self.slots = capacity, {}
-        self.keys: list = [None] * capacity  # the key in each slot
-        self.used = np.zeros(capacity, np.int64)  # the clock at each slot's last use
-        self.clock = 0
-        self.arrays: dict[str, np.ndarray] = {}
-        self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-    def lookup(self, keys: list[tuple]) -> np.ndarray:
-        """Each key's slot, -1 when it is not cached (hits become the most recent)."""
-        slots = np.fromiter(map(self.slots.get, keys, repeat(-1)), np.int64, len(keys))
-        found = slots[slots >= 0]
-        self.clock += 1
-        self.used[found] = self.clock
-        self.hits, self.misses = self.hits + found.size, self.misses + len(keys) - found.size
-        return slots
-
-    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v[slots] for k, v in self.arrays.items()}
-
-    def store(self, keys: list[tuple], features: dict[str, np.ndarray]) -> None:
-        """Cache the features of ``keys`` (row ``j`` of each array; a repeated key keeps its
-        last row), evicting the least recently used items beyond the capacity."""
-        if not self.arrays:
-            self.arrays = {k: np.empty((self.capacity, *v.shape[1:]), v.dtype)
-                           for k, v in features.items()}  # fmt: skip
-        last = {key: j for j, key in enumerate(keys)}  # distinct keys, in order
-        new, rows = list(last)[-self.capacity :], list(last.values())[-self.capacity :]
-        slots = np.fromiter(map(self.slots.get, new, repeat(-1)), np.int64, len(new))
-        self.clock += 1
-        self.used[slots[slots >= 0]] = self.clock  # stored again: not evicted for the new
-        absent = np.flatnonzero(slots < 0)
-        free = np.arange(len(self.slots), min(len(self.slots) + absent.size, self.capacity))
-        evict = absent.size - free.size
-        if evict:
-            filled = len(self.slots)
-            oldest = (np.arange(filled) if evict == filled
-                      else np.argpartition(self.used[:filled], evict - 1)[:evict])  # fmt: skip
-            for slot in oldest.tolist():
-                del self.slots[self.keys[slot]]
-            free = np.concatenate([free, oldest])
-        slots[absent] = free
-        for i, slot in zip(absent.tolist(), free.tolist(), strict=True):
-            self.slots[new[i]] = slot
-            self.keys[slot] = new[i]
-        self.used[slots] = self.clock
-        rows = np.asarray(rows, np.int64)
-        for k, v in features.items():
-            self.arrays[k][slots] = v[rows]
-
-
 class Ranker:
     def __init__(
         self,
@@ -163,7 +100,7 @@ class Ranker:
         self.store = HistoryStore(self.encoder, read_log(self.history))
         self.user_type = self.store.requests.schema.field("user_id").type
         self.item_type = self.store.items.schema.field("item_id").type
-        self.cache = ItemCache(cache_size)
+        self.cache = SlotCache(cache_size)
         probe = SearchRequest(
             self.store.requests["user_id"][0].as_py(),
             "probe",

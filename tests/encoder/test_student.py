@@ -231,8 +231,7 @@ def test_scoring_remembers_each_texts_state_until_the_weights_change(mode, monke
     assert not torch.allclose(moved, direct)
     assert len(student._scored) > 0
     student.train()  # training: what scoring remembered goes
-    assert len(student._scored) == 0
-    assert student._scored_states is None
+    assert student._scored is None
     monkeypatch.setattr(student_module, "SCORED_TEXTS", 3)
     student.eval()
     titles = [[9, 10, 11], [13], [14, 15], [16], [13], [9, 10, 11], [17], [18]]
@@ -242,7 +241,7 @@ def test_scoring_remembers_each_texts_state_until_the_weights_change(mode, monke
             expected = student(q2, t2).detach()
         with torch.no_grad():
             torch.testing.assert_close(student(q2, t2), expected)
-        assert len(student._scored) <= 3 and len(student._scored_states) <= 3
+        assert len(student._scored) <= 3 and student._scored.capacity == 3
 
 
 def test_distinct_rows_are_exact_whatever_one_integer_a_row_gives(monkeypatch) -> None:

@@ -145,36 +145,6 @@ def test_an_onnx_export_built_from_other_code_or_weights_is_exported_again(prect
         calibration.write_text(fitted)
 
 
-def test_item_cache_evicts_the_least_recently_used():
-    from prectr.serve.ranker import ItemCache
-
-    cache = ItemCache(2)
-    features = {"x": np.array([[1, 1], [2, 2], [3, 3]])}
-    cache.store([("a",), ("b",)], {"x": features["x"][:2]})
-    assert cache.lookup([("a",)]).tolist() == [0]  # a is now the most recent
-    cache.store([("c",)], {"x": features["x"][2:]})  # evicts b
-    slots = cache.lookup([("a",), ("b",), ("c",)])
-    assert slots[1] == -1 and len(cache) == 2
-    assert cache.gather(slots[[0, 2]])["x"].tolist() == [[1, 1], [3, 3]]
-    cache.store([("d",), ("e",), ("f",)], {"x": features["x"]})  # more than fits: the last 2
-    assert cache.lookup([("e",), ("f",)]).min() >= 0 and cache.lookup([("d",)])[0] == -1
-
-
-def test_item_cache_stores_a_repeated_key_once_and_refreshes_a_cached_one():
-    from prectr.serve.ranker import ItemCache
-
-    cache = ItemCache(3)
-    cache.store([("a",), ("b",), ("a",)], {"x": np.array([1, 2, 3])})  # a twice: its last row
-    assert len(cache) == 2 and cache.gather(cache.lookup([("a",), ("b",)]))["x"].tolist() == [3, 2]
-    cache.store([("c",)], {"x": np.array([4])})
-    cache.store([("b",)], {"x": np.array([5])})  # cached: rewritten in place, now the newest
-    cache.store([("d",)], {"x": np.array([6])})  # evicts a, the least recently used
-    slots = cache.lookup([("a",), ("b",), ("c",), ("d",)])
-    assert slots[0] == -1 and len(cache) == 3
-    assert cache.gather(slots[1:])["x"].tolist() == [5, 4, 6]
-    assert (cache.hits, cache.misses) == (5, 1)
-
-
 def test_the_history_store_is_rebuilt_when_the_log_changes_on_disk(prectr_run, tiny_world,
                                                                     tmp_path):  # fmt: skip
     import shutil
