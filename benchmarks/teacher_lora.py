@@ -2,7 +2,8 @@
 
 Run (resumable: teacher outputs and the tuned model are cached under --work):
     .venv/bin/python benchmarks/teacher_lora.py --world runs/worlds/small-s0
-Writes results/teacher_lora.json.
+Writes results/teacher_choice.json (the LoRA run of docs/fidelity.md wrote
+results/teacher_lora.json, before the default moved).
 
 The human-graded pairs of the training days (``--adapt-pairs``, drawn with one seed) are split
 by query: ``--choose-share`` of the queries form the **validation** pairs, on which the teacher
@@ -172,7 +173,7 @@ def main() -> None:
     parser.add_argument("--lora-epochs", type=int, default=2)
     parser.add_argument("--lora-lr", type=float, default=2e-4)
     parser.add_argument("--speed-pairs", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "teacher_lora.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "teacher_choice.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
