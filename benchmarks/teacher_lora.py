@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--speed-pairs", type=int, default=64)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "teacher_choice.json")
     args = parser.parse_args()
+    if args.speed_pairs < 1:
+        parser.error("--speed-pairs must be at least 1: the choice reads each teacher's pairs/s")
     args.work.mkdir(parents=True, exist_ok=True)
 
     graded = log_pairs(args.world, "adapt", human_only=True, max_pairs=args.adapt_pairs)
@@ -188,7 +190,8 @@ def main() -> None:
             tuned_dir, tuning = lora_teacher(adapt, args)
             made[name] = CausalLMTeacher.from_pretrained(tuned_dir, dtype="bfloat16")
         for part in name.split("+") if name != "smollm2 lora" else []:
-            made.setdefault(part, teachers("bfloat16" if part == "smollm2" else "float32")[part]())
+            if part not in made:  # each base loaded once, however many candidates share it
+                made[part] = teachers("bfloat16" if part == "smollm2" else "float32")[part]()
     on = {name: {split: cached_outputs(teacher, table, args.work)
                  for split, table in splits.items()}
           for name, teacher in made.items()}  # fmt: skip
