@@ -73,10 +73,10 @@ AUC_COST = 0.002
 
 
 def _cell(difference: dict | None) -> dict | None:
-    """A pooled difference as the targets report it."""
+    """A pooled difference as the targets report it, each training seed's beside it."""
     if difference is None:
         return None
-    return {k: difference[k] for k in ("diff", "lo", "hi", "spans_zero")}
+    return {k: difference[k] for k in ("diff", "lo", "hi", "spans_zero", "per_seed")}
 
 
 def _above_zero(difference: dict | None) -> bool:

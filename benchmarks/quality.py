@@ -185,8 +185,9 @@ def fresh_comparison(
 
 def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     """Per section and metric, the mean over seeds of B - A and the CI of that mean: each seed's
-    resampled differences averaged resample by resample. Metrics undefined in any seed are left
-    out."""
+    resampled differences averaged resample by resample; beside it each seed's own B - A
+    (``per_seed``, in the seeds' order), since the CI resamples requests and cannot show how
+    far one training seed lands from another. Metrics undefined in any seed are left out."""
     out: dict[str, dict] = {}
     keys = set.intersection(*(set(draws) for _, draws in seeds))
     for key in sorted(keys):
@@ -201,6 +202,7 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
             "hi": hi,
             "spans_zero": bool(lo <= 0.0 <= hi) if not np.isnan(lo) else None,
             "seeds": len(seeds),
+            "per_seed": [float(d) for d in diffs],
         }
     return out
 

@@ -11,7 +11,8 @@ import fidelity
 
 
 def d(diff: float, lo: float, hi: float) -> dict:
-    return {"diff": diff, "lo": lo, "hi": hi, "spans_zero": lo <= 0 <= hi, "seeds": 3}
+    return {"diff": diff, "lo": lo, "hi": hi, "spans_zero": lo <= 0 <= hi, "seeds": 3,
+            "per_seed": [diff] * 3}  # fmt: skip
 
 
 def measured(gain: float) -> tuple[dict, dict, dict]:

@@ -18,9 +18,12 @@ def seed(diff: float, draws: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
 def test_seeds_are_pooled_resample_by_resample():
     rng = np.random.default_rng(0)
     draws = [0.03 + 0.01 * rng.standard_normal(1000) for _ in range(3)]
-    pooled = quality.pooled_differences([seed(0.03, d) for d in draws])
+    diffs = (0.02, 0.03, 0.04)
+    pooled = quality.pooled_differences([seed(d, x) for d, x in zip(diffs, draws, strict=True)])
     auc = pooled["all"]["auc"]
-    assert auc["diff"] == 0.03 and auc["seeds"] == 3 and "logloss" not in pooled["all"]
+    assert auc["diff"] == pytest.approx(0.03) and auc["seeds"] == 3
+    assert "logloss" not in pooled["all"]
+    assert auc["per_seed"] == [0.02, 0.03, 0.04]  # each seed's own, in order
     lo, hi = np.quantile(np.mean(draws, axis=0), [0.025, 0.975])
     assert (auc["lo"], auc["hi"]) == pytest.approx((lo, hi)) and auc["spans_zero"] is False
     # the mean over independent seeds is known better than any one seed
