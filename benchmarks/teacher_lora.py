@@ -149,7 +149,9 @@ def speed(made: dict[str, Teacher], candidates: list[str], heldout: pa.Table,
     (best of two passes, after a warm-up); MiniLM embeds every text of every pass (no memo), as
     a pairs/s from text needs."""
     queries, titles = heldout["query"].to_pylist()[:n], heldout["title"].to_pylist()[:n]
-    fresh = {**made, "minilm": teachers("float32", memo_texts=0)["minilm"]()}
+    fresh = dict(made)
+    if "minilm" in made:  # timed from text: a copy that remembers no embedding
+        fresh["minilm"] = teachers("float32", memo_texts=0)["minilm"]()
     out = {}
     for name in candidates:
         if name == "smollm2 lora":  # merged, read zero-shot: its grade logits
