@@ -16,8 +16,10 @@ as it trains. The models take turns (``--rounds`` rounds, A B A B ...), each tur
 of ``--warmup`` steps; assembling batches is left out (the trainer's samples/s in metrics.json
 also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
-noise over every model; the ratio to the first config is the figure to quote. Writes
-results/throughput_<world>.json (or ``--out``).
+noise over every model; the ratio to the first config is the figure to quote. The allocator
+keeps ``--keep-freed-mb`` MB of freed memory for the next step, process-wide, as the trainer
+does at ``train.keep_freed_mb``'s default (:mod:`prectr.train.allocator`; 0: the C library's
+default). Writes results/throughput_<world>.json (or ``--out``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from record import machine, write_record
 from prectr.config import load_experiment
 from prectr.data.chunks import LogChunks
 from prectr.models import build_model
+from prectr.train.allocator import KEEP_FREED_MB, keep_freed_memory
 from prectr.train.data import load_prepared, prepare
 from prectr.train.optim import build_optimizer, clip_grad_norm
 from prectr.train.trainer import param_groups
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="[STEM:]SECTION.KEY=VALUE")
+    parser.add_argument("--keep-freed-mb", type=int, default=KEEP_FREED_MB)
     parser.add_argument(
         "--out", type=Path, help="results file (default results/throughput_WORLD.json)"
     )
@@ -132,6 +136,7 @@ def main() -> None:
     configs = labelled(args.configs)
     overrides = config_overrides(args.set, list(configs))
     torch.set_num_threads(args.threads)
+    keep_freed_memory(args.keep_freed_mb)
     with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contenders = [
             Contender(
@@ -169,6 +174,7 @@ def main() -> None:
                              "--warmup", str(args.warmup),
                              "--rounds", str(args.rounds), "--threads", str(args.threads),
                              *(f"--set={item}" for item in args.set),
+                             "--keep-freed-mb", str(args.keep_freed_mb),
                              *(["--out", str(args.out)] if args.out else [])]),
         "models": rows,
         "machine": machine(threads=args.threads),

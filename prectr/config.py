@@ -28,6 +28,7 @@ from prectr.models.registry import (
     registered_models,
 )
 from prectr.section import ConfigError, Section, suggestion
+from prectr.train.allocator import KEEP_FREED_MB, MAX_MB
 
 
 class DataConfig(Section):
@@ -108,6 +109,11 @@ class TrainConfig(Section):
     there)."""
     threads: int = Field(0, ge=0)
     """Torch intra-op threads; 0 keeps torch's default."""
+    keep_freed_mb: int = Field(KEEP_FREED_MB, ge=0, le=MAX_MB)
+    """Freed memory (MB) the C library's allocator keeps for the next step instead of handing
+    it back to the system, process-wide (glibc's ``M_TOP_PAD``, :mod:`prectr.train.allocator`;
+    elsewhere it changes nothing); 0 keeps the C library's default. The process may hold this
+    much more than it uses."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto (this process's GPU if there is one), cpu or cuda."""
     position_bias: bool = True

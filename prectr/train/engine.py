@@ -12,6 +12,8 @@ and how to validate; the engine does the rest, the same way for every loop:
 - the mean of each loss over the last ``log_every`` steps and the samples per second, as JSON
   lines in ``train_log.jsonl`` (with ``step``, ``epoch`` and ``split``: the stage's name, or
   ``valid``) and, with ``tensorboard``, as TensorBoard scalars in ``tb/``;
+- the C library's allocator kept from handing a step's freed memory back to the system
+  (:mod:`prectr.train.allocator`), so the next step does not fault it in afresh;
 - progress with an ETA (tqdm; a stage's steps per epoch are learnt from its first whole epoch
   when the stage does not know them);
 - validation at each epoch's end, or every ``validate_every`` steps and after the last one;
@@ -56,6 +58,7 @@ from torch import nn
 from tqdm import tqdm
 
 from prectr.io import atomic_file
+from prectr.train.allocator import KEEP_FREED_MB, keep_freed_memory
 from prectr.train.checkpoint import load_checkpoint, save_checkpoint
 from prectr.train.distributed import Processes
 from prectr.train.optim import Optimizers, clip_grad_norm
@@ -86,6 +89,8 @@ class Engine:
     and lets go of the ``DistributedDataParallel`` wrapper, whose reducer holds the process
     group).
     ``saved`` adds entries to every checkpoint (e.g. the model's name and prectr's version).
+    ``keep_freed_mb`` is the freed memory the process's allocator keeps for the next step
+    (:func:`~prectr.train.allocator.keep_freed_memory`; process-wide, 0 leaves it alone).
     """
 
     def __init__(
@@ -94,7 +99,9 @@ class Engine:
         stopping: Stopping | None = None, log_every: int = 50, checkpoint_every: int = 0,
         tensorboard: bool = False, stop_after: int | None = None,
         processes: Processes | None = None, saved: dict[str, Any] | None = None,
+        keep_freed_mb: int = KEEP_FREED_MB,
     ):  # fmt: skip
+        keep_freed_memory(keep_freed_mb)
         self.modules, self.optimizer = modules, optimizer
         self.directory = None if directory is None else Path(directory)
         self.clip_norm, self.stopping = clip_norm, stopping

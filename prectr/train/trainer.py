@@ -146,6 +146,7 @@ class Trainer:
             log_every=t.log_every, checkpoint_every=t.checkpoint_every, tensorboard=True,
             stop_after=stop_after, processes=self.processes,
             saved={"model_name": config.model, "prectr_version": __version__},
+            keep_freed_mb=t.keep_freed_mb,
         )  # fmt: skip
         checkpoint = self.engine.resume() if resume else None
         if checkpoint is None:
