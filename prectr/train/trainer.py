@@ -210,7 +210,7 @@ class Trainer:
                 stage.epoch_end = self._relevance_epoch_end
                 self.engine.run(stage)
             stage = self._stage("train", t.epochs, self.model.training_rows)
-            stage.validate = self.validate
+            stage.validate, stage.validate_every = self.validate, t.validate_every
             self.engine.run(stage)
         self.calibrate()
         return self._write_metrics()

@@ -341,3 +341,19 @@ def test_counting_exposed_impressions_gives_both_kinds_of_negatives_the_same_ste
             trainer.close()
     assert steps["unexposed", "rows"] > 2 * steps["synthetic", "rows"]
     assert steps["unexposed", "exposed"] == steps["synthetic", "exposed"]
+
+
+def test_validating_every_few_steps_picks_the_best_checkpoint_between_epoch_ends(
+    tiny_world, tmp_path
+):
+    """``train.validate_every``: the click stage validates every few steps and after its last,
+    not at epoch ends, and the best of those validations is the run's best."""
+    config = tiny_config(tiny_world, {"batch_size": 2048, "test_days": 3}, epochs=2,
+                         validate_every=3, patience=0, calibration="none")  # fmt: skip
+    run = tmp_path / "r"
+    result = Trainer(config, run).fit()
+    lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    valid = [x for x in lines if x["split"] == "valid"]
+    assert [x["step"] for x in valid] == [3, 6, 9, 12, 15, 16]  # two epochs of 8 steps
+    best = max(valid, key=lambda x: x["auc"])
+    assert result["best_valid"]["step"] == best["step"]
