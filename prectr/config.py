@@ -102,10 +102,11 @@ class TrainConfig(Section):
     """Validations without a better early_stopping_metric before the run stops (0: never):
     epochs, unless ``validate_every`` validates within them."""
     validate_every: int = Field(0, ge=0)
-    """Click-stage steps between validations, and one after the last step; 0 validates at each
-    epoch's end. CTR models often peak within their first epoch and fall in the second (the
-    one-epoch phenomenon, Zhang et al., CIKM 2022): validating within it lets the best
-    checkpoint fall between epoch ends."""
+    """Steps between validations in the click stage (counted as the run counts its steps, the
+    relevance stage's included), and one after its last step; 0 validates at each epoch's
+    end. CTR models often peak within their first epoch and fall in the second (the one-epoch
+    phenomenon, Zhang et al., CIKM 2022): validating within it lets the best checkpoint fall
+    between epoch ends."""
     seed: int = 0
     """Seed of the weights' start and of the batches' order."""
     log_every: int = Field(50, ge=1)

@@ -8,9 +8,8 @@ that much free memory when it trims the heap (and take that much more when it gr
 the next step reuses the pages. A run of 32 PRECTR-V2 steps with the student encoder
 (`small`, 1 thread; its setup included) made 4,696 ``brk`` calls and 7.3M page faults by
 default, 16 and 2.2M with 512 MB kept (docs/fidelity.md, "The allocator kept from handing a
-step's memory back").
-Setting it also fixes glibc's mmap threshold at its start (128 KB), as mallopt(3) says of
-every such parameter.
+step's memory back"). Setting it also freezes glibc's mmap threshold where it stands (it
+no longer rises with the sizes freed), as mallopt(3) says of every such parameter.
 
 The setting is process-wide and concerns glibc alone: with another C library (musl, macOS,
 Windows) :func:`keep_freed_memory` changes nothing and says so.
