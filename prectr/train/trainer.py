@@ -295,6 +295,9 @@ class Trainer:
             "epochs": self.engine.epochs("train"),
             "steps": s["step"],
             "processes": self.processes.world_size,
+            # a run's numbers depend on the threads its kernels split sums over: the same
+            # seed and code at another count lands elsewhere (docs/fidelity.md)
+            "threads": torch.get_num_threads(),
             "train_samples": samples,
             "train_samples_per_s": samples / max(seconds, 1e-9),
             "data_wait_share": max(waits),

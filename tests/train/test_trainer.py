@@ -357,3 +357,14 @@ def test_validating_every_few_steps_picks_the_best_checkpoint_between_epoch_ends
     assert [x["step"] for x in valid] == [3, 6, 9, 12, 15, 16]  # two epochs of 8 steps
     best = max(valid, key=lambda x: x["auc"])
     assert result["best_valid"]["step"] == best["step"]
+
+
+def test_a_run_records_the_threads_it_trained_on(tiny_world, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        config = tiny_config(tiny_world, {"batch_size": 2048, "test_days": 3}, threads=1,
+                             calibration="none")  # fmt: skip
+        Trainer(config, tmp_path / "r").fit()
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["threads"] == 1
