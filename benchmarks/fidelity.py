@@ -73,10 +73,12 @@ AUC_COST = 0.002
 
 
 def _cell(difference: dict | None) -> dict | None:
-    """A pooled difference as the targets report it, each training seed's beside it."""
+    """A pooled difference as the targets report it, each training seed's beside it, and the
+    interval that counts the seeds' spread (where there are two seeds or more)."""
     if difference is None:
         return None
-    return {k: difference[k] for k in ("diff", "lo", "hi", "spans_zero", "per_seed")}
+    keys = ("diff", "lo", "hi", "spans_zero", "per_seed", "seed_lo", "seed_hi", "seed_spans_zero")
+    return {k: difference[k] for k in keys if k in difference}
 
 
 def _above_zero(difference: dict | None) -> bool:

@@ -35,7 +35,7 @@ from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, training_job, w
 from prectr.config import load_experiment
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
-from prectr.metrics.paired import RESAMPLES, interval
+from prectr.metrics.paired import RESAMPLES, interval, seed_interval
 
 COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 SLICE_COLUMNS = (("user:cold", "gauc_user"), ("unexposed", "irrelevant@10"))
@@ -163,7 +163,9 @@ def comparison(
     return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args)
 
 
-def _loaded(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def load_comparison(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A comparison's summary (`prectr compare --out`) and its resampled differences by
+    ``section/metric`` (``--draws``)."""
     table = pq.read_table(draws)
     return json.loads(summary.read_text()), {c: table[c].to_numpy() for c in table.column_names}
 
@@ -187,7 +189,10 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     """Per section and metric, the mean over seeds of B - A and the CI of that mean: each seed's
     resampled differences averaged resample by resample; beside it each seed's own B - A
     (``per_seed``, in the seeds' order), since the CI resamples requests and cannot show how
-    far one training seed lands from another. Metrics undefined in any seed are left out."""
+    far one training seed lands from another; with two seeds or more, the seed-aware interval
+    (:func:`~prectr.metrics.paired.seed_interval`: ``seed_lo``, ``seed_hi``, its degrees of
+    freedom ``seed_df`` and ``seed_spans_zero``), which counts that spread too. Metrics
+    undefined in any seed are left out."""
     out: dict[str, dict] = {}
     keys = set.intersection(*(set(draws) for _, draws in seeds))
     for key in sorted(keys):
@@ -195,7 +200,9 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
         diffs = [summary["sections"][section][metric]["diff"] for summary, _ in seeds]
         if any(d is None for d in diffs):
             continue
-        lo, hi = interval(np.mean([draws[key] for _, draws in seeds], axis=0))
+        pooled = np.mean([draws[key] for _, draws in seeds], axis=0)
+        lo, hi = interval(pooled)
+        seed_lo, seed_hi, seed_df = seed_interval(diffs, pooled)
         out.setdefault(section, {})[metric] = {
             "diff": float(np.mean(diffs)),
             "lo": lo,
@@ -203,7 +210,10 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
             "spans_zero": bool(lo <= 0.0 <= hi) if not np.isnan(lo) else None,
             "seeds": len(seeds),
             "per_seed": [float(d) for d in diffs],
-        }
+            **({} if np.isnan(seed_lo) else {
+                "seed_lo": seed_lo, "seed_hi": seed_hi, "seed_df": seed_df,
+                "seed_spans_zero": bool(seed_lo <= 0.0 <= seed_hi)}),
+        }  # fmt: skip
     return out
 
 
@@ -232,7 +242,7 @@ def pair_differences(
             stale.append([cmd])
     run_all(stale, commands)
     return {
-        key: pooled_differences([_loaded(summary, draws) for _, summary, draws, _ in seeds])
+        key: pooled_differences([load_comparison(summary, draws) for _, summary, draws, _ in seeds])
         for key, seeds in planned.items()
     }
 
@@ -309,13 +319,17 @@ def markdown(report: dict) -> str:
 
 
 def _cell(d: dict | None) -> str:
-    """``diff [lo, hi]`` (bold when the CI excludes 0), or "no difference" with the figures."""
+    """``diff [lo, hi]`` (bold when the CI excludes 0), or "no difference" with the figures;
+    then the seed-aware interval where there is one."""
     if d is None:
         return "-"
     if d["lo"] is None or np.isnan(d["lo"]):
         return f"{d['diff']:+.4f}"
     figures = f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-    return f"no difference ({figures})" if d["spans_zero"] else f"**{figures}**"
+    cell = f"no difference ({figures})" if d["spans_zero"] else f"**{figures}**"
+    if "seed_lo" not in d:
+        return cell
+    return f"{cell}; over seeds [{d['seed_lo']:+.4f}, {d['seed_hi']:+.4f}]"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

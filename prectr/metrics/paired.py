@@ -21,10 +21,11 @@ With weights, all resamples share one sort and the same weights serve every stat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from prectr.metrics.groups import sort_within_groups
 
@@ -201,6 +202,35 @@ def interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, 
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(finite, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def seed_interval(
+    per_seed: Sequence[float], pooled_draws: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """A CI for B - A that counts the training seed as well as the test requests: ``(lo, hi,
+    df)`` around the mean of each training seed's own difference ``per_seed``.
+
+    The request bootstrap holds the trained models fixed; a retrained model lands elsewhere
+    (the seeds' spread). With the seeds' differences d_s (n of them, evaluated on the same
+    requests) and the bootstrap draws of their mean (``pooled_draws``, each resample's
+    differences averaged over the seeds), the interval is d-bar +- t(df) sqrt(s^2/n + se^2):
+    s^2 the sample variance of the d_s (the seeds as random effects), se the standard deviation
+    of the draws (the requests, shared by every seed), df by Welch-Satterthwaite with the
+    draws' degrees of freedom taken as infinite. Simulated with three seeds, it covers a zero
+    difference about 92% of the time when the seeds spread four times more than the requests
+    (the request CI 57%), 95% when they spread less (tests/metrics/test_paired.py). Nan with
+    fewer than two seeds, or where fewer than half of the draws are defined (as
+    :func:`interval`)."""
+    seeds = np.asarray(per_seed, dtype=float)
+    finite = pooled_draws[~np.isnan(pooled_draws)]
+    if seeds.size < 2 or finite.size * 2 < pooled_draws.size or np.isnan(seeds).any():
+        return float("nan"), float("nan"), float("nan")
+    between, within = seeds.var(ddof=1) / seeds.size, finite.var(ddof=1)
+    total = between + within
+    df = total**2 * (seeds.size - 1) / between**2 if between > 0 else np.inf
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(total)
+    centre = float(seeds.mean())
+    return centre - half, centre + half, float(df)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import quality
 
+from prectr.metrics.paired import seed_interval
+
 
 def seed(diff: float, draws: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
     summary = {"sections": {"all": {"auc": {"diff": diff}, "logloss": {"diff": None}}}}
@@ -29,6 +31,10 @@ def test_seeds_are_pooled_resample_by_resample():
     # the mean over independent seeds is known better than any one seed
     one = quality.pooled_differences([seed(0.03, draws[0])])["all"]["auc"]
     assert hi - lo < one["hi"] - one["lo"]
+    # beside it, the interval that counts the seeds' spread; none with one seed
+    seeded = seed_interval(list(diffs), np.mean(draws, axis=0))
+    assert (auc["seed_lo"], auc["seed_hi"], auc["seed_df"]) == pytest.approx(seeded)
+    assert auc["seed_spans_zero"] is False and "seed_lo" not in one
 
 
 def test_the_table_says_no_difference_where_the_ci_spans_zero():
@@ -44,6 +50,10 @@ def test_the_table_says_no_difference_where_the_ci_spans_zero():
     }
     table = quality.differences_markdown(report)
     assert "no difference (+0.0020 [-0.0010, +0.0040])" in table
+    ndcg |= {"seed_lo": -0.005, "seed_hi": 0.045}
+    assert "**+0.0200 [+0.0100, +0.0300]**; over seeds [-0.0050, +0.0450]" in (
+        quality.differences_markdown(report)
+    )
     assert "**+0.0200 [+0.0100, +0.0300]**" in table and "By user activity" in table
 
 
