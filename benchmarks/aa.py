@@ -1,0 +1,97 @@
+"""A/A comparisons: pairs of runs with no mechanism between them, read with the request-level CI.
+
+Run: .venv/bin/python benchmarks/aa.py
+Compares (`prectr compare`, test days, the fidelity verdict's runs under runs/fidelity, which
+``benchmarks/fidelity.py --seeds 0 1 2`` trains) runs that differ only where no mechanism
+does:
+
+* *threads*: seed 1's PRECTR-V2 and its no-debiasing run, trained on two threads against one
+  (the same seed and batches; only the order of floating-point sums differs);
+* *seeds*: PRECTR-V2 and PRECTR on `bench`, PRECTR-V2 on `stationary`, each training seed
+  against each other.
+
+If the request-level CI were a CI for what retraining the same config shows, about one pair in
+twenty would exclude 0. Writes results/aa.json (each pair's B - A on the metrics below with
+its CI, and how many pairs' AUC CIs exclude 0) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+from quality import comparison, load_comparison
+from record import machine, write_record
+from runner import JOBS, ROOT, run_all, world_dir
+
+from prectr.metrics.paired import RESAMPLES
+
+RUNS = ROOT / "runs" / "fidelity"
+SEEDS = (0, 1, 2)
+THREADS = (("prectr_v2_2threads-s1", "prectr_v2-s1"),
+           ("prectr_v2_no_debias_2threads-s1", "prectr_v2_no_debias-s1"))  # fmt: skip
+SEED_PAIRS = {"bench": ("prectr_v2", "prectr_v1"), "stationary": ("prectr_v2",)}
+#: (section, metric) read from each comparison
+METRICS = (("all", "auc"), ("all", "gauc_user"), ("all", "ndcg@10"), ("broad", "irrelevant@10"))
+
+
+def planned_pairs() -> list[tuple[str, str, str, str]]:
+    """(kind, preset, run A, run B) of every A/A pair."""
+    pairs = [("threads", "bench", a, b) for a, b in THREADS]
+    for preset, configs in SEED_PAIRS.items():
+        for config in configs:
+            pairs += [("seeds", preset, f"{config}-s{a}", f"{config}-s{b}")
+                      for a, b in itertools.combinations(SEEDS, 2)]  # fmt: skip
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=RESAMPLES)
+    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args()
+    JOBS[0] = max(1, args.jobs)
+    commands: list[str] = []
+    worlds = {
+        preset: world_dir(argparse.Namespace(preset=preset, world_seed=args.world_seed,
+                                             world_set=[], world_name=None), commands)
+        for preset in SEED_PAIRS
+    }  # fmt: skip
+    planned = []
+    for kind, preset, a, b in planned_pairs():
+        runs = [RUNS / worlds[preset].name / name for name in (a, b)]
+        missing = [str(r) for r in runs if not (r / "evaluation.json").is_file()]
+        if missing:
+            raise SystemExit(f"no evaluated run at {', '.join(missing)}: run "
+                             "benchmarks/fidelity.py --seeds 0 1 2 first")  # fmt: skip
+        cmd, summary, draws, fresh = comparison(
+            *({"run": str(r.relative_to(ROOT))} for r in runs), worlds[preset], args
+        )
+        planned.append(((kind, preset, a, b), cmd, summary, draws, fresh))
+    run_all([[cmd] for _, cmd, _, _, fresh in planned if not fresh], commands)
+    pairs = []
+    for (kind, preset, a, b), _, summary, draws, _ in planned:
+        sections = load_comparison(summary, draws)[0]["sections"]
+        cells = {f"{section}/{metric}": sections[section][metric] for section, metric in METRICS}
+        pairs.append({"kind": kind, "world": preset, "a": a, "b": b, "differences": cells})
+    excluding = [p for p in pairs if not p["differences"]["all/auc"]["spans_zero"]]
+    record = {
+        "pairs": pairs,
+        "auc_ci_excludes_zero": {"pairs": len(excluding), "of": len(pairs)},
+        "commands": commands,
+        "machine": machine(),
+    }
+    write_record(ROOT / "results" / "aa.json", record)
+    print(f"{'kind':<8} {'world':<11} {'B - A':<52} {'AUC':>30} {'broad irrelevant@10':>30}")
+    for p in pairs:
+        auc, irr = p["differences"]["all/auc"], p["differences"]["broad/irrelevant@10"]
+        print(f"{p['kind']:<8} {p['world']:<11} {p['b'] + ' - ' + p['a']:<52} "
+              f"{auc['diff']:+.4f} [{auc['lo']:+.4f}, {auc['hi']:+.4f}]  "
+              f"{irr['diff']:+.4f} [{irr['lo']:+.4f}, {irr['hi']:+.4f}]")  # fmt: skip
+    print(f"AUC CI excludes 0 in {len(excluding)} of {len(pairs)} A/A pairs")
+
+
+if __name__ == "__main__":
+    main()
