@@ -12,7 +12,8 @@ optimiser step and PRECTR's click trunk (``base_ctr.trunk``, run in parts: its f
 context part and the rest). An operator's forward time goes to the innermost label around it;
 its backward time (the autograd node's) to the label of the operator that made the node. Prints
 ms per step by label, largest first (0.5% of the step or more); times are the profiler's (its
-overhead included), so read the shares.
+overhead included), so read the shares. The allocator keeps ``--keep-freed-mb`` MB of freed
+memory, as the trainer does by default (``benchmarks/throughput.py``'s option).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from throughput import Contender
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from prectr.data.chunks import LogChunks
+from prectr.train.allocator import KEEP_FREED_MB, keep_freed_memory
 
 BACKWARD = "autograd::engine::evaluate_function"
 
@@ -91,7 +93,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep-freed-mb", type=int, default=KEEP_FREED_MB)
     args = parser.parse_args()
+    keep_freed_memory(args.keep_freed_mb)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch, LogChunks(args.world) as log:
         contender = Contender(args.config.stem, args.config, log, Path(scratch),
