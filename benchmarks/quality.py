@@ -9,7 +9,9 @@ Each config's runs are tested on their config's test days (at least 3, data.test
 config is compared with the reference config of the same seed (`prectr compare`: a paired
 bootstrap over requests of B - A); the seeds are pooled by averaging their bootstrap differences
 resample by resample (same world, same bootstrap seed: the same resamples), so each CI is the
-CI of the mean difference over seeds. The reference is --reference, by default the best baseline
+CI of the mean difference over seeds; beside it, an interval that also counts how far one
+training seed lands from another (``seed_lo``, ``seed_hi``: prectr.metrics.paired.seed_interval).
+The reference is --reference, by default the best baseline
 (the highest mean test AUC among configs whose name does not start with "prectr").
 
 Writes results/quality_<world>[_<tag>].json and markdown (results/quality_<world>[_<tag>].md,
@@ -37,6 +39,8 @@ from prectr.io import atomic_file
 from prectr.metrics import relaimpr
 from prectr.metrics.paired import RESAMPLES, interval, seed_interval
 
+RUNS = ROOT / "runs" / "quality"
+
 COLUMNS = ("auc", "gauc_user", "logloss", "ndcg@10", "irrelevant@10", "expected_clicks")
 SLICE_COLUMNS = (("user:cold", "gauc_user"), ("unexposed", "irrelevant@10"))
 MIN_TEST_DAYS = 3
@@ -61,6 +65,9 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
     parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
+    parser.add_argument("--runs", type=Path, default=RUNS,
+                        help="where the runs live, under WORLD/NAME-sSEED (default: "
+                        "runs/quality; runs/fidelity holds the fidelity verdict's)")  # fmt: skip
     parser.add_argument("--no-compare", action="store_true",
                         help="tabulate the runs only, without the paired comparisons")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1,
@@ -80,7 +87,8 @@ def main() -> None:
 
     commands: list[str] = []
     world = world_dir(args, commands)
-    results = train_and_evaluate(args.configs, args.seeds, world, args.set, commands)
+    results = train_and_evaluate(args.configs, args.seeds, world, args.set, commands,
+                                 args.runs.resolve())  # fmt: skip
     reference = args.reference or default_reference(results)
     report = summarise(results, reference)
     report["differences"] = (
@@ -107,7 +115,7 @@ def train_and_evaluate(
     world: Path,
     overrides: list[str],
     commands: list[str],
-    root: Path = ROOT / "runs" / "quality",
+    root: Path = RUNS,
 ) -> dict[str, list[dict]]:
     """Each config trained with each seed on ``world`` and evaluated on its test days (runs
     under ``root``/WORLD/NAME-sSEED; one already evaluated is reused, one interrupted resumes):
