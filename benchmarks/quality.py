@@ -199,7 +199,8 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     (``per_seed``, in the seeds' order), since the CI resamples requests and cannot show how
     far one training seed lands from another; with two seeds or more, the seed-aware interval
     (:func:`~prectr.metrics.paired.seed_interval`: ``seed_lo``, ``seed_hi``, its degrees of
-    freedom ``seed_df`` and ``seed_spans_zero``), which counts that spread too. Metrics
+    freedom ``seed_df``, None where every seed's difference is the same, and
+    ``seed_spans_zero``), which counts that spread too. Metrics
     undefined in any seed are left out."""
     out: dict[str, dict] = {}
     keys = set.intersection(*(set(draws) for _, draws in seeds))
@@ -219,7 +220,8 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
             "seeds": len(seeds),
             "per_seed": [float(d) for d in diffs],
             **({} if np.isnan(seed_lo) else {
-                "seed_lo": seed_lo, "seed_hi": seed_hi, "seed_df": seed_df,
+                "seed_lo": seed_lo, "seed_hi": seed_hi,
+                "seed_df": seed_df if np.isfinite(seed_df) else None,  # None: the seeds agree
                 "seed_spans_zero": bool(seed_lo <= 0.0 <= seed_hi)}),
         }  # fmt: skip
     return out

@@ -1,5 +1,6 @@
 """benchmarks/quality.py: pooling paired bootstrap differences over seeds, and their table."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def test_seeds_are_pooled_resample_by_resample():
     seeded = seed_interval(list(diffs), np.mean(draws, axis=0))
     assert (auc["seed_lo"], auc["seed_hi"], auc["seed_df"]) == pytest.approx(seeded)
     assert auc["seed_spans_zero"] is False and "seed_lo" not in one
+    # seeds that agree exactly: a normal quantile, recorded as valid JSON (no Infinity)
+    same = quality.pooled_differences([seed(0.03, draws[0]), seed(0.03, draws[0])])
+    assert same["all"]["auc"]["seed_df"] is None
+    json.dumps(same, allow_nan=False)
 
 
 def test_the_table_says_no_difference_where_the_ci_spans_zero():
