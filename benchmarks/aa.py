@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shlex
 
-from quality import comparison, load_comparison
+from quality import add_comparison_flags, comparison, load_comparison
 from record import machine, write_record
-from runner import JOBS, ROOT, run_all, world_dir
-
-from prectr.metrics.paired import RESAMPLES
+from runner import JOBS, ROOT, preset_world, run_all
 
 RUNS = ROOT / "runs" / "fidelity"
 SEEDS = (0, 1, 2)
@@ -48,17 +47,11 @@ def planned_pairs() -> list[tuple[str, str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world-seed", type=int, default=0)
-    parser.add_argument("--bootstrap", type=int, default=RESAMPLES)
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1)
+    add_comparison_flags(parser)
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
     commands: list[str] = []
-    worlds = {
-        preset: world_dir(argparse.Namespace(preset=preset, world_seed=args.world_seed,
-                                             world_set=[], world_name=None), commands)
-        for preset in SEED_PAIRS
-    }  # fmt: skip
+    worlds = {preset: preset_world(preset, args.world_seed, commands) for preset in SEED_PAIRS}
     planned = []
     for kind, preset, a, b in planned_pairs():
         runs = [RUNS / worlds[preset].name / name for name in (a, b)]
@@ -70,6 +63,7 @@ def main() -> None:
             *({"run": str(r.relative_to(ROOT))} for r in runs), worlds[preset], args
         )
         planned.append(((kind, preset, a, b), cmd, summary, draws, fresh))
+    commands += [shlex.join(cmd) + "   # (reused)" for _, cmd, _, _, fresh in planned if fresh]
     run_all([[cmd] for _, cmd, _, _, fresh in planned if not fresh], commands)
     pairs = []
     for (kind, preset, a, b), _, summary, draws, _ in planned:

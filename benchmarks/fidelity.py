@@ -36,12 +36,11 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from quality import pair_differences, train_and_evaluate
+from quality import add_comparison_flags, pair_differences, train_and_evaluate
 from record import machine, write_record
-from runner import JOBS, ROOT, world_dir
+from runner import JOBS, ROOT, preset_world
 
 from prectr.io import atomic_file
-from prectr.metrics.paired import RESAMPLES
 
 BENCH = {
     "prectr_v1": "configs/prectr_v1_bench.yaml",
@@ -200,9 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--world-seed", type=int, default=0)
-    parser.add_argument("--bootstrap", type=int, default=RESAMPLES)
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1)
+    add_comparison_flags(parser)
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
     commands: list[str] = []
@@ -211,9 +208,7 @@ def main() -> None:
         ("bench", list(BENCH), BENCH_PAIRS),
         ("stationary", list(STATIONARY), {k: BENCH_PAIRS[k] for k in ("mining", "mining_control")}),
     ):
-        world_args = argparse.Namespace(preset=preset, world_seed=args.world_seed, world_set=[],
-                                        world_name=None)  # fmt: skip
-        world = world_dir(world_args, commands)
+        world = preset_world(preset, args.world_seed, commands)
         configs = [ROOT / BENCH[name] for name in names]
         runs[preset] = train_and_evaluate(configs, args.seeds, world, [], commands, RUNS)
         measured[preset] = pair_differences(runs[preset], pairs, world, args, commands)

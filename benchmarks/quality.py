@@ -62,17 +62,13 @@ def main() -> None:
     parser.add_argument("--reference", help="config every other is compared with (default: "
                         "the best baseline by mean test AUC)")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every config")
-    parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
     parser.add_argument("--tag", help="suffix of the results files (e.g. ablations)")
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="where the runs live, under WORLD/NAME-sSEED (default: "
                         "runs/quality; runs/fidelity holds the fidelity verdict's)")  # fmt: skip
     parser.add_argument("--no-compare", action="store_true",
                         help="tabulate the runs only, without the paired comparisons")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs (train and evaluate) and comparisons at once, each with its "
-                        "share of the cores")  # fmt: skip
+    add_comparison_flags(parser)
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
     if len(args.seeds) < 3:
@@ -107,6 +103,16 @@ def main() -> None:
         tmp.write_text(table)
     print(table)
     print(f"wrote {out.with_suffix('.md')}")
+
+
+def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a benchmark that compares runs: the bootstrap's resamples and seed, and
+    how many commands run at once (:data:`JOBS`)."""
+    parser.add_argument("--bootstrap", type=int, default=RESAMPLES, help="resamples of requests")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the resamples")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs (train and evaluate) and comparisons at once, each with its "
+                        "share of the cores")  # fmt: skip
 
 
 def train_and_evaluate(

@@ -78,6 +78,12 @@ def add_world_flags(parser: argparse.ArgumentParser, preset: str = "bench") -> N
     parser.add_argument("--world-name", help="name of the world directory under runs/worlds")
 
 
+def preset_world(preset: str, world_seed: int, commands: list[str]) -> Path:
+    """:func:`world_dir` of a preset at a world seed, with no other knob."""
+    return world_dir(argparse.Namespace(preset=preset, world_seed=world_seed, world_set=[],
+                                        world_name=None), commands)  # fmt: skip
+
+
 def world_dir(args: argparse.Namespace, commands: list[str], runs: Path = ROOT / "runs") -> Path:
     """The world the flags name, simulated once under ``runs``/worlds and reused after."""
     knobs = [f"--{k.replace('_', '-')}={v}" for k, v in (s.split("=", 1) for s in args.world_set)]
