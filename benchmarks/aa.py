@@ -12,7 +12,7 @@ does:
 
 If the request-level CI were a CI for what retraining the same config shows, about one pair in
 twenty would exclude 0. Writes results/aa.json (each pair's B - A on the metrics below with
-its CI, and how many pairs' AUC CIs exclude 0) and prints a table.
+its CI, and by kind of pair and metric how many pairs' CIs exclude 0) and prints a table.
 """
 
 from __future__ import annotations
@@ -70,21 +70,38 @@ def main() -> None:
         sections = load_comparison(summary, draws)[0]["sections"]
         cells = {f"{section}/{metric}": sections[section][metric] for section, metric in METRICS}
         pairs.append({"kind": kind, "world": preset, "a": a, "b": b, "differences": cells})
-    excluding = [p for p in pairs if not p["differences"]["all/auc"]["spans_zero"]]
     record = {
         "pairs": pairs,
-        "auc_ci_excludes_zero": {"pairs": len(excluding), "of": len(pairs)},
+        "ci_excludes_zero": excluding_zero(pairs),
         "commands": commands,
         "machine": machine(),
     }
     write_record(ROOT / "results" / "aa.json", record)
     print(f"{'kind':<8} {'world':<11} {'B - A':<52} {'AUC':>30} {'broad irrelevant@10':>30}")
     for p in pairs:
-        auc, irr = p["differences"]["all/auc"], p["differences"]["broad/irrelevant@10"]
-        print(f"{p['kind']:<8} {p['world']:<11} {p['b'] + ' - ' + p['a']:<52} "
-              f"{auc['diff']:+.4f} [{auc['lo']:+.4f}, {auc['hi']:+.4f}]  "
-              f"{irr['diff']:+.4f} [{irr['lo']:+.4f}, {irr['hi']:+.4f}]")  # fmt: skip
-    print(f"AUC CI excludes 0 in {len(excluding)} of {len(pairs)} A/A pairs")
+        cells = (_figures(p["differences"][m]) for m in ("all/auc", "broad/irrelevant@10"))
+        print(f"{p['kind']:<8} {p['world']:<11} {p['b'] + ' - ' + p['a']:<52} {'  '.join(cells)}")
+    for kind, metrics in record["ci_excludes_zero"].items():
+        counts = ", ".join(f"{m} {c['pairs']} of {c['of']}" for m, c in metrics.items())
+        print(f"request CI excludes 0, {kind} pairs: {counts}")
+
+
+def excluding_zero(pairs: list[dict]) -> dict[str, dict[str, dict[str, int]]]:
+    """By kind of pair and metric, how many pairs' CIs exclude 0, of those with a CI."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for kind in dict.fromkeys(p["kind"] for p in pairs):
+        for metric in (f"{section}/{name}" for section, name in METRICS):
+            cells = [p["differences"][metric] for p in pairs if p["kind"] == kind]
+            defined = [c for c in cells if c["spans_zero"] is not None]
+            out.setdefault(kind, {})[metric] = {
+                "pairs": sum(not c["spans_zero"] for c in defined), "of": len(defined)}  # fmt: skip
+    return out
+
+
+def _figures(d: dict) -> str:
+    if d["lo"] is None:
+        return f"{d['diff']:+.4f} (no CI)" if d["diff"] is not None else "undefined"
+    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def _cell(difference: dict | None) -> dict | None:
     interval that counts the seeds' spread (where there are two seeds or more)."""
     if difference is None:
         return None
-    keys = ("diff", "lo", "hi", "spans_zero", "per_seed", "seed_lo", "seed_hi", "seed_spans_zero")
+    keys = ("diff", "lo", "hi", "spans_zero", "per_seed", "seed_lo", "seed_hi", "seed_df",
+            "seed_spans_zero")  # fmt: skip
     return {k: difference[k] for k in keys if k in difference}
 
 

@@ -216,14 +216,18 @@ def seed_interval(
     differences averaged over the seeds), the interval is d-bar +- t(df) sqrt(s^2/n + se^2):
     s^2 the sample variance of the d_s (the seeds as random effects), se the standard deviation
     of the draws (the requests, shared by every seed), df by Welch-Satterthwaite with the
-    draws' degrees of freedom taken as infinite. Simulated with three seeds, it covers a zero
-    difference about 92% of the time when the seeds spread four times more than the requests
-    (the request CI 57%), 95% when they spread less (tests/metrics/test_paired.py). Nan with
-    fewer than two seeds, or where fewer than half of the draws are defined (as
-    :func:`interval`)."""
+    draws' degrees of freedom taken as infinite. A seed's own difference also carries the part
+    of the request noise that the seeds do not share, so s^2 counts some of se^2 again: the
+    interval errs wide. Simulated with three seeds (the request noise shared), it covers a
+    zero difference about 92% of the time when the seeds spread four times more than the
+    requests (the request CI 59%), 95% when they spread less (tests/metrics/test_paired.py).
+    Symmetric, where the request CI is a percentile interval, so it is not always nested
+    around that CI. Nan with fewer than two seeds, a seed's difference undefined or infinite,
+    or fewer than two or half of the draws defined (as :func:`interval`)."""
     seeds = np.asarray(per_seed, dtype=float)
     finite = pooled_draws[~np.isnan(pooled_draws)]
-    if seeds.size < 2 or finite.size * 2 < pooled_draws.size or np.isnan(seeds).any():
+    undefined = finite.size * 2 < pooled_draws.size or finite.size < 2
+    if seeds.size < 2 or undefined or not np.isfinite(seeds).all():
         return float("nan"), float("nan"), float("nan")
     between, within = seeds.var(ddof=1) / seeds.size, finite.var(ddof=1)
     total = between + within

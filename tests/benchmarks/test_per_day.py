@@ -33,8 +33,26 @@ def test_a_difference_is_read_day_by_day_over_seeds(tmp_path):
 def test_runs_evaluated_on_different_days_are_refused(tmp_path):
     fake_run(tmp_path, "a-s0", 0.7, {"2026-01-01": 0.7})
     fake_run(tmp_path, "b-s0", 0.7, {"2026-01-02": 0.7})
-    with pytest.raises(SystemExit, match="different days"):
+    with pytest.raises(SystemExit, match="same days"):
         per_day.pair_by_day(tmp_path, "a", "b", [0])
+    # or one seed's pair on other days than another seed's
+    fake_run(tmp_path, "c-s0", 0.7, {"2026-01-02": 0.7})
+    fake_run(tmp_path, "c-s1", 0.7, {"2026-01-01": 0.7})
+    fake_run(tmp_path, "b-s1", 0.7, {"2026-01-01": 0.7})
+    with pytest.raises(SystemExit, match="seed 1"):
+        per_day.pair_by_day(tmp_path, "c", "b", [0, 1])
+
+
+def test_a_a_counts_are_by_kind_and_leave_undefined_cis_out():
+    def pair(kind: str, spans: bool | None) -> dict:
+        cell = {"diff": 0.001, "lo": None if spans is None else -0.001, "hi": 0.002,
+                "spans_zero": spans}  # fmt: skip
+        return {"kind": kind, "differences": {f"{s}/{m}": cell for s, m in aa.METRICS}}
+
+    pairs = [pair("seeds", False), pair("seeds", True), pair("seeds", None), pair("threads", True)]
+    counts = aa.excluding_zero(pairs)
+    assert counts["seeds"]["all/auc"] == {"pairs": 1, "of": 2}
+    assert counts["threads"]["all/auc"] == {"pairs": 0, "of": 1}
 
 
 def test_the_a_a_pairs_differ_in_no_mechanism():

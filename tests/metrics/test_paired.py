@@ -1,5 +1,7 @@
 """The paired bootstrap over requests: exact at weight 1, exact on repeated requests, paired."""
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -136,7 +138,9 @@ def test_undefined_resamples_and_metrics():
     assert set(summary.values()) == {None}
 
 
-def _seed_experiments(replicates: int, seeds: int, seed_sd: float, request_sd: float):
+def _seed_experiments(
+    replicates: int, seeds: int, seed_sd: float, request_sd: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Simulated B - A of ``replicates`` experiments, true difference 0: each trains ``seeds``
     models (a seed effect each) and evaluates them on one test set (one request-sampling error
     shared by the seeds); each experiment's bootstrap draws of the seeds' mean spread by the
@@ -155,7 +159,7 @@ def test_the_seed_aware_interval_covers_the_truth_where_the_request_ci_does_not(
         covered += lo <= 0 <= hi
         request_lo, request_hi = interval(draws)
         request_covered += request_lo <= 0 <= request_hi
-        assert (hi - lo) / 2 >= 1.959 * draws.std(ddof=1) and df >= 2
+        assert df >= 2
     # Welch-Satterthwaite is a little liberal at three seeds when the seeds dominate (about
     # 92% by simulation), exact when they do not
     assert 0.90 <= covered / replicates <= 0.98
@@ -163,10 +167,21 @@ def test_the_seed_aware_interval_covers_the_truth_where_the_request_ci_does_not(
         assert request_covered / replicates < 0.65
 
 
+def test_without_request_noise_the_seed_aware_interval_is_the_t_interval_over_seeds():
+    # mean 0.03, s = 0.01, n = 3: 0.03 +- t(0.975, 2) * 0.01 / sqrt(3) = 0.03 +- 0.024841
+    lo, hi, df = seed_interval([0.02, 0.03, 0.04], np.full(200, 0.03))
+    assert (lo, hi, df) == pytest.approx((0.03 - 0.024841, 0.03 + 0.024841, 2.0), abs=1e-6)
+    # request noise as large as the seeds' raises its degrees of freedom (to about 32 here)
+    draws = np.random.default_rng(0).normal(0.03, 0.01, 2000)
+    assert seed_interval([0.02, 0.03, 0.04], draws)[2] == pytest.approx(32, rel=0.1)
+
+
 def test_the_seed_aware_interval_needs_two_seeds_and_defined_draws():
     draws = np.full(100, 0.001)
     assert np.isnan(seed_interval([0.001], draws)).all()
     draws[:60] = np.nan
     assert np.isnan(seed_interval([0.001, 0.002], draws)).all()
+    assert np.isnan(seed_interval([0.001, 0.002], np.array([0.001]))).all()
+    assert np.isnan(seed_interval([0.001, np.inf], np.full(100, 0.001))).all()
     lo, hi, df = seed_interval([0.001, 0.001], np.full(100, 0.001))
     assert lo == pytest.approx(0.001) and hi == pytest.approx(0.001) and df == np.inf
