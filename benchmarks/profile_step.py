@@ -13,7 +13,8 @@ context part and the rest). An operator's forward time goes to the innermost lab
 its backward time (the autograd node's) to the label of the operator that made the node. Prints
 ms per step by label, largest first (0.5% of the step or more); times are the profiler's (its
 overhead included), so read the shares. The allocator keeps ``--keep-freed-mb`` MB of freed
-memory, as the trainer does by default (``benchmarks/throughput.py``'s option).
+memory, as the trainer does by default (``benchmarks/throughput.py``'s option). ``--out``
+also writes the figures, every label's, as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from record import machine, write_record
 from throughput import Contender
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep-freed-mb", type=int, default=KEEP_FREED_MB)
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON (every label)")
     args = parser.parse_args()
     keep_freed_memory(args.keep_freed_mb)
     torch.set_num_threads(args.threads)
@@ -119,10 +122,20 @@ def main() -> None:
     print(f"{args.config.stem}: {contender.rates[0]:,.0f} samples/s ({contender.rates[1]:,.0f} "
           f"under the profiler), {total:.1f} ms a step profiled")  # fmt: skip
     print(f"{'label':<32} {'forward ms':>11} {'backward ms':>12} {'share':>6}")
+    rows = []
     for label, (f, b) in sorted(times.items(), key=lambda kv: -sum(kv[1])):
         ms_f, ms_b = f / 1000 / args.steps, b / 1000 / args.steps
+        rows.append({"label": label, "forward_ms": ms_f, "backward_ms": ms_b,
+                     "share": (ms_f + ms_b) / total})  # fmt: skip
         if ms_f + ms_b >= 0.005 * total:
             print(f"{label:<32} {ms_f:>11.1f} {ms_b:>12.1f} {(ms_f + ms_b) / total:>6.0%}")
+    if args.out:
+        write_record(args.out, {
+            "world": str(args.world), "config": str(args.config), "steps": args.steps,
+            "samples_per_s": contender.rates[0], "samples_per_s_profiled": contender.rates[1],
+            "ms_per_step_profiled": total, "by_label": rows,
+            "machine": machine(threads=args.threads, keep_freed_mb=args.keep_freed_mb),
+        })  # fmt: skip
 
 
 if __name__ == "__main__":
