@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shlex
 
-from quality import add_comparison_flags, comparison, load_comparison
+from quality import add_comparison_flags, comparison, load_comparison, run_comparisons
 from record import machine, write_record
-from runner import JOBS, ROOT, preset_world, run_all
+from runner import JOBS, ROOT, preset_world
 
 RUNS = ROOT / "runs" / "fidelity"
 SEEDS = (0, 1, 2)
@@ -59,14 +58,11 @@ def main() -> None:
         if missing:
             raise SystemExit(f"no evaluated run at {', '.join(missing)}: run "
                              "benchmarks/fidelity.py --seeds 0 1 2 first")  # fmt: skip
-        cmd, summary, draws, fresh = comparison(
-            *({"run": str(r.relative_to(ROOT))} for r in runs), worlds[preset], args
-        )
-        planned.append(((kind, preset, a, b), cmd, summary, draws, fresh))
-    commands += [shlex.join(cmd) + "   # (reused)" for _, cmd, _, _, fresh in planned if fresh]
-    run_all([[cmd] for _, cmd, _, _, fresh in planned if not fresh], commands)
+        pair = ({"run": str(r.relative_to(ROOT))} for r in runs)
+        planned.append(((kind, preset, a, b), comparison(*pair, worlds[preset], args)))
+    run_comparisons([c for _, c in planned], commands)
     pairs = []
-    for (kind, preset, a, b), _, summary, draws, _ in planned:
+    for (kind, preset, a, b), (_, summary, draws, _) in planned:
         sections = load_comparison(summary, draws)[0]["sections"]
         cells = {f"{section}/{metric}": sections[section][metric] for section, metric in METRICS}
         pairs.append({"kind": kind, "world": preset, "a": a, "b": b, "differences": cells})

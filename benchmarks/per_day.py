@@ -34,9 +34,9 @@ def pair_by_day(runs: Path, a: str, b: str, seeds: list[int]) -> dict[str, dict]
     for seed in seeds:
         aucs = [day_aucs(runs / f"{name}-s{seed}") for name in (a, b)]
         if list(aucs[0]) != list(aucs[1]) or (per_seed and list(per_seed[0]) != list(aucs[0])):
-            days = " and ".join(", ".join(days) for days in aucs)
+            listed = " and ".join(", ".join(run) for run in aucs)
             raise SystemExit(f"{a} and {b} were not all evaluated on the same days "
-                             f"(seed {seed}: {days})")  # fmt: skip
+                             f"(seed {seed}: {listed})")  # fmt: skip
         per_seed.append({day: aucs[1][day] - aucs[0][day] for day in aucs[0]})
     days = list(per_seed[0])
     return {day: {"mean": float(np.mean([s[day] for s in per_seed])),

@@ -125,10 +125,10 @@ def main() -> None:
     rows = []
     for label, (f, b) in sorted(times.items(), key=lambda kv: -sum(kv[1])):
         ms_f, ms_b = f / 1000 / args.steps, b / 1000 / args.steps
-        rows.append({"label": label, "forward_ms": ms_f, "backward_ms": ms_b,
-                     "share": (ms_f + ms_b) / total})  # fmt: skip
-        if ms_f + ms_b >= 0.005 * total:
-            print(f"{label:<32} {ms_f:>11.1f} {ms_b:>12.1f} {(ms_f + ms_b) / total:>6.0%}")
+        share = (ms_f + ms_b) / total
+        rows.append({"label": label, "forward_ms": ms_f, "backward_ms": ms_b, "share": share})
+        if share >= 0.005:
+            print(f"{label:<32} {ms_f:>11.1f} {ms_b:>12.1f} {share:>6.0%}")
     if args.out:
         write_record(args.out, {
             "world": str(args.world), "config": str(args.config), "steps": args.steps,

@@ -177,6 +177,15 @@ def comparison(
     return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args)
 
 
+def run_comparisons(
+    comparisons: list[tuple[list[str], Path, Path, bool]], commands: list[str]
+) -> None:
+    """Run the comparisons (as :func:`comparison` gives them) that are not fresh; record the
+    fresh ones' commands as reused."""
+    commands += [shlex.join(cmd) + "   # (reused)" for cmd, _, _, fresh in comparisons if fresh]
+    run_all([[cmd] for cmd, _, _, fresh in comparisons if not fresh], commands)
+
+
 def load_comparison(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """A comparison's summary (`prectr compare --out`) and its resampled differences by
     ``section/metric`` (``--draws``)."""
@@ -250,13 +259,7 @@ def pair_differences(
     for key, (a, b) in pairs.items():
         by_seed = {r["seed"]: r for r in results[a]}
         planned[key] = [comparison(by_seed[r["seed"]], r, world, args) for r in results[b]]
-    stale = []
-    for cmd, _, _, fresh in (c for seeds in planned.values() for c in seeds):
-        if fresh:
-            commands.append(shlex.join(cmd) + "   # (reused)")
-        else:
-            stale.append([cmd])
-    run_all(stale, commands)
+    run_comparisons([c for seeds in planned.values() for c in seeds], commands)
     return {
         key: pooled_differences([load_comparison(summary, draws) for _, summary, draws, _ in seeds])
         for key, seeds in planned.items()
