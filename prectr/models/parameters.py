@@ -66,6 +66,9 @@ DESCRIPTIONS: dict[str, str] = {
     "debias_push": "which side of each pair the pairwise loss moves: both (the click up and "
     "its negative down, the paper's) or negatives (the negative down only, the click's score "
     "left to the click loss; on bench it cost more AUC and removed fewer irrelevant items)",
+    "debias_trains_item_ids": "let the pairwise loss train the item-ID embeddings of the "
+    "unexposed candidates it pushes down (false: they learn from exposures alone, and the "
+    "loss acts through relevance, the other features and the shared layers)",
     "debias_margin": "margin the pairwise loss asks a click to lead its negative by",
     "debias_clip": "pairwise score differences are clipped to this size",
     "truncate_start": "dynamic truncation: pairs ordered by more than this are dropped, at "

@@ -67,7 +67,11 @@ pair by default; ``debias_push: negatives`` detaches the click's side, so the lo
 pushes its negatives down and the clicked rows' scores are the click loss's alone. Tried as a
 cure for the debiasing's cost to the order between requests, it made that cost three times
 larger and lowered the broad set's irrelevant items less (docs/fidelity.md, "The debiasing's
-AUC cost lies between requests"). With unexposed
+AUC cost lies between requests"). ``debias_trains_item_ids: false`` reads the unexposed
+candidates' item-ID embeddings detached in training, so the pairwise loss pushes them down
+through their relevance, their other features and the shared layers, and an item's ID
+embedding learns from its exposures alone (docs/fidelity.md, "The pairwise loss kept off the
+item IDs"). With unexposed
 negatives a training batch holds every candidate; the partners are drawn before the forward
 pass, so the click path scores the exposed rows and the drawn partners, not the whole pool. A
 click whose request has no unexposed candidate makes no pair and is not counted.
@@ -95,7 +99,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from prectr.data.dataset import Batch
-from prectr.data.groups import Role, in_group
+from prectr.data.groups import ITEM, Role, in_group
 from prectr.losses.consistency import grade_cross_entropy, reference_kl
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.losses.reduction import per_row
@@ -153,6 +157,7 @@ class PRECTR(RankingModel):
         mix_max: Share = 0.1,  # on validation: results/sweep_v2_mix_max.json
         reconstruct_embedding: bool = False,
         debias_push: Push = "both",
+        debias_trains_item_ids: bool = True,
         debias_margin: float = 1.0,
         debias_clip: float = 4.0,
         truncate_start: float = 4.0,
@@ -169,6 +174,10 @@ class PRECTR(RankingModel):
         super().__init__()
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
+        if not debias_trains_item_ids and not (debias and debias_negatives != "synthetic"):
+            raise ValueError("debias_trains_item_ids false keeps the pairwise loss off the "
+                             "unexposed candidates' item IDs: it needs debias with unexposed "
+                             "negatives (debias_negatives unexposed or both)")  # fmt: skip
         if crowd_from != "own" and not cross_user:
             raise ValueError(f"crowd_from {crowd_from!r} is what cross_user mining reads; it "
                              "needs cross_user: true")  # fmt: skip
@@ -203,6 +212,7 @@ class PRECTR(RankingModel):
                                                              mix_max)  # fmt: skip
         self.reconstruct_embedding = reconstruct_embedding
         self.push, self.margin, self.clip = debias_push, debias_margin, debias_clip
+        self.trains_item_ids = debias_trains_item_ids
         self.schedule = (truncate_start, truncate_end, truncate_steps)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # for the schedule
         self.training_rows = (
@@ -298,7 +308,12 @@ class PRECTR(RankingModel):
         # a training batch holds whole requests: their histories are read once per request;
         # a feature that the context and mining both read is embedded once
         requests, embedding = batch.requests() if self.training else None, self.base_ctr.embedding
-        with embedding.reads_once():
+        # an unexposed candidate's score is read by the pairwise loss alone: read detached,
+        # its item ID does not learn from that loss
+        untrained = (
+            {ITEM: ~batch.exposed} if partners is not None and not self.trains_item_ids else None
+        )
+        with embedding.reads_once(untrained):
             out["context"] = self.base_ctr.context(batch, requests)
             if self.preference is not None:
                 out["tau"] = self.preference(batch, embedding, requests)

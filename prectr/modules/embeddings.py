@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from prectr.data.dataset import Batch
 from prectr.data.features import PAD, Categorical, Numeric, Sequence
+from prectr.data.groups import Role
 
 # Small initial embeddings let rare ids start near zero instead of as random noise; with Xavier
 # dense layers this is worth about 0.01 AUC on `bench` against std 0.05 and torch's default
@@ -58,6 +59,7 @@ class FeatureEmbedding(nn.Module):
             with torch.no_grad():
                 table.weight[PAD].zero_()
         self._reads: dict[tuple, object] | None = None
+        self._untrained: Mapping[Role, torch.Tensor] = {}
 
     @property
     def n_fields(self) -> int:
@@ -75,7 +77,7 @@ class FeatureEmbedding(nn.Module):
         return torch.cat([self.fields(batch).flatten(1), batch.numeric], 1)
 
     @contextlib.contextmanager
-    def reads_once(self) -> Iterator[None]:
+    def reads_once(self, untrained: Mapping[Role, torch.Tensor] | None = None) -> Iterator[None]:
         """Within it each categorical column (:meth:`column`) and each sequence (:meth:`sequence`,
         per row or per request) is embedded once, however many modules read it: the candidate
         item, for one, is a field, DIN's query and mining's target, and the user's clicks are a
@@ -83,12 +85,15 @@ class FeatureEmbedding(nn.Module):
         embedding backward (a dense gradient the size of the table), per column or sequence
         instead of one per read. Every read within it is of one batch; a sequence read per
         request is read once for each ``first`` tensor it is read at (the batch's
-        :meth:`~prectr.data.dataset.Batch.requests`, or another selection of rows)."""
-        self._reads = {}
+        :meth:`~prectr.data.dataset.Batch.requests`, or another selection of rows).
+        ``untrained`` maps a categorical feature's role to a mask over the batch's rows: their
+        embeddings of it are read detached, so no loss on those rows trains its table (the
+        table's entries still learn from the other rows that hold the same ids)."""
+        self._reads, self._untrained = {}, untrained or {}
         try:
             yield
         finally:
-            self._reads = None
+            self._reads, self._untrained = None, {}
 
     def _read_once(self, key: tuple, read: Callable[[], object], at: object = None) -> object:
         """``read()``, once per ``key`` within :meth:`reads_once`; ``at``, an object the key
@@ -101,9 +106,16 @@ class FeatureEmbedding(nn.Module):
 
     def column(self, batch: Batch, index: int) -> torch.Tensor:
         """``(B, dim)`` embeddings of the categorical column ``index`` (of :attr:`categorical`)."""
-        vocab = self.categorical[index].vocab
-        return self._read_once(("column", index),
-                               lambda: self.tables[vocab](batch.categorical[:, index]))  # fmt: skip
+        spec = self.categorical[index]
+
+        def read() -> torch.Tensor:
+            embedded = self.tables[spec.vocab](batch.categorical[:, index])
+            untrained = self._untrained.get(spec.role)
+            if untrained is None:
+                return embedded
+            return torch.where(untrained.unsqueeze(1), embedded.detach(), embedded)
+
+        return self._read_once(("column", index), read)
 
     def sequence(
         self, batch: Batch, name: str, first: torch.Tensor | None = None

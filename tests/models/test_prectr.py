@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
 from prectr.data.features import FeatureConfig, FeatureEncoder, feature_specs
-from prectr.data.groups import MissingFeatures, find
+from prectr.data.groups import ITEM, MissingFeatures, find
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
@@ -377,6 +377,44 @@ def test_debias_push_moves_the_negatives_and_the_clicks_only_when_asked(world, p
     torch.manual_seed(1)
     again = both(pool)
     torch.testing.assert_close(both.debias_loss(pool, again)["loss_pairwise"], pairwise)
+
+
+@pytest.mark.parametrize("trains", [True, False])
+def test_debias_trains_item_ids_or_leaves_the_unexposed_ids_to_their_exposures(
+    world, trains
+) -> None:
+    """With ``debias_trains_item_ids: false`` the pairwise loss reaches no item-ID embedding
+    that only unexposed partners hold, but still reaches the partners' scores, and the click
+    loss is as before; with true (the default) it trains those ID embeddings."""
+    pool = world.pool
+    model = build(world, debias_negatives="unexposed", debias_trains_item_ids=trains)
+    model.train()
+    torch.manual_seed(1)
+    out = model(pool)
+    out["logit"].retain_grad()
+    pairwise = model.debias_loss(pool, out)["loss_pairwise"]
+    pairwise.backward()
+    column = [s.role for s in model.base_ctr.embedding.categorical].index(ITEM)
+    items = pool.categorical[:, column]
+    partners = out["partners"][out["partnered"]]
+    # ids a partner holds and no other row: not an exposed candidate, in no history
+    elsewhere = torch.cat([items[pool.exposed], *(v.flatten() for v in pool.sequences.values())])
+    only = partners.new_tensor(sorted(set(items[partners].tolist()) - set(elsewhere.tolist())))
+    assert only.numel() > 0
+    table = model.base_ctr.embedding.tables[model.base_ctr.embedding.categorical[column].vocab]
+    assert (table.weight.grad[only].abs().sum(1) > 0).all() == trains
+    assert (out["logit"].grad[model.at_scored(out, partners)] > 0).any()  # still pushed down
+    trained = build(world, debias_negatives="unexposed")
+    trained.load_state_dict(model.state_dict())
+    trained.train()
+    torch.manual_seed(1)
+    again = trained(pool)
+    torch.testing.assert_close(trained.loss(pool, again)["loss"], model.loss(pool, out)["loss"])
+
+
+def test_debias_trains_item_ids_false_needs_unexposed_negatives(world) -> None:
+    with pytest.raises(ValueError, match="debias_trains_item_ids"):
+        build(world, debias_negatives="synthetic", debias_trains_item_ids=False)
 
 
 def _partner_draw_past_the_scored_rows(pool: Batch) -> Batch:
