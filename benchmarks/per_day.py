@@ -1,12 +1,16 @@
-"""Does a difference between two models age? B - A on the validation day and on each test day.
+"""Does a difference between two models age? B - A on each validation day and each test day.
 
 Run: .venv/bin/python benchmarks/per_day.py --runs runs/fidelity/bench-s0 --seeds 0 1 2 \\
-         --pairs prectr_v1:prectr_v2 prectr_v2_no_debias:prectr_v2
+         --pairs prectr_v1:prectr_v2 prectr_v2_no_debias:prectr_v2 --jobs 2
 Reads evaluated runs (``RUNS/NAME-sSEED``, as benchmarks/quality.py and fidelity.py leave
-them): the validation day's AUC at the best epoch (``metrics.json``, ``best_valid``) and each
-test day's (``evaluation.json``, ``per_day``). Prints, per pair, B - A by day, the mean over
-seeds and each seed's; point differences, no CI (the days' paired CIs come from `prectr
-compare`, pooled over the test days). Writes results/per_day_<runs' world>[_<tag>].json.
+them; each also evaluated with ``prectr evaluate RUN --split valid``), finds their days (the
+validation days in ``evaluation_valid.json``, the test days in ``evaluation.json``) and, for
+each pair, seed and day, runs ``prectr compare A B --day DAY`` (``--split valid`` for a
+validation day; outputs under RUNS/compare, reused when fresh). The seeds are pooled as
+benchmarks/quality.py pools them: the request-level CI of the mean over seeds, and the
+interval that also counts the spread between training seeds. Prints, per pair, B - A by day
+with both intervals and each seed's difference; writes
+results/per_day_<runs' directory>[_<tag>].json (every metric the comparisons hold).
 """
 
 from __future__ import annotations
@@ -15,55 +19,94 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from quality import (
+    add_comparison_flags,
+    comparison,
+    load_comparison,
+    pooled_differences,
+    run_comparisons,
+)
 from record import machine, write_record
-from runner import ROOT
+from runner import JOBS, ROOT
+
+from prectr.evaluation.run import EVALUATION, split_file
+
+#: (section, metric) printed; the record holds every metric
+PRINTED = (("all", "auc"), ("broad", "irrelevant@10"))
 
 
-def day_aucs(run: Path) -> dict[str, float]:
-    """The validation day's AUC (``valid``) and each test day's, by date."""
-    evaluation = json.loads((run / "evaluation.json").read_text())
-    training = json.loads((run / "metrics.json").read_text())
-    days = {day: m["auc"] for day, m in sorted(evaluation["per_day"].items())}
-    return {"valid": training["best_valid"]["auc"], **days}
+def split_days(run: Path) -> dict[str, list[str]]:
+    """The days (ISO dates) a run was evaluated on, by split: ``valid`` then ``test``."""
+    days = {}
+    for split in ("valid", "test"):
+        path = run / split_file(EVALUATION, split)
+        if not path.is_file():
+            how = " --split valid" if split == "valid" else ""
+            raise SystemExit(f"{path} is missing: run `prectr evaluate {run}{how}` first")
+        days[split] = sorted(json.loads(path.read_text())["per_day"])
+    return days
 
 
-def pair_by_day(runs: Path, a: str, b: str, seeds: list[int]) -> dict[str, dict]:
-    """B - A on each day: the mean over seeds and each seed's."""
-    per_seed = []
-    for seed in seeds:
-        aucs = [day_aucs(runs / f"{name}-s{seed}") for name in (a, b)]
-        if list(aucs[0]) != list(aucs[1]) or (per_seed and list(per_seed[0]) != list(aucs[0])):
-            listed = " and ".join(", ".join(run) for run in aucs)
-            raise SystemExit(f"{a} and {b} were not all evaluated on the same days "
-                             f"(seed {seed}: {listed})")  # fmt: skip
-        per_seed.append({day: aucs[1][day] - aucs[0][day] for day in aucs[0]})
-    days = list(per_seed[0])
-    return {day: {"mean": float(np.mean([s[day] for s in per_seed])),
-                  "per_seed": [s[day] for s in per_seed]} for day in days}  # fmt: skip
+def planned_days(runs: Path, a: str, b: str, seeds: list[int]) -> dict[str, list[str]]:
+    """The days every run of the pair was evaluated on, by split; refused where two runs differ."""
+    found = {f"{name}-s{seed}": split_days(runs / f"{name}-s{seed}")
+             for seed in seeds for name in (a, b)}  # fmt: skip
+    (reference, first), *rest = found.items()
+    other = {run: days for run, days in rest if days != first}
+    if other:
+        listed = "; ".join(f"{run} on {days}" for run, days in other.items())
+        raise SystemExit(f"{a} and {b} were not all evaluated on the same days: {reference} "
+                         f"on {first}, but {listed}")  # fmt: skip
+    return first
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, required=True, help="a world's runs directory")
+    parser.add_argument("--world", type=Path,
+                        help="the world the runs were evaluated on (default: "
+                        "runs/worlds/<the runs directory's name>)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--pairs", nargs="+", required=True, metavar="A:B")
     parser.add_argument("--tag", help="suffix of the results file")
+    add_comparison_flags(parser)
     args = parser.parse_args()
-    pairs = {}
+    JOBS[0] = max(1, args.jobs)
+    world = args.world or ROOT / "runs" / "worlds" / args.runs.name
+    planned, commands = {}, []
     for item in args.pairs:
         a, sep, b = item.partition(":")
         if not (sep and a and b):
             raise SystemExit(f"--pairs {item}: expected A:B (two run names without -sSEED)")
-        pairs[f"{b} - {a}"] = pair_by_day(args.runs, a, b, args.seeds)
+        for split, days in planned_days(args.runs, a, b, args.seeds).items():
+            for day in days:
+                planned[(f"{b} - {a}", split, day)] = [
+                    comparison({"run": args.runs / f"{a}-s{seed}"},
+                               {"run": args.runs / f"{b}-s{seed}"}, world, args, split, day)
+                    for seed in args.seeds
+                ]  # fmt: skip
+    run_comparisons([c for seeds in planned.values() for c in seeds], commands)
+    pairs: dict[str, dict] = {}
+    for (name, split, day), seeds in planned.items():
+        pooled = pooled_differences([load_comparison(s, d) for _, s, d, _ in seeds])
+        pairs.setdefault(name, {})[f"{split} {day}"] = pooled
     for name, days in pairs.items():
-        print(f"{name}, AUC, mean over seeds {args.seeds} (each seed's):")
-        for day, d in days.items():
-            seeds = " / ".join(f"{x:+.4f}" for x in d["per_seed"])
-            print(f"  {day:<11} {d['mean']:+.4f}  ({seeds})")
+        print(f"{name}, mean over seeds {args.seeds}: request CI; over seeds; each seed's")
+        for day, sections in days.items():
+            for section, metric in PRINTED:
+                d = sections.get(section, {}).get(metric)
+                if d is None:
+                    continue
+                seeds = " / ".join(f"{x:+.4f}" for x in d["per_seed"])
+                over = (f"[{d['seed_lo']:+.4f}, {d['seed_hi']:+.4f}]" if "seed_lo" in d
+                        else "-")  # fmt: skip
+                print(f"  {day:<17} {section}/{metric:<14} {d['diff']:+.4f} "
+                      f"[{d['lo']:+.4f}, {d['hi']:+.4f}]  {over}  ({seeds})")  # fmt: skip
     suffix = f"_{args.tag}" if args.tag else ""
     out = ROOT / "results" / f"per_day_{args.runs.name}{suffix}.json"
-    record = {"runs": str(args.runs), "seeds": args.seeds, "pairs": pairs, "machine": machine()}
+    record = {"runs": str(args.runs), "world": str(world), "seeds": args.seeds,
+              "bootstrap": {"resamples": args.bootstrap, "seed": args.bootstrap_seed},
+              "pairs": pairs, "commands": commands, "machine": machine()}  # fmt: skip
     write_record(out, record)
 
 

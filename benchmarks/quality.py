@@ -164,17 +164,26 @@ def default_reference(results: dict[str, list[dict]]) -> str:
 
 
 def comparison(
-    reference: dict, other: dict, world: Path, args: argparse.Namespace
+    reference: dict,
+    other: dict,
+    world: Path,
+    args: argparse.Namespace,
+    split: str = "test",
+    day: str | None = None,
 ) -> tuple[list[str], Path, Path, bool]:
-    """`prectr compare` of one seed's runs: the command, its outputs, and whether they are
-    fresh (then they are reused)."""
+    """`prectr compare` of one seed's runs (on their ``split``, or one ``day`` of it): the
+    command, its outputs, and whether they are fresh (then they are reused)."""
     run_a, run_b = ROOT / reference["run"], ROOT / other["run"]
-    out = run_a.parent / "compare" / f"{run_b.name}-vs-{run_a.name}"  # beside the runs
+    name = f"{run_b.name}-vs-{run_a.name}"
+    on = ([] if split == "test" else ["--split", split]) + ([] if day is None else ["--day", day])
+    if on:
+        name += "_" + "_".join(on[1::2])  # e.g. _valid_2026-01-15
+    out = run_a.parent / "compare" / name  # beside the runs
     summary, draws = out.with_suffix(".json"), out.with_suffix(".draws.parquet")
-    cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), "--bootstrap",
+    cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), *on, "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
            "--draws", str(draws)]  # fmt: skip
-    return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args)
+    return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args, split)
 
 
 def run_comparisons(
@@ -194,14 +203,18 @@ def load_comparison(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndar
 
 
 def fresh_comparison(
-    summary: Path, draws: Path, runs: tuple[Path, Path], args: argparse.Namespace
-) -> bool:
-    """Whether a comparison's outputs exist, are newer than both evaluations and used the
-    requested resamples."""
+    summary: Path, draws: Path, runs: tuple[Path, Path], args: argparse.Namespace,
+    split: str = "test",
+) -> bool:  # fmt: skip
+    """Whether a comparison's outputs exist, are newer than both evaluations (of ``split``)
+    and used the requested resamples."""
+    from prectr.evaluation.run import EVALUATION, split_file
+
     if not (summary.is_file() and draws.is_file()):
         return False
     bootstrap = json.loads(summary.read_text())["bootstrap"]
-    newer = all(summary.stat().st_mtime >= (r / "evaluation.json").stat().st_mtime for r in runs)
+    evaluations = [r / split_file(EVALUATION, split) for r in runs]
+    newer = all(summary.stat().st_mtime >= e.stat().st_mtime for e in evaluations)
     return newer and (bootstrap["resamples"], bootstrap["seed"]) == (
         args.bootstrap,
         args.bootstrap_seed,

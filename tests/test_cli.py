@@ -153,6 +153,13 @@ def test_compare_prints_and_writes_paired_differences(two_day_runs, tiny_world, 
     assert set(auc) == {"a", "b", "diff", "mean", "lo", "hi", "spans_zero"}
     table = pq.read_table(draws)
     assert table.num_rows == 100 and "all/auc" in table.column_names
+    day = summary["test_days"][0]
+    code, out = run_cli(["compare", str(a), str(b), "--world", str(tiny_world), "--bootstrap",
+                         "100", "--day", day, "--out", str(out_json)], capsys)  # fmt: skip
+    assert code == 0 and json.loads(out_json.read_text())["test_days"] == [day]
+    code, out = run_cli(["compare", str(a), str(b), "--world", str(tiny_world), "--day",
+                         "1999-01-01"], capsys)  # fmt: skip
+    assert code == 2 and "1999-01-01 are not in the test split" in out
 
 
 @pytest.mark.parametrize("resume", [[], ["--resume"]])  # --resume: an elastic job's first start

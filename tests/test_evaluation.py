@@ -215,6 +215,26 @@ def test_a_run_is_scored_on_its_validation_days_without_touching_the_test_evalua
     assert summary["sections"]["all"]["auc"]["a"] == pytest.approx(valid["metrics"]["auc"])
 
 
+def test_a_comparison_on_one_day_reads_that_day_as_evaluate_reports_it(two_day_runs, tiny_world):
+    """``on_days`` keeps that day's requests alone: each run's metric there is its per-day
+    figure from ``evaluate``, the days' requests add up to the pooled comparison's, and a day
+    outside the split is refused by name, with the split's days."""
+    a, b = two_day_runs
+    result = evaluate_run(a, tiny_world, n_resamples=50)
+    evaluate_run(b, tiny_world, n_resamples=50)
+    pooled, _ = compare_runs(a, b, tiny_world, n_resamples=50)
+    requests = 0
+    for day, metrics in result["per_day"].items():
+        summary, draws = compare_runs(a, b, tiny_world, n_resamples=50, on_days=[day])
+        assert summary["test_days"] == [day] and summary["requests"] == metrics["test_requests"]
+        assert summary["sections"]["all"]["auc"]["a"] == pytest.approx(metrics["auc"])
+        assert len(draws["all/auc"]) == 50
+        requests += summary["requests"]
+    assert requests == pooled["requests"] and len(result["per_day"]) == 2
+    with pytest.raises(ValueError, match="not in the test split, whose days are"):
+        compare_runs(a, b, tiny_world, n_resamples=50, on_days=["1999-01-01"])
+
+
 def test_the_broad_set_is_scored_without_changing_the_pool_scores(two_day_runs, tiny_world):
     from prectr.evaluation.run import score_run
     from prectr.train.run import load_trained

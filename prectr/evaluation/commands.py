@@ -170,7 +170,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from prectr.io import atomic_file
 
     summary, draws = compare_runs(args.run_a, args.run_b, args.log, args.bootstrap, args.seed,
-                                  args.split)  # fmt: skip
+                                  args.split, args.day)  # fmt: skip
     sections = summary["sections"]
     pooled = Table(title=f"{summary['b']} - {summary['a']} on {summary['requests']:,} requests "
                    f"of {', '.join(summary['test_days'])} (95% CI)")  # fmt: skip
@@ -260,6 +260,9 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="compare the runs' test days, or their validation days (both evaluated "
                    "with --split valid)")  # fmt: skip
+    p.add_argument("--day", action="append", default=[], metavar="YYYY-MM-DD",
+                   help="compare on this day of the split alone (repeatable): does a "
+                   "difference hold, or age, day by day")  # fmt: skip
     _bootstrap_flags(p)
     p.add_argument("--out", type=Path, help="write the comparison as JSON")
     p.add_argument("--draws", type=Path,

@@ -11,6 +11,7 @@ resample (benchmarks/quality.py does that over training seeds).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,11 @@ def compare_runs(
     n_resamples: int = RESAMPLES,
     seed: int = 0,
     split: str = "test",
+    on_days: Sequence[str] = (),
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """B - A of every metric of two evaluated runs on the log ``log_dir`` (their test days, or
-    with ``split="valid"`` their validation days): a JSON-ready summary
+    with ``split="valid"`` their validation days; with ``on_days``, only those ISO dates of
+    the split): a JSON-ready summary
     (``sections``: section -> metric -> a, b, diff, mean, lo, hi, spans_zero) and the draws
     (``section/metric`` -> B - A on each resample)."""
     run_a, run_b = Path(run_a), Path(run_b)
@@ -75,7 +78,7 @@ def compare_runs(
         )
     # only what the split, the slices and the truth need; `prectr evaluate` checked the log
     log = read_log(log_dir, columns=LOG_COLUMNS, validate_log=False)
-    context = EvaluationContext.build(open_truth(log, log_dir), *split_a, split)
+    context = EvaluationContext.build(open_truth(log, log_dir), *split_a, split, on_days)
     a, b = _model_statistics(context, run_a, split), _model_statistics(context, run_b, split)
     differences = paired_bootstrap(a, b, context.rows.n_requests, n_resamples, seed)
     sections: dict[str, dict] = {}

@@ -9,6 +9,7 @@ same requests, rows and slices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,16 +44,24 @@ class EvaluationContext:
 
     @classmethod
     def build(
-        cls, truth: Truth, valid_days: int, test_days: int, split: str = "test"
+        cls,
+        truth: Truth,
+        valid_days: int,
+        test_days: int,
+        split: str = "test",
+        on_days: Sequence[str] = (),
     ) -> EvaluationContext:
         """The context of the run split (valid_days, test_days) of the truth's log: its test
         days, or with ``split="valid"`` its validation days (where choices are made,
-        so that the test days are never looked at for one)."""
+        so that the test days are never looked at for one); with ``on_days`` (ISO dates),
+        only those days of the split."""
         if split not in SPLITS:
             raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
         log = truth.log
         days = time_split(log.requests, valid_days, test_days)
         requests = log.requests
+        if on_days:
+            days[split] = _on_days(requests, days[split], on_days, split)
         test_ids = requests["request_id"].take(pa.array(days[split])).combine_chunks()
         pool = truth.pool(test_ids)
         rows = EvaluationRows.from_pool(pool)
@@ -117,6 +126,18 @@ class EvaluationContext:
             replayed = self.truth.replay(self.broad.scored(broad_score), candidates="broad")
             out["broad"] = self.broad.statistics(broad_score, replayed)
         return out
+
+
+def _on_days(
+    requests: pa.Table, rows: np.ndarray, on_days: Sequence[str], split: str
+) -> np.ndarray:
+    """The ``rows`` (of the requests table, the ``split``'s) that fall on one of ``on_days``."""
+    by_day = _days(requests, requests["request_id"].take(pa.array(rows)).to_numpy())
+    unknown = [day for day in on_days if day not in by_day]
+    if unknown:
+        raise ValueError(f"day(s) {', '.join(unknown)} are not in the {split} split, whose days "
+                         f"are {', '.join(by_day)}")  # fmt: skip
+    return rows[np.logical_or.reduce([by_day[day] for day in on_days])]
 
 
 def _days(requests: pa.Table, request_ids: np.ndarray) -> dict[str, np.ndarray]:

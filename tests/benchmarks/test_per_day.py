@@ -1,5 +1,6 @@
 """benchmarks/per_day.py and benchmarks/aa.py: a difference by day, and the A/A pairs."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -9,38 +10,49 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import aa
 import per_day
+import quality
 
 
-def fake_run(root: Path, name: str, valid: float, days: dict[str, float]) -> None:
+def fake_run(root: Path, name: str, valid: list[str], test: list[str]) -> Path:
+    """A run evaluated on the ``valid`` and ``test`` days (what per_day reads of it)."""
     run = root / name
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"best_valid": {"auc": valid}}))
-    per = {day: {"auc": auc} for day, auc in days.items()}
-    (run / "evaluation.json").write_text(json.dumps({"per_day": per}))
+    for file, days in (("evaluation_valid.json", valid), ("evaluation.json", test)):
+        (run / file).write_text(json.dumps({"per_day": {day: {"auc": 0.7} for day in days}}))
+    (run / "config.yaml").write_text("model: dnn\n")
+    return run
 
 
-def test_a_difference_is_read_day_by_day_over_seeds(tmp_path):
-    for seed, shift in ((0, 0.0), (1, 0.002)):
-        fake_run(tmp_path, f"a-s{seed}", 0.70, {"2026-01-02": 0.70, "2026-01-01": 0.70})
-        fake_run(tmp_path, f"b-s{seed}", 0.71 + shift, {"2026-01-02": 0.69, "2026-01-01": 0.70})
-    got = per_day.pair_by_day(tmp_path, "a", "b", [0, 1])
-    assert list(got) == ["valid", "2026-01-01", "2026-01-02"]  # validation first, then by date
-    assert got["valid"]["per_seed"] == pytest.approx([0.01, 0.012])
-    assert got["valid"]["mean"] == pytest.approx(0.011)
-    assert got["2026-01-02"]["mean"] == pytest.approx(-0.01)
+def test_a_pair_is_compared_on_each_day_of_both_splits(tmp_path):
+    for seed in (0, 1):
+        for name in ("a", "b"):
+            fake_run(tmp_path, f"{name}-s{seed}", ["2026-01-01"], ["2026-01-03", "2026-01-02"])
+    days = per_day.planned_days(tmp_path, "a", "b", [0, 1])
+    assert days == {"valid": ["2026-01-01"], "test": ["2026-01-02", "2026-01-03"]}
+    args = argparse.Namespace(bootstrap=10, bootstrap_seed=0)
+    reference, other = {"run": tmp_path / "a-s0"}, {"run": tmp_path / "b-s0"}
+    cmd, summary, _, fresh = quality.comparison(reference, other, tmp_path, args, "valid",
+                                                "2026-01-01")  # fmt: skip
+    assert cmd[cmd.index("--split") + 1] == "valid" and cmd[cmd.index("--day") + 1] == "2026-01-01"
+    assert summary.name == "b-s0-vs-a-s0_valid_2026-01-01.json" and not fresh
+    cmd, summary, _, _ = quality.comparison(reference, other, tmp_path, args)  # the test split
+    assert "--split" not in cmd and "--day" not in cmd and summary.name == "b-s0-vs-a-s0.json"
 
 
 def test_runs_evaluated_on_different_days_are_refused(tmp_path):
-    fake_run(tmp_path, "a-s0", 0.7, {"2026-01-01": 0.7})
-    fake_run(tmp_path, "b-s0", 0.7, {"2026-01-02": 0.7})
+    fake_run(tmp_path, "a-s0", ["2026-01-01"], ["2026-01-02"])
+    fake_run(tmp_path, "b-s0", ["2026-01-01"], ["2026-01-03"])
     with pytest.raises(SystemExit, match="same days"):
-        per_day.pair_by_day(tmp_path, "a", "b", [0])
+        per_day.planned_days(tmp_path, "a", "b", [0])
     # or one seed's pair on other days than another seed's
-    fake_run(tmp_path, "c-s0", 0.7, {"2026-01-02": 0.7})
-    fake_run(tmp_path, "c-s1", 0.7, {"2026-01-01": 0.7})
-    fake_run(tmp_path, "b-s1", 0.7, {"2026-01-01": 0.7})
-    with pytest.raises(SystemExit, match="seed 1"):
-        per_day.pair_by_day(tmp_path, "c", "b", [0, 1])
+    fake_run(tmp_path, "c-s0", ["2026-01-01"], ["2026-01-03"])
+    fake_run(tmp_path, "c-s1", ["2026-01-02"], ["2026-01-03"])
+    fake_run(tmp_path, "b-s1", ["2026-01-02"], ["2026-01-03"])
+    with pytest.raises(SystemExit, match=r"but c-s1 on .*; b-s1 on "):
+        per_day.planned_days(tmp_path, "c", "b", [0, 1])
+    (tmp_path / "c-s1" / "evaluation_valid.json").unlink()  # not evaluated on its validation days
+    with pytest.raises(SystemExit, match="--split valid"):
+        per_day.planned_days(tmp_path, "c", "b", [0, 1])
 
 
 def test_a_a_counts_are_by_kind_and_leave_undefined_cis_out():
