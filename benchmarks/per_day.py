@@ -3,13 +3,14 @@
 Run: .venv/bin/python benchmarks/per_day.py --runs runs/fidelity/bench-s0 --seeds 0 1 2 \\
          --pairs prectr_v1:prectr_v2 prectr_v2_no_debias:prectr_v2 --jobs 2
 Reads evaluated runs (``RUNS/NAME-sSEED``, as benchmarks/quality.py and fidelity.py leave
-them; each also evaluated with ``prectr evaluate RUN --split valid``), finds their days (the
-validation days in ``evaluation_valid.json``, the test days in ``evaluation.json``) and, for
-each pair, seed and day, runs ``prectr compare A B --day DAY`` (``--split valid`` for a
-validation day; outputs under RUNS/compare, reused when fresh). The seeds are pooled as
-benchmarks/quality.py pools them: the request-level CI of the mean over seeds, and the
-interval that also counts the spread between training seeds. Prints, per pair, B - A by day
-with both intervals and each seed's difference; writes
+them; for the validation days each also evaluated with ``prectr evaluate RUN --split valid``),
+finds their days (the validation days in ``evaluation_valid.json``, the test days in
+``evaluation.json``; ``--splits`` chooses which) and, for each pair, seed and split, runs
+``prectr compare A B`` on the split pooled and on each of its days (``--day``; ``--split
+valid`` for the validation days; outputs under RUNS/compare, reused when fresh). The seeds
+are pooled as benchmarks/quality.py pools them: the request-level CI of the mean over seeds,
+and the interval that also counts the spread between training seeds. Prints, per pair, B - A
+by day with both intervals and each seed's difference; writes
 results/per_day_<runs' directory>[_<tag>].json (every metric the comparisons hold).
 """
 
@@ -31,14 +32,15 @@ from runner import JOBS, ROOT
 
 from prectr.evaluation.run import EVALUATION, split_file
 
+SPLITS = ("valid", "test")
 #: (section, metric) printed; the record holds every metric
 PRINTED = (("all", "auc"), ("broad", "irrelevant@10"))
 
 
-def split_days(run: Path) -> dict[str, list[str]]:
-    """The days (ISO dates) a run was evaluated on, by split: ``valid`` then ``test``."""
+def split_days(run: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[str]]:
+    """The days (ISO dates) a run was evaluated on, by split (in ``splits``' order)."""
     days = {}
-    for split in ("valid", "test"):
+    for split in splits:
         path = run / split_file(EVALUATION, split)
         if not path.is_file():
             how = " --split valid" if split == "valid" else ""
@@ -47,9 +49,11 @@ def split_days(run: Path) -> dict[str, list[str]]:
     return days
 
 
-def planned_days(runs: Path, a: str, b: str, seeds: list[int]) -> dict[str, list[str]]:
+def planned_days(
+    runs: Path, a: str, b: str, seeds: list[int], splits: tuple[str, ...] = SPLITS
+) -> dict[str, list[str]]:
     """The days every run of the pair was evaluated on, by split; refused where two runs differ."""
-    found = {f"{name}-s{seed}": split_days(runs / f"{name}-s{seed}")
+    found = {f"{name}-s{seed}": split_days(runs / f"{name}-s{seed}", splits)
              for seed in seeds for name in (a, b)}  # fmt: skip
     (reference, first), *rest = found.items()
     other = {run: days for run, days in rest if days != first}
@@ -60,6 +64,14 @@ def planned_days(runs: Path, a: str, b: str, seeds: list[int]) -> dict[str, list
     return first
 
 
+def day_labels(days: list[str]) -> dict[str, str | None]:
+    """What a split of ``days`` is compared on, by label: the split pooled (day None), then
+    each day; a one-day split, that day alone."""
+    if len(days) == 1:
+        return {days[0]: None}
+    return {"pooled": None, **{day: day for day in days}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, required=True, help="a world's runs directory")
@@ -68,6 +80,8 @@ def main() -> None:
                         "runs/worlds/<the runs directory's name>)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--pairs", nargs="+", required=True, metavar="A:B")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=SPLITS,
+                        help="the splits compared (default both)")  # fmt: skip
     parser.add_argument("--tag", help="suffix of the results file")
     add_comparison_flags(parser)
     args = parser.parse_args()
@@ -78,18 +92,19 @@ def main() -> None:
         a, sep, b = item.partition(":")
         if not (sep and a and b):
             raise SystemExit(f"--pairs {item}: expected A:B (two run names without -sSEED)")
-        for split, days in planned_days(args.runs, a, b, args.seeds).items():
-            for day in days:
-                planned[(f"{b} - {a}", split, day)] = [
+        for split, days in planned_days(args.runs, a, b, args.seeds, tuple(args.splits)).items():
+            for label, day in day_labels(days).items():
+                planned[(f"{b} - {a}", f"{split} {label}")] = [
                     comparison({"run": args.runs / f"{a}-s{seed}"},
                                {"run": args.runs / f"{b}-s{seed}"}, world, args, split, day)
                     for seed in args.seeds
                 ]  # fmt: skip
     run_comparisons([c for seeds in planned.values() for c in seeds], commands)
     pairs: dict[str, dict] = {}
-    for (name, split, day), seeds in planned.items():
-        pooled = pooled_differences([load_comparison(s, d) for _, s, d, _ in seeds])
-        pairs.setdefault(name, {})[f"{split} {day}"] = pooled
+    for (name, label), seeds in planned.items():
+        pairs.setdefault(name, {})[label] = pooled_differences(
+            [load_comparison(s, d) for _, s, d, _ in seeds]
+        )
     for name, days in pairs.items():
         print(f"{name}, mean over seeds {args.seeds}: request CI; over seeds; each seed's")
         for day, sections in days.items():

@@ -39,6 +39,13 @@ def test_a_pair_is_compared_on_each_day_of_both_splits(tmp_path):
     assert "--split" not in cmd and "--day" not in cmd and summary.name == "b-s0-vs-a-s0.json"
 
 
+def test_a_split_is_compared_pooled_then_day_by_day():
+    assert per_day.day_labels(["2026-01-01"]) == {"2026-01-01": None}  # one day: itself
+    assert per_day.day_labels(["2026-01-01", "2026-01-02"]) == {
+        "pooled": None, "2026-01-01": "2026-01-01", "2026-01-02": "2026-01-02"
+    }  # fmt: skip
+
+
 def test_runs_evaluated_on_different_days_are_refused(tmp_path):
     fake_run(tmp_path, "a-s0", ["2026-01-01"], ["2026-01-02"])
     fake_run(tmp_path, "b-s0", ["2026-01-01"], ["2026-01-03"])
@@ -53,6 +60,8 @@ def test_runs_evaluated_on_different_days_are_refused(tmp_path):
     (tmp_path / "c-s1" / "evaluation_valid.json").unlink()  # not evaluated on its validation days
     with pytest.raises(SystemExit, match="--split valid"):
         per_day.planned_days(tmp_path, "c", "b", [0, 1])
+    # unless only the test days are asked for
+    assert per_day.planned_days(tmp_path, "c", "b", [0, 1], ("test",)) == {"test": ["2026-01-03"]}
 
 
 def test_a_a_counts_are_by_kind_and_leave_undefined_cis_out():
