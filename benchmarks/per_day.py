@@ -11,7 +11,9 @@ valid`` for the validation days; outputs under RUNS/compare, reused when fresh).
 are pooled as benchmarks/quality.py pools them: the request-level CI of the mean over seeds,
 and the interval that also counts the spread between training seeds. Prints, per pair, B - A
 by day with both intervals and each seed's difference; writes
-results/per_day_<runs' directory>[_<tag>].json (every metric the comparisons hold).
+results/per_day_<runs' directory>[_<tag>].json: per pair and label ("valid pooled", "test
+2026-01-16", ...) the days compared, what the comparisons skipped (a day without a broad-set
+sample, say) and every metric's pooled difference.
 """
 
 from __future__ import annotations
@@ -86,30 +88,34 @@ def main() -> None:
     add_comparison_flags(parser)
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
-    world = args.world or ROOT / "runs" / "worlds" / args.runs.name
+    runs = ROOT / args.runs  # a relative path from the repository's root
+    world = ROOT / args.world if args.world else ROOT / "runs" / "worlds" / runs.name
     planned, commands = {}, []
     for item in args.pairs:
         a, sep, b = item.partition(":")
         if not (sep and a and b):
             raise SystemExit(f"--pairs {item}: expected A:B (two run names without -sSEED)")
-        for split, days in planned_days(args.runs, a, b, args.seeds, tuple(args.splits)).items():
+        for split, days in planned_days(runs, a, b, args.seeds, tuple(args.splits)).items():
             for label, day in day_labels(days).items():
                 planned[(f"{b} - {a}", f"{split} {label}")] = [
-                    comparison({"run": args.runs / f"{a}-s{seed}"},
-                               {"run": args.runs / f"{b}-s{seed}"}, world, args, split, day)
+                    comparison({"run": runs / f"{a}-s{seed}"},
+                               {"run": runs / f"{b}-s{seed}"}, world, args, split, day)
                     for seed in args.seeds
                 ]  # fmt: skip
     run_comparisons([c for seeds in planned.values() for c in seeds], commands)
     pairs: dict[str, dict] = {}
     for (name, label), seeds in planned.items():
-        pairs.setdefault(name, {})[label] = pooled_differences(
-            [load_comparison(s, d) for _, s, d, _ in seeds]
-        )
+        loaded = [load_comparison(s, d) for _, s, d, _ in seeds]
+        pairs.setdefault(name, {})[label] = {
+            "days": loaded[0][0]["test_days"],
+            "skipped": loaded[0][0]["skipped"],  # e.g. a day without a broad-set sample
+            "differences": pooled_differences(loaded),
+        }
     for name, days in pairs.items():
         print(f"{name}, mean over seeds {args.seeds}: request CI; over seeds; each seed's")
-        for day, sections in days.items():
+        for day, compared in days.items():
             for section, metric in PRINTED:
-                d = sections.get(section, {}).get(metric)
+                d = compared["differences"].get(section, {}).get(metric)
                 if d is None:
                     continue
                 seeds = " / ".join(f"{x:+.4f}" for x in d["per_seed"])
@@ -118,7 +124,7 @@ def main() -> None:
                 print(f"  {day:<17} {section}/{metric:<14} {d['diff']:+.4f} "
                       f"[{d['lo']:+.4f}, {d['hi']:+.4f}]  {over}  ({seeds})")  # fmt: skip
     suffix = f"_{args.tag}" if args.tag else ""
-    out = ROOT / "results" / f"per_day_{args.runs.name}{suffix}.json"
+    out = ROOT / "results" / f"per_day_{runs.name}{suffix}.json"
     record = {"runs": str(args.runs), "world": str(world), "seeds": args.seeds,
               "bootstrap": {"resamples": args.bootstrap, "seed": args.bootstrap_seed},
               "pairs": pairs, "commands": commands, "machine": machine()}  # fmt: skip

@@ -183,7 +183,8 @@ def comparison(
     cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), *on, "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
            "--draws", str(draws)]  # fmt: skip
-    return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args, split)
+    fresh = fresh_comparison(summary, draws, (run_a, run_b), args, split, world)
+    return cmd, summary, draws, fresh
 
 
 def run_comparisons(
@@ -204,18 +205,20 @@ def load_comparison(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndar
 
 def fresh_comparison(
     summary: Path, draws: Path, runs: tuple[Path, Path], args: argparse.Namespace,
-    split: str = "test",
+    split: str = "test", world: Path | None = None,
 ) -> bool:  # fmt: skip
-    """Whether a comparison's outputs exist, are newer than both evaluations (of ``split``)
-    and used the requested resamples."""
+    """Whether a comparison's outputs exist, are newer than both evaluations (of ``split``),
+    used the requested resamples and were made on ``split`` of ``world`` (when given)."""
     from prectr.evaluation.run import EVALUATION, split_file
 
     if not (summary.is_file() and draws.is_file()):
         return False
-    bootstrap = json.loads(summary.read_text())["bootstrap"]
+    made = json.loads(summary.read_text())
+    if made.get("split", "test") != split or (world is not None and made["log"] != str(world)):
+        return False
     evaluations = [r / split_file(EVALUATION, split) for r in runs]
     newer = all(summary.stat().st_mtime >= e.stat().st_mtime for e in evaluations)
-    return newer and (bootstrap["resamples"], bootstrap["seed"]) == (
+    return newer and (made["bootstrap"]["resamples"], made["bootstrap"]["seed"]) == (
         args.bootstrap,
         args.bootstrap_seed,
     )

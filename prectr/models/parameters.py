@@ -67,8 +67,9 @@ DESCRIPTIONS: dict[str, str] = {
     "its negative down, the paper's) or negatives (the negative down only, the click's score "
     "left to the click loss; on bench it cost more AUC and removed fewer irrelevant items)",
     "debias_trains_item_ids": "let the pairwise loss train the item-ID embeddings of the "
-    "unexposed candidates it pushes down (false: they learn from exposures alone, and the "
-    "loss acts through relevance, the other features and the shared layers)",
+    "unexposed candidates it pushes down (false: their own ID is read detached, so the loss "
+    "acts through their relevance, their other features, the request's histories and the "
+    "shared layers; an ID in a history is still trained through that history)",
     "debias_margin": "margin the pairwise loss asks a click to lead its negative by",
     "debias_clip": "pairwise score differences are clipped to this size",
     "truncate_start": "dynamic truncation: pairs ordered by more than this are dropped, at "

@@ -68,10 +68,11 @@ pushes its negatives down and the clicked rows' scores are the click loss's alon
 cure for the debiasing's cost to the order between requests, it made that cost three times
 larger and lowered the broad set's irrelevant items less (docs/fidelity.md, "The debiasing's
 AUC cost lies between requests"). ``debias_trains_item_ids: false`` reads the unexposed
-candidates' item-ID embeddings detached in training, so the pairwise loss pushes them down
-through their relevance, their other features and the shared layers, and an item's ID
-embedding learns from its exposures alone (docs/fidelity.md, "The pairwise loss kept off the
-item IDs"). With unexposed
+candidates' own item IDs detached in training (the candidate field, DIN's query and mining's
+target), so the pairwise loss pushes them down through their relevance, their other
+features, the request's histories and the shared layers; the histories share the item table,
+so an ID that also sits in the request's clicks or crowd is still trained through them
+(docs/fidelity.md, "The pairwise loss kept off the item IDs"). With unexposed
 negatives a training batch holds every candidate; the partners are drawn before the forward
 pass, so the click path scores the exposed rows and the drawn partners, not the whole pool. A
 click whose request has no unexposed candidate makes no pair and is not counted.

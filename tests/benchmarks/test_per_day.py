@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,25 @@ def test_a_pair_is_compared_on_each_day_of_both_splits(tmp_path):
     assert summary.name == "b-s0-vs-a-s0_valid_2026-01-01.json" and not fresh
     cmd, summary, _, _ = quality.comparison(reference, other, tmp_path, args)  # the test split
     assert "--split" not in cmd and "--day" not in cmd and summary.name == "b-s0-vs-a-s0.json"
+
+
+def test_a_comparison_is_reused_only_for_its_split_world_and_resamples(tmp_path):
+    runs = [fake_run(tmp_path, name, ["2026-01-01"], ["2026-01-02"]) for name in ("a", "b")]
+    summary, draws = tmp_path / "cmp.json", tmp_path / "cmp.draws.parquet"
+    draws.write_bytes(b"")
+    args = argparse.Namespace(bootstrap=10, bootstrap_seed=0)
+    world = tmp_path / "world"
+    made = {"split": "valid", "log": str(world), "bootstrap": {"resamples": 10, "seed": 0}}
+    summary.write_text(json.dumps(made))
+    assert quality.fresh_comparison(summary, draws, runs, args, "valid", world)
+    assert not quality.fresh_comparison(summary, draws, runs, args, "test", world)
+    assert not quality.fresh_comparison(summary, draws, runs, args, "valid", tmp_path / "other")
+    other = argparse.Namespace(bootstrap=20, bootstrap_seed=0)
+    assert not quality.fresh_comparison(summary, draws, runs, other, "valid", world)
+    (runs[1] / "evaluation_valid.json").touch()  # evaluated again after the comparison
+    later = summary.stat().st_mtime + 10
+    os.utime(runs[1] / "evaluation_valid.json", (later, later))
+    assert not quality.fresh_comparison(summary, draws, runs, args, "valid", world)
 
 
 def test_a_split_is_compared_pooled_then_day_by_day():
