@@ -144,7 +144,9 @@ def test_a_feature_read_by_several_modules_is_embedded_once(world, monkeypatch) 
     once = training_step(model, world.pool)
     assert len(lookups) == 3  # the candidate, the user's clicks, the crowd's items
     lookups.clear()
-    monkeypatch.setattr(FeatureEmbedding, "reads_once", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(
+        FeatureEmbedding, "reads_once", lambda self, untrained=None: contextlib.nullcontext()
+    )
     assert_same_step(once, training_step(model, world.pool))
     assert len(lookups) == 7
 
