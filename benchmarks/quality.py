@@ -183,8 +183,7 @@ def comparison(
     cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), *on, "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
            "--draws", str(draws)]  # fmt: skip
-    fresh = fresh_comparison(summary, draws, (run_a, run_b), args, split, world)
-    return cmd, summary, draws, fresh
+    return cmd, summary, draws, fresh_comparison(summary, draws, (run_a, run_b), args, world, split)
 
 
 def run_comparisons(
@@ -205,16 +204,16 @@ def load_comparison(summary: Path, draws: Path) -> tuple[dict, dict[str, np.ndar
 
 def fresh_comparison(
     summary: Path, draws: Path, runs: tuple[Path, Path], args: argparse.Namespace,
-    split: str = "test", world: Path | None = None,
+    world: Path, split: str = "test",
 ) -> bool:  # fmt: skip
     """Whether a comparison's outputs exist, are newer than both evaluations (of ``split``),
-    used the requested resamples and were made on ``split`` of ``world`` (when given)."""
+    used the requested resamples and were made on ``split`` of ``world``."""
     from prectr.evaluation.run import EVALUATION, split_file
 
     if not (summary.is_file() and draws.is_file()):
         return False
     made = json.loads(summary.read_text())
-    if made.get("split", "test") != split or (world is not None and made["log"] != str(world)):
+    if made.get("split", "test") != split or made["log"] != str(world):
         return False
     evaluations = [r / split_file(EVALUATION, split) for r in runs]
     newer = all(summary.stat().st_mtime >= e.stat().st_mtime for e in evaluations)

@@ -175,10 +175,6 @@ class PRECTR(RankingModel):
         super().__init__()
         if cross_user and not incentive:
             raise ValueError("cross_user mining feeds the incentive; it needs incentive: true")
-        if not debias_trains_item_ids and not (debias and debias_negatives != "synthetic"):
-            raise ValueError("debias_trains_item_ids false keeps the pairwise loss off the "
-                             "unexposed candidates' item IDs: it needs debias with unexposed "
-                             "negatives (debias_negatives unexposed or both)")  # fmt: skip
         if crowd_from != "own" and not cross_user:
             raise ValueError(f"crowd_from {crowd_from!r} is what cross_user mining reads; it "
                              "needs cross_user: true")  # fmt: skip
@@ -214,6 +210,10 @@ class PRECTR(RankingModel):
         self.reconstruct_embedding = reconstruct_embedding
         self.push, self.margin, self.clip = debias_push, debias_margin, debias_clip
         self.trains_item_ids = debias_trains_item_ids
+        if not debias_trains_item_ids and not self.draws_partners():
+            raise ValueError("debias_trains_item_ids false keeps the pairwise loss off the "
+                             "unexposed candidates' item IDs: it needs debias with unexposed "
+                             "negatives (debias_negatives unexposed or both)")  # fmt: skip
         self.schedule = (truncate_start, truncate_end, truncate_steps)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # for the schedule
         self.training_rows = (

@@ -48,15 +48,15 @@ def test_a_comparison_is_reused_only_for_its_split_world_and_resamples(tmp_path)
     world = tmp_path / "world"
     made = {"split": "valid", "log": str(world), "bootstrap": {"resamples": 10, "seed": 0}}
     summary.write_text(json.dumps(made))
-    assert quality.fresh_comparison(summary, draws, runs, args, "valid", world)
-    assert not quality.fresh_comparison(summary, draws, runs, args, "test", world)
-    assert not quality.fresh_comparison(summary, draws, runs, args, "valid", tmp_path / "other")
+    assert quality.fresh_comparison(summary, draws, runs, args, world, "valid")
+    assert not quality.fresh_comparison(summary, draws, runs, args, world, "test")
+    assert not quality.fresh_comparison(summary, draws, runs, args, tmp_path / "other", "valid")
     other = argparse.Namespace(bootstrap=20, bootstrap_seed=0)
-    assert not quality.fresh_comparison(summary, draws, runs, other, "valid", world)
+    assert not quality.fresh_comparison(summary, draws, runs, other, world, "valid")
     (runs[1] / "evaluation_valid.json").touch()  # evaluated again after the comparison
     later = summary.stat().st_mtime + 10
     os.utime(runs[1] / "evaluation_valid.json", (later, later))
-    assert not quality.fresh_comparison(summary, draws, runs, args, "valid", world)
+    assert not quality.fresh_comparison(summary, draws, runs, args, world, "valid")
 
 
 def test_a_split_is_compared_pooled_then_day_by_day():
