@@ -273,24 +273,29 @@ class PRECTR(RankingModel):
     def relevance_outputs(
         self, batch: Batch, scored: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """The RSL module's pre-activation, relevance embedding and grade logits of every row.
-        In training with unexposed negatives alone and no KL anchor, a batch holds every
-        candidate so that partners can be drawn, and most rows are read by no loss: the RSL
-        then reads only the ``scored`` rows (exposed and drawn partners, :meth:`scored_rows`)
-        and the graded ones, and the others' outputs are zero."""
+        """The RSL module's grade logits and pre-activation of every row, and its relevance
+        embedding of the ``scored`` rows (:meth:`scored_rows`; every row without), which the
+        click path reads. In training with unexposed negatives alone and no KL anchor, a batch
+        holds every candidate so that partners can be drawn, and most rows are read by no
+        loss: the RSL then reads only the scored rows and the graded ones, the others' grade
+        logits are zero, and no pre-activation is given (only synthetic negatives read it)."""
         alone = self.debias and self.negatives == "unexposed"  # no synthetic low-grade pool
         if scored is not None and alone and self.reference is None:
             read = batch.relevance >= 0
             read[scored] = True
             rows = torch.nonzero(read).squeeze(1)
             if rows.numel() < len(batch):
-                every = self.relevance_outputs(batch.take(rows))
-                return {k: v.new_zeros(len(batch), v.shape[1]).index_copy(0, rows, v)
-                        for k, v in every.items()}  # fmt: skip
+                relevance = self.rsl.activate(self.rsl.pre_activation(batch.take(rows)))
+                logits = self.rsl.classify(relevance)
+                return {
+                    "grade_logits": logits.new_zeros(len(batch), logits.shape[1])
+                    .index_copy(0, rows, logits),
+                    "relevance": relevance.index_select(0, torch.searchsorted(rows, scored)),
+                }  # fmt: skip
         pre = self.rsl.pre_activation(batch)
         relevance = self.rsl.activate(pre)
-        return {"grade_logits": self.rsl.classify(relevance), "relevance": relevance,
-                "relevance_pre": pre}  # fmt: skip
+        return {"grade_logits": self.rsl.classify(relevance), "relevance_pre": pre,
+                "relevance": relevance if scored is None else relevance.index_select(0, scored)}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         partners = None
@@ -305,7 +310,7 @@ class PRECTR(RankingModel):
         if rows is not None:  # the click path's outputs hold these rows only
             out["scored"] = rows
             batch = batch.take(rows)
-            relevance, grade_logits = (t.index_select(0, rows) for t in (relevance, grade_logits))
+            grade_logits = grade_logits.index_select(0, rows)
         # a training batch holds whole requests: their histories are read once per request;
         # a feature that the context and mining both read is embedded once
         requests, embedding = batch.requests() if self.training else None, self.base_ctr.embedding
@@ -324,7 +329,8 @@ class PRECTR(RankingModel):
     @staticmethod
     def at_scored(out: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Where the batch's ``rows`` (among the scored ones) sit in the click path's outputs
-        (``logit``, ``context``, ``context_layer``, ``tau``: every row, or ``out["scored"]``'s)."""
+        (``logit``, ``relevance``, ``context``, ``context_layer``, ``tau``: every row, or
+        ``out["scored"]``'s)."""
         return rows if "scored" not in out else torch.searchsorted(out["scored"], rows)
 
     # -- training ------------------------------------------------------------------------------
