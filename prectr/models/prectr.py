@@ -294,8 +294,11 @@ class PRECTR(RankingModel):
                 }  # fmt: skip
         pre = self.rsl.pre_activation(batch)
         relevance = self.rsl.activate(pre)
-        return {"grade_logits": self.rsl.classify(relevance), "relevance_pre": pre,
-                "relevance": relevance if scored is None else relevance.index_select(0, scored)}
+        return {
+            "grade_logits": self.rsl.classify(relevance),
+            "relevance_pre": pre,
+            "relevance": relevance if scored is None else relevance.index_select(0, scored),
+        }
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         partners = None
