@@ -9,11 +9,12 @@ finds their days (the validation days in ``evaluation_valid.json``, the test day
 ``prectr compare A B`` on the split pooled and on each of its days (``--day``; ``--split
 valid`` for the validation days; outputs under RUNS/compare, reused when fresh). The seeds
 are pooled as benchmarks/quality.py pools them: the request-level CI of the mean over seeds,
-and the interval that also counts the spread between training seeds. Prints, per pair, B - A
-by day with both intervals and each seed's difference; writes
-results/per_day_<runs' directory>[_<tag>].json: per pair and label ("valid pooled", "test
-2026-01-16", ...) the days compared, what the comparisons skipped (a day without a broad-set
-sample, say) and every metric's pooled difference.
+and the interval that also counts the spread between training seeds; for a split of several
+days, also the interval that counts the dates as well as the seeds (:func:`over_dates`,
+label "<split> over dates"). Prints, per pair, B - A by day with the intervals and each
+seed's difference; writes results/per_day_<runs' directory>[_<tag>].json: per pair and label
+("valid pooled", "test 2026-01-16", "test over dates", ...) the days compared, what the
+comparisons skipped (a day without a broad-set sample, say) and every metric's difference.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from quality import (
     add_comparison_flags,
     comparison,
@@ -33,6 +35,7 @@ from record import machine, write_record
 from runner import JOBS, ROOT
 
 from prectr.evaluation.run import EVALUATION, split_file
+from prectr.metrics.paired import date_interval
 
 SPLITS = ("valid", "test")
 #: (section, metric) printed; the record holds every metric
@@ -74,6 +77,30 @@ def day_labels(days: list[str]) -> dict[str, str | None]:
     return {"pooled": None, **{day: day for day in days}}
 
 
+def over_dates(by_day: dict[str, dict]) -> dict[str, dict]:
+    """Per section and metric defined on every day of ``by_day`` (day -> its pooled
+    differences, as :func:`~quality.pooled_differences` gives them), the interval that counts
+    the dates and the training seeds (:func:`~prectr.metrics.paired.date_interval` over the
+    cells ``per_seed`` by day): ``diff`` (the mean of the cells), ``lo``, ``hi``, ``df``
+    (None where every cell is the same), ``spans_zero`` and the ``cells`` ``[seed][day]``."""
+    out: dict[str, dict] = {}
+    days = list(by_day.values())
+    for section, metrics in days[0].items():
+        for metric in metrics:
+            found = [day.get(section, {}).get(metric) for day in days]
+            if any(d is None for d in found):
+                continue
+            cells = np.array([d["per_seed"] for d in found]).T  # (seeds, dates)
+            centre, lo, hi, df = date_interval(cells)
+            if np.isnan(lo):
+                continue
+            out.setdefault(section, {})[metric] = {
+                "diff": centre, "lo": lo, "hi": hi, "df": df if np.isfinite(df) else None,
+                "spans_zero": bool(lo <= 0.0 <= hi), "cells": cells.tolist(),
+            }  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, required=True, help="a world's runs directory")
@@ -111,12 +138,26 @@ def main() -> None:
             "skipped": loaded[0][0]["skipped"],  # e.g. a day without a broad-set sample
             "differences": pooled_differences(loaded),
         }
+    for labels in pairs.values():
+        for split in args.splits:
+            by_day = {
+                label.split(" ", 1)[1]: compared["differences"]
+                for label, compared in labels.items()
+                if label.startswith(f"{split} ") and not label.endswith(" pooled")
+            }
+            if len(by_day) > 1:
+                labels[f"{split} over dates"] = {"days": list(by_day),
+                                                 "differences": over_dates(by_day)}  # fmt: skip
     for name, days in pairs.items():
         print(f"{name}, mean over seeds {args.seeds}: request CI; over seeds; each seed's")
         for day, compared in days.items():
             for section, metric in PRINTED:
                 d = compared["differences"].get(section, {}).get(metric)
                 if d is None:
+                    continue
+                if "cells" in d:  # over dates: one interval, the cells' mean
+                    print(f"  {day:<17} {section}/{metric:<14} {d['diff']:+.4f} "
+                          f"[{d['lo']:+.4f}, {d['hi']:+.4f}] counting dates and seeds")  # fmt: skip
                     continue
                 seeds = " / ".join(f"{x:+.4f}" for x in d["per_seed"])
                 over = (f"[{d['seed_lo']:+.4f}, {d['seed_hi']:+.4f}]" if "seed_lo" in d

@@ -237,6 +237,55 @@ def seed_interval(
     return centre - half, centre + half, float(df)
 
 
+def date_interval(
+    cells: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float, float]:
+    """A CI for B - A that counts the dates of the test days as well as the training seeds:
+    ``(centre, lo, hi, df)`` from ``cells`` ``(seeds, dates)``, each seed's difference on
+    each date (every seed evaluated on the same dates).
+
+    On a world that changes from day to day, a mechanism's effect moves from date to date by
+    more than a day's request CI (docs/fidelity.md, "the control on a two-day validation
+    window"), and every seed meets the same dates, so neither the request bootstrap nor the
+    seed-aware interval (:func:`seed_interval`) counts them. The cells are read as a
+    crossed two-way random-effects layout, d = mu + a_seed + b_date + e, with one cell per
+    seed and date: from the mean squares of seeds, dates and the residual (MS_S, MS_D, MS_E;
+    S seeds, D dates), the variance of the cells' mean is (MS_E + max(0, MS_S - MS_E) +
+    max(0, MS_D - MS_E)) / (S D), a component estimated below 0 counting as 0, and df is
+    Welch-Satterthwaite's for that sum. A cell's request noise is part of its residual and,
+    shared by the seeds on one date, of that date's effect, so no bootstrap is added. The
+    centre is the mean of the cells, each date weighted alike (a pooled difference weights
+    dates by their requests). With one seed or one date it is the t interval over the other.
+    It says nothing of other worlds. Nan with fewer than two cells in all, or a cell
+    undefined or infinite."""
+    cells = np.asarray(cells, dtype=float)
+    nan = (float("nan"),) * 4
+    if cells.ndim != 2 or cells.size < 2 or not np.isfinite(cells).all():
+        return nan
+    seeds, dates = cells.shape
+    centre = float(cells.mean())
+    if min(seeds, dates) == 1:
+        flat = cells.ravel()
+        terms = [(flat.var(ddof=1) / flat.size, flat.size - 1)]
+    else:
+        seed_means, date_means = cells.mean(1), cells.mean(0)
+        ms_seed = dates * ((seed_means - centre) ** 2).sum() / (seeds - 1)
+        ms_date = seeds * ((date_means - centre) ** 2).sum() / (dates - 1)
+        residual = cells - seed_means[:, None] - date_means[None, :] + centre
+        ms_residual = (residual**2).sum() / ((seeds - 1) * (dates - 1))
+        # each mean square with its coefficient in the variance of the mean, times S D
+        terms = [(ms, df) for ms, df in ((ms_seed, seeds - 1), (ms_date, dates - 1))
+                 if ms > ms_residual]  # fmt: skip
+        own = 1 - len(terms)  # MS_E's coefficient: 1, less one for each component kept
+        terms = [(ms / cells.size, df) for ms, df in terms]
+        terms.append((own * ms_residual / cells.size, (seeds - 1) * (dates - 1)))
+    total = sum(v for v, _ in terms)
+    spread = sum(v**2 / df for v, df in terms)
+    df = total**2 / spread if spread > 0 else np.inf
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(max(total, 0.0))
+    return centre, centre - half, centre + half, float(df)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Model B against model A on the same requests: each one's metric and B - A per resample."""

@@ -104,3 +104,20 @@ def test_the_a_a_pairs_differ_in_no_mechanism():
             assert a.rsplit("-s", 1)[0] == b.rsplit("-s", 1)[0] and a != b
         else:  # one config and seed, two thread counts
             assert a.replace("_2threads", "") == b
+
+
+def test_a_split_of_several_days_is_also_read_over_its_dates():
+    """Each seed's difference on each day becomes a cell of the date-aware interval; a metric
+    missing on one day (a day without a broad-set sample) is left out."""
+    by_day = {
+        "2026-01-16": {"all": {"auc": {"per_seed": [0.001, 0.002]}},
+                       "broad": {"irrelevant@10": {"per_seed": [-0.01, -0.02]}}},
+        "2026-01-17": {"all": {"auc": {"per_seed": [-0.001, 0.000]}}},
+        "2026-01-18": {"all": {"auc": {"per_seed": [-0.003, -0.002]}}},
+    }  # fmt: skip
+    out = per_day.over_dates(by_day)
+    assert list(out) == ["all"]
+    auc = out["all"]["auc"]
+    assert auc["cells"] == [[0.001, -0.001, -0.003], [0.002, 0.0, -0.002]]
+    assert auc["diff"] == pytest.approx(-0.0005)
+    assert auc["lo"] < -0.002 and auc["hi"] > 0.001 and auc["spans_zero"]

@@ -9,6 +9,7 @@ from prectr.metrics import auc, calibration, gauc, logloss
 from prectr.metrics.paired import (
     auc_statistic,
     bootstrap,
+    date_interval,
     gauc_statistic,
     interval,
     mean_statistic,
@@ -185,3 +186,54 @@ def test_the_seed_aware_interval_needs_two_seeds_and_defined_draws():
     assert np.isnan(seed_interval([0.001, np.inf], np.full(100, 0.001))).all()
     lo, hi, df = seed_interval([0.001, 0.001], np.full(100, 0.001))
     assert lo == pytest.approx(0.001) and hi == pytest.approx(0.001) and df == np.inf
+
+
+def _date_layouts(replicates: int, seed_sd: float, date_sd: float, noise_sd: float):
+    """Differences of 3 seeds on 3 dates with true mean 0: each seed's and each date's random
+    effect, shared across the other, plus a cell's own noise."""
+    rng = np.random.default_rng(7)
+    for _ in range(replicates):
+        yield (rng.normal(0, seed_sd, (3, 1)) + rng.normal(0, date_sd, (1, 3))
+               + rng.normal(0, noise_sd, (3, 3)))  # fmt: skip
+
+
+@pytest.mark.parametrize("date_sd", [0.0, 0.0017])
+def test_the_date_aware_interval_covers_the_truth_where_the_seed_aware_one_does_not(date_sd):
+    covered, seeds_covered, replicates = 0, 0, 2000
+    for cells in _date_layouts(replicates, 0.001, date_sd, 0.0007):
+        centre, lo, hi, df = date_interval(cells)
+        # the variance is at least the largest mean square's share, so df >= 0.8 at 3 x 3
+        assert centre == pytest.approx(cells.mean()) and df >= 0.8
+        covered += lo <= 0 <= hi
+        # the seeds' interval, reading each seed's mean over the dates as its difference
+        seed_lo, seed_hi, _ = seed_interval(cells.mean(1), np.full(10, cells.mean()))
+        seeds_covered += seed_lo <= 0 <= seed_hi
+    # a component estimated below zero counts as zero, so it errs wide (97-99% by simulation)
+    assert 0.94 <= covered / replicates <= 1.0
+    if date_sd:  # the dates move the effect as much as in world seed 0: the seeds' undercovers
+        assert seeds_covered / replicates < 0.85
+
+
+def test_the_date_aware_interval_by_hand():
+    # the seeds agree, the dates are 1, 2, 3: the t interval over the dates' means,
+    # 2 +- t(0.975, 2) * 1 / sqrt(3) = 2 +- 2.484138
+    centre, lo, hi, df = date_interval(np.array([[1.0, 2.0, 3.0]] * 3))
+    assert (centre, lo, hi, df) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138, 2.0), abs=1e-6)
+    # one seed, or one date: the t interval over the other
+    assert date_interval(np.array([[1.0, 2.0, 3.0]]))[1:] == pytest.approx(
+        (2 - 2.484138, 2 + 2.484138, 2.0), abs=1e-6
+    )
+    assert date_interval(np.array([[1.0], [2.0], [3.0]]))[3] == pytest.approx(2.0)
+    # seeds and dates both spread: their mean squares (1.0 each, the residual's 0) over S D = 4,
+    # df by Welch-Satterthwaite: 0.5^2 / (2 * 0.25^2 / 1) = 2
+    centre, lo, hi, df = date_interval(np.array([[0.0, 1.0], [1.0, 2.0]]))
+    assert centre == 1.0 and df == pytest.approx(2.0)
+    assert hi - centre == pytest.approx(4.302653 * np.sqrt(0.5), abs=1e-5)
+
+
+def test_the_date_aware_interval_needs_two_defined_cells():
+    assert np.isnan(date_interval(np.array([[0.001]]))).all()
+    assert np.isnan(date_interval(np.array([[0.001, np.inf], [0.0, 0.0]]))).all()
+    assert np.isnan(date_interval(np.array([0.001, 0.002]))).all()  # not (seeds, dates)
+    centre, lo, hi, df = date_interval(np.full((3, 3), 0.001))
+    assert lo == hi == centre == pytest.approx(0.001) and df == np.inf
