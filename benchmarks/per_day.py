@@ -101,6 +101,20 @@ def over_dates(by_day: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def add_over_dates(labels: dict[str, dict], splits: list[str]) -> None:
+    """Adds "<split> over dates" (:func:`over_dates`) to a pair's ``labels`` ("test pooled",
+    "test 2026-01-16", ...) for each split of ``splits`` compared on more than one day."""
+    for split in dict.fromkeys(splits):
+        by_day = {
+            label.split(" ", 1)[1]: compared["differences"]
+            for label, compared in labels.items()
+            if label.startswith(f"{split} ") and not label.endswith((" pooled", " over dates"))
+        }
+        if len(by_day) > 1:
+            labels[f"{split} over dates"] = {"days": list(by_day),
+                                             "differences": over_dates(by_day)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, required=True, help="a world's runs directory")
@@ -139,15 +153,7 @@ def main() -> None:
             "differences": pooled_differences(loaded),
         }
     for labels in pairs.values():
-        for split in args.splits:
-            by_day = {
-                label.split(" ", 1)[1]: compared["differences"]
-                for label, compared in labels.items()
-                if label.startswith(f"{split} ") and not label.endswith(" pooled")
-            }
-            if len(by_day) > 1:
-                labels[f"{split} over dates"] = {"days": list(by_day),
-                                                 "differences": over_dates(by_day)}  # fmt: skip
+        add_over_dates(labels, args.splits)
     for name, days in pairs.items():
         print(f"{name}, mean over seeds {args.seeds}: request CI; over seeds; each seed's")
         for day, compared in days.items():
@@ -156,8 +162,9 @@ def main() -> None:
                 if d is None:
                     continue
                 if "cells" in d:  # over dates: one interval, the cells' mean
+                    counted = "dates and seeds" if len(d["cells"]) > 1 else "dates"
                     print(f"  {day:<17} {section}/{metric:<14} {d['diff']:+.4f} "
-                          f"[{d['lo']:+.4f}, {d['hi']:+.4f}] counting dates and seeds")  # fmt: skip
+                          f"[{d['lo']:+.4f}, {d['hi']:+.4f}] counting {counted}")  # fmt: skip
                     continue
                 seeds = " / ".join(f"{x:+.4f}" for x in d["per_seed"])
                 over = (f"[{d['seed_lo']:+.4f}, {d['seed_hi']:+.4f}]" if "seed_lo" in d

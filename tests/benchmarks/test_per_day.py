@@ -121,3 +121,15 @@ def test_a_split_of_several_days_is_also_read_over_its_dates():
     assert auc["cells"] == [[0.001, -0.001, -0.003], [0.002, 0.0, -0.002]]
     assert auc["diff"] == pytest.approx(-0.0005)
     assert auc["lo"] < -0.002 and auc["hi"] > 0.001 and auc["spans_zero"]
+
+
+def test_only_a_split_of_several_days_gets_an_interval_over_its_dates():
+    one = {"all": {"auc": {"per_seed": [0.001, 0.002]}}}
+    names = ("valid 2026-01-15", "test pooled", "test 2026-01-16", "test 2026-01-17")
+    labels = {name: {"differences": one} for name in names}
+    per_day.add_over_dates(labels, ["valid", "test", "test"])  # a split named twice: once
+    assert list(labels)[-1] == "test over dates" and "valid over dates" not in labels
+    assert labels["test over dates"]["days"] == ["2026-01-16", "2026-01-17"]
+    assert labels["test over dates"]["differences"]["all"]["auc"]["cells"] == [
+        [0.001, 0.001], [0.002, 0.002]
+    ]  # fmt: skip

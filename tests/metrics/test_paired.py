@@ -229,6 +229,11 @@ def test_the_date_aware_interval_by_hand():
     centre, lo, hi, df = date_interval(np.array([[0.0, 1.0], [1.0, 2.0]]))
     assert centre == 1.0 and df == pytest.approx(2.0)
     assert hi - centre == pytest.approx(4.302653 * np.sqrt(0.5), abs=1e-5)
+    # with a residual: MS_S 6.25, MS_D 2.25, MS_E 0.25, both components kept, so the variance
+    # is (6.25 + 2.25 - 0.25) / 4 and df 8.25^2 / (6.25^2 + 2.25^2 + 0.25^2) = 1.54031
+    assert date_interval(np.array([[0.0, 1.0], [2.0, 4.0]])) == pytest.approx(
+        (1.75, -6.58107, 10.08107, 1.54031), abs=1e-5
+    )
 
 
 def test_the_date_aware_interval_needs_two_defined_cells():
