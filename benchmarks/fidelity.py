@@ -7,7 +7,10 @@ other-query-crowd, no-debias, synthetic-negatives and debiasing-control variants
 two-model fusion on
 `bench`, and V2, its no-mining ablation and its other-query control on `stationary`;
 evaluates each on its test days; compares the pairs each target reads (`prectr compare`, seeds
-pooled resample by resample); then reads every target (docs/fidelity.md holds the
+pooled resample by resample, on the test days pooled and on each of them, so that every
+figure also carries the interval that counts the dates and the seeds: ``date_diff``,
+``date_lo``, ``date_hi``, ``date_df``, :func:`quality.over_dates`; the targets are judged by
+the request CI, as pre-registered); then reads every target (docs/fidelity.md holds the
 pre-registration these are judged against):
 
 * ``v2_minus_v1``: V2 - V1 on AUC and user-GAUC, CI above 0;
@@ -36,7 +39,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from quality import add_comparison_flags, pair_differences, train_and_evaluate
+from quality import add_comparison_flags, over_dates, pair_differences, train_and_evaluate
 from record import machine, write_record
 from runner import JOBS, ROOT, preset_world
 
@@ -72,13 +75,35 @@ AUC_COST = 0.002
 
 
 def _cell(difference: dict | None) -> dict | None:
-    """A pooled difference as the targets report it, each training seed's beside it, and the
-    interval that counts the seeds' spread (where there are two seeds or more)."""
+    """A pooled difference as the targets report it, each training seed's beside it, the
+    interval that counts the seeds' spread (where there are two seeds or more) and the one
+    that counts the dates too (:func:`with_dates`)."""
     if difference is None:
         return None
     keys = ("diff", "lo", "hi", "spans_zero", "per_seed", "seed_lo", "seed_hi", "seed_df",
-            "seed_spans_zero")  # fmt: skip
+            "seed_spans_zero", "date_diff", "date_lo", "date_hi", "date_df",
+            "date_spans_zero")  # fmt: skip
     return {k: difference[k] for k in keys if k in difference}
+
+
+def with_dates(pooled: dict[str, dict], by_day: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """``pooled`` (pair -> section -> metric -> the test days' pooled difference) with, beside
+    each metric defined on every day, :func:`quality.over_dates`'s interval over the days of
+    ``by_day`` (day -> pair -> section -> metric) as ``date_diff`` (the mean over seeds and
+    dates), ``date_lo``, ``date_hi``, ``date_df`` and ``date_spans_zero``."""
+    out = {pair: {section: {metric: dict(d) for metric, d in metrics.items()}
+                  for section, metrics in sections.items()}
+           for pair, sections in pooled.items()}  # fmt: skip
+    for pair, sections in out.items():
+        dated = over_dates({day: pairs[pair] for day, pairs in by_day.items()})
+        for section, metrics in dated.items():
+            for metric, d in metrics.items():
+                if metric in sections.get(section, {}):
+                    sections[section][metric].update(
+                        date_diff=d["diff"], date_lo=d["lo"], date_hi=d["hi"], date_df=d["df"],
+                        date_spans_zero=d["spans_zero"],
+                    )  # fmt: skip
+    return out
 
 
 def _above_zero(difference: dict | None) -> bool:
@@ -212,7 +237,12 @@ def main() -> None:
         world = preset_world(preset, args.world_seed, commands)
         configs = [ROOT / BENCH[name] for name in names]
         runs[preset] = train_and_evaluate(configs, args.seeds, world, [], commands, RUNS)
-        measured[preset] = pair_differences(runs[preset], pairs, world, args, commands)
+        pooled = pair_differences(runs[preset], pairs, world, args, commands)
+        days = sorted({day for seeds in runs[preset].values() for r in seeds
+                       for day in r["per_day"]})  # fmt: skip
+        by_day = {day: pair_differences(runs[preset], pairs, world, args, commands, day)
+                  for day in days} if len(days) > 1 else {}  # fmt: skip
+        measured[preset] = with_dates(pooled, by_day)
     probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["prectr_v2_synthetic"]]
     record = {
         "targets": targets(measured["bench"], measured["stationary"], runs["bench"], probe),

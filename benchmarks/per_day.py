@@ -10,7 +10,7 @@ finds their days (the validation days in ``evaluation_valid.json``, the test day
 valid`` for the validation days; outputs under RUNS/compare, reused when fresh). The seeds
 are pooled as benchmarks/quality.py pools them: the request-level CI of the mean over seeds,
 and the interval that also counts the spread between training seeds; for a split of several
-days, also the interval that counts the dates as well as the seeds (:func:`over_dates`,
+days, also the interval that counts the dates as well as the seeds (:func:`add_over_dates`,
 label "<split> over dates"). Prints, per pair, B - A by day with the intervals and each
 seed's difference; writes results/per_day_<runs' directory>[_<tag>].json: per pair and label
 ("valid pooled", "test 2026-01-16", "test over dates", ...) the days compared, what the
@@ -23,11 +23,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from quality import (
     add_comparison_flags,
     comparison,
     load_comparison,
+    over_dates,
     pooled_differences,
     run_comparisons,
 )
@@ -35,7 +35,6 @@ from record import machine, write_record
 from runner import JOBS, ROOT
 
 from prectr.evaluation.run import EVALUATION, split_file
-from prectr.metrics.paired import date_interval
 
 SPLITS = ("valid", "test")
 #: (section, metric) printed; the record holds every metric
@@ -77,32 +76,8 @@ def day_labels(days: list[str]) -> dict[str, str | None]:
     return {"pooled": None, **{day: day for day in days}}
 
 
-def over_dates(by_day: dict[str, dict]) -> dict[str, dict]:
-    """Per section and metric defined on every day of ``by_day`` (day -> its pooled
-    differences, as :func:`~quality.pooled_differences` gives them), the interval that counts
-    the dates and the training seeds (:func:`~prectr.metrics.paired.date_interval` over the
-    cells ``per_seed`` by day): ``diff`` (the mean of the cells), ``lo``, ``hi``, ``df``
-    (None where every cell is the same), ``spans_zero`` and the ``cells`` ``[seed][day]``."""
-    out: dict[str, dict] = {}
-    days = list(by_day.values())
-    for section, metrics in days[0].items():
-        for metric in metrics:
-            found = [day.get(section, {}).get(metric) for day in days]
-            if any(d is None for d in found):
-                continue
-            cells = np.array([d["per_seed"] for d in found]).T  # (seeds, dates)
-            centre, lo, hi, df = date_interval(cells)
-            if np.isnan(lo):
-                continue
-            out.setdefault(section, {})[metric] = {
-                "diff": centre, "lo": lo, "hi": hi, "df": df if np.isfinite(df) else None,
-                "spans_zero": bool(lo <= 0.0 <= hi), "cells": cells.tolist(),
-            }  # fmt: skip
-    return out
-
-
 def add_over_dates(labels: dict[str, dict], splits: list[str]) -> None:
-    """Adds "<split> over dates" (:func:`over_dates`) to a pair's ``labels`` ("test pooled",
+    """Adds "<split> over dates" (:func:`quality.over_dates`) to a pair's ``labels`` ("test pooled",
     "test 2026-01-16", ...) for each split of ``splits`` compared on more than one day."""
     for split in dict.fromkeys(splits):
         by_day = {

@@ -37,7 +37,7 @@ from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, training_job, w
 from prectr.config import load_experiment
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
-from prectr.metrics.paired import RESAMPLES, interval, seed_interval
+from prectr.metrics.paired import RESAMPLES, date_interval, interval, seed_interval
 
 RUNS = ROOT / "runs" / "quality"
 
@@ -257,15 +257,40 @@ def pooled_differences(seeds: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     return out
 
 
+def over_dates(by_day: dict[str, dict]) -> dict[str, dict]:
+    """Per section and metric defined on every day of ``by_day`` (day -> its pooled
+    differences, as :func:`pooled_differences` gives them), the interval that counts
+    the dates and the training seeds (:func:`~prectr.metrics.paired.date_interval` over the
+    cells ``per_seed`` by day): ``diff`` (the mean of the cells), ``lo``, ``hi``, ``df``
+    (None where every cell is the same), ``spans_zero`` and the ``cells`` ``[seed][day]``."""
+    out: dict[str, dict] = {}
+    days = list(by_day.values())
+    for section, metrics in days[0].items():
+        for metric in metrics:
+            found = [day.get(section, {}).get(metric) for day in days]
+            if any(d is None for d in found):
+                continue
+            cells = np.array([d["per_seed"] for d in found]).T  # (seeds, dates)
+            centre, lo, hi, df = date_interval(cells)
+            if np.isnan(lo):
+                continue
+            out.setdefault(section, {})[metric] = {
+                "diff": centre, "lo": lo, "hi": hi, "df": df if np.isfinite(df) else None,
+                "spans_zero": bool(lo <= 0.0 <= hi), "cells": cells.tolist(),
+            }  # fmt: skip
+    return out
+
+
 def pair_differences(
     results: dict[str, list[dict]],
     pairs: dict[str, tuple[str, str]],
     world: Path,
     args: argparse.Namespace,
     commands: list[str],
+    day: str | None = None,
 ) -> dict[str, dict]:
-    """For each named pair (A, B) of configs, B - A seed by seed (`prectr compare`), pooled over
-    seeds (:func:`pooled_differences`)."""
+    """For each named pair (A, B) of configs, B - A seed by seed (`prectr compare`, on the
+    test days or on one ``day`` of them), pooled over seeds (:func:`pooled_differences`)."""
     for a, b in pairs.values():
         missing = {a, b} - set(results)
         if missing:
@@ -273,7 +298,8 @@ def pair_differences(
     planned = {}
     for key, (a, b) in pairs.items():
         by_seed = {r["seed"]: r for r in results[a]}
-        planned[key] = [comparison(by_seed[r["seed"]], r, world, args) for r in results[b]]
+        planned[key] = [comparison(by_seed[r["seed"]], r, world, args, day=day)
+                        for r in results[b]]  # fmt: skip
     run_comparisons([c for seeds in planned.values() for c in seeds], commands)
     return {
         key: pooled_differences([load_comparison(summary, draws) for _, summary, draws, _ in seeds])

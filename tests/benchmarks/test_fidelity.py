@@ -76,3 +76,22 @@ def test_the_negative_control_fails_when_the_same_module_gains():
     bench, stationary, runs = measured(0.004)
     stationary["mining_control"]["all"]["auc"] = d(0.002, 0.0005, 0.0035)
     assert not fidelity.targets(bench, stationary, runs, [])["negative_control"]["met"]
+
+
+def test_every_figure_carries_the_interval_over_dates_but_is_judged_by_the_request_ci():
+    bench, stationary, runs = measured(0.004)
+    by_day = {}  # the same pairs on three dates, each seed's V2 - V1 AUC moving by date
+    for i, day in enumerate(("d1", "d2", "d3")):
+        by_day[day] = {pair: {s: {m: {**x, "per_seed": [x["diff"] + 0.004 * (i - 1)] * 3}
+                                  for m, x in metrics.items()}
+                              for s, metrics in sections.items()}
+                       for pair, sections in bench.items()}  # fmt: skip
+    dated = fidelity.with_dates(bench, by_day)
+    assert "date_lo" not in bench["v2_vs_v1"]["all"]["auc"]  # the pooled figures are not changed
+    auc = dated["v2_vs_v1"]["all"]["auc"]
+    assert abs(auc["date_diff"] - 0.004) < 1e-12
+    assert auc["date_lo"] < 0 < auc["date_hi"] and auc["date_spans_zero"]  # the dates spread
+    got = fidelity.targets(dated, stationary, runs, [0.84, 0.80])
+    cell = got["v2_minus_v1"]["measured"]["auc"]
+    assert cell["date_lo"] == auc["date_lo"] and cell["date_df"] == auc["date_df"]
+    assert got["v2_minus_v1"]["met"]  # the request CI, as pre-registered, decides

@@ -115,7 +115,7 @@ def test_a_split_of_several_days_is_also_read_over_its_dates():
         "2026-01-17": {"all": {"auc": {"per_seed": [-0.001, 0.000]}}},
         "2026-01-18": {"all": {"auc": {"per_seed": [-0.003, -0.002]}}},
     }  # fmt: skip
-    out = per_day.over_dates(by_day)
+    out = quality.over_dates(by_day)
     assert list(out) == ["all"]
     auc = out["all"]["auc"]
     assert auc["cells"] == [[0.001, -0.001, -0.003], [0.002, 0.0, -0.002]]
