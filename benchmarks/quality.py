@@ -262,10 +262,11 @@ def over_dates(by_day: dict[str, dict]) -> dict[str, dict]:
     differences, as :func:`pooled_differences` gives them), the interval that counts
     the dates and the training seeds (:func:`~prectr.metrics.paired.date_interval` over the
     cells ``per_seed`` by day): ``diff`` (the mean of the cells), ``lo``, ``hi``, ``df``
-    (None where every cell is the same), ``spans_zero`` and the ``cells`` ``[seed][day]``."""
+    (None where every cell is the same), ``spans_zero`` and the ``cells`` ``[seed][day]``;
+    nothing without days."""
     out: dict[str, dict] = {}
     days = list(by_day.values())
-    for section, metrics in days[0].items():
+    for section, metrics in days[0].items() if days else ():
         for metric in metrics:
             found = [day.get(section, {}).get(metric) for day in days]
             if any(d is None for d in found):
