@@ -280,24 +280,25 @@ class PRECTR(RankingModel):
         loss: the RSL then reads only the scored rows and the graded ones, the others' grade
         logits are zero, and no pre-activation is given (only synthetic negatives read it)."""
         alone = self.debias and self.negatives == "unexposed"  # no synthetic low-grade pool
+        rows = None  # the rows the RSL reads, where not every row
         if scored is not None and alone and self.reference is None:
             read = batch.relevance >= 0
             read[scored] = True
             rows = torch.nonzero(read).squeeze(1)
-            if rows.numel() < len(batch):
-                relevance = self.rsl.activate(self.rsl.pre_activation(batch.take(rows)))
-                logits = self.rsl.classify(relevance)
-                return {
-                    "grade_logits": logits.new_zeros(len(batch), logits.shape[1])
-                    .index_copy(0, rows, logits),
-                    "relevance": relevance.index_select(0, torch.searchsorted(rows, scored)),
-                }  # fmt: skip
-        pre = self.rsl.pre_activation(batch)
+            rows = rows if rows.numel() < len(batch) else None
+        pre = self.rsl.pre_activation(batch if rows is None else batch.take(rows))
         relevance = self.rsl.activate(pre)
+        logits = self.rsl.classify(relevance)
+        if rows is None:
+            return {
+                "grade_logits": logits,
+                "relevance_pre": pre,
+                "relevance": relevance if scored is None else relevance.index_select(0, scored),
+            }
+        unread = logits.new_zeros(len(batch), logits.shape[1])
         return {
-            "grade_logits": self.rsl.classify(relevance),
-            "relevance_pre": pre,
-            "relevance": relevance if scored is None else relevance.index_select(0, scored),
+            "grade_logits": unread.index_copy(0, rows, logits),
+            "relevance": relevance.index_select(0, torch.searchsorted(rows, scored)),
         }
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
