@@ -6,13 +6,15 @@ Run, e.g. the crowd's window and back-off for PRECTR-V2 on `bench`:
       --objective all:auc --tag v2_crowd
 
 Every point of the grid (each combination of the values) is trained with `prectr train --set`
-and scored with `prectr evaluate --split valid`, on the run's validation days. The test days are
-never scored here, so no choice looks at them. The winner has the best mean over seeds of the
-objective (``section:metric``, e.g. ``all:auc``, ``broad:irrelevant@10``, ``user:cold:auc``;
-higher is better except for the metrics in LOWER_IS_BETTER); ``--within METRIC=TOL`` first keeps
-only the points whose mean ``METRIC`` is within TOL of the best point's (e.g. the lowest broad
-irrelevant@10 among the points within 0.002 AUC of the best). A run that already holds its
-validation evaluation is reused, so an interrupted sweep resumes.
+and scored with `prectr evaluate --split valid`, on the world's validation days: the runs take
+the world's split (``data.valid_days`` and ``data.test_days`` from its world.json), so a world
+simulated with ``--world-set valid_days=3`` gives a choice made on three validation dates. The
+test days are never scored here, so no choice looks at them. The winner has the best mean over
+seeds of the objective (``section:metric``, e.g. ``all:auc``, ``broad:irrelevant@10``,
+``user:cold:auc``; higher is better except for the metrics in LOWER_IS_BETTER); ``--within
+METRIC=TOL`` first keeps only the points whose mean ``METRIC`` is within TOL of the best
+point's (e.g. the lowest broad irrelevant@10 among the points within 0.002 AUC of the best).
+A run that already holds its validation evaluation is reused, so an interrupted sweep resumes.
 
 Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
 means, the winner, the rule that chose it, and the commands.
@@ -30,6 +32,7 @@ from record import machine, write_record
 from runner import JOBS, ROOT, add_world_flags, run_all, training_job, world_dir
 
 from prectr.config import load_experiment
+from prectr.data.simulate.world import World
 from prectr.evaluation.run import EVALUATION, split_file
 from prectr.metrics import LOWER_IS_BETTER
 
@@ -76,6 +79,13 @@ def metric(evaluation: dict, spec: str) -> float | None:
 def mean(values: list[float | None]) -> float | None:
     """The mean over seeds; None when some seed has no value."""
     return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def world_split(world: Path) -> list[str]:
+    """The overrides that give a run the split of the simulated ``world`` (its world.json):
+    its validation days and test days."""
+    config = World(world).config
+    return [f"data.valid_days={config.valid_days}", f"data.test_days={config.test_days}"]
 
 
 def lower_is_better(spec: str) -> bool:
@@ -134,7 +144,8 @@ def main() -> None:
              if k in ("data.valid_days", "data.test_days")]  # fmt: skip
     if moved:
         parser.error(f"{', '.join(moved)}: a sweep must not move the split (its validation "
-                     "days would become test days)")  # fmt: skip
+                     "days would become test days); it takes the world's, set it with "
+                     "--world-set valid_days=N")  # fmt: skip
     within = None
     if args.within:
         name, _, tolerance = args.within.rpartition("=")
@@ -144,9 +155,10 @@ def main() -> None:
 
     commands: list[str] = []
     world = world_dir(args, commands, args.runs)
+    split = world_split(world)
     jobs, runs = [], []
     for point in points(grid):
-        overrides = [*args.set, *(f"{k}={v}" for k, v in point.items())]
+        overrides = [*args.set, *split, *(f"{k}={v}" for k, v in point.items())]
         for seed in args.seeds:
             out = args.runs / "sweep" / world.name / args.tag / f"{point_name(point)}-s{seed}"
             runs.append((point, seed, out))
@@ -174,6 +186,7 @@ def main() -> None:
         "config": str(args.config),
         "world": str(world),
         "split": "valid (the test days are never scored by a sweep)",
+        "world_split": split,
         "grid": grid,
         "objective": args.objective,
         "rule": rule,

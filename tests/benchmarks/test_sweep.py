@@ -12,6 +12,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import sweep
 
+from prectr.data.simulate import load_config, simulate
 from tests.conftest import tiny_config
 
 
@@ -50,15 +51,19 @@ def test_a_metric_is_read_from_its_section():
     assert sweep.mean([0.5, 0.7]) == pytest.approx(0.6) and sweep.mean([0.5, None]) is None
 
 
+def test_the_runs_take_the_worlds_split(tmp_path):
+    config = {"valid_days": 3, "test_days": 2}
+    (tmp_path / "world.json").write_text(json.dumps({"config": config}))
+    assert sweep.world_split(tmp_path) == ["data.valid_days=3", "data.test_days=2"]
+
+
 @pytest.mark.slow
-def test_a_sweep_chooses_on_the_validation_days_and_never_scores_the_test_days(
-    tiny_world, tmp_path
-):
-    config = tmp_path / "dnn.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(tiny_world, threads=1).to_dict()))
+def test_a_sweep_chooses_on_the_worlds_validation_days_and_never_scores_the_test_days(tmp_path):
     runs = tmp_path / "runs"
-    (runs / "worlds").mkdir(parents=True)
-    (runs / "worlds" / "tiny-s0").symlink_to(tiny_world)
+    world = runs / "worlds" / "tiny-s0"  # reused by the sweep: two validation days
+    simulate(load_config("tiny", overrides={"valid_days": 2}), world)
+    config = tmp_path / "dnn.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(world, threads=1).to_dict()))
     done = subprocess.run(
         [sys.executable, str(Path(sweep.__file__)), "--config", str(config), "--preset", "tiny",
          "--grid", "train.lr_dense=0.001,0.01", "--tag", "t", "--runs", str(runs),
@@ -74,7 +79,8 @@ def test_a_sweep_chooses_on_the_validation_days_and_never_scores_the_test_days(
     swept = list((runs / "sweep" / "tiny-s0" / "t").iterdir())
     assert len(swept) == 2
     for run in swept:
-        assert (run / "evaluation_valid.json").is_file()
+        assert yaml.safe_load((run / "config.yaml").read_text())["data"]["valid_days"] == 2
+        assert len(json.loads((run / "evaluation_valid.json").read_text())["per_day"]) == 2
         assert not (run / "evaluation.json").exists() and not (run / "scores.parquet").exists()
 
 
