@@ -178,8 +178,8 @@ def comparison(
     on = ([] if split == "test" else ["--split", split]) + ([] if day is None else ["--day", day])
     if on:
         name += "_" + "_".join(on[1::2])  # e.g. _valid_2026-01-15
-    out = run_a.parent / "compare" / name  # beside the runs
-    summary, draws = out.with_suffix(".json"), out.with_suffix(".draws.parquet")
+    out = run_a.parent / "compare"  # beside the runs; a name may hold dots (weight-0.03-s0)
+    summary, draws = out / f"{name}.json", out / f"{name}.draws.parquet"
     cmd = [PRECTR, "compare", str(run_a), str(run_b), "--world", str(world), *on, "--bootstrap",
            str(args.bootstrap), "--seed", str(args.bootstrap_seed), "--out", str(summary),
            "--draws", str(draws)]  # fmt: skip

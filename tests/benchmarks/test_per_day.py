@@ -40,6 +40,18 @@ def test_a_pair_is_compared_on_each_day_of_both_splits(tmp_path):
     assert "--split" not in cmd and "--day" not in cmd and summary.name == "b-s0-vs-a-s0.json"
 
 
+def test_runs_whose_names_hold_dots_get_comparisons_of_their_own(tmp_path):
+    args = argparse.Namespace(bootstrap=10, bootstrap_seed=0)
+    control = {"run": tmp_path / "weight-0-s0"}
+    names = set()
+    for weight in ("0.01", "0.03"):
+        other = {"run": tmp_path / f"weight-{weight}-s0"}
+        _, summary, draws, _ = quality.comparison(control, other, tmp_path, args)
+        assert draws.name == summary.name.replace(".json", ".draws.parquet")
+        names.add(summary.name)
+    assert names == {"weight-0.01-s0-vs-weight-0-s0.json", "weight-0.03-s0-vs-weight-0-s0.json"}
+
+
 def test_a_comparison_is_reused_only_for_its_split_world_and_resamples(tmp_path):
     runs = [fake_run(tmp_path, name, ["2026-01-01"], ["2026-01-02"]) for name in ("a", "b")]
     summary, draws = tmp_path / "cmp.json", tmp_path / "cmp.draws.parquet"
