@@ -7,12 +7,16 @@ exact commands that produced it (``commands``, written into its results file).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECTR = str(Path(sys.executable).with_name("prectr"))
@@ -85,7 +89,8 @@ def preset_world(preset: str, world_seed: int, commands: list[str]) -> Path:
 
 
 def world_dir(args: argparse.Namespace, commands: list[str], runs: Path = ROOT / "runs") -> Path:
-    """The world the flags name, simulated once under ``runs``/worlds and reused after."""
+    """The world the flags name, simulated once under ``runs``/worlds and reused after, if it
+    was made as the flags say (:func:`check_reused_world`)."""
     knobs = [f"--{k.replace('_', '-')}={v}" for k, v in (s.split("=", 1) for s in args.world_set)]
     name = args.world_name or f"{args.preset}-s{args.world_seed}"
     out = runs / "worlds" / name
@@ -94,5 +99,21 @@ def world_dir(args: argparse.Namespace, commands: list[str], runs: Path = ROOT /
     if not (out / "world.json").is_file():
         run(cmd, commands)
     else:
+        check_reused_world(out, args)
         commands.append(shlex.join(cmd) + "   # (reused)")
     return out
+
+
+def check_reused_world(world: Path, args: argparse.Namespace) -> None:
+    """Refuse a world already at ``world`` whose knobs (its world.json) are not every one what
+    the flags make (the preset, the world seed and the ``--world-set`` knobs), so that a
+    ``valid_days`` asked for, say, is never silently not had."""
+    from prectr.data.simulate import load_config
+
+    knobs = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.world_set)}
+    wanted = asdict(load_config(args.preset, overrides={**knobs, "seed": args.world_seed}))
+    made = json.loads((world / "world.json").read_text())["config"]
+    differ = [f"{k} {made.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if made.get(k) != v]
+    if differ:
+        raise SystemExit(f"{world} holds a world made with {', '.join(differ)}: name another "
+                         "with --world-name, or remove it")  # fmt: skip

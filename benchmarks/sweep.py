@@ -8,13 +8,15 @@ Run, e.g. the crowd's window and back-off for PRECTR-V2 on `bench`:
 Every point of the grid (each combination of the values) is trained with `prectr train --set`
 and scored with `prectr evaluate --split valid`, on the world's validation days: the runs take
 the world's split (``data.valid_days`` and ``data.test_days`` from its world.json), so a world
-simulated with ``--world-set valid_days=3`` gives a choice made on three validation dates. The
-test days are never scored here, so no choice looks at them. The winner has the best mean over
-seeds of the objective (``section:metric``, e.g. ``all:auc``, ``broad:irrelevant@10``,
-``user:cold:auc``; higher is better except for the metrics in LOWER_IS_BETTER); ``--within
-METRIC=TOL`` first keeps only the points whose mean ``METRIC`` is within TOL of the best
-point's (e.g. the lowest broad irrelevant@10 among the points within 0.002 AUC of the best).
-A run that already holds its validation evaluation is reused, so an interrupted sweep resumes.
+simulated with ``--world-set valid_days=3`` (and a ``--world-name`` of its own) gives a choice
+made on three validation dates. The test days are never scored here, so no choice looks at
+them. The winner has the best mean over seeds of the objective (``section:metric``, e.g.
+``all:auc``, ``broad:irrelevant@10``, ``user:cold:auc``; higher is better except for the
+metrics in LOWER_IS_BETTER); ``--within METRIC=TOL`` first keeps only the points whose mean
+``METRIC`` is within TOL of the best point's (e.g. the lowest broad irrelevant@10 among the
+points within 0.002 AUC of the best).
+A run that already holds its validation evaluation is reused, so an interrupted sweep resumes
+(refused if it was trained on another split than the world's).
 
 Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
 means, the winner, the rule that chose it, and the commands.
@@ -31,7 +33,7 @@ import numpy as np
 from record import machine, write_record
 from runner import JOBS, ROOT, add_world_flags, run_all, training_job, world_dir
 
-from prectr.config import load_experiment
+from prectr.config import load_experiment, saved_experiment
 from prectr.data.simulate.world import World
 from prectr.evaluation.run import EVALUATION, split_file
 from prectr.metrics import LOWER_IS_BETTER
@@ -88,6 +90,20 @@ def world_split(world: Path) -> list[str]:
     return [f"data.valid_days={config.valid_days}", f"data.test_days={config.test_days}"]
 
 
+def check_reused_split(run: Path, split: list[str]) -> None:
+    """Refuse to reuse a run already at ``run`` that was trained on another split than the
+    world's (``split``, as :func:`world_split` gives it)."""
+    if not (run / "config.yaml").is_file():
+        return
+    data = saved_experiment(run).data
+    had = [f"data.valid_days={data.valid_days}", f"data.test_days={data.test_days}"]
+    if had != split:
+        raise SystemExit(
+            f"{run} was trained on the split {', '.join(had)}, not the world's "
+            f"{', '.join(split)}: remove it, or sweep under another --tag"
+        )
+
+
 def lower_is_better(spec: str) -> bool:
     return spec.rpartition(":")[2] in LOWER_IS_BETTER
 
@@ -141,7 +157,7 @@ def main() -> None:
     JOBS[0] = max(1, args.jobs)
     grid = parse_grid(args.grid)
     moved = [k for k in [*grid, *(s.split("=", 1)[0] for s in args.set)]
-             if k in ("data.valid_days", "data.test_days")]  # fmt: skip
+             if k in ("data", "data.valid_days", "data.test_days")]  # fmt: skip
     if moved:
         parser.error(f"{', '.join(moved)}: a sweep must not move the split (its validation "
                      "days would become test days); it takes the world's, set it with "
@@ -158,9 +174,10 @@ def main() -> None:
     split = world_split(world)
     jobs, runs = [], []
     for point in points(grid):
-        overrides = [*args.set, *split, *(f"{k}={v}" for k, v in point.items())]
+        overrides = [*args.set, *(f"{k}={v}" for k, v in point.items()), *split]
         for seed in args.seeds:
             out = args.runs / "sweep" / world.name / args.tag / f"{point_name(point)}-s{seed}"
+            check_reused_split(out, split)
             runs.append((point, seed, out))
             job = training_job(args.config, world, out, seed, overrides, commands, "valid")
             if job is not None:

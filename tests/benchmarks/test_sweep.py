@@ -66,8 +66,8 @@ def test_a_sweep_chooses_on_the_worlds_validation_days_and_never_scores_the_test
     config.write_text(yaml.safe_dump(tiny_config(world, threads=1).to_dict()))
     done = subprocess.run(
         [sys.executable, str(Path(sweep.__file__)), "--config", str(config), "--preset", "tiny",
-         "--grid", "train.lr_dense=0.001,0.01", "--tag", "t", "--runs", str(runs),
-         "--results", str(tmp_path)],
+         "--world-set", "valid_days=2", "--grid", "train.lr_dense=0.001,0.01", "--tag", "t",
+         "--runs", str(runs), "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -79,7 +79,8 @@ def test_a_sweep_chooses_on_the_worlds_validation_days_and_never_scores_the_test
     swept = list((runs / "sweep" / "tiny-s0" / "t").iterdir())
     assert len(swept) == 2
     for run in swept:
-        assert yaml.safe_load((run / "config.yaml").read_text())["data"]["valid_days"] == 2
+        data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+        assert (data["valid_days"], data["test_days"]) == (2, load_config("tiny").test_days)
         assert len(json.loads((run / "evaluation_valid.json").read_text())["per_day"]) == 2
         assert not (run / "evaluation.json").exists() and not (run / "scores.parquet").exists()
 
@@ -93,3 +94,15 @@ def test_a_sweep_that_would_move_the_split_is_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "must not move the split" in done.stderr
     assert not (tmp_path / "worlds").exists()  # refused before anything is simulated
+
+
+def test_a_run_trained_on_another_split_is_not_reused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    split = ["data.valid_days=3", "data.test_days=3"]
+    sweep.check_reused_split(run, split)  # nothing there yet
+    config = tiny_config(tmp_path, data={"valid_days": 1, "test_days": 3}).to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match=r"data\.valid_days=1, data\.test_days=3, not the world's"):
+        sweep.check_reused_split(run, split)
+    sweep.check_reused_split(run, ["data.valid_days=1", "data.test_days=3"])
