@@ -14,9 +14,9 @@ them. The winner has the best mean over seeds of the objective (``section:metric
 ``all:auc``, ``broad:irrelevant@10``, ``user:cold:auc``; higher is better except for the
 metrics in LOWER_IS_BETTER); ``--within METRIC=TOL`` first keeps only the points whose mean
 ``METRIC`` is within TOL of the best point's (e.g. the lowest broad irrelevant@10 among the
-points within 0.002 AUC of the best).
-A run that already holds its validation evaluation is reused, so an interrupted sweep resumes
-(refused if it was trained on another split than the world's).
+points within 0.002 AUC of the best). A run that already holds its validation evaluation is
+reused, so an interrupted sweep resumes (refused if it was trained on another split than the
+world's).
 
 Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
 means, the winner, the rule that chose it, and the commands.
@@ -161,7 +161,7 @@ def main() -> None:
     if moved:
         parser.error(f"{', '.join(moved)}: a sweep must not move the split (its validation "
                      "days would become test days); it takes the world's, set it with "
-                     "--world-set valid_days=N")  # fmt: skip
+                     "--world-set valid_days=N --world-name NAME")  # fmt: skip
     within = None
     if args.within:
         name, _, tolerance = args.within.rpartition("=")
