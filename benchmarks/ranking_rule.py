@@ -1,0 +1,193 @@
+"""What each run's ranking rule is worth in the world's replay, every run and rule paired.
+
+Run: .venv/bin/python benchmarks/ranking_rule.py --world runs/worlds/bench-s0 \\
+         runs/fidelity/bench-s0/two_model-s0 runs/fidelity/bench-s0/prectr_v2-s0
+(every run evaluated by ``prectr evaluate``; ``--split valid`` reads the validation days).
+
+A run's served score ranks each request's logged pool (100 candidates on `bench`, of which the
+logging ranker showed 10), and the world replays the new top ten. The score of a model that
+multiplies a click probability by a relevance utility (the two-model fusion, ``P(click) *
+E[grade] / 3``) and that of a model that ranks by its click probability alone (PRECTR,
+PRECTR-V2, DNN) differ in their rule as well as in what they learnt. Each run is therefore
+replayed under every rule its scores allow:
+
+* ``served``: the score as served, what ``prectr evaluate`` reports;
+* ``click``: the calibrated click probability alone; for a product model, its click part
+  recovered exactly from the served score (the Platt calibration inverted, then the product
+  divided by the utility), for any other model the served score;
+* ``utility``: the click part times the run's own relevance utility ``E[grade] / 3``, from its
+  grade distribution (runs without one are skipped); a product model's ``served``;
+* ``utility of RUN``: the click part times another run's relevance utility (each other run
+  with a grade distribution), so that two runs' click parts and relevance parts can be told
+  apart;
+* ``true_utility``: the click part times the true grade / 3: the rule with a perfect
+  relevance model, what relevance knowledge could add to this click model (only where every
+  candidate's grade is known, as in a simulated world).
+
+For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
+``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
+each one minus the first run's served score and minus the same run's served score, paired
+over the same request resamples as ``prectr compare``. Writes
+results/ranking_rule_<world>_<split>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from record import machine, write_record
+
+from prectr.config import saved_experiment
+from prectr.data.schema import read_log
+from prectr.evaluation.context import EvaluationContext
+from prectr.evaluation.run import SCORES, split_file
+from prectr.evaluation.statistics import EvaluationRows, model_statistics
+from prectr.evaluation.truth import LOG_COLUMNS, open_truth
+from prectr.metrics.paired import RESAMPLES, Statistic, mean_statistic, paired_bootstrap
+from prectr.models.calibration import load_calibrator
+from prectr.modules.rsl import GRADES
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_K = 10
+PRODUCT_MODELS = ("two_model",)  # served score: calibrated P(click) * E[grade] / 3
+METRICS = ("expected_clicks", "ndcg@10", "irrelevant@10", "unexposed@10")
+EPS = 1e-6  # the product's clamp (prectr.models.baselines.two_model)
+
+
+def click_part(run: Path, score: np.ndarray, utility: np.ndarray) -> np.ndarray:
+    """A product model's calibrated click probability, recovered from its served score
+    ``sigmoid(a * logit(P(click) * utility) + b)``; any other model's score as it is."""
+    if saved_experiment(run).model not in PRODUCT_MODELS:
+        return score
+    calibrator = load_calibrator(run / "checkpoints" / "best.pt")
+    if calibrator.kind not in ("none", "platt"):
+        raise ValueError(f"{run}: a {calibrator.kind} calibration cannot be inverted here; "
+                         "the click part needs none or platt")  # fmt: skip
+    logit = np.log(score) - np.log1p(-score)
+    if calibrator.kind == "platt":
+        logit = (logit - float(calibrator.b)) / float(calibrator.a)
+    product = 1.0 / (1.0 + np.exp(-logit))
+    return np.clip(product / np.maximum(utility, EPS), 0.0, 1.0)
+
+
+def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
+    """A run's relevance utility ``E[grade] / 3`` of every row; None without grade columns."""
+    if f"grade_{GRADES - 1}" not in scores:
+        return None
+    return sum(g * scores[f"grade_{g}"] for g in range(GRADES)) / (GRADES - 1)
+
+
+def rules(
+    run: Path, scores: dict[str, np.ndarray], grade: np.ndarray,
+    others: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every rule the run's scores allow (see the module's docstring), by name; ``others``:
+    the other runs' relevance utilities, by run name."""
+    served = scores["score"]
+    out = {"served": served}
+    own = utility(scores)
+    if own is None and saved_experiment(run).model in PRODUCT_MODELS:
+        raise ValueError(f"{run}: a product model's scores need their grade columns")
+    click = served if own is None else click_part(run, served, own)
+    out["click"] = click
+    if own is not None:
+        out["utility"] = click * own
+    for name, theirs in (others or {}).items():
+        out[f"utility of {name}"] = click * theirs
+    if (grade >= 0).all():
+        out["true_utility"] = click * grade / (GRADES - 1)
+    return out
+
+
+def unexposed_share(rows: EvaluationRows, score: np.ndarray) -> Statistic:
+    """The share of each request's top ten by ``score`` that was never shown, averaged."""
+    order = np.lexsort((-score, rows.request))
+    request = rows.request[order]
+    starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
+    rank = np.arange(request.size) - np.repeat(starts, np.diff(np.r_[starts, request.size]))
+    top = rank < TOP_K
+    unshown = (~rows.exposed[order][top]).astype(np.float64)
+    unshown = np.bincount(request[top], weights=unshown, minlength=rows.n_requests)
+    shown = np.bincount(request[top], minlength=rows.n_requests)
+    keys = np.flatnonzero(shown)
+    return mean_statistic(unshown[keys] / shown[keys], keys)
+
+
+def statistics(context: EvaluationContext, score: np.ndarray) -> dict[str, Statistic]:
+    """The reported metrics of one ranking of the evaluated requests."""
+    rows = context.rows
+    every = model_statistics(rows, score, None, context.expected_clicks(score))
+    return {k: every[k] for k in METRICS if k in every} | {
+        "unexposed@10": unexposed_share(rows, score)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="the first is the reference")
+    parser.add_argument("--world", type=Path, required=True, help="the world every run scored")
+    parser.add_argument("--split", choices=["valid", "test"], default="test")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    data = saved_experiment(args.runs[0]).data
+    log = read_log(args.world, columns=LOG_COLUMNS, validate_log=False)
+    context = EvaluationContext.build(open_truth(log, args.world), data.valid_days,
+                                      data.test_days, args.split)  # fmt: skip
+    rows = context.rows
+    if rows.grade is None:
+        raise ValueError(f"{args.world}: no candidate has a known grade; the rules need grades")
+    if len({run.name for run in args.runs}) < len(args.runs):
+        raise ValueError("two runs share a name; the records name runs by their directory's")
+    scores = {}
+    for run in args.runs:
+        split = saved_experiment(run).data
+        if (split.valid_days, split.test_days) != (data.valid_days, data.test_days):
+            raise ValueError(f"{run}: trained on another split than {args.runs[0]}")
+        path = run / split_file(SCORES, args.split)
+        table = pq.read_table(path)
+        columns = [c for c in table.column_names if c == "score" or c.startswith("grade_")]
+        scores[run] = {c: context.aligned(table, str(path), c) for c in columns}
+    utilities = {run.name: u for run in args.runs if (u := utility(scores[run])) is not None}
+    ranked: dict[tuple[str, str], dict[str, Statistic]] = {}
+    for run in args.runs:
+        others = {name: u for name, u in utilities.items() if name != run.name}
+        for rule, score in rules(run, scores[run], rows.grade, others).items():
+            ranked[run.name, rule] = statistics(context, score)
+    reference = (args.runs[0].name, "served")
+    n = rows.n_requests
+    print(f"{args.split} split, {n:,} requests, paired 95% CIs over {args.resamples} resamples")
+    results = []
+    for (name, rule), stats in ranked.items():
+        entry: dict = {"run": name, "rule": rule}
+        for against in dict.fromkeys([reference, (name, "served")]):
+            if against == (name, rule):
+                continue
+            d = paired_bootstrap(ranked[against], stats, n, args.resamples)
+            entry[f"minus {against[0]} {against[1]}"] = {k: d[k].summary() for k in d}
+        entry["value"] = {k: s(np.ones((1, n)))[0].item() for k, s in stats.items()}
+        results.append(entry)
+        line = "  ".join(f"{k} {v:.4f}" for k, v in entry["value"].items())
+        print(f"{name:28s} {rule:13s} {line}")
+        for key, summaries in entry.items():
+            if key.startswith("minus"):
+                diff = "  ".join(f"{k} {s['diff']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}]"
+                                 for k, s in summaries.items())  # fmt: skip
+                print(f"    {key}: {diff}")
+    out = args.out or ROOT / "results" / f"ranking_rule_{args.world.name}_{args.split}.json"
+    record = {
+        "command": " ".join([".venv/bin/python", "benchmarks/ranking_rule.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "world": str(args.world), "split": args.split, "requests": n,
+        "resamples": args.resamples, "runs": [str(r) for r in args.runs], "results": results,
+    }  # fmt: skip
+    write_record(out, record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""benchmarks/ranking_rule.py: a run replayed under each ranking rule its scores allow."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import ranking_rule
+
+from prectr.evaluation.statistics import EvaluationRows
+
+
+def fake_run(root: Path, model: str, calibration: dict, config: str = "") -> Path:
+    """A run directory with what ranking_rule reads of it: its model and its calibrator."""
+    run = root / model
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: {model}\n{config}")
+    (run / "checkpoints" / "best.calibration.json").write_text(json.dumps(calibration))
+    return run
+
+
+def served_product(click: np.ndarray, utility: np.ndarray, a: float, b: float) -> np.ndarray:
+    product = click * utility
+    return 1.0 / (1.0 + np.exp(-(a * np.log(product / (1.0 - product)) + b)))
+
+
+def test_a_products_click_part_is_recovered_through_its_platt_calibration(tmp_path):
+    rng = np.random.default_rng(0)
+    click, utility = rng.uniform(0.01, 0.6, 50), rng.uniform(0.05, 1.0, 50)
+    run = fake_run(tmp_path, "two_model", {"kind": "platt", "a": 0.8, "b": -0.3})
+    recovered = ranking_rule.click_part(run, served_product(click, utility, 0.8, -0.3), utility)
+    np.testing.assert_allclose(recovered, click, rtol=1e-6)
+    grades = {f"grade_{g}": np.full(50, 0.25) for g in range(4)}  # E[grade] / 3 = 0.5
+    served = served_product(click, np.full(50, 0.5), 0.8, -0.3)
+    ranked = ranking_rule.rules(run, {"score": served, **grades}, np.full(50, 3))
+    np.testing.assert_allclose(ranked["click"], click, rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility"], click * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(ranked["true_utility"], click, rtol=1e-6)
+
+
+def test_a_click_model_ranks_by_its_score_and_an_isotonic_product_is_refused(tmp_path):
+    score = np.array([0.1, 0.3, 0.2])
+    run = fake_run(
+        tmp_path,
+        "prectr_v2",
+        {"kind": "platt", "a": 2.0, "b": 1.0},
+        "features:\n  relevance_context: true\n",
+    )
+    grades = {"grade_0": np.array([1.0, 0.0, 0.0]), "grade_1": np.zeros(3),
+              "grade_2": np.zeros(3), "grade_3": np.array([0.0, 1.0, 1.0])}  # fmt: skip
+    ranked = ranking_rule.rules(run, {"score": score, **grades}, np.array([0, 3, -1]),
+                                {"other": np.array([1.0, 0.5, 0.0])})  # fmt: skip
+    np.testing.assert_array_equal(ranked["click"], score)
+    np.testing.assert_array_equal(ranked["utility"], [0.0, 0.3, 0.2])
+    np.testing.assert_array_equal(ranked["utility of other"], [0.1, 0.15, 0.0])
+    assert "true_utility" not in ranked  # a candidate's grade is unknown
+    isotonic = fake_run(tmp_path / "iso", "two_model", {"kind": "isotonic", "x": [0, 1],
+                                                        "y": [0.1, 0.2]})  # fmt: skip
+    with pytest.raises(ValueError, match="isotonic calibration cannot be inverted"):
+        ranking_rule.click_part(isotonic, score, np.ones(3))
+
+
+def test_the_unexposed_share_counts_the_top_ten_of_each_request():
+    # request 0: 12 candidates, the two best-scored never shown; request 1: 3, all shown
+    request = np.r_[np.zeros(12, int), np.ones(3, int)]
+    exposed = np.r_[np.zeros(2, bool), np.ones(10, bool), np.ones(3, bool)]
+    score = np.r_[np.arange(12, 0, -1), [3, 2, 1]].astype(float)
+    n = request.size
+    rows = EvaluationRows(np.array([7, 9]), request, np.arange(n), np.zeros(n, int),
+                          np.zeros(n, int), exposed, None)  # fmt: skip
+    share = ranking_rule.unexposed_share(rows, score)
+    assert share(np.ones((1, 2)))[0] == pytest.approx((2 / 10 + 0) / 2)
+    shown = np.r_[np.ones(10, bool), np.zeros(2, bool), np.ones(3, bool)]  # the top ten shown
+    rows = EvaluationRows(rows.request_ids, request, rows.item_id, rows.user, rows.click, shown,
+                          None)  # fmt: skip
+    assert ranking_rule.unexposed_share(rows, score)(np.ones((1, 2)))[0] == 0.0
+
+
+def test_a_runs_served_score_replays_to_what_evaluate_reported(tiny_world, tiny_run, tmp_path):
+    from prectr.evaluation.run import evaluate_run
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "dnn"))
+    result = evaluate_run(run, tiny_world, n_resamples=10)
+    out = tmp_path / "rules.json"
+    sys.argv = ["ranking_rule.py", "--world", str(tiny_world), "--resamples", "20",
+                "--out", str(out), str(run)]  # fmt: skip
+    ranking_rule.main()
+    results = {e["rule"]: e for e in json.loads(out.read_text())["results"]}
+    assert set(results) == {"served", "click", "true_utility"}  # a DNN has no grades
+    served = results["served"]["value"]
+    assert served["expected_clicks"] == pytest.approx(result["online"]["expected_clicks"])
+    assert results["click"]["minus dnn served"]["expected_clicks"]["diff"] == 0.0
+    assert results["true_utility"]["value"]["irrelevant@10"] <= served["irrelevant@10"]
