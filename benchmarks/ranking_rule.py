@@ -22,13 +22,18 @@ replayed under every rule its scores allow:
   apart;
 * ``true_utility``: the click part times the true grade / 3: the rule with a perfect
   relevance model, what relevance knowledge could add to this click model (only where every
-  candidate's grade is known, as in a simulated world).
+  candidate's grade is known, as in a simulated world);
+* ``within_true_grade``: the candidates ordered by their true grade, and within a grade by
+  the click part: every run's ranking then differs only in the order among candidates of one
+  grade, which taste and popularity set in the world (same condition).
 
 For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
 each one minus the first run's served score and minus the same run's served score, paired
-over the same request resamples as ``prectr compare``. Writes
-results/ranking_rule_<world>_<split>.json.
+over the same request resamples as ``prectr compare``. With ``--shown-only`` every ranking
+keeps the ten shown candidates on top (each rule only reorders them), so that a gap can be
+told apart into the order of the shown candidates and the candidates never shown. Writes
+results/ranking_rule_<world>_<split>[_shown].json.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ def rules(
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
         out["true_utility"] = click * grade / (GRADES - 1)
+        out["within_true_grade"] = grade + click  # click in [0, 1]: the grade orders first
     return out
 
 
@@ -117,9 +123,14 @@ def unexposed_share(rows: EvaluationRows, score: np.ndarray) -> Statistic:
     return mean_statistic(unshown[keys] / shown[keys], keys)
 
 
-def statistics(context: EvaluationContext, score: np.ndarray) -> dict[str, Statistic]:
-    """The reported metrics of one ranking of the evaluated requests."""
+def statistics(
+    context: EvaluationContext, score: np.ndarray, shown_only: bool = False
+) -> dict[str, Statistic]:
+    """The reported metrics of one ranking of the evaluated requests; ``shown_only``: every
+    shown candidate ranked above every candidate never shown, in the score's order."""
     rows = context.rows
+    if shown_only:
+        score = np.where(rows.exposed, score, score - (np.ptp(score) + 1.0))
     every = model_statistics(rows, score, None, context.expected_clicks(score))
     return {k: every[k] for k in METRICS if k in every} | {
         "unexposed@10": unexposed_share(rows, score)
@@ -131,6 +142,11 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="the first is the reference")
     parser.add_argument("--world", type=Path, required=True, help="the world every run scored")
     parser.add_argument("--split", choices=["valid", "test"], default="test")
+    parser.add_argument(
+        "--shown-only",
+        action="store_true",
+        help="reorder the shown candidates only (the never shown ranked last)",
+    )
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -158,10 +174,12 @@ def main() -> None:
     for run in args.runs:
         others = {name: u for name, u in utilities.items() if name != run.name}
         for rule, score in rules(run, scores[run], rows.grade, others).items():
-            ranked[run.name, rule] = statistics(context, score)
+            ranked[run.name, rule] = statistics(context, score, args.shown_only)
     reference = (args.runs[0].name, "served")
     n = rows.n_requests
-    print(f"{args.split} split, {n:,} requests, paired 95% CIs over {args.resamples} resamples")
+    what = "the shown candidates reordered" if args.shown_only else "the pool reranked"
+    print(f"{args.split} split, {n:,} requests, {what}, paired 95% CIs over "
+          f"{args.resamples} resamples")  # fmt: skip
     results = []
     for (name, rule), stats in ranked.items():
         entry: dict = {"run": name, "rule": rule}
@@ -179,11 +197,13 @@ def main() -> None:
                 diff = "  ".join(f"{k} {s['diff']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}]"
                                  for k, s in summaries.items())  # fmt: skip
                 print(f"    {key}: {diff}")
-    out = args.out or ROOT / "results" / f"ranking_rule_{args.world.name}_{args.split}.json"
+    shown = "_shown" if args.shown_only else ""
+    out = args.out or ROOT / "results" / f"ranking_rule_{args.world.name}_{args.split}{shown}.json"
     record = {
         "command": " ".join([".venv/bin/python", "benchmarks/ranking_rule.py", *sys.argv[1:]]),
         "machine": machine(),
-        "world": str(args.world), "split": args.split, "requests": n,
+        "world": str(args.world), "split": args.split, "shown_only": args.shown_only,
+        "requests": n,
         "resamples": args.resamples, "runs": [str(r) for r in args.runs], "results": results,
     }  # fmt: skip
     write_record(out, record)

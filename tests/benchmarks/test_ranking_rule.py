@@ -40,6 +40,7 @@ def test_a_products_click_part_is_recovered_through_its_platt_calibration(tmp_pa
     np.testing.assert_allclose(ranked["click"], click, rtol=1e-6)
     np.testing.assert_allclose(ranked["utility"], click * 0.5, rtol=1e-6)
     np.testing.assert_allclose(ranked["true_utility"], click, rtol=1e-6)
+    np.testing.assert_allclose(ranked["within_true_grade"], 3 + click, rtol=1e-6)
 
 
 def test_a_click_model_ranks_by_its_score_and_an_isotonic_product_is_refused(tmp_path):
@@ -90,8 +91,24 @@ def test_a_runs_served_score_replays_to_what_evaluate_reported(tiny_world, tiny_
                 "--out", str(out), str(run)]  # fmt: skip
     ranking_rule.main()
     results = {e["rule"]: e for e in json.loads(out.read_text())["results"]}
-    assert set(results) == {"served", "click", "true_utility"}  # a DNN has no grades
+    assert set(results) == {"served", "click", "true_utility", "within_true_grade"}  # no grades
     served = results["served"]["value"]
     assert served["expected_clicks"] == pytest.approx(result["online"]["expected_clicks"])
     assert results["click"]["minus dnn served"]["expected_clicks"]["diff"] == 0.0
     assert results["true_utility"]["value"]["irrelevant@10"] <= served["irrelevant@10"]
+    assert results["within_true_grade"]["value"]["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_shown_only_reorders_the_shown_candidates_and_keeps_them_on_top(tiny_world, tiny_run):
+    from prectr.data.schema import read_log
+    from prectr.evaluation.context import EvaluationContext
+    from prectr.evaluation.truth import LOG_COLUMNS, open_truth
+
+    log = read_log(tiny_world, columns=LOG_COLUMNS, validate_log=False)
+    context = EvaluationContext.build(open_truth(log, tiny_world), 1, 1, "test")
+    rows = context.rows
+    score = np.random.default_rng(0).random(rows.request.size)
+    top = ranking_rule.statistics(context, score, shown_only=True)
+    assert top["unexposed@10"](np.ones((1, rows.n_requests)))[0] == 0.0
+    reranked = ranking_rule.statistics(context, score)["unexposed@10"]
+    assert reranked(np.ones((1, rows.n_requests)))[0] > 0.5  # most of a 50-candidate pool
