@@ -29,7 +29,8 @@ replayed under every rule its scores allow:
 
 For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
-each one minus the first run's served score and minus the same run's served score, paired
+each one minus the first run's served score, minus the first run under the same rule (where
+it has that rule) and minus the same run's served score, paired
 over the same request resamples as ``prectr compare``. With ``--shown-only`` every ranking
 keeps the ten shown candidates on top (each rule only reorders them), so that a gap can be
 told apart into the order of the shown candidates and the candidates never shown. Writes
@@ -183,8 +184,9 @@ def main() -> None:
     results = []
     for (name, rule), stats in ranked.items():
         entry: dict = {"run": name, "rule": rule}
-        for against in dict.fromkeys([reference, (name, "served")]):
-            if against == (name, rule):
+        same_rule = (reference[0], rule)
+        for against in dict.fromkeys([reference, same_rule, (name, "served")]):
+            if against == (name, rule) or against not in ranked:
                 continue
             d = paired_bootstrap(ranked[against], stats, n, args.resamples)
             entry[f"minus {against[0]} {against[1]}"] = {k: d[k].summary() for k in d}

@@ -86,17 +86,23 @@ def test_a_runs_served_score_replays_to_what_evaluate_reported(tiny_world, tiny_
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "dnn"))
     result = evaluate_run(run, tiny_world, n_resamples=10)
+    twin = Path(shutil.copytree(run, tmp_path / "twin"))  # the same scores under another name
     out = tmp_path / "rules.json"
     sys.argv = ["ranking_rule.py", "--world", str(tiny_world), "--resamples", "20",
-                "--out", str(out), str(run)]  # fmt: skip
+                "--out", str(out), str(run), str(twin)]  # fmt: skip
     ranking_rule.main()
-    results = {e["rule"]: e for e in json.loads(out.read_text())["results"]}
-    assert set(results) == {"served", "click", "true_utility", "within_true_grade"}  # no grades
-    served = results["served"]["value"]
+    results = {(e["run"], e["rule"]): e for e in json.loads(out.read_text())["results"]}
+    rules = {"served", "click", "true_utility", "within_true_grade"}  # a DNN has no grades
+    assert set(results) == {(name, rule) for name in ("dnn", "twin") for rule in rules}
+    served = results["dnn", "served"]["value"]
     assert served["expected_clicks"] == pytest.approx(result["online"]["expected_clicks"])
-    assert results["click"]["minus dnn served"]["expected_clicks"]["diff"] == 0.0
-    assert results["true_utility"]["value"]["irrelevant@10"] <= served["irrelevant@10"]
-    assert results["within_true_grade"]["value"]["ndcg@10"] == pytest.approx(1.0)
+    assert results["dnn", "click"]["minus dnn served"]["expected_clicks"]["diff"] == 0.0
+    assert results["dnn", "true_utility"]["value"]["irrelevant@10"] <= served["irrelevant@10"]
+    assert results["dnn", "within_true_grade"]["value"]["ndcg@10"] == pytest.approx(1.0)
+    same_rule = results["twin", "within_true_grade"]["minus dnn within_true_grade"]
+    assert same_rule["expected_clicks"]["diff"] == 0.0
+    assert set(results["twin", "click"]) == {"run", "rule", "value", "minus dnn served",
+                                             "minus dnn click", "minus twin served"}  # fmt: skip
 
 
 def test_shown_only_reorders_the_shown_candidates_and_keeps_them_on_top(tiny_world, tiny_run):
