@@ -16,6 +16,8 @@ DESCRIPTIONS: dict[str, str] = {
     "encoding and the four grade logits",
     # PRECTR: the unified relevance-CTR
     "monotone": "make each candidate's click logit non-decreasing in the relevance grade",
+    "target_attention": "the click trunk's candidate attends over the user's clicked items "
+    "(DIN's target attention); false reads them only mean-pooled, an Emb+MLP input",
     "text_encoder": "how the relevance module reads query and title: bag (mean of word "
     "embeddings), student (a distilled transformer) or cache (a frozen encoder's cached "
     "embeddings)",

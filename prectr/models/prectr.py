@@ -5,7 +5,8 @@ Read top to bottom, as the method section of the paper.
 **Unified relevance-CTR.** The RSL module gives P(rsl = r | x) over four relevance grades from
 the query and title text, through a *relevance embedding*. The Base CTR module gives
 P(click | rsl = r, x), one click head per grade over a DIN-style trunk that also reads the
-relevance embedding. They are fused by conditional probability,
+relevance embedding (``target_attention: false``: an Emb+MLP trunk, the clicked items only
+mean-pooled). They are fused by conditional probability,
 P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 
 **Text encoder.** The RSL module reads query and title through ``text_encoder``: ``bag``
@@ -138,6 +139,7 @@ class PRECTR(RankingModel):
         embedding_dim: int = 16,
         hidden: tuple[int, ...] = (256, 128, 64),
         attention_hidden: tuple[int, ...] = (80, 40),
+        target_attention: bool = True,
         relevance_hidden: tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
         monotone: bool = False,
@@ -190,7 +192,7 @@ class PRECTR(RankingModel):
         embedding = FeatureEmbedding([s for s in specs if s not in unread], vocab_sizes,
                                      embedding_dim, unpooled={s.name for s in crowd})  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
-                                monotone)  # fmt: skip
+                                monotone, target_attention)  # fmt: skip
         self.preference, self.incentive = None, None
         if incentive:
             self.preference = PreferenceMining(

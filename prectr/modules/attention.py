@@ -148,27 +148,41 @@ class CandidateInterest(nn.Module):
 
     The candidate is its item-id embedding concatenated with its category embedding; each
     clicked item (the user history's items with their categories) is embedded the same way, in
-    the same tables.
+    the same tables. Without ``target_attention`` the clicked items are read only as the mean
+    of their embeddings, one field among the others: the Emb+MLP input of PRECTR's base
+    module, as the PRECTR-V2 paper (Cao et al. 2026) describes its predecessor, which scores
+    no history entry against the candidate's own item-id embedding.
     """
 
     #: the candidate (item and category), then the clicked items and their categories
     ROLES = (g.ITEM, g.ITEM_CATEGORY, g.CLICKED_ITEMS, g.CLICKED_CATEGORIES)
 
-    def __init__(self, embedding: FeatureEmbedding, attention_hidden: tuple[int, ...] = (80, 40)):
+    def __init__(
+        self,
+        embedding: FeatureEmbedding,
+        attention_hidden: tuple[int, ...] = (80, 40),
+        target_attention: bool = True,
+    ):
         super().__init__()
         self.embedding = embedding
         specs = embedding.categorical + embedding.sequence_specs
         item, category, *self.history = require(specs, self.ROLES, CandidateInterest.__name__)
         self.candidate = [embedding.categorical.index(s) for s in (item, category)]
-        self.attention = TargetAttention(2 * embedding.dim, attention_hidden)
-        self.out_dim = (embedding.n_fields + 2) * embedding.dim + embedding.n_numeric
+        self.attention = (
+            TargetAttention(2 * embedding.dim, attention_hidden) if target_attention else None
+        )
+        self.interest_dim = 2 * embedding.dim if target_attention else 0
+        self.out_dim = embedding.n_fields * embedding.dim + self.interest_dim + embedding.n_numeric
 
     def forward(
         self, batch: Batch, requests: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """``requests`` (:meth:`Batch.requests`): read the user's clicks once per request."""
         emb, (first, owner) = self.embedding, requests or (None, None)
+        fields = emb.fields(batch, requests).flatten(1)
+        if self.attention is None:
+            return torch.cat([fields, batch.numeric], 1)
         candidate = torch.cat([emb.column(batch, i) for i in self.candidate], -1)
         (items, mask), (categories, _) = (emb.sequence(batch, s.name, first) for s in self.history)
         interest = self.attention(candidate, torch.cat([items, categories], -1), mask, owner)
-        return torch.cat([emb.fields(batch, requests).flatten(1), interest, batch.numeric], 1)
+        return torch.cat([fields, interest, batch.numeric], 1)

@@ -16,8 +16,9 @@ class BaseCTR(CandidateInterest):
     """A DIN-style trunk with a click head per grade.
 
     The *context* is DIN's input (every field embedding, the candidate's target attention over
-    the user's clicked items, the numerics: :class:`CandidateInterest`); the trunk MLP reads the
-    context with the relevance embedding, so the click heads condition on relevance.
+    the user's clicked items, the numerics: :class:`CandidateInterest`; without
+    ``target_attention`` the clicked items only mean-pooled, an Emb+MLP input); the trunk MLP
+    reads the context with the relevance embedding, so the click heads condition on relevance.
     ``monotone`` makes the click logit non-decreasing in the grade: head ``r`` is head 0 plus a
     sum of ``r`` softplus increments.
 
@@ -35,12 +36,13 @@ class BaseCTR(CandidateInterest):
         attention_hidden: tuple[int, ...] = (80, 40),
         dropout: float = 0.0,
         monotone: bool = False,
+        target_attention: bool = True,
     ):
-        super().__init__(embedding, attention_hidden)
+        super().__init__(embedding, attention_hidden, target_attention)
         self.monotone = monotone
         self.trunk = nn.Sequential(mlp([self.out_dim + relevance_dim, *hidden], dropout), nn.ReLU())
         self.heads = mlp([hidden[-1], GRADES])
-        shared = request_columns(embedding)
+        shared = request_columns(embedding, self.interest_dim)
         for name, columns in (("request_columns", shared), ("row_columns", ~shared)):
             self.register_buffer(name, torch.nonzero(columns).squeeze(1), persistent=False)
 
@@ -86,11 +88,12 @@ class BaseCTR(CandidateInterest):
         return torch.cat([logits[:, :1], logits[:, :1] + increments], 1)
 
 
-def request_columns(embedding: FeatureEmbedding) -> torch.Tensor:
+def request_columns(embedding: FeatureEmbedding, interest_dim: int) -> torch.Tensor:
     """Which columns of :class:`CandidateInterest`'s output (each field's embedding, the
-    candidate's interest, the numerics) hold a request-level feature, ``(out_dim,)`` bool."""
+    candidate's interest of width ``interest_dim``, the numerics) hold a request-level
+    feature, ``(out_dim,)`` bool."""
     fields = embedding.categorical + embedding.pooled_specs
     levels = [s.level for s in fields for _ in range(embedding.dim)]
-    levels += ["impression"] * 2 * embedding.dim  # the interest: the candidate's own
+    levels += ["impression"] * interest_dim  # the interest: the candidate's own
     levels += [s.level for s in embedding.numeric_specs]
     return torch.tensor([level == "request" for level in levels])

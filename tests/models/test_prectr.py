@@ -15,6 +15,7 @@ from prectr.data.groups import ITEM, MissingFeatures, find
 from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.models.prectr import PRECTR, unexposed_partners
 from prectr.models.registry import build_model
+from prectr.modules.attention import TargetAttention
 from prectr.modules.base_ctr import BaseCTR
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.incentive import (
@@ -167,12 +168,21 @@ def test_a_sequence_read_once_per_request_is_read_at_each_first_it_is_given(worl
     assert not torch.equal(other[0], own[0])
 
 
-def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(world, monkeypatch) -> None:
+@pytest.mark.parametrize("target_attention", [True, False])
+def test_the_click_trunk_in_parts_is_the_trunk_applied_to_each_row(
+    world, monkeypatch, target_attention
+) -> None:
     """The trunk's first layer is applied in parts (:meth:`BaseCTR.context_layer`): the
     context's part once per click for its synthetic negatives too, and that of the context's
     request-level columns once per request. The loss and every gradient equal those of the
-    trunk applied whole to each row's context and relevance, synthetic negatives included."""
-    model = build(world, "prectr_v2")
+    trunk applied whole to each row's context and relevance, synthetic negatives included;
+    with the Emb+MLP trunk too, whose context holds no candidate interest."""
+    model = build(world, "prectr_v2", target_attention=target_attention)
+    attends = any(isinstance(m, TargetAttention) for m in model.base_ctr.modules())
+    assert attends == target_attention
+    embedding = model.base_ctr.embedding
+    interest = 2 * embedding.dim if target_attention else 0
+    assert model.base_ctr.out_dim == embedding.flat_dim + interest
     in_parts = training_step(model, world.pool)
     assert in_parts[0]["loss_pairwise"] > 0  # the synthetic negatives are scored
     monkeypatch.setattr(BaseCTR, "context_layer", lambda self, context, requests=None: context)
