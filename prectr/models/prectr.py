@@ -4,9 +4,11 @@ Read top to bottom, as the method section of the paper.
 
 **Unified relevance-CTR.** The RSL module gives P(rsl = r | x) over four relevance grades from
 the query and title text, through a *relevance embedding*. The Base CTR module gives
-P(click | rsl = r, x), one click head per grade over a DIN-style trunk that also reads the
-relevance embedding (``target_attention: false``: an Emb+MLP trunk, the clicked items only
-mean-pooled). They are fused by conditional probability,
+P(click | rsl = r, x), one click head per grade over an Emb+MLP trunk (every field embedding,
+the user's clicked items mean-pooled, the numerics) that also reads the relevance embedding;
+``target_attention: true`` gives it DIN's target attention over the clicked items, which
+ordered the never-shown candidates of one grade worse and was dropped on three validation
+dates (docs/fidelity.md, "The Emb+MLP click trunk"). They are fused by conditional probability,
 P(click | x) = sum_r P(click | rsl = r, x) P(rsl = r | x), in log space.
 
 **Text encoder.** The RSL module reads query and title through ``text_encoder``: ``bag``
@@ -139,7 +141,7 @@ class PRECTR(RankingModel):
         embedding_dim: int = 16,
         hidden: tuple[int, ...] = (256, 128, 64),
         attention_hidden: tuple[int, ...] = (80, 40),
-        target_attention: bool = True,
+        target_attention: bool = False,  # results/sweep_v2_target_attention_valid3.json
         relevance_hidden: tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
         monotone: bool = False,

@@ -13,7 +13,7 @@ from prectr.modules.rsl import GRADES
 
 
 class BaseCTR(CandidateInterest):
-    """A DIN-style trunk with a click head per grade.
+    """A click trunk with a click head per grade.
 
     The *context* is DIN's input (every field embedding, the candidate's target attention over
     the user's clicked items, the numerics: :class:`CandidateInterest`; without

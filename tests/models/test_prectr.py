@@ -135,10 +135,10 @@ def assert_same_step(step: tuple[dict, dict], reference: tuple[dict, dict]) -> N
 
 def test_a_feature_read_by_several_modules_is_embedded_once(world, monkeypatch) -> None:
     """The candidate item is a field, DIN's query and mining's target; the user's clicks a
-    pooled field, DIN's history and mining's: in a forward pass each is looked up once
-    (:meth:`FeatureEmbedding.reads_once`). The loss and every gradient equal those of every
-    module looking up its own."""
-    model = build(world, "prectr_v2")
+    pooled field, DIN's history and mining's (with the trunk's target attention, the most
+    readers): in a forward pass each is looked up once (:meth:`FeatureEmbedding.reads_once`).
+    The loss and every gradient equal those of every module looking up its own."""
+    model = build(world, "prectr_v2", target_attention=True)
     item_table = model.base_ctr.embedding.tables["item"]
     lookups = []
     item_table.register_forward_hook(lambda module, args, out: lookups.append(args[0].shape))
