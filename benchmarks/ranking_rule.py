@@ -12,9 +12,11 @@ PRECTR-V2, DNN) differ in their rule as well as in what they learnt. Each run is
 replayed under every rule its scores allow:
 
 * ``served``: the score as served, what ``prectr evaluate`` reports;
-* ``click``: the calibrated click probability alone; for a product model, its click part
-  recovered exactly from the served score (the Platt calibration inverted, then the product
-  divided by the utility), for any other model the served score;
+* ``click``: the run's own click probability before calibration, so that every run's click
+  part is on its model's scale (a product rule is not blind to a monotone recalibration): the
+  served score with its Platt calibration inverted, and for a product model that product
+  divided by the utility (a product clamped at its floor keeps no click part: those rows are
+  ranked last, and counted); for PRECTR-V2 the fused probability with its incentive;
 * ``utility``: the click part times the run's own relevance utility ``E[grade] / 3``, from its
   grade distribution (runs without one are skipped); a product model's ``served``;
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
@@ -31,7 +33,8 @@ For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevan
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
 each one minus the first run's served score, minus the first run under the same rule (where
 it has that rule) and minus the same run's served score, paired
-over the same request resamples as ``prectr compare``. With ``--shown-only`` every ranking
+over the same request resamples as ``prectr compare``. Each run is read at the checkpoint
+its evaluation scored, on the world its evaluation names. With ``--shown-only`` every ranking
 keeps the ten shown candidates on top (each rule only reorders them), so that a gap can be
 told apart into the order of the shown candidates and the candidates never shown. Writes
 results/ranking_rule_<world>_<split>[_shown].json.
@@ -40,6 +43,7 @@ results/ranking_rule_<world>_<split>[_shown].json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -50,10 +54,11 @@ from record import machine, write_record
 from prectr.config import saved_experiment
 from prectr.data.schema import read_log
 from prectr.evaluation.context import EvaluationContext
-from prectr.evaluation.run import SCORES, split_file
+from prectr.evaluation.run import EVALUATION, SCORES, split_file
 from prectr.evaluation.statistics import EvaluationRows, model_statistics
 from prectr.evaluation.truth import LOG_COLUMNS, open_truth
 from prectr.metrics.paired import RESAMPLES, Statistic, mean_statistic, paired_bootstrap
+from prectr.models.baselines.two_model import EPS
 from prectr.models.calibration import load_calibrator
 from prectr.modules.rsl import GRADES
 
@@ -61,23 +66,35 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP_K = 10
 PRODUCT_MODELS = ("two_model",)  # served score: calibrated P(click) * E[grade] / 3
 METRICS = ("expected_clicks", "ndcg@10", "irrelevant@10", "unexposed@10")
-EPS = 1e-6  # the product's clamp (prectr.models.baselines.two_model)
 
 
-def click_part(run: Path, score: np.ndarray, utility: np.ndarray) -> np.ndarray:
-    """A product model's calibrated click probability, recovered from its served score
-    ``sigmoid(a * logit(P(click) * utility) + b)``; any other model's score as it is."""
-    if saved_experiment(run).model not in PRODUCT_MODELS:
-        return score
-    calibrator = load_calibrator(run / "checkpoints" / "best.pt")
+def click_part(
+    run: Path, score: np.ndarray, utility: np.ndarray | None, checkpoint: str = "best"
+) -> tuple[np.ndarray, int]:
+    """A run's own click probability before calibration, from its served score
+    ``sigmoid(a * logit(p) + b)`` (Platt on ``checkpoint``, or none): ``p`` itself for a model
+    that serves a click probability (for PRECTR-V2, the fused probability with its incentive),
+    ``p / utility`` for a product model (``p = P(click) * utility``). A product clamped at its
+    floor (``p`` at most :data:`EPS`, a near-zero utility) keeps no click part: such rows get
+    -1, below every recovered one, and their count is returned beside the clicks."""
+    calibrator = load_calibrator(run / "checkpoints" / f"{checkpoint}.pt")
     if calibrator.kind not in ("none", "platt"):
         raise ValueError(f"{run}: a {calibrator.kind} calibration cannot be inverted here; "
                          "the click part needs none or platt")  # fmt: skip
     logit = np.log(score) - np.log1p(-score)
     if calibrator.kind == "platt":
         logit = (logit - float(calibrator.b)) / float(calibrator.a)
-    product = 1.0 / (1.0 + np.exp(-logit))
-    return np.clip(product / np.maximum(utility, EPS), 0.0, 1.0)
+    p = 1.0 / (1.0 + np.exp(-logit))
+    if saved_experiment(run).model not in PRODUCT_MODELS:
+        return p, 0
+    if utility is None:
+        raise ValueError(f"{run}: a product model's scores need their grade columns")
+    clamped = p <= EPS * (1.0 + 1e-3)
+    click = np.where(clamped, -1.0, p / np.maximum(utility, EPS))
+    if (click > 1.0 + 1e-3).any():
+        raise ValueError(f"{run}: a recovered click probability exceeds 1; its scores and "
+                         "its calibration do not belong together")  # fmt: skip
+    return np.minimum(click, 1.0), int(clamped.sum())
 
 
 def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -89,16 +106,14 @@ def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
 
 def rules(
     run: Path, scores: dict[str, np.ndarray], grade: np.ndarray,
-    others: dict[str, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:  # fmt: skip
-    """Every rule the run's scores allow (see the module's docstring), by name; ``others``:
+    others: dict[str, np.ndarray] | None = None, checkpoint: str = "best",
+) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+    """Every rule the run's scores allow (see the module's docstring), by name, and the
+    number of rows whose click part could not be recovered (:func:`click_part`); ``others``:
     the other runs' relevance utilities, by run name."""
-    served = scores["score"]
-    out = {"served": served}
+    out = {"served": scores["score"]}
     own = utility(scores)
-    if own is None and saved_experiment(run).model in PRODUCT_MODELS:
-        raise ValueError(f"{run}: a product model's scores need their grade columns")
-    click = served if own is None else click_part(run, served, own)
+    click, unrecovered = click_part(run, scores["score"], own, checkpoint)
     out["click"] = click
     if own is not None:
         out["utility"] = click * own
@@ -106,8 +121,8 @@ def rules(
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
         out["true_utility"] = click * grade / (GRADES - 1)
-        out["within_true_grade"] = grade + click  # click in [0, 1]: the grade orders first
-    return out
+        out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
+    return out, unrecovered
 
 
 def unexposed_share(rows: EvaluationRows, score: np.ndarray) -> Statistic:
@@ -161,21 +176,35 @@ def main() -> None:
         raise ValueError(f"{args.world}: no candidate has a known grade; the rules need grades")
     if len({run.name for run in args.runs}) < len(args.runs):
         raise ValueError("two runs share a name; the records name runs by their directory's")
-    scores = {}
+    scores, checkpoints = {}, {}
     for run in args.runs:
         split = saved_experiment(run).data
         if (split.valid_days, split.test_days) != (data.valid_days, data.test_days):
             raise ValueError(f"{run}: trained on another split than {args.runs[0]}")
+        evaluation = run / split_file(EVALUATION, args.split)
+        if not evaluation.is_file():
+            raise FileNotFoundError(f"{evaluation}: none; run prectr evaluate {run} --world "
+                                    f"{args.world} --split {args.split} first")  # fmt: skip
+        evaluated = json.loads(evaluation.read_text())
+        if Path(evaluated["log"]).resolve() != args.world.resolve():
+            raise ValueError(f"{evaluation}: evaluated on {evaluated['log']}, not {args.world}")
+        checkpoints[run] = evaluated["checkpoint"]
         path = run / split_file(SCORES, args.split)
         table = pq.read_table(path)
         columns = [c for c in table.column_names if c == "score" or c.startswith("grade_")]
         scores[run] = {c: context.aligned(table, str(path), c) for c in columns}
     utilities = {run.name: u for run in args.runs if (u := utility(scores[run])) is not None}
     ranked: dict[tuple[str, str], dict[str, Statistic]] = {}
+    unrecovered = {}
     for run in args.runs:
         others = {name: u for name, u in utilities.items() if name != run.name}
-        for rule, score in rules(run, scores[run], rows.grade, others).items():
+        by_rule, unrecovered[run.name] = rules(run, scores[run], rows.grade, others,
+                                               checkpoints[run])  # fmt: skip
+        for rule, score in by_rule.items():
             ranked[run.name, rule] = statistics(context, score, args.shown_only)
+        if unrecovered[run.name]:
+            print(f"{run.name}: {unrecovered[run.name]:,} rows' click part not recovered "
+                  "(the product at its floor); ranked last by its click rules")  # fmt: skip
     reference = (args.runs[0].name, "served")
     n = rows.n_requests
     what = "the shown candidates reordered" if args.shown_only else "the pool reranked"
@@ -197,7 +226,8 @@ def main() -> None:
         for key, summaries in entry.items():
             if key.startswith("minus"):
                 diff = "  ".join(f"{k} {s['diff']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}]"
-                                 for k, s in summaries.items())  # fmt: skip
+                                 for k, s in summaries.items()
+                                 if None not in (s["diff"], s["lo"], s["hi"]))  # fmt: skip
                 print(f"    {key}: {diff}")
     shown = "_shown" if args.shown_only else ""
     out = args.out or ROOT / "results" / f"ranking_rule_{args.world.name}_{args.split}{shown}.json"
@@ -206,7 +236,8 @@ def main() -> None:
         "machine": machine(),
         "world": str(args.world), "split": args.split, "shown_only": args.shown_only,
         "requests": n,
-        "resamples": args.resamples, "runs": [str(r) for r in args.runs], "results": results,
+        "resamples": args.resamples, "runs": [str(r) for r in args.runs],
+        "unrecovered_click_rows": unrecovered, "results": results,
     }  # fmt: skip
     write_record(out, record)
 

@@ -25,8 +25,9 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     """Rebuild the model of a run directory from its config, features and a checkpoint, with
     the checkpoint's calibrator (:mod:`prectr.models.calibration`) when it has one.
 
-    A directory that is not a complete run, or a checkpoint written by another prectr
-    version, is refused with a message naming what is missing or different.
+    A directory that is not a complete run, a checkpoint written by another prectr version,
+    or one whose parameters do not fit the model its config builds, is refused with a message
+    naming what is missing or different.
     """
     run_dir = Path(run_dir)
     config = saved_experiment(run_dir)
@@ -40,7 +41,15 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         )
     model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
                         config.train.reference_position)  # fmt: skip
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"{checkpoint_path}: its parameters do not fit the model that {run_dir}/config.yaml "
+            "builds today; a default may have changed since it was trained (PRECTR's "
+            "model_params.target_attention became false: a run trained before sets it true in "
+            f"its config.yaml), or retrain. {str(err).splitlines()[0]}"
+        ) from None
     model.calibrator = load_calibrator(checkpoint_path)
     model.eval()
     return TrainedRun(run_dir, config, encoder, model)

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import ranking_rule
 
 from prectr.evaluation.statistics import EvaluationRows
+from prectr.models.baselines.two_model import EPS
 
 
 def fake_run(root: Path, model: str, calibration: dict, config: str = "") -> Path:
@@ -32,32 +33,45 @@ def test_a_products_click_part_is_recovered_through_its_platt_calibration(tmp_pa
     rng = np.random.default_rng(0)
     click, utility = rng.uniform(0.01, 0.6, 50), rng.uniform(0.05, 1.0, 50)
     run = fake_run(tmp_path, "two_model", {"kind": "platt", "a": 0.8, "b": -0.3})
-    recovered = ranking_rule.click_part(run, served_product(click, utility, 0.8, -0.3), utility)
+    served = served_product(click, utility, 0.8, -0.3)
+    recovered, unrecovered = ranking_rule.click_part(run, served, utility)
     np.testing.assert_allclose(recovered, click, rtol=1e-6)
+    assert unrecovered == 0
     grades = {f"grade_{g}": np.full(50, 0.25) for g in range(4)}  # E[grade] / 3 = 0.5
     served = served_product(click, np.full(50, 0.5), 0.8, -0.3)
-    ranked = ranking_rule.rules(run, {"score": served, **grades}, np.full(50, 3))
+    ranked, _ = ranking_rule.rules(run, {"score": served, **grades}, np.full(50, 3))
     np.testing.assert_allclose(ranked["click"], click, rtol=1e-6)
     np.testing.assert_allclose(ranked["utility"], click * 0.5, rtol=1e-6)
     np.testing.assert_allclose(ranked["true_utility"], click, rtol=1e-6)
-    np.testing.assert_allclose(ranked["within_true_grade"], 3 + click, rtol=1e-6)
+    np.testing.assert_allclose(ranked["within_true_grade"], 9 + click, rtol=1e-6)
 
 
-def test_a_click_model_ranks_by_its_score_and_an_isotonic_product_is_refused(tmp_path):
+def test_a_product_at_its_floor_keeps_no_click_part_and_is_ranked_last(tmp_path):
+    run = fake_run(tmp_path, "two_model", {"kind": "none"})
+    # P(click) * utility as the model clamps it: the second row's product sits at the floor
+    product = np.array([0.3 * 0.5, EPS, 0.2 * 0.01])
+    utility = np.array([0.5, 1e-7, 0.01])
+    click, unrecovered = ranking_rule.click_part(run, product, utility)
+    np.testing.assert_allclose(click, [0.3, -1.0, 0.2], rtol=1e-6)
+    assert unrecovered == 1
+    with pytest.raises(ValueError, match="exceeds 1"):  # scores from another calibration
+        ranking_rule.click_part(run, np.array([0.4]), np.array([0.1]))
+
+
+def test_a_click_model_ranks_by_its_own_probability_and_isotonic_is_refused(tmp_path):
     score = np.array([0.1, 0.3, 0.2])
-    run = fake_run(
-        tmp_path,
-        "prectr_v2",
-        {"kind": "platt", "a": 2.0, "b": 1.0},
-        "features:\n  relevance_context: true\n",
-    )
+    run = fake_run(tmp_path, "prectr_v2", {"kind": "platt", "a": 2.0, "b": 1.0},
+                   "features:\n  relevance_context: true\n")  # fmt: skip
+    own = 1.0 / (1.0 + np.exp(-(np.log(score / (1.0 - score)) - 1.0) / 2.0))  # before Platt
     grades = {"grade_0": np.array([1.0, 0.0, 0.0]), "grade_1": np.zeros(3),
               "grade_2": np.zeros(3), "grade_3": np.array([0.0, 1.0, 1.0])}  # fmt: skip
-    ranked = ranking_rule.rules(run, {"score": score, **grades}, np.array([0, 3, -1]),
-                                {"other": np.array([1.0, 0.5, 0.0])})  # fmt: skip
-    np.testing.assert_array_equal(ranked["click"], score)
-    np.testing.assert_array_equal(ranked["utility"], [0.0, 0.3, 0.2])
-    np.testing.assert_array_equal(ranked["utility of other"], [0.1, 0.15, 0.0])
+    ranked, unrecovered = ranking_rule.rules(run, {"score": score, **grades},
+                                             np.array([0, 3, -1]),
+                                             {"other": np.array([1.0, 0.5, 0.0])})  # fmt: skip
+    assert unrecovered == 0
+    np.testing.assert_allclose(ranked["click"], own, rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility"], own * [0.0, 1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility of other"], own * [1.0, 0.5, 0.0], rtol=1e-6)
     assert "true_utility" not in ranked  # a candidate's grade is unknown
     isotonic = fake_run(tmp_path / "iso", "two_model", {"kind": "isotonic", "x": [0, 1],
                                                         "y": [0.1, 0.2]})  # fmt: skip
@@ -81,15 +95,18 @@ def test_the_unexposed_share_counts_the_top_ten_of_each_request():
     assert ranking_rule.unexposed_share(rows, score)(np.ones((1, 2)))[0] == 0.0
 
 
-def test_a_runs_served_score_replays_to_what_evaluate_reported(tiny_world, tiny_run, tmp_path):
+def test_a_runs_served_score_replays_to_what_evaluate_reported(
+    tiny_world, tiny_run, tmp_path, monkeypatch
+):
     from prectr.evaluation.run import evaluate_run
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "dnn"))
     result = evaluate_run(run, tiny_world, n_resamples=10)
     twin = Path(shutil.copytree(run, tmp_path / "twin"))  # the same scores under another name
     out = tmp_path / "rules.json"
-    sys.argv = ["ranking_rule.py", "--world", str(tiny_world), "--resamples", "20",
-                "--out", str(out), str(run), str(twin)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["ranking_rule.py", "--world", str(tiny_world),
+                                      "--resamples", "20", "--out", str(out), str(run),
+                                      str(twin)])  # fmt: skip
     ranking_rule.main()
     results = {(e["run"], e["rule"]): e for e in json.loads(out.read_text())["results"]}
     rules = {"served", "click", "true_utility", "within_true_grade"}  # a DNN has no grades

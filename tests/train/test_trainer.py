@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import yaml
 from prectr.config import load_experiment
 from prectr.metrics import logloss
 from prectr.train.checkpoint import load_checkpoint
+from prectr.train.run import load_trained
 from prectr.train.stages import StopTraining
 from prectr.train.trainer import Trainer, predict
 from tests.conftest import tiny_config
@@ -368,3 +370,14 @@ def test_a_run_records_the_threads_it_trained_on(tiny_world, tmp_path):
     finally:
         torch.set_num_threads(before)
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["threads"] == 1
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_refused_naming_both(tiny_run, tmp_path):
+    """A run whose config builds another model than its checkpoint holds (a default changed
+    since it was trained) is refused with a message naming the checkpoint and the config."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model_params"]["hidden"] = [8]  # the checkpoint's network has [32, 16]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"best\.pt: its parameters do not fit .*config\.yaml"):
+        load_trained(run)
