@@ -11,7 +11,7 @@ DESCRIPTIONS: dict[str, str] = {
     # baselines
     "n_cross": "DCN-V2: number of cross layers beside the deep network",
     "attention_hidden": "widths of the target attention's scoring network (DIN's activation "
-    "unit) over the user's clicked items",
+    "unit) over the user's clicked items (PRECTR: read only with target_attention true)",
     "relevance_hidden": "widths of the relevance module's hidden layers between the text "
     "encoding and the four grade logits",
     # PRECTR: the unified relevance-CTR

@@ -36,7 +36,7 @@ class BaseCTR(CandidateInterest):
         attention_hidden: tuple[int, ...] = (80, 40),
         dropout: float = 0.0,
         monotone: bool = False,
-        target_attention: bool = True,
+        target_attention: bool = False,
     ):
         super().__init__(embedding, attention_hidden, target_attention)
         self.monotone = monotone

@@ -75,7 +75,10 @@ def test_the_ranking_logit_is_the_fused_click_probability_plus_the_incentive(wor
     torch.testing.assert_close(out["logit"], out["fused_logit"] + incentive)
 
 
-@pytest.mark.parametrize("crowd", [{}, {"crowd_identity": False, "crowd_signal": "relative"}])
+@pytest.mark.parametrize(
+    "crowd",
+    [{}, {"crowd_identity": False, "crowd_signal": "relative"}, {"target_attention": True}],
+)
 def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
     world, crowd
 ) -> None:
