@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from prectr.io import atomic_file
 from prectr.train.allocator import KEEP_FREED_MB, keep_freed_memory
-from prectr.train.checkpoint import load_checkpoint, save_checkpoint
+from prectr.train.checkpoint import load_checkpoint, load_into, save_checkpoint
 from prectr.train.distributed import Processes
 from prectr.train.optim import Optimizers, clip_grad_norm
 from prectr.train.stages import Stage, Step, Stopping, StopTraining
@@ -139,7 +139,7 @@ class Engine:
             return None
         checkpoint = load_checkpoint(self.path("last"))
         for name, module in self.modules.items():
-            module.load_state_dict(checkpoint[name])
+            load_into(module, checkpoint[name], self.path("last"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]  # one state per process of the run that wrote it
         if self.processes.rank < len(rng):

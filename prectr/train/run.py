@@ -10,7 +10,7 @@ from prectr.config import ExperimentConfig, saved_experiment
 from prectr.data.features import FeatureEncoder
 from prectr.models import RankingModel, build_model
 from prectr.models.calibration import load_calibrator
-from prectr.train.checkpoint import load_checkpoint
+from prectr.train.checkpoint import load_checkpoint, load_into
 
 
 @dataclass
@@ -41,15 +41,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         )
     model = build_model(config.model, encoder.specs, encoder.vocab_sizes, config.model_params,
                         config.train.reference_position)  # fmt: skip
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(
-            f"{checkpoint_path}: its parameters do not fit the model that {run_dir}/config.yaml "
-            "builds today; a default may have changed since it was trained (PRECTR's "
-            "model_params.target_attention became false: a run trained before sets it true in "
-            f"its config.yaml), or retrain. {str(err).splitlines()[0]}"
-        ) from None
+    load_into(model, state["model"], checkpoint_path)
     model.calibrator = load_calibrator(checkpoint_path)
     model.eval()
     return TrainedRun(run_dir, config, encoder, model)

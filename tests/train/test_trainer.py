@@ -374,10 +374,14 @@ def test_a_run_records_the_threads_it_trained_on(tiny_world, tmp_path):
 
 def test_a_checkpoint_that_does_not_fit_its_config_is_refused_naming_both(tiny_run, tmp_path):
     """A run whose config builds another model than its checkpoint holds (a default changed
-    since it was trained) is refused with a message naming the checkpoint and the config."""
+    since it was trained) is refused with a message naming the checkpoint and the config, when
+    it is loaded and when it is resumed."""
     run = shutil.copytree(tiny_run, tmp_path / "run")
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["model_params"]["hidden"] = [8]  # the checkpoint's network has [32, 16]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match=r"best\.pt: its parameters do not fit .*config\.yaml"):
         load_trained(run)
+    changed = load_experiment(run / "config.yaml")  # resumed as its config.yaml says today
+    with pytest.raises(ValueError, match=r"last\.pt: its parameters do not fit"):
+        Trainer(changed, run, resume=True)
