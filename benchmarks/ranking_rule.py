@@ -57,6 +57,7 @@ from prectr.evaluation.context import EvaluationContext
 from prectr.evaluation.run import EVALUATION, SCORES, split_file
 from prectr.evaluation.statistics import EvaluationRows, model_statistics
 from prectr.evaluation.truth import LOG_COLUMNS, open_truth
+from prectr.metrics.groups import rank_within_group
 from prectr.metrics.paired import RESAMPLES, Statistic, mean_statistic, paired_bootstrap
 from prectr.models.baselines.two_model import EPS
 from prectr.models.calibration import load_calibrator
@@ -126,17 +127,14 @@ def rules(
 
 
 def unexposed_share(rows: EvaluationRows, score: np.ndarray) -> Statistic:
-    """The share of each request's top ten by ``score`` that was never shown, averaged."""
-    order = np.lexsort((-score, rows.request))
-    request = rows.request[order]
-    starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
-    rank = np.arange(request.size) - np.repeat(starts, np.diff(np.r_[starts, request.size]))
-    top = rank < TOP_K
-    unshown = (~rows.exposed[order][top]).astype(np.float64)
-    unshown = np.bincount(request[top], weights=unshown, minlength=rows.n_requests)
-    shown = np.bincount(request[top], minlength=rows.n_requests)
-    keys = np.flatnonzero(shown)
-    return mean_statistic(unshown[keys] / shown[keys], keys)
+    """The share of each request's top ten by ``score`` that was never shown, averaged (ranks
+    as the other metrics take them: :func:`rank_within_group`)."""
+    rank, _, _ = rank_within_group(score, rows.request)
+    top = rank <= TOP_K
+    unshown = np.bincount(rows.request, weights=top & ~rows.exposed, minlength=rows.n_requests)
+    ranked = np.bincount(rows.request, weights=top, minlength=rows.n_requests)
+    keys = np.flatnonzero(ranked)
+    return mean_statistic(unshown[keys] / ranked[keys], keys)
 
 
 def statistics(

@@ -87,7 +87,12 @@ def world_split(world: Path) -> list[str]:
     """The overrides that give a run the split of the simulated ``world`` (its world.json):
     its validation days and test days."""
     config = World(world).config
-    return [f"data.valid_days={config.valid_days}", f"data.test_days={config.test_days}"]
+    return split_overrides(config.valid_days, config.test_days)
+
+
+def split_overrides(valid_days: int, test_days: int) -> list[str]:
+    """The ``--set`` overrides of a split of ``valid_days`` and ``test_days``."""
+    return [f"data.valid_days={valid_days}", f"data.test_days={test_days}"]
 
 
 def check_reused_split(run: Path, split: list[str]) -> None:
@@ -96,7 +101,7 @@ def check_reused_split(run: Path, split: list[str]) -> None:
     if not (run / "config.yaml").is_file():
         return
     data = saved_experiment(run).data
-    had = [f"data.valid_days={data.valid_days}", f"data.test_days={data.test_days}"]
+    had = split_overrides(data.valid_days, data.test_days)
     if had != split:
         raise SystemExit(
             f"{run} was trained on the split {', '.join(had)}, not the world's "
