@@ -19,6 +19,10 @@ replayed under every rule its scores allow:
   ranked last, and counted); for PRECTR-V2 the fused probability with its incentive;
 * ``utility``: the click part times the run's own relevance utility ``E[grade] / 3``, from its
   grade distribution (runs without one are skipped); a product model's ``served``;
+* ``utility^A`` (``--relevance-weights A ...``): the click part times the run's own utility to
+  the power ``A``, the family of rules that trade clicks for graded relevance (``A`` = 0 is
+  ``click``, 1 is ``utility``): each model read at several operating points, so that two
+  models can be compared at a point of equal relevance rather than at the point each serves;
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
   with a grade distribution), so that two runs' click parts and relevance parts can be told
   apart;
@@ -108,16 +112,20 @@ def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
 def rules(
     run: Path, scores: dict[str, np.ndarray], grade: np.ndarray,
     others: dict[str, np.ndarray] | None = None, checkpoint: str = "best",
+    weights: tuple[float, ...] = (),
 ) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
     """Every rule the run's scores allow (see the module's docstring), by name, and the
     number of rows whose click part could not be recovered (:func:`click_part`); ``others``:
-    the other runs' relevance utilities, by run name."""
+    the other runs' relevance utilities, by run name; ``weights``: the powers of the run's own
+    utility read as ``utility^A``."""
     out = {"served": scores["score"]}
     own = utility(scores)
     click, unrecovered = click_part(run, scores["score"], own, checkpoint)
     out["click"] = click
     if own is not None:
         out["utility"] = click * own
+        for weight in weights:
+            out[f"utility^{weight:g}"] = click * own**weight
     for name, theirs in (others or {}).items():
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
@@ -161,10 +169,22 @@ def main() -> None:
         action="store_true",
         help="reorder the shown candidates only (the never shown ranked last)",
     )
+    parser.add_argument(
+        "--relevance-weights",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="A",
+        help="also rank by the click part times the run's own utility to the power A",
+    )
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    weights = tuple(args.relevance_weights)
+    if any(w < 0 for w in weights):
+        parser.error(f"--relevance-weights {weights}: a weight below 0 would rank less relevant "
+                     "candidates higher")  # fmt: skip
     data = saved_experiment(args.runs[0]).data
     log = read_log(args.world, columns=LOG_COLUMNS, validate_log=False)
     context = EvaluationContext.build(open_truth(log, args.world), data.valid_days,
@@ -197,7 +217,7 @@ def main() -> None:
     for run in args.runs:
         others = {name: u for name, u in utilities.items() if name != run.name}
         by_rule, unrecovered[run.name] = rules(run, scores[run], rows.grade, others,
-                                               checkpoints[run])  # fmt: skip
+                                               checkpoints[run], weights)  # fmt: skip
         for rule, score in by_rule.items():
             ranked[run.name, rule] = statistics(context, score, args.shown_only)
         if unrecovered[run.name]:

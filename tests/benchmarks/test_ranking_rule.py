@@ -79,6 +79,22 @@ def test_a_click_model_ranks_by_its_own_probability_and_isotonic_is_refused(tmp_
         ranking_rule.click_part(isotonic, score, np.ones(3))
 
 
+def test_the_relevance_weights_span_the_rules_from_click_to_utility_and_beyond(tmp_path):
+    run = fake_run(tmp_path, "two_model", {"kind": "none"})
+    click, utility = np.array([0.4, 0.3, 0.2]), np.array([0.25, 0.5, 1.0])
+    # E[grade] / 3 = utility
+    grades = {"grade_0": 1 - utility, "grade_1": np.zeros(3), "grade_2": np.zeros(3),
+              "grade_3": utility}  # fmt: skip
+    scores = {"score": click * utility, **grades}
+    ranked, _ = ranking_rule.rules(run, scores, np.full(3, -1), weights=(0.0, 0.5, 1.0, 2.0))
+    np.testing.assert_allclose(ranked["utility^0"], ranked["click"], rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility^1"], ranked["utility"], rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility^0.5"], click * np.sqrt(utility), rtol=1e-6)
+    # the order moves from the click part's to the relevance's as the weight grows
+    assert np.argsort(-ranked["utility^0"]).tolist() == [0, 1, 2]
+    assert np.argsort(-ranked["utility^2"]).tolist() == [2, 1, 0]
+
+
 def test_the_unexposed_share_counts_the_top_ten_of_each_request():
     # request 0: 12 candidates, the two best-scored never shown; request 1: 3, all shown
     request = np.r_[np.zeros(12, int), np.ones(3, int)]
@@ -105,11 +121,13 @@ def test_a_runs_served_score_replays_to_what_evaluate_reported(
     twin = Path(shutil.copytree(run, tmp_path / "twin"))  # the same scores under another name
     out = tmp_path / "rules.json"
     monkeypatch.setattr(sys, "argv", ["ranking_rule.py", "--world", str(tiny_world),
-                                      "--resamples", "20", "--out", str(out), str(run),
+                                      "--resamples", "20", "--relevance-weights", "0.5",
+                                      "--out", str(out), str(run),
                                       str(twin)])  # fmt: skip
     ranking_rule.main()
     results = {(e["run"], e["rule"]): e for e in json.loads(out.read_text())["results"]}
-    rules = {"served", "click", "true_utility", "within_true_grade"}  # a DNN has no grades
+    # a DNN has no grades: neither utility nor its powers
+    rules = {"served", "click", "true_utility", "within_true_grade"}
     assert set(results) == {(name, rule) for name in ("dnn", "twin") for rule in rules}
     served = results["dnn", "served"]["value"]
     assert served["expected_clicks"] == pytest.approx(result["online"]["expected_clicks"])
