@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 from prectr.metrics.groups import sort_within_groups
 
@@ -66,8 +66,11 @@ class WeightedGroupAUC:
     The rows are sorted once by (group, score) and cut into runs of tied scores. Under weights
     ``w`` (each row weighs its request's weight), a group's AUC is the weighted sum over its
     positives of (weight of its negatives in lower runs + half that of its own run), over
-    (positive weight x negative weight): per-run weighted sums and one cumulative sum per
-    resample. With every weight 1 it is :func:`prectr.metrics.group_auc`.
+    (positive weight x negative weight): per-run weighted sums, one sparse product of the
+    weights with each run's count of positives (and of negatives) per request, and one
+    cumulative sum per resample. With every weight 1 it is :func:`prectr.metrics.group_auc`.
+    The weights are counts and the labels 0 or 1, so every sum is of integers and exact in
+    any order.
     """
 
     def __init__(
@@ -78,14 +81,19 @@ class WeightedGroupAUC:
         if not labels.shape == scores.shape == np.shape(groups) == np.shape(request):
             raise ValueError("labels, scores, groups and request must be 1-d of one length")
         order, code, _ = sort_within_groups(groups, scores)
-        s = scores[order]
-        self.label, self.request = labels[order], np.asarray(request, dtype=np.int64)[order]
+        s, label = scores[order], labels[order]
+        request = np.asarray(request, dtype=np.int64)[order]
         run_start = np.r_[True, (code[1:] != code[:-1]) | (s[1:] != s[:-1])][: s.size]
-        self.run_first = np.flatnonzero(run_start)
-        self.run_group = code[self.run_first]
+        run_first = np.flatnonzero(run_start)
+        self.run_group = code[run_first]
         new_group = np.r_[True, self.run_group[1:] != self.run_group[:-1]][: self.run_group.size]
         self.group_first_run = np.flatnonzero(new_group)
         self.n_groups = self.group_first_run.size
+        # (run, request) -> the run's positive (negative) rows of that request
+        run = np.cumsum(run_start) - 1
+        shape = (run_first.size, int(request.max(initial=-1)) + 1)
+        self.positives = sparse.csr_array((label, (run, request)), shape=shape)
+        self.negatives = sparse.csr_array((1.0 - label, (run, request)), shape=shape)
 
     def __call__(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per resample and group ``(b, G)``: the AUC (nan for a group with one class under
@@ -94,16 +102,16 @@ class WeightedGroupAUC:
         num, pos, neg = (np.zeros((b, self.n_groups)) for _ in range(3))
         if self.n_groups == 0:
             return num, pos, neg
-        for rows in _row_blocks(weights, self.label.size):
-            w = weights[rows][:, self.request]
-            p = w * self.label
-            pos_run = np.add.reduceat(p, self.run_first, axis=1)
-            neg_run = np.add.reduceat(w - p, self.run_first, axis=1)
-            below = np.cumsum(neg_run, axis=1) - neg_run  # negatives of every earlier run
-            below -= below[:, self.group_first_run][:, self.run_group]  # ... of this group only
-            num[rows] = np.add.reduceat(pos_run * (below + 0.5 * neg_run), self.group_first_run, 1)
-            pos[rows] = np.add.reduceat(pos_run, self.group_first_run, axis=1)
-            neg[rows] = np.add.reduceat(neg_run, self.group_first_run, axis=1)
+        first = self.group_first_run
+        for rows in _row_blocks(weights, self.positives.shape[0]):
+            w = weights[rows, : self.positives.shape[1]].T  # (requests, b)
+            pos_run, neg_run = self.positives @ w, self.negatives @ w  # (runs, b)
+            below = np.cumsum(neg_run, axis=0) - neg_run  # negatives of every earlier run
+            if self.n_groups > 1:
+                below -= below[first][self.run_group]  # ... of this group only
+            num[rows] = np.add.reduceat(pos_run * (below + 0.5 * neg_run), first, axis=0).T
+            pos[rows] = np.add.reduceat(pos_run, first, axis=0).T
+            neg[rows] = np.add.reduceat(neg_run, first, axis=0).T
         both = (pos > 0) & (neg > 0)
         auc = np.divide(num, pos * neg, out=np.full_like(num, np.nan), where=both)
         return auc, pos, neg
