@@ -69,8 +69,8 @@ class WeightedGroupAUC:
     (positive weight x negative weight): per-run weighted sums, one sparse product of the
     weights with each run's count of positives (and of negatives) per request, and one
     cumulative sum per resample. With every weight 1 it is :func:`prectr.metrics.group_auc`.
-    The weights are counts and the labels 0 or 1, so every sum is of integers and exact in
-    any order.
+    With resample counts as weights and 0/1 labels (clicks) every sum is of integers, exact in
+    any order: the same values as summing row by row.
     """
 
     def __init__(
