@@ -23,6 +23,15 @@ replayed under every rule its scores allow:
   the power ``A``, the family of rules that trade clicks for graded relevance (``A`` = 0 is
   ``click``, 1 is ``utility``): each model read at several operating points, so that two
   models can be compared at a point of equal relevance rather than at the point each serves;
+* ``given_click^A`` (the same weights, for a run with per-grade click heads: PRECTR,
+  PRECTR-V2): the click part times ``E[(grade / 3)^A | click, x]``, the grade expected of a
+  click under the model's own factorisation, ``P(rsl = r | click, x) ∝ P(click | rsl = r, x)
+  P(rsl = r | x)`` (the ``click_at_grade_r`` and ``grade_r`` columns that ``prectr
+  evaluate`` writes). Up to the incentive and the reference position's bias, which shift the
+  fused logit before its sigmoid, it is ``sum_r P(click | r, x) P(r | x) (r / 3)^A``: ``A`` =
+  1 ranks by the expected relevant click, a large ``A`` by the top grade's click alone. The
+  model's relevance then enters once, inside the fusion's sum, where ``utility^A``
+  multiplies a click probability that already holds it by it again;
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
   with a grade distribution), so that two runs' click parts and relevance parts can be told
   apart;
@@ -109,6 +118,17 @@ def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
     return sum(g * scores[f"grade_{g}"] for g in range(GRADES)) / (GRADES - 1)
 
 
+def given_click(scores: dict[str, np.ndarray], weight: float) -> np.ndarray | None:
+    """``E[(grade / 3)^weight | click, x]`` of every row from the run's per-grade click
+    probabilities and grade distribution (:func:`rules`' ``given_click^A``); None without
+    them."""
+    if f"click_at_grade_{GRADES - 1}" not in scores or f"grade_{GRADES - 1}" not in scores:
+        return None
+    joint = [scores[f"click_at_grade_{g}"] * scores[f"grade_{g}"] for g in range(GRADES)]
+    worth = [(g / (GRADES - 1)) ** weight for g in range(GRADES)]
+    return sum(w * j for w, j in zip(worth, joint, strict=True)) / sum(joint)
+
+
 def rules(
     run: Path, scores: dict[str, np.ndarray], grade: np.ndarray,
     others: dict[str, np.ndarray] | None = None, checkpoint: str = "best",
@@ -117,7 +137,7 @@ def rules(
     """Every rule the run's scores allow (see the module's docstring), by name, and the
     number of rows whose click part could not be recovered (:func:`click_part`); ``others``:
     the other runs' relevance utilities, by run name; ``weights``: the powers of the run's own
-    utility read as ``utility^A``."""
+    utility read as ``utility^A``, and of the grade given a click as ``given_click^A``."""
     out = {"served": scores["score"]}
     own = utility(scores)
     click, unrecovered = click_part(run, scores["score"], own, checkpoint)
@@ -126,6 +146,9 @@ def rules(
         out["utility"] = click * own
         for weight in weights:
             out[f"utility^{weight:g}"] = click * own**weight
+    for weight in weights:
+        if (expected := given_click(scores, weight)) is not None:
+            out[f"given_click^{weight:g}"] = click * expected
     for name, theirs in (others or {}).items():
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
@@ -175,7 +198,8 @@ def main() -> None:
         type=float,
         default=[],
         metavar="A",
-        help="also rank by the click part times the run's own utility to the power A",
+        help="also rank by the click part times the run's own utility to the power A, and "
+        "by the click part times the expected (grade / 3)^A given a click",
     )
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--out", type=Path)
@@ -209,7 +233,8 @@ def main() -> None:
         checkpoints[run] = evaluated["checkpoint"]
         path = run / split_file(SCORES, args.split)
         table = pq.read_table(path)
-        columns = [c for c in table.column_names if c == "score" or c.startswith("grade_")]
+        columns = [c for c in table.column_names
+                   if c == "score" or c.startswith(("grade_", "click_at_grade_"))]  # fmt: skip
         scores[run] = {c: context.aligned(table, str(path), c) for c in columns}
     utilities = {run.name: u for run in args.runs if (u := utility(scores[run])) is not None}
     ranked: dict[tuple[str, str], dict[str, Statistic]] = {}

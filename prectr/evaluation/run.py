@@ -98,7 +98,9 @@ def score_run(
     """Scores of every candidate of the requests ``test_rows`` (rows of ``log.requests``) by a
     trained run: the logged pool and, given a broad-set sample, its pairs outside the pool.
     ``score`` is the served score (:meth:`RankingModel.score`), ``shown`` the probability at
-    the logged position (an unexposed candidate's is meaningless and never read)."""
+    the logged position (an unexposed candidate's is meaningless and never read); where the
+    model has them, ``grade_0..3`` its grade distribution and ``click_at_grade_0..3`` its
+    per-grade click probabilities (:func:`prectr.train.predict.predict`)."""
     from prectr.train.predict import predict
 
     if broad is not None:
@@ -116,8 +118,10 @@ def score_run(
         "score": p["score"].astype(np.float64),
         SHOWN: p["shown"].astype(np.float64),
     }
-    if "grades" in p:
-        scored.update({f"grade_{g}": p["grades"][:, g].astype(np.float64) for g in range(4)})
+    for key, column in (("grades", "grade"), ("click_at_grade", "click_at_grade")):
+        if key in p:
+            by_grade = p[key].astype(np.float64)
+            scored.update({f"{column}_{g}": by_grade[:, g] for g in range(by_grade.shape[1])})
     return pa.table(scored)
 
 

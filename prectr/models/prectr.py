@@ -245,9 +245,12 @@ class PRECTR(RankingModel):
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Ranking logit and incentive of candidates given their context (everything but
         relevance) through the click trunk's first layer (:meth:`BaseCTR.context_layer`),
-        relevance embedding, its grade logits and the relevance preference."""
-        logit = fuse(self.base_ctr.layered_click_logits(context_layer, relevance), grade_logits)
-        out = {"fused_logit": logit}
+        relevance embedding, its grade logits and the relevance preference; with them the
+        per-grade click logits the fusion reads (``click_logits``, ``(B, G)``: the logit of
+        P(click | rsl = r, x), before the incentive and the position bias)."""
+        click_logits = self.base_ctr.layered_click_logits(context_layer, relevance)
+        logit = fuse(click_logits, grade_logits)
+        out = {"click_logits": click_logits, "fused_logit": logit}
         if self.incentive is not None:
             out["incentive"] = self.incentive(tau, torch.softmax(grade_logits, -1))
             logit = logit + out["incentive"]

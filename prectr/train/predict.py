@@ -18,7 +18,9 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """For every row of ``batches``: ``score`` (served, at the reference position), ``shown``
     (the calibrated click probability at the row's logged position) and ``shown_logit`` (its
-    logit before calibration), and grade distributions where the model has them."""
+    logit before calibration), and grade distributions (``grades``) and per-grade click
+    probabilities (``click_at_grade``: P(click | rsl = r, x) as the fusion reads them, before
+    the incentive, the position bias and calibration) where the model has them."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
@@ -36,6 +38,8 @@ def predict(
         }
         if "grade_logits" in out:
             values["grades"] = torch.softmax(out["grade_logits"], -1)
+        if "click_logits" in out:
+            values["click_at_grade"] = torch.sigmoid(out["click_logits"])
         for k, v in values.items():
             parts.setdefault(k, []).append(v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -95,6 +95,28 @@ def test_the_relevance_weights_span_the_rules_from_click_to_utility_and_beyond(t
     assert np.argsort(-ranked["utility^2"]).tolist() == [2, 1, 0]
 
 
+def test_given_click_weighs_each_grade_by_its_share_of_the_fused_click(tmp_path):
+    run = fake_run(
+        tmp_path, "prectr_v2", {"kind": "none"}, "features:\n  relevance_context: true\n"
+    )
+    click = np.array([0.2, 0.2])
+    # both rows expect grade 1.5; the first one's clicks come from its top grade
+    grades = {"grade_0": np.array([0.5, 0.5]), "grade_1": np.zeros(2), "grade_2": np.zeros(2),
+              "grade_3": np.array([0.5, 0.5])}  # fmt: skip
+    at_grade = {f"click_at_grade_{g}": np.full(2, 0.5) for g in (1, 2)}
+    at_grade |= {"click_at_grade_0": np.array([0.1, 0.3]), "click_at_grade_3": np.array([0.3, 0.1])}
+    scores = {"score": click, **grades, **at_grade}
+    ranked, _ = ranking_rule.rules(run, scores, np.full(2, -1), weights=(0.0, 1.0, 8.0))
+    np.testing.assert_allclose(ranked["given_click^0"], click, rtol=1e-6)
+    # P(grade 3 | click) = 0.15 / 0.2 and 0.05 / 0.2
+    np.testing.assert_allclose(ranked["given_click^1"], click * [0.75, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(ranked["utility^1"], click * 0.5, rtol=1e-6)  # blind to it
+    assert ranked["given_click^8"][0] > ranked["given_click^8"][1]
+    dnn = fake_run(tmp_path / "dnn", "dnn", {"kind": "none"})
+    without_heads, _ = ranking_rule.rules(dnn, {"score": click}, np.full(2, -1), weights=(1.0,))
+    assert not any(rule.startswith("given_click") for rule in without_heads)
+
+
 def test_the_unexposed_share_counts_the_top_ten_of_each_request():
     # request 0: 12 candidates, the two best-scored never shown; request 1: 3, all shown
     request = np.r_[np.zeros(12, int), np.ones(3, int)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,23 @@ def test_the_ranking_logit_is_the_fused_click_probability_plus_the_incentive(wor
     fused = torch.log(p / (1 - p)).float()  # float32 against float64: within 1e-6
     torch.testing.assert_close(out["fused_logit"], fused, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out["logit"], out["fused_logit"] + incentive)
+    torch.testing.assert_close(out["click_logits"], per_grade)
+
+
+def test_predictions_hold_the_per_grade_click_probabilities_the_served_score_fuses(world, batch):
+    """What ``prectr evaluate`` writes as ``click_at_grade_r`` and ``grade_r``, summed over the
+    grades, is the fused click probability that the served score shifts by the incentive and
+    the reference position's bias (no calibration here)."""
+    from prectr.train.predict import predict
+
+    model = build(world)
+    p = predict(model, [batch])
+    with torch.no_grad():
+        out = model(batch)
+    fused = (p["click_at_grade"].astype(np.float64) * p["grades"]).sum(1)
+    logit = np.log(fused / (1 - fused)) + out["incentive"].numpy() + model.bias(None).item()
+    np.testing.assert_allclose(p["score"], 1 / (1 + np.exp(-logit)), rtol=1e-5, atol=1e-6)
+    assert p["click_at_grade"].shape == p["grades"].shape == (len(batch), 4)
 
 
 @pytest.mark.parametrize(
