@@ -221,8 +221,9 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         "scarcity, new items, unexposed candidates). On a simulated world also the broad-set "
         "sample and the online proxy (the world replays the ranking) against the logging "
         "ranker with a 95%% CI; on a plain log it says what needs a world. Writes "
-        "RUN/evaluation.json and RUN/scores.parquet (request_id, item_id, score and grade "
-        "probabilities if any), and RUN/broad_scores.parquet with a broad-set sample.",
+        "RUN/evaluation.json and RUN/scores.parquet (request_id, item_id, score, and grade "
+        "probabilities and per-grade click probabilities if any), and "
+        "RUN/broad_scores.parquet with a broad-set sample.",
     )
     p.add_argument("run", type=Path)
     p.add_argument("--log", "--world", type=Path, dest="log",
