@@ -41,6 +41,11 @@ replayed under every rule its scores allow:
 * ``within_true_grade``: the candidates ordered by their true grade, and within a grade by
   the click part: every run's ranking then differs only in the order among candidates of one
   grade, which taste and popularity set in the world (same condition).
+* ``within_true_grade:fused`` and ``within_true_grade:own_head`` (a run with per-grade click
+  heads, same condition): the true grade first, and within a grade the fused click
+  probability without the incentive and the position bias, ``sum_r P(click | r, x) P(r |
+  x)``, or the click head of the candidate's true grade, ``P(click | rsl = grade, x)``: the
+  order the heads give once the model's relevance estimate no longer weighs them.
 
 For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
@@ -154,6 +159,12 @@ def rules(
     if (grade >= 0).all():
         out["true_utility"] = click * grade / (GRADES - 1)
         out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
+        if f"click_at_grade_{GRADES - 1}" in scores and f"grade_{GRADES - 1}" in scores:
+            heads = np.stack([scores[f"click_at_grade_{g}"] for g in range(GRADES)], 1)
+            grades = np.stack([scores[f"grade_{g}"] for g in range(GRADES)], 1)
+            out["within_true_grade:fused"] = 3 * grade + (heads * grades).sum(1)
+            own = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
+            out["within_true_grade:own_head"] = 3 * grade + own
     return out, unrecovered
 
 

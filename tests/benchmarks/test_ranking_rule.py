@@ -112,6 +112,10 @@ def test_given_click_weighs_each_grade_by_its_share_of_the_fused_click(tmp_path)
     np.testing.assert_allclose(ranked["given_click^1"], click * [0.75, 0.25], rtol=1e-6)
     np.testing.assert_allclose(ranked["utility^1"], click * 0.5, rtol=1e-6)  # blind to it
     assert ranked["given_click^8"][0] > ranked["given_click^8"][1]
+    true = np.array([3, 0])
+    heads, _ = ranking_rule.rules(run, scores, true)
+    np.testing.assert_allclose(heads["within_true_grade:own_head"], [9.3, 0.3])
+    np.testing.assert_allclose(heads["within_true_grade:fused"], [9.2, 0.2])
     dnn = fake_run(tmp_path / "dnn", "dnn", {"kind": "none"})
     without_heads, _ = ranking_rule.rules(dnn, {"score": click}, np.full(2, -1), weights=(1.0,))
     assert not any(rule.startswith("given_click") for rule in without_heads)
