@@ -32,6 +32,12 @@ replayed under every rule its scores allow:
   1 ranks by the expected relevant click, a large ``A`` by the top grade's click alone. The
   model's relevance then enters once, inside the fusion's sum, where ``utility^A``
   multiplies a click probability that already holds it by it again;
+* ``modal_head^A`` (the same weights and runs): the click head of the run's likeliest grade,
+  shifted by the incentive and the reference position's bias as the served score is, times
+  the run's own utility to the power ``A``: the click estimate of one grade rather than the
+  mixture over the grade distribution, whose weights move a candidate's click estimate with
+  the model's uncertainty about its grade, so that uncertainty enters once, through the
+  utility;
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
   with a grade distribution), so that two runs' click parts and relevance parts can be told
   apart;
@@ -50,7 +56,7 @@ replayed under every rule its scores allow:
 For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
 each one minus the first run's served score, minus the first run under the same rule (where
-it has that rule) and minus the same run's served score, paired
+it has that rule; a variant ``RULE:x`` under ``RULE``) and minus the same run's served score, paired
 over the same request resamples as ``prectr compare``. Each run is read at the checkpoint
 its evaluation scored, on the world its evaluation names. With ``--shown-only`` every ranking
 keeps the ten shown candidates on top (each rule only reorders them), so that a gap can be
@@ -87,6 +93,10 @@ PRODUCT_MODELS = ("two_model",)  # served score: calibrated P(click) * E[grade] 
 METRICS = ("expected_clicks", "ndcg@10", "irrelevant@10", "unexposed@10")
 
 
+def log_odds(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
 def click_part(
     run: Path, score: np.ndarray, utility: np.ndarray | None, checkpoint: str = "best"
 ) -> tuple[np.ndarray, int]:
@@ -100,7 +110,7 @@ def click_part(
     if calibrator.kind not in ("none", "platt"):
         raise ValueError(f"{run}: a {calibrator.kind} calibration cannot be inverted here; "
                          "the click part needs none or platt")  # fmt: skip
-    logit = np.log(score) - np.log1p(-score)
+    logit = log_odds(score)
     if calibrator.kind == "platt":
         logit = (logit - float(calibrator.b)) / float(calibrator.a)
     p = 1.0 / (1.0 + np.exp(-logit))
@@ -123,15 +133,30 @@ def utility(scores: dict[str, np.ndarray]) -> np.ndarray | None:
     return sum(g * scores[f"grade_{g}"] for g in range(GRADES)) / (GRADES - 1)
 
 
-def given_click(scores: dict[str, np.ndarray], weight: float) -> np.ndarray | None:
-    """``E[(grade / 3)^weight | click, x]`` of every row from the run's per-grade click
-    probabilities and grade distribution (:func:`rules`' ``given_click^A``); None without
-    them."""
+def per_grade(scores: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's per-grade click probabilities and grade distribution, each ``(rows, grades)``
+    (the ``click_at_grade_r`` and ``grade_r`` columns); None without them."""
     if f"click_at_grade_{GRADES - 1}" not in scores or f"grade_{GRADES - 1}" not in scores:
         return None
-    joint = [scores[f"click_at_grade_{g}"] * scores[f"grade_{g}"] for g in range(GRADES)]
-    worth = [(g / (GRADES - 1)) ** weight for g in range(GRADES)]
-    return sum(w * j for w, j in zip(worth, joint, strict=True)) / sum(joint)
+    heads = np.stack([scores[f"click_at_grade_{g}"] for g in range(GRADES)], 1)
+    return heads, np.stack([scores[f"grade_{g}"] for g in range(GRADES)], 1)
+
+
+def given_click(heads: np.ndarray, grades: np.ndarray, weight: float) -> np.ndarray:
+    """``E[(grade / 3)^weight | click, x]`` of every row from the run's per-grade click
+    probabilities and grade distribution (:func:`rules`' ``given_click^A``)."""
+    joint = heads * grades
+    worth = (np.arange(GRADES) / (GRADES - 1)) ** weight
+    return joint @ worth / joint.sum(1)
+
+
+def modal_click(click: np.ndarray, heads: np.ndarray, grades: np.ndarray) -> np.ndarray:
+    """The click probability of every row's likeliest grade's head, shifted as the served
+    score shifts the fused probability (:func:`rules`' ``modal_head^A``): the incentive and
+    the reference position's bias, ``logit(click) - logit(sum_r heads_r grades_r)``."""
+    modal = np.take_along_axis(heads, grades.argmax(1)[:, None], 1)[:, 0]
+    shifted = log_odds(modal) + log_odds(click) - log_odds((heads * grades).sum(1))
+    return 1.0 / (1.0 + np.exp(-shifted))
 
 
 def rules(
@@ -151,20 +176,22 @@ def rules(
         out["utility"] = click * own
         for weight in weights:
             out[f"utility^{weight:g}"] = click * own**weight
-    for weight in weights:
-        if (expected := given_click(scores, weight)) is not None:
-            out[f"given_click^{weight:g}"] = click * expected
+    factored = per_grade(scores)
+    if factored is not None:
+        modal = modal_click(click, *factored)
+        for weight in weights:
+            out[f"given_click^{weight:g}"] = click * given_click(*factored, weight)
+            out[f"modal_head^{weight:g}"] = modal * own**weight
     for name, theirs in (others or {}).items():
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
         out["true_utility"] = click * grade / (GRADES - 1)
         out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
-        if f"click_at_grade_{GRADES - 1}" in scores and f"grade_{GRADES - 1}" in scores:
-            heads = np.stack([scores[f"click_at_grade_{g}"] for g in range(GRADES)], 1)
-            grades = np.stack([scores[f"grade_{g}"] for g in range(GRADES)], 1)
+        if factored is not None:
+            heads, grades = factored
             out["within_true_grade:fused"] = 3 * grade + (heads * grades).sum(1)
-            own = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
-            out["within_true_grade:own_head"] = 3 * grade + own
+            true_head = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
+            out["within_true_grade:own_head"] = 3 * grade + true_head
     return out, unrecovered
 
 
@@ -268,6 +295,8 @@ def main() -> None:
     for (name, rule), stats in ranked.items():
         entry: dict = {"run": name, "rule": rule}
         same_rule = (reference[0], rule)
+        if same_rule not in ranked:  # a variant RULE:x against the reference's RULE
+            same_rule = (reference[0], rule.split(":")[0])
         for against in dict.fromkeys([reference, same_rule, (name, "served")]):
             if against == (name, rule) or against not in ranked:
                 continue
