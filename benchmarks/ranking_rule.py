@@ -38,6 +38,11 @@ replayed under every rule its scores allow:
   mixture over the grade distribution, whose weights move a candidate's click estimate with
   the model's uncertainty about its grade, so that uncertainty enters once, through the
   utility;
+* ``prior_heads^A`` (the same weights and runs): the heads mixed by the pool's mean grade
+  distribution (the run's own, over the rows ranked), the same for every candidate, shifted
+  as ``modal_head^A``, times the run's own utility to the power ``A``: a click part blind to
+  the candidate's own grade estimate, as the fusion's is, with the relevance applied once,
+  through the utility;
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
   with a grade distribution), so that two runs' click parts and relevance parts can be told
   apart;
@@ -47,11 +52,12 @@ replayed under every rule its scores allow:
 * ``within_true_grade``: the candidates ordered by their true grade, and within a grade by
   the click part: every run's ranking then differs only in the order among candidates of one
   grade, which taste and popularity set in the world (same condition).
-* ``within_true_grade:fused`` and ``within_true_grade:own_head`` (a run with per-grade click
+* ``within_true_grade:fused``, ``:own_head`` and ``:prior_heads`` (a run with per-grade click
   heads, same condition): the true grade first, and within a grade the fused click
   probability without the incentive and the position bias, ``sum_r P(click | r, x) P(r |
-  x)``, or the click head of the candidate's true grade, ``P(click | rsl = grade, x)``: the
-  order the heads give once the model's relevance estimate no longer weighs them.
+  x)``, the click head of the candidate's true grade, ``P(click | rsl = grade, x)``, or the
+  heads mixed by the pool's mean grade distribution: the order the heads give once the
+  model's relevance estimate no longer weighs them.
 
 For each (run, rule) it reports expected clicks (the replay), NDCG@10, irrelevant@10 and
 ``unexposed@10`` (the share of the new top ten that the logging ranker never showed), and
@@ -150,13 +156,22 @@ def given_click(heads: np.ndarray, grades: np.ndarray, weight: float) -> np.ndar
     return joint @ worth / joint.sum(1)
 
 
-def modal_click(click: np.ndarray, heads: np.ndarray, grades: np.ndarray) -> np.ndarray:
-    """The click probability of every row's likeliest grade's head, shifted as the served
-    score shifts the fused probability (:func:`rules`' ``modal_head^A``): the incentive and
-    the reference position's bias, ``logit(click) - logit(sum_r heads_r grades_r)``."""
-    modal = np.take_along_axis(heads, grades.argmax(1)[:, None], 1)[:, 0]
-    shifted = log_odds(modal) + log_odds(click) - log_odds((heads * grades).sum(1))
+def mixed_click(
+    click: np.ndarray, heads: np.ndarray, grades: np.ndarray, mix: np.ndarray
+) -> np.ndarray:
+    """The run's heads mixed by ``mix`` (rows' or one grade distribution) instead of each
+    row's own ``grades``, shifted as the served score shifts the fused probability (the
+    incentive and the reference position's bias, ``logit(click) - logit(sum_r heads_r
+    grades_r)``): :func:`rules`' ``modal_head^A`` (a one-hot mix at the likeliest grade) and
+    ``prior_heads^A`` (the pool's mean grade distribution, the same for every row)."""
+    mixed = (heads * mix).sum(1)
+    shifted = log_odds(mixed) + log_odds(click) - log_odds((heads * grades).sum(1))
     return 1.0 / (1.0 + np.exp(-shifted))
+
+
+def modal_mix(grades: np.ndarray) -> np.ndarray:
+    """Every row's likeliest grade, one-hot."""
+    return np.eye(GRADES)[grades.argmax(1)]
 
 
 def rules(
@@ -178,18 +193,21 @@ def rules(
             out[f"utility^{weight:g}"] = click * own**weight
     factored = per_grade(scores)
     if factored is not None:
-        modal = modal_click(click, *factored)
+        heads, grades = factored
+        modal = mixed_click(click, heads, grades, modal_mix(grades))
+        prior = mixed_click(click, heads, grades, grades.mean(0))
         for weight in weights:
-            out[f"given_click^{weight:g}"] = click * given_click(*factored, weight)
+            out[f"given_click^{weight:g}"] = click * given_click(heads, grades, weight)
             out[f"modal_head^{weight:g}"] = modal * own**weight
+            out[f"prior_heads^{weight:g}"] = prior * own**weight
     for name, theirs in (others or {}).items():
         out[f"utility of {name}"] = click * theirs
     if (grade >= 0).all():
         out["true_utility"] = click * grade / (GRADES - 1)
         out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
         if factored is not None:
-            heads, grades = factored
             out["within_true_grade:fused"] = 3 * grade + (heads * grades).sum(1)
+            out["within_true_grade:prior_heads"] = 3 * grade + (heads * grades.mean(0)).sum(1)
             true_head = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
             out["within_true_grade:own_head"] = 3 * grade + true_head
     return out, unrecovered

@@ -111,26 +111,30 @@ def test_given_click_weighs_each_grade_by_its_share_of_the_fused_click(tmp_path)
     # P(grade 3 | click) = 0.15 / 0.2 and 0.05 / 0.2
     np.testing.assert_allclose(ranked["given_click^1"], click * [0.75, 0.25], rtol=1e-6)
     np.testing.assert_allclose(ranked["utility^1"], click * 0.5, rtol=1e-6)  # blind to it
-    assert {"modal_head^0", "modal_head^1", "modal_head^8"} <= set(ranked)
+    assert {"modal_head^0", "modal_head^1", "prior_heads^8"} <= set(ranked)
     assert ranked["given_click^8"][0] > ranked["given_click^8"][1]
     true = np.array([3, 0])
     heads, _ = ranking_rule.rules(run, scores, true)
     np.testing.assert_allclose(heads["within_true_grade:own_head"], [9.3, 0.3])
     np.testing.assert_allclose(heads["within_true_grade:fused"], [9.2, 0.2])
+    np.testing.assert_allclose(heads["within_true_grade:prior_heads"], [9.2, 0.2])
     dnn = fake_run(tmp_path / "dnn", "dnn", {"kind": "none"})
     without_heads, _ = ranking_rule.rules(dnn, {"score": click}, np.full(2, -1), weights=(1.0,))
     assert not any(rule.startswith("given_click") for rule in without_heads)
 
 
-def test_modal_head_takes_the_likeliest_grades_head_shifted_as_the_served_score_is():
+def test_heads_mixed_otherwise_are_shifted_as_the_served_score_is():
     heads = np.array([[0.1, 0.2, 0.3, 0.6], [0.1, 0.2, 0.3, 0.6]])
     grades = np.array([[0.1, 0.0, 0.0, 0.9], [0.6, 0.0, 0.0, 0.4]])
     fused = (heads * grades).sum(1)
-    logit = np.log(fused / (1 - fused))
-    np.testing.assert_allclose(ranking_rule.modal_click(fused, heads, grades), [0.6, 0.1])
-    shifted = 1 / (1 + np.exp(-(logit + 1.0)))  # an incentive of +1
+    modal = ranking_rule.modal_mix(grades)
+    np.testing.assert_allclose(ranking_rule.mixed_click(fused, heads, grades, modal), [0.6, 0.1])
+    shifted = 1 / (1 + np.exp(-(np.log(fused / (1 - fused)) + 1.0)))  # an incentive of +1
     want = 1 / (1 + np.exp(-(np.log(np.array([0.6, 0.1]) / [0.4, 0.9]) + 1.0)))
-    np.testing.assert_allclose(ranking_rule.modal_click(shifted, heads, grades), want)
+    np.testing.assert_allclose(ranking_rule.mixed_click(shifted, heads, grades, modal), want)
+    # the pool's mean grade distribution: one mix for every row, blind to its own grades
+    prior = ranking_rule.mixed_click(fused, heads, grades, grades.mean(0))
+    np.testing.assert_allclose(prior, [0.35 * 0.1 + 0.65 * 0.6] * 2)
 
 
 def test_the_unexposed_share_counts_the_top_ten_of_each_request():
