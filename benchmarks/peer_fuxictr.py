@@ -121,7 +121,7 @@ import torch
 from peer.environment import PEER_VENV, ensure_peer_venv, sh
 from peer.quiet import measured
 from peer.sides import CATEGORICAL, NUMERIC, export_csv, fuxictr_row, prectr_row, summarise
-from record import ROOT
+from record import ROOT, cpu
 
 from prectr import __version__ as prectr_version
 from prectr.config import load_experiment
@@ -277,7 +277,7 @@ def main() -> None:
         "commands": [shown([sys.executable, *sys.argv]), *commands],
         "machine": {
             "platform": platform.platform(),
-            "processor": _cpu_name(),
+            "processor": cpu()["model"],
             "cores": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30),
         },
@@ -286,16 +286,6 @@ def main() -> None:
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {rel(args.out)}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
