@@ -27,22 +27,24 @@ replayed under every rule its scores allow:
   PRECTR-V2): the click part times ``E[(grade / 3)^A | click, x]``, the grade expected of a
   click under the model's own factorisation, ``P(rsl = r | click, x) ∝ P(click | rsl = r, x)
   P(rsl = r | x)`` (the ``click_at_grade_r`` and ``grade_r`` columns that ``prectr
-  evaluate`` writes). Up to the incentive and the reference position's bias, which shift the
-  fused logit before its sigmoid, it is ``sum_r P(click | r, x) P(r | x) (r / 3)^A``: ``A`` =
-  1 ranks by the expected relevant click, a large ``A`` by the top grade's click alone. The
-  model's relevance then enters once, inside the fusion's sum, where ``utility^A``
-  multiplies a click probability that already holds it by it again;
+  evaluate`` writes). Up to the incentive (which reads the grade distribution too) and the
+  reference position's bias, which shift the fused logit before its sigmoid, it is ``sum_r
+  P(click | r, x) P(r | x) (r / 3)^A``: ``A`` = 1 ranks by the expected relevant click, a
+  large ``A`` by the top grade's click alone. The model's relevance estimate then weighs the
+  heads once, inside the fusion's sum, where ``utility^A`` multiplies a click probability
+  that already holds it by it again;
 * ``modal_head^A`` (the same weights and runs): the click head of the run's likeliest grade,
   shifted by the incentive and the reference position's bias as the served score is, times
   the run's own utility to the power ``A``: the click estimate of one grade rather than the
   mixture over the grade distribution, whose weights move a candidate's click estimate with
-  the model's uncertainty about its grade, so that uncertainty enters once, through the
-  utility;
-* ``prior_heads^A`` (the same weights and runs): the heads mixed by the pool's mean grade
-  distribution (the run's own, over the rows ranked), the same for every candidate, shifted
-  as ``modal_head^A``, times the run's own utility to the power ``A``: a click part blind to
-  the candidate's own grade estimate, as the fusion's is, with the relevance applied once,
-  through the utility;
+  the model's uncertainty about its grade, so that uncertainty enters through the utility
+  (and the incentive, which the shift keeps);
+* ``prior_heads^A`` (the same weights and runs): the heads mixed by one grade distribution,
+  the run's own averaged over every evaluated row, the same for every candidate, shifted as
+  ``modal_head^A``, times the run's own utility to the power ``A``: a click part whose heads
+  are not weighed by the candidate's own grade estimate, as the two-model fusion's click
+  model is not, so the relevance enters through the utility (and through the incentive,
+  which the shift keeps);
 * ``utility of RUN``: the click part times another run's relevance utility (each other run
   with a grade distribution), so that two runs' click parts and relevance parts can be told
   apart;
@@ -100,7 +102,12 @@ METRICS = ("expected_clicks", "ndcg@10", "irrelevant@10", "unexposed@10")
 
 
 def log_odds(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))``."""
     return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def click_part(
@@ -119,7 +126,7 @@ def click_part(
     logit = log_odds(score)
     if calibrator.kind == "platt":
         logit = (logit - float(calibrator.b)) / float(calibrator.a)
-    p = 1.0 / (1.0 + np.exp(-logit))
+    p = sigmoid(logit)
     if saved_experiment(run).model not in PRODUCT_MODELS:
         return p, 0
     if utility is None:
@@ -162,15 +169,23 @@ def mixed_click(
     """The run's heads mixed by ``mix`` (rows' or one grade distribution) instead of each
     row's own ``grades``, shifted as the served score shifts the fused probability (the
     incentive and the reference position's bias, ``logit(click) - logit(sum_r heads_r
-    grades_r)``): :func:`rules`' ``modal_head^A`` (a one-hot mix at the likeliest grade) and
-    ``prior_heads^A`` (the pool's mean grade distribution, the same for every row)."""
-    mixed = (heads * mix).sum(1)
-    shifted = log_odds(mixed) + log_odds(click) - log_odds((heads * grades).sum(1))
-    return 1.0 / (1.0 + np.exp(-shifted))
+    grades_r)``; the incentive reads the row's grade distribution, so it stays in the shift):
+    :func:`rules`' ``modal_head^A`` (a one-hot mix at the likeliest grade) and
+    ``prior_heads^A`` (the mean grade distribution over every evaluated row, the same for
+    every row). Probabilities are kept within ``[1e-7, 1 - 1e-7]`` before their log-odds."""
+
+    def clipped(p: np.ndarray) -> np.ndarray:
+        return np.clip(p, 1e-7, 1 - 1e-7)
+
+    mixed = clipped((heads * mix).sum(1))
+    shifted = (
+        log_odds(mixed) + log_odds(clipped(click)) - log_odds(clipped((heads * grades).sum(1)))
+    )
+    return sigmoid(shifted)
 
 
 def modal_mix(grades: np.ndarray) -> np.ndarray:
-    """Every row's likeliest grade, one-hot."""
+    """Every row's likeliest grade, one-hot (a tie goes to the lower grade)."""
     return np.eye(GRADES)[grades.argmax(1)]
 
 
@@ -182,7 +197,8 @@ def rules(
     """Every rule the run's scores allow (see the module's docstring), by name, and the
     number of rows whose click part could not be recovered (:func:`click_part`); ``others``:
     the other runs' relevance utilities, by run name; ``weights``: the powers of the run's own
-    utility read as ``utility^A``, and of the grade given a click as ``given_click^A``."""
+    utility read as ``utility^A``, ``modal_head^A`` and ``prior_heads^A``, and of the grade
+    given a click as ``given_click^A``."""
     out = {"served": scores["score"]}
     own = utility(scores)
     click, unrecovered = click_part(run, scores["score"], own, checkpoint)
@@ -194,8 +210,9 @@ def rules(
     factored = per_grade(scores)
     if factored is not None:
         heads, grades = factored
+        pool_mix = grades.mean(0)
         modal = mixed_click(click, heads, grades, modal_mix(grades))
-        prior = mixed_click(click, heads, grades, grades.mean(0))
+        prior = mixed_click(click, heads, grades, pool_mix)
         for weight in weights:
             out[f"given_click^{weight:g}"] = click * given_click(heads, grades, weight)
             out[f"modal_head^{weight:g}"] = modal * own**weight
@@ -207,7 +224,7 @@ def rules(
         out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
         if factored is not None:
             out["within_true_grade:fused"] = 3 * grade + (heads * grades).sum(1)
-            out["within_true_grade:prior_heads"] = 3 * grade + (heads * grades.mean(0)).sum(1)
+            out["within_true_grade:prior_heads"] = 3 * grade + (heads * pool_mix).sum(1)
             true_head = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
             out["within_true_grade:own_head"] = 3 * grade + true_head
     return out, unrecovered
@@ -254,8 +271,9 @@ def main() -> None:
         type=float,
         default=[],
         metavar="A",
-        help="also rank by the click part times the run's own utility to the power A, and "
-        "by the click part times the expected (grade / 3)^A given a click",
+        help="also rank by the click part (or its heads mixed otherwise: modal_head^A, "
+        "prior_heads^A) times the run's own utility to the power A, and by the click part "
+        "times the expected (grade / 3)^A given a click",
     )
     parser.add_argument("--resamples", type=int, default=RESAMPLES)
     parser.add_argument("--out", type=Path)
@@ -301,6 +319,10 @@ def main() -> None:
                                                checkpoints[run], weights)  # fmt: skip
         for rule, score in by_rule.items():
             ranked[run.name, rule] = statistics(context, score, args.shown_only)
+        if weights and per_grade(scores[run]) is None and utility(scores[run]) is not None:
+            print(f"{run.name}: no per-grade click columns in its scores (evaluated before "
+                  "prectr evaluate wrote them, or no heads): no given_click, modal_head or "
+                  "prior_heads rules")  # fmt: skip
         if unrecovered[run.name]:
             print(f"{run.name}: {unrecovered[run.name]:,} rows' click part not recovered "
                   "(the product at its floor); ranked last by its click rules")  # fmt: skip
@@ -323,7 +345,7 @@ def main() -> None:
         entry["value"] = {k: s(np.ones((1, n)))[0].item() for k, s in stats.items()}
         results.append(entry)
         line = "  ".join(f"{k} {v:.4f}" for k, v in entry["value"].items())
-        print(f"{name:28s} {rule:13s} {line}")
+        print(f"{name:28s} {rule:29s} {line}")
         for key, summaries in entry.items():
             if key.startswith("minus"):
                 diff = "  ".join(f"{k} {s['diff']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}]"

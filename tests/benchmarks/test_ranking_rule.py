@@ -114,10 +114,9 @@ def test_given_click_weighs_each_grade_by_its_share_of_the_fused_click(tmp_path)
     assert {"modal_head^0", "modal_head^1", "prior_heads^8"} <= set(ranked)
     assert ranked["given_click^8"][0] > ranked["given_click^8"][1]
     true = np.array([3, 0])
-    heads, _ = ranking_rule.rules(run, scores, true)
-    np.testing.assert_allclose(heads["within_true_grade:own_head"], [9.3, 0.3])
-    np.testing.assert_allclose(heads["within_true_grade:fused"], [9.2, 0.2])
-    np.testing.assert_allclose(heads["within_true_grade:prior_heads"], [9.2, 0.2])
+    within, _ = ranking_rule.rules(run, scores, true)
+    np.testing.assert_allclose(within["within_true_grade:own_head"], [9.3, 0.3])
+    np.testing.assert_allclose(within["within_true_grade:fused"], [9.2, 0.2])
     dnn = fake_run(tmp_path / "dnn", "dnn", {"kind": "none"})
     without_heads, _ = ranking_rule.rules(dnn, {"score": click}, np.full(2, -1), weights=(1.0,))
     assert not any(rule.startswith("given_click") for rule in without_heads)
@@ -132,9 +131,26 @@ def test_heads_mixed_otherwise_are_shifted_as_the_served_score_is():
     shifted = 1 / (1 + np.exp(-(np.log(fused / (1 - fused)) + 1.0)))  # an incentive of +1
     want = 1 / (1 + np.exp(-(np.log(np.array([0.6, 0.1]) / [0.4, 0.9]) + 1.0)))
     np.testing.assert_allclose(ranking_rule.mixed_click(shifted, heads, grades, modal), want)
-    # the pool's mean grade distribution: one mix for every row, blind to its own grades
+    # the mean grade distribution over every row: one mix for every row, blind to its own
     prior = ranking_rule.mixed_click(fused, heads, grades, grades.mean(0))
     np.testing.assert_allclose(prior, [0.35 * 0.1 + 0.65 * 0.6] * 2)
+
+
+def test_the_rules_read_each_mix_of_the_heads(tmp_path):
+    run = fake_run(
+        tmp_path, "prectr_v2", {"kind": "none"}, "features:\n  relevance_context: true\n"
+    )
+    heads = np.array([[0.1, 0.2, 0.3, 0.6], [0.1, 0.2, 0.3, 0.6]])
+    grades = np.array([[0.1, 0.0, 0.0, 0.9], [0.6, 0.0, 0.0, 0.4]])
+    fused = (heads * grades).sum(1)
+    scores = {"score": fused} | {f"grade_{g}": grades[:, g] for g in range(4)}
+    scores |= {f"click_at_grade_{g}": heads[:, g] for g in range(4)}
+    ranked, _ = ranking_rule.rules(run, scores, np.array([3, 0]), weights=(1.0,))
+    own = np.array([0.9, 0.4])  # E[grade] / 3
+    np.testing.assert_allclose(ranked["modal_head^1"], [0.6 * 0.9, 0.1 * 0.4])
+    np.testing.assert_allclose(ranked["prior_heads^1"], 0.425 * own)
+    np.testing.assert_allclose(ranked["within_true_grade:prior_heads"], [9.425, 0.425])
+    np.testing.assert_allclose(ranked["within_true_grade:own_head"], [9.6, 0.1])
 
 
 def test_the_unexposed_share_counts_the_top_ten_of_each_request():

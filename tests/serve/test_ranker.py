@@ -45,6 +45,9 @@ def test_online_scores_equal_the_offline_evaluation(ranker, prectr_run, log):
         np.testing.assert_allclose(got["score"], want, atol=1e-6, rtol=0)
         grades = np.stack([rows[f"grade_{g}"].to_numpy() for g in range(4)], 1)
         assert got["grades"].shape == grades.shape
+    # the evaluation also wrote each grade's click head, P(click | grade, x)
+    heads = np.stack([offline[f"click_at_grade_{g}"].to_numpy() for g in range(4)], 1)
+    assert heads.shape == (offline.num_rows, 4) and ((heads > 0) & (heads < 1)).all()
 
 
 def test_ranking_is_sorted_and_explained(ranker, log):
