@@ -340,8 +340,8 @@ class PRECTR(RankingModel):
     @staticmethod
     def at_scored(out: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Where the batch's ``rows`` (among the scored ones) sit in the click path's outputs
-        (``logit``, ``relevance``, ``context``, ``context_layer``, ``tau``: every row, or
-        ``out["scored"]``'s)."""
+        (``logit``, ``fused_logit``, ``click_logits``, ``incentive``, ``relevance``,
+        ``context``, ``context_layer``, ``tau``: every row, or ``out["scored"]``'s)."""
         return rows if "scored" not in out else torch.searchsorted(out["scored"], rows)
 
     # -- training ------------------------------------------------------------------------------
