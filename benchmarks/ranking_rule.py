@@ -164,12 +164,13 @@ def given_click(heads: np.ndarray, grades: np.ndarray, weight: float) -> np.ndar
 
 
 def mixed_click(
-    click: np.ndarray, heads: np.ndarray, grades: np.ndarray, mix: np.ndarray
+    click: np.ndarray, heads: np.ndarray, fused: np.ndarray, mix: np.ndarray
 ) -> np.ndarray:
     """The run's heads mixed by ``mix`` (rows' or one grade distribution) instead of each
-    row's own ``grades``, shifted as the served score shifts the fused probability (the
-    incentive and the reference position's bias, ``logit(click) - logit(sum_r heads_r
-    grades_r)``; the incentive reads the row's grade distribution, so it stays in the shift):
+    row's own grade distribution, which gives ``fused`` (``sum_r heads_r grades_r``), shifted
+    as the served score shifts the fused probability (the incentive and the reference
+    position's bias, ``logit(click) - logit(fused)``; the incentive reads the row's grade
+    distribution, so it stays in the shift):
     :func:`rules`' ``modal_head^A`` (a one-hot mix at the likeliest grade) and
     ``prior_heads^A`` (the mean grade distribution over every evaluated row, the same for
     every row). Probabilities are kept within ``[1e-7, 1 - 1e-7]`` before their log-odds."""
@@ -178,9 +179,7 @@ def mixed_click(
         return np.clip(p, 1e-7, 1 - 1e-7)
 
     mixed = clipped((heads * mix).sum(1))
-    shifted = (
-        log_odds(mixed) + log_odds(clipped(click)) - log_odds(clipped((heads * grades).sum(1)))
-    )
+    shifted = log_odds(mixed) + log_odds(clipped(click)) - log_odds(clipped(fused))
     return sigmoid(shifted)
 
 
@@ -210,9 +209,9 @@ def rules(
     factored = per_grade(scores)
     if factored is not None:
         heads, grades = factored
-        pool_mix = grades.mean(0)
-        modal = mixed_click(click, heads, grades, modal_mix(grades))
-        prior = mixed_click(click, heads, grades, pool_mix)
+        fused, pool_mix = (heads * grades).sum(1), grades.mean(0)
+        modal = mixed_click(click, heads, fused, modal_mix(grades))
+        prior = mixed_click(click, heads, fused, pool_mix)
         for weight in weights:
             out[f"given_click^{weight:g}"] = click * given_click(heads, grades, weight)
             out[f"modal_head^{weight:g}"] = modal * own**weight
@@ -223,7 +222,7 @@ def rules(
         out["true_utility"] = click * grade / (GRADES - 1)
         out["within_true_grade"] = 3 * grade + click  # click in [-1, 1]: the grade first
         if factored is not None:
-            out["within_true_grade:fused"] = 3 * grade + (heads * grades).sum(1)
+            out["within_true_grade:fused"] = 3 * grade + fused
             out["within_true_grade:prior_heads"] = 3 * grade + (heads * pool_mix).sum(1)
             true_head = np.take_along_axis(heads, grade[:, None].astype(np.int64), 1)[:, 0]
             out["within_true_grade:own_head"] = 3 * grade + true_head
@@ -319,7 +318,8 @@ def main() -> None:
                                                checkpoints[run], weights)  # fmt: skip
         for rule, score in by_rule.items():
             ranked[run.name, rule] = statistics(context, score, args.shown_only)
-        if weights and per_grade(scores[run]) is None and utility(scores[run]) is not None:
+        heads_written = f"click_at_grade_{GRADES - 1}" in scores[run]
+        if weights and run.name in utilities and not heads_written:
             print(f"{run.name}: no per-grade click columns in its scores (evaluated before "
                   "prectr evaluate wrote them, or no heads): no given_click, modal_head or "
                   "prior_heads rules")  # fmt: skip

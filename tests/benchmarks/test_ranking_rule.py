@@ -127,12 +127,12 @@ def test_heads_mixed_otherwise_are_shifted_as_the_served_score_is():
     grades = np.array([[0.1, 0.0, 0.0, 0.9], [0.6, 0.0, 0.0, 0.4]])
     fused = (heads * grades).sum(1)
     modal = ranking_rule.modal_mix(grades)
-    np.testing.assert_allclose(ranking_rule.mixed_click(fused, heads, grades, modal), [0.6, 0.1])
+    np.testing.assert_allclose(ranking_rule.mixed_click(fused, heads, fused, modal), [0.6, 0.1])
     shifted = 1 / (1 + np.exp(-(np.log(fused / (1 - fused)) + 1.0)))  # an incentive of +1
     want = 1 / (1 + np.exp(-(np.log(np.array([0.6, 0.1]) / [0.4, 0.9]) + 1.0)))
-    np.testing.assert_allclose(ranking_rule.mixed_click(shifted, heads, grades, modal), want)
+    np.testing.assert_allclose(ranking_rule.mixed_click(shifted, heads, fused, modal), want)
     # the mean grade distribution over every row: one mix for every row, blind to its own
-    prior = ranking_rule.mixed_click(fused, heads, grades, grades.mean(0))
+    prior = ranking_rule.mixed_click(fused, heads, fused, grades.mean(0))
     np.testing.assert_allclose(prior, [0.35 * 0.1 + 0.65 * 0.6] * 2)
 
 
