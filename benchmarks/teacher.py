@@ -12,7 +12,8 @@ adapted with an MLP head and a linear head on the human grades of training-day p
 per seed), and judged as the student is (prectr.encoder.evaluate) on random test-day pools,
 whose pairs no head saw, against true_relevance: accuracy of the most likely grade, Spearman
 between expected and true grade, NDCG@10 per pool. Speed: pairs/s of SmolLM2 in float32 and
-bfloat16 and of MiniLM on the same pairs, side by side in this run.
+bfloat16 (and its states alone in bfloat16 and int8) and of MiniLM on the same pairs, side by
+side in this run.
 """
 
 from __future__ import annotations
@@ -99,19 +100,23 @@ def pairs_per_s(run: Callable[[list[str], list[str]], object], queries: list[str
 
 def side_by_side_speed(pairs, n: int) -> dict:
     """Pairs/s on the same n pairs (best of two passes each, after a warm-up) of SmolLM2 in
-    float32 and bfloat16, of its hidden states alone in bfloat16 (what an adapted teacher runs:
-    the layers above the one read are skipped), and of MiniLM."""
+    float32 and bfloat16, of its hidden states alone in bfloat16 and in int8 (what an adapted
+    teacher runs: the layers above the one read are skipped), and of MiniLM."""
     queries, titles = pairs["query"].to_pylist()[:n], pairs["title"].to_pylist()[:n]
     fast = teachers("bfloat16")["smollm2"]()
     runs = {
         "smollm2 float32": teachers("float32")["smollm2"]().encode,
         "smollm2 bfloat16": fast.encode,
         "smollm2 bfloat16 states only": fast.hidden,
+        "smollm2 int8 states only": teachers("int8")["smollm2"]().hidden,
         "minilm": teachers("float32", memo_texts=0)["minilm"]().encode,
     }
     out = {name: pairs_per_s(run, queries, titles) for name, run in runs.items()}
     out["bfloat16 speed-up"] = out["smollm2 bfloat16"] / out["smollm2 float32"]
     out["states-only speed-up"] = out["smollm2 bfloat16 states only"] / out["smollm2 bfloat16"]
+    out["int8 over bfloat16, states only"] = (
+        out["smollm2 int8 states only"] / out["smollm2 bfloat16 states only"]
+    )
     out["minilm over smollm2 bfloat16"] = out["minilm"] / out["smollm2 bfloat16"]
     return out
 
@@ -128,7 +133,7 @@ def main() -> None:
     parser.add_argument("--adapt-pairs", type=int, default=1500, help="human-graded pairs")
     parser.add_argument("--eval-requests", type=int, default=20, help="test-day pools")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="bfloat16")
     parser.add_argument("--speed-pairs", type=int, default=128, help="0: skip the speed test")
     parser.add_argument(
         "--speed-only",

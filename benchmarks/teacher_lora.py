@@ -13,6 +13,8 @@ for the whole-log recipe is chosen; the rest adapt each candidate (``--candidate
   adapt``);
 * ``minilm``: the same head on all-MiniLM-L6-v2's pair features;
 * ``smollm2+minilm``: the same head on both side by side (``make demo``'s teacher);
+* ``smollm2 int8`` and ``smollm2 int8+minilm``: the same with SmolLM2 in int8 (``--dtype
+  int8``) instead of bfloat16;
 * ``smollm2 lora``: SmolLM2 with rank-``--lora-rank`` LoRA adapters on every attention and MLP
   projection, trained on the grade digits' logits and merged (``prectr teacher finetune
   --lora-rank``), read zero-shot.
@@ -60,7 +62,10 @@ from prectr.metrics.paired import Statistic, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTED = ("accuracy", "macro_f1", "spearman", "ndcg@10")
-CANDIDATES = ("smollm2", "minilm", "smollm2+minilm", "smollm2 lora")
+CANDIDATES = ("smollm2", "minilm", "smollm2+minilm", "smollm2 lora", "smollm2 int8",
+              "smollm2 int8+minilm")  # fmt: skip
+PRECISION = {"smollm2": "bfloat16", "smollm2 int8": "int8", "minilm": "float32"}
+"""Each teacher that a head reads, by its name in a candidate, and the precision it runs in."""
 
 
 def split_by_query(pairs: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
@@ -193,7 +198,7 @@ def main() -> None:
             made[name] = CausalLMTeacher.from_pretrained(tuned_dir, dtype="bfloat16")
         for part in name.split("+") if name != "smollm2 lora" else []:
             if part not in made:  # each base loaded once, however many candidates share it
-                made[part] = teachers("bfloat16" if part == "smollm2" else "float32")[part]()
+                made[part] = teachers(PRECISION[part])[part.split()[0]]()
     on = {name: {split: cached_outputs(teacher, table, args.work)
                  for split, table in splits.items()}
           for name, teacher in made.items()}  # fmt: skip
@@ -216,10 +221,10 @@ def main() -> None:
     print(f"adaptation {adapt.num_rows} pairs, validation {valid.num_rows} pairs "
           f"({args.choose_share:.0%} of queries), test {heldout.num_rows} pairs of "
           f"{args.eval_requests} test-day pools")  # fmt: skip
-    print(f"{'teacher':16s} " + " ".join(f"{'valid ' + m:>16s}" for m in REPORTED)
+    print(f"{'teacher':20s} " + " ".join(f"{'valid ' + m:>16s}" for m in REPORTED)
           + " " + " ".join(f"{'test ' + m:>15s}" for m in REPORTED) + "    pairs/s")  # fmt: skip
     for name, r in results.items():
-        print(f"{name:16s} " + " ".join(f"{r['validation'][m]:16.3f}" for m in REPORTED)
+        print(f"{name:20s} " + " ".join(f"{r['validation'][m]:16.3f}" for m in REPORTED)
               + " " + " ".join(f"{r['test'][m]:15.3f}" for m in REPORTED)
               + f" {rates[name]:10.1f}")  # fmt: skip
     for name, d in choice["minus_leader"].items():

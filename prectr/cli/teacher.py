@@ -28,9 +28,10 @@ def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) ->
     pairs_flags(p)
     p.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "int8"],
         default="float32",
-        help="language-model precision (bfloat16: about 2x faster on bf16 CPUs)",
+        help="language-model precision (bfloat16: about 2x faster on bf16 CPUs; int8: linear "
+        "layers as dynamic int8 products, faster again on CPUs without AMX; not for finetune)",
     )
 
 

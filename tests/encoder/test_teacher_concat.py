@@ -48,10 +48,14 @@ def test_teachers_joined_by_plus_load_and_adapt(tiny_world, tmp_path):
     loaded = load_teacher(tmp_path / "adapted")
     expected = adapted.grade_logits(["sofa"], ["oak chair"])
     np.testing.assert_allclose(loaded.grade_logits(["sofa"], ["oak chair"]), expected, atol=1e-5)
-    # adapted on bfloat16 states, the pair is reloaded in bfloat16, whatever dtype is asked
-    fast, _ = adapt(tiny_world, spec, tmp_path / "fast", max_pairs=60, dtype="bfloat16",
-                    config=HeadConfig(hidden=8, max_epochs=3), progress=False)  # fmt: skip
-    assert fast.dtype == "bfloat16"
-    again = load_teacher(tmp_path / "fast", dtype="float32")
-    assert again.base.teachers[0].dtype == "bfloat16"
-    assert again.fingerprint() == fast.fingerprint()
+    # adapted on bfloat16 (int8) states, the pair is reloaded in bfloat16 (int8), whatever
+    # dtype is asked
+    for dtype in ("bfloat16", "int8"):
+        fast, _ = adapt(tiny_world, spec, tmp_path / dtype, max_pairs=60, dtype=dtype,
+                        config=HeadConfig(hidden=8, max_epochs=3), progress=False)  # fmt: skip
+        assert fast.dtype == dtype
+        again = load_teacher(tmp_path / dtype, dtype="float32")
+        assert again.base.teachers[0].dtype == dtype
+        assert again.fingerprint() == fast.fingerprint()
+        np.testing.assert_array_equal(again.grade_logits(["sofa"], ["oak chair"]),
+                                      fast.grade_logits(["sofa"], ["oak chair"]))  # fmt: skip

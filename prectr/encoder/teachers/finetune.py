@@ -131,6 +131,9 @@ def finetune(
         raise ValueError(
             f"need one grade 0-3 per pair: {count(len(queries), 'pair')}, {grades.shape}"
         )
+    if teacher.dtype == "int8":
+        raise ValueError(f"{teacher.source} runs in int8, which cannot be trained: fine-tune "
+                         "it in float32 or bfloat16")  # fmt: skip
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             "no CUDA device: fine-tuning every weight needs a GPU (pass device='cpu' to force, "

