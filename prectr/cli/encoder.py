@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import get_args
 
 from rich.table import Table
 
@@ -39,6 +40,7 @@ TRAINING_FLAGS = {
 def _student_flags(parser: argparse.ArgumentParser) -> None:
     from prectr.encoder.distill import EncoderTrainConfig
     from prectr.encoder.student import MODES, StudentConfig
+    from prectr.modules.text import Precision
 
     s, t = StudentConfig(), EncoderTrainConfig()
     group = parser.add_argument_group("student (ignored with --init, which brings its own)")
@@ -57,6 +59,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name),
                            help=doc)  # fmt: skip
     group.add_argument("--lr", type=float, default=t.lr, help="learning rate")
+    group.add_argument("--precision", choices=get_args(Precision), default=t.precision,
+                       help="the student's training passes in float32 (fp32), in bfloat16 "
+                       "autocast (bf16), or in bf16 where the processor multiplies bfloat16 "
+                       "natively (auto); losses, validation and scoring stay float32")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -74,7 +80,8 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
         dropout=args.dropout, query_length=args.query_length, title_length=args.title_length,
     )  # fmt: skip
-    given = [*TRAINING_FLAGS, "lr", "vocab_size", "temperature", "hidden_weight", *SFT_FLAGS]
+    given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
+             *SFT_FLAGS]  # fmt: skip
     train = EncoderTrainConfig(**{k: getattr(args, k) for k in given if hasattr(args, k)})
     config = pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,

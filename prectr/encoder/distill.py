@@ -61,6 +61,7 @@ from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, re
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
+from prectr.modules.text import Precision, training_dtype
 from prectr.section import Section
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
@@ -120,6 +121,10 @@ class EncoderTrainConfig(Section):
     pair_weight: PairWeight = "pairs"
     """sft: how often an epoch draws each graded pair (:data:`PAIR_WEIGHTS`; validation is
     weighted alike)."""
+    precision: Precision = "fp32"
+    """The student's training passes: ``fp32``, ``bf16`` (bfloat16 autocast; weights,
+    optimiser, losses, validation and scoring in float32) or ``auto`` (bf16 on a processor with
+    native bfloat16 products, :func:`prectr.modules.text.training_dtype`)."""
 
 
 @dataclass
@@ -273,8 +278,11 @@ class EncoderRun:
         s = self.samples
         q = self.query_ids[s.query[rows]]
         t = self.title_ids[s.title[rows]]
-        state = self.student.pair_state(q, t)
-        logits = self.student.head(state)
+        dtype = training_dtype(self.train.precision, q.device)
+        with torch.autocast(q.device.type, dtype, enabled=dtype != torch.float32):
+            state = self.student.pair_state(q, t)
+            logits = self.student.head(state)
+        state, logits = state.float(), logits.float()
         if self.kind == "sft":
             return {"loss": self._sft_loss(logits, s.target[rows])}
         parts = {"loss_kl": distill_kl(logits, s.target[rows], self.train.temperature)}

@@ -232,7 +232,7 @@ class Student(nn.Module):
                 if key in reused and now - reused[key][0] < self.reuse_steps]  # fmt: skip
         fresh = sorted(set(range(len(keys))) - set(held))
         if not held:
-            states = self._encode_packed(ids, position, segments, mask)
+            states = new = self._encode_packed(ids, position, segments, mask)
         else:
             old = torch.stack([reused[keys[row]][1] for row in held])
             states = old.new_empty(len(keys), old.shape[1])
@@ -242,8 +242,10 @@ class Student(nn.Module):
             rows = torch.tensor(fresh, device=ids.device)
             new = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
             states = states.to(new.dtype).index_copy(0, rows, new)
-        for row in fresh:  # held in the dtype the student's passes give (float32 in autocast)
-            reused[keys[row]] = (now, states[row].detach().clone())
+        # held in the dtype the student's passes give (float32 in autocast), as views of this
+        # pass's fresh states (freed once all of them have expired, which they do together)
+        for row, state in zip(fresh, new.detach(), strict=True):
+            reused[keys[row]] = (now, state)
         return states
 
     def _encode_remembered(self, ids: torch.Tensor, position: torch.Tensor,

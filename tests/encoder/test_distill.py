@@ -154,6 +154,28 @@ def test_sft_starts_from_the_distilled_student_and_fits_the_human_grades(
     assert not (tmp_path / "sft" / "tokenizer.json").exists()  # the init student's tokenizer
 
 
+@pytest.mark.parametrize("kind", ["distill", "sft"])
+def test_bf16_precision_runs_the_students_passes_in_bfloat16_and_its_losses_in_float32(
+    kind, tiny_world, labels_path, student_dir, tmp_path
+) -> None:
+    init = student_dir if kind == "sft" else None
+    run = EncoderRun(kind, tiny_world, tmp_path / kind, train=train(2, precision="bf16",
+                     hidden_weight=0.5 if kind == "distill" else 0.0), labels=labels_path,
+                     init=init)  # fmt: skip
+    seen = []
+    run.student.head.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    losses = run.loss(np.arange(8))
+    assert seen == [torch.bfloat16]
+    assert {loss.dtype for loss in losses.values()} == {torch.float32}
+    assert {p.dtype for p in run.student.parameters()} == {torch.float32}
+    run.student.eval()  # scoring (validation, held-out) stays float32
+    with torch.no_grad():
+        run.student(run.query_ids[:2], run.title_ids[:2])
+    assert seen[-1] == torch.float32
+    config = json.loads((tmp_path / kind / "config.json").read_text())
+    assert config["train"]["precision"] == "bf16"
+
+
 def test_distillation_needs_labels_and_hidden_states_when_asked(
     tiny_world, labels_path, tmp_path
 ) -> None:
