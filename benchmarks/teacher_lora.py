@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -235,7 +236,7 @@ def main() -> None:
         f"{', '.join(choice['not_shown_worse'])}; chosen (the fastest of those): {chosen}"
     )
     record = {
-        "command": " ".join([".venv/bin/python", "benchmarks/teacher_lora.py", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", "benchmarks/teacher_lora.py", *sys.argv[1:]]),
         "machine": machine(torch_threads=torch.get_num_threads()),
         "world": str(args.world), "adapt_pairs": adapt.num_rows,
         "validation_pairs": valid.num_rows,
