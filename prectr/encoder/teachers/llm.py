@@ -14,13 +14,15 @@ Models come from a local Hugging Face directory or a GGUF file (dequantised by
 ``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
 in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
 few tenths), or in int8: the decoder's linear layers as dynamic int8 products (weights int8 per
-tensor, each batch's activations quantised on the fly; PyTorch's fbgemm kernels, which use VNNI
-where the CPU has it), the rest in float32. On an AMD EPYC without AMX, int8 runs SmolLM2's
-states about 1.5x faster than bfloat16, states within about 6% of bfloat16's (BENCHMARKS.md,
-"On another processor"); a head fitted on int8 states must read int8 states (an adapted teacher
-records its dtype). The int8 path is ``torch.ao.quantization.quantize_dynamic``, deprecated in
-favour of torchao, whose eager int8 CPU path ran 4.5x slower than it here; it stays while the
-pinned PyTorch ships it.
+tensor, each batch's activations quantised on the fly; PyTorch's x86 quantised engine, which
+uses VNNI where the CPU has it), the rest in float32. On an AMD EPYC without AMX, SmolLM2 in int8
+beside MiniLM labels at 1.30x the pairs/s it does in bfloat16, its adapted head a little worse
+(validation macro-F1 -0.018, not shown worse: docs/fidelity.md, "The demo's teacher in
+int8"); a head fitted on int8 states must read int8 states (an adapted teacher records its
+dtype). The int8 path is ``torch.ao.quantization.quantize_dynamic``, deprecated in
+favour of torchao, whose eager int8 path was 4.5x slower on the CPU (torchao 0.18, an ad-hoc
+timing of SmolLM2's MLP shapes on 1,024 rows: 23.0 ms against 5.1); it stays while the pinned
+PyTorch ships it.
 """
 
 from __future__ import annotations
