@@ -254,6 +254,42 @@ def statistics(
     }
 
 
+def evaluated_runs(
+    runs: list[Path], world: Path, split: str
+) -> tuple[EvaluationContext, dict[Path, dict[str, np.ndarray]], dict[Path, str]]:
+    """The evaluated requests of ``split`` on ``world`` (every candidate's grade known), each
+    run's scores in their row order (``score``, ``grade_r``, ``click_at_grade_r``, as its
+    ``prectr evaluate`` wrote them) and the checkpoint its evaluation scored. Refuses runs of
+    another split, runs evaluated on another world, and runs that share a name."""
+    data = saved_experiment(runs[0]).data
+    log = read_log(world, columns=LOG_COLUMNS, validate_log=False)
+    context = EvaluationContext.build(open_truth(log, world), data.valid_days, data.test_days,
+                                      split)  # fmt: skip
+    if context.rows.grade is None:
+        raise ValueError(f"{world}: no candidate has a known grade to judge the runs against")
+    if len({run.name for run in runs}) < len(runs):
+        raise ValueError("two runs share a name; the records name runs by their directory's")
+    scores, checkpoints = {}, {}
+    for run in runs:
+        days = saved_experiment(run).data
+        if (days.valid_days, days.test_days) != (data.valid_days, data.test_days):
+            raise ValueError(f"{run}: trained on another split than {runs[0]}")
+        evaluation = run / split_file(EVALUATION, split)
+        if not evaluation.is_file():
+            raise FileNotFoundError(f"{evaluation}: none; run prectr evaluate {run} --world "
+                                    f"{world} --split {split} first")  # fmt: skip
+        evaluated = json.loads(evaluation.read_text())
+        if Path(evaluated["log"]).resolve() != world.resolve():
+            raise ValueError(f"{evaluation}: evaluated on {evaluated['log']}, not {world}")
+        checkpoints[run] = evaluated["checkpoint"]
+        path = run / split_file(SCORES, split)
+        table = pq.read_table(path)
+        columns = [c for c in table.column_names
+                   if c == "score" or c.startswith(("grade_", "click_at_grade_"))]  # fmt: skip
+        scores[run] = {c: context.aligned(table, str(path), c) for c in columns}
+    return context, scores, checkpoints
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="the first is the reference")
@@ -282,33 +318,8 @@ def main() -> None:
     if any(w < 0 for w in weights):
         parser.error(f"--relevance-weights {weights}: a weight below 0 would rank less relevant "
                      "candidates higher")  # fmt: skip
-    data = saved_experiment(args.runs[0]).data
-    log = read_log(args.world, columns=LOG_COLUMNS, validate_log=False)
-    context = EvaluationContext.build(open_truth(log, args.world), data.valid_days,
-                                      data.test_days, args.split)  # fmt: skip
+    context, scores, checkpoints = evaluated_runs(args.runs, args.world, args.split)
     rows = context.rows
-    if rows.grade is None:
-        raise ValueError(f"{args.world}: no candidate has a known grade; the rules need grades")
-    if len({run.name for run in args.runs}) < len(args.runs):
-        raise ValueError("two runs share a name; the records name runs by their directory's")
-    scores, checkpoints = {}, {}
-    for run in args.runs:
-        split = saved_experiment(run).data
-        if (split.valid_days, split.test_days) != (data.valid_days, data.test_days):
-            raise ValueError(f"{run}: trained on another split than {args.runs[0]}")
-        evaluation = run / split_file(EVALUATION, args.split)
-        if not evaluation.is_file():
-            raise FileNotFoundError(f"{evaluation}: none; run prectr evaluate {run} --world "
-                                    f"{args.world} --split {args.split} first")  # fmt: skip
-        evaluated = json.loads(evaluation.read_text())
-        if Path(evaluated["log"]).resolve() != args.world.resolve():
-            raise ValueError(f"{evaluation}: evaluated on {evaluated['log']}, not {args.world}")
-        checkpoints[run] = evaluated["checkpoint"]
-        path = run / split_file(SCORES, args.split)
-        table = pq.read_table(path)
-        columns = [c for c in table.column_names
-                   if c == "score" or c.startswith(("grade_", "click_at_grade_"))]  # fmt: skip
-        scores[run] = {c: context.aligned(table, str(path), c) for c in columns}
     utilities = {run.name: u for run in args.runs if (u := utility(scores[run])) is not None}
     ranked: dict[tuple[str, str], dict[str, Statistic]] = {}
     unrecovered = {}
