@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from prectr.data.features import FeatureConfig, feature_specs, undeclared
 from prectr.data.groups import find
-from prectr.models.calibration import Kind as Calibration
+from prectr.models.calibration_kinds import Kind as Calibration
 from prectr.models.registry import (
     MAX_POSITION,
     feature_roles,

@@ -38,9 +38,7 @@ TRAINING_FLAGS = {
 
 
 def _student_flags(parser: argparse.ArgumentParser) -> None:
-    from prectr.encoder.distill import EncoderTrainConfig
-    from prectr.encoder.student import MODES, StudentConfig
-    from prectr.modules.text import Precision
+    from prectr.encoder.settings import MODES, EncoderTrainConfig, Precision, StudentConfig
 
     s, t = StudentConfig(), EncoderTrainConfig()
     group = parser.add_argument_group("student (ignored with --init, which brings its own)")
@@ -71,8 +69,8 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_encoder_train(args: argparse.Namespace) -> int:
     import torch
 
-    from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
-    from prectr.encoder.student import StudentConfig
+    from prectr.encoder.distill import EncoderRun
+    from prectr.encoder.settings import EncoderTrainConfig, StudentConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,7 +234,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
-    from prectr.encoder.distill import PAIR_WEIGHTS, SFT_LOSSES, EncoderTrainConfig
+    from prectr.encoder.settings import PAIR_WEIGHTS, SFT_LOSSES, EncoderTrainConfig
     from prectr.text.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from prectr.cli.output import console
-from prectr.models.calibration import KINDS
+from prectr.models.calibration_kinds import KINDS
 
 
 def experiment_arguments(p: argparse.ArgumentParser) -> None:

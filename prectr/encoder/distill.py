@@ -5,12 +5,13 @@ divergence to the teacher's grade distribution at a temperature, plus, with ``hi
 the MSE between a linear projection of the student's pooled state and the teacher's hidden
 state, standardised per dimension over the labelled pairs
 (:func:`prectr.losses.distill.standardise_states`; the projection is trained along and dropped
-afterwards). ``sft``: a loss on the human
-grades of the training days (``loss``: cross-entropy, class-weighted cross-entropy or
-cross-entropy to soft ordinal labels, :data:`SFT_LOSSES`; ``pair_weight``: each distinct graded
-pair drawn once an epoch, or once per graded row of it, :data:`PAIR_WEIGHTS`, the share of each
-grade among the draws reported as ``train_grades``), starting from a distilled student
-(``init``) or from scratch (the ablation that shows what distillation is worth). SFT validates
+afterwards). ``sft``: a loss on the human grades of the training days (``loss``:
+cross-entropy, class-weighted cross-entropy or cross-entropy to soft ordinal labels,
+:data:`~prectr.encoder.settings.SFT_LOSSES`; ``pair_weight``: each distinct graded pair drawn
+once an epoch, or once per graded row of it, :data:`~prectr.encoder.settings.PAIR_WEIGHTS`,
+the share of each grade among the draws reported as ``train_grades``), starting from a
+distilled student (``init``) or from scratch (the ablation that shows what distillation is
+worth). SFT validates
 on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
 training; the top of the hash range, :func:`prectr.encoder.pairs.hash_share`): every
 ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's recall and
@@ -43,12 +44,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from prectr.encoder.evaluate import (
@@ -58,73 +58,17 @@ from prectr.encoder.evaluate import (
     grade_probabilities,
 )
 from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
+from prectr.encoder.settings import EncoderTrainConfig
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
-from prectr.modules.text import Precision, training_dtype
-from prectr.section import Section
+from prectr.modules.text import training_dtype
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
 from prectr.train.engine import Engine
 from prectr.train.stages import Stage, Stopping, shuffled_steps
 
 KINDS = ("distill", "sft")
-# cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
-# pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
-# exp(-(k - y)^2), so a near miss costs less than a far one)
-SftLoss = Literal["ce", "weighted", "ordinal"]
-SFT_LOSSES = get_args(SftLoss)
-# how often an sft epoch draws each distinct graded pair: once, or once per graded row of it (as
-# often as the log shows and grades it; its merged grade either way)
-PairWeight = Literal["pairs", "rows"]
-PAIR_WEIGHTS = get_args(PairWeight)
-
-
-class EncoderTrainConfig(Section):
-    """How the student trains (``distill`` and ``sft``; a run's ``config.json`` holds it)."""
-
-    epochs: int = Field(1, ge=0)
-    """Passes over the training pairs."""
-    max_steps: int = Field(0, ge=0)
-    """Stop after this many steps in all (0: run every epoch)."""
-    batch_size: int = Field(256, ge=1)
-    """Pairs per step, over all processes."""
-    lr: float = Field(5e-4, ge=0)
-    """Learning rate."""
-    weight_decay: float = Field(0.01, ge=0)
-    """AdamW's weight decay."""
-    clip_norm: float = Field(1.0, gt=0)
-    """Gradients are clipped to this global norm."""
-    temperature: float = Field(2.0, gt=0)
-    """distill: softening of both distributions."""
-    hidden_weight: float = Field(0.0, ge=0)
-    """distill: weight of the hidden-state MSE (0: off)."""
-    vocab_size: int = Field(8000, ge=1)
-    """Tokenizer pieces, when no init student brings a tokenizer."""
-    seed: int = 0
-    """Seed of the initialisation and of the order."""
-    log_every: int = Field(50, ge=1)
-    """Steps between train-log lines."""
-    checkpoint_every: int = Field(200, ge=0)
-    """Steps between checkpoints (0: at each epoch's end only)."""
-    eval_requests: int = Field(500, ge=0)
-    """Held-out test requests scored at the end (0: all)."""
-    valid_share: float = Field(0.1, ge=0, lt=1)
-    """sft: the graded pairs of this share of the training queries (by a hash of the query
-    text) validate instead of training (0: no validation, no early stopping)."""
-    valid_every: int = Field(50, ge=0)
-    """sft: steps between validation scores, and one at the end (0: at each epoch's end)."""
-    patience: int = Field(5, ge=0)
-    """sft: validations without a better macro-F1 before stopping (0: never)."""
-    loss: SftLoss = "ce"
-    """sft: the loss on the human grades (:data:`SFT_LOSSES`)."""
-    pair_weight: PairWeight = "pairs"
-    """sft: how often an epoch draws each graded pair (:data:`PAIR_WEIGHTS`; validation is
-    weighted alike)."""
-    precision: Precision = "fp32"
-    """The student's training passes: ``fp32``, ``bf16`` (bfloat16 autocast; weights,
-    optimiser, losses, validation and scoring in float32) or ``auto`` (bf16 on a processor with
-    native bfloat16 products, :func:`prectr.modules.text.training_dtype`)."""
 
 
 @dataclass

@@ -33,54 +33,21 @@ stay unchanged, so a log's items are encoded once however many requests show the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self, get_args
+from typing import Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from prectr.cache import SlotCache
+from prectr.encoder.settings import StudentConfig
 from prectr.io import atomic_file
-from prectr.section import Section
 from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
 SCORED_TEXTS = 100_000  # texts a scoring student remembers (about 1 KB each at dim 144)
-Mode = Literal["cross", "two_tower"]
-MODES = get_args(Mode)
-
-
-class StudentConfig(Section):
-    """The student's shape (saved with it in ``student.pt``)."""
-
-    vocab_size: int = Field(8000, ge=1)
-    """Tokenizer pieces (a training run sets it to its tokenizer's)."""
-    mode: Mode = "two_tower"
-    """A cross encoder over the pair, or two towers (the default: see the module docstring)."""
-    dim: int = Field(144, ge=1)
-    """Width of the transformer; a multiple of ``heads``."""
-    layers: int = Field(3, ge=1)
-    """Transformer layers."""
-    heads: int = Field(4, ge=1)
-    """Attention heads."""
-    ff: int = Field(576, ge=1)
-    """Feed-forward width."""
-    dropout: float = Field(0.0, ge=0, lt=1)
-    """Dropout rate."""
-    query_length: int | None = Field(None, ge=1)
-    """Pieces kept of a query; None: the limit the tokenizer chose on its training texts
-    (:mod:`prectr.text.tokenizer`), set when the student is built."""
-    title_length: int | None = Field(None, ge=1)
-    """Pieces kept of a title; None as for ``query_length``."""
-
-    @model_validator(mode="after")
-    def _heads_divide_the_width(self) -> Self:
-        if self.dim % self.heads:
-            raise ValueError(f"student dim {self.dim} is not a multiple of heads {self.heads}")
-        return self
 
 
 class Student(nn.Module):

@@ -10,18 +10,25 @@ online proxy, and paired bootstrap comparisons of two runs.
 * :mod:`~prectr.evaluation.context`: the run split's requests, rows, days and slices.
 * :mod:`~prectr.evaluation.run`: ``prectr evaluate``; :mod:`~prectr.evaluation.compare`:
   ``prectr compare``.
+
+Their names here load on first use (:mod:`prectr.lazy`).
 """
 
-from prectr.evaluation.compare import compare_runs
-from prectr.evaluation.run import evaluate_run
-from prectr.evaluation.scoring import (
-    calibration_bins,
-    click_metrics,
-    evaluate_scores,
-    evaluation_pool,
-    relevance_metrics,
-    train_impressions,
-)
+from typing import TYPE_CHECKING
+
+from prectr.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from prectr.evaluation.compare import compare_runs
+    from prectr.evaluation.run import evaluate_run
+    from prectr.evaluation.scoring import (
+        calibration_bins,
+        click_metrics,
+        evaluate_scores,
+        evaluation_pool,
+        relevance_metrics,
+        train_impressions,
+    )
 
 __all__ = [
     "calibration_bins",
@@ -33,3 +40,7 @@ __all__ = [
     "relevance_metrics",
     "train_impressions",
 ]
+__getattr__ = lazy_exports(
+    __name__,
+    dict.fromkeys(__all__, "scoring") | {"compare_runs": "compare", "evaluate_run": "run"},
+)

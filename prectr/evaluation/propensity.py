@@ -42,8 +42,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from scipy import sparse
-from scipy.optimize import minimize
 
 from prectr.evaluation.logged import LoggedRows, sum_above
 from prectr.metrics.paired import resample_weights
@@ -150,6 +148,8 @@ def all_pairs(
     rate = np.bincount(cell, weights=weight * click.astype(np.float64)) / impressions
     group, col = np.unique(cell_code // k, return_inverse=True)[1], cell_code % k
     shape = (int(group.max()) + 1, k)
+    from scipy import sparse  # SciPy loads on use: `prectr --help` reads this module
+
     at = sparse.csr_matrix((np.ones(col.size), (group, col)), shape=shape)
     rates = sparse.csr_matrix((rate, (group, col)), shape=shape)
     pairs = (at.T @ at).toarray()
@@ -196,6 +196,8 @@ def _maximise(clicks: np.ndarray, misses: np.ndarray) -> np.ndarray:
         return float(value), -np.concatenate([grad_p, grad_r])
 
     start = np.zeros(k + upper[0].size)
+    from scipy.optimize import minimize
+
     result = minimize(loss, start, jac=True, method="L-BFGS-B")
     if not result.success:
         raise RuntimeError(f"AllPairs propensity fit did not converge: {result.message}")

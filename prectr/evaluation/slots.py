@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy import sparse
 
 from prectr.evaluation.logged import LoggedRows
 from prectr.evaluation.propensity import Propensities, adjusted_clicks
@@ -126,6 +125,8 @@ class Slots:
         member = self.shown & np.isin(rows.pair, groups[np.unique(group)])
         column = np.searchsorted(groups, rows.pair[member])
         shape = (n, groups.size)
+        from scipy import sparse  # SciPy loads on use: `prectr --help` reads this module
+
         clicks = sparse.csc_matrix((self.adjusted[member], (rows.request[member], column)), shape)
         examined = theta[rows.position[member] - 1]
         examined = sparse.csc_matrix((examined, (rows.request[member], column)), shape)

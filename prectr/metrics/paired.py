@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse, stats
 
 from prectr.metrics.groups import sort_within_groups
 
@@ -92,6 +91,8 @@ class WeightedGroupAUC:
         # (run, request) -> the run's positive (negative) rows of that request
         run = np.cumsum(run_start) - 1
         shape = (run_first.size, int(request.max(initial=-1)) + 1)
+        from scipy import sparse  # SciPy loads on use: `prectr --help` reads this module
+
         self.positives = sparse.csr_array((label, (run, request)), shape=shape)
         self.negatives = sparse.csr_array((1.0 - label, (run, request)), shape=shape)
 
@@ -240,6 +241,8 @@ def seed_interval(
     between, within = seeds.var(ddof=1) / seeds.size, finite.var(ddof=1)
     total = between + within
     df = total**2 * (seeds.size - 1) / between**2 if between > 0 else np.inf
+    from scipy import stats
+
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(total)
     centre = float(seeds.mean())
     return centre - half, centre + half, float(df)
@@ -290,6 +293,8 @@ def date_interval(
     total = sum(v for v, _ in terms)
     spread = sum(v**2 / df for v, df in terms)
     df = total**2 / spread if spread > 0 else np.inf
+    from scipy import stats
+
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(max(total, 0.0))
     return centre, centre - half, centre + half, float(df)
 

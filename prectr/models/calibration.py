@@ -19,18 +19,15 @@ exported graph (which traces ``score``) all compute the same calibrated score.
 from __future__ import annotations
 
 import json
-import typing
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from prectr.io import atomic_file
+from prectr.models.calibration_kinds import KINDS
 
-Kind = Literal["none", "platt", "isotonic"]  # train.calibration in an experiment config
-KINDS: tuple[str, ...] = typing.get_args(Kind)
 ISOTONIC_BINS = 256
 
 

@@ -28,9 +28,8 @@ from prectr.data import groups as g
 from prectr.data.dataset import Batch
 from prectr.data.features import Sequence
 from prectr.data.groups import Role, require
+from prectr.encoder.settings import Precision
 from prectr.modules.rsl import GRADES, BagOfTokensEncoder, match_columns
-
-Precision = Literal["auto", "bf16", "fp32"]
 
 
 def _sequence(batch: Batch, name: str) -> torch.Tensor:

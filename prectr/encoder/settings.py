@@ -1,0 +1,106 @@
+"""The student's shape and how it trains: the settings sections of ``prectr encoder distill``
+and ``sft`` (saved with a student and in a run's ``config.json``), apart from the modules that
+use them so that the command line reads their defaults without loading PyTorch."""
+
+from __future__ import annotations
+
+from typing import Literal, Self, get_args
+
+from pydantic import Field, model_validator
+
+from prectr.section import Section
+
+Precision = Literal["auto", "bf16", "fp32"]
+"""The student's training passes: float32, bfloat16 autocast, or bf16 where the processor
+multiplies bfloat16 natively (:func:`prectr.modules.text.training_dtype`)."""
+Mode = Literal["cross", "two_tower"]
+MODES = get_args(Mode)
+
+
+class StudentConfig(Section):
+    """The student's shape (saved with it in ``student.pt``)."""
+
+    vocab_size: int = Field(8000, ge=1)
+    """Tokenizer pieces (a training run sets it to its tokenizer's)."""
+    mode: Mode = "two_tower"
+    """A cross encoder over the pair, or two towers (the default: see
+    :mod:`prectr.encoder.student`)."""
+    dim: int = Field(144, ge=1)
+    """Width of the transformer; a multiple of ``heads``."""
+    layers: int = Field(3, ge=1)
+    """Transformer layers."""
+    heads: int = Field(4, ge=1)
+    """Attention heads."""
+    ff: int = Field(576, ge=1)
+    """Feed-forward width."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout rate."""
+    query_length: int | None = Field(None, ge=1)
+    """Pieces kept of a query; None: the limit the tokenizer chose on its training texts
+    (:mod:`prectr.text.tokenizer`), set when the student is built."""
+    title_length: int | None = Field(None, ge=1)
+    """Pieces kept of a title; None as for ``query_length``."""
+
+    @model_validator(mode="after")
+    def _heads_divide_the_width(self) -> Self:
+        if self.dim % self.heads:
+            raise ValueError(f"student dim {self.dim} is not a multiple of heads {self.heads}")
+        return self
+
+
+# cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
+# pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
+# exp(-(k - y)^2), so a near miss costs less than a far one)
+SftLoss = Literal["ce", "weighted", "ordinal"]
+SFT_LOSSES = get_args(SftLoss)
+# how often an sft epoch draws each distinct graded pair: once, or once per graded row of it (as
+# often as the log shows and grades it; its merged grade either way)
+PairWeight = Literal["pairs", "rows"]
+PAIR_WEIGHTS = get_args(PairWeight)
+
+
+class EncoderTrainConfig(Section):
+    """How the student trains (``distill`` and ``sft``; a run's ``config.json`` holds it)."""
+
+    epochs: int = Field(1, ge=0)
+    """Passes over the training pairs."""
+    max_steps: int = Field(0, ge=0)
+    """Stop after this many steps in all (0: run every epoch)."""
+    batch_size: int = Field(256, ge=1)
+    """Pairs per step, over all processes."""
+    lr: float = Field(5e-4, ge=0)
+    """Learning rate."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW's weight decay."""
+    clip_norm: float = Field(1.0, gt=0)
+    """Gradients are clipped to this global norm."""
+    temperature: float = Field(2.0, gt=0)
+    """distill: softening of both distributions."""
+    hidden_weight: float = Field(0.0, ge=0)
+    """distill: weight of the hidden-state MSE (0: off)."""
+    vocab_size: int = Field(8000, ge=1)
+    """Tokenizer pieces, when no init student brings a tokenizer."""
+    seed: int = 0
+    """Seed of the initialisation and of the order."""
+    log_every: int = Field(50, ge=1)
+    """Steps between train-log lines."""
+    checkpoint_every: int = Field(200, ge=0)
+    """Steps between checkpoints (0: at each epoch's end only)."""
+    eval_requests: int = Field(500, ge=0)
+    """Held-out test requests scored at the end (0: all)."""
+    valid_share: float = Field(0.1, ge=0, lt=1)
+    """sft: the graded pairs of this share of the training queries (by a hash of the query
+    text) validate instead of training (0: no validation, no early stopping)."""
+    valid_every: int = Field(50, ge=0)
+    """sft: steps between validation scores, and one at the end (0: at each epoch's end)."""
+    patience: int = Field(5, ge=0)
+    """sft: validations without a better macro-F1 before stopping (0: never)."""
+    loss: SftLoss = "ce"
+    """sft: the loss on the human grades (:data:`SFT_LOSSES`)."""
+    pair_weight: PairWeight = "pairs"
+    """sft: how often an epoch draws each graded pair (:data:`PAIR_WEIGHTS`; validation is
+    weighted alike)."""
+    precision: Precision = "fp32"
+    """The student's training passes: ``fp32``, ``bf16`` (bfloat16 autocast; weights,
+    optimiser, losses, validation and scoring in float32) or ``auto`` (bf16 on a processor with
+    native bfloat16 products, :func:`prectr.modules.text.training_dtype`)."""
