@@ -31,7 +31,7 @@ def _teacher_sample_flags(p: argparse.ArgumentParser, evaluate: bool = False) ->
         choices=["float32", "bfloat16", "int8"],
         default="float32",
         help="language-model precision (bfloat16: about 2x faster on bf16 CPUs; int8: linear "
-        "layers as dynamic int8 products, faster again on CPUs without AMX; not for finetune)",
+        "layers as int8 products per token, faster again on CPUs without AMX; not for finetune)",
     )
 
 
@@ -124,6 +124,8 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
                       max_pairs=args.max_pairs, seed=args.seed,
                       held_out=pairs_config(args))  # fmt: skip
+    if args.dtype == "int8":  # refused before the model loads
+        raise ValueError("--dtype int8 cannot be trained: fine-tune in float32 or bfloat16")
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")

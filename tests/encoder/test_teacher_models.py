@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prectr.encoder.teacher import BiEncoderTeacher, CausalLMTeacher, finetune, load_teacher
+from prectr.encoder.teachers.llm import Int8Linear
 from tests.encoder.conftest import fake_embed
 from tests.encoder.teacher_models import tiny_llm_dir, tiny_sentence_dir
 
@@ -99,12 +100,14 @@ def test_llm_in_int8_quantises_the_decoders_linear_layers_and_stays_close(tmp_pa
     fast = load_teacher(path, dtype="int8")
     assert fast.fingerprint()["dtype"] == fast.dtype == "int8"
     kinds = {type(m) for m in fast._body.modules()}
-    assert torch.nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
+    assert torch.nn.Linear not in kinds and Int8Linear in kinds
     assert isinstance(fast.model.get_output_embeddings(), torch.nn.Linear)  # read in float32
     logits, hidden = fast.encode(QUERIES, TITLES)
     exact_logits, exact_hidden = exact.encode(QUERIES, TITLES)
     np.testing.assert_allclose(logits, exact_logits, atol=0.1)
     assert np.linalg.norm(hidden - exact_hidden) < 0.1 * np.linalg.norm(exact_hidden)
+    fast.batch_size = 1  # each token quantised on its own: a pair's states, not its batch's
+    np.testing.assert_allclose(fast.hidden(QUERIES, TITLES), hidden, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="runs in int8, which cannot be trained"):
         finetune(fast, QUERIES, TITLES, np.array([3, 2, 1, 0]), tmp_path / "tuned")
 

