@@ -99,6 +99,7 @@ def test_llm_in_int8_quantises_the_decoders_linear_layers_and_stays_close(tmp_pa
     exact = load_teacher(path)
     fast = load_teacher(path, dtype="int8")
     assert fast.fingerprint()["dtype"] == fast.dtype == "int8"
+    assert fast.fingerprint()["int8"] == Int8Linear.SCHEME  # labels of another scheme differ
     kinds = {type(m) for m in fast._body.modules()}
     assert torch.nn.Linear not in kinds and Int8Linear in kinds
     assert isinstance(fast.model.get_output_embeddings(), torch.nn.Linear)  # read in float32

@@ -139,8 +139,11 @@ class CausalLMTeacher(Teacher):
         stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
         digest = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
         prompt = hashlib.sha256(repr((self.prefix_ids, self._suffix)).encode()).hexdigest()[:16]
-        return {"kind": "causal-lm", "source": self.source, "weights": digest, "prompt": prompt,
-                "dtype": self.dtype, "layer": self.layer}  # fmt: skip
+        found = {"kind": "causal-lm", "source": self.source, "weights": digest, "prompt": prompt,
+                 "dtype": self.dtype, "layer": self.layer}  # fmt: skip
+        if self.dtype == "int8":  # the scheme, so that labels of another one are not reused
+            found["int8"] = Int8Linear.SCHEME
+        return found
 
     def _split_prompt(self) -> tuple[str, str]:
         """The prompt text before the pair (shared) and the template of the rest."""
@@ -273,6 +276,8 @@ class Int8Linear(nn.Module):
     scale at every call, so a row's output does not depend on the other rows; ``torch._int_mm``
     multiplies (int32 sums, exact), the scales and the bias are applied in float32. Its error
     is that of rounding each row and each channel to 127 levels."""
+
+    SCHEME = "symmetric, activations per token, weights per output channel"
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
