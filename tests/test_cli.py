@@ -374,9 +374,8 @@ def test_validate_names_the_commands_a_valid_log_is_too_small_for(tmp_path, caps
 
 
 def test_the_command_line_builds_its_parser_without_pytorch_or_scipy():
-    """`prectr --help` and the commands that need neither (simulate, validate, score, report)
-    start without loading them: settings and choices live apart from the code that needs
-    PyTorch, and SciPy loads where it is used."""
+    """The parser, which every command builds before it runs, loads neither: settings and
+    choices live apart from the code that needs PyTorch, and SciPy loads where it is used."""
     heavy = ("torch", "scipy", "transformers")
     code = ("import sys; from prectr.cli import build_parser; build_parser(); "
             f"print(' '.join(m for m in {heavy} if m in sys.modules))")  # fmt: skip

@@ -209,9 +209,10 @@ class Student(nn.Module):
             rows = torch.tensor(fresh, device=ids.device)
             new = self._encode_packed(ids[rows], position[rows], segments[rows], mask[rows])
             states = states.to(new.dtype).index_copy(0, rows, new)
-        # held in the dtype the student's passes give (float32 in autocast), as views of this
-        # pass's fresh states (freed once all of them have expired, which they do together)
-        for row, state in zip(fresh, new.detach(), strict=True):
+        # held in the dtype the student's passes give (float32 in autocast), as rows of one copy
+        # of this pass's fresh states (a copy: the caller may change what it is given in place),
+        # freed once every row is dropped (they expire together, dropped at a later _tick)
+        for row, state in zip(fresh, new.detach().clone(), strict=True):
             reused[keys[row]] = (now, state)
         return states
 

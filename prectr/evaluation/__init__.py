@@ -40,7 +40,7 @@ __all__ = [
     "relevance_metrics",
     "train_impressions",
 ]
-__getattr__ = lazy_exports(
+__getattr__, __dir__ = lazy_exports(
     __name__,
     dict.fromkeys(__all__, "scoring") | {"compare_runs": "compare", "evaluate_run": "run"},
 )

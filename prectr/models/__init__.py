@@ -8,4 +8,4 @@ if TYPE_CHECKING:
     from prectr.models.registry import MODELS, RankingModel, build_model, register
 
 __all__ = ["MODELS", "RankingModel", "build_model", "register"]
-__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "registry"))
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "registry"))

@@ -101,10 +101,13 @@ class StudentText(nn.Module):
 def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype the student trains end to end in (``model_params.encoder_precision``):
     ``bf16`` (bfloat16 autocast, float32 weights and optimiser), ``fp32``, or ``auto``: bfloat16
-    on a processor with native bfloat16 products (AVX512-BF16 or AMX), where it halves the
-    student's step when every text is encoded each step but gains only 1.05x with reused
-    states (BENCHMARKS.md, "Student training throughput"), else float32 (emulated
-    bfloat16 is slower; GPUs are not measured). Scoring and evaluation stay in float32."""
+    on a processor with native bfloat16 products (AVX512-BF16 or AMX), where on an AMX machine
+    it halves the student's step when every text is encoded each step but gains only 1.05x with
+    reused states (BENCHMARKS.md, "Student training throughput"), else float32 (emulated
+    bfloat16 is slower; GPUs are not measured). On an AMD EPYC with AVX512-BF16 and no AMX the
+    student's own distillation and SFT ran slower in bfloat16, 0.87x and 0.95x (docs/fidelity.md,
+    "The demo's student distilled and fine-tuned in bfloat16"). Scoring and evaluation stay in
+    float32."""
     if precision == "auto":
         native = device.type == "cpu" and (
             torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
