@@ -12,11 +12,11 @@ ENCODER := $(DEMO_DIR)/encoder
 TEACHER ?= smollm2+minilm
 TEACHER_PAIRS ?= 1500
 LABEL_PAIRS ?= 8000
-# SmolLM2 in int8, chosen on validation pairs on an AMD EPYC without AMX: beside MiniLM it
-# labels at 1.30x the pairs/s it does in bfloat16, macro-F1 not shown worse (-0.018 [-0.042,
-# +0.003]; docs/fidelity.md, "The demo's teacher in int8"); not measured on AMX, where
-# bfloat16 ran SmolLM2's states at 156 pairs/s (TEACHER_DTYPE=bfloat16 there)
-TEACHER_DTYPE ?= int8
+# SmolLM2 in int8 where the processor has no AMX, chosen on validation pairs on an AMD EPYC:
+# beside MiniLM it labels at 1.30x its pairs/s in bfloat16, macro-F1 not shown worse (-0.005
+# [-0.016, +0.006]; docs/fidelity.md, "The int8 teacher quantised per token"); bfloat16 with
+# AMX, where the demo's table in README was measured and int8 was not
+TEACHER_DTYPE ?= $(if $(shell grep -s -m1 -o amx_bf16 /proc/cpuinfo),bfloat16,int8)
 
 .PHONY: demo test test-fast lint format bench clean chromium
 
