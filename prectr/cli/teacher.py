@@ -114,6 +114,8 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
         log_pairs,
     )
 
+    if args.dtype == "int8":  # refused before the log and the model load
+        raise ValueError("--dtype int8 cannot be trained: fine-tune in float32 or bfloat16")
     device = args.device
     if device is None:  # a GPU if there is one; else the CPU, which only adapters can use
         device = "cuda" if torch.cuda.is_available() or not args.lora_rank else "cpu"
@@ -124,8 +126,6 @@ def cmd_teacher_finetune(args: argparse.Namespace) -> int:
     pairs = log_pairs(args.log, "adapt", human_only=True, n_queries=args.queries,
                       max_pairs=args.max_pairs, seed=args.seed,
                       held_out=pairs_config(args))  # fmt: skip
-    if args.dtype == "int8":  # refused before the model loads
-        raise ValueError("--dtype int8 cannot be trained: fine-tune in float32 or bfloat16")
     teacher = load_teacher(args.teacher, args.batch_size, args.dtype)
     if not isinstance(teacher, CausalLMTeacher):
         raise ValueError(f"teacher {args.teacher} is not a language model: adapt a head instead")

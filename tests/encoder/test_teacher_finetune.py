@@ -75,6 +75,16 @@ def test_finetune_command(tiny_world, tmp_path, capsys):
     assert (tmp_path / "tuned.run" / "checkpoints" / "last.pt").is_file()
 
 
+def test_finetune_command_refuses_int8_before_reading_anything(tmp_path, capsys):
+    argv = ["teacher", "finetune", "--log", str(tmp_path / "no-log"), "--teacher",
+            str(tmp_path / "no-teacher"), "--out", str(tmp_path / "tuned"),
+            "--dtype", "int8"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 2 and "--dtype int8 cannot be trained" in printed
+
+
 @pytest.mark.slow
 def test_lora_trains_adapters_only_and_saves_a_merged_teacher(tmp_path):
     base_dir = tiny_llm_dir(tmp_path)
