@@ -59,3 +59,10 @@ def test_teachers_joined_by_plus_load_and_adapt(tiny_world, tmp_path):
         assert again.fingerprint() == fast.fingerprint()
         np.testing.assert_array_equal(again.grade_logits(["sofa"], ["oak chair"]),
                                       fast.grade_logits(["sofa"], ["oak chair"]))  # fmt: skip
+    # a head fitted on int8 states of another scheme (one scale per layer input) is refused
+    meta_path = tmp_path / "int8" / "teacher.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["int8"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="int8 states of another scheme"):
+        load_teacher(tmp_path / "int8")

@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher
+from prectr.encoder.teachers.llm import Int8Linear
 from prectr.io import atomic_dir, claim_run_dir
 from prectr.section import Section
 from prectr.train.distributed import join
@@ -203,6 +204,10 @@ class AdaptedTeacher(Teacher):
             raise ValueError(f"{path / ADAPTED_FILE}: not an adapted teacher ({err})") from err
         head = GradeHead(dim, config.hidden, config.dropout)
         head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
+        if meta.get("dtype") == "int8" and meta.get("int8") != Int8Linear.SCHEME:
+            raise ValueError(f"{path}: its head was fitted on int8 states of another scheme "
+                             f"({meta.get('int8', 'one scale per layer input')}) than today's "
+                             f"({Int8Linear.SCHEME}): adapt the teacher again")  # fmt: skip
         base = load_base(base_spec, meta.get("dtype", "float32"))
         if base.hidden_size != dim:
             raise ValueError(
@@ -242,4 +247,6 @@ def adapt_teacher(
         "fit": summary,
         "dtype": base.dtype or "float32",
     }
+    if base.dtype == "int8":  # the states' scheme, which a reload must match
+        info["int8"] = Int8Linear.SCHEME
     return AdaptedTeacher(base, base_spec(spec), head, info)
