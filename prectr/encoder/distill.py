@@ -62,7 +62,7 @@ from prectr.encoder.settings import EncoderTrainConfig
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
-from prectr.modules.text import training_dtype
+from prectr.modules.text import training_autocast
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
 from prectr.train.engine import Engine
@@ -222,8 +222,7 @@ class EncoderRun:
         s = self.samples
         q = self.query_ids[s.query[rows]]
         t = self.title_ids[s.title[rows]]
-        dtype = training_dtype(self.train.precision, q.device)
-        with torch.autocast(q.device.type, dtype, enabled=dtype != torch.float32):
+        with training_autocast(self.train.precision, q.device, training=True):
             state = self.student.pair_state(q, t)
             logits = self.student.head(state)
         state, logits = state.float(), logits.float()

@@ -86,11 +86,9 @@ class StudentText(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         queries, titles = (_sequence(batch, name) for name in self.inputs)
-        dtype = training_dtype(self.precision, queries.device)
-        lower = self.training and not self.frozen and dtype != torch.float32
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen),
-            torch.autocast(queries.device.type, dtype, enabled=lower),
+            training_autocast(self.precision, queries.device, self.training and not self.frozen),
         ):
             state = self.text_encoder.pair_state(queries, titles)
             grades = self.text_encoder.head(state)
@@ -114,6 +112,13 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype:
         )
         precision = "bf16" if native else "fp32"
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def training_autocast(precision: str, device: torch.device, training: bool) -> torch.autocast:
+    """The autocast of a student's pass: in :func:`training_dtype` while it trains, off when
+    that dtype is float32 or the pass does not train (scoring stays float32)."""
+    dtype = training_dtype(precision, device)
+    return torch.autocast(device.type, dtype, enabled=training and dtype != torch.float32)
 
 
 class CachedText(nn.Module):

@@ -283,22 +283,27 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        scale = (weight.abs().amax(1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-        quantized = (weight / scale[:, None]).round().to(torch.int8)
+        quantized, scale = _int8_rows(linear.weight.detach().float())
         self.register_buffer("weight_t", quantized.T.contiguous())  # (in, out)
-        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_scale", scale[:, 0])
         bias = linear.bias
         self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).float()
-        scale = (rows.abs().amax(1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-        products = torch._int_mm((rows / scale).round_().to(torch.int8), self.weight_t)
+        rows, scale = _int8_rows(x.reshape(-1, x.shape[-1]).float())
+        products = torch._int_mm(rows, self.weight_t)
         out = products.float() * scale * self.weight_scale
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+
+
+def _int8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of ``values`` (float32) rounded to int8 symmetrically, and its scale ``(rows,
+    1)``: the row divided by its largest magnitude over 127 (an all-zero row by the smallest
+    normal float, so it stays 0)."""
+    scale = (values.abs().amax(1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    return (values / scale).round_().to(torch.int8), scale
 
 
 def quantize_linear_layers(module: nn.Module) -> None:
