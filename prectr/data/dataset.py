@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from prectr.capture import eager
 from prectr.data.features import Categorical, EncodedLog, Numeric, Sequence
 
 # the rows a loss averages over: every row of a batch, exposed, graded, clicked (and exposed)
@@ -80,6 +81,18 @@ class Batch:
         new = torch.ones(len(self), dtype=torch.bool, device=self.request.device)
         new[1:] = self.request[1:] != self.request[:-1]
         return torch.nonzero(new).squeeze(1), torch.cumsum(new.long(), 0) - 1
+
+    def request_groups(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`requests` where every sequence has a row per candidate (the collator's
+        batches: training, validation, offline scoring), so that what is read of a
+        request-level history is read once per request; None for a batch of one row, and for a
+        served one (:func:`request_batch`), whose request-level sequences come as one row that
+        every candidate shares and are read as they come; and None while a graph is traced or
+        exported (:func:`~prectr.capture.eager`), which reads every row's own."""
+        rows = len(self)
+        if eager() and rows > 1 and all(s.shape[0] == rows for s in self.sequences.values()):
+            return self.requests()
+        return None
 
     def rows_of(self, kind: str) -> float:
         """The number of rows of ``kind`` a loss over this batch divides its sum by.

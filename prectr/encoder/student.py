@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prectr.cache import SlotCache
+from prectr.capture import eager
 from prectr.encoder.settings import StudentConfig
 from prectr.io import atomic_file
 from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
@@ -153,7 +154,7 @@ class Student(nn.Module):
         mask[:, 0] = True  # an empty text still attends to something (its padding piece)
         position = mask.cumsum(1) - 1
         segments = torch.as_tensor(segment, device=ids.device).expand_as(ids)
-        if _eager() and len(ids):
+        if eager() and len(ids):
             if self.training and self.reuse_steps > 1:
                 return self._encode_reusing(ids, position, segments, mask)
             if not self.training and not torch.is_grad_enabled():
@@ -347,17 +348,10 @@ def _pooled(x: torch.Tensor, groups: list[tuple[int, int]]) -> torch.Tensor:
     )
 
 
-def _eager() -> bool:
-    """Whether data-dependent shortcuts (packing pieces, encoding distinct rows once) may
-    run: not while a graph is traced or exported, where shapes must not depend on values.
-    Either way the result is the same."""
-    return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
-
-
 def _once(ids: torch.Tensor, encode) -> torch.Tensor:
     """``encode`` applied to the distinct rows of ``ids`` only, gathered back to every row.
     (The segment layout is the same for every row, so a prefix of it serves the distinct ones.)"""
-    if not _eager():
+    if not eager():
         return encode(ids)
     distinct, inverse = _distinct_rows(ids)
     return encode(distinct)[inverse]

@@ -322,9 +322,9 @@ class PRECTR(RankingModel):
             out["scored"] = rows
             batch = batch.take(rows)
             grade_logits = grade_logits.index_select(0, rows)
-        # a training batch holds whole requests: their histories are read once per request;
-        # a feature that the context and mining both read is embedded once
-        requests, embedding = batch.requests() if self.training else None, self.base_ctr.embedding
+        # a batch's request-level histories are read once per request (a served one's come as
+        # one row); a feature that the context and mining both read is embedded once
+        requests, embedding = batch.request_groups(), self.base_ctr.embedding
         # an unexposed candidate's score is read by the pairwise loss alone: read detached,
         # its item ID does not learn from that loss
         untrained = (

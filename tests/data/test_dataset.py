@@ -332,6 +332,11 @@ def test_one_request_batch_holds_what_the_collator_gathers(tiny_world):
                 expected = expected[:1]
             assert torch.equal(got.sequences[spec.name], expected)
     assert not got.exposed.any() and (got.relevance == -1).all() and len(got) == one.size
+    # its histories are read as the one row they are; the collated batch's once per request
+    assert got.request_groups() is None and len(got) > 1
+    first, owner = want.request_groups()
+    assert first.tolist() == [0] and owner.tolist() == [0] * len(want)
+    assert want.take(torch.tensor([0])).request_groups() is None  # one row: read as it is
 
 
 def test_a_batch_takes_rows_of_every_field_and_keeps_the_step_counts(encoded_train):

@@ -97,40 +97,67 @@ def test_predictions_hold_the_per_grade_click_probabilities_the_served_score_fus
     "crowd",
     [{}, {"crowd_identity": False, "crowd_signal": "relative"}, {"target_attention": True}],
 )
-def test_training_reads_histories_once_per_request_as_scoring_reads_them_per_row(
-    world, crowd
+def test_histories_read_once_per_request_equal_them_read_row_by_row(
+    world, monkeypatch, crowd
 ) -> None:
-    """In training, request-level histories are embedded, pooled and attended over once per
-    request (:meth:`Batch.requests`), and the click path (context, preference, click heads,
-    incentive) runs on the exposed rows alone (``scored``); every output and every gradient
-    equals scoring's, which reads every row's histories row by row."""
+    """In training and in scoring, request-level histories are embedded, pooled and attended
+    over once per request (:meth:`Batch.request_groups`); in training the click path (context,
+    preference, click heads, incentive) runs on the exposed rows alone (``scored``). Every
+    output and every gradient equals those of every row's histories read row by row."""
     # synthetic negatives: the click path scores the exposed rows alone
     model = build(world, "prectr_v2", debias_negatives="synthetic", **crowd)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))  # every history term matters
     batch = world.pool  # graded unexposed rows too, as V2's training batches hold
-    results = []
-    for training in (True, False):
+    scored = torch.nonzero(batch.exposed).squeeze(1)
+    assert scored.numel() < len(batch)
+
+    def outputs(training: bool) -> tuple[dict, dict]:
         model.train(training)
         out = model(batch)
         if training:
-            scored = out.pop("scored")
-            assert torch.equal(scored, torch.nonzero(batch.exposed).squeeze(1))
-        else:  # the reference: every row scored, the click path's outputs at the exposed rows
+            assert torch.equal(out.pop("scored"), scored)
+        else:  # every row scored: the click path's outputs at the exposed rows
             out = {k: v if k in ("grade_logits", "relevance_pre") else v[scored]
                    for k, v in out.items()}  # fmt: skip
         model.zero_grad()
         sum(v.square().sum() for k, v in out.items()).backward()
-        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()
-                              if p.grad is not None}))  # fmt: skip
-    (once, grad_once), (per_row, grad_per_row) = results
-    assert once.keys() == per_row.keys() and grad_once.keys() == grad_per_row.keys()
-    assert scored.numel() < len(batch)
-    for name in once:
-        torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
-    for name in grad_once:
-        torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+        return out, {n: p.grad.clone() for n, p in model.named_parameters()
+                     if p.grad is not None}  # fmt: skip
+
+    grouped = [outputs(True), outputs(False)]
+    monkeypatch.setattr(Batch, "request_groups", lambda self: None)
+    per_row, grad_per_row = outputs(False)
+    for once, grad_once in grouped:
+        assert once.keys() == per_row.keys() and grad_once.keys() == grad_per_row.keys()
+        for name in once:
+            torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
+        for name in grad_once:
+            torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+
+
+def test_din_reads_the_clicked_items_once_per_request_as_row_by_row(world, monkeypatch) -> None:
+    """DIN attends over a request's clicked items once per request: its logits and gradients
+    equal those of the history read row by row."""
+    model = build(world, "din")
+    batch = world.pool
+    assert batch.request_groups() is not None
+
+    def step() -> tuple[torch.Tensor, dict]:
+        model.zero_grad()
+        logit = model(batch)["logit"]
+        logit.square().sum().backward()
+        return logit.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                if p.grad is not None}  # fmt: skip
+
+    logit, grads = step()
+    monkeypatch.setattr(Batch, "request_groups", lambda self: None)
+    per_row, grads_per_row = step()
+    torch.testing.assert_close(logit, per_row, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == grads_per_row.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_per_row[name], atol=1e-5, rtol=1e-4)
 
 
 def training_step(model: PRECTR, batch: Batch) -> tuple[dict, dict]:

@@ -43,4 +43,4 @@ class DIN(RankingModel):
         return {CandidateInterest.__name__: CandidateInterest.ROLES}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"logit": self.mlp(self.interest(batch)).squeeze(-1)}
+        return {"logit": self.mlp(self.interest(batch, batch.request_groups())).squeeze(-1)}
