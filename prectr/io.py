@@ -1,4 +1,5 @@
-"""Atomic writes: a file or a directory appears whole under its final name, or not at all.
+"""Atomic writes: a file or a directory appears whole under its final name, or not at all;
+and where prectr caches what it derives once (:func:`cache_dir`).
 
 The temporary file or directory is created with the process umask applied, as ``open`` and
 ``mkdir`` would create the final one (``tempfile`` makes them private: mode 0600 or 0700).
@@ -18,6 +19,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import yaml
+
+CACHE_ENV = "PRECTR_CACHE_DIR"
 
 
 @contextmanager
@@ -122,3 +125,11 @@ def claim_run_dir(
     text = yaml.safe_dump(wanted, sort_keys=False) if yaml_file else json.dumps(wanted, indent=2)
     with atomic_file(path) as tmp:
         tmp.write_text(text if yaml_file else text + "\n")
+
+
+def cache_dir() -> Path:
+    """Where prectr keeps what it derives once and reuses: ``$PRECTR_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/prectr``, else ``~/.cache/prectr``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prectr"

@@ -1,8 +1,17 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from prectr.data.simulate import load_config, simulate
+from prectr.io import CACHE_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What prectr derives once and caches (a converted GGUF model) goes under the session's
+    temporary directory, never the user's cache."""
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("prectr-cache"))
 
 
 @pytest.fixture(scope="session")

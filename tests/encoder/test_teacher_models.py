@@ -1,5 +1,6 @@
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,51 @@ def test_what_transformers_needs_to_load_smollm2s_gguf_file_is_installed():
     from transformers.utils import is_accelerate_available, is_gguf_available
 
     assert is_gguf_available() and is_accelerate_available()
+
+
+def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The first load of a GGUF file reads it (here a stand-in: transformers' reader is replaced
+    by a tiny model's directory) and keeps the model and tokenizer in the cache; a later load
+    reads the cache alone and gives the same teacher, named and fingerprinted by the GGUF file;
+    a changed file is converted again."""
+    import transformers
+
+    from prectr.io import CACHE_ENV
+
+    model_dir = tiny_llm_dir(tmp_path / "model")
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"stand-in")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    reads = []
+
+    def reading(auto_class):
+        load = auto_class.from_pretrained
+
+        def from_pretrained(where, *args, gguf_file=None, **kwargs):
+            if gguf_file is not None:
+                assert Path(where) / gguf_file == gguf
+                reads.append(auto_class.__name__)
+                where = model_dir
+            return load(where, *args, **kwargs)
+
+        monkeypatch.setattr(auto_class, "from_pretrained", from_pretrained)
+
+    reading(transformers.AutoTokenizer)
+    reading(transformers.AutoModelForCausalLM)
+    direct = load_teacher(model_dir)
+    first = CausalLMTeacher.from_pretrained(gguf)
+    assert sorted(reads) == ["AutoModelForCausalLM", "AutoTokenizer"]
+    entries = list((tmp_path / "cache" / "gguf").iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith("tiny-")
+    second = CausalLMTeacher.from_pretrained(gguf, dtype="int8")
+    assert len(reads) == 2 and second.dtype == "int8"  # from the cache alone
+    again = CausalLMTeacher.from_pretrained(gguf)
+    assert first.name == again.name == "llm:tiny.gguf" and first.source == str(gguf.resolve())
+    assert first.fingerprint() == again.fingerprint()
+    for teacher in (first, again):
+        for got, want in zip(teacher.encode(QUERIES, TITLES), direct.encode(QUERIES, TITLES),
+                             strict=True):  # fmt: skip
+            np.testing.assert_array_equal(got, want)
+    gguf.write_bytes(b"stand-in, changed")
+    CausalLMTeacher.from_pretrained(gguf)
+    assert len(reads) == 4 and len(list((tmp_path / "cache" / "gguf").iterdir())) == 2

@@ -37,7 +37,7 @@ from pydantic import ConfigDict, Field
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES
-from prectr.encoder.teachers.llm import CausalLMTeacher
+from prectr.encoder.teachers.llm import CausalLMTeacher, forget_gguf
 from prectr.io import atomic_dir, claim_run_dir
 from prectr.section import Section
 from prectr.train.distributed import join
@@ -198,7 +198,7 @@ def finetune(
         model = model.merge_and_unload()
         teacher.model = model
     model.to("cpu")
-    _forget_gguf(model)
+    forget_gguf(model)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         teacher.tokenizer.save_pretrained(tmp)
@@ -221,15 +221,3 @@ def _with_adapters(model: nn.Module, config: FinetuneConfig) -> nn.Module:
                           target_modules=targets, bias="none")  # fmt: skip
     torch.manual_seed(config.seed)  # the adapters' first weights: a run is a function of its seed
     return get_peft_model(model, adapters)
-
-
-def _forget_gguf(model: nn.Module) -> None:
-    """A model read from a GGUF file (SmolLM2's package) holds dequantised float weights but
-    keeps the GGUF quantiser, which refuses to save; the tuned weights are plain floats, so the
-    saved teacher is a plain float model."""
-    if getattr(model, "hf_quantizer", None) is None:
-        return
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config

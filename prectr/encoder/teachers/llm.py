@@ -10,8 +10,12 @@ and only four rows of the output projection are computed instead of the vocabula
 the hidden state is wanted (an adapted teacher's head reads nothing else), the layers above
 the one read are not run.
 
-Models come from a local Hugging Face directory or a GGUF file (dequantised by
-``transformers``); nothing is downloaded (``HF_HUB_OFFLINE`` is set before loading). They run
+Models come from a local Hugging Face directory or a GGUF file; nothing is downloaded
+(``HF_HUB_OFFLINE`` is set before loading). ``transformers`` reads a GGUF file slowly (SmolLM2's
+took about 12 s a load on 2 cores, most of it parsing the file's metadata three times), so the
+first load dequantises it once to float32 and keeps the model and its tokenizer as a Hugging
+Face directory in the cache (:func:`converted_gguf`); later loads read that (the same weights
+and tokens, to the bit), and the teacher is still named and fingerprinted by its GGUF file. They run
 in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
 few tenths), or in int8: the decoder's linear layers as int8 products (:class:`Int8Linear`:
 weights per output channel, activations per token, so a pair's states hardly depend on the
@@ -37,6 +41,7 @@ import torch
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher, check_pairs
+from prectr.io import atomic_dir, cache_dir
 
 INSTRUCTION = (
     "You judge product search results. Grades: 0 irrelevant; 1 complement (used together with "
@@ -119,13 +124,13 @@ class CausalLMTeacher(Teacher):
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         path = Path(path).resolve()
         if path.is_file() and path.suffix == ".gguf":
-            where, extra = path.parent, {"gguf_file": path.name}
+            where = converted_gguf(path)
         elif (path / "config.json").is_file():
-            where, extra = path, {}
+            where = path
         else:
             raise FileNotFoundError(f"{path}: neither a .gguf file nor a model directory")
-        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype])
         if dtype == "int8":
             quantize_linear_layers(model.get_decoder())
         return cls(model, tokenizer, str(path), **kwargs)
@@ -270,6 +275,42 @@ class CausalLMTeacher(Teacher):
         finally:
             hook.remove()
         raise RuntimeError(f"{self.source}: layer {self.layer} of the model never ran")
+
+
+def converted_gguf(path: Path) -> Path:
+    """A Hugging Face directory of the GGUF file ``path``'s model, dequantised to float32, and
+    its tokenizer: converted on the first call (a directory written whole, then renamed into
+    :func:`cache_dir`), read from the cache after. The entry is named by the file's name, size
+    and modification time and the version of ``transformers`` that dequantised it, so a
+    changed file or library converts again."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = path.stat()
+    key = repr((path.name, stat.st_size, stat.st_mtime_ns, transformers.__version__))
+    out = cache_dir() / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                 dtype=torch.float32)  # fmt: skip
+    forget_gguf(model)
+    with atomic_dir(out, overwrite=True) as tmp:  # a process converting beside it writes the same
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def forget_gguf(model: nn.Module) -> None:
+    """A model read from a GGUF file holds dequantised float weights but keeps the GGUF
+    quantiser, which refuses to save; the weights are plain floats, so the model is made a
+    plain float model, which saves."""
+    if getattr(model, "hf_quantizer", None) is None:
+        return
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 class Int8Linear(nn.Module):
