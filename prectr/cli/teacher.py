@@ -165,7 +165,8 @@ def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
         "adapt",
         help="train a grade head on a teacher's hidden states of human-graded pairs",
         description="Run the teacher on the human-graded pairs of the log's training days, "
-        "held-out pairs left out (cached in --features, resumable), train a head on its "
+        "held-out pairs left out (its hidden states cached in --features, resumable; a "
+        "language model runs only up to the layer read), train a head on its "
         "hidden states with "
         "early stopping (in --run, resumable), and save the adapted teacher directory "
         "atomically. Under torchrun the main process labels and saves, and every process "
@@ -173,7 +174,7 @@ def add_teacher_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--teacher", default="smollm2", help="base teacher (name or path)")
     p.add_argument("--out", type=Path, required=True, help="adapted teacher directory")
-    p.add_argument("--features", type=Path, help="base outputs cache (default OUT.features)")
+    p.add_argument("--features", type=Path, help="base hidden states cache (default OUT.features)")
     p.add_argument("--head-hidden", type=int, default=256, help="MLP width; 0 = linear head")
     _run_flags(p)
     _teacher_sample_flags(p)

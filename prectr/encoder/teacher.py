@@ -59,8 +59,9 @@ __all__ = [
 ]  # fmt: skip
 
 
-def labels_for(pairs: pa.Table, labels: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
-    """The logits (and hidden states, when stored) of each row of ``pairs``, from ``labels``."""
+def labels_for(pairs: pa.Table, labels: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The logits and hidden states of each row of ``pairs``, from ``labels`` (None for what
+    the labels do not hold)."""
     index = {
         key: row
         for row, key in enumerate(
@@ -74,7 +75,7 @@ def labels_for(pairs: pa.Table, labels: pa.Table) -> tuple[np.ndarray, np.ndarra
             raise ValueError(f"pair {i} ({key[0]!r}, {key[1]!r}) has no label")
         rows.append(index[key])
     rows = np.asarray(rows, dtype=np.int64)
-    logits = list_column(labels, "logits")[rows]
+    logits = list_column(labels, "logits")[rows] if "logits" in labels.column_names else None
     hidden = list_column(labels, "hidden")[rows] if "hidden" in labels.column_names else None
     return logits, hidden
 
@@ -97,13 +98,14 @@ def adapt(
 ) -> tuple[AdaptedTeacher, dict[str, Any]]:
     """Adapt teacher ``spec`` on the human grades of ``log``'s training pairs and save it.
 
-    The base teacher's outputs on those pairs go to ``features`` (a labels directory, default
-    ``OUT.features`` beside ``out``), so a killed run resumes there and ``label`` later reuses
-    them instead of running the base teacher again. The head trains in the run directory
-    ``run_dir`` (default ``OUT.run``: its log, TensorBoard scalars and checkpoints), which
-    ``resume`` continues. Under ``torchrun`` the main process labels and saves, and every
-    process trains the head on its share of each batch; the summary's ``labelling`` is the main
-    process's (``None`` in the others).
+    The base teacher's hidden states on those pairs (no grade logits: the head reads nothing
+    else, and a language model runs only up to the layer it reads) go to ``features`` (a
+    labels directory, default ``OUT.features`` beside ``out``), so a killed run resumes there
+    and ``label`` later reuses them instead of running the base teacher again. The head
+    trains in the run directory ``run_dir`` (default ``OUT.run``: its log, TensorBoard
+    scalars and checkpoints), which ``resume`` continues. Under ``torchrun`` the main process
+    labels and saves, and every process trains the head on its share of each batch; the
+    summary's ``labelling`` is the main process's (``None`` in the others).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -117,7 +119,8 @@ def adapt(
     base = load_teacher(spec, batch_size, dtype)
     processes = join()
     runs = []  # the labelling's summary, in the main process
-    processes.on_main(lambda: runs.append(label_pairs(base, pairs, features, progress=progress)))
+    processes.on_main(lambda: runs.append(label_pairs(base, pairs, features, progress=progress,
+                                                      logits=False)))  # fmt: skip
     _, hidden = labels_for(pairs, read_labels(features))
     queries = pairs["query"].to_pylist()
     try:

@@ -116,6 +116,8 @@ def test_adapt_on_a_log_caches_the_base_outputs_and_resumes(tiny_world, tmp_path
     assert summary["labelling"]["computed"] == 120
     features = tmp_path / "adapted.features"
     assert read_labels(features).num_rows == 120
+    # the base's hidden states alone: no grade logits, the layers above the one read not run
+    assert read_labels(features).column_names == ["query", "title", "hidden"]
     assert adapted.info["features"] == str(features.resolve())
     # the features are cached: adapting again with another head runs no language model
     _, again = adapt(tiny_world, teacher, tmp_path / "adapted", max_pairs=120, overwrite=True,

@@ -118,6 +118,42 @@ def test_labels_without_hidden_states(tmp_path):
         label_pairs(CountingTeacher(), pairs_table(20), tmp_path / "l", progress=False)
 
 
+class HiddenOnlyTeacher(CountingTeacher):
+    """Counts the pairs whose hidden states alone were asked for (:meth:`Teacher.hidden`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden_only = 0
+
+    def hidden(self, queries, titles):
+        self.hidden_only += len(queries)
+        return self.encode(queries, titles)[1]
+
+
+def test_labels_of_hidden_states_alone(tmp_path):
+    """Without logits a store asks the teacher for hidden states alone and keeps only them;
+    it is read back as such, and refused to a run that wants logits; a store with logits goes
+    on with them when only hidden states are asked for."""
+    teacher, pairs = HiddenOnlyTeacher(), pairs_table(10)
+    label_pairs(teacher, pairs, tmp_path / "h", progress=False, logits=False)
+    assert teacher.hidden_only == 10
+    labels = read_labels(tmp_path / "h")
+    assert labels.column_names == ["query", "title", "hidden"]
+    logits, hidden = labels_for(pairs, labels)
+    assert logits is None
+    np.testing.assert_array_equal(hidden, CountingTeacher().encode(
+        pairs["query"].to_pylist(), pairs["title"].to_pylist())[1])  # fmt: skip
+    with pytest.raises(ValueError, match="holds hidden states only, no grade logits"):
+        label_pairs(CountingTeacher(), pairs_table(20), tmp_path / "h", progress=False)
+    with pytest.raises(ValueError, match="must keep the hidden states"):
+        label_pairs(teacher, pairs, tmp_path / "x", keep_hidden=False, logits=False)
+    label_pairs(CountingTeacher(), pairs, tmp_path / "full", progress=False)
+    teacher = HiddenOnlyTeacher()
+    label_pairs(teacher, pairs_table(20), tmp_path / "full", progress=False, logits=False)
+    assert teacher.hidden_only == 0 and teacher.encoded == 10  # with logits, as it began
+    assert read_labels(tmp_path / "full").num_rows == 20
+
+
 def test_read_labels_names_the_bad_file_and_row(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a labels directory"):
         read_labels(tmp_path)

@@ -1,10 +1,12 @@
 """The (query, title) pairs of a log, and teacher labels for them: batched, cached, resumable.
 
-A labels directory holds ``meta.json`` (the teacher's fingerprint) and parquet parts, each
-written atomically, with one row per distinct pair: ``query``, ``title``, ``logits``
-(list<float32> of the 4 grade logits) and, unless left out, ``hidden`` (list<float32>, the
-teacher's pooled hidden state). A killed run loses at most the part it was computing; the next
-run with the same teacher skips every pair already written.
+A labels directory holds ``meta.json`` (the teacher's fingerprint, and which columns it holds)
+and parquet parts, each written atomically, with one row per distinct pair: ``query``,
+``title``, ``logits`` (list<float32> of the 4 grade logits) and, unless left out, ``hidden``
+(list<float32>, the teacher's pooled hidden state). A store of hidden states only (no
+``logits``) is what ``teacher adapt`` keeps of its base teacher: the head reads nothing else,
+and a language model then runs only up to the layer it reads. A killed run loses at most the
+part it was computing; the next run with the same teacher skips every pair already written.
 """
 
 from __future__ import annotations
@@ -90,9 +92,13 @@ def list_column(table: pa.Table, name: str) -> np.ndarray:
     return values.reshape(len(column), -1) if len(column) else values.reshape(0, 0)
 
 
-def _open_store(out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overwrite: bool) -> None:
+def _open_store(
+    out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overwrite: bool, logits: bool = True
+) -> bool:
     """Create ``out`` for this teacher, or check that its labels came from the same teacher
-    and hold the same columns."""
+    and hold the same hidden states; whether it holds logits: an existing store keeps its
+    own way (one with logits also serves where only hidden states are asked for), a new one
+    ``logits``'s."""
     meta = out / META_FILE
     if out.exists() and overwrite:
         shutil.rmtree(out)
@@ -106,11 +112,20 @@ def _open_store(out: Path, fingerprint: dict[str, Any], keep_hidden: bool, overw
         if found["hidden"] != keep_hidden:
             stored = "with" if found["hidden"] else "without"
             raise ValueError(f"{out} holds labels {stored} hidden states; resume it the same way")
-        return
+        if not _holds_logits(found) and logits:
+            raise ValueError(f"{out} holds hidden states only, no grade logits (what `teacher "
+                             "adapt` keeps of its base); label into another directory")  # fmt: skip
+        return _holds_logits(found)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and has no {META_FILE}")
     with atomic_file(meta) as tmp:
-        tmp.write_text(json.dumps({"teacher": fingerprint, "hidden": keep_hidden}, indent=2) + "\n")
+        found = {"teacher": fingerprint, "hidden": keep_hidden, "logits": logits}
+        tmp.write_text(json.dumps(found, indent=2) + "\n")
+    return logits
+
+
+def _holds_logits(meta: dict[str, Any]) -> bool:
+    return meta.get("logits", True)  # stores written before hidden-only ones all hold them
 
 
 def _parts(path: Path) -> list[Path]:
@@ -118,16 +133,21 @@ def _parts(path: Path) -> list[Path]:
 
 
 def read_labels(path: str | Path) -> pa.Table:
-    """All labels of a labels directory as one table (query, title, logits[, hidden])."""
+    """All labels of a labels directory as one table (query, title, logits[, hidden]; a store
+    of hidden states only: query, title, hidden)."""
     path = Path(path)
     if not (path / META_FILE).is_file():
         raise FileNotFoundError(f"{path}: not a labels directory (no {META_FILE})")
+    logits = _holds_logits(json.loads((path / META_FILE).read_text()))
     tables = []
     for part in _parts(path):
         table = pq.read_table(part)
-        missing = {"query", "title", "logits"} - set(table.column_names)
+        missing = {"query", "title", "logits" if logits else "hidden"} - set(table.column_names)
         if missing:
             raise ValueError(f"{part}: missing column(s) {', '.join(sorted(missing))}")
+        if not logits:
+            tables.append(table)
+            continue
         lengths = pc.list_value_length(table["logits"]).to_numpy(zero_copy_only=False)
         if (lengths != N_GRADES).any():
             row = int(np.flatnonzero(lengths != N_GRADES)[0])
@@ -136,8 +156,9 @@ def read_labels(path: str | Path) -> pa.Table:
             )
         tables.append(table)
     if not tables:
+        labels = "logits" if logits else "hidden"
         schema = pa.schema([("query", pa.string()), ("title", pa.string()),
-                            ("logits", pa.list_(pa.float32()))])  # fmt: skip
+                            (labels, pa.list_(pa.float32()))])  # fmt: skip
         return schema.empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -173,12 +194,17 @@ def label_pairs(
     overwrite: bool = False,
     reuse: str | Path | None = None,
     progress: bool = True,
+    logits: bool = True,
 ) -> dict[str, Any]:
     """Label every pair of ``pairs`` (columns query, title) not yet in ``out``; return counts and
     the rate of the pairs computed here. ``reuse`` names a labels directory of an adapted
-    teacher's base whose hidden states are reused (only its head then runs on those pairs)."""
+    teacher's base whose hidden states are reused (only its head then runs on those pairs).
+    Without ``logits``, a new store keeps the hidden states alone (:meth:`Teacher.hidden`); an
+    existing one with logits goes on with them."""
     out = Path(out)
-    _open_store(out, teacher.fingerprint(), keep_hidden, overwrite)
+    if not (logits or keep_hidden):
+        raise ValueError("labels without logits must keep the hidden states")
+    logits = _open_store(out, teacher.fingerprint(), keep_hidden, overwrite, logits)
     done = _done_keys(out)
     wanted = dict.fromkeys(zip(pairs["query"].to_pylist(), pairs["title"].to_pylist(), strict=True))
     todo = [key for key in wanted if key not in done]
@@ -192,19 +218,23 @@ def label_pairs(
         chunk = todo[start : start + part_size]
         queries, titles = [q for q, _ in chunk], [t for _, t in chunk]
         hit = np.array([key in known for key in chunk])
-        logits = np.zeros((len(chunk), N_GRADES), dtype=np.float32)
+        grades = np.zeros((len(chunk), N_GRADES), dtype=np.float32)
         hidden = np.zeros((len(chunk), teacher.hidden_size), dtype=np.float32)
         if hit.any():
             hidden[hit] = np.stack([known[key] for key, h in zip(chunk, hit, strict=True) if h])
-            logits[hit] = teacher.adapt(hidden[hit])
+            if logits:
+                grades[hit] = teacher.adapt(hidden[hit])
         if not hit.all():
             miss = np.flatnonzero(~hit)
-            logits[miss], hidden[miss] = teacher.encode(
-                [queries[i] for i in miss], [titles[i] for i in miss]
-            )
+            asked = [queries[i] for i in miss], [titles[i] for i in miss]
+            if logits:
+                grades[miss], hidden[miss] = teacher.encode(*asked)
+            else:
+                hidden[miss] = teacher.hidden(*asked)
             computed += miss.size
-        columns = {"query": pa.array(queries, pa.string()), "title": pa.array(titles, pa.string()),
-                   "logits": _float_lists(logits)}  # fmt: skip
+        columns = {"query": pa.array(queries, pa.string()), "title": pa.array(titles, pa.string())}
+        if logits:
+            columns["logits"] = _float_lists(grades)
         if keep_hidden:
             columns["hidden"] = _float_lists(hidden)
         with atomic_file(out / f"part-{next_part:05d}.parquet") as tmp:
