@@ -90,7 +90,9 @@ class Batch:
         every candidate shares and are read as they come; and None while a graph is traced or
         exported (:func:`~prectr.capture.eager`), which reads every row's own."""
         rows = len(self)
-        if eager() and rows > 1 and all(s.shape[0] == rows for s in self.sequences.values()):
+        shapes = [self.categorical.shape[0], self.request.shape[0]]
+        shapes += [s.shape[0] for s in self.sequences.values()]
+        if eager() and rows > 1 and all(n == rows for n in shapes):
             return self.requests()
         return None
 

@@ -12,7 +12,8 @@ teachers are evaluated like the student, on the test day's pools, whose pairs no
 from (:mod:`prectr.encoder.pairs`, :mod:`prectr.encoder.evaluate`).
 
 Labels (:func:`label_pairs`, read back with :func:`read_labels`) are parquet parts with columns
-``query``, ``title``, ``logits`` (list<float32>, 4 grade logits) and optionally ``hidden``.
+``query``, ``title``, ``logits`` (list<float32>, 4 grade logits) and optionally ``hidden``; the
+store ``adapt`` keeps of its base teacher holds ``hidden`` alone.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ live in one space (what target attention compares), and so do query and title to
 
 A sequence may come with one row for the whole batch (``(1, L)``): when every candidate belongs
 to one request, as in serving, its request-level histories are embedded once and broadcast,
-and every module that reads sequences accepts that. A batch of whole requests (training) can
-go further with its ``requests`` (:meth:`~prectr.data.dataset.Batch.requests`): request-level
-sequences are then embedded, pooled and attended over once per request, ``(R, L)``, and each
-row reads its request's (``owner``). Within :meth:`FeatureEmbedding.reads_once` a column or a
+and every module that reads sequences accepts that. A batch of whole requests with a row per
+candidate (training, validation, offline scoring) goes further with its ``requests``
+(:meth:`~prectr.data.dataset.Batch.request_groups`): request-level sequences are then
+embedded, pooled and attended over once per request, ``(R, L)``, and each row reads its
+request's (``owner``). Within :meth:`FeatureEmbedding.reads_once` a column or a
 sequence read by several modules is embedded once.
 """
 

@@ -339,6 +339,19 @@ def test_one_request_batch_holds_what_the_collator_gathers(tiny_world):
     assert want.take(torch.tensor([0])).request_groups() is None  # one row: read as it is
 
 
+def test_a_collated_batch_is_read_by_request(encoded_train):
+    """A batch of several requests: each run of a request's rows starts a group, and each row
+    belongs to its run's."""
+    batch = next(iter(_stream(encoded_train, rows="all").epoch(0)))
+    first, owner = batch.request_groups()
+    request = batch.request.tolist()
+    assert len(first) > 1 and first.tolist() == [
+        i for i in range(len(batch)) if i == 0 or request[i] != request[i - 1]
+    ]
+    assert [request[first[o]] for o in owner.tolist()] == request
+    assert owner.tolist() == sorted(owner.tolist())
+
+
 def test_a_batch_takes_rows_of_every_field_and_keeps_the_step_counts(encoded_train):
     batch = next(iter(_stream(encoded_train, rows="all").epoch(0)))
     batch = dataclasses.replace(batch, step_rows={"exposed": 7.0})

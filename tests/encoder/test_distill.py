@@ -70,6 +70,15 @@ def test_teacher_labels_may_come_as_a_directory_of_parts(pairs, labels_path, tmp
     np.testing.assert_array_equal(labels.logits, read_teacher_labels(labels_path, pairs).logits)
 
 
+def test_a_store_of_hidden_states_alone_is_refused_saying_what_it_is(pairs, tmp_path) -> None:
+    """``teacher adapt``'s store of its base's hidden states holds no logits to distil."""
+    table = pa.table({"query": ["a"], "title": ["b"], "hidden": [[0.0] * 8]})
+    pq.write_table(table, tmp_path / "part-00000.parquet")
+    (tmp_path / "meta.json").write_text('{"teacher": {}, "hidden": true, "logits": false}')
+    with pytest.raises(ValueError, match="hidden states only, no grade logits"):
+        read_teacher_labels(tmp_path, pairs)
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [

@@ -1,5 +1,7 @@
 import importlib.util
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 import torch
 
 from prectr.encoder.teacher import BiEncoderTeacher, CausalLMTeacher, finetune, load_teacher
-from prectr.encoder.teachers.llm import Int8Linear
+from prectr.encoder.teachers.llm import Int8Linear, converted_gguf
+from prectr.io import CACHE_ENV
 from tests.encoder.conftest import fake_embed
 from tests.encoder.teacher_models import tiny_llm_dir, tiny_sentence_dir
 
@@ -223,14 +226,10 @@ def test_what_transformers_needs_to_load_smollm2s_gguf_file_is_installed():
     assert is_gguf_available() and is_accelerate_available()
 
 
-def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
-    """The first load of a GGUF file reads it (here a stand-in: transformers' reader is replaced
-    by a tiny model's directory) and keeps the model and tokenizer in the cache; a later load
-    reads the cache alone and gives the same teacher, named and fingerprinted by the GGUF file;
-    a changed file is converted again."""
+def stand_in_gguf(tmp_path, monkeypatch, seconds: float = 0.0) -> tuple[Path, Path, list]:
+    """A stand-in GGUF file, transformers' reading of it replaced by a tiny model's directory
+    (taking ``seconds``), a cache in ``tmp_path``, and the list of what read the file."""
     import transformers
-
-    from prectr.io import CACHE_ENV
 
     model_dir = tiny_llm_dir(tmp_path / "model")
     gguf = tmp_path / "tiny.gguf"
@@ -245,6 +244,7 @@ def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkey
             if gguf_file is not None:
                 assert Path(where) / gguf_file == gguf
                 reads.append(auto_class.__name__)
+                time.sleep(seconds)
                 where = model_dir
             return load(where, *args, **kwargs)
 
@@ -252,10 +252,20 @@ def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkey
 
     reading(transformers.AutoTokenizer)
     reading(transformers.AutoModelForCausalLM)
+    return gguf, model_dir, reads
+
+
+def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The first load of a GGUF file reads it (here a stand-in: transformers' reader is replaced
+    by a tiny model's directory) and keeps the model and tokenizer in the cache; a later load
+    reads the cache alone and gives the same teacher, named and fingerprinted by the GGUF file;
+    an incomplete entry or a changed file is converted again; where the cache cannot be
+    written, the file is read itself."""
+    gguf, model_dir, reads = stand_in_gguf(tmp_path, monkeypatch)
     direct = load_teacher(model_dir)
     first = CausalLMTeacher.from_pretrained(gguf)
     assert sorted(reads) == ["AutoModelForCausalLM", "AutoTokenizer"]
-    entries = list((tmp_path / "cache" / "gguf").iterdir())
+    entries = [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.suffix != ".lock"]
     assert len(entries) == 1 and entries[0].name.startswith("tiny-")
     second = CausalLMTeacher.from_pretrained(gguf, dtype="int8")
     assert len(reads) == 2 and second.dtype == "int8"  # from the cache alone
@@ -266,6 +276,29 @@ def test_a_gguf_file_is_converted_once_then_read_from_the_cache(tmp_path, monkey
         for got, want in zip(teacher.encode(QUERIES, TITLES), direct.encode(QUERIES, TITLES),
                              strict=True):  # fmt: skip
             np.testing.assert_array_equal(got, want)
+    # an entry a killed conversion left incomplete, and its temporary directory, are redone
+    (entries[0] / "config.json").unlink()
+    stale = entries[0].with_name(f".{entries[0].name}.dead.tmp")
+    stale.mkdir()
+    CausalLMTeacher.from_pretrained(gguf)
+    assert len(reads) == 4 and (entries[0] / "config.json").is_file() and not stale.exists()
     gguf.write_bytes(b"stand-in, changed")
     CausalLMTeacher.from_pretrained(gguf)
-    assert len(reads) == 4 and len(list((tmp_path / "cache" / "gguf").iterdir())) == 2
+    converted = [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.suffix != ".lock"]
+    assert len(reads) == 6 and len(converted) == 2
+    # a cache that cannot be written: a warning, and the file is read itself
+    monkeypatch.setenv(CACHE_ENV, str(gguf / "cache"))  # under a file: no directory there
+    with pytest.warns(UserWarning, match="not converted into the cache"):
+        unwritable = CausalLMTeacher.from_pretrained(gguf)
+    assert len(reads) == 8
+    np.testing.assert_array_equal(unwritable.encode(QUERIES, TITLES)[1],
+                                  direct.encode(QUERIES, TITLES)[1])  # fmt: skip
+
+
+def test_processes_loading_one_gguf_file_at_once_convert_it_once(tmp_path, monkeypatch):
+    """Loads at the same time (threads here, processes under torchrun) wait for the one that
+    converts, then read its entry: the file is read once, and no load fails."""
+    gguf, _, reads = stand_in_gguf(tmp_path, monkeypatch, seconds=0.5)
+    with ThreadPoolExecutor(3) as pool:
+        found = list(pool.map(lambda _: converted_gguf(gguf), range(3)))
+    assert len(reads) == 2 and len(set(found)) == 1 and (found[0] / "config.json").is_file()

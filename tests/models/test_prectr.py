@@ -112,10 +112,20 @@ def test_histories_read_once_per_request_equal_them_read_row_by_row(
     batch = world.pool  # graded unexposed rows too, as V2's training batches hold
     scored = torch.nonzero(batch.exposed).squeeze(1)
     assert scored.numel() < len(batch)
+    read = FeatureEmbedding.sequence
+    per_request = []  # whether each sequence was read at the requests' first rows
+
+    def sequence(self, batch, name, first=None):
+        per_request.append(first is not None)
+        return read(self, batch, name, first)
+
+    monkeypatch.setattr(FeatureEmbedding, "sequence", sequence)
 
     def outputs(training: bool) -> tuple[dict, dict]:
         model.train(training)
+        per_request.clear()
         out = model(batch)
+        assert any(per_request) == (Batch.request_groups(batch) is not None)
         if training:
             assert torch.equal(out.pop("scored"), scored)
         else:  # every row scored: the click path's outputs at the exposed rows
@@ -141,6 +151,9 @@ def test_din_reads_the_clicked_items_once_per_request_as_row_by_row(world, monke
     """DIN attends over a request's clicked items once per request: its logits and gradients
     equal those of the history read row by row."""
     model = build(world, "din")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # the history term matters
     batch = world.pool
     assert batch.request_groups() is not None
 

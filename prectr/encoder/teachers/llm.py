@@ -12,10 +12,11 @@ the one read are not run.
 
 Models come from a local Hugging Face directory or a GGUF file; nothing is downloaded
 (``HF_HUB_OFFLINE`` is set before loading). ``transformers`` reads a GGUF file slowly (SmolLM2's
-took about 12 s a load on 2 cores, most of it parsing the file's metadata three times), so the
-first load dequantises it once to float32 and keeps the model and its tokenizer as a Hugging
-Face directory in the cache (:func:`converted_gguf`); later loads read that (the same weights
-and tokens, to the bit), and the teacher is still named and fingerprinted by its GGUF file. They run
+took 16-19 s a load on 2 cores of an AMD EPYC, most of it parsing the file's metadata three
+times), so the first load dequantises it once to float32 and keeps the model and its
+tokenizer as a Hugging Face directory in the cache (:func:`converted_gguf`); later loads read
+that in 0.4-0.6 s, the same weights and tokens to the bit (``benchmarks/teacher_load.py``),
+and the teacher is still named and fingerprinted by its GGUF file. They run
 in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
 few tenths), or in int8: the decoder's linear layers as int8 products (:class:`Int8Linear`:
 weights per output channel, activations per token, so a pair's states hardly depend on the
@@ -29,9 +30,12 @@ dtype).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
+import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ import torch
 from torch import nn
 
 from prectr.encoder.teachers.base import N_GRADES, Teacher, check_pairs
-from prectr.io import atomic_dir, cache_dir
+from prectr.io import CACHE_ENV, atomic_dir, cache_dir
 
 INSTRUCTION = (
     "You judge product search results. Grades: 0 irrelevant; 1 complement (used together with "
@@ -123,14 +127,15 @@ class CausalLMTeacher(Teacher):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         path = Path(path).resolve()
+        where, extra = path, {}
         if path.is_file() and path.suffix == ".gguf":
             where = converted_gguf(path)
-        elif (path / "config.json").is_file():
-            where = path
-        else:
+            if where is None:
+                where, extra = path.parent, {"gguf_file": path.name}
+        elif not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: neither a .gguf file nor a model directory")
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
         if dtype == "int8":
             quantize_linear_layers(model.get_decoder())
         return cls(model, tokenizer, str(path), **kwargs)
@@ -277,27 +282,45 @@ class CausalLMTeacher(Teacher):
         raise RuntimeError(f"{self.source}: layer {self.layer} of the model never ran")
 
 
-def converted_gguf(path: Path) -> Path:
+def converted_gguf(path: Path) -> Path | None:
     """A Hugging Face directory of the GGUF file ``path``'s model, dequantised to float32, and
-    its tokenizer: converted on the first call (a directory written whole, then renamed into
-    :func:`cache_dir`), read from the cache after. The entry is named by the file's name, size
-    and modification time and the version of ``transformers`` that dequantised it, so a
-    changed file or library converts again."""
+    its tokenizer: converted on the first call, read from :func:`cache_dir` after; None, with a
+    warning, where the cache cannot be written (the caller then reads the file itself). The
+    entry is named by the file's name, size and modification time and the versions of
+    ``transformers`` and ``gguf`` that dequantise it, so a changed file or library converts
+    again. One process converts at a time (a lock beside the entry; the others wait, then
+    read it); the entry is written whole in a temporary directory and renamed into place, and
+    a complete entry is never replaced. Float32 takes about 4 bytes a parameter: 517 MB for
+    SmolLM2-135M."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     stat = path.stat()
-    key = repr((path.name, stat.st_size, stat.st_mtime_ns, transformers.__version__))
+    versions = transformers.__version__, importlib.metadata.version("gguf")
+    key = repr((path.name, stat.st_size, stat.st_mtime_ns, *versions))
     out = cache_dir() / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (out / "config.json").is_file():
         return out
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=torch.float32)  # fmt: skip
-    forget_gguf(model)
-    with atomic_dir(out, overwrite=True) as tmp:  # a process converting beside it writes the same
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_name(out.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (out / "config.json").is_file():  # converted while this process waited
+                return out
+            for stale in out.parent.glob(f".{out.name}.*.tmp"):  # of a killed conversion
+                shutil.rmtree(stale, ignore_errors=True)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                         dtype=torch.float32)  # fmt: skip
+            forget_gguf(model)
+            with atomic_dir(out, overwrite=True) as tmp:  # only an incomplete entry is there
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+    except OSError as err:
+        warnings.warn(f"{path}: not converted into the cache {out.parent} ({err}); reading "
+                      f"the GGUF file itself (set {CACHE_ENV} to a writable directory)",
+                      stacklevel=2)  # fmt: skip
+        return None
     return out
 
 
