@@ -138,13 +138,9 @@ def test_histories_read_once_per_request_equal_them_read_row_by_row(
 
     grouped = [outputs(True), outputs(False)]
     monkeypatch.setattr(Batch, "request_groups", lambda self: None)
-    per_row, grad_per_row = outputs(False)
-    for once, grad_once in grouped:
-        assert once.keys() == per_row.keys() and grad_once.keys() == grad_per_row.keys()
-        for name in once:
-            torch.testing.assert_close(once[name], per_row[name], atol=1e-5, rtol=1e-5)
-        for name in grad_once:
-            torch.testing.assert_close(grad_once[name], grad_per_row[name], atol=1e-5, rtol=1e-4)
+    per_row = outputs(False)
+    for once in grouped:
+        assert_same_step(once, per_row, **BY_REQUEST)
 
 
 def test_din_reads_the_clicked_items_once_per_request_as_row_by_row(world, monkeypatch) -> None:
@@ -157,20 +153,16 @@ def test_din_reads_the_clicked_items_once_per_request_as_row_by_row(world, monke
     batch = world.pool
     assert batch.request_groups() is not None
 
-    def step() -> tuple[torch.Tensor, dict]:
+    def step() -> tuple[dict, dict]:
         model.zero_grad()
         logit = model(batch)["logit"]
         logit.square().sum().backward()
-        return logit.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                if p.grad is not None}  # fmt: skip
+        return {"logit": logit.detach()}, {n: p.grad.clone() for n, p in model.named_parameters()
+                                           if p.grad is not None}  # fmt: skip
 
-    logit, grads = step()
+    once = step()
     monkeypatch.setattr(Batch, "request_groups", lambda self: None)
-    per_row, grads_per_row = step()
-    torch.testing.assert_close(logit, per_row, atol=1e-5, rtol=1e-5)
-    assert grads.keys() == grads_per_row.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], grads_per_row[name], atol=1e-5, rtol=1e-4)
+    assert_same_step(once, step(), **BY_REQUEST)
 
 
 def training_step(model: PRECTR, batch: Batch) -> tuple[dict, dict]:
@@ -184,14 +176,23 @@ def training_step(model: PRECTR, batch: Batch) -> tuple[dict, dict]:
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
-def assert_same_step(step: tuple[dict, dict], reference: tuple[dict, dict]) -> None:
-    """The loss's parts and every gradient within 1e-6 (relative, gradients 1e-7 absolute)."""
-    (losses, grads), (want_losses, want_grads) = step, reference
-    assert losses.keys() == want_losses.keys() and grads.keys() == want_grads.keys()
-    for name in want_losses:
-        torch.testing.assert_close(losses[name], want_losses[name], atol=1e-6, rtol=1e-6)
+def assert_same_step(
+    step: tuple[dict, dict], reference: tuple[dict, dict],
+    outputs: tuple[float, float] = (1e-6, 1e-6), grads: tuple[float, float] = (1e-7, 1e-6),
+) -> None:  # fmt: skip
+    """The outputs (a loss's parts) and every gradient within ``outputs`` and ``grads``
+    (absolute, relative) of the reference's."""
+    (got, got_grads), (want, want_grads) = step, reference
+    assert got.keys() == want.keys() and got_grads.keys() == want_grads.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=outputs[0], rtol=outputs[1])
     for name in want_grads:
-        torch.testing.assert_close(grads[name], want_grads[name], atol=1e-7, rtol=1e-6)
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=grads[0],
+                                   rtol=grads[1])  # fmt: skip
+
+
+#: reading a request's histories once against row by row: the order of the sums differs
+BY_REQUEST = {"outputs": (1e-5, 1e-5), "grads": (1e-5, 1e-4)}
 
 
 def test_a_feature_read_by_several_modules_is_embedded_once(world, monkeypatch) -> None:
