@@ -12,10 +12,10 @@ the one read are not run.
 
 Models come from a local Hugging Face directory or a GGUF file; nothing is downloaded
 (``HF_HUB_OFFLINE`` is set before loading). ``transformers`` reads a GGUF file slowly (SmolLM2's
-took 16-19 s a load on 2 cores of an AMD EPYC, most of it parsing the file's metadata three
+took 15-18 s a load on 2 cores of an AMD EPYC, most of it parsing the file's metadata three
 times), so the first load dequantises it once to float32 and keeps the model and its
 tokenizer as a Hugging Face directory in the cache (:func:`converted_gguf`); later loads read
-that in 0.4-0.6 s, the same weights and tokens to the bit (``benchmarks/teacher_load.py``),
+that in 0.4-0.5 s, the same weights and tokens to the bit (``benchmarks/teacher_load.py``),
 and the teacher is still named and fingerprinted by its GGUF file. They run
 in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
 few tenths), or in int8: the decoder's linear layers as int8 products (:class:`Int8Linear`:
