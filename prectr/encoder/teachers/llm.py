@@ -12,20 +12,20 @@ the one read are not run.
 
 Models come from a local Hugging Face directory or a GGUF file; nothing is downloaded
 (``HF_HUB_OFFLINE`` is set before loading). ``transformers`` reads a GGUF file slowly (SmolLM2's
-took 15-18 s a load on 2 cores of an AMD EPYC, most of it parsing the file's metadata three
-times), so the first load dequantises it once to float32 and keeps the model and its
-tokenizer as a Hugging Face directory in the cache (:func:`converted_gguf`); later loads read
-that in 0.4-0.5 s, the same weights and tokens to the bit (``benchmarks/teacher_load.py``),
-and the teacher is still named and fingerprinted by its GGUF file. They run
-in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions, logits within a
-few tenths), or in int8: the decoder's linear layers as int8 products (:class:`Int8Linear`:
-weights per output channel, activations per token, so a pair's states hardly depend on the
-pairs beside it in its batch), the rest in float32. On an AMD EPYC with AVX512-VNNI and no
-AMX, SmolLM2's states in int8 erred 1.9% from float32's against bfloat16's 0.4% (ad hoc) and
-ran at 1.36x bfloat16's pairs/s, 1.30x beside MiniLM (docs/fidelity.md, "The int8 teacher
-quantised per token"). Not measured without VNNI, where PyTorch's int8 product may not be
-vectorised. A head fitted on int8 states reads int8 states (an adapted teacher records its
-dtype).
+took 15-18 s a load on 2 cores of an AMD EPYC: it reads the file three times, for the config,
+the tokenizer and the weights), so the first load dequantises it once to float32 and keeps the
+model and its tokenizer as a Hugging Face directory in the cache (:func:`converted_gguf`); later
+loads read that in 0.4-0.5 s, with the same fingerprint and outputs to the bit
+(``benchmarks/teacher_load.py``), and the teacher is still named and fingerprinted by its GGUF
+file. They run in float32, in bfloat16 (about twice as fast on CPUs with bf16 instructions,
+logits within a few tenths), or in int8: the decoder's linear layers as int8 products
+(:class:`Int8Linear`: weights per output channel, activations per token, so a pair's states
+hardly depend on the pairs beside it in its batch), the rest in float32. On an AMD EPYC with
+AVX512-VNNI and no AMX, SmolLM2's states in int8 erred 1.9% from float32's against bfloat16's
+0.4% (ad hoc) and ran at 1.36x bfloat16's pairs/s, 1.30x beside MiniLM (docs/fidelity.md, "The
+int8 teacher quantised per token"). Not measured without VNNI, where PyTorch's int8 product may
+not be vectorised. A head fitted on int8 states reads int8 states (an adapted teacher records
+its dtype).
 """
 
 from __future__ import annotations
@@ -285,13 +285,13 @@ class CausalLMTeacher(Teacher):
 def converted_gguf(path: Path) -> Path | None:
     """A Hugging Face directory of the GGUF file ``path``'s model, dequantised to float32, and
     its tokenizer: converted on the first call, read from :func:`cache_dir` after; None, with a
-    warning, where the cache cannot be written (the caller then reads the file itself). The
-    entry is named by the file's name, size and modification time and the versions of
-    ``transformers`` and ``gguf`` that dequantise it, so a changed file or library converts
-    again. One process converts at a time (a lock beside the entry; the others wait, then
-    read it); the entry is written whole in a temporary directory and renamed into place, and
-    a complete entry is never replaced. Float32 takes about 4 bytes a parameter: 517 MB for
-    SmolLM2-135M."""
+    warning, where converting into the cache fails with an ``OSError`` (an unwritable cache
+    directory, say; the caller then reads the file itself). The entry is named by the file's
+    name, size and modification time and the versions of ``transformers`` and ``gguf`` that
+    dequantise it, so a changed file or library converts again. One process converts at a
+    time (a lock beside the entry; the others wait, then read it); the entry is written whole
+    in a temporary directory and renamed into place, and a complete entry is never replaced.
+    Float32 takes about 4 bytes a parameter: 517 MiB for SmolLM2-135M."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
