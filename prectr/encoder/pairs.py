@@ -45,7 +45,6 @@ every row).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,8 +312,9 @@ def read_teacher_labels(path: str | Path, pairs: LogPairs) -> TeacherLabels:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.is_file() else []
     if not files:
         raise FileNotFoundError(f"{path}: no teacher labels (run `prectr teacher label`)")
-    meta = path / "meta.json"
-    if meta.is_file() and not json.loads(meta.read_text()).get("logits", True):
+    from prectr.encoder.teachers.labels import META_FILE, holds_logits  # it imports this module
+
+    if (path / META_FILE).is_file() and not holds_logits(path):
         raise ValueError(f"{path} holds a teacher's hidden states only, no grade logits (what "
                          "`prectr teacher adapt` keeps of its base teacher): label the pairs "
                          "with `prectr teacher label` and pass its --out")  # fmt: skip

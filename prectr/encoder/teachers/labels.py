@@ -128,6 +128,12 @@ def _holds_logits(meta: dict[str, Any]) -> bool:
     return meta.get("logits", True)  # stores written before hidden-only ones all hold them
 
 
+def holds_logits(path: Path) -> bool:
+    """Whether the labels directory ``path`` (with its ``meta.json``) holds grade logits, not
+    hidden states alone."""
+    return _holds_logits(json.loads((path / META_FILE).read_text()))
+
+
 def _parts(path: Path) -> list[Path]:
     return sorted(path.glob("part-*.parquet"))
 
@@ -138,11 +144,12 @@ def read_labels(path: str | Path) -> pa.Table:
     path = Path(path)
     if not (path / META_FILE).is_file():
         raise FileNotFoundError(f"{path}: not a labels directory (no {META_FILE})")
-    logits = _holds_logits(json.loads((path / META_FILE).read_text()))
+    logits = holds_logits(path)
+    labels = "logits" if logits else "hidden"
     tables = []
     for part in _parts(path):
         table = pq.read_table(part)
-        missing = {"query", "title", "logits" if logits else "hidden"} - set(table.column_names)
+        missing = {"query", "title", labels} - set(table.column_names)
         if missing:
             raise ValueError(f"{part}: missing column(s) {', '.join(sorted(missing))}")
         if not logits:
@@ -156,7 +163,6 @@ def read_labels(path: str | Path) -> pa.Table:
             )
         tables.append(table)
     if not tables:
-        labels = "logits" if logits else "hidden"
         schema = pa.schema([("query", pa.string()), ("title", pa.string()),
                             (labels, pa.list_(pa.float32()))])  # fmt: skip
         return schema.empty_table()
