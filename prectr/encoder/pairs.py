@@ -45,8 +45,10 @@ every row).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -305,6 +307,13 @@ class TeacherLabels:
     unmatched: int  # label rows whose pair is not a training pair of the log
 
 
+def holds_logits(meta: dict[str, Any]) -> bool:
+    """Whether a labels directory whose ``meta.json`` holds ``meta`` holds grade logits, not
+    hidden states alone (what ``teacher adapt`` keeps of its base); stores written before
+    hidden-only ones all hold them."""
+    return meta.get("logits", True)
+
+
 def read_teacher_labels(path: str | Path, pairs: LogPairs) -> TeacherLabels:
     """Teacher labels of the log's training pairs; rows of other pairs are counted and left out.
     A malformed file is refused naming the file, the column and the first bad row."""
@@ -312,9 +321,8 @@ def read_teacher_labels(path: str | Path, pairs: LogPairs) -> TeacherLabels:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.is_file() else []
     if not files:
         raise FileNotFoundError(f"{path}: no teacher labels (run `prectr teacher label`)")
-    from prectr.encoder.teachers.labels import META_FILE, holds_logits  # it imports this module
-
-    if (path / META_FILE).is_file() and not holds_logits(path):
+    meta = path / "meta.json"  # what `prectr teacher label` writes beside its parts
+    if meta.is_file() and not holds_logits(json.loads(meta.read_text())):
         raise ValueError(f"{path} holds a teacher's hidden states only, no grade logits (what "
                          "`prectr teacher adapt` keeps of its base teacher): label the pairs "
                          "with `prectr teacher label` and pass its --out")  # fmt: skip

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from prectr.encoder.pairs import PairsConfig, read_pairs
+from prectr.encoder.pairs import PairsConfig, holds_logits, read_pairs
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.io import atomic_file
 from prectr.words import count
@@ -112,26 +112,16 @@ def _open_store(
         if found["hidden"] != keep_hidden:
             stored = "with" if found["hidden"] else "without"
             raise ValueError(f"{out} holds labels {stored} hidden states; resume it the same way")
-        if not _holds_logits(found) and logits:
+        if not holds_logits(found) and logits:
             raise ValueError(f"{out} holds hidden states only, no grade logits (what `teacher "
                              "adapt` keeps of its base); label into another directory")  # fmt: skip
-        return _holds_logits(found)
+        return holds_logits(found)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and has no {META_FILE}")
     with atomic_file(meta) as tmp:
         found = {"teacher": fingerprint, "hidden": keep_hidden, "logits": logits}
         tmp.write_text(json.dumps(found, indent=2) + "\n")
     return logits
-
-
-def _holds_logits(meta: dict[str, Any]) -> bool:
-    return meta.get("logits", True)  # stores written before hidden-only ones all hold them
-
-
-def holds_logits(path: Path) -> bool:
-    """Whether the labels directory ``path`` (with its ``meta.json``) holds grade logits, not
-    hidden states alone."""
-    return _holds_logits(json.loads((path / META_FILE).read_text()))
 
 
 def _parts(path: Path) -> list[Path]:
@@ -144,7 +134,7 @@ def read_labels(path: str | Path) -> pa.Table:
     path = Path(path)
     if not (path / META_FILE).is_file():
         raise FileNotFoundError(f"{path}: not a labels directory (no {META_FILE})")
-    logits = holds_logits(path)
+    logits = holds_logits(json.loads((path / META_FILE).read_text()))
     labels = "logits" if logits else "hidden"
     tables = []
     for part in _parts(path):
