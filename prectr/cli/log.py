@@ -53,7 +53,9 @@ def usability_notes(log: SearchLog) -> list[str]:
 def cmd_load(args: argparse.Namespace) -> int:
     from prectr.data.loaders import LOADERS
 
-    log = LOADERS[args.name](*args.sources)
+    options = {name: value for name in ("grade_map", "columns")
+               if (value := getattr(args, name)) is not None}  # fmt: skip
+    log = LOADERS[args.name](*args.sources, **options)
     log.write(args.out, overwrite=args.overwrite)
     rows = ", ".join(f"{log.table(t).num_rows:,} {t}" for t in TABLES)
     console.print(f"wrote {args.out}: {rows}")
@@ -62,6 +64,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def add_log_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``prectr validate`` and ``prectr load``."""
+    from prectr.data.grades import parse_grade_map
     from prectr.data.loaders import LOADERS
 
     p = sub.add_parser(
@@ -85,4 +88,26 @@ def add_log_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", type=Path, help="the data set's files, in order")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--grade-map", type=parse_grade_map, metavar="FROM:TO,...",
+        help="pairs: map the file's grades onto 0-3, e.g. 0:0,1:2,2:3 for a 3-level scale "
+        "(default: the grades are 0-3 already)",
+    )  # fmt: skip
+    p.add_argument(
+        "--columns", type=parse_columns, metavar="ROLE=NAME,...",
+        help="pairs: the file's names of the query, title and grade columns, e.g. "
+        "grade=score,title=product_name (default: query, title, and the first of grade, "
+        "relevance and label)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_load)
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``"grade=score,title=name"`` as ``{"grade": "score", "title": "name"}``."""
+    columns = {}
+    for item in text.split(","):
+        role, sep, name = item.partition("=")
+        if not sep or not role.strip() or not name.strip():
+            raise ValueError(f"columns {text!r}: {item!r} is not ROLE=NAME")
+        columns[role.strip()] = name.strip()
+    return columns

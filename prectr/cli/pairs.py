@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 def pairs_flags(parser: argparse.ArgumentParser) -> None:
     """Add --held-out and --grade-map to a teacher or encoder step."""
-    from prectr.encoder.pairs import QUERY_FRACTION, parse_grade_map
+    from prectr.data.grades import parse_grade_map
+    from prectr.encoder.pairs import QUERY_FRACTION
 
     parser.add_argument(
         "--held-out", default="day", metavar="SPLIT",

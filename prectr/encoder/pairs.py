@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prectr.data.schema import GRADES as SCALE
+from prectr.data.grades import format_grade_map, map_grades
 from prectr.data.schema import SearchLog, read_log
 from prectr.data.shards import time_split
 
@@ -75,7 +75,7 @@ class PairsConfig:
     def settings(self) -> dict[str, str | None]:
         """The config as JSON-safe settings (a run's ``config.json``)."""
         grade_map = self.grade_map
-        text = ",".join(f"{k}:{v}" for k, v in sorted(grade_map.items())) if grade_map else None
+        text = format_grade_map(grade_map) if grade_map else None
         return {"held_out": self.held_out, "grade_map": text}
 
     def describe(self) -> str:
@@ -86,27 +86,6 @@ class PairsConfig:
         if kind == "query":
             return f"the queries hashed into a {fraction:.0%} share"
         return f"the log {self.held_out}"
-
-
-def parse_grade_map(text: str) -> dict[int, int]:
-    """``"0:0,1:2,2:3"`` as ``{0: 0, 1: 2, 2: 3}``; each target must be a grade 0-3."""
-    mapping: dict[int, int] = {}
-    for item in text.split(","):
-        source, sep, target = item.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            key, value = int(source), int(target)
-        except ValueError:
-            raise ValueError(
-                f"grade map {text!r}: {item!r} is not FROM:TO (two integers)"
-            ) from None
-        if value not in SCALE:
-            raise ValueError(f"grade map {text!r}: {item!r} maps onto {value}, not a grade 0-3")
-        if key in mapping:
-            raise ValueError(f"grade map {text!r}: {key} is mapped twice")
-        mapping[key] = value
-    return mapping
 
 
 def _held_out_kind(spec: str) -> tuple[str, float]:
@@ -227,19 +206,7 @@ def _read(log_dir: str | Path, grade_map: dict[int, int] | None) -> SearchLog:
     if grade_map is None:
         return read_log(log_dir)
     log = read_log(log_dir, validate_log=False)
-    grades = log.impressions["relevance"]
-    if not pa.types.is_integer(grades.type):
-        raise ValueError(f"{log_dir}: impressions.relevance is {grades.type}; a grade map needs "
-                         "integer grades")  # fmt: skip
-    keys = pa.array(list(grade_map), grades.type)
-    index = pc.index_in(grades, value_set=keys)
-    unknown = (index.is_null().to_numpy(False)) & grades.is_valid().to_numpy(False)
-    if unknown.any():
-        row = int(np.flatnonzero(unknown)[0])
-        raise ValueError(f"{log_dir}: impressions row {row}: relevance {grades[row].as_py()} "
-                         f"is not in the grade map {grade_map} ({int(unknown.sum()):,} "
-                         "rows)")  # fmt: skip
-    mapped = pa.array(list(grade_map.values()), pa.int8()).take(index)
+    mapped = map_grades(log.impressions["relevance"], grade_map, f"{log_dir}: impressions")
     column = log.impressions.column_names.index("relevance")
     log.impressions = log.impressions.set_column(column, "relevance", mapped)
     return log.check()

@@ -1,4 +1,5 @@
-"""The ESCI and JDsearch loaders map their real file formats into a valid search log."""
+"""The ESCI and JDsearch loaders map their real file formats into a valid search log (the graded
+pairs loader: tests/data/test_pairs_loader.py)."""
 
 from __future__ import annotations
 
@@ -440,10 +441,10 @@ def test_jdsearch_real_sample():
 
 
 def test_registry_names_each_loader_with_its_sources(tmp_path):
-    assert sorted(LOADERS) == ["esci", "jdsearch"]
+    assert sorted(LOADERS) == ["esci", "jdsearch", "pairs"]
     for loader in LOADERS.values():
         assert loader.description and "\n" not in loader.description
-        assert len(loader.sources) == 2
+    assert [len(LOADERS[name].sources) for name in ("esci", "jdsearch", "pairs")] == [2, 2, 1]
     log = LOADERS["jdsearch"](*write_jd(tmp_path))
     assert log.requests.num_rows == 5
     with pytest.raises(ValueError, match="expected 2 source paths"):

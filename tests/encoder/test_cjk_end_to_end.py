@@ -1,5 +1,6 @@
-"""A human-graded Chinese query-title set, run through the encoder's commands end to end:
-tokenizer, distillation, fine-tuning and evaluation, all from the command line."""
+"""A human-graded Chinese query-title set, loaded from a JSON lines file and run through the
+encoder's commands end to end: load, tokenizer, distillation, fine-tuning and evaluation, all
+from the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from prectr.encoder.pairs import PairsConfig, read_pairs
 from prectr.text.tokenizer import TextTokenizer
-from tests.encoder.graded_log import graded_log
 from tests.test_cli import run_cli
 
 STYLES = ("现代", "简约", "北欧", "复古")
@@ -69,7 +69,12 @@ def grade_labels(log: Path, out: Path) -> Path:
 
 
 def test_a_chinese_graded_log_runs_tokenizer_distill_sft_and_evaluate(tmp_path, capsys) -> None:
-    log = graded_log(tmp_path / "log", cjk_judgments())
+    pairs_file = tmp_path / "pairs.jsonl"  # as a team exports its judgments, grades as text
+    pairs_file.write_text("".join(json.dumps({"query": q, "title": t, "label": str(g)},
+                                             ensure_ascii=False) + "\n"
+                                  for q, t, g in cjk_judgments()), encoding="utf-8")  # fmt: skip
+    log = tmp_path / "log"
+    assert run_cli(["load", "pairs", str(pairs_file), "--out", str(log)], capsys)[0] == 0
     code, out = run_cli(["encoder", "tokenizer", str(log), "--out", str(tmp_path / "tok.json"),
                          "--vocab-size", "400", *SPLIT], capsys)  # fmt: skip
     assert code == 0

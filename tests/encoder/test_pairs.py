@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from prectr.data.grades import parse_grade_map
 from prectr.encoder.evaluate import NothingToScore, held_out_sample
-from prectr.encoder.pairs import PairsConfig, parse_grade_map, read_pairs
+from prectr.encoder.pairs import PairsConfig, read_pairs
 from tests.encoder.graded_log import graded_log, shop_judgments
 
 
@@ -81,14 +82,6 @@ def test_another_grade_scale_maps_onto_0_to_3(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"row 1: relevance 1 is not in the grade map"):
         read_pairs(log, PairsConfig("query:0.5", {0: 0, 2: 3}))
     assert config.settings() == {"held_out": "query:0.5", "grade_map": "0:0,1:2,2:3"}
-
-
-@pytest.mark.parametrize(("text", "message"), [("0:0,1", "is not FROM:TO"),
-                                               ("0:4", "not a grade 0-3"),
-                                               ("0:0,0:1", "mapped twice")])  # fmt: skip
-def test_a_bad_grade_map_is_refused(text, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_grade_map(text)
 
 
 @pytest.mark.parametrize("spec", ["query:0", "query:1.5", "query:x", "no/such/log"])

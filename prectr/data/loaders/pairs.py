@@ -1,0 +1,216 @@
+"""Load a file of human-graded (query, title) pairs into a :class:`~prectr.data.schema.SearchLog`.
+
+The file most teams with relevance judgments have: one row per judged pair, with a ``query``
+column, a ``title`` column and an integer grade (the first of ``grade``, ``relevance`` and
+``label`` present; strings of digits, as JSON exports often write them, are read as integers).
+``columns`` renames any of the three (``{"grade": "score"}``). The format follows the suffix:
+``.csv``, ``.tsv``, ``.json`` or ``.jsonl`` (one JSON object per line) and ``.parquet``. A grade
+on another scale than 0-3 is mapped by ``grade_map`` (:mod:`prectr.data.grades`); without one,
+every grade must be 0-3 already.
+
+Like ESCI, such a file records judgments, not behaviour, so the mapping fills what it lacks with
+documented constants:
+
+* ``requests``: one per distinct query text (integer ``request_id`` in order of first
+  appearance), ``user_id`` = :data:`PAIRS_USER`, ``timestamp`` = :data:`PAIRS_TIMESTAMP` for
+  every request. A (query, title) pair judged twice cannot be two candidates of one request, so
+  its second judgment goes to a second request of the same query, its third to a third: no
+  judgment is dropped, and the encoder merges a pair's grades by its documented rule
+  (:mod:`prectr.encoder.pairs`).
+* ``items``: one per distinct title text (integer ``item_id`` in order of first appearance),
+  ``category`` = :data:`PAIRS_CATEGORY`, ``brand`` and ``price`` null.
+* ``impressions``: one per row of the file; ``position`` and ``click`` null, ``relevance`` the
+  grade, ``relevance_source`` = ``"human"``, and ``pair_row``, the row's 0-based number in the
+  file, to trace it back.
+
+One instant means no time split: train and score the student encoder with ``--held-out query``,
+or load a second file (a test split) as its own log and hold it out with ``--held-out LOG``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from prectr.data.grades import format_grade_map, map_grades
+from prectr.data.schema import GRADES, MAX_ROWS_NAMED, Problem, SchemaError, SearchLog
+
+PAIRS_USER = "anonymous"
+PAIRS_TIMESTAMP = dt.datetime(2022, 1, 1)  # arbitrary: a file of judgments has no times
+PAIRS_CATEGORY = "unknown"
+GRADE_NAMES = ("grade", "relevance", "label")
+ROLES = ("query", "title", "grade")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_pairs(
+    path: str | Path,
+    grade_map: dict[int, int] | None = None,
+    columns: dict[str, str] | None = None,
+) -> SearchLog:
+    """Map a graded pairs file into a search log (see the module docstring).
+
+    Raises :class:`ValueError` naming the file, the 0-based row and the column of malformed
+    input (an empty query or title, a grade that is not an integer, a grade outside 0-3 with no
+    ``grade_map``, a value the map does not name), and the columns found when one is missing.
+    """
+    path = Path(path)
+    unknown = sorted(set(columns or {}) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown column role(s) {', '.join(unknown)} (roles: {', '.join(ROLES)})")
+    table = _read(path, columns or {})
+    query, title = (_text(table, path, role) for role in ("query", "title"))
+    grades = _grades(table["grade"], path, table.column_names, grade_map)
+    request, first_request = _requests(query, title)
+    titles, item = np.unique(title, return_inverse=True)
+    order = np.argsort(np.unique(item, return_index=True)[1], kind="stable")
+    item_id = np.empty(order.size, np.int64)
+    item_id[order] = np.arange(order.size)
+    n_requests = first_request.size
+    log = SearchLog(
+        items=pa.table(
+            {
+                "item_id": pa.array(np.arange(order.size)),
+                "title": pa.array(titles[order], pa.string()),
+                "category": pa.repeat(PAIRS_CATEGORY, order.size),
+                "brand": pa.nulls(order.size, pa.string()),
+                "price": pa.nulls(order.size, pa.float64()),
+            }
+        ),
+        requests=pa.table(
+            {
+                "request_id": pa.array(np.arange(n_requests)),
+                "user_id": pa.repeat(PAIRS_USER, n_requests),
+                "query": pa.array(query[first_request], pa.string()),
+                "timestamp": pa.repeat(pa.scalar(PAIRS_TIMESTAMP, pa.timestamp("ms")), n_requests),
+            }
+        ),
+        impressions=pa.table(
+            {
+                "request_id": pa.array(request),
+                "item_id": pa.array(item_id[item]),
+                "position": pa.nulls(table.num_rows, pa.int32()),
+                "click": pa.nulls(table.num_rows, pa.int8()),
+                "relevance": grades,
+                "relevance_source": pa.repeat("human", table.num_rows),
+                "pair_row": pa.array(np.arange(table.num_rows)),
+            }
+        ),
+    )
+    try:
+        return log.check()
+    except SchemaError as err:
+        raise SchemaError(err.problems, what=f"graded pairs log from {path}") from None
+
+
+def _read(path: Path, columns: dict[str, str]) -> pa.Table:
+    """The file's query, title and grade columns, named by their roles."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: unknown format {path.suffix!r} (one of {', '.join(FORMATS)})")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    text = {columns.get(role, role): pa.string() for role in ("query", "title")}
+    try:
+        if kind == "parquet":
+            table = pq.read_table(path)
+        elif kind == "json":
+            options = pajson.ParseOptions(explicit_schema=pa.schema(text),
+                                          unexpected_field_behavior="infer")  # fmt: skip
+            table = pajson.read_json(path, parse_options=options)
+        else:
+            table = pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ","),
+                convert_options=pacsv.ConvertOptions(column_types=text),
+            )
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: not readable as {kind}: {err}") from None
+    found = table.column_names
+    names = {role: columns[role] for role in columns}
+    if "grade" not in names:
+        names["grade"] = next((n for n in GRADE_NAMES if n in found), GRADE_NAMES[0])
+    names.setdefault("query", "query")
+    names.setdefault("title", "title")
+    missing = [f"{names[role]} ({role})" for role in ROLES if names[role] not in found]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(found)}); name "
+            "them with columns, e.g. `prectr load pairs FILE --columns grade=score`"
+        )
+    return pa.table({role: table[names[role]] for role in ROLES})
+
+
+def _bad_rows(path: Path, column: str, rows: np.ndarray, message: str) -> ValueError:
+    """An error naming the file, its 0-based ``rows`` (the first few) and the column."""
+    shown = tuple(int(r) for r in rows[:MAX_ROWS_NAMED])
+    return ValueError(str(Problem("pairs", column, message, shown, int(rows.size), str(path))))
+
+
+def _text(table: pa.Table, path: Path, role: str) -> np.ndarray:
+    """The ``role`` column as strings; a null or blank one is refused with its rows."""
+    column = table[role].cast(pa.string())
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
+    bad = blank.to_numpy(zero_copy_only=False)
+    if bad.any():
+        raise _bad_rows(path, role, np.flatnonzero(bad), f"empty {role}")
+    return np.asarray(column.to_pylist(), dtype=object)
+
+
+def _grades(
+    column: pa.ChunkedArray, path: Path, found: list[str], grade_map: dict[int, int] | None
+) -> pa.Array:
+    """The grades as int8 0-3: integers, or strings of digits; mapped by ``grade_map``."""
+    column = column.combine_chunks()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
+        digits = pc.match_substring_regex(column, r"^[+-]?[0-9]+$")
+        bad = pc.invert(pc.fill_null(digits, False)).to_numpy(zero_copy_only=False)
+    elif pa.types.is_floating(column.type):
+        values = column.to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(values) | (values != np.round(values))
+    elif pa.types.is_integer(column.type):
+        bad = column.is_null().to_numpy(zero_copy_only=False)
+    else:
+        raise ValueError(f"{path}: the grade column is {column.type}; it must hold integers")
+    if bad.any():
+        first = column[int(np.flatnonzero(bad)[0])].as_py()
+        raise _bad_rows(path, "grade", np.flatnonzero(bad), f"{first!r} is not an integer grade")
+    grades = column.cast(pa.int64())
+    if grade_map is not None:
+        return map_grades(grades, grade_map, f"{path}:")
+    outside = pc.invert(pc.is_in(grades, value_set=pa.array(GRADES, pa.int64())))
+    rows = np.flatnonzero(outside.to_numpy(zero_copy_only=False))
+    if rows.size:
+        seen = sorted(set(pc.unique(grades).to_pylist()))
+        example = format_grade_map({g: min(max(g, 0), 3) for g in seen})
+        raise _bad_rows(path, "grade", rows, f"{grades[int(rows[0])].as_py()} is not a grade "
+                        f"0-3 (the file's grades: {seen}); map them onto 0-3 with a grade map, "
+                        f"e.g. --grade-map {example}")  # fmt: skip
+    return grades.cast(pa.int8())
+
+
+def _requests(query: np.ndarray, title: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's request (its query, and how often its pair came before) and each request's
+    first row, requests numbered in order of first appearance."""
+    pair = np.char.add(np.char.add(query.astype(str), "\x00"), title.astype(str))
+    _, pair_id = np.unique(pair, return_inverse=True)
+    occurrence = np.zeros(pair.size, np.int64)
+    order = np.argsort(pair_id, kind="stable")
+    sorted_ids = pair_id[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
+    run = np.repeat(starts, np.diff(np.r_[starts, sorted_ids.size]))
+    occurrence[order] = np.arange(pair.size) - run
+    _, query_id = np.unique(query.astype(str), return_inverse=True)
+    key = query_id.astype(np.int64) * (occurrence.max() + 1) + occurrence
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse], np.sort(first)
