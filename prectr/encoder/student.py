@@ -48,6 +48,7 @@ from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 
 GRADES = 4
+OVERLAP_FEATURES = 6  # piece_overlap's columns
 SCORED_TEXTS = 100_000  # texts a scoring student remembers (about 1 KB each at dim 144)
 
 
@@ -67,8 +68,11 @@ class Student(nn.Module):
         self.encoder = nn.TransformerEncoder(
             layer, c.layers, norm=nn.LayerNorm(c.dim), enable_nested_tensor=False
         )
+        overlap = OVERLAP_FEATURES if c.piece_overlap else 0
         self.interaction = (
-            nn.Sequential(nn.Linear(4 * c.dim, c.dim), nn.GELU()) if c.mode == "two_tower" else None
+            nn.Sequential(nn.Linear(4 * c.dim + overlap, c.dim), nn.GELU())
+            if c.mode == "two_tower"
+            else None
         )
         self.head = nn.Linear(c.dim, GRADES)
         self.dim = c.dim
@@ -284,9 +288,17 @@ class Student(nn.Module):
             raise ValueError("title states exist in the two_tower mode only (this is cross)")
         return _once(titles, lambda ids: self.encode(ids, 1))
 
-    def pair_from_states(self, query: torch.Tensor, title: torch.Tensor) -> torch.Tensor:
-        """Two-tower: the pair state from query and title states (e.g. cached titles)."""
-        return self.interaction(torch.cat([query, title, query * title, (query - title).abs()], 1))
+    def pair_from_states(
+        self, query: torch.Tensor, title: torch.Tensor, overlap: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Two-tower: the pair state from query and title states (e.g. cached titles), and with
+        ``piece_overlap`` the pair's :func:`piece_overlap` ``(B, 6)``."""
+        parts = [query, title, query * title, (query - title).abs()]
+        if self.config.piece_overlap:
+            if overlap is None:
+                raise ValueError("this student reads the pair's piece overlap: pass overlap")
+            parts.append(overlap)
+        return self.interaction(torch.cat(parts, 1))
 
     def pair_state(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
         """The pooled pair state ``(B, dim)`` of query and title piece ids ``(B, Lq)``,
@@ -295,7 +307,14 @@ class Student(nn.Module):
         if self.training and self.reuse_steps > 1:
             self._tick()
         if self.interaction is not None:
-            return self.pair_from_states(self.query_states(queries), self.title_states(titles))
+            overlap = (
+                piece_overlap(queries, titles, self.config.vocab_size)
+                if self.config.piece_overlap
+                else None
+            )
+            return self.pair_from_states(
+                self.query_states(queries), self.title_states(titles), overlap
+            )
         sep = torch.full_like(queries[:, :1], SEP)
         ids = torch.cat([queries, sep, titles], 1)
         segment = torch.zeros_like(ids)
@@ -305,6 +324,41 @@ class Student(nn.Module):
     def forward(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
         """Grade logits ``(B, 4)``."""
         return self.head(self.pair_state(queries, titles))
+
+
+def piece_overlap(queries: torch.Tensor, titles: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The lexical match of each pair of piece ids ``(B, Lq)``, ``(B, Lt)`` (padding ``PAD``,
+    ids below ``vocab_size``), ``(B, 6)``: for pieces and for adjacent piece pairs, the share
+    of the query's that the title holds and the share of the title's that the query holds;
+    then ``log1p`` of both lengths in pieces. Pieces of a script without spaces are mostly
+    characters and frequent words, so these are the character n-gram overlaps a string
+    baseline reads."""
+    real_q, real_t = queries != PAD, titles != PAD
+    columns = [
+        *_held_shares(queries, real_q, titles, real_t),
+        *_held_shares(
+            *_bigrams(queries, real_q, vocab_size), *_bigrams(titles, real_t, vocab_size)
+        ),
+    ]
+    lengths = [real_q.sum(1, keepdim=True), real_t.sum(1, keepdim=True)]
+    return torch.cat([*columns, *(torch.log1p(n.float()) for n in lengths)], 1)  # fmt: skip
+
+
+def _bigrams(ids: torch.Tensor, real: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjacent pairs of pieces as one id each, real where both pieces are."""
+    return ids[:, :-1] * base + ids[:, 1:], real[:, :-1] & real[:, 1:]
+
+
+def _held_shares(
+    a: torch.Tensor, real_a: torch.Tensor, b: torch.Tensor, real_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The share of ``a``'s real entries found among ``b``'s, and of ``b``'s among ``a``'s."""
+    same = (a[:, :, None] == b[:, None, :]) & real_a[:, :, None] & real_b[:, None, :]
+    same = same.float()
+    in_b, in_a = same.amax(2), same.amax(1)
+    share_a = in_b.sum(1, keepdim=True) / real_a.sum(1, keepdim=True).clamp(min=1)
+    share_b = in_a.sum(1, keepdim=True) / real_b.sum(1, keepdim=True).clamp(min=1)
+    return share_a, share_b
 
 
 def _packed_layer(

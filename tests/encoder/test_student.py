@@ -311,3 +311,40 @@ def test_saved_student_reloads_identically_and_a_mismatched_tokenizer_is_refused
         save_student(tmp_path / "bad", tiny_student(tokenizer.vocab_size + 1), tokenizer)
     with pytest.raises(FileNotFoundError, match=r"student\.pt"):
         load_student(tmp_path / "nothing")
+
+
+def test_piece_overlap_counts_shared_pieces_and_piece_pairs_each_way() -> None:
+    queries = ids([[5, 6, 7], [9]], 4)
+    titles = ids([[6, 7, 8], [1, 2, 3, 4]], 5)
+    expected = torch.tensor([[2 / 3, 2 / 3, 1 / 2, 1 / 2], [0.0, 0.0, 0.0, 0.0]])
+    lengths = torch.log1p(torch.tensor([[3.0, 3.0], [1.0, 4.0]]))
+    got = student_module.piece_overlap(queries, titles, 10)
+    torch.testing.assert_close(got, torch.cat([expected, lengths], 1))
+    # padding is no piece: a title of padding alone shares nothing, however wide
+    empty = student_module.piece_overlap(ids([[PAD]], 3), ids([[]], 4), 10)
+    torch.testing.assert_close(empty, torch.zeros(1, 6))
+
+
+def test_a_piece_overlap_student_reads_the_match_traces_saves_and_is_two_tower_only(
+    tmp_path, tokenizer
+) -> None:
+    student = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True).eval()
+    q = torch.from_numpy(tokenizer.encode(["oak table", "oak table"], 6))
+    t = torch.from_numpy(tokenizer.encode(["oak table", "blue lamp"], 16))
+    with torch.no_grad():
+        out = student(q, t)
+        query, title = student.query_states(q), student.title_states(t)
+        plain = student.head(student.pair_from_states(query, title, torch.zeros(2, 6)))
+        traced = torch.jit.trace(student, (q, t), check_trace=False)
+    assert not torch.allclose(out, plain)  # the overlap columns reach the scores
+    with torch.no_grad():  # the graph computes the overlap of inputs it was not traced on
+        torch.testing.assert_close(traced(q, t.flip(0)), student(q, t.flip(0)))
+    with pytest.raises(ValueError, match="pass overlap"):
+        student.pair_from_states(query, title)
+    save_student(tmp_path / "s", student, tokenizer)
+    again, _ = load_student(tmp_path / "s")
+    assert again.config.piece_overlap
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(q, t), out)
+    with pytest.raises(ValueError, match="two_tower option"):
+        StudentConfig(mode="cross", piece_overlap=True)
