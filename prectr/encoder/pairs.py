@@ -27,10 +27,12 @@ where the held-out rows have that column, and otherwise against the human grades
 scored.
 
 **Duplicates.** A (query, title) pair graded more than once on one side of the split gets one
-grade, the mean of its human grades rounded to the nearest grade, halves rounded down (grades 1
-and 2 give 1; 1, 2 and 3 give 2). Training pairs carry it once, with the number of graded rows
-merged into it (``rows``: SFT can draw pairs in proportion to it, as the log shows them); every
-held-out row of the pair is scored against it. Pairs whose grades disagree are counted.
+grade, the mean of its human grades rounded to the nearest grade the log uses (its human
+grades, after any grade map), halves rounded down (grades 1 and 2 give 1; 1, 2 and 3 give 2;
+on a 3-level scale mapped onto 0, 2 and 3, grades 0 and 3 give 2, never the 1 it lacks).
+Training pairs carry it once, with the number of graded rows merged into it (``rows``: SFT can
+draw pairs in proportion to it, as the log shows them); every held-out row of the pair is
+scored against it. Pairs whose grades disagree are counted.
 
 **Other grade scales.** ``grade_map`` maps each ``relevance`` value of the log onto a grade 0-3
 (e.g. ``{0: 0, 1: 2, 2: 3}`` for a 3-level set, ``--grade-map 0:0,1:2,2:3``) before the log is
@@ -168,7 +170,10 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
     grade = rows["relevance"].to_numpy(False)
     graded = human & ~np.isnan(grade.astype(np.float64))
     train = ~in_held
-    merged, conflicting, graded_rows = _merged_grades(key[train & graded], grade[train & graded])
+    scale = np.unique(grade[graded])
+    merged, conflicting, graded_rows = _merged_grades(
+        key[train & graded], grade[train & graded], scale
+    )
     counts["conflicting_train"] = conflicting
     train_keys = np.unique(key[train])
     labelled_keys = np.unique(key[train & graded])
@@ -185,7 +190,7 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
         counts["conflicting_held_out"] = 0
     else:
         scored = held & graded
-        merged, conflicting, _ = _merged_grades(key[scored], grade[scored])
+        merged, conflicting, _ = _merged_grades(key[scored], grade[scored], scale)
         counts["conflicting_held_out"] = conflicting
         index = np.searchsorted(np.unique(key[scored]), key[held])
         has = scored[held]
@@ -242,10 +247,12 @@ def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:
     return np.asarray([hash_share(t) for t in texts])[code]
 
 
-def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+def _merged_grades(
+    key: np.ndarray, grade: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, int, np.ndarray]:
     """One grade per distinct key (in sorted key order): the mean of its grades rounded to the
-    nearest grade, halves down; how many keys had disagreeing grades; and each key's number of
-    grades (the graded rows merged into it)."""
+    nearest grade of ``scale`` (sorted), halves down; how many keys had disagreeing grades; and
+    each key's number of grades (the graded rows merged into it)."""
     distinct, inverse = np.unique(key, return_inverse=True)
     grade = grade.astype(np.float64)
     n = np.bincount(inverse, minlength=distinct.size)
@@ -254,7 +261,10 @@ def _merged_grades(key: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, int,
     np.minimum.at(low, inverse, grade)
     high = np.full(distinct.size, -np.inf)
     np.maximum.at(high, inverse, grade)
-    return np.ceil(mean - 0.5).astype(np.int8), int((high > low).sum()), n
+    if not distinct.size:
+        return np.zeros(0, np.int8), 0, n
+    nearest = np.abs(mean[:, None] - scale[None, :].astype(np.float64)).argmin(1)  # first: lower
+    return scale[nearest].astype(np.int8), int((high > low).sum()), n
 
 
 def _codes(texts: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

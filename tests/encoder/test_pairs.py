@@ -54,6 +54,17 @@ def test_duplicate_pairs_get_the_mean_grade_rounded_halves_down_and_are_counted(
     assert sorted(held_out_sample(pairs).grade.tolist()) == [0, 1, 1]
 
 
+def test_a_merged_grade_is_one_the_log_uses(tmp_path) -> None:
+    """On a 3-level scale mapped onto 0, 2 and 3, a pair graded 0 and 3 merges to 2, the
+    nearer of the grades the scale has to the mean 1.5 (0 is 1.5 away), never to 1."""
+    train = [("lamp", "lamp", 2), ("lamp", "lamp", 0), ("lamp", "shade", 1), ("lamp", "tent", 0)]
+    held = [("tent", "tent", 2), ("tent", "tent", 0), ("tent", "lamp", 1)]
+    config = PairsConfig(str(graded_log(tmp_path / "held", held)), parse_grade_map("0:0,1:2,2:3"))
+    pairs = read_pairs(graded_log(tmp_path / "log", train), config)
+    assert sorted(pairs.labelled["grade"].to_pylist()) == [0, 2, 2]
+    assert sorted(held_out_sample(pairs).grade.tolist()) == [2, 2, 2]
+
+
 def test_pairs_in_training_and_held_out_requests_are_dropped_from_training_and_counted(
     tmp_path,
 ) -> None:
