@@ -66,36 +66,33 @@ def load_pairs(
     if unknown:
         raise ValueError(f"unknown column role(s) {', '.join(unknown)} (roles: {', '.join(ROLES)})")
     table = _read(path, columns or {})
-    query, title = (_text(table, path, role) for role in ("query", "title"))
-    grades = _grades(table["grade"], path, table.column_names, grade_map)
-    request, first_request = _requests(query, title)
-    titles, item = np.unique(title, return_inverse=True)
-    order = np.argsort(np.unique(item, return_index=True)[1], kind="stable")
-    item_id = np.empty(order.size, np.int64)
-    item_id[order] = np.arange(order.size)
-    n_requests = first_request.size
+    query_code, queries = _codes(table, path, "query")
+    title_code, titles = _codes(table, path, "title")
+    grades = _grades(table["grade"], path, grade_map)
+    request, first_row = _requests(query_code, title_code, len(titles))
+    n_requests, n_items = first_row.size, len(titles)
     log = SearchLog(
         items=pa.table(
             {
-                "item_id": pa.array(np.arange(order.size)),
-                "title": pa.array(titles[order], pa.string()),
-                "category": pa.repeat(PAIRS_CATEGORY, order.size),
-                "brand": pa.nulls(order.size, pa.string()),
-                "price": pa.nulls(order.size, pa.float64()),
+                "item_id": pa.array(np.arange(n_items)),
+                "title": titles,
+                "category": pa.repeat(PAIRS_CATEGORY, n_items),
+                "brand": pa.nulls(n_items, pa.string()),
+                "price": pa.nulls(n_items, pa.float64()),
             }
         ),
         requests=pa.table(
             {
                 "request_id": pa.array(np.arange(n_requests)),
                 "user_id": pa.repeat(PAIRS_USER, n_requests),
-                "query": pa.array(query[first_request], pa.string()),
+                "query": queries.take(query_code[first_row]),
                 "timestamp": pa.repeat(pa.scalar(PAIRS_TIMESTAMP, pa.timestamp("ms")), n_requests),
             }
         ),
         impressions=pa.table(
             {
                 "request_id": pa.array(request),
-                "item_id": pa.array(item_id[item]),
+                "item_id": pa.array(title_code),
                 "position": pa.nulls(table.num_rows, pa.int32()),
                 "click": pa.nulls(table.num_rows, pa.int8()),
                 "relevance": grades,
@@ -154,19 +151,19 @@ def _bad_rows(path: Path, column: str, rows: np.ndarray, message: str) -> ValueE
     return ValueError(str(Problem("pairs", column, message, shown, int(rows.size), str(path))))
 
 
-def _text(table: pa.Table, path: Path, role: str) -> np.ndarray:
-    """The ``role`` column as strings; a null or blank one is refused with its rows."""
-    column = table[role].cast(pa.string())
+def _codes(table: pa.Table, path: Path, role: str) -> tuple[np.ndarray, pa.Array]:
+    """Each row's index into the ``role`` column's distinct texts, and those texts, in order of
+    first appearance; a null or blank text is refused with its rows."""
+    column = table[role].cast(pa.string()).combine_chunks()
     blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
     bad = blank.to_numpy(zero_copy_only=False)
     if bad.any():
         raise _bad_rows(path, role, np.flatnonzero(bad), f"empty {role}")
-    return np.asarray(column.to_pylist(), dtype=object)
+    encoded = column.dictionary_encode()
+    return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary
 
 
-def _grades(
-    column: pa.ChunkedArray, path: Path, found: list[str], grade_map: dict[int, int] | None
-) -> pa.Array:
+def _grades(column: pa.ChunkedArray, path: Path, grade_map: dict[int, int] | None) -> pa.Array:
     """The grades as int8 0-3: integers, or strings of digits; mapped by ``grade_map``."""
     column = column.combine_chunks()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -197,19 +194,17 @@ def _grades(
     return grades.cast(pa.int8())
 
 
-def _requests(query: np.ndarray, title: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _requests(
+    query_code: np.ndarray, title_code: np.ndarray, n_titles: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's request (its query, and how often its pair came before) and each request's
     first row, requests numbered in order of first appearance."""
-    pair = np.char.add(np.char.add(query.astype(str), "\x00"), title.astype(str))
-    _, pair_id = np.unique(pair, return_inverse=True)
-    occurrence = np.zeros(pair.size, np.int64)
-    order = np.argsort(pair_id, kind="stable")
-    sorted_ids = pair_id[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
-    run = np.repeat(starts, np.diff(np.r_[starts, sorted_ids.size]))
-    occurrence[order] = np.arange(pair.size) - run
-    _, query_id = np.unique(query.astype(str), return_inverse=True)
-    key = query_id.astype(np.int64) * (occurrence.max() + 1) + occurrence
+    pair = query_code * n_titles + title_code
+    order = np.argsort(pair, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(pair[order])) + 1]
+    occurrence = np.empty(pair.size, np.int64)
+    occurrence[order] = np.arange(pair.size) - np.repeat(starts, np.diff(np.r_[starts, pair.size]))
+    key = query_code * (int(occurrence.max(initial=0)) + 1) + occurrence
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     rank = np.empty(first.size, np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(first.size)
