@@ -6,8 +6,9 @@ Run: .venv/bin/prectr encoder evaluate --log LOG [--held-out ...] STUDENT... --p
 Reads the per-row predictions ``prectr encoder evaluate --predictions`` writes (every model on
 the same rows) and, for every model against ``--reference``, the difference B - A in macro-F1,
 Spearman and accuracy (``prectr.encoder.evaluate``'s definitions), with a paired percentile
-CI over the same resamples of held-out requests (``prectr.metrics.paired``: a request's rows
-are drawn together).
+CI over the same resamples of held-out queries (``prectr.metrics.paired``): every row of a
+query is drawn together, its requests too, since a graded set loaded by ``prectr load pairs``
+puts a pair judged twice in a second request of its query, scored against one merged grade.
 """
 
 from __future__ import annotations
@@ -99,11 +100,16 @@ def main() -> None:
         raise SystemExit(f"{args.predictions}: no model {args.reference!r} (models: {models})")
     frames = {m: table[table["model"] == m].reset_index(drop=True) for m in models}
     first = frames[args.reference]
-    _, request = np.unique(first["request"].to_numpy(), return_inverse=True)
+    _, request = np.unique(first["query"].to_numpy(), return_inverse=True)  # the unit drawn
     grade = first["grade"].to_numpy().astype(np.int64)
+    if np.unique(first["expected"]).size < 2:
+        raise SystemExit(f"{args.predictions}: {args.reference} predicts one expected grade "
+                         "for every row: no Spearman to pair with; pick another "
+                         "--reference")  # fmt: skip
+    keys = ["request", "query", "title"]
 
     def statistics(frame) -> dict[str, Statistic]:
-        if not (frame["request"].to_numpy() == first["request"].to_numpy()).all():
+        if not frame[keys].equals(first[keys]):
             raise SystemExit(f"{args.predictions}: the models' rows differ")
         predicted = frame["predicted"].to_numpy().astype(np.int64)
         return {
@@ -126,7 +132,7 @@ def main() -> None:
     write_record(args.out, {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "predictions": str(args.predictions), "reference": args.reference,
-        "rows": int(grade.size), "requests": int(request.max()) + 1,
+        "rows": int(grade.size), "queries": int(request.max()) + 1,
         "resamples": args.resamples, "differences": differences, "machine": machine(),
     })  # fmt: skip
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from prectr.cli.output import console
+from prectr.cli.output import console, flag_type
 from prectr.data.schema import TABLES, SchemaError, SearchLog, read_log
 from prectr.words import count
 
@@ -89,12 +89,12 @@ def add_log_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument(
-        "--grade-map", type=parse_grade_map, metavar="FROM:TO,...",
+        "--grade-map", type=flag_type(parse_grade_map), metavar="FROM:TO,...",
         help="pairs: map the file's grades onto 0-3, e.g. 0:0,1:2,2:3 for a 3-level scale "
         "(default: the grades are 0-3 already)",
     )  # fmt: skip
     p.add_argument(
-        "--columns", type=parse_columns, metavar="ROLE=NAME,...",
+        "--columns", type=flag_type(parse_columns), metavar="ROLE=NAME,...",
         help="pairs: the file's names of the query, title and grade columns, e.g. "
         "grade=score,title=product_name (default: query, title, and the first of grade, "
         "relevance and label)",

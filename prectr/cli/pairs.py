@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 def pairs_flags(parser: argparse.ArgumentParser) -> None:
     """Add --held-out and --grade-map to a teacher or encoder step."""
+    from prectr.cli.output import flag_type
     from prectr.data.grades import parse_grade_map
     from prectr.encoder.pairs import QUERY_FRACTION
 
@@ -23,7 +24,7 @@ def pairs_flags(parser: argparse.ArgumentParser) -> None:
         "(all its requests)",
     )  # fmt: skip
     parser.add_argument(
-        "--grade-map", type=parse_grade_map, metavar="FROM:TO,...",
+        "--grade-map", type=flag_type(parse_grade_map), metavar="FROM:TO,...",
         help="map the log's relevance values onto grades 0-3, e.g. 0:0,1:2,2:3 for a 3-level "
         "scale (default: the grades are 0-3 already)",
     )  # fmt: skip

@@ -110,7 +110,7 @@ class EncoderRun:
         wanted = {
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
-            "student": (student or StudentConfig()).model_dump(),
+            "student": _recorded(student or StudentConfig()),
             "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
@@ -167,7 +167,12 @@ class EncoderRun:
     def _student(self, config: StudentConfig, init: str | Path | None,
                  tokenizer_path: str | Path | None) -> tuple:  # fmt: skip
         if init is not None:
-            return load_student(init)
+            loaded, tokenizer = load_student(init)
+            if config.piece_overlap and not loaded.config.piece_overlap:
+                raise ValueError(f"piece_overlap asked for, but the student in {init} was "
+                                 "built without it (--init brings its own shape): distil "
+                                 "with --piece-overlap")  # fmt: skip
+            return loaded, tokenizer
         path = self.run_dir / "tokenizer.json"
         if tokenizer_path is None:  # else e.g. one tokenizer for runs that are compared
             self.processes.on_main(lambda: self._train_tokenizer(path))
@@ -295,3 +300,9 @@ class EncoderRun:
         with atomic_file(self.run_dir / "metrics.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+
+def _recorded(student: StudentConfig) -> dict[str, Any]:
+    """The student's settings as a run records them: ``piece_overlap`` only when on, so that
+    a run started before the option existed resumes."""
+    return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})

@@ -27,8 +27,9 @@ where the held-out rows have that column, and otherwise against the human grades
 scored.
 
 **Duplicates.** A (query, title) pair graded more than once on one side of the split gets one
-grade, the mean of its human grades rounded to the nearest grade the log uses (its human
-grades, after any grade map), halves rounded down (grades 1 and 2 give 1; 1, 2 and 3 give 2;
+grade, the mean of its human grades rounded to the nearest grade the log's scale has (the
+grade map's grades where one is given, else every grade its human-graded rows hold, on either
+side of the split), halves rounded down (grades 1 and 2 give 1; 1, 2 and 3 give 2;
 on a 3-level scale mapped onto 0, 2 and 3, grades 0 and 3 give 2, never the 1 it lacks).
 Training pairs carry it once, with the number of graded rows merged into it (``rows``: SFT can
 draw pairs in proportion to it, as the log shows them); every held-out row of the pair is
@@ -170,7 +171,8 @@ def read_pairs(log_dir: str | Path, config: PairsConfig | None = None) -> LogPai
     grade = rows["relevance"].to_numpy(False)
     graded = human & ~np.isnan(grade.astype(np.float64))
     train = ~in_held
-    scale = np.unique(grade[graded])
+    scale = (np.unique(list(config.grade_map.values())) if config.grade_map
+             else np.unique(grade[graded]))  # fmt: skip
     merged, conflicting, graded_rows = _merged_grades(
         key[train & graded], grade[train & graded], scale
     )

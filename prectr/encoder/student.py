@@ -329,24 +329,25 @@ class Student(nn.Module):
 def piece_overlap(queries: torch.Tensor, titles: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """The lexical match of each pair of piece ids ``(B, Lq)``, ``(B, Lt)`` (padding ``PAD``,
     ids below ``vocab_size``), ``(B, 6)``: for pieces and for adjacent piece pairs, the share
-    of the query's that the title holds and the share of the title's that the query holds;
-    then ``log1p`` of both lengths in pieces. Pieces of a script without spaces are mostly
-    characters and frequent words, so these are the character n-gram overlaps a string
-    baseline reads."""
-    real_q, real_t = queries != PAD, titles != PAD
+    of the query's that the title holds and the share of the title's that the query holds
+    (the special pieces, padding, unknown and separator, match nothing); then ``log1p`` of both
+    lengths in pieces. Pieces of a script without spaces are mostly characters and frequent
+    words, so these are the character n-gram overlaps a string baseline reads."""
+    queries, titles = queries.long(), titles.long()
     columns = [
-        *_held_shares(queries, real_q, titles, real_t),
-        *_held_shares(
-            *_bigrams(queries, real_q, vocab_size), *_bigrams(titles, real_t, vocab_size)
-        ),
+        *_held_shares(queries, queries > SEP, titles, titles > SEP),
+        *_held_shares(*_bigrams(queries, vocab_size), *_bigrams(titles, vocab_size)),
     ]
-    lengths = [real_q.sum(1, keepdim=True), real_t.sum(1, keepdim=True)]
-    return torch.cat([*columns, *(torch.log1p(n.float()) for n in lengths)], 1)  # fmt: skip
+    lengths = [(queries != PAD).sum(1, keepdim=True), (titles != PAD).sum(1, keepdim=True)]
+    return torch.cat([*columns, *(torch.log1p(n.float()) for n in lengths)], 1)
 
 
-def _bigrams(ids: torch.Tensor, real: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adjacent pairs of pieces as one id each, real where both pieces are."""
-    return ids[:, :-1] * base + ids[:, 1:], real[:, :-1] & real[:, 1:]
+def _bigrams(ids: torch.Tensor, base: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjacent pairs of pieces as one id each, matchable where both pieces are; a padding
+    column is added first, so a text one piece wide has one (unmatchable) pair."""
+    ids = F.pad(ids, (0, 1), value=PAD)
+    matchable = ids > SEP
+    return ids[:, :-1] * base + ids[:, 1:], matchable[:, :-1] & matchable[:, 1:]
 
 
 def _held_shares(

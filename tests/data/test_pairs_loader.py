@@ -11,6 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from prectr.cli import main
 from prectr.data.loaders import LOADERS, load_pairs
 from prectr.data.loaders.pairs import PAIRS_TIMESTAMP
 from prectr.data.schema import read_log
@@ -34,10 +35,11 @@ def write(path: Path, rows=ROWS, names=("query", "title", "label")) -> Path:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     elif path.suffix == ".parquet":
         pq.write_table(pa.table(columns), path)
+    elif path.suffix == ".tsv":  # as spreadsheets export it: no quoting
+        path.write_text("\n".join(["\t".join(columns), *("\t".join(map(str, row)) for row in
+                                   zip(*columns.values(), strict=True))]) + "\n")  # fmt: skip
     else:
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        options = pacsv.WriteOptions(delimiter=delimiter, quoting_style="none")
-        pacsv.write_csv(pa.table(columns), path, write_options=options)
+        pacsv.write_csv(pa.table(columns), path)
     return path
 
 
@@ -104,9 +106,10 @@ def test_columns_are_renamed_by_role(tmp_path) -> None:
         ([("mug", "red mug", "2.5")], r"column 'grade', row 0: '2.5' is not an integer grade"),
     ],
 )  # fmt: skip
-def test_a_bad_row_is_named(tmp_path, rows, message) -> None:
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv"])
+def test_a_bad_row_is_named(tmp_path, rows, message, suffix) -> None:
     with pytest.raises(ValueError, match=message):
-        load_pairs(write(tmp_path / "pairs.jsonl", rows))
+        load_pairs(write(tmp_path / f"pairs{suffix}", rows))
 
 
 def test_an_unknown_format_or_a_missing_file_is_refused(tmp_path) -> None:
@@ -140,3 +143,53 @@ def test_the_command_renames_columns(tmp_path, capsys) -> None:
     code, _ = run_cli(["load", "pairs", str(path), "--out", str(out), "--columns",
                        "query=q, title=product,grade=score"], capsys)  # fmt: skip
     assert code == 0 and read_log(out).impressions.num_rows == len(ROWS)
+
+
+def test_quotes_commas_and_newlines_in_titles_are_kept_as_written(tmp_path) -> None:
+    titles = ["\"best\" phone 6.1''", "mug, red", "tea\npot"]
+    log = load_pairs(write(tmp_path / "pairs.csv", [("q", t, 1) for t in titles]))
+    assert log.items["title"].to_pylist() == titles
+    tsv = tmp_path / "pairs.tsv"  # no quoting in a TSV: a quote is text
+    tsv.write_text('query\ttitle\tgrade\nq\t"best" phone\t1\nq\t"open quote\t2\n')
+    assert load_pairs(tsv).items["title"].to_pylist() == ['"best" phone', '"open quote']
+
+
+def test_json_values_of_any_type_read_row_by_row(tmp_path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "mug", "title": 123, "grade": 1}\n\n'
+                    '{"query": "mug", "title": "red mug", "grade": "+2"}\n'
+                    '{"query": "mug", "title": "tea", "grade": 3.0, "extra": [1]}\n')  # fmt: skip
+    log = load_pairs(path)
+    assert log.items["title"].to_pylist() == ["123", "red mug", "tea"]
+    assert log.impressions["relevance"].to_pylist() == [1, 2, 3]
+    path.write_text('{"query": "mug", "grade": 1}\n')
+    with pytest.raises(ValueError, match=r"missing column\(s\) title \(title\) \(found: query, "
+                       r"grade\)"):  # fmt: skip
+        load_pairs(path)
+    path.write_text('{"query": "mug", "title": "a", "grade": 1}\n{"query": "mug", "title"\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl, line 2: not JSON"):
+        load_pairs(path)
+    path.write_text('{"query": "mug", "title": "a", "grade": "1e20"}\n')
+    with pytest.raises(ValueError, match=r"row 0: '1e20' is not an integer grade"):
+        load_pairs(path)
+
+
+def test_an_empty_file_or_a_repeated_column_is_refused(tmp_path) -> None:
+    empty = tmp_path / "pairs.csv"
+    empty.write_text("query,title,grade\n")
+    with pytest.raises(ValueError, match="no rows"):
+        load_pairs(empty)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("query,title,grade,title\nq,a,1,b\n")
+    with pytest.raises(ValueError, match="title used more than once"):
+        load_pairs(twice)
+
+
+def test_a_bad_flag_is_refused_with_its_reason(tmp_path, capsys) -> None:
+    path = write(tmp_path / "pairs.csv")
+    refusals = {"--columns": ("grade", "'grade' is not ROLE=NAME"),
+                "--grade-map": ("0:9", "maps onto 9, not a grade 0-3")}  # fmt: skip
+    for flag, (value, reason) in refusals.items():
+        with pytest.raises(SystemExit):
+            main(["load", "pairs", str(path), "--out", str(tmp_path / "x"), flag, value])
+        assert reason in capsys.readouterr().err

@@ -343,3 +343,21 @@ def test_massive_teacher_activations_do_not_drown_the_kl(
         kl[weight] = np.mean([e["loss_kl"] for e in log[-5:]])
     assert kl[1.0] < 1.1 * kl[0.0]
     assert held[1.0] > 0
+
+
+def test_piece_overlap_is_recorded_only_when_on_and_an_init_without_it_is_refused(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    """A run records the option only when on, so runs started before it existed resume; and
+    --init brings its own shape, so asking for the option on a student without it fails."""
+    EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1))
+    recorded = json.loads((tmp_path / "plain" / "config.json").read_text())["student"]
+    assert "piece_overlap" not in recorded and recorded["mode"] == STUDENT.mode
+    EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1), resume=True)
+    overlap = StudentConfig(**{**TINY, "mode": "two_tower", "piece_overlap": True})
+    EncoderRun("sft", tiny_world, tmp_path / "overlap", overlap, train(1))
+    assert json.loads((tmp_path / "overlap" / "config.json").read_text())["student"][
+        "piece_overlap"
+    ]
+    with pytest.raises(ValueError, match="built without it"):
+        EncoderRun("sft", tiny_world, tmp_path / "init", overlap, train(1), init=student_dir)

@@ -5,7 +5,7 @@ import torch
 
 from prectr.encoder import student as student_module
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
-from prectr.text.tokenizer import PAD, SEP
+from prectr.text.tokenizer import PAD, SEP, UNK
 from tests.encoder.conftest import tiny_student
 
 
@@ -323,6 +323,9 @@ def test_piece_overlap_counts_shared_pieces_and_piece_pairs_each_way() -> None:
     # padding is no piece: a title of padding alone shares nothing, however wide
     empty = student_module.piece_overlap(ids([[PAD]], 3), ids([[]], 4), 10)
     torch.testing.assert_close(empty, torch.zeros(1, 6))
+    # one piece wide (int32, as ranker features come) works; unknown pieces match nothing
+    one = student_module.piece_overlap(ids([[5]], 1).int(), ids([[5, UNK]], 2).int(), 10)
+    torch.testing.assert_close(one[:, :4], torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
 
 
 def test_a_piece_overlap_student_reads_the_match_traces_saves_and_is_two_tower_only(

@@ -29,14 +29,16 @@ or load a second file (a test split) as its own log and hold it out with ``--hel
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from prectr.data.grades import format_grade_map, map_grades
@@ -114,24 +116,20 @@ def _read(path: Path, columns: dict[str, str]) -> pa.Table:
         raise ValueError(f"{path}: unknown format {path.suffix!r} (one of {', '.join(FORMATS)})")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    text = {columns.get(role, role): pa.string() for role in ("query", "title")}
     try:
         if kind == "parquet":
             table = pq.read_table(path)
         elif kind == "json":
-            options = pajson.ParseOptions(explicit_schema=pa.schema(text),
-                                          unexpected_field_behavior="infer")  # fmt: skip
-            table = pajson.read_json(path, parse_options=options)
+            table = _json_lines(path)
         else:
-            table = pacsv.read_csv(
-                path,
-                parse_options=pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ","),
-                convert_options=pacsv.ConvertOptions(column_types=text),
-            )
-    except pa.ArrowInvalid as err:
+            table = _delimited(path, "\t" if kind == "tsv" else ",")
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not readable as {kind}: {err}") from None
     found = table.column_names
-    names = {role: columns[role] for role in columns}
+    repeated = sorted({n for n in found if found.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column name(s) {', '.join(repeated)} used more than once")
+    names = dict(columns)
     if "grade" not in names:
         names["grade"] = next((n for n in GRADE_NAMES if n in found), GRADE_NAMES[0])
     names.setdefault("query", "query")
@@ -142,7 +140,52 @@ def _read(path: Path, columns: dict[str, str]) -> pa.Table:
             f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(found)}); name "
             "them with columns, e.g. `prectr load pairs FILE --columns grade=score`"
         )
+    if not table.num_rows:
+        raise ValueError(f"{path}: no rows")
     return pa.table({role: table[names[role]] for role in ROLES})
+
+
+def _json_lines(path: Path) -> pa.Table:
+    """One JSON object per line, every value as text (a number as written, null and a missing
+    key as null), so that one column holding numbers and strings reads row by row; blank lines
+    are skipped."""
+    rows = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {number}: not JSON: {err.msg}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {number}: not a JSON object")
+            rows.append(row)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return pa.table({name: pa.array([_as_text(row.get(name)) for row in rows], pa.string())
+                     for name in names})  # fmt: skip
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _delimited(path: Path, delimiter: str) -> pa.Table:
+    """CSV (quoted fields may hold the delimiter and newlines) or TSV (no quoting: a quote is
+    text), every column as text, an empty field as an empty string."""
+    with path.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter
+                                 == "\t" else csv.QUOTE_MINIMAL), [])  # fmt: skip
+    quoted = delimiter == ","
+    return pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, quote_char='"' if quoted else False, newlines_in_values=quoted
+        ),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in header}),
+    )
 
 
 def _bad_rows(path: Path, column: str, rows: np.ndarray, message: str) -> ValueError:
@@ -164,23 +207,28 @@ def _codes(table: pa.Table, path: Path, role: str) -> tuple[np.ndarray, pa.Array
 
 
 def _grades(column: pa.ChunkedArray, path: Path, grade_map: dict[int, int] | None) -> pa.Array:
-    """The grades as int8 0-3: integers, or strings of digits; mapped by ``grade_map``."""
+    """The grades as int8 0-3: integers, integral floats, or such numbers written as text
+    (``"2"``, ``"+2"``, ``"2.0"``); mapped by ``grade_map``."""
     column = column.combine_chunks()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         column = pc.utf8_trim_whitespace(column)
-        digits = pc.match_substring_regex(column, r"^[+-]?[0-9]+$")
-        bad = pc.invert(pc.fill_null(digits, False)).to_numpy(zero_copy_only=False)
+        number = pc.match_substring_regex(column, r"^[+-]?[0-9]{1,18}(\.0*)?$")
+        bad = pc.invert(pc.fill_null(number, False)).to_numpy(zero_copy_only=False)
+        integers = pc.replace_substring_regex(column, r"^\+|\.0*$", "")
     elif pa.types.is_floating(column.type):
         values = column.to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(values) | (values != np.round(values))
-    elif pa.types.is_integer(column.type):
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2**53)
+        integers = column
+    elif pa.types.is_integer(column.type) or pa.types.is_null(column.type):
         bad = column.is_null().to_numpy(zero_copy_only=False)
+        integers = column
     else:
         raise ValueError(f"{path}: the grade column is {column.type}; it must hold integers")
     if bad.any():
         first = column[int(np.flatnonzero(bad)[0])].as_py()
         raise _bad_rows(path, "grade", np.flatnonzero(bad), f"{first!r} is not an integer grade")
-    grades = column.cast(pa.int64())
+    grades = integers.cast(pa.int64())
     if grade_map is not None:
         return map_grades(grades, grade_map, f"{path}:")
     outside = pc.invert(pc.is_in(grades, value_set=pa.array(GRADES, pa.int64())))
