@@ -124,29 +124,37 @@ def _print_pairs(pairs, config) -> None:
         f"({c['held_out_unscored']:,} without a grade), scored against {truth}; training: "
         f"{count(pairs.train.num_rows, 'distinct pair')}, {pairs.labelled.num_rows:,} with a "
         f"human grade; {count(c['overlap_dropped'], 'pair')} shown in both training and "
-        "held-out requests left out of training; grades merged (mean rounded, halves down) "
+        "held-out requests left out of training; grades merged (the mean, rounded to the "
+        "scale's nearest grade, halves down) "
         f"for {c['conflicting_train']:,} training and {c['conflicting_held_out']:,} held-out "
         "pairs graded differently more than once"
     )  # fmt: skip
 
 
-RELEVANCE_METRICS = ("accuracy", "macro_f1", "spearman", "ndcg@10",
-                     *(f"recall@{g}" for g in range(4)),
-                     *(f"expected@{g}" for g in range(4)))  # fmt: skip
+RELEVANCE_METRICS = ("accuracy", "macro_f1", "spearman", "ndcg@10")
 
 
 def _print_relevance(title: str, results: dict[str, dict]) -> None:
+    """One row per model, so that many models stay readable: the overall figures, then each
+    grade's recall, then each grade's mean expected grade."""
     from prectr.encoder.evaluate import degenerate_metrics
 
     first = next(iter(results.values()))
-    table = Table(title=f"{title}: {count(first['requests'], 'request')}, "
-                        f"{first['pairs']:,} graded rows")  # fmt: skip
-    table.add_column("metric")
-    for name in results:
-        table.add_column(name, justify="right")
-    for metric in RELEVANCE_METRICS:
-        table.add_row(metric, *(fmt(m[metric], 3) for m in results.values()))
-    console.print(table)
+    heading = f"{title}: {count(first['requests'], 'request')}, {first['pairs']:,} graded rows"
+    grades = [str(g) for g in range(4)]
+    for caption, columns, keys in (
+        (heading, RELEVANCE_METRICS, RELEVANCE_METRICS),
+        ("recall of each grade (recall@g)", grades, [f"recall@{g}" for g in grades]),
+        ("mean expected grade of each grade's rows (expected@g)", grades,
+         [f"expected@{g}" for g in grades]),
+    ):  # fmt: skip
+        table = Table(title=caption)
+        table.add_column("model", overflow="fold")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for name, m in results.items():
+            table.add_row(name, *(fmt(m[key], 3) for key in keys))
+        console.print(table)
     warnings = degenerate_metrics(first)
     constant = [name for name, m in results.items() if math.isnan(m["spearman"])]
     if constant:
