@@ -42,7 +42,7 @@ from throughput import Contender
 from prectr.data.chunks import LogChunks
 from prectr.encoder.evaluate import evaluate_held_out, grade_probabilities
 from prectr.encoder.pairs import LogPairs, read_pairs
-from prectr.encoder.student import load_student
+from prectr.encoder.student import load_student, piece_overlap
 from prectr.modules.text import StudentText
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,7 @@ def speed(students: list[Path], pairs: LogPairs, n: int, batch: int, rounds: int
     cached: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, (student, tokenizer) in loaded.items():
+            student.forget_scored()  # every text encoded afresh, round after round
             started = time.perf_counter()
             grade_probabilities(student, tokenizer, pairs.queries, pairs.titles, chosen[:, 0],
                                 chosen[:, 1], batch)  # fmt: skip
@@ -88,11 +89,13 @@ def cached_titles_rate(student, tokenizer, pairs: LogPairs, chosen: np.ndarray) 
     titles = torch.from_numpy(tokenizer.encode([pairs.titles[i] for i in chosen[:, 1]],
                                                c.title_length))  # fmt: skip
     states = student.eval().title_states(titles)
+    student.forget_scored()  # the queries encoded afresh, as a new request's would be
     started = time.perf_counter()
     q = torch.from_numpy(tokenizer.encode([pairs.queries[i] for i in chosen[:, 0]],
                                           c.query_length))  # fmt: skip
     query = student.query_states(q)
-    torch.softmax(student.head(student.pair_from_states(query, states)), -1)
+    overlap = piece_overlap(q, titles, c.vocab_size) if c.piece_overlap else None
+    torch.softmax(student.head(student.pair_from_states(query, states, overlap)), -1)
     return len(chosen) / (time.perf_counter() - started)
 
 

@@ -96,9 +96,14 @@ def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_di
         f"teacher {name}": lambda t=teacher: t.encode(queries, titles)
         for name, teacher in adapted.items()
     }
-    contenders["student"] = lambda: grade_probabilities(
-        student, tokenizer, pairs.queries, pairs.titles, chosen[:, 0], chosen[:, 1]
-    )
+
+    def student_from_text() -> object:
+        student.forget_scored()  # every text encoded on every call, as the teachers do
+        return grade_probabilities(
+            student, tokenizer, pairs.queries, pairs.titles, chosen[:, 0], chosen[:, 1]
+        )
+
+    contenders["student"] = student_from_text
     for encode in contenders.values():  # warm-up
         encode()
     rates: dict[str, list[float]] = {name: [] for name in contenders}

@@ -129,7 +129,7 @@ class Student(nn.Module):
 
     def train(self, mode: bool = True) -> Self:
         if mode:  # training changes the weights: what scoring remembered is stale
-            self._forget_scored()
+            self.forget_scored()
         super().train(mode)
         for part in self._fixed_parts():  # fixed parts keep their inference behaviour
             part.eval()
@@ -137,15 +137,17 @@ class Student(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._kept, self._reused = {}, {}
-        self._forget_scored()
+        self.forget_scored()
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): held states are stale
         self._kept, self._reused = {}, {}
-        self._forget_scored()
+        self.forget_scored()
         return super()._apply(fn, recurse)
 
-    def _forget_scored(self) -> None:
+    def forget_scored(self) -> None:
+        """Drop the states scoring remembers (:meth:`_encode_remembered`): the next scoring call
+        encodes every text afresh (a pairs/s measurement from text calls it before each)."""
         self._scored = None
 
     def encode(self, ids: torch.Tensor, segment: torch.Tensor | int) -> torch.Tensor:

@@ -1,0 +1,67 @@
+"""Pairs/s of an adapted teacher and a student on the same held-out pairs of any log.
+
+Run: .venv/bin/python benchmarks/encoder_speed.py --log LOG [--held-out SPLIT] \\
+         --student RUN/student --teacher ADAPTED_TEACHER_DIR --out results/encoder_speed_X.json
+
+From text to grades, every text embedded on every call (the teacher's memo of embedded texts
+off), taking turns over --rounds on the first --pairs held-out rows (``prectr.encoder.pairs``),
+with the same threads; and the two-tower student scoring against title states computed
+beforehand, as a server with its catalogue's titles cached would. The figures of
+``benchmarks/student.py``'s speed test, for a log that is not a simulated world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from record import machine, write_record
+from student import side_by_side
+
+from prectr.data.grades import parse_grade_map
+from prectr.encoder.evaluate import held_out_sample
+from prectr.encoder.pairs import PairsConfig, read_pairs
+from prectr.encoder.teachers.adapt import AdaptedTeacher, base_spec
+from prectr.encoder.teachers.load import load_teacher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--held-out", default="day", help="as the encoder commands take it")
+    parser.add_argument("--grade-map", type=parse_grade_map)
+    parser.add_argument("--student", type=Path, required=True, help="a student directory")
+    parser.add_argument("--teacher", type=Path, required=True, help="an adapted teacher")
+    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    teacher = load_teacher(args.teacher)
+    if not isinstance(teacher, AdaptedTeacher):
+        raise SystemExit(f"{args.teacher}: not an adapted teacher (prectr teacher adapt)")
+    pairs = read_pairs(args.log, PairsConfig(args.held_out, args.grade_map))
+    sample = held_out_sample(pairs)
+    base = base_spec(teacher.base_spec)
+    speed = side_by_side({base: (base, teacher.head)}, teacher.dtype, args.student, pairs,
+                         sample, args.pairs, args.rounds)  # fmt: skip
+    rates = speed["pairs_per_s"]
+    student = rates["student"]
+    for name, value in rates.items():
+        print(f"{name}: {value:,.0f} pairs/s ({value / rates[f'teacher {base}']:.1f}x the "
+              f"teacher; the student {student / value:.1f}x this)")  # fmt: skip
+    write_record(args.out, {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "log": str(args.log),
+        "held_out": args.held_out, "student": str(args.student), "teacher": str(args.teacher),
+        "threads": args.threads, **speed, "machine": machine(),
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
