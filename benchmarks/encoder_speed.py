@@ -22,6 +22,7 @@ import torch
 from record import machine, write_record
 from student import side_by_side
 
+from prectr.cli.output import flag_type
 from prectr.data.grades import parse_grade_map
 from prectr.encoder.evaluate import held_out_sample
 from prectr.encoder.pairs import PairsConfig, read_pairs
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--held-out", default="day", help="as the encoder commands take it")
-    parser.add_argument("--grade-map", type=parse_grade_map)
+    parser.add_argument("--grade-map", type=flag_type(parse_grade_map))
     parser.add_argument("--student", type=Path, required=True, help="a student directory")
     parser.add_argument("--teacher", type=Path, required=True, help="an adapted teacher")
     parser.add_argument("--pairs", type=int, default=512)
@@ -49,6 +50,9 @@ def main() -> None:
     pairs = read_pairs(args.log, PairsConfig(args.held_out, args.grade_map))
     sample = held_out_sample(pairs)
     base = base_spec(teacher.base_spec)
+    if base not in ("minilm", "smollm2"):
+        raise SystemExit(f"{args.teacher}: adapted on {base}; the speed test rebuilds a base "
+                         "teacher from its name, minilm or smollm2 only")  # fmt: skip
     speed = side_by_side({base: (base, teacher.head)}, teacher.dtype, args.student, pairs,
                          sample, args.pairs, args.rounds)  # fmt: skip
     rates = speed["pairs_per_s"]

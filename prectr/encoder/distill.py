@@ -63,6 +63,7 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
 from prectr.modules.text import training_autocast
+from prectr.text.student_files import saved_student
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
 from prectr.train.engine import Engine
@@ -114,6 +115,11 @@ class EncoderRun:
             "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
+        overlap_asked = student is not None and student.piece_overlap
+        if init is not None and overlap_asked and not _has_piece_overlap(init):  # before the claim
+            raise ValueError(f"piece_overlap asked for, but the student in {init} was built "
+                             "without it (--init brings its own shape): distil with "
+                             "--piece-overlap")  # fmt: skip
         self.processes = join()
         self.processes.on_main(lambda: claim_run_dir(self.run_dir, "config.json", wanted, resume,
                                                      "the settings differ"))  # fmt: skip
@@ -167,12 +173,7 @@ class EncoderRun:
     def _student(self, config: StudentConfig, init: str | Path | None,
                  tokenizer_path: str | Path | None) -> tuple:  # fmt: skip
         if init is not None:
-            loaded, tokenizer = load_student(init)
-            if config.piece_overlap and not loaded.config.piece_overlap:
-                raise ValueError(f"piece_overlap asked for, but the student in {init} was "
-                                 "built without it (--init brings its own shape): distil "
-                                 "with --piece-overlap")  # fmt: skip
-            return loaded, tokenizer
+            return load_student(init)
         path = self.run_dir / "tokenizer.json"
         if tokenizer_path is None:  # else e.g. one tokenizer for runs that are compared
             self.processes.on_main(lambda: self._train_tokenizer(path))
@@ -306,3 +307,9 @@ def _recorded(student: StudentConfig) -> dict[str, Any]:
     """The student's settings as a run records them: ``piece_overlap`` only when on, so that
     a run started before the option existed resumes."""
     return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})
+
+
+def _has_piece_overlap(student_dir: str | Path) -> bool:
+    """Whether the student saved in ``student_dir`` reads piece overlap (one saved before the
+    option existed does not)."""
+    return bool(saved_student(student_dir)["config"].get("piece_overlap", False))

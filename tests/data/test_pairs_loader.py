@@ -193,3 +193,15 @@ def test_a_bad_flag_is_refused_with_its_reason(tmp_path, capsys) -> None:
         with pytest.raises(SystemExit):
             main(["load", "pairs", str(path), "--out", str(tmp_path / "x"), flag, value])
         assert reason in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_or_a_blank_line_leaves_every_text_as_written(tmp_path) -> None:
+    csv_file = tmp_path / "pairs.csv"  # as spreadsheets export "CSV UTF-8"
+    csv_file.write_bytes("\ufeffquery,title,grade\n\n007,1.50,2\n7,x,1\n".encode())
+    log = load_pairs(csv_file)
+    assert log.requests["query"].to_pylist() == ["007", "7"]
+    assert log.items["title"].to_pylist() == ["1.50", "x"]
+    json_file = tmp_path / "pairs.jsonl"
+    json_file.write_bytes('\ufeff{"query": 7, "title": 1.50, "grade": 2}\n'.encode())
+    log = load_pairs(json_file)
+    assert (log.requests["query"].to_pylist(), log.items["title"].to_pylist()) == (["7"], ["1.50"])

@@ -361,3 +361,4 @@ def test_piece_overlap_is_recorded_only_when_on_and_an_init_without_it_is_refuse
     ]
     with pytest.raises(ValueError, match="built without it"):
         EncoderRun("sft", tiny_world, tmp_path / "init", overlap, train(1), init=student_dir)
+    assert not (tmp_path / "init").exists()  # refused before the run was claimed: rerun freely

@@ -18,6 +18,7 @@ from prectr.metrics.distributed import (
     distributed_logloss,
 )
 from prectr.train.distributed import end_group
+from tests.conftest import leave_spawned_process
 
 
 def data() -> dict[str, np.ndarray]:
@@ -47,6 +48,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
     }
     Path(f"{out}.{rank}").write_text(json.dumps(result))
     end_group()
+    leave_spawned_process()
 
 
 @pytest.mark.slow

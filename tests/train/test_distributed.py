@@ -25,7 +25,7 @@ from prectr.train.predict import predict
 from prectr.train.run import load_trained
 from prectr.train.stages import StopTraining
 from prectr.train.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import leave_spawned_process, tiny_config
 
 
 def _in_group(rank: int, world: int, init: str, work, *args) -> None:
@@ -38,14 +38,7 @@ def _in_group(rank: int, world: int, init: str, work, *args) -> None:
         end_group(clean=False)
         raise
     end_group()
-    # Done, written and the group destroyed: the process leaves without the interpreter's
-    # teardown, in which a two-process gloo run still aborts now and then after all its work
-    # ("terminate called without an active exception", SIGABRT: rarer since 6ae70a0's barrier,
-    # still failing a fresh-clone CI run in each of the last two sessions).
-    # The exit path a user runs is tested under torchrun below.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_spawned_process()
 
 
 def in_processes(tmp_path, name: str, work, *args, processes: int = 2) -> None:
@@ -214,6 +207,7 @@ def _trained_weights(rank: int, world: int, init: str, config, run: str, out: st
     torch.save(trainer.model.state_dict(), f"{out}.{rank}")
     trainer.close()
     end_group()
+    leave_spawned_process()
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ documented constants:
 * ``items``: one per distinct title text (integer ``item_id`` in order of first appearance),
   ``category`` = :data:`PAIRS_CATEGORY`, ``brand`` and ``price`` null.
 * ``impressions``: one per row of the file; ``position`` and ``click`` null, ``relevance`` the
-  grade, ``relevance_source`` = ``"human"``, and ``pair_row``, the row's 0-based number in the
-  file, to trace it back.
+  grade, ``relevance_source`` = ``"human"``, and ``pair_row``, the row's 0-based number among
+  the file's data rows (the header and blank lines not counted), to trace it back.
 
 One instant means no time split: train and score the student encoder with ``--held-out query``,
 or load a second file (a test split) as its own log and hold it out with ``--held-out LOG``.
@@ -29,7 +29,6 @@ or load a second file (a test split) as its own log and hold it out with ``--hel
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 from pathlib import Path
@@ -123,8 +122,10 @@ def _read(path: Path, columns: dict[str, str]) -> pa.Table:
             table = _json_lines(path)
         else:
             table = _delimited(path, "\t" if kind == "tsv" else ",")
-    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:  # malformed CSV, not UTF-8
         raise ValueError(f"{path}: not readable as {kind}: {err}") from None
+    if not table.num_rows:
+        raise ValueError(f"{path}: no rows")
     found = table.column_names
     repeated = sorted({n for n in found if found.count(n) > 1})
     if repeated:
@@ -140,22 +141,20 @@ def _read(path: Path, columns: dict[str, str]) -> pa.Table:
             f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(found)}); name "
             "them with columns, e.g. `prectr load pairs FILE --columns grade=score`"
         )
-    if not table.num_rows:
-        raise ValueError(f"{path}: no rows")
     return pa.table({role: table[names[role]] for role in ROLES})
 
 
 def _json_lines(path: Path) -> pa.Table:
     """One JSON object per line, every value as text (a number as written, null and a missing
     key as null), so that one column holding numbers and strings reads row by row; blank lines
-    are skipped."""
+    are skipped, so a row's number counts objects, not lines."""
     rows = []
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, parse_int=str, parse_float=str)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {number}: not JSON: {err.msg}") from None
             if not isinstance(row, dict):
@@ -174,16 +173,18 @@ def _as_text(value: Any) -> str | None:
 
 def _delimited(path: Path, delimiter: str) -> pa.Table:
     """CSV (quoted fields may hold the delimiter and newlines) or TSV (no quoting: a quote is
-    text), every column as text, an empty field as an empty string."""
-    with path.open(encoding="utf-8", newline="") as f:
-        header = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter
-                                 == "\t" else csv.QUOTE_MINIMAL), [])  # fmt: skip
+    text), every column as text, an empty field as an empty string. The header is pyarrow's
+    own reading of it (a byte-order mark dropped, blank lines skipped), so that no column is
+    left to type inference."""
     quoted = delimiter == ","
+    options = pacsv.ParseOptions(
+        delimiter=delimiter, quote_char='"' if quoted else False, newlines_in_values=quoted
+    )
+    with pacsv.open_csv(path, parse_options=options) as reader:
+        header = reader.schema.names
     return pacsv.read_csv(
         path,
-        parse_options=pacsv.ParseOptions(
-            delimiter=delimiter, quote_char='"' if quoted else False, newlines_in_values=quoted
-        ),
+        parse_options=options,
         convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in header}),
     )
 
