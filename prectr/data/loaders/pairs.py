@@ -2,7 +2,8 @@
 
 The file most teams with relevance judgments have: one row per judged pair, with a ``query``
 column, a ``title`` column and an integer grade (the first of ``grade``, ``relevance`` and
-``label`` present; strings of digits, as JSON exports often write them, are read as integers).
+``label`` present; an integral number, or one written as text as JSON exports often do: "2",
+"+2", "2.0").
 ``columns`` renames any of the three (``{"grade": "score"}``). The format follows the suffix:
 ``.csv``, ``.tsv``, ``.json`` or ``.jsonl`` (one JSON object per line) and ``.parquet``. A grade
 on another scale than 0-3 is mapped by ``grade_map`` (:mod:`prectr.data.grades`); without one,
