@@ -48,6 +48,14 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def rows_error(source: str, table: str, column: str, rows: np.ndarray, message: str) -> ValueError:
+    """A :class:`Problem` in a loader's input file ``source`` as the error it raises: the
+    table and column, the first :data:`MAX_ROWS_NAMED` of the 0-based ``rows`` and how many
+    more there are."""
+    shown = tuple(int(r) for r in rows[:MAX_ROWS_NAMED])
+    return ValueError(str(Problem(table, column, message, shown, int(rows.size), source)))
+
+
 class SchemaError(ValueError):
     """A log that breaks the schema; ``problems`` lists everything found."""
 

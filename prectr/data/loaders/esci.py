@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prectr.data.schema import MAX_ROWS_NAMED, Problem, SchemaError, SearchLog
+from prectr.data.schema import SchemaError, SearchLog
+from prectr.data.validation import rows_error
 
 # The index of a label is its grade: Irrelevant 0, Complement 1, Substitute 2, Exact 3.
 ESCI_LABELS = ("I", "C", "S", "E")
@@ -92,12 +93,6 @@ def _require(path: Path, columns: tuple[str, ...]) -> None:
         )
 
 
-def _bad_rows(path: Path, column: str, rows: np.ndarray, message: str) -> ValueError:
-    """An error naming the file, its 0-based ``rows`` (the first few) and the column."""
-    shown = tuple(int(r) for r in rows[:MAX_ROWS_NAMED])
-    return ValueError(str(Problem("examples", column, message, shown, int(rows.size), str(path))))
-
-
 def _read_examples(path: Path, locale: str, split: str | None) -> tuple[pa.Table, np.ndarray]:
     """The examples of ``locale`` (and ``split``) and their 0-based row numbers in the file."""
     columns = (*EXAMPLE_COLUMNS, "split")
@@ -124,13 +119,19 @@ def _check_examples(table: pa.Table, file_rows: np.ndarray, path: Path) -> pa.Ar
     for name in EXAMPLE_COLUMNS:
         null = table[name].is_null().to_numpy(zero_copy_only=False)
         if null.any():
-            raise _bad_rows(path, name, file_rows[null], "null")
+            raise rows_error(str(path), "examples", name, file_rows[null], "null")
     grades = pc.index_in(table["esci_label"], value_set=pa.array(ESCI_LABELS))
     bad = grades.is_null().to_numpy(zero_copy_only=False)
     if bad.any():
         first = table["esci_label"][int(np.flatnonzero(bad)[0])].as_py()
         expected = ", ".join(reversed(ESCI_LABELS))
-        raise _bad_rows(path, "esci_label", file_rows[bad], f"{first!r} is not one of {expected}")
+        raise rows_error(
+            str(path),
+            "examples",
+            "esci_label",
+            file_rows[bad],
+            f"{first!r} is not one of {expected}",
+        )
     return grades.cast(pa.int8()).combine_chunks()
 
 
@@ -143,7 +144,7 @@ def _requests(table: pa.Table, file_rows: np.ndarray, path: Path) -> pa.Table:
         rows = pc.equal(table["query_id"], query_id).to_numpy(zero_copy_only=False)
         seen = pc.unique(table.filter(rows)["query"]).to_pylist()
         message = f"query_id {query_id.as_py()!r} has several query texts {seen}"
-        raise _bad_rows(path, "query", file_rows[rows], message)
+        raise rows_error(str(path), "examples", "query", file_rows[rows], message)
     _, first = np.unique(table["query_id"].to_numpy(zero_copy_only=False), return_index=True)
     return pa.table(
         {

@@ -42,7 +42,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from prectr.data.grades import format_grade_map, map_grades
-from prectr.data.schema import GRADES, MAX_ROWS_NAMED, Problem, SchemaError, SearchLog
+from prectr.data.schema import GRADES, SchemaError, SearchLog
+from prectr.data.validation import rows_error
 
 PAIRS_USER = "anonymous"
 PAIRS_TIMESTAMP = dt.datetime(2022, 1, 1)  # arbitrary: a file of judgments has no times
@@ -190,12 +191,6 @@ def _delimited(path: Path, delimiter: str) -> pa.Table:
     )
 
 
-def _bad_rows(path: Path, column: str, rows: np.ndarray, message: str) -> ValueError:
-    """An error naming the file, its 0-based ``rows`` (the first few) and the column."""
-    shown = tuple(int(r) for r in rows[:MAX_ROWS_NAMED])
-    return ValueError(str(Problem("pairs", column, message, shown, int(rows.size), str(path))))
-
-
 def _codes(table: pa.Table, path: Path, role: str) -> tuple[np.ndarray, pa.Array]:
     """Each row's index into the ``role`` column's distinct texts, and those texts, in order of
     first appearance; a null or blank text is refused with its rows."""
@@ -203,7 +198,7 @@ def _codes(table: pa.Table, path: Path, role: str) -> tuple[np.ndarray, pa.Array
     blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
     bad = blank.to_numpy(zero_copy_only=False)
     if bad.any():
-        raise _bad_rows(path, role, np.flatnonzero(bad), f"empty {role}")
+        raise rows_error(str(path), "pairs", role, np.flatnonzero(bad), f"empty {role}")
     encoded = column.dictionary_encode()
     return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary
 
@@ -229,7 +224,9 @@ def _grades(column: pa.ChunkedArray, path: Path, grade_map: dict[int, int] | Non
         raise ValueError(f"{path}: the grade column is {column.type}; it must hold integers")
     if bad.any():
         first = column[int(np.flatnonzero(bad)[0])].as_py()
-        raise _bad_rows(path, "grade", np.flatnonzero(bad), f"{first!r} is not an integer grade")
+        raise rows_error(
+            str(path), "pairs", "grade", np.flatnonzero(bad), f"{first!r} is not an integer grade"
+        )
     grades = integers.cast(pa.int64())
     if grade_map is not None:
         return map_grades(grades, grade_map, f"{path}:")
@@ -238,9 +235,11 @@ def _grades(column: pa.ChunkedArray, path: Path, grade_map: dict[int, int] | Non
     if rows.size:
         seen = sorted(set(pc.unique(grades).to_pylist()))
         example = format_grade_map({g: min(max(g, 0), 3) for g in seen})
-        raise _bad_rows(path, "grade", rows, f"{grades[int(rows[0])].as_py()} is not a grade "
-                        f"0-3 (the file's grades: {seen}); map them onto 0-3 with a grade map, "
-                        f"e.g. --grade-map {example}")  # fmt: skip
+        message = (
+            f"{grades[int(rows[0])].as_py()} is not a grade 0-3 (the file's grades: "
+            f"{seen}); map them onto 0-3 with a grade map, e.g. --grade-map {example}"
+        )
+        raise rows_error(str(path), "pairs", "grade", rows, message)
     return grades.cast(pa.int8())
 
 
