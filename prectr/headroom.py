@@ -10,8 +10,14 @@ mechanism can add:
   tolerance, one that knows only the crowd's tolerance under the query (the query's part that
   day plus the mean user part of the *other* requests of that query), and one that knows none
   (the population mean). crowd - none is the ceiling of what mining the crowd under a query can
-  add; true - crowd is what only the user's own history can. All three know the item's grade,
-  the user's taste and the item's popularity.
+  add; true - crowd is what only the user's own history can. A fourth, ``query``, knows what a
+  model could learn of each query on the training days without mining: the mean of its query
+  part over its training-day requests (the training days' mean for a query they never saw) plus
+  the same mean user part. crowd - query (``mining_gain``) is the ceiling of what mining adds
+  over a model with a query embedding: today's drift of the query's intent and the queries the
+  training days never saw. All four know the item's grade, the user's taste and the item's
+  popularity. Slices: by user activity (``cold``, ``low``) and the requests whose query no
+  training day issued (``unseen_query``).
 * **exposure bias** (the kept broad-set sample): the full oracle against a relevance-blind one
   that ranks by taste and popularity alone: a model fit only to logged impressions, which are
   mostly relevant, learns little about rejecting the irrelevant bulk of retrieval. Reported as
@@ -60,6 +66,13 @@ class _Truth:
         crowd_user_part = np.where(others > 0, total / np.maximum(others, 1), user_part.mean())
         query_part = self.requests["query_tolerance"].to_numpy()
         self.crowd_tolerance = np.clip(query_part + crowd_user_part, -1.0, 1.0)
+        # What the training days teach of each query: its query part's mean over them.
+        trained = np.isin(self.requests["day"].to_numpy(), world.split["train"])
+        seen = np.bincount(query, weights=trained.astype(float))
+        learnt = np.bincount(query, weights=np.where(trained, query_part, 0.0))
+        learnt = np.where(seen > 0, learnt / np.maximum(seen, 1), query_part[trained].mean())
+        self.query_seen = seen[query] > 0
+        self.query_tolerance = np.clip(learnt[query] + crowd_user_part, -1.0, 1.0)
         self.mean_tolerance = np.full_like(self.tolerance, self.tolerance.mean())
 
     def preference(self, request: np.ndarray, item: np.ndarray) -> np.ndarray:
@@ -129,6 +142,7 @@ def headroom(world_dir: str | Path) -> dict:
         "logging": pool["logging_score"].to_numpy(),
         "oracle": truth.attraction(pool, truth.tolerance),
         "crowd": truth.attraction(pool, truth.crowd_tolerance),
+        "query": truth.attraction(pool, truth.query_tolerance),
         "none": truth.attraction(pool, truth.mean_tolerance),
     }
     clicks = {}
@@ -140,6 +154,7 @@ def headroom(world_dir: str | Path) -> dict:
         "cold": earlier <= COLD_START_MAX_EARLIER,
         "low": (earlier > COLD_START_MAX_EARLIER) & (earlier <= LOW_ACTIVITY_MAX_EARLIER),
         "cold_and_low": earlier <= LOW_ACTIVITY_MAX_EARLIER,
+        "unseen_query": ~truth.query_seen[request],
     }
     by_slice = {}
     for name, rows in slices.items():
@@ -151,6 +166,8 @@ def headroom(world_dir: str | Path) -> dict:
             "crowd_gain": _gain(mean["crowd"], mean["none"]),
             "crowd_gain_ci": _gain_ci(clicks["crowd"][rows], clicks["none"][rows]),
             "personal_gain": _gain(mean["oracle"], mean["crowd"]),
+            "mining_gain": _gain(mean["crowd"], mean["query"]),
+            "mining_gain_ci": _gain_ci(clicks["crowd"][rows], clicks["query"][rows]),
         }
     return {
         "world": str(world_dir),

@@ -10,7 +10,7 @@ import pytest
 from prectr.cli import main
 from prectr.data.simulate import World, load_config, simulate
 from prectr.evaluation import train_impressions
-from prectr.headroom import headroom
+from prectr.headroom import _Truth, headroom
 from prectr.rankers import RANKERS
 
 
@@ -66,3 +66,32 @@ def test_the_command_prints_and_writes_json(tiny_world, tmp_path, capsys):
     assert "crowd" in capsys.readouterr().out
     written = json.loads(out.read_text())
     assert written["slices"]["all"]["requests"] > 0 and written["broad"] is not None
+
+
+def test_the_query_oracle_knows_what_the_training_days_taught_of_each_query(tmp_path):
+    """Without drift a seen query's part never moves, so the query oracle is the crowd's; with
+    drift it lags; a query no training day issued gets the training days' mean."""
+    truths = {}
+    for drift in (0.0, 0.5):
+        out = tmp_path / f"drift-{drift}"
+        overrides = {"tolerance_query_share": 0.8, "tolerance_drift": drift}
+        simulate(load_config("tiny", overrides=overrides), out)
+        truths[drift] = _Truth(World(out))
+    still, drifting = truths[0.0], truths[0.5]
+    seen = still.query_seen
+    assert seen.any() and not seen.all()
+    np.testing.assert_allclose(still.query_tolerance[seen], still.crowd_tolerance[seen])
+    assert not np.allclose(still.query_tolerance[~seen], still.crowd_tolerance[~seen])
+    assert not np.allclose(drifting.query_tolerance[drifting.query_seen],
+                           drifting.crowd_tolerance[drifting.query_seen])  # fmt: skip
+
+
+def test_the_unseen_query_slice_holds_the_requests_of_queries_no_training_day_issued(
+    tiny_world, result
+):
+    world = World(tiny_world)
+    trained = set(world.requests(days=world.split["train"])["query"].to_pylist())
+    test = world.requests(days=world.split["test"])["query"].to_pylist()
+    unseen = sum(q not in trained for q in test)
+    assert result["slices"]["unseen_query"]["requests"] == unseen > 0
+    assert np.isfinite(result["slices"]["all"]["mining_gain"])

@@ -54,15 +54,16 @@ def cmd_headroom(args: argparse.Namespace) -> int:
 
     result = headroom(args.world)
     table = Table(title=f"headroom on the test days of {args.world} (expected clicks per request)")
-    for col in ("slice", "requests", "logging", "oracle", "crowd", "none",
-                "oracle vs logging", "crowd vs none", "oracle vs crowd"):  # fmt: skip
+    columns = ("slice", "requests", "logging", "oracle", "crowd", "query", "none")
+    gains = {"oracle vs logging": "click_ranking_gain", "crowd vs none": "crowd_gain",
+             "crowd vs query": "mining_gain", "oracle vs crowd": "personal_gain"}  # fmt: skip
+    for col in (*columns, *gains):
         table.add_column(col, justify="right")
     for name, s in result["slices"].items():
         clicks = s["expected_clicks"]
         table.add_row(
             name.replace("_", " "), f"{s['requests']:,}",
-            *(f"{clicks[k]:.4f}" for k in ("logging", "oracle", "crowd", "none")),
-            *(f"{s[k]:+.2%}" for k in ("click_ranking_gain", "crowd_gain", "personal_gain")),
+            *(f"{clicks[k]:.4f}" for k in columns[2:]), *(f"{s[k]:+.2%}" for k in gains.values()),
         )  # fmt: skip
     console.print(table)
     broad = result["broad"]
@@ -181,7 +182,8 @@ def add_world_commands(sub: argparse._SubParsersAction) -> None:
         "headroom",
         help="what a perfect model could gain from each mechanism, from a world's truth",
         description="Oracles rank the test days' candidates by the world's own click model with "
-        "more or less of the truth (true tolerance, the crowd's under the query, none; "
+        "more or less of the truth (true tolerance, the crowd's under the query, what the "
+        "training days taught of the query, none; "
         "relevance-aware or blind on the broad set) and the world replays each ranking. "
         "Prints expected clicks per request and the gains that bound each mechanism.",
     )
