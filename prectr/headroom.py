@@ -17,7 +17,12 @@ mechanism can add:
   over a model with a query embedding: today's drift of the query's intent and the queries the
   training days never saw. All four know the item's grade, the user's taste and the item's
   popularity. Slices: by user activity (``cold``, ``low``) and the requests whose query no
-  training day issued (``unseen_query``).
+  training day issued (``unseen_query``). The same oracles also score the test days' exposed
+  impressions, each its attraction times the examination of the position it was shown at (the
+  click probability under the position-based model; under a cascade model an approximation),
+  and ``auc`` holds each one's AUC against the logged clicks: ``mining_auc_gain`` (crowd -
+  query) bounds the AUC that mining can add over a query embedding, the figure the V2 - V1
+  target reads.
 * **exposure bias** (the kept broad-set sample): the full oracle against a relevance-blind one
   that ranks by taste and popularity alone: a model fit only to logged impressions, which are
   mostly relevant, learns little about rejecting the irrelevant bulk of retrieval. Reported as
@@ -38,6 +43,7 @@ from prectr.data.simulate import World
 from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
 from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
 from prectr.metrics import irrelevant_share_at_k
+from prectr.metrics.click import auc
 
 LOW_ACTIVITY_MAX_EARLIER = ACTIVITY_MAX_EARLIER[1]  # low: 3..9 earlier requests (cold: <= 2)
 TOP_K = 10
@@ -137,7 +143,9 @@ def headroom(world_dir: str | Path) -> dict:
     world = World(world_dir)
     truth = _Truth(world)
     test = world.requests(days=world.split["test"])["request_id"].combine_chunks()
-    pool = world.impressions(test, ["request_id", "item_id", "true_relevance", "logging_score"])
+    pool = world.impressions(
+        test, ["request_id", "item_id", "true_relevance", "logging_score", "position", "click"]
+    )
     rankers = {
         "logging": pool["logging_score"].to_numpy(),
         "oracle": truth.attraction(pool, truth.tolerance),
@@ -148,6 +156,9 @@ def headroom(world_dir: str | Path) -> dict:
     clicks = {}
     for name, score in rankers.items():
         request, clicks[name] = _expected_clicks(world, pool, score, "pool")
+    exposed, click_probability = _exposed_click_probability(world, pool, rankers)
+    exposed_request = pool["request_id"].to_numpy()[exposed]
+    logged = pool["click"].to_numpy()[exposed]
     earlier = truth.earlier[request]
     slices = {
         "all": np.ones(request.size, dtype=bool),
@@ -159,6 +170,8 @@ def headroom(world_dir: str | Path) -> dict:
     by_slice = {}
     for name, rows in slices.items():
         mean = _mean(clicks, rows)
+        shown = np.isin(exposed_request, request[rows])
+        aucs = {k: auc(logged[shown], p[shown]) for k, p in click_probability.items()}
         by_slice[name] = {
             "requests": int(rows.sum()),
             "expected_clicks": mean,
@@ -168,6 +181,9 @@ def headroom(world_dir: str | Path) -> dict:
             "personal_gain": _gain(mean["oracle"], mean["crowd"]),
             "mining_gain": _gain(mean["crowd"], mean["query"]),
             "mining_gain_ci": _gain_ci(clicks["crowd"][rows], clicks["query"][rows]),
+            "auc": aucs,
+            "crowd_auc_gain": aucs["crowd"] - aucs["none"],
+            "mining_auc_gain": aucs["crowd"] - aucs["query"],
         }
     return {
         "world": str(world_dir),
@@ -177,6 +193,19 @@ def headroom(world_dir: str | Path) -> dict:
         "slices": by_slice,
         "broad": _broad(world, truth, test),
     }
+
+
+def _exposed_click_probability(
+    world: World, pool: pa.Table, attraction: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The exposed rows of ``pool`` and each oracle's click probability there: its attraction
+    times the examination of the position shown (1-based)."""
+    position = pool["position"].to_numpy(zero_copy_only=False)
+    exposed = ~np.isnan(position) if position.dtype.kind == "f" else position > 0
+    shown = position[exposed].astype(np.int64)
+    examination = world.click_model.examination(int(shown.max()))[shown - 1]
+    oracles = {k: v for k, v in attraction.items() if k != "logging"}
+    return exposed, {k: v[exposed] * examination for k, v in oracles.items()}
 
 
 def _broad(world: World, truth: _Truth, test: pa.Array) -> dict | None:

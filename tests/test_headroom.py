@@ -46,6 +46,12 @@ def test_the_crowd_headroom_is_about_zero_without_a_query_part_and_grows_with_it
     assert abs(gains[0.0]["crowd_gain"]) < 0.003
     assert gains[0.9]["crowd_gain"] > gains[0.0]["crowd_gain"] + 0.005
     assert gains[0.9]["crowd_gain_ci"][0] > 0
+    # without a query part the crowd knows no more than a query embedding, to the bit
+    assert gains[0.0]["mining_gain"] == 0.0 and gains[0.0]["mining_auc_gain"] == 0.0
+    assert gains[0.9]["mining_auc_gain"] > 0.005
+    for share in gains:
+        aucs = gains[share]["auc"]
+        assert aucs["oracle"] > aucs["none"] > 0.5, share
 
 
 def test_slices_partition_the_requests_by_activity(result):

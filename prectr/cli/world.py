@@ -66,6 +66,16 @@ def cmd_headroom(args: argparse.Namespace) -> int:
             *(f"{clicks[k]:.4f}" for k in columns[2:]), *(f"{s[k]:+.2%}" for k in gains.values()),
         )  # fmt: skip
     console.print(table)
+    aucs = Table(title="AUC of each oracle's click probability on the exposed test impressions")
+    for col in ("slice", "oracle", "crowd", "query", "none", "crowd - none", "crowd - query"):
+        aucs.add_column(col, justify="right")
+    for name, s in result["slices"].items():
+        a = s["auc"]
+        aucs.add_row(
+            name.replace("_", " "), *(f"{a[k]:.4f}" for k in ("oracle", "crowd", "query", "none")),
+            f"{s['crowd_auc_gain']:+.4f}", f"{s['mining_auc_gain']:+.4f}",
+        )  # fmt: skip
+    console.print(aucs)
     broad = result["broad"]
     if broad is None:
         console.print("no broad-set sample kept for the test days", style="dim")
