@@ -12,17 +12,32 @@ mechanism can add:
   (the population mean). crowd - none is the ceiling of what mining the crowd under a query can
   add; true - crowd is what only the user's own history can. A fourth, ``query``, knows what a
   model could learn of each query on the training days without mining: the mean of its query
-  part over its training-day requests (the training days' mean for a query they never saw) plus
-  the same mean user part. crowd - query (``mining_gain``) is the ceiling of what mining adds
+  part over its training-day requests, taken to what it predicts of the test days' part (the
+  least-squares line through the seen queries' test requests: a part that drifts regresses
+  towards the mean), or the training days' mean for a query they never saw, plus the same
+  mean user part. crowd - query (``mining_gain``) is the ceiling of what mining adds
   over a model with a query embedding: today's drift of the query's intent and the queries the
   training days never saw. All four know the item's grade, the user's taste and the item's
   popularity. Slices: by user activity (``cold``, ``low``) and the requests whose query no
-  training day issued (``unseen_query``). The same oracles also score the test days' exposed
-  impressions, each its attraction times the examination of the position it was shown at (the
-  click probability under the position-based model; under a cascade model an approximation),
-  and ``auc`` holds each one's AUC against the logged clicks: ``mining_auc_gain`` (crowd -
-  query) bounds the AUC that mining can add over a query embedding, the figure the V2 - V1
-  target reads.
+  training day issued (``unseen_query``).
+* **what a crowd window can tell**: the crowd oracle knows the query's part exactly, but mining
+  reads a window of the log, the last ``crowd_length`` exposed impressions under the query
+  within ``crowd_days`` days (the features' defaults), a handful of clicks. The ``window``
+  oracle estimates the query's part from exactly those impressions: the posterior mean, on a
+  grid, of a normal prior centred where the ``query`` oracle stands (its spread the test
+  requests' own, an oracle's knowledge, apart for seen and unseen queries) times each
+  impression's click likelihood under the world's click model, everything but the query's
+  part known (the user's part, the grade, the preference, the examination of its position;
+  the position-based model's likelihood, an approximation under a cascade). ``window_gain``
+  (window - query) is the most that decoding a window of that size can add over a query
+  embedding.
+
+  The mining oracles also score the test days' exposed impressions, each its attraction times
+  the examination of the position it was shown at (the click probability under the
+  position-based model; under a cascade model an approximation), and ``auc`` holds each one's
+  AUC against the logged clicks: ``mining_auc_gain`` (crowd - query) and ``window_auc_gain``
+  (window - query) bound the AUC that mining can add over a query embedding, the figure the
+  V2 - V1 target reads.
 * **exposure bias** (the kept broad-set sample): the full oracle against a relevance-blind one
   that ranks by taste and popularity alone: a model fit only to logged impressions, which are
   mostly relevant, learns little about rejecting the irrelevant bulk of retrieval. Reported as
@@ -38,14 +53,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
-from prectr.data.history import COLD_START_MAX_EARLIER, earlier_requests
+from prectr.data.history import COLD_START_MAX_EARLIER, HistoryIndex, earlier_requests
 from prectr.data.simulate import World
 from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
+from prectr.data.specs import FeatureConfig
 from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
 from prectr.metrics import irrelevant_share_at_k
 from prectr.metrics.click import auc
 
 LOW_ACTIVITY_MAX_EARLIER = ACTIVITY_MAX_EARLIER[1]  # low: 3..9 earlier requests (cold: <= 2)
+CROWD_LENGTH = FeatureConfig.model_fields["crowd_length"].default
+CROWD_DAYS = FeatureConfig.model_fields["crowd_days"].default
+QUERY_PART_GRID = np.linspace(-3.0, 3.0, 121)  # the query's part a window's posterior is taken on
 TOP_K = 10
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -78,7 +97,16 @@ class _Truth:
         learnt = np.bincount(query, weights=np.where(trained, query_part, 0.0))
         learnt = np.where(seen > 0, learnt / np.maximum(seen, 1), query_part[trained].mean())
         self.query_seen = seen[query] > 0
-        self.query_tolerance = np.clip(learnt[query] + crowd_user_part, -1.0, 1.0)
+        learnt = learnt[query]
+        # A drifting part has moved since: what the training mean predicts of it is the least
+        # squares line through the test days' (mean, part) pairs of seen queries.
+        tested = np.isin(self.requests["day"].to_numpy(), world.split["test"]) & self.query_seen
+        if tested.sum() > 1 and np.ptp(learnt[tested]) > 0:
+            slope, intercept = np.polyfit(learnt[tested], query_part[tested], 1)
+            learnt = np.where(self.query_seen, intercept + slope * learnt, learnt)
+        self.query_tolerance = np.clip(learnt + crowd_user_part, -1.0, 1.0)
+        self.query_part, self.user_part = query_part, user_part
+        self.learnt_query_part, self.crowd_user_part = learnt, crowd_user_part
         self.mean_tolerance = np.full_like(self.tolerance, self.tolerance.mean())
 
     def preference(self, request: np.ndarray, item: np.ndarray) -> np.ndarray:
@@ -109,6 +137,58 @@ class _Truth:
         )
 
 
+def window_tolerance(
+    world: World, truth: _Truth, test: np.ndarray, crowd_length: int, crowd_days: float | None
+) -> np.ndarray:
+    """Each request's tolerance as its crowd window tells it (the ``window`` oracle): indexed
+    by request id, the test requests' filled in, the others the ``query`` oracle's."""
+    requests = world.requests()
+    log = world.impressions(None, ["request_id", "item_id", "position", "click", "true_relevance"])
+    log = log.filter(log["position"].is_valid())  # mining reads exposed impressions only
+    index = HistoryIndex.of_log(requests, log)
+    asked = requests.take(pa.array(test))
+    window = index.histories(asked, crowd_length=crowd_length, crowd_days=crowd_days).query_crowd
+    entry_request = log["request_id"].to_numpy()
+    entry_item = log["item_id"].to_numpy()
+    shown = log["position"].to_numpy().astype(np.int64)
+    examination = world.click_model.examination(int(shown.max()))[shown - 1]
+    grade = log["true_relevance"].to_numpy()
+    click = log["click"].to_numpy()
+    # the prior's spread: how far the part strays from the query oracle's, apart for the queries
+    # training saw (drift since) and those it did not (a new query's whole part)
+    strays = truth.query_part[test] - truth.learnt_query_part[test]
+    seen = truth.query_seen[test]
+    spread = np.where(seen, _rms(strays[seen]), _rms(strays[~seen]))
+    out = truth.query_tolerance.copy()
+    strength = world.config.tolerance_strength
+    for rows in np.array_split(np.arange(test.size), max(1, test.size // 4096)):
+        w = window[rows]  # (n, L) impression rows of the log, -1 where the window is short
+        e = np.where(w >= 0, w, 0)
+        request, item = entry_request[e], entry_item[e]
+        user = truth.user_part[request][..., None]
+        t = np.clip(user + QUERY_PART_GRID, -1.0, 1.0)  # (n, L, grid)
+        p = relevance_attraction(grade[e][..., None], t, strength)
+        p *= (examination[e] * truth.preference(request.ravel(), item.ravel()).reshape(e.shape))[
+            ..., None
+        ]
+        p = np.clip(p, 1e-9, 1 - 1e-9)
+        ll = np.where(click[e][..., None] == 1, np.log(p), np.log1p(-p))
+        ll = (ll * (w >= 0)[..., None]).sum(1)  # (n, grid)
+        prior = truth.learnt_query_part[test[rows]][:, None]
+        ll -= 0.5 * ((QUERY_PART_GRID - prior) / np.maximum(spread[rows], 1e-6)[:, None]) ** 2
+        post = np.exp(ll - ll.max(1, keepdims=True))
+        estimate = (post * QUERY_PART_GRID).sum(1) / post.sum(1)
+        # an empty window tells nothing, and nothing strays where the spread is 0: the prior
+        told = (spread[rows] > 0) & (w >= 0).any(1)
+        estimate = np.where(told, estimate, prior[:, 0])
+        out[test[rows]] = np.clip(estimate + truth.crowd_user_part[test[rows]], -1.0, 1.0)
+    return out
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+
+
 def _expected_clicks(world: World, candidates: pa.Table, score: np.ndarray, where: str):
     scored = candidates.select(["request_id", "item_id"]).append_column("score", pa.array(score))
     per_request = world.replay(scored, candidates=where).per_request
@@ -137,12 +217,16 @@ def _gain_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]:
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
-def headroom(world_dir: str | Path) -> dict:
+def headroom(
+    world_dir: str | Path, crowd_length: int = CROWD_LENGTH, crowd_days: float | None = CROWD_DAYS
+) -> dict:
     """Every oracle's expected clicks per test request, overall and by user activity, and the
-    broad-set comparison; relative gains name what each mechanism could add at most."""
+    broad-set comparison; relative gains name what each mechanism could add at most. The
+    ``window`` oracle reads crowd windows of ``crowd_length`` impressions over ``crowd_days``."""
     world = World(world_dir)
     truth = _Truth(world)
     test = world.requests(days=world.split["test"])["request_id"].combine_chunks()
+    windowed = window_tolerance(world, truth, test.to_numpy(), crowd_length, crowd_days)
     pool = world.impressions(
         test, ["request_id", "item_id", "true_relevance", "logging_score", "position", "click"]
     )
@@ -151,6 +235,7 @@ def headroom(world_dir: str | Path) -> dict:
         "oracle": truth.attraction(pool, truth.tolerance),
         "crowd": truth.attraction(pool, truth.crowd_tolerance),
         "query": truth.attraction(pool, truth.query_tolerance),
+        "window": truth.attraction(pool, windowed),
         "none": truth.attraction(pool, truth.mean_tolerance),
     }
     clicks = {}
@@ -184,12 +269,15 @@ def headroom(world_dir: str | Path) -> dict:
             "auc": aucs,
             "crowd_auc_gain": aucs["crowd"] - aucs["none"],
             "mining_auc_gain": aucs["crowd"] - aucs["query"],
+            "window_gain": _gain(mean["window"], mean["query"]),
+            "window_auc_gain": aucs["window"] - aucs["query"],
         }
     return {
         "world": str(world_dir),
         "preset": world.meta.get("preset"),
         "seed": world.config.seed,
         "test_days": world.split["test"],
+        "window": {"crowd_length": crowd_length, "crowd_days": crowd_days},
         "slices": by_slice,
         "broad": _broad(world, truth, test),
     }

@@ -8,9 +8,10 @@ import pyarrow as pa
 import pytest
 
 from prectr.cli import main
+from prectr.data.history import HistoryIndex
 from prectr.data.simulate import World, load_config, simulate
 from prectr.evaluation import train_impressions
-from prectr.headroom import _Truth, headroom
+from prectr.headroom import _Truth, headroom, window_tolerance
 from prectr.rankers import RANKERS
 
 
@@ -48,7 +49,10 @@ def test_the_crowd_headroom_is_about_zero_without_a_query_part_and_grows_with_it
     assert gains[0.9]["crowd_gain_ci"][0] > 0
     # without a query part the crowd knows no more than a query embedding, to the bit
     assert gains[0.0]["mining_gain"] == 0.0 and gains[0.0]["mining_auc_gain"] == 0.0
+    assert gains[0.0]["window_gain"] == 0.0 and gains[0.0]["window_auc_gain"] == 0.0
     assert gains[0.9]["mining_auc_gain"] > 0.005
+    # a window of the log's impressions tells some of the query's part, not all of it
+    assert 0 < gains[0.9]["window_auc_gain"] < gains[0.9]["mining_auc_gain"]
     for share in gains:
         aucs = gains[share]["auc"]
         assert aucs["oracle"] > aucs["none"] > 0.5, share
@@ -101,3 +105,24 @@ def test_the_unseen_query_slice_holds_the_requests_of_queries_no_training_day_is
     unseen = sum(q not in trained for q in test)
     assert result["slices"]["unseen_query"]["requests"] == unseen > 0
     assert np.isfinite(result["slices"]["all"]["mining_gain"])
+
+
+def test_a_request_with_an_empty_window_keeps_what_the_training_days_taught(tmp_path):
+    out = tmp_path / "drifting"
+    simulate(load_config("tiny", overrides={"tolerance_query_share": 0.8}), out)
+    world = World(out)
+    truth = _Truth(world)
+    test = world.requests(days=world.split["test"])["request_id"].to_numpy()
+    windowed = window_tolerance(world, truth, test, crowd_length=5, crowd_days=0.5)
+    moved = windowed[test] != truth.query_tolerance[test]
+    assert moved.any() and not moved.all()
+    requests = world.requests()
+    log = world.impressions(None, ["request_id", "position", "click"])
+    log = log.filter(log["position"].is_valid())
+    crowd = (
+        HistoryIndex.of_log(requests, log)
+        .histories(requests.take(test), crowd_length=5, crowd_days=0.5)
+        .query_crowd
+    )
+    empty = (crowd < 0).all(1)
+    assert empty.any() and not moved[empty].any()

@@ -52,11 +52,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_headroom(args: argparse.Namespace) -> int:
     from prectr.headroom import headroom
 
-    result = headroom(args.world)
+    window = {k: v for k, v in (("crowd_length", args.crowd_length),
+                                ("crowd_days", args.crowd_days)) if v is not None}  # fmt: skip
+    result = headroom(args.world, **window)
     table = Table(title=f"headroom on the test days of {args.world} (expected clicks per request)")
-    columns = ("slice", "requests", "logging", "oracle", "crowd", "query", "none")
+    columns = ("slice", "requests", "logging", "oracle", "crowd", "window", "query", "none")
     gains = {"oracle vs logging": "click_ranking_gain", "crowd vs none": "crowd_gain",
-             "crowd vs query": "mining_gain", "oracle vs crowd": "personal_gain"}  # fmt: skip
+             "crowd vs query": "mining_gain", "window vs query": "window_gain",
+             "oracle vs crowd": "personal_gain"}  # fmt: skip
     for col in (*columns, *gains):
         table.add_column(col, justify="right")
     for name, s in result["slices"].items():
@@ -67,13 +70,15 @@ def cmd_headroom(args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(table)
     aucs = Table(title="AUC of each oracle's click probability on the exposed test impressions")
-    for col in ("slice", "oracle", "crowd", "query", "none", "crowd - none", "crowd - query"):
+    oracles = ("oracle", "crowd", "window", "query", "none")
+    auc_gains = {"crowd - none": "crowd_auc_gain", "crowd - query": "mining_auc_gain",
+                 "window - query": "window_auc_gain"}  # fmt: skip
+    for col in ("slice", *oracles, *auc_gains):
         aucs.add_column(col, justify="right")
     for name, s in result["slices"].items():
-        a = s["auc"]
         aucs.add_row(
-            name.replace("_", " "), *(f"{a[k]:.4f}" for k in ("oracle", "crowd", "query", "none")),
-            f"{s['crowd_auc_gain']:+.4f}", f"{s['mining_auc_gain']:+.4f}",
+            name.replace("_", " "), *(f"{s['auc'][k]:.4f}" for k in oracles),
+            *(f"{s[k]:+.4f}" for k in auc_gains.values()),
         )  # fmt: skip
     console.print(aucs)
     broad = result["broad"]
@@ -192,13 +197,20 @@ def add_world_commands(sub: argparse._SubParsersAction) -> None:
         "headroom",
         help="what a perfect model could gain from each mechanism, from a world's truth",
         description="Oracles rank the test days' candidates by the world's own click model with "
-        "more or less of the truth (true tolerance, the crowd's under the query, what the "
-        "training days taught of the query, none; "
+        "more or less of the truth (true tolerance, the crowd's under the query, what a "
+        "window of the crowd tells of it, what the training days taught of the query, none; "
         "relevance-aware or blind on the broad set) and the world replays each ranking. "
         "Prints expected clicks per request and the gains that bound each mechanism.",
     )
     p.add_argument("world", type=Path, help="a simulated world directory")
     p.add_argument("--out", type=Path, help="also write the result as JSON")
+    p.add_argument(
+        "--crowd-length",
+        type=int,
+        help="impressions of the window oracle's crowd (default: the features')",
+    )
+    p.add_argument("--crowd-days", type=float,
+                   help="days of the window oracle's crowd (default: the features')")  # fmt: skip
     p.set_defaults(func=cmd_headroom)
 
     p = sub.add_parser(
