@@ -14,9 +14,10 @@ mechanism can add:
   model could learn of each query on the training days without mining: the mean of its query
   part over its training-day requests, taken to what it predicts of the test days' part (the
   least-squares line through the seen queries' test requests: a part that drifts regresses
-  towards the mean), or the training days' mean for a query they never saw, plus the same
-  mean user part. crowd - query (``mining_gain``) is the ceiling of what mining adds
-  over a model with a query embedding: today's drift of the query's intent and the queries the
+  towards the mean), or for a query they never saw the mean part of the queries that were new
+  on a training day (after the first), on the day each was new, plus the same mean user part.
+  crowd - query (``mining_gain``) is the ceiling of what mining adds over a model with a query
+  embedding: today's drift of the query's intent and the queries the
   training days never saw. All four know the item's grade, the user's taste and the item's
   popularity. Slices: by user activity (``cold``, ``low``) and the requests whose query no
   training day issued (``unseen_query``).
@@ -28,9 +29,11 @@ mechanism can add:
   requests' own, an oracle's knowledge, apart for seen and unseen queries) times each
   impression's click likelihood under the world's click model, everything but the query's
   part known (the user's part, the grade, the preference, the examination of its position;
-  the position-based model's likelihood, an approximation under a cascade). ``window_gain``
-  (window - query) is the most that decoding a window of that size can add over a query
-  embedding.
+  the position-based model's likelihood, an approximation under a cascade), an older
+  impression's tempered by the part's correlation over its age. ``window_gain`` (window -
+  query) is what decoding a window of that size adds over a query embedding: a reference
+  scale rather than a strict bound, since a posterior mean plugged in is not the ranking that
+  maximises AUC under uncertainty, and the tempering approximates the drift.
 
   The mining oracles also score the test days' exposed impressions, each its attraction times
   the examination of the position it was shown at (the click probability under the
@@ -56,6 +59,7 @@ from scipy import stats
 from prectr.data.history import COLD_START_MAX_EARLIER, HistoryIndex, earlier_requests
 from prectr.data.simulate import World
 from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
+from prectr.data.simulate.config import WorldConfig
 from prectr.data.specs import FeatureConfig
 from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
 from prectr.metrics import irrelevant_share_at_k
@@ -64,7 +68,9 @@ from prectr.metrics.click import auc
 LOW_ACTIVITY_MAX_EARLIER = ACTIVITY_MAX_EARLIER[1]  # low: 3..9 earlier requests (cold: <= 2)
 CROWD_LENGTH = FeatureConfig.model_fields["crowd_length"].default
 CROWD_DAYS = FeatureConfig.model_fields["crowd_days"].default
-QUERY_PART_GRID = np.linspace(-3.0, 3.0, 121)  # the query's part a window's posterior is taken on
+# the query's part a window's posterior is taken on, in prior standard deviations
+PRIOR_GRID = np.linspace(-6.0, 6.0, 121)
+WINDOW_CELLS = 2**22  # grid cells (impressions x grid points) of a chunk of requests
 TOP_K = 10
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -95,7 +101,14 @@ class _Truth:
         trained = np.isin(self.requests["day"].to_numpy(), world.split["train"])
         seen = np.bincount(query, weights=trained.astype(float))
         learnt = np.bincount(query, weights=np.where(trained, query_part, 0.0))
-        learnt = np.where(seen > 0, learnt / np.maximum(seen, 1), query_part[trained].mean())
+        # a query training never saw is judged by the queries it saw for the first time: their
+        # parts on the day each was new (new queries are tail ones, unlike the requests' mean)
+        day = self.requests["day"].to_numpy()
+        first_day = np.full(query.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first_day, query, day)
+        born = trained & (day == first_day[query]) & (day > min(world.split["train"]))
+        new_query_part = query_part[born].mean() if born.any() else query_part[trained].mean()
+        learnt = np.where(seen > 0, learnt / np.maximum(seen, 1), new_query_part)
         self.query_seen = seen[query] > 0
         learnt = learnt[query]
         # A drifting part has moved since: what the training mean predicts of it is the least
@@ -141,7 +154,10 @@ def window_tolerance(
     world: World, truth: _Truth, test: np.ndarray, crowd_length: int, crowd_days: float | None
 ) -> np.ndarray:
     """Each request's tolerance as its crowd window tells it (the ``window`` oracle): indexed
-    by request id, the test requests' filled in, the others the ``query`` oracle's."""
+    by request id, the test requests' filled in, the others the ``query`` oracle's. An
+    impression ``k`` days older than the request counts with the weight of the query part's
+    correlation over ``k`` days (:func:`query_part_correlation`): the window's older clicks
+    tell less of today's intent."""
     requests = world.requests()
     log = world.impressions(None, ["request_id", "item_id", "position", "click", "true_relevance"])
     log = log.filter(log["position"].is_valid())  # mining reads exposed impressions only
@@ -154,35 +170,44 @@ def window_tolerance(
     examination = world.click_model.examination(int(shown.max()))[shown - 1]
     grade = log["true_relevance"].to_numpy()
     click = log["click"].to_numpy()
+    day = truth.requests["day"].to_numpy()
     # the prior's spread: how far the part strays from the query oracle's, apart for the queries
     # training saw (drift since) and those it did not (a new query's whole part)
     strays = truth.query_part[test] - truth.learnt_query_part[test]
     seen = truth.query_seen[test]
     spread = np.where(seen, _rms(strays[seen]), _rms(strays[~seen]))
     out = truth.query_tolerance.copy()
-    strength = world.config.tolerance_strength
-    for rows in np.array_split(np.arange(test.size), max(1, test.size // 4096)):
+    cfg = world.config
+    chunks = max(1, test.size * window.shape[1] * PRIOR_GRID.size // WINDOW_CELLS)
+    for rows in np.array_split(np.arange(test.size), chunks):
         w = window[rows]  # (n, L) impression rows of the log, -1 where the window is short
         e = np.where(w >= 0, w, 0)
         request, item = entry_request[e], entry_item[e]
-        user = truth.user_part[request][..., None]
-        t = np.clip(user + QUERY_PART_GRID, -1.0, 1.0)  # (n, L, grid)
-        p = relevance_attraction(grade[e][..., None], t, strength)
-        p *= (examination[e] * truth.preference(request.ravel(), item.ravel()).reshape(e.shape))[
-            ..., None
-        ]
-        p = np.clip(p, 1e-9, 1 - 1e-9)
+        prior = truth.learnt_query_part[test[rows]]
+        grid = prior[:, None, None] + spread[rows, None, None] * PRIOR_GRID  # (n, 1, grid)
+        t = np.clip(truth.user_part[request][..., None] + grid, -1.0, 1.0)  # (n, L, grid)
+        p = relevance_attraction(grade[e][..., None], t, cfg.tolerance_strength)
+        reach = examination[e] * truth.preference(request.ravel(), item.ravel()).reshape(e.shape)
+        p = np.clip(p * reach[..., None], 1e-9, 1 - 1e-9)
         ll = np.where(click[e][..., None] == 1, np.log(p), np.log1p(-p))
-        ll = (ll * (w >= 0)[..., None]).sum(1)  # (n, grid)
-        prior = truth.learnt_query_part[test[rows]][:, None]
-        ll -= 0.5 * ((QUERY_PART_GRID - prior) / np.maximum(spread[rows], 1e-6)[:, None]) ** 2
+        age = day[test[rows]][:, None] - day[request]
+        weight = query_part_correlation(cfg, age) * (w >= 0)
+        ll = (ll * weight[..., None]).sum(1) - 0.5 * PRIOR_GRID**2  # (n, grid)
         post = np.exp(ll - ll.max(1, keepdims=True))
-        estimate = (post * QUERY_PART_GRID).sum(1) / post.sum(1)
+        estimate = (post * grid[:, 0]).sum(1) / post.sum(1)
         # an empty window tells nothing, and nothing strays where the spread is 0: the prior
         told = (spread[rows] > 0) & (w >= 0).any(1)
-        estimate = np.where(told, estimate, prior[:, 0])
+        estimate = np.where(told, estimate, prior)
         out[test[rows]] = np.clip(estimate + truth.crowd_user_part[test[rows]], -1.0, 1.0)
     return out
+
+
+def query_part_correlation(config: WorldConfig, days: np.ndarray) -> np.ndarray:
+    """The correlation of a query's part with itself ``days`` apart: its breadth share never
+    moves, its own share keeps ``sqrt(1 - tolerance_drift)`` a day
+    (:func:`prectr.data.simulate.population.query_tolerance`)."""
+    breadth = config.tolerance_breadth_weight
+    return breadth + (1.0 - breadth) * np.sqrt(1.0 - config.tolerance_drift) ** np.abs(days)
 
 
 def _rms(values: np.ndarray) -> float:

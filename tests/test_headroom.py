@@ -11,7 +11,7 @@ from prectr.cli import main
 from prectr.data.history import HistoryIndex
 from prectr.data.simulate import World, load_config, simulate
 from prectr.evaluation import train_impressions
-from prectr.headroom import _Truth, headroom, window_tolerance
+from prectr.headroom import _Truth, headroom, query_part_correlation, window_tolerance
 from prectr.rankers import RANKERS
 
 
@@ -126,3 +126,44 @@ def test_a_request_with_an_empty_window_keeps_what_the_training_days_taught(tmp_
     )
     empty = (crowd < 0).all(1)
     assert empty.any() and not moved[empty].any()
+
+
+def test_the_window_tells_the_query_part_better_than_the_training_days_where_it_drifts(tmp_path):
+    """Where a query's intent moves, a window of its crowd lands nearer the crowd's tolerance
+    than what training taught; where it never moves, a seen query's window keeps the prior."""
+    distance = {}
+    for drift in (0.0, 0.5):
+        out = tmp_path / f"drift-{drift}"
+        overrides = {"tolerance_query_share": 0.8, "tolerance_drift": drift,
+                     "tolerance_strength": 3.0, "n_requests": 4000}  # fmt: skip
+        simulate(load_config("tiny", overrides=overrides), out)
+        world = World(out)
+        truth = _Truth(world)
+        test = world.requests(days=world.split["test"])["request_id"].to_numpy()
+        windowed = window_tolerance(world, truth, test, crowd_length=50, crowd_days=7.0)[test]
+        seen = truth.query_seen[test]
+        crowd, query = truth.crowd_tolerance[test], truth.query_tolerance[test]
+        gap = np.abs(windowed - crowd)[seen].mean(), np.abs(query - crowd)[seen].mean()
+        distance[drift] = gap
+        if drift == 0.0:
+            np.testing.assert_allclose(windowed[seen], query[seen], atol=1e-9)
+    window, prior = distance[0.5]
+    assert window < 0.95 * prior
+
+
+def test_the_query_part_keeps_its_breadth_share_and_loses_its_own_with_drift():
+    overrides = {"tolerance_drift": 0.5, "tolerance_breadth_weight": 0.4}
+    config = load_config("tiny", overrides=overrides)
+    corr = query_part_correlation(config, np.array([0, 1, 2, 100]))
+    np.testing.assert_allclose(corr[:3], [1.0, 0.4 + 0.6 * 0.5**0.5, 0.4 + 0.6 * 0.5])
+    assert corr[3] == pytest.approx(0.4)
+    still = load_config("tiny", overrides={"tolerance_drift": 0.0})
+    np.testing.assert_array_equal(query_part_correlation(still, np.arange(5)), 1.0)
+
+
+@pytest.mark.parametrize("flag", ["--crowd-length=0", "--crowd-days=-1"])
+def test_the_window_flags_refuse_what_is_not_positive(tiny_world, capsys, flag):
+    with pytest.raises(SystemExit) as done:
+        main(["headroom", str(tiny_world), flag])
+    assert done.value.code == 2
+    assert "expected a positive number" in capsys.readouterr().err

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 from rich.table import Table
 
-from prectr.cli.output import console, fmt
+from prectr.cli.output import console, flag_type, fmt
 from prectr.data.simulate.config import PRESETS, WorldConfig, load_config
 from prectr.io import atomic_file
 
@@ -47,6 +48,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                        validate=not args.no_validate, preset=args.preset)  # fmt: skip
     print_summary(summary, config)
     return 0
+
+
+def positive(number: Callable[[str], float]) -> Callable[[str], float]:
+    """``number`` (``int`` or ``float``) of a flag's text, refusing anything not above 0."""
+
+    def parse(text: str) -> float:
+        value = number(text)
+        if not value > 0:
+            raise ValueError(f"{text}: expected a positive number")
+        return value
+
+    parse.__name__ = number.__name__
+    return parse
 
 
 def cmd_headroom(args: argparse.Namespace) -> int:
@@ -206,10 +220,10 @@ def add_world_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="also write the result as JSON")
     p.add_argument(
         "--crowd-length",
-        type=int,
+        type=flag_type(positive(int)),
         help="impressions of the window oracle's crowd (default: the features')",
     )
-    p.add_argument("--crowd-days", type=float,
+    p.add_argument("--crowd-days", type=flag_type(positive(float)),
                    help="days of the window oracle's crowd (default: the features')")  # fmt: skip
     p.set_defaults(func=cmd_headroom)
 
