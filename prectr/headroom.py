@@ -20,7 +20,8 @@ mechanism can add:
   embedding: today's drift of the query's intent and the queries the
   training days never saw. All four know the item's grade, the user's taste and the item's
   popularity. Slices: by user activity (``cold``, ``low``) and the requests whose query no
-  training day issued (``unseen_query``).
+  training day issued (``unseen_query``; there the query oracle is one constant for every new
+  query, a weak baseline, so that slice's mining gains overstate what mining could add).
 * **what a crowd window can tell**: the crowd oracle knows the query's part exactly, but mining
   reads a window of the log, the last ``crowd_length`` exposed impressions under the query
   within ``crowd_days`` days (the features' defaults), a handful of clicks. The ``window``
