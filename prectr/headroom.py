@@ -99,12 +99,12 @@ class _Truth:
         query_part = self.requests["query_tolerance"].to_numpy()
         self.crowd_tolerance = np.clip(query_part + crowd_user_part, -1.0, 1.0)
         # What the training days teach of each query: its query part's mean over them.
-        trained = np.isin(self.requests["day"].to_numpy(), world.split["train"])
+        day = self.requests["day"].to_numpy()
+        trained = np.isin(day, world.split["train"])
         seen = np.bincount(query, weights=trained.astype(float))
         learnt = np.bincount(query, weights=np.where(trained, query_part, 0.0))
         # a query training never saw is judged by the queries it saw for the first time: their
         # parts on the day each was new (new queries are tail ones, unlike the requests' mean)
-        day = self.requests["day"].to_numpy()
         first_day = np.full(query.max() + 1, np.iinfo(np.int64).max)
         np.minimum.at(first_day, query, day)
         born = trained & (day == first_day[query]) & (day > min(world.split["train"]))
@@ -114,7 +114,7 @@ class _Truth:
         learnt = learnt[query]
         # A drifting part has moved since: what the training mean predicts of it is the least
         # squares line through the test days' (mean, part) pairs of seen queries.
-        tested = np.isin(self.requests["day"].to_numpy(), world.split["test"]) & self.query_seen
+        tested = np.isin(day, world.split["test"]) & self.query_seen
         if tested.sum() > 1 and np.ptp(learnt[tested]) > 0:
             slope, intercept = np.polyfit(learnt[tested], query_part[tested], 1)
             learnt = np.where(self.query_seen, intercept + slope * learnt, learnt)
@@ -167,8 +167,7 @@ def window_tolerance(
     window = index.histories(asked, crowd_length=crowd_length, crowd_days=crowd_days).query_crowd
     entry_request = log["request_id"].to_numpy()
     entry_item = log["item_id"].to_numpy()
-    shown = log["position"].to_numpy().astype(np.int64)
-    examination = world.click_model.examination(int(shown.max()))[shown - 1]
+    _, examination = _examination(world, log)
     grade = log["true_relevance"].to_numpy()
     click = log["click"].to_numpy()
     day = truth.requests["day"].to_numpy()
@@ -314,12 +313,17 @@ def _exposed_click_probability(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The exposed rows of ``pool`` and each oracle's click probability there: its attraction
     times the examination of the position shown (1-based)."""
-    position = pool["position"].to_numpy(zero_copy_only=False)
-    exposed = ~np.isnan(position) if position.dtype.kind == "f" else position > 0
-    shown = position[exposed].astype(np.int64)
-    examination = world.click_model.examination(int(shown.max()))[shown - 1]
+    exposed, examination = _examination(world, pool)
     oracles = {k: v for k, v in attraction.items() if k != "logging"}
     return exposed, {k: v[exposed] * examination for k, v in oracles.items()}
+
+
+def _examination(world: World, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``table`` were shown, and the examination of the position (1-based) each
+    shown row was shown at."""
+    exposed = table["position"].is_valid().to_numpy(zero_copy_only=False)
+    shown = table["position"].filter(exposed).to_numpy().astype(np.int64)
+    return exposed, world.click_model.examination(int(shown.max()))[shown - 1]
 
 
 def _broad(world: World, truth: _Truth, test: pa.Array) -> dict | None:
