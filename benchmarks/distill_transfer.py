@@ -36,8 +36,9 @@ from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import grade_metrics, grade_probabilities, held_out_sample
 from prectr.encoder.pairs import LogPairs, TeacherLabels, read_teacher_labels
 from prectr.encoder.student import StudentConfig, load_student
-from prectr.encoder.teachers.quality import softmax, spearman
+from prectr.encoder.teachers.quality import softmax
 from prectr.metrics import ndcg_at_k
+from prectr.metrics.grades import spearman
 
 # name: (epochs, hidden_weight); the first is `make demo`'s step count without the hidden MSE
 RECIPES = {

@@ -5,10 +5,11 @@ Run: .venv/bin/prectr encoder evaluate --log LOG [--held-out ...] STUDENT... --p
 
 Reads the per-row predictions ``prectr encoder evaluate --predictions`` writes (every model on
 the same rows) and, for every model against ``--reference``, the difference B - A in macro-F1,
-Spearman and accuracy (``prectr.encoder.evaluate``'s definitions), with a paired percentile
-CI over the same resamples of held-out queries (``prectr.metrics.paired``): every row of a
-query is drawn together, its requests too, since a graded set loaded by ``prectr load pairs``
-puts a pair judged twice in a second request of its query, scored against one merged grade.
+Spearman and accuracy (:mod:`prectr.metrics.grades`, the figures ``prectr encoder evaluate``
+reports), with a paired percentile CI over the same resamples of held-out queries
+(``prectr.metrics.paired``): every row of a query is drawn together, its requests too, since a
+graded set loaded by ``prectr load pairs`` puts a pair judged twice in a second request of its
+query, scored against one merged grade.
 """
 
 from __future__ import annotations
@@ -22,66 +23,14 @@ import numpy as np
 import pyarrow.parquet as pq
 from record import machine, write_record
 
+from prectr.metrics.grades import weighted_accuracy, weighted_macro_f1, weighted_spearman
 from prectr.metrics.paired import RESAMPLES, Statistic, paired_bootstrap
 
-GRADES = 4
 
-
-def _row_weights(weights: np.ndarray, request: np.ndarray) -> np.ndarray:
-    return weights[:, request]
-
-
-def macro_f1(grade: np.ndarray, predicted: np.ndarray, request: np.ndarray) -> Statistic:
-    """The F1 of each grade averaged over the grades that occur as a grade or a prediction in
-    the resample (a grade predicted but never true scores 0)."""
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        w = _row_weights(weights, request)
-        f1, present = [], []
-        for g in range(GRADES):
-            true, hit = grade == g, predicted == g
-            both = (w * (true & hit)).sum(1)
-            sizes = (w * true).sum(1) + (w * hit).sum(1)
-            present.append(sizes > 0)
-            f1.append(np.where(sizes > 0, 2 * both / np.maximum(sizes, 1e-12), 0.0))
-        return np.sum(f1, 0) / np.maximum(np.sum(present, 0), 1)
-
-    return statistic
-
-
-def accuracy(grade: np.ndarray, predicted: np.ndarray, request: np.ndarray) -> Statistic:
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        w = _row_weights(weights, request)
-        return (w * (grade == predicted)).sum(1) / w.sum(1)
-
-    return statistic
-
-
-def _midranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Each row's rank among the resample's rows (a row drawn k times counts k times), ties
-    sharing the mean of their ranks: ``(b, n)``."""
-    order = np.argsort(values, kind="stable")
-    _, starts, group = np.unique(values[order], return_index=True, return_inverse=True)
-    group_w = np.add.reduceat(w[:, order], starts, axis=1)
-    before = np.cumsum(group_w, 1) - group_w
-    ranks = np.empty_like(w)
-    ranks[:, order] = (before + (group_w + 1) / 2)[:, group]
-    return ranks
-
-
-def spearman(grade: np.ndarray, expected: np.ndarray, request: np.ndarray) -> Statistic:
-    """Rank correlation of the expected grade with the grade (ties averaged), each row weighted
-    by how often the resample draws its request."""
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        w = _row_weights(weights, request)
-        x, y = _midranks(expected, w), _midranks(grade.astype(np.float64), w)
-        total = w.sum(1, keepdims=True)
-        x = x - (w * x).sum(1, keepdims=True) / total
-        y = y - (w * y).sum(1, keepdims=True) / total
-        return (w * x * y).sum(1) / np.sqrt((w * x * x).sum(1) * (w * y * y).sum(1))
-
-    return statistic
+def statistic(figure, grade: np.ndarray, other: np.ndarray, request: np.ndarray) -> Statistic:
+    """``figure`` (one of :mod:`prectr.metrics.grades`' weighted figures) of ``grade`` against
+    ``other`` under request weights ``(b, R)``, each row weighted by its request's count."""
+    return lambda weights: figure(grade, other, weights[:, request])
 
 
 def main() -> None:
@@ -112,10 +61,11 @@ def main() -> None:
         if not frame[keys].equals(first[keys]):
             raise SystemExit(f"{args.predictions}: the models' rows differ")
         predicted = frame["predicted"].to_numpy().astype(np.int64)
+        expected = frame["expected"].to_numpy().astype(np.float64)
         return {
-            "macro_f1": macro_f1(grade, predicted, request),
-            "spearman": spearman(grade, frame["expected"].to_numpy().astype(np.float64), request),
-            "accuracy": accuracy(grade, predicted, request),
+            "macro_f1": statistic(weighted_macro_f1, grade, predicted, request),
+            "spearman": statistic(weighted_spearman, grade, expected, request),
+            "accuracy": statistic(weighted_accuracy, grade, predicted, request),
         }
 
     reference = statistics(first)

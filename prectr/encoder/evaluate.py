@@ -36,9 +36,9 @@ import torch
 
 from prectr.encoder.pairs import GRADES, LogPairs
 from prectr.encoder.student import Student
-from prectr.encoder.teachers.quality import spearman
 from prectr.io import atomic_file
 from prectr.metrics import ndcg_at_k
+from prectr.metrics.grades import spearman, weighted_accuracy, weighted_macro_f1
 from prectr.text.tokenizer import TextTokenizer
 
 
@@ -48,20 +48,19 @@ class NothingToScore(ValueError):
 
 def grade_metrics(probabilities: np.ndarray, grade: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1, each grade's recall and mean expected grade, and Spearman (the module
-    docstring) of grade distributions ``(n, 4)`` against grades, with the number of rows
-    (``pairs``)."""
+    docstring; accuracy, macro-F1 and Spearman as :mod:`prectr.metrics.grades` defines them)
+    of grade distributions ``(n, 4)`` against grades, with the number of rows (``pairs``)."""
     expected = probabilities @ np.arange(probabilities.shape[1], dtype=probabilities.dtype)
     predicted = probabilities.argmax(1)
-    recall, mean, f1 = {}, {}, []
+    recall, mean = {}, {}
     for g in range(GRADES):
         true, hit = grade == g, predicted == g
         recall[f"recall@{g}"] = float((true & hit).sum() / true.sum()) if true.any() else np.nan
         mean[f"expected@{g}"] = float(expected[true].mean()) if true.any() else np.nan
-        if true.any() or hit.any():
-            f1.append(2 * (true & hit).sum() / (true.sum() + hit.sum()))
+    every_row = np.ones((1, grade.size))
     return {
-        "accuracy": float((predicted == grade).mean()),
-        "macro_f1": float(np.mean(f1)),
+        "accuracy": float(weighted_accuracy(grade, predicted, every_row)[0]),
+        "macro_f1": float(weighted_macro_f1(grade, predicted, every_row)[0]),
         **recall,
         **mean,
         "spearman": spearman(expected, grade),

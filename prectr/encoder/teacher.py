@@ -46,7 +46,7 @@ from prectr.encoder.teachers.labels import (
 )
 from prectr.encoder.teachers.llm import CausalLMTeacher
 from prectr.encoder.teachers.load import load_teacher
-from prectr.encoder.teachers.quality import softmax, spearman
+from prectr.encoder.teachers.quality import softmax
 from prectr.encoder.teachers.sentence import BiEncoderTeacher, MiniLM, SentenceEncoder
 from prectr.train.distributed import join
 
@@ -56,7 +56,7 @@ __all__ = [
     "GradeHead", "HeadConfig", "MiniLM", "SentenceEncoder", "Teacher", "adapt",
     "adapt_teacher", "evaluate_teacher", "finetune", "label_pairs", "labels_dir",
     "labels_for", "list_column", "load_teacher", "log_pairs", "read_labels", "softmax",
-    "spearman", "train_head",
+    "train_head",
 ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/encoder_paired.py: its statistics are `prectr encoder evaluate`'s, and a request
-drawn k times counts as its rows written k times."""
+"""benchmarks/encoder_paired.py: its statistics are `prectr encoder evaluate`'s, each row
+weighted by its request's count in a resample."""
 
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import encoder_paired
 
 from prectr.encoder.evaluate import grade_metrics
+from prectr.metrics.grades import weighted_accuracy, weighted_macro_f1, weighted_spearman
 
 
 def sample(n: int = 300, seed: int = 0):
@@ -22,33 +23,27 @@ def sample(n: int = 300, seed: int = 0):
     grade = rng.choice([0, 2, 3], n)
     request = np.sort(rng.integers(0, n // 3, n))
     _, request = np.unique(request, return_inverse=True)
-    expected = probabilities @ np.arange(4)
-    return probabilities, grade, probabilities.argmax(1), expected, request
+    return probabilities, grade, request
 
 
-def statistics(grade, predicted, expected, request):
-    return {
-        "macro_f1": encoder_paired.macro_f1(grade, predicted, request),
-        "spearman": encoder_paired.spearman(grade, expected, request),
-        "accuracy": encoder_paired.accuracy(grade, predicted, request),
-    }
+FIGURES = {"macro_f1": weighted_macro_f1, "spearman": weighted_spearman,
+           "accuracy": weighted_accuracy}  # fmt: skip
 
 
 def test_with_every_request_once_the_figures_are_the_evaluations() -> None:
-    probabilities, grade, predicted, expected, request = sample()
+    probabilities, grade, request = sample()
     want = grade_metrics(probabilities, grade)
+    predicted, expected = probabilities.argmax(1), probabilities @ np.arange(4)
     ones = np.ones((1, request.max() + 1))
-    for name, statistic in statistics(grade, predicted, expected, request).items():
-        assert statistic(ones)[0] == pytest.approx(want[name], abs=1e-12), name
+    for name, figure in FIGURES.items():
+        other = expected if name == "spearman" else predicted
+        got = encoder_paired.statistic(figure, grade, other, request)(ones)[0]
+        assert got == pytest.approx(want[name], abs=1e-12), name
 
 
-def test_a_request_drawn_twice_counts_as_its_rows_written_twice() -> None:
-    _, grade, predicted, expected, request = sample(seed=1)
+def test_each_row_takes_its_requests_weight() -> None:
+    probabilities, grade, request = sample(seed=1)
+    predicted = probabilities.argmax(1)
     weights = np.random.default_rng(2).integers(0, 3, (3, request.max() + 1)).astype(float)
-    drawn = statistics(grade, predicted, expected, request)
-    for k, row in enumerate(weights):
-        rows = np.repeat(np.arange(grade.size), row[request].astype(int))
-        copied = statistics(grade[rows], predicted[rows], expected[rows], request[rows])
-        for name in drawn:
-            one = np.ones((1, request.max() + 1))
-            assert drawn[name](weights)[k] == pytest.approx(copied[name](one)[0]), name
+    got = encoder_paired.statistic(weighted_accuracy, grade, predicted, request)(weights)
+    np.testing.assert_array_equal(got, weighted_accuracy(grade, predicted, weights[:, request]))
