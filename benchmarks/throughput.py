@@ -16,7 +16,10 @@ as it trains. The models take turns (``--rounds`` rounds, A B A B ...), each tur
 of ``--warmup`` steps; assembling batches is left out (the trainer's samples/s in metrics.json
 also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
-noise over every model; the ratio to the first config is the figure to quote. The allocator
+noise over every model; the ratio to the first config (of the medians over rounds) is the
+figure to quote. Beside it, each round's own ratio (a config's rate over the first config's
+turn of the same round, the turns nearest in time), whose spread shows how far the machine's
+drift between rounds moves the figure. The allocator
 keeps ``--keep-freed-mb`` MB of freed memory for the next step, process-wide, as the trainer
 does at ``train.keep_freed_mb``'s default (:mod:`prectr.train.allocator`; 0: the C library's
 default). Writes results/throughput_<world>.json (or ``--out``).
@@ -119,6 +122,11 @@ def config_overrides(items: list[str], configs: list[str]) -> dict[str, list[str
     return overrides
 
 
+def round_ratios(rates: list[float], base: list[float]) -> list[float]:
+    """Each round's rate over the first config's rate in the same round."""
+    return [rate / first for rate, first in zip(rates, base, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--world", type=Path, required=True)
@@ -159,15 +167,17 @@ def main() -> None:
             "samples_per_s": statistics.median(c.rates),
             "rounds": c.rates,
             "ratio_to_first": statistics.median(c.rates) / base,
+            "ratio_per_round": round_ratios(c.rates, contenders[0].rates),
             "rows_per_batch": statistics.mean(len(b) for b in c.batches),
             "parameters": sum(p.numel() for p in c.model.parameters()),
         }
         for c in contenders
     }
-    print(f"{'config':<28} {'samples/s':>12} {'ratio':>7} {'rows/batch':>11}")
+    print(f"{'config':<28} {'samples/s':>12} {'ratio':>7} {'rounds':>15} {'rows/batch':>11}")
     for name, row in rows.items():
-        print(f"{name:<28} {row['samples_per_s']:>12,.0f} {row['ratio_to_first']:>7.2f} "
-              f"{row['rows_per_batch']:>11,.0f}")  # fmt: skip
+        spread = f"{min(row['ratio_per_round']):.4f}-{max(row['ratio_per_round']):.4f}"
+        print(f"{name:<28} {row['samples_per_s']:>12,.0f} {row['ratio_to_first']:>7.4f} "
+              f"{spread:>15} {row['rows_per_batch']:>11,.0f}")  # fmt: skip
     result = {
         "command": " ".join(["python", "benchmarks/throughput.py", "--world", str(args.world),
                              "--configs", *args.configs, "--steps", str(args.steps),

@@ -37,3 +37,9 @@ def test_a_labelled_config_runs_one_file_twice_with_its_own_overrides():
     assert overrides == {"dnn_small": [], "loop": ["train.fused_optimizer=false"]}
     with pytest.raises(SystemExit, match="label 'dnn_small' is taken"):
         throughput.labelled(["configs/dnn_small.yaml", "configs/dnn_small.yaml"])
+
+
+def test_each_round_is_read_against_the_first_configs_turn_of_the_same_round():
+    assert throughput.round_ratios([10.0, 30.0], [100.0, 200.0]) == [0.1, 0.15]
+    with pytest.raises(ValueError):
+        throughput.round_ratios([10.0], [100.0, 200.0])
