@@ -18,8 +18,8 @@ also counts the wait for data).
 Samples are exposed impressions, as in ``metrics.json``. Taking turns spreads the machine's
 noise over every model; the ratio to the first config (of the medians over rounds) is the
 figure to quote. Beside it, each round's own ratio (a config's rate over the first config's
-turn of the same round, the turns nearest in time), whose spread shows how far the machine's
-drift between rounds moves the figure. The allocator
+turn of the same round), whose spread shows how far the machine's drift between rounds moves
+the figure. The allocator
 keeps ``--keep-freed-mb`` MB of freed memory for the next step, process-wide, as the trainer
 does at ``train.keep_freed_mb``'s default (:mod:`prectr.train.allocator`; 0: the C library's
 default). Writes results/throughput_<world>.json (or ``--out``).

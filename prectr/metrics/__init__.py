@@ -1,5 +1,6 @@
-"""Exact, vectorised click and ranking metrics, and paired bootstrap differences
-(:mod:`prectr.metrics.paired`)."""
+"""Exact, vectorised click and ranking metrics, paired bootstrap differences
+(:mod:`prectr.metrics.paired`), and the figures of predicted relevance grades
+(:mod:`prectr.metrics.grades`)."""
 
 from prectr.metrics.click import (
     auc,

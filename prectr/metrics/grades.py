@@ -1,7 +1,8 @@
 """Figures of predicted relevance grades against true grades, each row weighted.
 
-Row weights ``(b, n)``: ``b`` weightings of the same ``n`` rows, each figure computed under
-every one of them at once. With one weighting of ones these are the plain figures (the
+Row weights ``(b, n)``: ``b`` weightings of the same ``n`` rows (counts: non-negative, a row
+of weight 0 left out), each figure computed under every one of them at once; a weighting that
+keeps no row gives nan. With one weighting of ones these are the plain figures (the
 unweighted :func:`spearman`; :func:`prectr.encoder.evaluate.grade_metrics`); with a bootstrap
 resample's counts (each row weighted by how often the resample draws its request) they are the
 figures of the resampled rows, a row drawn k times counted as k copies of it, so paired CIs of
@@ -23,25 +24,26 @@ import numpy as np
 def weighted_accuracy(grade: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Accuracy of ``predicted`` against ``grade`` (``(n,)`` each) under each row weighting of
     ``weights`` ``(b, n)``: ``(b,)``."""
-    return (weights * (grade == predicted)).sum(1) / weights.sum(1)
+    return _ratio((weights * (grade == predicted)).sum(1), weights.sum(1))
 
 
 def weighted_macro_f1(grade: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro-F1 (the module docstring) under each row weighting ``(b, n)``: ``(b,)``."""
-    f1, present = [], []
+    f1, present = np.zeros(len(weights)), np.zeros(len(weights))
     for g in np.union1d(grade, predicted):
         true, hit = grade == g, predicted == g
-        both = (weights * (true & hit)).sum(1)
         sizes = (weights * true).sum(1) + (weights * hit).sum(1)
-        present.append(sizes > 0)
-        f1.append(np.divide(2 * both, sizes, out=np.zeros_like(both, dtype=float), where=sizes > 0))
-    return np.sum(f1, 0) / np.maximum(np.sum(present, 0), 1)
+        present += sizes > 0
+        f1 += np.nan_to_num(_ratio(2 * (weights * (true & hit)).sum(1), sizes))
+    return _ratio(f1, present)
 
 
 def midranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Each row's rank among the rows (a row of weight k counts as k rows), tied values sharing
     the mean of their ranks, under each row weighting ``(b, n)``: ``(b, n)``. With weights of
     ones, the 1-based average ranks."""
+    if not values.size:
+        return np.zeros(weights.shape)
     order = np.argsort(values, kind="stable")
     _, starts, group = np.unique(values[order], return_index=True, return_inverse=True)
     group_weight = np.add.reduceat(weights[:, order], starts, axis=1)
@@ -56,11 +58,17 @@ def weighted_spearman(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> np.n
     ``(b, n)``: ``(b,)``, nan where either side is constant among the rows weighted."""
     x, y = midranks(a, weights), midranks(b, weights)
     total = weights.sum(1, keepdims=True)
-    x = x - (weights * x).sum(1, keepdims=True) / total
-    y = y - (weights * y).sum(1, keepdims=True) / total
+    x = x - _ratio((weights * x).sum(1, keepdims=True), total)
+    y = y - _ratio((weights * y).sum(1, keepdims=True), total)
     covariance = (weights * x * y).sum(1)
-    scale = np.sqrt((weights * x * x).sum(1) * (weights * y * y).sum(1))
-    return np.divide(covariance, scale, out=np.full_like(covariance, np.nan), where=scale > 0)
+    return _ratio(covariance, np.sqrt((weights * x * x).sum(1) * (weights * y * y).sum(1)))
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, nan where the denominator is 0 (nothing weighted), without
+    a warning."""
+    out = np.full(np.shape(denominator), np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -41,9 +41,15 @@ def test_with_every_request_once_the_figures_are_the_evaluations() -> None:
         assert got == pytest.approx(want[name], abs=1e-12), name
 
 
-def test_each_row_takes_its_requests_weight() -> None:
+def test_a_request_drawn_twice_counts_as_its_rows_written_twice() -> None:
     probabilities, grade, request = sample(seed=1)
-    predicted = probabilities.argmax(1)
+    request = np.random.default_rng(3).permutation(request.max() + 1)[request]  # not sorted
+    predicted, expected = probabilities.argmax(1), probabilities @ np.arange(4)
     weights = np.random.default_rng(2).integers(0, 3, (3, request.max() + 1)).astype(float)
-    got = encoder_paired.statistic(weighted_accuracy, grade, predicted, request)(weights)
-    np.testing.assert_array_equal(got, weighted_accuracy(grade, predicted, weights[:, request]))
+    for name, figure in FIGURES.items():
+        other = expected if name == "spearman" else predicted
+        drawn = encoder_paired.statistic(figure, grade, other, request)(weights)
+        for k, counts in enumerate(weights):
+            rows = np.repeat(np.arange(grade.size), counts[request].astype(int))
+            copied = encoder_paired.statistic(figure, grade[rows], other[rows], request[rows])
+            assert drawn[k] == pytest.approx(copied(np.ones((1, request.max() + 1)))[0]), name

@@ -67,6 +67,12 @@ def test_a_grade_absent_from_a_weighting_is_left_out_of_macro_f1() -> None:
     assert weighted_macro_f1(grade, predicted, without_threes)[0] == pytest.approx(1.0)
 
 
-def test_constant_sides_give_nan_without_a_warning() -> None:
+def test_constant_sides_and_empty_weightings_give_nan_without_a_warning() -> None:
+    grade, predicted = np.array([0, 2, 3]), np.array([0, 2, 2])
+    nothing = np.array([[1.0, 1, 1], [0, 0, 0]])  # the second weighting keeps no row
     with np.errstate(all="raise"):
         assert np.isnan(weighted_spearman(np.zeros(3), np.arange(3), np.ones((2, 3)))).all()
+        for figure in (weighted_accuracy, weighted_macro_f1, weighted_spearman):
+            values = figure(grade, predicted, nothing)
+            assert values.shape == (2,) and np.isfinite(values[0]) and np.isnan(values[1])
+            assert np.isnan(figure(grade[:0], predicted[:0], np.ones((3, 0)))).all()
