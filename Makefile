@@ -15,7 +15,7 @@ LABEL_PAIRS ?= 8000
 # SmolLM2 in int8 where the processor has AVX512-VNNI and no AMX, chosen on validation pairs on
 # an AMD EPYC: beside MiniLM it labels at 1.30x its pairs/s in bfloat16, macro-F1 not shown
 # worse (-0.005 [-0.016, +0.006]; docs/fidelity.md, "The int8 teacher quantised per token");
-# elsewhere bfloat16 (with AMX the demo's table in README measured it; without VNNI int8 was
+# elsewhere bfloat16 (with AMX the demo's earlier runs in README measured it; without VNNI int8 was
 # not measured, and PyTorch's int8 product may not be vectorised there)
 CPU_FLAGS := $(shell grep -s -m1 '^flags' /proc/cpuinfo)
 TEACHER_DTYPE ?= $(if $(findstring amx_bf16,$(CPU_FLAGS)),bfloat16,$(if $(findstring avx512_vnni,$(CPU_FLAGS)),int8,bfloat16))
