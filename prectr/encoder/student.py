@@ -32,6 +32,7 @@ stay unchanged, so a log's items are encoded once however many requests show the
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Self
 
@@ -50,6 +51,7 @@ from prectr.text.tokenizer import PAD, SEP, TextTokenizer
 GRADES = 4
 OVERLAP_FEATURES = 6  # piece_overlap's columns
 SCORED_TEXTS = 100_000  # texts a scoring student remembers (about 1 KB each at dim 144)
+KEPT_TEXTS = 200_000  # texts whose fixed layers' output training keeps (~5 KB for 8 pieces)
 
 
 class Student(nn.Module):
@@ -77,7 +79,7 @@ class Student(nn.Module):
         self.head = nn.Linear(c.dim, GRADES)
         self.dim = c.dim
         self.frozen_layers = 0
-        self._kept: dict[bytes, torch.Tensor] = {}  # the fixed part's output per text
+        self._kept: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # fixed part's output
         self.reuse_steps = 0
         self._passes = 0  # training passes so far (the clock of what is reused)
         self._reused: dict[bytes, tuple[int, torch.Tensor]] = {}  # pass, pooled state per text
@@ -92,11 +94,14 @@ class Student(nn.Module):
         layer fixed, reads each text's pooled state), and its states and the gradients of what
         still trains are those of the full encoding. ``0`` fixes nothing. What is kept grows
         with the distinct texts training passes meet, a few KB each (scoring reads it but
-        adds nothing), and is dropped when weights are loaded or the student is moved."""
+        adds nothing), up to ``KEPT_TEXTS`` texts: beyond, the least recently met are dropped,
+        and computed again when met again (the same output up to float rounding, which can
+        depend on the other texts of the pass). It is dropped when weights are loaded or the
+        student is moved."""
         if not 0 <= layers <= self.config.layers:
             raise ValueError(f"the student has {self.config.layers} layers; cannot fix "
                              f"{layers}")  # fmt: skip
-        self.frozen_layers, self._kept = layers, {}
+        self.frozen_layers, self._kept = layers, OrderedDict()
         for part in self._fixed_parts():
             part.requires_grad_(False)
         self.train(self.training)
@@ -136,12 +141,12 @@ class Student(nn.Module):
         return self
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._kept, self._reused = {}, {}
+        self._kept, self._reused = OrderedDict(), {}
         self.forget_scored()
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse: bool = True) -> Self:  # .to(), .double(): held states are stale
-        self._kept, self._reused = {}, {}
+        self._kept, self._reused = OrderedDict(), {}
         self.forget_scored()
         return super()._apply(fn, recurse)
 
@@ -258,10 +263,8 @@ class Student(nn.Module):
         after the fixed layers, or with every layer fixed its pooled state; computed for the
         rows not met before, in float32 and without gradient, and kept (:meth:`freeze_lower`)."""
         keys = _keys(ids, segments)
-        # only training passes keep what they compute: scoring (evaluation, a server) reads
-        # what training kept but does not grow it with every text it meets
-        store = self._kept if self.training else {}
-        new = [row for row, key in enumerate(keys) if key not in self._kept]
+        kept, computed = self._kept, {}
+        new = [row for row, key in enumerate(keys) if key not in kept]
         if new:
             rows = torch.tensor(new)
             lengths, keep = mask[rows].sum(1), mask[rows]
@@ -275,8 +278,18 @@ class Student(nn.Module):
                 else:
                     states = x.split(lengths.tolist())
             for row, state in zip(new, states, strict=True):
-                store[keys[row]] = state.clone()
-        return [self._kept[key] if key in self._kept else store[key] for key in keys]
+                computed[keys[row]] = state.clone()
+        outputs = [kept[key] if key in kept else computed[key] for key in keys]
+        # only training passes keep what they compute: scoring (evaluation, a server) reads
+        # what training kept but does not grow it with every text it meets
+        if self.training:
+            for key in keys:
+                if key in kept:
+                    kept.move_to_end(key)  # the most recently met are dropped last
+            kept.update(computed)
+            while len(kept) > KEPT_TEXTS:
+                kept.popitem(last=False)
+        return outputs
 
     def query_states(self, queries: torch.Tensor) -> torch.Tensor:
         """Two-tower only: the query side, ``(n, dim)``, each distinct query encoded once."""
