@@ -94,10 +94,11 @@ class Student(nn.Module):
         layer fixed, reads each text's pooled state), and its states and the gradients of what
         still trains are those of the full encoding. ``0`` fixes nothing. What is kept grows
         with the distinct texts training passes meet, a few KB each (scoring reads it but
-        adds nothing), up to ``KEPT_TEXTS`` texts: beyond, the least recently met are dropped,
-        and computed again when met again (the same output up to float rounding, which can
-        depend on the other texts of the pass). It is dropped when weights are loaded or the
-        student is moved."""
+        adds nothing), up to ``KEPT_TEXTS`` texts: beyond, the least recently met are dropped
+        (met by a training pass that encodes them, not one that reads them from
+        :meth:`reuse_states`), and computed again when met again (the same output up to float
+        rounding, which can depend on the other texts of the pass). It is dropped when weights
+        are loaded or the student is moved."""
         if not 0 <= layers <= self.config.layers:
             raise ValueError(f"the student has {self.config.layers} layers; cannot fix "
                              f"{layers}")  # fmt: skip

@@ -137,33 +137,35 @@ def test_kept_outputs_are_float32_dropped_on_load_and_the_layer_count_is_checked
         student.freeze_lower(3)
 
 
-def test_kept_outputs_are_bounded_the_least_recently_met_dropped_first(monkeypatch) -> None:
+@pytest.mark.parametrize("fixed", [1, 2])  # 2: every layer fixed, pooled states kept
+def test_kept_outputs_are_bounded_the_least_recently_met_dropped_first(monkeypatch, fixed) -> None:
     """Beyond ``KEPT_TEXTS`` texts the least recently met are dropped and computed again when
-    met again: the same states as a student that keeps everything."""
+    met again: the same states as a student that keeps everything; scoring reorders nothing."""
     bounded, unbounded = (tiny_student(50, "two_tower", layers=2).train() for _ in range(2))
     unbounded.load_state_dict(bounded.state_dict())
     for student in (bounded, unbounded):
-        student.freeze_lower(1)
+        student.freeze_lower(fixed)
     monkeypatch.setattr(student_module, "KEPT_TEXTS", 3)
     passes = [
-        (ids([[5, 6]], 6), ids([[9, 10, 11]], 16)),  # query A, title B
-        (ids([[7]], 6), ids([[12]], 16)),  # C, D: A is the least recently met, dropped
-        (ids([[7]], 6), ids([[9, 10, 11]], 16)),  # C, B met again: D is now the oldest
-        (ids([[5, 6]], 6), ids([[13]], 16)),  # A computed again; E
+        (ids([[5, 6]], 6), ids([[9, 10, 11]], 16)),  # query A, title B: kept A, B
+        (ids([[7]], 6), ids([[9, 10, 11]], 16)),  # C, then B met again: A, C, B
+        (ids([[8]], 6), ids([[13]], 16)),  # D, E: A, then C, the least recently met, dropped
     ]
     for q, t in passes:
         with torch.no_grad():
             bounded_out = bounded(q, t)
+            bounded.eval()(ids([[5, 6]], 6), ids([[12]], 16))  # scoring reorders, keeps nothing
+            bounded.train()
         monkeypatch.setattr(student_module, "KEPT_TEXTS", 10**6)
         with torch.no_grad():
             torch.testing.assert_close(bounded_out, unbounded(q, t))
         monkeypatch.setattr(student_module, "KEPT_TEXTS", 3)
         assert len(bounded._kept) <= 3
-    assert len(bounded._kept) == 3 and len(unbounded._kept) == 5
+    assert len(unbounded._kept) == 5
     key = student_module._keys  # a text's key: its pieces and segments
     b, e = (key(ids([t], 16), torch.ones(1, 16, dtype=torch.long))[0] for t in ([9, 10, 11], [13]))
-    a = key(ids([[5, 6]], 6), torch.zeros(1, 6, dtype=torch.long))[0]
-    assert list(bounded._kept) == [b, a, e]  # C and D, the least recently met, dropped
+    d = key(ids([[8]], 6), torch.zeros(1, 6, dtype=torch.long))[0]
+    assert list(bounded._kept) == [b, d, e]
 
 
 @pytest.mark.parametrize("mode", ["two_tower", "cross"])
