@@ -50,7 +50,6 @@ mechanism can add:
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ from scipy import stats
 
 from prectr.data.history import COLD_START_MAX_EARLIER, HistoryIndex, earlier_requests
 from prectr.data.simulate import World
-from prectr.data.simulate.clicks import PREFERENCE_BIAS, relevance_attraction
+from prectr.data.simulate.clicks import relevance_attraction
 from prectr.data.simulate.config import WorldConfig
 from prectr.data.specs import FeatureConfig
 from prectr.evaluation.slices import ACTIVITY_MAX_EARLIER
@@ -84,8 +83,7 @@ class _Truth:
         truth = world.root / "truth"
         self.world = world
         self.requests = pq.read_table(truth / "requests.parquet")
-        self.users = pq.read_table(truth / "users.parquet")
-        self.items = pq.read_table(truth / "items.parquet")
+        self.users = pq.read_table(truth / "users.parquet", columns=["user_tolerance"])
         user = world.requests()["user_id"].to_numpy()  # indexed by request id
         self.user = user
         self.tolerance = self.requests["tolerance"].to_numpy()
@@ -126,26 +124,7 @@ class _Truth:
 
     def preference(self, request: np.ndarray, item: np.ndarray) -> np.ndarray:
         """The non-relevance part of attraction, in (0, 1): taste and popularity."""
-        cfg = self.world.config
-        affinity, sensitivity, style, price, popularity = self._preference_columns
-        user = self.user[request]
-        taste = affinity[user, style[item]] - sensitivity[user] * price[item]
-        logit = PREFERENCE_BIAS + cfg.taste_weight * taste
-        logit = logit + cfg.popularity_weight * popularity[item]
-        return 1.0 / (1.0 + np.exp(-logit))
-
-    @functools.cached_property
-    def _preference_columns(self) -> tuple[np.ndarray, ...]:
-        """What :meth:`preference` reads, as arrays read once: the users' style affinity
-        ``(users, styles)`` and price sensitivity, the items' style, price and popularity."""
-        affinity = self.users["style_affinity"].combine_chunks().flatten().to_numpy()
-        return (
-            affinity.reshape(self.users.num_rows, -1),
-            self.users["price_sensitivity"].to_numpy(),
-            self.items["style"].to_numpy(),
-            self.items["price_z"].to_numpy(),
-            self.items["popularity"].to_numpy(),
-        )
+        return 1.0 / (1.0 + np.exp(-self.world.preference_logit(self.user[request], item)))
 
     def attraction(self, candidates: pa.Table, tolerance: np.ndarray) -> np.ndarray:
         request = candidates["request_id"].to_numpy()

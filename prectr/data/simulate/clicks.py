@@ -45,8 +45,16 @@ def attraction(
     popularity_weight: float,
 ) -> np.ndarray:
     """P(click | examined): relevance attraction times a preference term in (0, 1)."""
-    preference = PREFERENCE_BIAS + taste_weight * taste + popularity_weight * popularity
+    preference = preference_logit(taste, popularity, taste_weight, popularity_weight)
     return relevance_attraction(grade, tolerance, tolerance_strength) / (1.0 + np.exp(-preference))
+
+
+def preference_logit(
+    taste: np.ndarray, popularity: np.ndarray, taste_weight: float, popularity_weight: float
+) -> np.ndarray:
+    """The logit of attraction's preference term: the user's taste for the item and the item's
+    popularity, weighted."""
+    return PREFERENCE_BIAS + taste_weight * taste + popularity_weight * popularity
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,20 @@ class Population:
         return self.segment.size
 
     def taste(self, user: np.ndarray, style: np.ndarray, price_z: np.ndarray) -> np.ndarray:
-        """How much a user likes an item apart from its relevance: style, and price."""
-        return self.style_affinity[user, style] - self.price_sensitivity[user] * price_z
+        """How much a user likes an item apart from its relevance (:func:`taste`)."""
+        return taste(self.style_affinity, self.price_sensitivity, user, style, price_z)
+
+
+def taste(
+    style_affinity: np.ndarray,
+    price_sensitivity: np.ndarray,
+    user: np.ndarray,
+    style: np.ndarray,
+    price_z: np.ndarray,
+) -> np.ndarray:
+    """How much each user likes an item apart from its relevance: their affinity to its style,
+    less their price sensitivity times its standardised price."""
+    return style_affinity[user, style] - price_sensitivity[user] * price_z
 
 
 def build_population(

@@ -11,6 +11,7 @@ popularity, queries' intents). ``truth/`` and the impressions' ``true_relevance`
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from prectr.data.simulate.clicks import ClickModel, attraction
+from prectr.data.simulate.clicks import ClickModel, attraction, preference_logit
 from prectr.data.simulate.config import WorldConfig
+from prectr.data.simulate.population import taste
 from prectr.data.simulate.state import DAY_MS, stream_rng
 
 BROAD_SCHEMA = pa.schema(
@@ -88,6 +90,37 @@ class World:
         filt = None if request_ids is None else pc.field("request_id").isin(request_ids)
         return dataset.to_table(filter=filt)
 
+    def taste(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """How much each user likes each item apart from its relevance, as the simulator's click
+        model reads it (:func:`prectr.data.simulate.population.taste`), from the world's truth."""
+        users, items = self._truth_users, self._truth_items
+        return taste(users["style_affinity"], users["price_sensitivity"], user,
+                     items["style"][item], items["price_z"][item])  # fmt: skip
+
+    def preference_logit(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """The logit of the click model's preference term of each (user, item)
+        (:func:`prectr.data.simulate.clicks.preference_logit`)."""
+        cfg = self.config
+        return preference_logit(self.taste(user, item), self._truth_items["popularity"][item],
+                                cfg.taste_weight, cfg.popularity_weight)  # fmt: skip
+
+    @functools.cached_property
+    def _truth_users(self) -> dict[str, np.ndarray]:
+        """The users' style affinity ``(users, styles)`` and price sensitivity, read once."""
+        users = pq.read_table(self.root / "truth" / "users.parquet")
+        affinity = users["style_affinity"].combine_chunks().flatten().to_numpy()
+        return {
+            "style_affinity": affinity.reshape(users.num_rows, -1),
+            "price_sensitivity": users["price_sensitivity"].to_numpy(),
+        }
+
+    @functools.cached_property
+    def _truth_items(self) -> dict[str, np.ndarray]:
+        """The items' style, standardised price and popularity, read once."""
+        items = pq.read_table(self.root / "truth" / "items.parquet", columns=["style", "price_z",
+                              "popularity"])  # fmt: skip
+        return {name: items[name].to_numpy() for name in items.column_names}
+
     def replay(self, scores: pa.Table, seed: int = 0, candidates: str = "pool") -> ReplayResult:
         """Rank each scored request's candidates by ``scores`` (request_id, item_id, score),
         expose the new top k, and draw clicks from the world's click model.
@@ -110,8 +143,6 @@ class World:
             raise ValueError(
                 f"scores miss {missing} {candidates} candidates of the scored requests"
             )
-        users = pq.read_table(self.root / "truth" / "users.parquet")
-        items = pq.read_table(self.root / "truth" / "items.parquet")
         truth = pq.read_table(self.root / "truth" / "requests.parquet")
         tolerance = truth["tolerance"].to_numpy()  # indexed by request id (0..n-1)
         request_user = self.requests().select(["request_id", "user_id"])
@@ -129,17 +160,10 @@ class World:
         user = joined["user_id"].to_numpy()[top]
         item = joined["item_id"].to_numpy()[top]
         grade = joined["true_relevance"].to_numpy()[top]
-        affinity = users["style_affinity"].combine_chunks().flatten().to_numpy()
-        affinity = affinity.reshape(users.num_rows, -1)
-        style = items["style"].to_numpy()[item]
-        taste = (
-            affinity[user, style]
-            - users["price_sensitivity"].to_numpy()[user] * items["price_z"].to_numpy()[item]
-        )
         cfg = self.config
         a = attraction(
-            grade, tolerance[joined["request_id"].to_numpy()[top]], taste,
-            items["popularity"].to_numpy()[item],
+            grade, tolerance[joined["request_id"].to_numpy()[top]], self.taste(user, item),
+            self._truth_items["popularity"][item],
             cfg.tolerance_strength, cfg.taste_weight, cfg.popularity_weight,
         )  # fmt: skip
         ranked = np.zeros((starts.size, k))
