@@ -6,7 +6,9 @@ Run: .venv/bin/python benchmarks/encoder_speed.py --log LOG [--held-out SPLIT] \
 From text to grades, every text embedded on every call (the teacher's memo of embedded texts
 off), taking turns over --rounds on the first --pairs held-out rows (``prectr.encoder.pairs``),
 with the same threads; and the two-tower student scoring against title states computed
-beforehand, as a server with its catalogue's titles cached would. The figures of
+beforehand, as a server with its catalogue's titles cached would; and the FLOPs a pair of
+each from text (PyTorch's counter: matrix products and attention), the ratio that bounds the
+pairs/s one where those dominate. The figures of
 ``benchmarks/student.py``'s speed test, for a log that is not a simulated world.
 """
 
@@ -55,11 +57,14 @@ def main() -> None:
                          "teacher from its name, minilm or smollm2 only")  # fmt: skip
     speed = side_by_side({base: (base, teacher.head)}, teacher.dtype, args.student, pairs,
                          sample, args.pairs, args.rounds)  # fmt: skip
-    rates = speed["pairs_per_s"]
-    student = rates["student"]
+    rates, flops = speed["pairs_per_s"], speed["flops_per_pair"]
+    student, teacher_name = rates["student"], f"teacher {base}"
     for name, value in rates.items():
-        print(f"{name}: {value:,.0f} pairs/s ({value / rates[f'teacher {base}']:.1f}x the "
+        print(f"{name}: {value:,.0f} pairs/s ({value / rates[teacher_name]:.1f}x the "
               f"teacher; the student {student / value:.1f}x this)")  # fmt: skip
+    for name, value in flops.items():
+        print(f"{name}: {value / 1e6:,.1f} MFLOP a pair from text (the teacher "
+              f"{flops[teacher_name] / value:.1f}x this)")  # fmt: skip
     write_record(args.out, {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]), "log": str(args.log),
         "held_out": args.held_out, "student": str(args.student), "teacher": str(args.teacher),

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import cached_titles_rate
@@ -81,10 +82,20 @@ def rate(encode: Callable[[], object], n: int, least_seconds: float = 0.5) -> fl
     return n * calls / elapsed
 
 
+def flops_per_pair(encode: Callable[[], object], n: int) -> float:
+    """Floating-point operations of one ``encode`` call (n pairs) per pair, as PyTorch's
+    ``FlopCounterMode`` counts them: matrix products and attention (two per multiply-add),
+    not element-wise work. What bounds a pairs/s ratio where the products dominate."""
+    with FlopCounterMode(display=False) as counter:
+        encode()
+    return counter.get_total_flops() / n
+
+
 def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_dir: Path, pairs,
                  sample, n: int, rounds: int) -> dict:  # fmt: skip
     """Pairs/s of each adapted teacher (a base teacher's name and head) and of the student on the
-    same n held-out pairs, every text embedded on every call."""
+    same n held-out pairs, every text embedded on every call, and each one's
+    :func:`flops_per_pair` from text (counted on a call of its own, before the warm-up)."""
     makers = teachers(dtype, memo_texts=0)
     adapted = {name: AdaptedTeacher(makers[base](), base, head, {})
                for name, (base, head) in heads.items()}  # fmt: skip
@@ -104,6 +115,7 @@ def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_di
         )
 
     contenders["student"] = student_from_text
+    flops = {name: flops_per_pair(encode, len(chosen)) for name, encode in contenders.items()}
     for encode in contenders.values():  # warm-up
         encode()
     rates: dict[str, list[float]] = {name: [] for name in contenders}
@@ -114,7 +126,7 @@ def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_di
         rates["student, title states cached"].append(
             cached_titles_rate(student, tokenizer, pairs, chosen)
         )
-    return {"pairs": len(chosen), "rounds": rates,
+    return {"pairs": len(chosen), "rounds": rates, "flops_per_pair": flops,
             "pairs_per_s": {name: statistics.median(r) for name, r in rates.items()}}  # fmt: skip
 
 
