@@ -51,9 +51,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
                            "the tokenizer chose, see `prectr encoder tokenizer`)")  # fmt: skip
     group.add_argument("--dropout", type=float, default=s.dropout, help="dropout rate")
     group.add_argument("--piece-overlap", action=argparse.BooleanOptionalAction,
-                       default=s.piece_overlap, help="two towers: the interaction also reads "
-                       "the share of query and title pieces (and piece pairs) the other side "
-                       "holds, the lexical match pooled towers blur")  # fmt: skip
+                       help="two towers: the interaction also reads the share of query and "
+                       "title pieces (and piece pairs) the other side holds, the lexical "
+                       "match pooled towers blur (default: on for two towers, off for "
+                       "cross)")  # fmt: skip
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
     group = parser.add_argument_group("training")
@@ -81,7 +82,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     student = StudentConfig(
         mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
         dropout=args.dropout, query_length=args.query_length, title_length=args.title_length,
-        piece_overlap=args.piece_overlap,
+        **({} if args.piece_overlap is None else {"piece_overlap": args.piece_overlap}),
     )  # fmt: skip
     given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
              *SFT_FLAGS]  # fmt: skip

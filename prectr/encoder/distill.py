@@ -115,7 +115,10 @@ class EncoderRun:
             "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
-        overlap_asked = student is not None and student.piece_overlap
+        overlap_asked = (  # asked for, not the default (--init brings its own shape)
+            student is not None and "piece_overlap" in student.model_fields_set
+            and student.piece_overlap
+        )  # fmt: skip
         if init is not None and overlap_asked and not _has_piece_overlap(init):  # before the claim
             raise ValueError(f"piece_overlap asked for, but the student in {init} was built "
                              "without it (--init brings its own shape): distil with "
@@ -305,7 +308,8 @@ class EncoderRun:
 
 def _recorded(student: StudentConfig) -> dict[str, Any]:
     """The student's settings as a run records them: ``piece_overlap`` only when on, so that
-    a run started before the option existed resumes."""
+    a run started before the option existed resumes (with ``--no-piece-overlap``, since it is
+    on by default)."""
     return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})
 
 

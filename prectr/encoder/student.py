@@ -473,7 +473,8 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
 def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
     """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
     state = saved_student(directory)
-    student = Student(StudentConfig(**state["config"]))
+    # saved before piece_overlap existed: without it
+    student = Student(StudentConfig(**{"piece_overlap": False, **state["config"]}))
     student.load_state_dict(state["state"])
     tokenizer = student_tokenizer(directory)
     if tokenizer.vocab_size != student.config.vocab_size:

@@ -348,17 +348,23 @@ def test_massive_teacher_activations_do_not_drown_the_kl(
 def test_piece_overlap_is_recorded_only_when_on_and_an_init_without_it_is_refused(
     tiny_world, student_dir, tmp_path
 ) -> None:
-    """A run records the option only when on, so runs started before it existed resume; and
-    --init brings its own shape, so asking for the option on a student without it fails."""
-    EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1))
+    """A run records the option only when on, so runs started before it existed resume (off,
+    as they were); and --init brings its own shape, so asking for the option on a student
+    without it fails, while the default (on for two towers) gives way to the student's own."""
+    plain = StudentConfig(**TINY, piece_overlap=False)
+    EncoderRun("sft", tiny_world, tmp_path / "plain", plain, train(1))
     recorded = json.loads((tmp_path / "plain" / "config.json").read_text())["student"]
-    assert "piece_overlap" not in recorded and recorded["mode"] == STUDENT.mode
-    EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1), resume=True)
-    overlap = StudentConfig(**{**TINY, "mode": "two_tower", "piece_overlap": True})
-    EncoderRun("sft", tiny_world, tmp_path / "overlap", overlap, train(1))
+    assert "piece_overlap" not in recorded and recorded["mode"] == plain.mode
+    EncoderRun("sft", tiny_world, tmp_path / "plain", plain, train(1), resume=True)
+    with pytest.raises(ValueError, match="settings differ"):  # the default is on now
+        EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1), resume=True)
+    EncoderRun("sft", tiny_world, tmp_path / "overlap", STUDENT, train(1))
     assert json.loads((tmp_path / "overlap" / "config.json").read_text())["student"][
         "piece_overlap"
     ]
+    asked = StudentConfig(**TINY, piece_overlap=True)
     with pytest.raises(ValueError, match="built without it"):
-        EncoderRun("sft", tiny_world, tmp_path / "init", overlap, train(1), init=student_dir)
+        EncoderRun("sft", tiny_world, tmp_path / "init", asked, train(1), init=student_dir)
     assert not (tmp_path / "init").exists()  # refused before the run was claimed: rerun freely
+    run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=student_dir)
+    assert not run.student.config.piece_overlap  # the cross student --init brought

@@ -187,7 +187,8 @@ def test_reused_states_serve_their_passes_without_gradient_then_are_encoded_afre
     with torch.no_grad():
         if mode == "two_tower":
             titles = torch.cat([old.title_states(t2[:1]), now.title_states(t2[1:])])
-            expected = now.pair_from_states(old.query_states(q2), titles)
+            overlap = student_module.piece_overlap(q2, t2, 50)
+            expected = now.pair_from_states(old.query_states(q2), titles, overlap)
         else:
             expected = torch.cat([old.pair_state(q2[:1], t2[:1]), now.pair_state(q2[1:], t2[1:])])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
@@ -312,7 +313,8 @@ def test_two_tower_scores_from_cached_title_states_equal_direct_scores() -> None
     with torch.no_grad():
         cached = student.title_states(t)
         query = student.query_states(q)
-        from_cache = student.head(student.pair_from_states(query, cached))
+        overlap = student_module.piece_overlap(q, t, 50)  # the default reads it
+        from_cache = student.head(student.pair_from_states(query, cached, overlap))
         torch.testing.assert_close(from_cache, student(q, t))
     with pytest.raises(ValueError, match="two_tower"):
         tiny_student(50, "cross").title_states(t)
@@ -382,3 +384,22 @@ def test_a_piece_overlap_student_reads_the_match_traces_saves_and_is_two_tower_o
         torch.testing.assert_close(again.eval()(q, t), out)
     with pytest.raises(ValueError, match="two_tower option"):
         StudentConfig(mode="cross", piece_overlap=True)
+
+
+def test_piece_overlap_is_on_by_default_for_two_towers_only_and_older_students_load_without_it(
+    tmp_path, tokenizer
+) -> None:
+    assert StudentConfig().piece_overlap and StudentConfig(mode="two_tower").piece_overlap
+    assert not StudentConfig(mode="cross").piece_overlap  # the default, not a refusal
+    assert not StudentConfig(piece_overlap=False).piece_overlap
+    student = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=False).eval()
+    save_student(tmp_path / "s", student, tokenizer)
+    saved = torch.load(tmp_path / "s" / "student.pt", weights_only=False)
+    del saved["config"]["piece_overlap"]  # as a student saved before the option existed
+    torch.save(saved, tmp_path / "s" / "student.pt")
+    again, _ = load_student(tmp_path / "s")
+    assert not again.config.piece_overlap
+    q = torch.from_numpy(tokenizer.encode(["oak table"], 6))
+    t = torch.from_numpy(tokenizer.encode(["blue lamp"], 16))
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(q, t), student(q, t))
