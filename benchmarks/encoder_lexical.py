@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from held_out import add_log_flags, read_log_pairs
 from record import machine, write_record
 
-from prectr.cli.output import flag_type
-from prectr.data.grades import parse_grade_map
 from prectr.encoder.baselines import FEATURES, overlap_features
 from prectr.encoder.evaluate import held_out_sample
-from prectr.encoder.pairs import PairsConfig, read_pairs
 from prectr.encoder.student import load_student, piece_overlap
 from prectr.metrics.grades import spearman
 
@@ -47,15 +45,12 @@ def feature_spearman(grade: np.ndarray, features: np.ndarray, names: tuple[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--held-out", default="day", help="as the encoder commands take it")
-    parser.add_argument("--grade-map", type=flag_type(parse_grade_map))
-    parser.add_argument("--student", type=Path, required=True, help="a student directory")
+    add_log_flags(parser)
     parser.add_argument("--predictions", type=Path, help="prectr encoder evaluate --predictions")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    pairs = read_pairs(args.log, PairsConfig(args.held_out, args.grade_map))
+    pairs = read_log_pairs(args)
     sample = held_out_sample(pairs)
     queries, titles = sample.texts(pairs)
     strings = np.stack([overlap_features(q, t) for q, t in zip(queries, titles, strict=True)])

@@ -21,23 +21,18 @@ import sys
 from pathlib import Path
 
 import torch
+from held_out import add_log_flags, read_log_pairs
 from record import machine, write_record
 from student import side_by_side
 
-from prectr.cli.output import flag_type
-from prectr.data.grades import parse_grade_map
 from prectr.encoder.evaluate import held_out_sample
-from prectr.encoder.pairs import PairsConfig, read_pairs
 from prectr.encoder.teachers.adapt import AdaptedTeacher, base_spec
 from prectr.encoder.teachers.load import load_teacher
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--held-out", default="day", help="as the encoder commands take it")
-    parser.add_argument("--grade-map", type=flag_type(parse_grade_map))
-    parser.add_argument("--student", type=Path, required=True, help="a student directory")
+    add_log_flags(parser)
     parser.add_argument("--teacher", type=Path, required=True, help="an adapted teacher")
     parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
@@ -49,7 +44,7 @@ def main() -> None:
     teacher = load_teacher(args.teacher)
     if not isinstance(teacher, AdaptedTeacher):
         raise SystemExit(f"{args.teacher}: not an adapted teacher (prectr teacher adapt)")
-    pairs = read_pairs(args.log, PairsConfig(args.held_out, args.grade_map))
+    pairs = read_log_pairs(args)
     sample = held_out_sample(pairs)
     base = base_spec(teacher.base_spec)
     if base not in ("minilm", "smollm2"):
