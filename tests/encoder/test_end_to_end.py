@@ -15,12 +15,13 @@ from prectr.data.features import FeatureConfig, FeatureEncoder
 from prectr.data.schema import read_log
 from prectr.data.shards import time_split, write_impressions
 from prectr.data.stream import BatchStream
+from prectr.encoder.student import save_student
 from prectr.models.registry import build_model
 from prectr.modules.text import training_dtype
 from prectr.train.predict import predict
 from prectr.train.run import load_trained
 from prectr.train.trainer import Trainer, param_groups
-from tests.encoder.conftest import fake_embed
+from tests.encoder.conftest import fake_embed, tiny_student
 from tests.models.test_models import LogitOf, inputs
 
 
@@ -221,9 +222,18 @@ def test_a_run_with_the_student_trains_and_reloads(tiny_world, student_dir, tmp_
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
-def test_the_student_model_exports_and_matches_eager_on_another_batch(encoded, student_dir):
+@pytest.mark.parametrize("mode", ["cross", "two_tower"])
+def test_the_student_model_exports_and_matches_eager_on_another_batch(
+    encoded, student_dir, tokenizer, tmp_path, mode
+):
     """Tracing and export skip the data-dependent shortcuts (packing, distinct rows); the
-    graph then gives what eager PyTorch gives, whatever the batch."""
+    graph then gives what eager PyTorch gives, whatever the batch. The two-tower student is
+    the default one, reading the pair's piece overlap (the same tokenizer and piece limits as
+    the features')."""
+    if mode == "two_tower":
+        student = tiny_student(tokenizer.vocab_size, "two_tower")
+        assert student.config.piece_overlap
+        student_dir = save_student(tmp_path / "two_tower", student, tokenizer)
     model = build(encoded, text_encoder="student", student=str(student_dir)).eval()
     batch, other = encoded[1], encoded[2]
     wrapped = LogitOf(model, batch)
