@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import add_piece_overlap_flag
 from record import machine, write_record
 
 from prectr.data.schema import read_log
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import grade_metrics, grade_probabilities, held_out_sample
 from prectr.encoder.pairs import LogPairs, TeacherLabels, read_teacher_labels
-from prectr.encoder.student import StudentConfig, load_student
+from prectr.encoder.settings import student_config
+from prectr.encoder.student import load_student
 from prectr.encoder.teachers.quality import softmax
 from prectr.metrics import ndcg_at_k
 from prectr.metrics.grades import spearman
@@ -55,7 +57,8 @@ def run(kind: str, args: argparse.Namespace, out: Path, init: Path | None = None
     """One resumable distillation or SFT run's metrics (SFT from ``init`` or from scratch)."""
     config = EncoderTrainConfig(seed=args.seed, eval_requests=args.eval_requests, **settings)
     labels = args.labels if kind == "distill" else None
-    return EncoderRun(kind, args.world, out, StudentConfig(), config, labels=labels, init=init,
+    student = student_config(args.piece_overlap)
+    return EncoderRun(kind, args.world, out, student, config, labels=labels, init=init,
                       tokenizer=args.tokenizer,
                       resume=(out / "config.json").is_file()).fit()  # fmt: skip
 
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=200)
     parser.add_argument("--eval-requests", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    add_piece_overlap_flag(parser)
     parser.add_argument("--out", type=Path, default=Path("results/distill_transfer.json"))
     args = parser.parse_args()
     sft_settings = {"max_steps": args.sft_steps}

@@ -37,10 +37,15 @@ PIECE_COLUMNS = (
 )  # fmt: skip
 
 
+def defined(value: float) -> float | None:
+    """``value``, or None (JSON's null) where it is nan: undefined for a constant side."""
+    return None if np.isnan(value) else float(value)
+
+
 def feature_spearman(grade: np.ndarray, features: np.ndarray, names: tuple[str, ...]) -> dict:
-    """Spearman of ``grade`` ``(n,)`` with each column of ``features`` ``(n, k)`` alone (nan
+    """Spearman of ``grade`` ``(n,)`` with each column of ``features`` ``(n, k)`` alone (None
     where a column is constant)."""
-    return {name: float(spearman(grade, features[:, i])) for i, name in enumerate(names)}
+    return {name: defined(spearman(grade, features[:, i])) for i, name in enumerate(names)}
 
 
 def main() -> None:
@@ -69,12 +74,13 @@ def main() -> None:
         table = pq.read_table(args.predictions, columns=["model", "grade", "expected"])
         frame = table.to_pandas()
         record["models"] = {
-            str(name): float(spearman(group["grade"].to_numpy(), group["expected"].to_numpy()))
+            str(name): defined(spearman(group["grade"].to_numpy(), group["expected"].to_numpy()))
             for name, group in frame.groupby("model", sort=False)
         }
     for part in ("string_features", "piece_columns", "models"):
         for name, value in record.get(part, {}).items():
-            print(f"{part:>15}  {name:<28} Spearman {value:+.3f}")
+            shown = "undefined (constant)" if value is None else f"{value:+.3f}"
+            print(f"{part:>15}  {name:<28} Spearman {shown}")
     write_record(args.out, {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]), "log": str(args.log),
         "held_out": args.held_out, "student": str(args.student), **record, "machine": machine(),

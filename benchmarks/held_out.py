@@ -1,5 +1,6 @@
-"""The flags that name a log's held-out pairs and a student, as the encoder commands take them,
-shared by the benchmarks that read any log (``encoder_speed.py``, ``encoder_lexical.py``)."""
+"""Flags the encoder benchmarks share: a log's held-out pairs and a student, as the encoder
+commands take them (``encoder_speed.py``, ``encoder_lexical.py``), and the shape of the students
+a benchmark trains (``student.py``, ``distill_transfer.py``)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def add_log_flags(parser: argparse.ArgumentParser) -> None:
 def read_log_pairs(args: argparse.Namespace) -> LogPairs:
     """The pairs of ``--log`` split as ``--held-out`` and ``--grade-map`` say."""
     return read_pairs(args.log, PairsConfig(args.held_out, args.grade_map))
+
+
+def add_piece_overlap_flag(parser: argparse.ArgumentParser) -> None:
+    """``--piece-overlap`` / ``--no-piece-overlap`` for the students a benchmark trains; neither:
+    the student's default (on for two towers since ``806ab79``)."""
+    parser.add_argument("--piece-overlap", action=argparse.BooleanOptionalAction,
+                        help="the students' piece overlap (default: the student's default, on "
+                        "for two towers since 806ab79; --no-piece-overlap reproduces the "
+                        "figures measured before it)")  # fmt: skip

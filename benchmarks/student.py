@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import cached_titles_rate
+from held_out import add_piece_overlap_flag
 from record import machine, write_record
 from teacher import (
     METRICS,
@@ -55,7 +56,8 @@ from teacher import (
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import grade_probabilities, held_out_sample
 from prectr.encoder.pairs import read_pairs
-from prectr.encoder.student import StudentConfig, load_student
+from prectr.encoder.settings import student_config
+from prectr.encoder.student import load_student
 from prectr.encoder.teacher import AdaptedTeacher, GradeHead, label_pairs, log_pairs, softmax
 from prectr.text.tokenizer import TextTokenizer
 
@@ -69,7 +71,8 @@ def train_student(kind: str, args: argparse.Namespace, out: Path, seed: int, ste
                                 hidden_weight=args.hidden_weight if kind == "distill" else 0.0,
                                 eval_requests=args.eval_requests)  # fmt: skip
     resume = (out / "config.json").is_file()
-    return EncoderRun(kind, args.world, out, StudentConfig(), config, resume=resume,
+    student = student_config(args.piece_overlap)
+    return EncoderRun(kind, args.world, out, student, config, resume=resume,
                       **sources).fit()  # fmt: skip
 
 
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE")
     parser.add_argument("--sft-steps", type=int, default=200, help="batches of 256")
     parser.add_argument("--vocab-size", type=int, default=8000)
+    add_piece_overlap_flag(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     parser.add_argument("--speed-pairs", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)

@@ -75,14 +75,14 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     import torch
 
     from prectr.encoder.distill import EncoderRun
-    from prectr.encoder.settings import EncoderTrainConfig, StudentConfig
+    from prectr.encoder.settings import EncoderTrainConfig, student_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    student = StudentConfig(
-        mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads, ff=args.ff,
-        dropout=args.dropout, query_length=args.query_length, title_length=args.title_length,
-        **({} if args.piece_overlap is None else {"piece_overlap": args.piece_overlap}),
+    student = student_config(
+        args.piece_overlap, mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads,
+        ff=args.ff, dropout=args.dropout, query_length=args.query_length,
+        title_length=args.title_length,
     )  # fmt: skip
     given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
              *SFT_FLAGS]  # fmt: skip

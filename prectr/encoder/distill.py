@@ -115,14 +115,8 @@ class EncoderRun:
             "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
-        overlap_asked = (  # asked for, not the default (--init brings its own shape)
-            student is not None and "piece_overlap" in student.model_fields_set
-            and student.piece_overlap
-        )  # fmt: skip
-        if init is not None and overlap_asked and not _has_piece_overlap(init):  # before the claim
-            raise ValueError(f"piece_overlap asked for, but the student in {init} was built "
-                             "without it (--init brings its own shape): distil with "
-                             "--piece-overlap")  # fmt: skip
+        if init is not None and student is not None:  # checked before the run is claimed
+            _check_asked_overlap(student, init)
         self.processes = join()
         self.processes.on_main(lambda: claim_run_dir(self.run_dir, "config.json", wanted, resume,
                                                      "the settings differ"))  # fmt: skip
@@ -311,6 +305,20 @@ def _recorded(student: StudentConfig) -> dict[str, Any]:
     a run started before the option existed resumes (with ``--no-piece-overlap``, since it is
     on by default)."""
     return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})
+
+
+def _check_asked_overlap(student: StudentConfig, init: str | Path) -> None:
+    """``--init`` brings its own shape: a ``piece_overlap`` asked for (on or off, not the
+    default) must be the one of the student in ``init``."""
+    if "piece_overlap" not in student.model_fields_set:
+        return
+    brought = _has_piece_overlap(init)
+    if student.piece_overlap != brought:
+        asked = "asked for" if student.piece_overlap else "turned off"
+        built = "with" if brought else "without"
+        raise ValueError(f"piece_overlap {asked}, but the student in {init} was built {built} "
+                         "it (--init brings its own shape): distil with the same setting, or "
+                         "leave it out")  # fmt: skip
 
 
 def _has_piece_overlap(student_dir: str | Path) -> bool:

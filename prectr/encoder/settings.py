@@ -60,6 +60,16 @@ class StudentConfig(Section):
         return self
 
 
+def student_config(piece_overlap: bool | None = None, **settings) -> StudentConfig:
+    """The student's settings, ``piece_overlap`` as asked, or its default (on for two towers,
+    off for the cross encoder) when None: what ``--piece-overlap`` / ``--no-piece-overlap``
+    or neither give. Only an asked value counts as asked (``model_fields_set``), which
+    ``--init`` checks against the student it brings; a copy rebuilt from a dump
+    (``updated``) carries the value it had as asked."""
+    asked = {} if piece_overlap is None else {"piece_overlap": piece_overlap}
+    return StudentConfig(**settings, **asked)
+
+
 # cross-entropy; class-weighted cross-entropy (each grade weighs n / (4 n_grade) on the training
 # pairs); cross-entropy to soft ordinal labels (weight of grade k proportional to
 # exp(-(k - y)^2), so a near miss costs less than a far one)

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -28,14 +30,21 @@ def test_each_feature_is_read_alone_on_every_graded_held_out_row(
     config = StudentConfig(vocab_size=tokenizer.vocab_size, dim=16, layers=1, heads=2, ff=32,
                            query_length=6, title_length=16)  # fmt: skip
     save_student(tmp_path / "student", Student(config), tokenizer)
+    sample = held_out_sample(pairs)
+    grades = sample.grade.astype(float)
+    predictions = tmp_path / "predictions.parquet"  # as `prectr encoder evaluate` writes them
+    pq.write_table(pa.table({"model": ["constant"] * grades.size + ["oracle"] * grades.size,
+                             "grade": np.concatenate([grades, grades]),
+                             "expected": np.concatenate([np.ones_like(grades), grades])}),
+                   predictions)  # fmt: skip
     out = tmp_path / "lexical.json"
     monkeypatch.setattr(sys, "argv", ["encoder_lexical.py", "--log", str(tiny_world),
-                                      "--student", str(tmp_path / "student"),
-                                      "--out", str(out)])  # fmt: skip
+                                      "--student", str(tmp_path / "student"), "--predictions",
+                                      str(predictions), "--out", str(out)])  # fmt: skip
     encoder_lexical.main()
-    record = json.loads(out.read_text())
+    record = json.loads(out.read_text())  # strict JSON: an undefined figure is null, not NaN
+    assert record["models"] == {"constant": None, "oracle": pytest.approx(1.0)}
 
-    sample = held_out_sample(pairs)
     queries, titles = sample.texts(pairs)
     assert record["rows"] == sample.grade.size > 0
     assert list(record["string_features"]) == list(FEATURES)

@@ -12,7 +12,7 @@ from prectr.data.shards import time_split
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
 from prectr.encoder.evaluate import evaluate_held_out, grade_metrics
 from prectr.encoder.pairs import read_teacher_labels
-from prectr.encoder.student import StudentConfig, load_student
+from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.checkpoint import load_checkpoint
 from prectr.train.stages import StopTraining
@@ -345,12 +345,13 @@ def test_massive_teacher_activations_do_not_drown_the_kl(
     assert held[1.0] > 0
 
 
-def test_piece_overlap_is_recorded_only_when_on_and_an_init_without_it_is_refused(
-    tiny_world, student_dir, tmp_path
+def test_piece_overlap_is_recorded_only_when_on_and_asked_against_an_init_of_another_shape_refused(
+    tiny_world, tokenizer, tmp_path
 ) -> None:
     """A run records the option only when on, so runs started before it existed resume (off,
     as they were); and --init brings its own shape, so asking for the option on a student
-    without it fails, while the default (on for two towers) gives way to the student's own."""
+    without it, or turning it off on one with it, fails, while the default (on for two towers)
+    gives way to the student's own."""
     plain = StudentConfig(**TINY, piece_overlap=False)
     EncoderRun("sft", tiny_world, tmp_path / "plain", plain, train(1))
     recorded = json.loads((tmp_path / "plain" / "config.json").read_text())["student"]
@@ -362,9 +363,15 @@ def test_piece_overlap_is_recorded_only_when_on_and_an_init_without_it_is_refuse
     assert json.loads((tmp_path / "overlap" / "config.json").read_text())["student"][
         "piece_overlap"
     ]
+    shape = {**TINY, "vocab_size": tokenizer.vocab_size}  # two-tower students, saved
+    without = save_student(tmp_path / "without", Student(StudentConfig(**shape,
+                           piece_overlap=False)), tokenizer)  # fmt: skip
+    with_it = save_student(tmp_path / "with", Student(StudentConfig(**shape)), tokenizer)
     asked = StudentConfig(**TINY, piece_overlap=True)
-    with pytest.raises(ValueError, match="built without it"):
-        EncoderRun("sft", tiny_world, tmp_path / "init", asked, train(1), init=student_dir)
+    with pytest.raises(ValueError, match=r"asked for, but .* built without it"):
+        EncoderRun("sft", tiny_world, tmp_path / "init", asked, train(1), init=without)
     assert not (tmp_path / "init").exists()  # refused before the run was claimed: rerun freely
-    run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=student_dir)
-    assert not run.student.config.piece_overlap  # the cross student --init brought
+    with pytest.raises(ValueError, match=r"turned off, but .* built with it"):
+        EncoderRun("sft", tiny_world, tmp_path / "init", plain, train(1), init=with_it)
+    run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=without)
+    assert not run.student.config.piece_overlap  # the default gave way to the student's own

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from prectr.encoder import student as student_module
+from prectr.encoder.settings import student_config
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.text.tokenizer import PAD, SEP, UNK
 from tests.encoder.conftest import tiny_student
@@ -390,8 +391,21 @@ def test_piece_overlap_is_on_by_default_for_two_towers_only_and_older_students_l
     tmp_path, tokenizer
 ) -> None:
     assert StudentConfig().piece_overlap and StudentConfig(mode="two_tower").piece_overlap
-    assert not StudentConfig(mode="cross").piece_overlap  # the default, not a refusal
+    cross = StudentConfig(mode="cross")
+    assert not cross.piece_overlap  # the default, not a refusal
+    assert StudentConfig(**cross.model_dump()) == cross  # saved and read back: still cross
     assert not StudentConfig(piece_overlap=False).piece_overlap
+    from prectr.cli import build_parser  # the command line leaves the default to the config
+
+    for flags, want in (([], None), (["--piece-overlap"], True), (["--no-piece-overlap"], False)):
+        args = build_parser().parse_args(["encoder", "sft", "LOG", "--out", "OUT", *flags])
+        assert args.piece_overlap is want
+        config = student_config(args.piece_overlap, mode="cross") if want is not True else None
+        assert config is None or not config.piece_overlap
+    assert (
+        student_config(None).piece_overlap
+        and "piece_overlap" not in student_config(None).model_fields_set
+    )
     student = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=False).eval()
     save_student(tmp_path / "s", student, tokenizer)
     saved = torch.load(tmp_path / "s" / "student.pt", weights_only=False)
