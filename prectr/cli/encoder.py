@@ -26,7 +26,11 @@ SFT_FLAGS = {  # type, help
                     "graded row of it, as often as the log shows and grades it (rows)"),
     "valid_share": (float, "share of training queries whose graded pairs validate (0: none)"),
     "valid_every": (int, "steps between validation scores"),
-    "patience": (int, "validations without a better macro-F1 before stopping (0: never)"),
+    "patience": (int, "validations without a better --select-on figure before stopping "
+                 "(0: never)"),
+    "select": (str, "the validation figure early stopping watches and the kept student "
+               "maximises: macro_f1 (every grade alike) or spearman (the pairs' order by "
+               "expected grade)"),
 }  # fmt: skip
 TRAINING_FLAGS = {
     "epochs": "passes over the training pairs",
@@ -248,7 +252,7 @@ def cmd_encoder_cache(args: argparse.Namespace) -> int:
 
 
 def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
-    from prectr.encoder.settings import PAIR_WEIGHTS, SFT_LOSSES, EncoderTrainConfig
+    from prectr.encoder.settings import PAIR_WEIGHTS, SELECTIONS, SFT_LOSSES, EncoderTrainConfig
     from prectr.text.tokenizer import MAX_TRUNCATED
 
     parser = sub.add_parser(
@@ -303,16 +307,17 @@ def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
         description="A loss on the human grades of the log's training pairs (--loss), from a "
         "distilled student (--init) or from scratch. The graded pairs of a hashed "
         "--valid-share of the training queries validate: every --valid-every steps the "
-        "student's macro-F1 on them is scored, the best student is kept and exported, and "
-        "training stops after --patience scores without a better one. The --held-out "
-        "requests are scored at the end.",
+        "student's macro-F1 (or --select-on spearman) on them is scored, the best student is "
+        "kept and exported, and training stops after --patience scores without a better one. "
+        "The --held-out requests are scored at the end.",
     )
     p.add_argument("log", type=Path)
     p.add_argument("--init", type=Path, help="a distilled student directory (RUN/student)")
-    choices = {"loss": SFT_LOSSES, "pair_weight": PAIR_WEIGHTS}
+    choices = {"loss": SFT_LOSSES, "pair_weight": PAIR_WEIGHTS, "select": SELECTIONS}
     for name, (kind, doc) in SFT_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
-                       help=doc, choices=choices.get(name))  # fmt: skip
+        flag = "--select-on" if name == "select" else f"--{name.replace('_', '-')}"
+        p.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name), help=doc,
+                       choices=choices.get(name))  # fmt: skip
     _student_flags(p)
     pairs_flags(p)
     p.set_defaults(func=cmd_encoder_train)

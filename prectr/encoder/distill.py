@@ -19,7 +19,8 @@ Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs a
 keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
 ``patience`` scores without a better one, and exports the best student. Macro-F1 is the
 criterion because a student that predicts the majority grade scores high accuracy and a low
-macro-F1. Both run on the training engine (:class:`prectr.train.engine.Engine`), under
+macro-F1; ``select: spearman`` keeps the student that orders the pairs best instead. Both
+run on the training engine (:class:`prectr.train.engine.Engine`), under
 ``torchrun`` in several processes too: every process reads the pairs, each trains on its share
 of every batch (the batch size is over all processes), the engine averages the gradients, and
 the main process trains the tokenizer and writes every file.
@@ -112,7 +113,7 @@ class EncoderRun:
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
             "student": _recorded(student or StudentConfig()),
-            "train": self.train.model_dump(), **(pairs or PairsConfig()).settings(),
+            "train": _recorded_train(self.train), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
         if init is not None and student is not None:  # checked before the run is claimed
@@ -147,7 +148,7 @@ class EncoderRun:
         t = self.train
         self.engine = Engine(
             modules, self.optimizer, directory=self.run_dir, clip_norm=t.clip_norm,
-            stopping=Stopping("macro_f1", t.patience), log_every=t.log_every,
+            stopping=Stopping(t.select, t.patience), log_every=t.log_every,
             checkpoint_every=t.checkpoint_every, tensorboard=True, stop_after=stop_after,
             processes=self.processes,
         )  # fmt: skip
@@ -305,6 +306,12 @@ def _recorded(student: StudentConfig) -> dict[str, Any]:
     a run started before the option existed resumes (with ``--no-piece-overlap``, since it is
     on by default)."""
     return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})
+
+
+def _recorded_train(train: EncoderTrainConfig) -> dict[str, Any]:
+    """How the student trains, as a run records it: ``select`` only when not the default
+    macro-F1, so that a run started before the option existed resumes."""
+    return train.model_dump(exclude={"select"} if train.select == "macro_f1" else set())
 
 
 def _check_asked_overlap(student: StudentConfig, init: str | Path) -> None:

@@ -79,6 +79,11 @@ SFT_LOSSES = get_args(SftLoss)
 # often as the log shows and grades it; its merged grade either way)
 PairWeight = Literal["pairs", "rows"]
 PAIR_WEIGHTS = get_args(PairWeight)
+# the validation figure sft's early stopping watches and its kept student maximises: macro-F1
+# (every grade counts alike: a majority-grade student scores low) or Spearman (the order of the
+# pairs by expected grade, what a ranker reads)
+Selection = Literal["macro_f1", "spearman"]
+SELECTIONS = get_args(Selection)
 
 
 class EncoderTrainConfig(Section):
@@ -116,7 +121,12 @@ class EncoderTrainConfig(Section):
     valid_every: int = Field(50, ge=0)
     """sft: steps between validation scores, and one at the end (0: at each epoch's end)."""
     patience: int = Field(5, ge=0)
-    """sft: validations without a better macro-F1 before stopping (0: never)."""
+    """sft: validations without a better ``select`` figure before stopping (0: never)."""
+    select: Selection = "macro_f1"
+    """sft: the validation figure early stopping watches and the kept student maximises
+    (:data:`SELECTIONS`). Macro-F1 by default; Spearman keeps the student that orders pairs
+    best, which on a small real set can come many steps before macro-F1's best
+    (docs/fidelity.md, "Why the student orders QBQTC worse than string overlap")."""
     loss: SftLoss = "ce"
     """sft: the loss on the human grades (:data:`SFT_LOSSES`)."""
     pair_weight: PairWeight = "pairs"

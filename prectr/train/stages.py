@@ -6,6 +6,7 @@ rows sit in memory, shared out among the processes of a run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,14 @@ class Stopping:
     patience: int = 0
 
     def better(self, metrics: dict[str, float], best: dict[str, Any] | None) -> bool:
+        """Whether ``metrics`` beat ``best``; an undefined (nan) value is the worst, so a
+        first validation whose figure is undefined (a Spearman of constant predictions) does
+        not block every later one."""
         if best is None:
             return True
         new, old = metrics[self.metric], best[self.metric]
+        if math.isnan(new) or math.isnan(old):
+            return not math.isnan(new)
         return new < old if self.metric in LOWER_IS_BETTER else new > old
 
 

@@ -260,6 +260,26 @@ def test_sft_stops_early_and_exports_the_best_validated_student(
     assert {f"recall@{g}" for g in range(4)} <= set(metrics["validation"])
 
 
+def test_sft_can_keep_the_student_of_the_best_spearman_and_records_the_choice_only_then(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    settings = train(40, valid_every=2, lr=1e-2, patience=0, select="spearman")
+    run = EncoderRun("sft", tiny_world, tmp_path / "sft", init=student_dir, train=settings)
+    result = run.fit()
+    log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
+    scores = [(e["spearman"], -e["step"]) for e in log if e["split"] == "valid"]
+    f1 = [(e["macro_f1"], -e["step"]) for e in log if e["split"] == "valid"]
+    assert result["validation"]["step"] == -max(scores)[1]  # the first of the best Spearmans
+    assert max(scores)[1] != max(f1)[1]  # not the student macro-F1 would have kept
+    metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    assert metrics["validation"]["spearman"] == max(scores)[0]
+    assert json.loads((tmp_path / "sft" / "config.json").read_text())["train"]["select"] == (
+        "spearman"
+    )
+    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1))
+    assert "select" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
+
+
 def test_sft_can_draw_each_pair_as_often_as_the_log_grades_it(
     tiny_world, student_dir, tmp_path
 ) -> None:

@@ -76,6 +76,15 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(tmp_path, 
     assert [x["step"] for x in lines if x["split"] == "train"] == list(range(4, 49, 4))
 
 
+def test_an_undefined_validation_figure_is_the_worst_and_does_not_block_later_ones() -> None:
+    stopping, nan = Stopping("spearman"), float("nan")
+    assert stopping.better({"spearman": 0.1}, {"spearman": nan})
+    assert not stopping.better({"spearman": nan}, {"spearman": 0.1})
+    assert not stopping.better({"spearman": nan}, {"spearman": nan})
+    assert stopping.better({"spearman": 0.2}, {"spearman": 0.1})
+    assert Stopping("logloss").better({"logloss": 0.3}, {"logloss": nan})
+
+
 def test_without_patience_or_a_directory_every_epoch_runs_and_the_best_is_kept_in_memory():
     toy = Toy(stopping=Stopping("logloss"))
     seen, scores = [], [0.3, 0.4, 0.5, 0.6]
