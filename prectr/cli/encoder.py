@@ -109,8 +109,10 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     if result.get("validation"):
         v = result["validation"]
         recall = ", ".join(f"{g}: {v[f'recall@{g}']:.3f}" for g in range(4))
-        console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best at step "
-                      f"{v['step']}{' (stopped early)' if result['stopped_early'] else ''}: "
+        kept = {"macro_f1": "macro-F1", "spearman": "Spearman"}[result["select"]]
+        console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best "
+                      f"{kept} at step {v['step']}"
+                      f"{' (stopped early)' if result['stopped_early'] else ''}: "
                       f"accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}, Spearman "
                       f"{v['spearman']:.3f}, recall per grade {recall}")  # fmt: skip
     if "held_out" in result:

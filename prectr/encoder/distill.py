@@ -218,6 +218,10 @@ class EncoderRun:
                                  "training queries leave no training or no validation pair; "
                                  "change valid_share or set it to 0")  # fmt: skip
             self.valid, self.samples = s.subset(held), s.subset(~held)
+            if self.train.select == "spearman" and torch.unique(self.valid.target).numel() < 2:
+                raise ValueError("select spearman: every validation pair has one grade, so no "
+                                 "Spearman can be scored; select on macro_f1, or change "
+                                 "valid_share")  # fmt: skip
         counts = torch.bincount(self.samples.target[self.samples.epoch_rows()],
                                 minlength=GRADES).to(torch.float32)  # fmt: skip
         self.class_weight = counts.sum() / (GRADES * counts.clamp(min=1))
@@ -285,7 +289,7 @@ class EncoderRun:
             grades = self.samples.target[self.samples.epoch_rows()]
             shares = torch.bincount(grades, minlength=GRADES) / max(grades.numel(), 1)
             result.update(loss=self.train.loss, pair_weight=self.train.pair_weight,
-                          rows_per_epoch=int(grades.numel()),
+                          select=self.train.select, rows_per_epoch=int(grades.numel()),
                           train_grades=[round(float(x), 4) for x in shares],
                           validation=s["best"],
                           stopped_early=self.engine.stopped_early(self.stage))  # fmt: skip

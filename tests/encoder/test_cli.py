@@ -68,7 +68,11 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
         capsys,
     )
     assert code == 0 and "sft: 6 steps" in out and "piece limits: query 6" in out
-    assert "ce loss), best at step" in " ".join(out.split()) and "macro-F1" in out
+    assert "ce loss), best macro-F1 at step" in " ".join(out.split())
+    args = ["encoder", "sft", str(tiny_world), "--init", str(tmp_path / "d/student"), *STEPS]
+    code, out = run_cli([*args, "--out", str(tmp_path / "sp"), "--select-on", "spearman"], capsys)
+    assert code == 0 and "ce loss), best Spearman at step" in " ".join(out.split())
+    assert json.loads((tmp_path / "sp/config.json").read_text())["train"]["select"] == "spearman"
     code, out = run_cli(
         [
             "encoder",

@@ -267,8 +267,9 @@ def test_sft_can_keep_the_student_of_the_best_spearman_and_records_the_choice_on
     run = EncoderRun("sft", tiny_world, tmp_path / "sft", init=student_dir, train=settings)
     result = run.fit()
     log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
-    scores = [(e["spearman"], -e["step"]) for e in log if e["split"] == "valid"]
-    f1 = [(e["macro_f1"], -e["step"]) for e in log if e["split"] == "valid"]
+    valid = [e for e in log if e["split"] == "valid" and not np.isnan(e["spearman"])]
+    scores = [(e["spearman"], -e["step"]) for e in valid]
+    f1 = [(e["macro_f1"], -e["step"]) for e in valid]
     assert result["validation"]["step"] == -max(scores)[1]  # the first of the best Spearmans
     assert max(scores)[1] != max(f1)[1]  # not the student macro-F1 would have kept
     metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())
@@ -276,8 +277,15 @@ def test_sft_can_keep_the_student_of_the_best_spearman_and_records_the_choice_on
     assert json.loads((tmp_path / "sft" / "config.json").read_text())["train"]["select"] == (
         "spearman"
     )
+    assert result["select"] == "spearman"
     EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1))
-    assert "select" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
+    recorded = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert "select" not in recorded["train"]  # as runs recorded before the option existed
+    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1),
+               resume=True)  # such a run resumes  # fmt: skip
+    with pytest.raises(ValueError, match="settings differ"):
+        EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir,
+                   train=train(1, select="spearman"), resume=True)  # fmt: skip
 
 
 def test_sft_can_draw_each_pair_as_often_as_the_log_grades_it(
