@@ -64,6 +64,7 @@ from prectr.encoder.student import Student, StudentConfig, load_student, save_st
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
 from prectr.modules.text import training_autocast
+from prectr.section import Section
 from prectr.text.student_files import saved_student
 from prectr.text.tokenizer import TextTokenizer
 from prectr.train.distributed import join
@@ -113,7 +114,7 @@ class EncoderRun:
             "kind": kind, "log": str(log_dir), "labels": str(labels) if labels else None,
             "init": str(init) if init else None, "tokenizer": str(tokenizer) if tokenizer else None,
             "student": _recorded(student or StudentConfig()),
-            "train": _recorded_train(self.train), **(pairs or PairsConfig()).settings(),
+            "train": _recorded(self.train), **(pairs or PairsConfig()).settings(),
         }  # fmt: skip
         self.pairs = read_pairs(log_dir, pairs)  # a log that fails validation creates no run
         if init is not None and student is not None:  # checked before the run is claimed
@@ -305,17 +306,16 @@ class EncoderRun:
         return result
 
 
-def _recorded(student: StudentConfig) -> dict[str, Any]:
-    """The student's settings as a run records them: ``piece_overlap`` only when on, so that
-    a run started before the option existed resumes (with ``--no-piece-overlap``, since it is
-    on by default)."""
-    return student.model_dump(exclude=set() if student.piece_overlap else {"piece_overlap"})
+# settings added after runs were recorded, and the value those runs had without them
+BEFORE_THEY_EXISTED = {"piece_overlap": False, "select": "macro_f1"}
 
 
-def _recorded_train(train: EncoderTrainConfig) -> dict[str, Any]:
-    """How the student trains, as a run records it: ``select`` only when not the default
-    macro-F1, so that a run started before the option existed resumes."""
-    return train.model_dump(exclude={"select"} if train.select == "macro_f1" else set())
+def _recorded(settings: Section) -> dict[str, Any]:
+    """Settings as a run records them: one added later is left out at the value runs had
+    before it existed (:data:`BEFORE_THEY_EXISTED`), so that those runs resume (an older
+    student's with ``--no-piece-overlap``, since piece overlap is on by default now)."""
+    return {name: value for name, value in settings.model_dump().items()
+            if name not in BEFORE_THEY_EXISTED or value != BEFORE_THEY_EXISTED[name]}  # fmt: skip
 
 
 def _check_asked_overlap(student: StudentConfig, init: str | Path) -> None:
