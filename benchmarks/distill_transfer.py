@@ -3,7 +3,7 @@
 Run (after `make demo`, or any world with teacher labels and a tokenizer):
     .venv/bin/python benchmarks/distill_transfer.py --world runs/demo/world \
         --labels runs/demo/labels --tokenizer runs/demo/encoder/tokenizer.json \
-        --work /tmp/distill-transfer
+        --work /tmp/distill-transfer [--recipe "distill 10 epochs + 1.0 hidden MSE"] [--seed S]
 Prints a table and writes results/distill_transfer.json.
 
 Every recipe distils the default student from the same teacher labels with the same tokenizer
@@ -124,13 +124,16 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=200)
     parser.add_argument("--eval-requests", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", nargs="+", choices=list(RECIPES), default=list(RECIPES),
+                        help="the distillation recipes to run (default: all)")  # fmt: skip
     add_piece_overlap_flag(parser)
     parser.add_argument("--out", type=Path, default=Path("results/distill_transfer.json"))
     args = parser.parse_args()
     sft_settings = {"max_steps": args.sft_steps}
     rows, dirs = {}, {}
-    for name, (epochs, hidden) in RECIPES.items():
-        base = dirs[name] = args.work / f"recipe{len(dirs)}"
+    for name in args.recipe:
+        epochs, hidden = RECIPES[name]
+        base = dirs[name] = args.work / f"recipe{list(RECIPES).index(name)}"
         distilled = run("distill", args, base / "distill", epochs=epochs, hidden_weight=hidden)
         tuned = run("sft", args, base / "sft", base / "distill" / "student", **sft_settings)
         rows[name] = {"steps": distilled["steps"], "held_out": distilled["held_out"]}
@@ -147,7 +150,7 @@ def main() -> None:
     print(f"teacher labels against the true grades of their {diagnosis['pairs']:,} pairs: "
           f"accuracy {diagnosis['accuracy']:.3f}, Spearman {diagnosis['spearman']:.3f}; "
           f"hidden state {diagnosis.get('hidden')}")  # fmt: skip
-    for name in RECIPES:
+    for name in args.recipe:
         student = dirs[name] / "distill" / "student"
         rows[name]["validation"] = validation_metrics(probe, student)
         rows[name]["teacher_agreement"] = teacher_agreement(student, probe.pairs, labels)
@@ -166,6 +169,7 @@ def main() -> None:
     print(f"chance NDCG@10 (random scores): {chance:.3f}")
     write_record(args.out, {"machine": machine(), "world": str(args.world),
                             "labels": str(args.labels), "sft_steps": args.sft_steps,
+                            "seed": args.seed,
                             "teacher_labels": diagnosis, "chance_ndcg@10": chance,
                             "runs": rows})  # fmt: skip
 
