@@ -13,7 +13,8 @@ the share of each grade among the draws reported as ``train_grades``), starting 
 distilled student (``init``) or from scratch (the ablation that shows what distillation is
 worth). SFT validates
 on the graded pairs of a hashed ``valid_share`` of the training queries (kept out of its
-training; the top of the hash range, :func:`prectr.encoder.pairs.hash_share`): every
+training; the top of the hash range, :func:`prectr.encoder.pairs.validation_queries`, the
+queries a teacher adapted at the same or a larger share validated on too): every
 ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's recall and
 Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs are scored),
 keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
@@ -58,7 +59,13 @@ from prectr.encoder.evaluate import (
     grade_metrics,
     grade_probabilities,
 )
-from prectr.encoder.pairs import GRADES, PairsConfig, hash_share, read_pairs, read_teacher_labels
+from prectr.encoder.pairs import (
+    GRADES,
+    PairsConfig,
+    read_pairs,
+    read_teacher_labels,
+    validation_queries,
+)
 from prectr.encoder.settings import EncoderTrainConfig
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
@@ -212,8 +219,7 @@ class EncoderRun:
         and set the class weights from the grades that remain."""
         s, share = self.samples, self.train.valid_share
         if share > 0:
-            # the top of the hash range: a held-out query split takes the bottom
-            held = np.array([hash_share(self.pairs.queries[q]) >= 1 - share for q in s.query])
+            held = validation_queries(self.pairs.queries, share)[s.query]
             if held.all() or not held.any():
                 raise ValueError(f"valid_share {share}: the {np.unique(s.query).size} graded "
                                  "training queries leave no training or no validation pair; "

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,9 +239,19 @@ def _pool_rows(log: SearchLog) -> pa.Table:
 
 def hash_share(text: str) -> float:
     """A stable position in [0, 1) for ``text`` (BLAKE2b: the same in every process and run).
-    The held-out query split takes the bottom of the range and SFT's validation queries the
-    top (:mod:`prectr.encoder.distill`), so the two never meet."""
+    The held-out query split takes the bottom of the range and validation the top
+    (:func:`validation_queries`), so the two never meet."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def validation_queries(queries: Sequence[str], share: float) -> np.ndarray:
+    """Which of ``queries`` validate at ``share``: those in the top ``share`` of the hash
+    range (:func:`hash_share`), each query's pairs all on one side. Every step that trains on
+    human grades validates this way (the student's SFT, a teacher's head or fine-tuning), so a
+    teacher adapted at a share at least the student's never trains on a grade the student's
+    validation reads: distilling it cannot leak those grades into the student's choice."""
+    texts, code = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
+    return np.asarray([hash_share(t) >= 1 - share for t in texts], dtype=bool)[code]
 
 
 def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 
 from prectr.data.grades import parse_grade_map
 from prectr.encoder.evaluate import NothingToScore, held_out_sample
-from prectr.encoder.pairs import PairsConfig, read_pairs
+from prectr.encoder.pairs import PairsConfig, hash_share, read_pairs, validation_queries
 from tests.encoder.graded_log import graded_log, shop_judgments
 
 
@@ -127,3 +127,15 @@ def test_a_held_out_log_without_true_relevance_is_scored_on_its_human_grades(
     assert pairs.truth == "relevance" and pairs.counts["held_out_unscored"] == 0
     assert held_out_sample(pairs).grade.size == pairs.held_out.num_rows == 30
     assert pairs.labelled.num_rows > 1000
+
+
+def test_validation_queries_are_whole_queries_at_the_top_of_the_hash_range() -> None:
+    queries = [f"query {i % 300}" for i in range(1200)]
+    ten, fifteen = validation_queries(queries, 0.1), validation_queries(queries, 0.15)
+    assert 0.05 < ten.mean() < fifteen.mean() < 0.25
+    assert not (ten & ~fifteen).any()  # a larger share holds every query of a smaller one
+    sides = {}
+    for query, side in zip(queries, ten, strict=True):
+        sides.setdefault(query, set()).add(bool(side))
+    assert all(len(s) == 1 for s in sides.values())  # a query's pairs all on one side
+    assert ten.tolist() == [hash_share(q) >= 0.9 for q in queries]

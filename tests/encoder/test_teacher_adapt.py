@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from prectr.cli import main
+from prectr.encoder.pairs import validation_queries
+from prectr.encoder.settings import EncoderTrainConfig
 from prectr.encoder.teacher import (
     AdaptedTeacher,
     HeadConfig,
@@ -52,7 +54,7 @@ def test_a_head_killed_mid_run_resumes_to_the_same_head_checkpoints_and_log(tmp_
     hidden, grades, queries = separable()
     config = HeadConfig(hidden=16, lr=0.1, max_epochs=12, patience=3)
     whole, summary = train_head(hidden, grades, queries, config, tmp_path / "whole")
-    assert summary["best_epoch"] == 3  # stopped early at epoch 6: best and last differ
+    assert summary["best_epoch"] == 4  # stopped early at epoch 7: best and last differ
     assert (tmp_path / "whole" / "tb").is_dir()
     with pytest.raises(StopTraining):  # epochs are 2 steps: the kill is inside epoch 4
         train_head(hidden, grades, queries, config, tmp_path / "killed", stop_after=9)
@@ -70,7 +72,7 @@ def test_a_head_killed_mid_run_resumes_to_the_same_head_checkpoints_and_log(tmp_
 
 def test_head_validation_holds_out_whole_queries():
     hidden, grades, queries = separable()
-    with pytest.raises(ValueError, match="too few to hold some out"):
+    with pytest.raises(ValueError, match="too few labelled queries to hold some out"):
         train_head(hidden[:6], grades[:6], queries[:6])  # one query only
     with pytest.raises(ValueError, match="grades must be 0, 1, 2 or 3"):
         train_head(hidden, grades + 1, queries)
@@ -171,3 +173,14 @@ def test_interrupted_labelling_says_how_to_resume(tiny_world, tmp_path, capsys, 
     argv = ["teacher", "label", "--log", str(tiny_world), "--teacher", teacher, "--out", "l"]
     code, out = run_cli(argv, capsys)
     assert code == 130 and "run the same command again to resume" in out
+
+
+def test_the_head_never_trains_on_the_queries_the_students_sft_validates_on():
+    hidden, grades, _ = separable()
+    queries = [f"query {i // 6}" for i in range(600)]  # 100 queries of 6 pairs
+    config = HeadConfig(hidden=0, max_epochs=1)
+    _, summary = train_head(hidden, grades, queries, config)
+    head = validation_queries(queries, config.valid_share)
+    assert summary["valid_pairs"] == head.sum() > 0
+    student = validation_queries(queries, EncoderTrainConfig().valid_share)
+    assert student.any() and not (student & ~head).any()  # the defaults keep it so

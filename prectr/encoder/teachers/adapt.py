@@ -25,6 +25,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
+from prectr.encoder.pairs import validation_queries
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.llm import Int8Linear
 from prectr.io import atomic_dir, claim_run_dir
@@ -58,9 +59,12 @@ class HeadConfig(Section):
     """Epochs without a lower validation cross-entropy before stopping (0: never stop
     early)."""
     valid_share: float = Field(0.15, gt=0, lt=1)
-    """Share of the labelled queries whose pairs validate."""
+    """Share of the labelled queries whose pairs validate: the top of the query hash range
+    (:func:`prectr.encoder.pairs.validation_queries`), so at a share at least the student's
+    SFT ``valid_share`` (0.1 by default) the head never trains on the student's validation
+    pairs."""
     seed: int = 0
-    """Seed of the validation queries, the head's start and the batches' order."""
+    """Seed of the head's start and of the batches' order."""
 
 
 class GradeHead(nn.Module):
@@ -86,9 +90,9 @@ def train_head(
     config: HeadConfig = HeadConfig(), run_dir: str | Path | None = None, resume: bool = False,
     overwrite: bool = False, stop_after: int | None = None,
 ) -> tuple[GradeHead, dict[str, Any]]:  # fmt: skip
-    """Fit a head on (hidden state, human grade) pairs; ``groups`` (the queries) keep each
-    query's pairs on one side of the train/validation split. Returns the head at its best
-    validation loss and a summary of the fit.
+    """Fit a head on (hidden state, human grade) pairs; ``groups`` (the query texts) decide
+    the train/validation split (:func:`prectr.encoder.pairs.validation_queries`). Returns the
+    head at its best validation loss and a summary of the fit.
 
     ``run_dir`` (``None``: in memory) records the settings (``config.json``: the head's config
     and a digest of the pairs), so ``resume`` refuses a run of other settings or data;
@@ -101,14 +105,11 @@ def train_head(
         )
     if not np.isin(grades, np.arange(N_GRADES)).all():
         raise ValueError("grades must be 0, 1, 2 or 3")
-    rng = np.random.default_rng(config.seed)
-    names, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-    valid_groups = rng.random(names.size) < config.valid_share
-    valid = valid_groups[codes]
+    valid = validation_queries(groups, config.valid_share)
     if valid.all() or not valid.any():
-        raise ValueError(
-            f"{names.size} labelled queries are too few to hold some out for validation"
-        )
+        raise ValueError(f"too few labelled queries to hold some out for validation "
+                         f"({count(len(set(groups)), 'query', 'queries')}, valid_share "
+                         f"{config.valid_share})")  # fmt: skip
     processes = join()
     if run_dir is not None:
         digest = hashlib.sha256(hidden.tobytes() + grades.astype(np.int64).tobytes()

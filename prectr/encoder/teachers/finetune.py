@@ -36,6 +36,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
+from prectr.encoder.pairs import validation_queries
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher, forget_gguf
 from prectr.io import atomic_dir, claim_run_dir
@@ -60,9 +61,12 @@ class FinetuneConfig(Section):
     batch_size: int = Field(16, ge=1)
     """Pairs per step, over all processes."""
     valid_share: float = Field(0.1, ge=0, lt=1)
-    """Share of the pairs that validate (at least one pair)."""
+    """Share of the queries whose pairs validate: the top of the query hash range
+    (:func:`prectr.encoder.pairs.validation_queries`), so at a share at least the student's
+    SFT ``valid_share`` (0.1 by default) the teacher never trains on the student's validation
+    pairs."""
     seed: int = 0
-    """Seed of the validation pairs and of the batches' order."""
+    """Seed of the batches' order."""
     device: str = "cuda"
     """Where the model trains: cuda (every weight needs a GPU) or cpu."""
     lora_rank: int = Field(0, ge=0)
@@ -144,12 +148,12 @@ def finetune(
     # joined before the model moves: NCCL's join picks this process's GPU
     processes = join("nccl" if config.device.startswith("cuda") else "gloo")
     pairs = teacher.pair_ids(queries, titles)
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(pairs))
-    n_valid = max(1, round(config.valid_share * len(pairs)))
-    valid_rows, train_rows = order[:n_valid], order[n_valid:]
-    if train_rows.size == 0:
-        raise ValueError(f"{count(len(pairs), 'pair')} are too few to train and validate on")
+    valid = validation_queries(queries, config.valid_share)
+    valid_rows, train_rows = np.flatnonzero(valid), np.flatnonzero(~valid)
+    if valid.all() or not valid.any():
+        raise ValueError(f"too few queries to train and validate on "
+                         f"({count(len(set(queries)), 'query', 'queries')}, "
+                         f"valid_share {config.valid_share})")  # fmt: skip
     model = teacher.model.to(config.device)
     if config.lora_rank:
         model = _with_adapters(model, config)
