@@ -129,6 +129,10 @@ def main() -> None:
     add_piece_overlap_flag(parser)
     parser.add_argument("--out", type=Path, default=Path("results/distill_transfer.json"))
     args = parser.parse_args()
+    args.recipe = list(dict.fromkeys(args.recipe))
+    if args.recipe != list(RECIPES) and args.out == parser.get_default("out"):
+        parser.error(f"--recipe runs a subset: name its record with --out (not {args.out}, "
+                     "the record of every recipe)")  # fmt: skip
     sft_settings = {"max_steps": args.sft_steps}
     rows, dirs = {}, {}
     for name in args.recipe:

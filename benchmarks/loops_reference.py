@@ -4,8 +4,10 @@ Run: .venv/bin/python benchmarks/loops_reference.py --world runs/worlds/small-s0
 (`prectr simulate --preset small --seed 0`) at each commit, and compare the files.
 
 * The grade head (``train_head``) on fixed synthetic hidden states (1,500 pairs of SmolLM2's
-  and MiniLM's widths, 200 queries, a weak grade signal), seeds 0-2: its validation figures and
-  a digest of its weights. Unlike BENCHMARKS' head row, it needs no SmolLM2 forward pass, so a
+  and MiniLM's widths, 200 queries, a weak grade signal), seeds 0-2 (the head's start and
+  batch order; since 042d550 the validation queries are the hash split's, the same for every
+  seed, so figures from before it do not reproduce): its validation figures and a digest of
+  its weights. Unlike BENCHMARKS' head row, it needs no SmolLM2 forward pass, so a
   change that keeps the loop's computation keeps the digest bit for bit.
 * LLM fine-tuning (``finetune``) of the tests' tiny random Llama on the world's first 400
   human-graded training pairs, 3 epochs at lr 1e-3 on the CPU, seeds 0-2: each epoch's

@@ -49,7 +49,7 @@ from record import machine, write_record
 from teacher import cached_outputs, fit_head, head_logits, pairs_per_s, teachers
 
 from prectr.encoder.evaluate import GRADES, held_out_metrics, held_out_sample
-from prectr.encoder.pairs import read_pairs
+from prectr.encoder.pairs import read_pairs, validation_queries
 from prectr.encoder.teacher import (
     CausalLMTeacher,
     ConcatTeacher,
@@ -143,7 +143,8 @@ def lora_teacher(adapt: pa.Table, args: argparse.Namespace) -> tuple[Path, dict]
         history = finetune(teacher, adapt["query"].to_pylist(), adapt["title"].to_pylist(),
                            adapt["relevance"].to_numpy(), out, config, overwrite=True)  # fmt: skip
         seconds = time.perf_counter() - started
-        trained = round((1 - config.valid_share) * adapt.num_rows) * config.epochs
+        queries = adapt["query"].to_pylist()
+        trained = int((~validation_queries(queries, config.valid_share)).sum()) * config.epochs
         record.write_text(json.dumps({"history": history, "seconds": seconds,
                                       "train_pairs_per_s": trained / seconds}))  # fmt: skip
     return out, json.loads(record.read_text())

@@ -244,12 +244,18 @@ def hash_share(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
 
 
+VALIDATION_SPLIT = "query hash top"
+"""The validation split of :func:`validation_queries`, recorded by the teacher's training runs so
+that a run started under an earlier split (random queries or pairs) does not resume onto it."""
+
+
 def validation_queries(queries: Sequence[str], share: float) -> np.ndarray:
     """Which of ``queries`` validate at ``share``: those in the top ``share`` of the hash
     range (:func:`hash_share`), each query's pairs all on one side. Every step that trains on
     human grades validates this way (the student's SFT, a teacher's head or fine-tuning), so a
     teacher adapted at a share at least the student's never trains on a grade the student's
-    validation reads: distilling it cannot leak those grades into the student's choice."""
+    validation reads: distilling it cannot leak those grades into the student's choice. That
+    holds while the student's share is at most the teacher's (10% and 15% by default)."""
     texts, code = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
     return np.asarray([hash_share(t) >= 1 - share for t in texts], dtype=bool)[code]
 

@@ -39,14 +39,19 @@ def test_only_the_recipes_asked_for_run_beside_sft_alone(tiny_world, tmp_path, m
     monkeypatch.setattr(distill_transfer, "student_config",
                         lambda overlap: student_config(overlap, **TINY))  # fmt: skip
     recipe = "hidden"
-    monkeypatch.setattr(sys, "argv", ["distill_transfer.py", "--world", str(tiny_world),
-                                      "--labels", str(labels), "--tokenizer", str(tokenizer),
-                                      "--work", str(work), "--recipe", recipe,
-                                      "--sft-steps", "2", "--eval-requests", "5", "--seed", "1",
-                                      "--out", str(out)])  # fmt: skip
+    argv = ["distill_transfer.py", "--world", str(tiny_world), "--labels", str(labels),
+            "--tokenizer", str(tokenizer), "--work", str(work), "--recipe", recipe, recipe,
+            "--sft-steps", "2", "--eval-requests", "5", "--seed", "1"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)  # a subset would overwrite the record of them all
+    with pytest.raises(SystemExit):
+        distill_transfer.main()
+    assert not work.exists()
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])  # a recipe named twice runs once
     distill_transfer.main()
     record = json.loads(out.read_text())
     assert list(record["runs"]) == [recipe, f"{recipe}, then SFT", "SFT alone (from scratch)"]
     assert record["seed"] == 1 and record["runs"][f"{recipe}, then SFT"]["steps"] == 2
     # the recipe keeps its own work directory whichever others run beside it (runs resume)
     assert sorted(p.name for p in work.iterdir()) == ["probe", "recipe1", "scratch"]
+    distilled = json.loads((work / "recipe1" / "distill" / "config.json").read_text())
+    assert (distilled["train"]["epochs"], distilled["train"]["hidden_weight"]) == (1, 1.0)

@@ -56,7 +56,7 @@ def test_a_head_killed_mid_run_resumes_to_the_same_head_checkpoints_and_log(tmp_
     whole, summary = train_head(hidden, grades, queries, config, tmp_path / "whole")
     assert summary["best_epoch"] == 4  # stopped early at epoch 7: best and last differ
     assert (tmp_path / "whole" / "tb").is_dir()
-    with pytest.raises(StopTraining):  # epochs are 2 steps: the kill is inside epoch 4
+    with pytest.raises(StopTraining):  # epochs are 3 steps: the kill ends epoch 2's steps
         train_head(hidden, grades, queries, config, tmp_path / "killed", stop_after=9)
     with pytest.raises(ValueError, match="settings differ"):
         train_head(hidden, grades[::-1].copy(), queries, config, tmp_path / "killed", resume=True)
@@ -184,3 +184,14 @@ def test_the_head_never_trains_on_the_queries_the_students_sft_validates_on():
     assert summary["valid_pairs"] == head.sum() > 0
     student = validation_queries(queries, EncoderTrainConfig().valid_share)
     assert student.any() and not (student & ~head).any()  # the defaults keep it so
+
+
+def test_a_head_run_started_under_the_earlier_random_split_does_not_resume(tmp_path):
+    hidden, grades, queries = separable()
+    config = HeadConfig(hidden=0, max_epochs=2)
+    train_head(hidden, grades, queries, config, tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded.pop("validation") == "query hash top"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(recorded))  # as written before
+    with pytest.raises(ValueError, match="settings differ"):
+        train_head(hidden, grades, queries, config, tmp_path / "run", resume=True)

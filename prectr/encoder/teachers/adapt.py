@@ -25,7 +25,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from prectr.encoder.pairs import validation_queries
+from prectr.encoder.pairs import VALIDATION_SPLIT, validation_queries
 from prectr.encoder.teachers.base import N_GRADES, Teacher
 from prectr.encoder.teachers.llm import Int8Linear
 from prectr.io import atomic_dir, claim_run_dir
@@ -109,12 +109,13 @@ def train_head(
     if valid.all() or not valid.any():
         raise ValueError(f"too few labelled queries to hold some out for validation "
                          f"({count(len(set(groups)), 'query', 'queries')}, valid_share "
-                         f"{config.valid_share})")  # fmt: skip
+                         f"{config.valid_share}): pass more queries or pairs")  # fmt: skip
     processes = join()
     if run_dir is not None:
         digest = hashlib.sha256(hidden.tobytes() + grades.astype(np.int64).tobytes()
                                 + "\n".join(groups).encode()).hexdigest()[:16]  # fmt: skip
-        wanted = {"head_config": config.model_dump(), "pairs": int(grades.size), "digest": digest}
+        wanted = {"head_config": config.model_dump(), "pairs": int(grades.size), "digest": digest,
+                  "validation": VALIDATION_SPLIT}  # fmt: skip
         processes.on_main(lambda: claim_run_dir(Path(run_dir), "config.json", wanted, resume,
                                                 "the settings differ", overwrite))  # fmt: skip
     torch.manual_seed(config.seed + processes.rank)  # the main process's head is trained

@@ -36,7 +36,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from prectr.encoder.pairs import validation_queries
+from prectr.encoder.pairs import VALIDATION_SPLIT, validation_queries
 from prectr.encoder.teachers.base import N_GRADES
 from prectr.encoder.teachers.llm import CausalLMTeacher, forget_gguf
 from prectr.io import atomic_dir, claim_run_dir
@@ -60,7 +60,7 @@ class FinetuneConfig(Section):
     """AdamW's weight decay."""
     batch_size: int = Field(16, ge=1)
     """Pairs per step, over all processes."""
-    valid_share: float = Field(0.1, ge=0, lt=1)
+    valid_share: float = Field(0.1, gt=0, lt=1)
     """Share of the queries whose pairs validate: the top of the query hash range
     (:func:`prectr.encoder.pairs.validation_queries`), so at a share at least the student's
     SFT ``valid_share`` (0.1 by default) the teacher never trains on the student's validation
@@ -153,7 +153,8 @@ def finetune(
     if valid.all() or not valid.any():
         raise ValueError(f"too few queries to train and validate on "
                          f"({count(len(set(queries)), 'query', 'queries')}, "
-                         f"valid_share {config.valid_share})")  # fmt: skip
+                         f"valid_share {config.valid_share}): pass more queries or "
+                         "pairs")  # fmt: skip
     model = teacher.model.to(config.device)
     if config.lora_rank:
         model = _with_adapters(model, config)
@@ -187,7 +188,8 @@ def finetune(
 
     data = json.dumps([list(queries), list(titles), grades.tolist()]).encode()
     wanted = {"finetune": config.model_dump(mode="json"),  # as config.json reads back
-              "pairs": len(queries), "digest": hashlib.sha256(data).hexdigest()[:16]}  # fmt: skip
+              "pairs": len(queries), "digest": hashlib.sha256(data).hexdigest()[:16],
+              "validation": VALIDATION_SPLIT}  # fmt: skip
     processes.on_main(lambda: claim_run_dir(run_dir, "config.json", wanted, resume,
                                             "the settings differ", overwrite))  # fmt: skip
     engine = Engine({"model": model}, optimizer, directory=run_dir, stopping=Stopping("logloss"),
