@@ -23,6 +23,7 @@ logging policy's, not chance.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -171,7 +172,8 @@ def main() -> None:
               + " ".join(f"{h[k]:+.3f}" for k in FIGURES)
               + agreement)  # fmt: skip
     print(f"chance NDCG@10 (random scores): {chance:.3f}")
-    write_record(args.out, {"machine": machine(), "world": str(args.world),
+    write_record(args.out, {"command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                            "machine": machine(), "world": str(args.world),
                             "labels": str(args.labels), "sft_steps": args.sft_steps,
                             "seed": args.seed,
                             "teacher_labels": diagnosis, "chance_ndcg@10": chance,

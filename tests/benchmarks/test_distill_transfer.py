@@ -51,6 +51,7 @@ def test_only_the_recipes_asked_for_run_beside_sft_alone(tiny_world, tmp_path, m
     record = json.loads(out.read_text())
     assert list(record["runs"]) == [recipe, f"{recipe}, then SFT", "SFT alone (from scratch)"]
     assert record["seed"] == 1 and record["runs"][f"{recipe}, then SFT"]["steps"] == 2
+    assert record["command"].endswith(f"--out {out}")
     # the recipe keeps its own work directory whichever others run beside it (runs resume)
     assert sorted(p.name for p in work.iterdir()) == ["probe", "recipe1", "scratch"]
     distilled = json.loads((work / "recipe1" / "distill" / "config.json").read_text())
