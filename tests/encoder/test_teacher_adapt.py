@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from prectr.cli import main
+from prectr.encoder.distill import EncoderRun
 from prectr.encoder.pairs import validation_queries
 from prectr.encoder.settings import EncoderTrainConfig
 from prectr.encoder.teacher import (
@@ -195,3 +196,16 @@ def test_a_head_run_started_under_the_earlier_random_split_does_not_resume(tmp_p
     (tmp_path / "run" / "config.json").write_text(json.dumps(recorded))  # as written before
     with pytest.raises(ValueError, match="settings differ"):
         train_head(hidden, grades, queries, config, tmp_path / "run", resume=True)
+
+
+def test_no_pair_a_teacher_adapts_on_is_one_the_students_sft_validates_on(
+    tiny_world, student_dir, tmp_path
+):
+    sft = EncoderRun("sft", tiny_world, tmp_path / "sft", train=EncoderTrainConfig(max_steps=1),
+                     init=student_dir)  # fmt: skip
+    validated = {sft.pairs.queries[q] for q in sft.valid.query}
+    pairs = log_pairs(tiny_world, "adapt", human_only=True)  # what `teacher adapt` reads
+    queries = pairs["query"].to_pylist()
+    head_valid = validation_queries(queries, HeadConfig().valid_share)
+    trained = {q for q, v in zip(queries, head_valid, strict=True) if not v}
+    assert validated and validated <= set(queries) and not validated & trained
