@@ -256,8 +256,7 @@ def validation_queries(queries: Sequence[str], share: float) -> np.ndarray:
     teacher adapted at a share at least the student's never trains on a grade the student's
     validation reads: distilling it cannot leak those grades into the student's choice. That
     holds while the student's share is at most the teacher's (10% and 15% by default)."""
-    texts, code = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
-    return np.asarray([hash_share(t) >= 1 - share for t in texts], dtype=bool)[code]
+    return _query_hash(pa.chunked_array([pa.array(list(queries), pa.string())])) >= 1 - share
 
 
 def _query_hash(queries: pa.ChunkedArray) -> np.ndarray:
