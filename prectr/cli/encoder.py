@@ -59,6 +59,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
                        "title pieces (and piece pairs) the other side holds, the lexical "
                        "match pooled towers blur (default: on for two towers, off for "
                        "cross)")  # fmt: skip
+    group.add_argument("--overlap-skip", action=argparse.BooleanOptionalAction,
+                       default=s.overlap_skip, help="with piece overlap: a linear path from "
+                       "its columns to the pair state besides the interaction (the wide part "
+                       "of wide and deep)")  # fmt: skip
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
     group = parser.add_argument_group("training")
@@ -86,7 +90,7 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     student = student_config(
         args.piece_overlap, mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads,
         ff=args.ff, dropout=args.dropout, query_length=args.query_length,
-        title_length=args.title_length,
+        title_length=args.title_length, overlap_skip=args.overlap_skip,
     )  # fmt: skip
     given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
              *SFT_FLAGS]  # fmt: skip

@@ -313,7 +313,7 @@ class EncoderRun:
 
 
 # settings added after runs were recorded, and the value those runs had without them
-BEFORE_THEY_EXISTED = {"piece_overlap": False, "select": "macro_f1"}
+BEFORE_THEY_EXISTED = {"piece_overlap": False, "overlap_skip": False, "select": "macro_f1"}
 
 
 def _recorded(settings: Section) -> dict[str, Any]:

@@ -47,6 +47,13 @@ class StudentConfig(Section):
     world and a real Chinese graded set (docs/fidelity.md, "``piece_overlap`` as the student's
     default"); off for the cross encoder unless asked for, which it refuses. A student saved
     before the option existed loads without it."""
+    overlap_skip: bool = False
+    """With ``piece_overlap``: the overlap's columns also reach the pair state through a
+    linear map of their own, added to the interaction's output (zero at the start), so the
+    grade head holds a logistic regression on them beside the towers' non-linear match: the
+    wide part of a wide-and-deep model (Cheng et al., DLRS 2016). An option, measured on
+    validation with three seeds on two logs (docs/fidelity.md, "A linear path for piece
+    overlap")."""
 
     @model_validator(mode="after")
     def _heads_divide_the_width(self) -> Self:
@@ -57,6 +64,9 @@ class StudentConfig(Section):
                 raise ValueError("piece_overlap is a two_tower option (the cross encoder "
                                  "attends across the pair itself)")  # fmt: skip
             self.__dict__["piece_overlap"] = False  # the default, for two towers only
+        if self.overlap_skip and not self.piece_overlap:
+            raise ValueError("overlap_skip adds a linear path for piece overlap; the student "
+                             "reads none (piece_overlap is off)")  # fmt: skip
         return self
 
 

@@ -77,6 +77,10 @@ class Student(nn.Module):
             else None
         )
         self.head = nn.Linear(c.dim, GRADES)
+        # built last and zero: a seed gives the plain student's weights, the option adding none
+        self.overlap_skip = nn.Linear(overlap, c.dim, bias=False) if c.overlap_skip else None
+        if self.overlap_skip is not None:
+            nn.init.zeros_(self.overlap_skip.weight)
         self.dim = c.dim
         self.frozen_layers = 0
         self._kept: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # fixed part's output
@@ -308,13 +312,17 @@ class Student(nn.Module):
         self, query: torch.Tensor, title: torch.Tensor, overlap: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Two-tower: the pair state from query and title states (e.g. cached titles), and with
-        ``piece_overlap`` the pair's :func:`piece_overlap` ``(B, 6)``."""
+        ``piece_overlap`` the pair's :func:`piece_overlap` ``(B, 6)`` (with ``overlap_skip``
+        also mapped linearly onto the state)."""
         parts = [query, title, query * title, (query - title).abs()]
         if self.config.piece_overlap:
             if overlap is None:
                 raise ValueError("this student reads the pair's piece overlap: pass overlap")
             parts.append(overlap)
-        return self.interaction(torch.cat(parts, 1))
+        state = self.interaction(torch.cat(parts, 1))
+        if self.overlap_skip is not None:
+            state = state + self.overlap_skip(overlap.to(state.dtype))
+        return state
 
     def pair_state(self, queries: torch.Tensor, titles: torch.Tensor) -> torch.Tensor:
         """The pooled pair state ``(B, dim)`` of query and title piece ids ``(B, Lq)``,

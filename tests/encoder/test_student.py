@@ -417,3 +417,39 @@ def test_piece_overlap_is_on_by_default_for_two_towers_only_and_older_students_l
     t = torch.from_numpy(tokenizer.encode(["blue lamp"], 16))
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(q, t), student(q, t))
+
+
+def test_overlap_skip_starts_as_the_plain_student_adds_a_linear_path_and_saves(
+    tmp_path, tokenizer
+) -> None:
+    plain = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True).eval()
+    skip = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True,
+                        overlap_skip=True).eval()  # fmt: skip
+    q = torch.from_numpy(tokenizer.encode(["oak table", "oak table"], 6))
+    t = torch.from_numpy(tokenizer.encode(["oak table", "blue lamp"], 16))
+    with torch.no_grad():  # the same seed, the path at zero: the plain student's scores
+        torch.testing.assert_close(skip(q, t), plain(q, t))
+    skip.train()
+    skip(q, t).logsumexp(1).sum().backward()
+    assert skip.overlap_skip.weight.grad.abs().sum() > 0  # it trains from zero
+    weight = torch.randn_like(skip.overlap_skip.weight)
+    with torch.no_grad():
+        skip.overlap_skip.weight.copy_(weight)
+        skip.eval()
+        query, title = skip.query_states(q), skip.title_states(t)
+        overlap = student_module.piece_overlap(q, t, tokenizer.vocab_size)
+        deep = plain.head(plain.pair_from_states(query, title, overlap))
+        # the logits are the plain student's plus the head's map of a linear map of the overlap
+        torch.testing.assert_close(skip(q, t), deep + overlap @ weight.T @ skip.head.weight.T)
+    save_student(tmp_path / "s", skip, tokenizer)
+    again, _ = load_student(tmp_path / "s")
+    assert again.config.overlap_skip
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(q, t), skip(q, t))
+    with pytest.raises(ValueError, match="piece_overlap is off"):
+        StudentConfig(piece_overlap=False, overlap_skip=True)
+    from prectr.cli import build_parser
+
+    for flags, want in (([], False), (["--overlap-skip"], True)):
+        args = build_parser().parse_args(["encoder", "sft", "LOG", "--out", "OUT", *flags])
+        assert args.overlap_skip is want
