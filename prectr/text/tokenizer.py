@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -76,8 +77,9 @@ class TextTokenizer:
     ) -> TextTokenizer:  # fmt: skip
         """Fit at most ``vocab_size`` pieces (specials and bytes included) on ``queries`` and
         ``titles``, and choose the piece limits that truncate at most ``max_truncated`` of each.
-        At most half of the learned pieces are single characters (the most frequent); rarer
-        characters fall back to bytes."""
+        At most half of the learned pieces are single characters (the most frequent, ties
+        broken by the character); rarer characters fall back to bytes. The same texts give the
+        same tokenizer, byte for byte."""
         budget = vocab_size - len(SPECIAL) - len(BYTES)
         if budget < 1:
             raise ValueError(f"vocab_size must exceed {len(SPECIAL) + len(BYTES)} (the special "
@@ -87,12 +89,13 @@ class TextTokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(RUNS, "isolated")]
         )
+        distinct = dict.fromkeys(t for t in [*queries, *titles] if t)  # a text counts once
+        alphabet = _alphabet(tokenizer.normalizer, distinct, max(budget // 2, 1))
         trainer = trainers.BpeTrainer(
             vocab_size=budget + len(SPECIAL), min_frequency=min_frequency,
-            special_tokens=list(SPECIAL), limit_alphabet=max(budget // 2, 1),
-            max_token_length=MAX_PIECE, show_progress=False,
+            special_tokens=list(SPECIAL), initial_alphabet=alphabet,
+            limit_alphabet=len(alphabet), max_token_length=MAX_PIECE, show_progress=False,
         )  # fmt: skip
-        distinct = dict.fromkeys(t for t in [*queries, *titles] if t)  # a text counts once
         tokenizer.train_from_iterator(distinct, trainer)
         # the trainer numbers pieces in hash order: number them in sorted order after the
         # specials and bytes, and keep a trained tokenizer with its model
@@ -167,6 +170,17 @@ class TextTokenizer:
         if legacy:
             return cls(tokenizer)
         return cls(tokenizer, state["query_length"], state["title_length"], state["truncated"])
+
+
+def _alphabet(normalizer: normalizers.Normalizer, texts: Iterable[str], limit: int) -> list[str]:
+    """The ``limit`` most frequent characters of the normalised ``texts`` (white space aside),
+    ties broken by the character. The BPE trainer, asked to keep a limited alphabet itself,
+    breaks ties in its hash maps' order, which changes from one run to the next, so the same log
+    gave different tokenizers (huggingface/tokenizers#1794); handed exactly these characters as
+    its initial alphabet, it keeps them and no other, and its merges follow deterministically."""
+    counts = Counter(c for t in texts for c in normalizer.normalize_str(t) if not c.isspace())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [c for c, _ in ranked[:limit]]
 
 
 def piece_limit(counts: np.ndarray, max_truncated: float = MAX_TRUNCATED) -> tuple[int, float]:

@@ -96,6 +96,27 @@ def test_pieces_are_numbered_in_sorted_order_after_the_specials_and_bytes() -> N
     assert pieces[259:] == sorted(pieces[259:])
 
 
+def test_the_same_texts_give_the_same_tokenizer_when_the_alphabet_limit_cuts_through_ties(
+    tmp_path,
+) -> None:
+    # 200 Han characters, most seen equally often, and room for 20 of them: the trainer left to
+    # cut the alphabet itself picks among the ties in hash order, a different set every run
+    han = [chr(0x4E00 + i) for i in range(200)]
+    queries = [han[i] + han[(7 * i + 3) % 200] for i in range(200)]
+    titles = [
+        han[(13 * i + 5) % 200] + han[(31 * i + 1) % 200] + han[i] + " 红色沙发" for i in range(200)
+    ]
+    files = []
+    for run in range(4):
+        TextTokenizer.train(queries, titles, vocab_size=259 + 40).save(tmp_path / f"{run}.json")
+        files.append((tmp_path / f"{run}.json").read_bytes())
+    assert len(set(files)) == 1
+    vocab = TextTokenizer.load(tmp_path / "0.json").tokenizer.get_vocab()
+    # the alphabet kept is the most frequent characters, ties broken by the character
+    assert {"红", "色", "沙", "发"} <= set(vocab)
+    assert [c for c in han if c in vocab] == han[: len([c for c in han if c in vocab])]
+
+
 def test_save_and_load_keep_the_ids_and_the_piece_limits(tmp_path) -> None:
     tokenizer = TextTokenizer.train(FURNITURE + CHINESE, CHINESE, 300, 1)
     path = tokenizer.save(tmp_path / "tok" / "tokenizer.json")
