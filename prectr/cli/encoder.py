@@ -29,8 +29,8 @@ SFT_FLAGS = {  # type, help
     "patience": (int, "validations without a better --select-on figure before stopping "
                  "(0: never)"),
     "select": (str, "the validation figure early stopping watches and the kept student "
-               "maximises: macro_f1 (every grade alike) or spearman (the pairs' order by "
-               "expected grade)"),
+               "maximises: macro_f1 (every grade alike), spearman (the pairs' order by "
+               "expected grade) or macro_f1+spearman (their sum)"),
 }  # fmt: skip
 TRAINING_FLAGS = {
     "epochs": "passes over the training pairs",
@@ -113,7 +113,8 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     if result.get("validation"):
         v = result["validation"]
         recall = ", ".join(f"{g}: {v[f'recall@{g}']:.3f}" for g in range(4))
-        kept = {"macro_f1": "macro-F1", "spearman": "Spearman"}[result["select"]]
+        kept = {"macro_f1": "macro-F1", "spearman": "Spearman",
+                "macro_f1+spearman": "macro-F1 + Spearman"}[result["select"]]  # fmt: skip
         console.print(f"validation ({v['pairs']:,} pairs, {result['loss']} loss), best "
                       f"{kept} at step {v['step']}"
                       f"{' (stopped early)' if result['stopped_early'] else ''}: "

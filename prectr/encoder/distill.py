@@ -20,7 +20,8 @@ Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs a
 keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
 ``patience`` scores without a better one, and exports the best student. Macro-F1 is the
 criterion because a student that predicts the majority grade scores high accuracy and a low
-macro-F1; ``select: spearman`` keeps the student that orders the pairs best instead. Both
+macro-F1; ``select: spearman`` keeps the student that orders the pairs best instead, and
+``select: macro_f1+spearman`` the one of the best sum of the two (validation logs the sum). Both
 run on the training engine (:class:`prectr.train.engine.Engine`), under
 ``torchrun`` in several processes too: every process reads the pairs, each trains on its share
 of every batch (the batch size is over all processes), the engine averages the gradients, and
@@ -225,10 +226,10 @@ class EncoderRun:
                                  "training queries leave no training or no validation pair; "
                                  "change valid_share or set it to 0")  # fmt: skip
             self.valid, self.samples = s.subset(held), s.subset(~held)
-            if self.train.select == "spearman" and torch.unique(self.valid.target).numel() < 2:
-                raise ValueError("select spearman: every validation pair has one grade, so no "
-                                 "Spearman can be scored; select on macro_f1, or change "
-                                 "valid_share")  # fmt: skip
+            if "spearman" in self.train.select and torch.unique(self.valid.target).numel() < 2:
+                raise ValueError(f"select {self.train.select}: every validation pair has one "
+                                 "grade, so no Spearman can be scored; select on macro_f1, or "
+                                 "change valid_share")  # fmt: skip
         counts = torch.bincount(self.samples.target[self.samples.epoch_rows()],
                                 minlength=GRADES).to(torch.float32)  # fmt: skip
         self.class_weight = counts.sum() / (GRADES * counts.clamp(min=1))
@@ -265,7 +266,8 @@ class EncoderRun:
         probabilities = grade_probabilities(self.student, self.tokenizer, self.pairs.queries,
                                             self.pairs.titles, v.query, v.title)  # fmt: skip
         rows = v.epoch_rows()
-        return grade_metrics(probabilities[rows], v.target.numpy()[rows])
+        metrics = grade_metrics(probabilities[rows], v.target.numpy()[rows])
+        return {**metrics, "macro_f1+spearman": metrics["macro_f1"] + metrics["spearman"]}
 
     def fit(self) -> dict[str, Any]:
         """Train, then (in the main process) export the student and write and return the

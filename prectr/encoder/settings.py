@@ -91,8 +91,8 @@ PairWeight = Literal["pairs", "rows"]
 PAIR_WEIGHTS = get_args(PairWeight)
 # the validation figure sft's early stopping watches and its kept student maximises: macro-F1
 # (every grade counts alike: a majority-grade student scores low) or Spearman (the order of the
-# pairs by expected grade, what a ranker reads)
-Selection = Literal["macro_f1", "spearman"]
+# pairs by expected grade, what a ranker reads), or their sum (both, as the baseline is judged)
+Selection = Literal["macro_f1", "spearman", "macro_f1+spearman"]
 SELECTIONS = get_args(Selection)
 
 

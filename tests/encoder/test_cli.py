@@ -73,6 +73,9 @@ def test_tokenizer_distill_sft_and_evaluate_from_the_command_line(
     code, out = run_cli([*args, "--out", str(tmp_path / "sp"), "--select-on", "spearman"], capsys)
     assert code == 0 and "ce loss), best Spearman at step" in " ".join(out.split())
     assert json.loads((tmp_path / "sp/config.json").read_text())["train"]["select"] == "spearman"
+    code, out = run_cli([*args, "--out", str(tmp_path / "both"), "--select-on",
+                         "macro_f1+spearman"], capsys)  # fmt: skip
+    assert code == 0 and "best macro-F1 + Spearman at step" in " ".join(out.split())
     code, out = run_cli(
         [
             "encoder",

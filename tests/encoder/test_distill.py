@@ -288,6 +288,22 @@ def test_sft_can_keep_the_student_of_the_best_spearman_and_records_the_choice_on
                    train=train(1, select="spearman"), resume=True)  # fmt: skip
 
 
+def test_sft_can_keep_the_student_of_the_best_sum_of_macro_f1_and_spearman(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    settings = train(40, valid_every=2, lr=1e-2, patience=0, select="macro_f1+spearman")
+    result = EncoderRun("sft", tiny_world, tmp_path / "sft", init=student_dir,
+                        train=settings).fit()  # fmt: skip
+    log = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").open()]
+    valid = [e for e in log if e["split"] == "valid" and not np.isnan(e["spearman"])]
+    for e in valid:  # the validation log carries the sum it selects on
+        assert e["macro_f1+spearman"] == pytest.approx(e["macro_f1"] + e["spearman"])
+    sums = [(e["macro_f1"] + e["spearman"], -e["step"]) for e in valid]
+    assert result["validation"]["step"] == -max(sums)[1]  # the first of the best sums
+    assert max(sums)[1] != max((e["macro_f1"], -e["step"]) for e in valid)[1]  # not macro-F1's
+    assert result["select"] == "macro_f1+spearman"
+
+
 def test_sft_can_draw_each_pair_as_often_as_the_log_grades_it(
     tiny_world, student_dir, tmp_path
 ) -> None:
