@@ -60,9 +60,9 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
                        "match pooled towers blur (default: on for two towers, off for "
                        "cross)")  # fmt: skip
     group.add_argument("--overlap-skip", action=argparse.BooleanOptionalAction,
-                       default=s.overlap_skip, help="with piece overlap: a linear path from "
-                       "its columns to the pair state besides the interaction (the wide part "
-                       "of wide and deep)")  # fmt: skip
+                       help="with piece overlap: a linear path from its columns to the pair "
+                       "state besides the interaction (the wide part of wide and deep; "
+                       f"default: {'on' if s.overlap_skip else 'off'})")  # fmt: skip
     group.add_argument("--vocab-size", type=int, default=t.vocab_size, help="tokenizer pieces")
     group.add_argument("--tokenizer", type=Path, help="a trained tokenizer (else one is trained)")
     group = parser.add_argument_group("training")
@@ -88,9 +88,9 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     student = student_config(
-        args.piece_overlap, mode=args.mode, dim=args.dim, layers=args.layers, heads=args.heads,
-        ff=args.ff, dropout=args.dropout, query_length=args.query_length,
-        title_length=args.title_length, overlap_skip=args.overlap_skip,
+        args.piece_overlap, args.overlap_skip, mode=args.mode, dim=args.dim, layers=args.layers,
+        heads=args.heads, ff=args.ff, dropout=args.dropout, query_length=args.query_length,
+        title_length=args.title_length,
     )  # fmt: skip
     given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
              *SFT_FLAGS]  # fmt: skip
@@ -314,7 +314,8 @@ def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
         description="A loss on the human grades of the log's training pairs (--loss), from a "
         "distilled student (--init) or from scratch. The graded pairs of a hashed "
         "--valid-share of the training queries validate: every --valid-every steps the "
-        "student's macro-F1 (or --select-on spearman) on them is scored, the best student is "
+        "student's macro-F1 (or --select-on spearman, or their sum) on them is scored, the best "
+        "student is "
         "kept and exported, and training stops after --patience scores without a better one. "
         "The --held-out requests are scored at the end.",
     )

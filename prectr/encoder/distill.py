@@ -28,8 +28,8 @@ of every batch (the batch size is over all processes), the engine averages the g
 the main process trains the tokenizer and writes every file.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
-queries and titles unless ``init`` or ``tokenizer`` brings one; the trainer breaks frequency ties
-arbitrarily, so runs to be compared should share one), ``train_log.jsonl`` (the mean losses every
+queries and titles unless ``init`` or ``tokenizer`` brings one; the same texts give the same
+tokenizer), ``train_log.jsonl`` (the mean losses every
 ``log_every`` steps, split ``train``, and each validation's scores, split ``valid``) with its
 TensorBoard scalars in ``tb/``, ``checkpoints/last.pt`` (student, projection, optimizer, RNG,
 steps into the epoch: a killed run resumes at the same step and ends with the same weights), the
@@ -327,20 +327,17 @@ def _recorded(settings: Section) -> dict[str, Any]:
 
 
 def _check_asked_overlap(student: StudentConfig, init: str | Path) -> None:
-    """``--init`` brings its own shape: a ``piece_overlap`` asked for (on or off, not the
-    default) must be the one of the student in ``init``."""
-    if "piece_overlap" not in student.model_fields_set:
-        return
-    brought = _has_piece_overlap(init)
-    if student.piece_overlap != brought:
-        asked = "asked for" if student.piece_overlap else "turned off"
-        built = "with" if brought else "without"
-        raise ValueError(f"piece_overlap {asked}, but the student in {init} was built {built} "
-                         "it (--init brings its own shape): distil with the same setting, or "
-                         "leave it out")  # fmt: skip
-
-
-def _has_piece_overlap(student_dir: str | Path) -> bool:
-    """Whether the student saved in ``student_dir`` reads piece overlap (one saved before the
-    option existed does not)."""
-    return bool(saved_student(student_dir)["config"].get("piece_overlap", False))
+    """``--init`` brings its own shape: a ``piece_overlap`` or ``overlap_skip`` asked for (on or
+    off, not left to the default) must be the one of the student in ``init`` (one saved before
+    an option existed was built without it)."""
+    built = saved_student(init)["config"]
+    for name in ("piece_overlap", "overlap_skip"):
+        if name not in student.model_fields_set:
+            continue
+        brought = bool(built.get(name, False))
+        if getattr(student, name) != brought:
+            asked = "asked for" if getattr(student, name) else "turned off"
+            was = "with" if brought else "without"
+            raise ValueError(f"{name} {asked}, but the student in {init} was built {was} it "
+                             "(--init brings its own shape): distil with the same setting, or "
+                             "leave it out")  # fmt: skip

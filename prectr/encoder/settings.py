@@ -70,13 +70,18 @@ class StudentConfig(Section):
         return self
 
 
-def student_config(piece_overlap: bool | None = None, **settings) -> StudentConfig:
-    """The student's settings, ``piece_overlap`` as asked, or its default (on for two towers,
-    off for the cross encoder) when None: what ``--piece-overlap`` / ``--no-piece-overlap``
-    or neither give. Only an asked value counts as asked (``model_fields_set``), which
-    ``--init`` checks against the student it brings; a copy rebuilt from a dump
-    (``updated``) carries the value it had as asked."""
-    asked = {} if piece_overlap is None else {"piece_overlap": piece_overlap}
+def student_config(
+    piece_overlap: bool | None = None, overlap_skip: bool | None = None, **settings
+) -> StudentConfig:
+    """The student's settings, ``piece_overlap`` and ``overlap_skip`` as asked, or their
+    defaults when None (piece overlap on for two towers, off for the cross encoder; no linear
+    path): what ``--piece-overlap`` / ``--no-piece-overlap`` (and ``--overlap-skip`` /
+    ``--no-overlap-skip``) or neither give. Only an asked value counts as asked
+    (``model_fields_set``), which ``--init`` checks against the student it brings; a copy
+    rebuilt from a dump (``updated``) carries the value it had as asked."""
+    asked = {name: value for name, value in
+             (("piece_overlap", piece_overlap), ("overlap_skip", overlap_skip))
+             if value is not None}  # fmt: skip
     return StudentConfig(**settings, **asked)
 
 
@@ -136,7 +141,8 @@ class EncoderTrainConfig(Section):
     """sft: the validation figure early stopping watches and the kept student maximises
     (:data:`SELECTIONS`). Macro-F1 by default; Spearman keeps the student that orders pairs
     best, which on a small real set can come many steps before macro-F1's best
-    (docs/fidelity.md, "Why the student orders QBQTC worse than string overlap")."""
+    (docs/fidelity.md, "Why the student orders QBQTC worse than string overlap"), and
+    ``macro_f1+spearman`` the best sum of the two."""
     loss: SftLoss = "ce"
     """sft: the loss on the human grades (:data:`SFT_LOSSES`)."""
     pair_weight: PairWeight = "pairs"

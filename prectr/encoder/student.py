@@ -77,9 +77,11 @@ class Student(nn.Module):
             else None
         )
         self.head = nn.Linear(c.dim, GRADES)
-        # built last and zero: a seed gives the plain student's weights, the option adding none
-        self.overlap_skip = nn.Linear(overlap, c.dim, bias=False) if c.overlap_skip else None
-        if self.overlap_skip is not None:
+        # zero, and built without drawing from the random stream: a seed gives the plain
+        # student's weights and whatever is drawn after it, the option adding none
+        self.overlap_skip = None
+        if c.overlap_skip:
+            self.overlap_skip = nn.utils.skip_init(nn.Linear, overlap, c.dim, bias=False)
             nn.init.zeros_(self.overlap_skip.weight)
         self.dim = c.dim
         self.frozen_layers = 0
@@ -481,8 +483,9 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
 def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
     """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
     state = saved_student(directory)
-    # saved before piece_overlap existed: without it
-    student = Student(StudentConfig(**{"piece_overlap": False, **state["config"]}))
+    # saved before piece_overlap or overlap_skip existed: without them
+    before = {"piece_overlap": False, "overlap_skip": False}
+    student = Student(StudentConfig(**{**before, **state["config"]}))
     student.load_state_dict(state["state"])
     tokenizer = student_tokenizer(directory)
     if tokenizer.vocab_size != student.config.vocab_size:

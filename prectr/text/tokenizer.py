@@ -178,9 +178,15 @@ def _alphabet(normalizer: normalizers.Normalizer, texts: Iterable[str], limit: i
     breaks ties in its hash maps' order, which changes from one run to the next, so the same log
     gave different tokenizers (huggingface/tokenizers#1794); handed exactly these characters as
     its initial alphabet, it keeps them and no other, and its merges follow deterministically."""
-    counts = Counter(c for t in texts for c in normalizer.normalize_str(t) if not c.isspace())
+    counts = Counter(c for t in texts for c in normalizer.normalize_str(t) if not _space(c))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [c for c, _ in ranked[:limit]]
+
+
+def _space(char: str) -> bool:
+    """Whether the pre-tokeniser splits on ``char`` (Rust's ``char::is_whitespace``: Python's
+    ``isspace`` less the four information separators U+001C to U+001F)."""
+    return char.isspace() and char not in "\x1c\x1d\x1e\x1f"
 
 
 def piece_limit(counts: np.ndarray, max_truncated: float = MAX_TRUNCATED) -> tuple[int, float]:

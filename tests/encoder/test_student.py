@@ -450,6 +450,19 @@ def test_overlap_skip_starts_as_the_plain_student_adds_a_linear_path_and_saves(
         StudentConfig(piece_overlap=False, overlap_skip=True)
     from prectr.cli import build_parser
 
-    for flags, want in (([], False), (["--overlap-skip"], True)):
+    for flags, want in (([], None), (["--overlap-skip"], True), (["--no-overlap-skip"], False)):
         args = build_parser().parse_args(["encoder", "sft", "LOG", "--out", "OUT", *flags])
         assert args.overlap_skip is want
+    assert not student_config(None, None).overlap_skip  # left to the default: off
+    assert "overlap_skip" not in student_config(None, None).model_fields_set
+    # building the path draws nothing from the random stream: what follows is drawn alike
+    draws = []
+    for skip in (False, True):
+        tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True, overlap_skip=skip)
+        draws.append(torch.rand(3))
+    torch.testing.assert_close(*draws)
+    saved = torch.load(tmp_path / "s" / "student.pt", weights_only=False)
+    del saved["config"]["overlap_skip"]  # as a student saved before the option existed
+    del saved["state"]["overlap_skip.weight"]
+    torch.save(saved, tmp_path / "s" / "student.pt")
+    assert not load_student(tmp_path / "s")[0].config.overlap_skip
