@@ -314,9 +314,9 @@ def add_encoder_commands(sub: argparse._SubParsersAction) -> None:
         description="A loss on the human grades of the log's training pairs (--loss), from a "
         "distilled student (--init) or from scratch. The graded pairs of a hashed "
         "--valid-share of the training queries validate: every --valid-every steps the "
-        "student's macro-F1 (or --select-on spearman, or their sum) on them is scored, the best "
-        "student is "
-        "kept and exported, and training stops after --patience scores without a better one. "
+        "student's macro-F1 and Spearman on them are scored, the student of the best "
+        "--select-on figure (their sum by default) is kept and exported, and training stops "
+        "after --patience scores without a better one. "
         "The --held-out requests are scored at the end.",
     )
     p.add_argument("log", type=Path)

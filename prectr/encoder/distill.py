@@ -17,11 +17,11 @@ training; the top of the hash range, :func:`prectr.encoder.pairs.validation_quer
 queries a teacher adapted at the same or a larger share validated on too): every
 ``valid_every`` steps and at the end it scores accuracy, macro-F1, each grade's recall and
 Spearman (:func:`prectr.encoder.evaluate.grade_metrics`, as the held-out pairs are scored),
-keeps the student of the best macro-F1 so far as ``checkpoints/best.pt``, stops after
-``patience`` scores without a better one, and exports the best student. Macro-F1 is the
-criterion because a student that predicts the majority grade scores high accuracy and a low
-macro-F1; ``select: spearman`` keeps the student that orders the pairs best instead, and
-``select: macro_f1+spearman`` the one of the best sum of the two (validation logs the sum). Both
+keeps the student of the best ``select`` figure so far as ``checkpoints/best.pt``, stops after
+``patience`` scores without a better one, and exports the best student. The figure is by
+default the sum of macro-F1 and Spearman (validation logs the sum): macro-F1 because a student
+that predicts the majority grade scores high accuracy and a low macro-F1, Spearman because a
+ranker reads the student's order; ``select: macro_f1`` or ``spearman`` keeps the best of one. Both
 run on the training engine (:class:`prectr.train.engine.Engine`), under
 ``torchrun`` in several processes too: every process reads the pairs, each trains on its share
 of every batch (the batch size is over all processes), the engine averages the gradients, and

@@ -106,7 +106,7 @@ def test_a_chinese_graded_log_runs_tokenizer_distill_sft_and_evaluate(tmp_path, 
                          "--out", str(tmp_path / "s"), "--max-steps=60", "--epochs=10",
                          "--valid-every=20", *STUDENT, *SPLIT], capsys)  # fmt: skip
     text = " ".join(out.split())
-    assert code == 0 and "sft: 60 steps" in text and "best macro-F1 at step" in text
+    assert code == 0 and "sft: 60 steps" in text and "best macro-F1 + Spearman at step" in text
     assert "(recall@g)" in text
     sft = json.loads((tmp_path / "s/metrics.json").read_text())["held_out"]
 

@@ -278,14 +278,15 @@ def test_sft_can_keep_the_student_of_the_best_spearman_and_records_the_choice_on
         "spearman"
     )
     assert result["select"] == "spearman"
-    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1))
+    f1 = train(1, select="macro_f1")  # the default before the option existed
+    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=f1)
     recorded = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert "select" not in recorded["train"]  # as runs recorded before the option existed
-    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1),
-               resume=True)  # such a run resumes  # fmt: skip
-    with pytest.raises(ValueError, match="settings differ"):
-        EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir,
-                   train=train(1, select="spearman"), resume=True)  # fmt: skip
+    EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=f1,
+               resume=True)  # such a run resumes with --select-on macro_f1  # fmt: skip
+    with pytest.raises(ValueError, match="settings differ"):  # not at today's default
+        EncoderRun("sft", tiny_world, tmp_path / "plain", init=student_dir, train=train(1),
+                   resume=True)  # fmt: skip
 
 
 def test_sft_can_keep_the_student_of_the_best_sum_of_macro_f1_and_spearman(
@@ -429,20 +430,26 @@ def test_piece_overlap_is_recorded_only_when_on_and_asked_against_an_init_of_ano
 def test_overlap_skip_is_recorded_only_when_on_and_asked_against_an_init_of_another_shape_refused(
     tiny_world, tokenizer, tmp_path
 ) -> None:
-    EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1))
+    off = StudentConfig(**TINY, overlap_skip=False)
+    EncoderRun("sft", tiny_world, tmp_path / "plain", off, train(1))
     recorded = json.loads((tmp_path / "plain" / "config.json").read_text())["student"]
     assert "overlap_skip" not in recorded  # off: as runs recorded before the option existed
+    EncoderRun("sft", tiny_world, tmp_path / "plain", off, train(1), resume=True)
+    with pytest.raises(ValueError, match="settings differ"):  # on by default now
+        EncoderRun("sft", tiny_world, tmp_path / "plain", STUDENT, train(1), resume=True)
     skip = StudentConfig(**TINY, overlap_skip=True)
     EncoderRun("sft", tiny_world, tmp_path / "skip", skip, train(1))
     assert json.loads((tmp_path / "skip" / "config.json").read_text())["student"]["overlap_skip"]
+    assert StudentConfig(**TINY).overlap_skip  # the default for two towers
+    assert not StudentConfig(**TINY, piece_overlap=False).overlap_skip  # none to map: off
+    assert not StudentConfig(mode="cross").overlap_skip
     shape = {**TINY, "vocab_size": tokenizer.vocab_size}
-    without = save_student(tmp_path / "without", Student(StudentConfig(**shape)), tokenizer)
-    with_it = save_student(tmp_path / "with", Student(StudentConfig(**shape, overlap_skip=True)),
-                           tokenizer)  # fmt: skip
+    plain = Student(StudentConfig(**shape, overlap_skip=False))
+    without = save_student(tmp_path / "without", plain, tokenizer)
+    with_it = save_student(tmp_path / "with", Student(StudentConfig(**shape)), tokenizer)
     with pytest.raises(ValueError, match=r"overlap_skip asked for, but .* built without it"):
         EncoderRun("sft", tiny_world, tmp_path / "init", skip, train(1), init=without)
-    off = StudentConfig(**TINY, overlap_skip=False)
     with pytest.raises(ValueError, match=r"overlap_skip turned off, but .* built with it"):
         EncoderRun("sft", tiny_world, tmp_path / "init", off, train(1), init=with_it)
-    run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=with_it)
-    assert run.student.overlap_skip is not None  # the default gave way to the student's own
+    run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=without)
+    assert run.student.overlap_skip is None  # the default gave way to the student's own

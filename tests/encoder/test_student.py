@@ -422,7 +422,8 @@ def test_piece_overlap_is_on_by_default_for_two_towers_only_and_older_students_l
 def test_overlap_skip_starts_as_the_plain_student_adds_a_linear_path_and_saves(
     tmp_path, tokenizer
 ) -> None:
-    plain = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True).eval()
+    plain = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True,
+                          overlap_skip=False).eval()  # fmt: skip
     skip = tiny_student(tokenizer.vocab_size, "two_tower", piece_overlap=True,
                         overlap_skip=True).eval()  # fmt: skip
     q = torch.from_numpy(tokenizer.encode(["oak table", "oak table"], 6))
@@ -453,8 +454,9 @@ def test_overlap_skip_starts_as_the_plain_student_adds_a_linear_path_and_saves(
     for flags, want in (([], None), (["--overlap-skip"], True), (["--no-overlap-skip"], False)):
         args = build_parser().parse_args(["encoder", "sft", "LOG", "--out", "OUT", *flags])
         assert args.overlap_skip is want
-    assert not student_config(None, None).overlap_skip  # left to the default: off
+    assert student_config(None, None).overlap_skip  # left to the default: on (two towers)
     assert "overlap_skip" not in student_config(None, None).model_fields_set
+    assert not student_config(None, None, mode="cross").overlap_skip  # no overlap to map
     # building the path draws nothing from the random stream: what follows is drawn alike
     draws = []
     for skip in (False, True):
