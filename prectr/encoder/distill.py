@@ -67,7 +67,7 @@ from prectr.encoder.pairs import (
     read_teacher_labels,
     validation_queries,
 )
-from prectr.encoder.settings import EncoderTrainConfig
+from prectr.encoder.settings import STUDENT_OPTIONS_BEFORE, EncoderTrainConfig
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.io import atomic_file, claim_run_dir
 from prectr.losses.distill import distill_kl, hidden_mse, standardise_states
@@ -315,7 +315,7 @@ class EncoderRun:
 
 
 # settings added after runs were recorded, and the value those runs had without them
-BEFORE_THEY_EXISTED = {"piece_overlap": False, "overlap_skip": False, "select": "macro_f1"}
+BEFORE_THEY_EXISTED = {**STUDENT_OPTIONS_BEFORE, "select": "macro_f1"}
 
 
 def _recorded(settings: Section) -> dict[str, Any]:
@@ -331,10 +331,10 @@ def _check_asked_overlap(student: StudentConfig, init: str | Path) -> None:
     off, not left to the default) must be the one of the student in ``init`` (one saved before
     an option existed was built without it)."""
     built = saved_student(init)["config"]
-    for name in ("piece_overlap", "overlap_skip"):
+    for name, before in STUDENT_OPTIONS_BEFORE.items():
         if name not in student.model_fields_set:
             continue
-        brought = bool(built.get(name, False))
+        brought = bool(built.get(name, before))
         if getattr(student, name) != brought:
             asked = "asked for" if getattr(student, name) else "turned off"
             was = "with" if brought else "without"

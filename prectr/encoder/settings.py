@@ -74,6 +74,10 @@ class StudentConfig(Section):
         return self
 
 
+# the student's options added after students were saved, and the value those students have
+STUDENT_OPTIONS_BEFORE = {"piece_overlap": False, "overlap_skip": False}
+
+
 def student_config(
     piece_overlap: bool | None = None, overlap_skip: bool | None = None, **settings
 ) -> StudentConfig:

@@ -43,7 +43,7 @@ from torch import nn
 
 from prectr.cache import SlotCache
 from prectr.capture import eager
-from prectr.encoder.settings import StudentConfig
+from prectr.encoder.settings import STUDENT_OPTIONS_BEFORE, StudentConfig
 from prectr.io import atomic_file
 from prectr.text.student_files import TOKENIZER, WEIGHTS, saved_student, student_tokenizer
 from prectr.text.tokenizer import PAD, SEP, TextTokenizer
@@ -483,9 +483,8 @@ def save_student(directory: str | Path, student: Student, tokenizer: TextTokeniz
 def load_student(directory: str | Path) -> tuple[Student, TextTokenizer]:
     """The student and tokenizer saved in ``directory`` by :func:`save_student`."""
     state = saved_student(directory)
-    # saved before piece_overlap or overlap_skip existed: without them
-    before = {"piece_overlap": False, "overlap_skip": False}
-    student = Student(StudentConfig(**{**before, **state["config"]}))
+    # saved before an option existed: without it
+    student = Student(StudentConfig(**{**STUDENT_OPTIONS_BEFORE, **state["config"]}))
     student.load_state_dict(state["state"])
     tokenizer = student_tokenizer(directory)
     if tokenizer.vocab_size != student.config.vocab_size:
