@@ -70,6 +70,10 @@ def _student_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(t, name),
                            help=doc)  # fmt: skip
     group.add_argument("--lr", type=float, default=t.lr, help="learning rate")
+    group.add_argument("--ema-decay", type=float, default=t.ema_decay,
+                       help="keep an exponential moving average of the weights with this "
+                       "decay per step; validation scores it and the run exports it "
+                       "(0: off)")  # fmt: skip
     group.add_argument("--precision", choices=get_args(Precision), default=t.precision,
                        help="the student's training passes in float32 (fp32), in bfloat16 "
                        "autocast (bf16), or in bf16 where the processor multiplies bfloat16 "
@@ -92,8 +96,8 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
         heads=args.heads, ff=args.ff, dropout=args.dropout, query_length=args.query_length,
         title_length=args.title_length,
     )  # fmt: skip
-    given = [*TRAINING_FLAGS, "lr", "precision", "vocab_size", "temperature", "hidden_weight",
-             *SFT_FLAGS]  # fmt: skip
+    given = [*TRAINING_FLAGS, "lr", "ema_decay", "precision", "vocab_size", "temperature",
+             "hidden_weight", *SFT_FLAGS]  # fmt: skip
     train = EncoderTrainConfig(**{k: getattr(args, k) for k in given if hasattr(args, k)})
     config = pairs_config(args)
     run = EncoderRun(args.encoder_command, args.log, args.out, student, train,

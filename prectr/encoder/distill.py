@@ -21,7 +21,10 @@ keeps the student of the best ``select`` figure so far as ``checkpoints/best.pt`
 ``patience`` scores without a better one, and exports the best student. The figure is by
 default the sum of macro-F1 and Spearman (validation logs the sum): macro-F1 because a student
 that predicts the majority grade scores high accuracy and a low macro-F1, Spearman because a
-ranker reads the student's order; ``select: macro_f1`` or ``spearman`` keeps the best of one. Both
+ranker reads the student's order; ``select: macro_f1`` or ``spearman`` keeps the best of one.
+With ``ema_decay``, an exponential moving average of the student's weights (updated after every
+step; :class:`torch.optim.swa_utils.AveragedModel`) is the student that validation scores, the
+checkpoints keep and the run exports. Both
 run on the training engine (:class:`prectr.train.engine.Engine`), under
 ``torchrun`` in several processes too: every process reads the pairs, each trains on its share
 of every batch (the batch size is over all processes), the engine averages the gradients, and
@@ -53,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from prectr.encoder.evaluate import (
     NothingToScore,
@@ -154,6 +158,14 @@ class EncoderRun:
         modules = {"student": self.student}
         if self.projection is not None:
             modules["projection"] = self.projection
+        self.average: AveragedModel | None = None  # ema_decay: the student's weight average
+        if self.train.ema_decay > 0:
+            self.average = AveragedModel(
+                self.student,
+                use_buffers=True,
+                multi_avg_fn=get_ema_multi_avg_fn(self.train.ema_decay),
+            )
+            modules["average"] = self.average.requires_grad_(False)
         t = self.train
         self.engine = Engine(
             modules, self.optimizer, directory=self.run_dir, clip_norm=t.clip_norm,
@@ -168,9 +180,19 @@ class EncoderRun:
             validate=self._validate if self.valid is not None else None,
             validate_every=t.valid_every, max_steps=t.max_steps,
             steps_per_epoch=-(-epoch_rows.size // t.batch_size),
+            after_step=self._average_step if self.average is not None else None,
         )  # fmt: skip
         if resume:
             self.engine.resume()
+
+    @property
+    def kept(self) -> Student:
+        """The student that validation scores and the run exports: the weight average with
+        ``ema_decay``, else the student as trained."""
+        return self.student if self.average is None else self.average.module
+
+    def _average_step(self) -> None:
+        self.average.update_parameters(self.student)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -263,7 +285,7 @@ class EncoderRun:
     def _validate(self) -> dict[str, float]:
         """Grade metrics of the validation pairs, weighted as training draws them."""
         v = self.valid
-        probabilities = grade_probabilities(self.student, self.tokenizer, self.pairs.queries,
+        probabilities = grade_probabilities(self.kept, self.tokenizer, self.pairs.queries,
                                             self.pairs.titles, v.query, v.title)  # fmt: skip
         rows = v.epoch_rows()
         metrics = grade_metrics(probabilities[rows], v.target.numpy()[rows])
@@ -280,7 +302,7 @@ class EncoderRun:
         queries, titles = self.pairs.train_texts()
         if self.valid is not None:  # export the student of the best validation score
             self.engine.load_best()
-        save_student(self.run_dir / "student", self.student, self.tokenizer,
+        save_student(self.run_dir / "student", self.kept, self.tokenizer,
                      {"kind": self.kind, "steps": s["step"]})  # fmt: skip
         result = {
             "kind": self.kind, "steps": s["step"], "epochs": self.engine.epochs("train"),
@@ -305,7 +327,7 @@ class EncoderRun:
         result["pairs"] = self.pairs.counts
         try:
             result["held_out"] = evaluate_held_out(  # the same pools whatever the seed
-                self.student, self.tokenizer, self.pairs, self.train.eval_requests
+                self.kept, self.tokenizer, self.pairs, self.train.eval_requests
             )
         except NothingToScore as err:
             result["held_out_skipped"] = str(err)
@@ -315,7 +337,7 @@ class EncoderRun:
 
 
 # settings added after runs were recorded, and the value those runs had without them
-BEFORE_THEY_EXISTED = {**STUDENT_OPTIONS_BEFORE, "select": "macro_f1"}
+BEFORE_THEY_EXISTED = {**STUDENT_OPTIONS_BEFORE, "select": "macro_f1", "ema_decay": 0.0}
 
 
 def _recorded(settings: Section) -> dict[str, Any]:

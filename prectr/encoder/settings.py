@@ -158,6 +158,10 @@ class EncoderTrainConfig(Section):
     pair_weight: PairWeight = "pairs"
     """sft: how often an epoch draws each graded pair (:data:`PAIR_WEIGHTS`; validation is
     weighted alike)."""
+    ema_decay: float = Field(0.0, ge=0, lt=1)
+    """An exponential moving average of the student's weights, updated after every step with
+    this decay (0: off, the student as trained): what validation scores, the kept checkpoint
+    holds and the run exports and scores on held-out pairs."""
     precision: Precision = "fp32"
     """The student's training passes: ``fp32``, ``bf16`` (bfloat16 autocast; weights,
     optimiser, losses, validation and scoring in float32) or ``auto`` (bf16 on a processor with

@@ -308,6 +308,8 @@ class Engine:
         if self.clip_norm is not None:
             clip_grad_norm(self.model.parameters(), self.clip_norm)
         self.optimizer.step()
+        if stage.after_step is not None:
+            stage.after_step()
         self.state["step"] += 1
         self.state["epoch_steps"] += 1
         self._unsaved = True

@@ -61,7 +61,8 @@ class Stage:
     ``steps(epoch, position)`` gives the epoch's steps from ``position`` on: the value
     ``position()`` returned at the checkpoint resumed from (``None`` at an epoch's start), or,
     for a stage without ``position``, the number of steps already taken into the epoch.
-    ``epoch_end(epochs)`` is called after each epoch with the epochs done so far.
+    ``epoch_end(epochs)`` is called after each epoch with the epochs done so far, and
+    ``after_step()`` after each optimiser step (e.g. to update an average of the weights).
     """
 
     name: str  # the split of its lines in the train log: "train", "relevance"
@@ -74,6 +75,7 @@ class Stage:
     steps_per_epoch: int | None = None  # for the ETA (None: learnt from the first whole epoch)
     position: Callable[[], Any] | None = None
     epoch_end: Callable[[int], None] | None = None
+    after_step: Callable[[], None] | None = None
 
 
 def shuffled_steps(

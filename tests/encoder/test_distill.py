@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from prectr.data.schema import read_log
 from prectr.data.shards import time_split
 from prectr.encoder.distill import EncoderRun, EncoderTrainConfig
-from prectr.encoder.evaluate import evaluate_held_out, grade_metrics
+from prectr.encoder.evaluate import evaluate_held_out, grade_metrics, grade_probabilities
 from prectr.encoder.pairs import read_teacher_labels
 from prectr.encoder.student import Student, StudentConfig, load_student, save_student
 from prectr.text.tokenizer import TextTokenizer
@@ -453,3 +454,56 @@ def test_overlap_skip_is_recorded_only_when_on_and_asked_against_an_init_of_anot
         EncoderRun("sft", tiny_world, tmp_path / "init", off, train(1), init=with_it)
     run = EncoderRun("sft", tiny_world, tmp_path / "init", STUDENT, train(1), init=without)
     assert run.student.overlap_skip is None  # the default gave way to the student's own
+
+
+def test_ema_decay_exports_the_moving_average_of_the_weights_and_resumes_exactly(
+    tiny_world, labels_path, tokenizer, tmp_path
+) -> None:
+    shared = tokenizer.save(tmp_path / "tokenizer.json")
+    args = dict(student=STUDENT, labels=labels_path, tokenizer=shared)
+    plain = EncoderRun("distill", tiny_world, tmp_path / "plain", train=train(7), **args)
+    weights = []  # the student's after every step
+    plain.stage = dataclasses.replace(plain.stage, after_step=lambda: weights.append(
+        {k: v.clone() for k, v in plain.student.state_dict().items()}))  # fmt: skip
+    plain.fit()
+    expected = dict(weights[0])
+    for w in weights[1:]:
+        expected = {k: 0.8 * expected[k] + 0.2 * w[k] for k in expected}
+    run = EncoderRun("distill", tiny_world, tmp_path / "ema", train=train(7, ema_decay=0.8), **args)
+    run.fit()
+    exported, _ = load_student(tmp_path / "ema" / "student")
+    for name, value in exported.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    assert not torch.equal(exported.state_dict()[name], weights[-1][name])
+    recorded = json.loads((tmp_path / "ema" / "config.json").read_text())["train"]
+    assert recorded["ema_decay"] == 0.8
+    assert "ema_decay" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
+    killed = EncoderRun("distill", tiny_world, tmp_path / "killed", stop_after=4,
+                        train=train(7, ema_decay=0.8), **args)  # fmt: skip
+    with pytest.raises(StopTraining):
+        killed.fit()
+    EncoderRun("distill", tiny_world, tmp_path / "killed", train=train(7, ema_decay=0.8),
+               resume=True, **args).fit()  # fmt: skip
+    resumed, _ = load_student(tmp_path / "killed" / "student")
+    for a, b in zip(exported.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_sft_with_ema_decay_validates_and_keeps_the_average(
+    tiny_world, student_dir, tmp_path
+) -> None:
+    settings = train(12, valid_every=3, patience=0, ema_decay=0.9)
+    run = EncoderRun("sft", tiny_world, tmp_path / "sft", init=student_dir, train=settings)
+    result = run.fit()
+    best = load_checkpoint(tmp_path / "sft" / "checkpoints" / "best.pt")
+    assert best["state"]["best"]["step"] == result["validation"]["step"]
+    exported, tokenizer = load_student(tmp_path / "sft" / "student")
+    average = {k.removeprefix("module."): v for k, v in best["average"].items()}
+    for name, value in exported.state_dict().items():
+        torch.testing.assert_close(value, average[name])
+    assert any(not torch.equal(v, best["student"][k]) for k, v in exported.state_dict().items())
+    v, rows = run.valid, run.valid.epoch_rows()  # validation scored the average
+    probabilities = grade_probabilities(exported, tokenizer, run.pairs.queries, run.pairs.titles,
+                                        v.query, v.title)  # fmt: skip
+    scores = grade_metrics(probabilities[rows], v.target.numpy()[rows])
+    assert scores["macro_f1"] == pytest.approx(result["validation"]["macro_f1"])
