@@ -47,9 +47,9 @@ def main() -> None:
     pairs = read_log_pairs(args)
     sample = held_out_sample(pairs)
     base = base_spec(teacher.base_spec)
-    if base not in ("minilm", "smollm2"):
+    if any(part not in ("minilm", "smollm2") for part in base.split("+")):
         raise SystemExit(f"{args.teacher}: adapted on {base}; the speed test rebuilds a base "
-                         "teacher from its name, minilm or smollm2 only")  # fmt: skip
+                         "teacher from its name: minilm, smollm2 or both joined by +")  # fmt: skip
     speed = side_by_side({base: (base, teacher.head)}, teacher.dtype, args.student, pairs,
                          sample, args.pairs, args.rounds)  # fmt: skip
     rates, flops = speed["pairs_per_s"], speed["flops_per_pair"]

@@ -59,6 +59,8 @@ from prectr.encoder.pairs import read_pairs
 from prectr.encoder.settings import student_config
 from prectr.encoder.student import load_student
 from prectr.encoder.teacher import AdaptedTeacher, GradeHead, label_pairs, log_pairs, softmax
+from prectr.encoder.teachers.base import Teacher
+from prectr.encoder.teachers.concat import ConcatTeacher
 from prectr.text.tokenizer import TextTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,11 +98,17 @@ def flops_per_pair(encode: Callable[[], object], n: int) -> float:
 
 def side_by_side(heads: dict[str, tuple[str, GradeHead]], dtype: str, student_dir: Path, pairs,
                  sample, n: int, rounds: int) -> dict:  # fmt: skip
-    """Pairs/s of each adapted teacher (a base teacher's name and head) and of the student on the
-    same n held-out pairs, every text embedded on every call, and each one's
-    :func:`flops_per_pair` from text (counted on a call of its own, before the warm-up)."""
+    """Pairs/s of each adapted teacher (a base teacher's name, or names joined by ``+`` side by
+    side, and its head) and of the student on the same n held-out pairs, every text embedded on
+    every call, and each one's :func:`flops_per_pair` from text (counted on a call of its own,
+    before the warm-up)."""
     makers = teachers(dtype, memo_texts=0)
-    adapted = {name: AdaptedTeacher(makers[base](), base, head, {})
+
+    def base_teacher(base: str) -> Teacher:
+        parts = [makers[name]() for name in base.split("+")]
+        return parts[0] if len(parts) == 1 else ConcatTeacher(parts)
+
+    adapted = {name: AdaptedTeacher(base_teacher(base), base, head, {})
                for name, (base, head) in heads.items()}  # fmt: skip
     queries, titles = sample.texts(pairs)
     queries, titles = queries[:n], titles[:n]
