@@ -47,6 +47,17 @@ def test_ndcg_is_degenerate_when_no_request_ranks_two_grades() -> None:
     assert any(w.startswith("ndcg@10 is degenerate") for w in degenerate_metrics(m))
 
 
+def test_ndcg_is_flagged_when_most_requests_rank_one_grade() -> None:
+    # three requests of one graded title each, one ranking grades 3 and 0: NDCG@10 moves on 1 of 4
+    grade, request = np.array([0, 1, 2, 3, 0]), np.array([0, 1, 2, 3, 3])
+    m = held_out_metrics(np.eye(4)[grade], grade, request)
+    assert m["ranked_requests"] == 1 and m["requests"] == 4
+    warning = degenerate_metrics(m)[0]
+    assert warning.startswith("ndcg@10 tells models apart on 1 of 4 held-out requests (25%)")
+    m = held_out_metrics(np.eye(4)[grade], grade, np.array([0, 0, 1, 1, 1]))  # both rank grades
+    assert degenerate_metrics(m) == []
+
+
 def test_per_row_predictions_are_written_for_every_model(pairs, tmp_path) -> None:
     sample = held_out_sample(pairs, 4, seed=1)
     uniform = np.full((sample.query.size, 4), 0.25)
