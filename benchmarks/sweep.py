@@ -14,12 +14,15 @@ them. The winner has the best mean over seeds of the objective (``section:metric
 ``all:auc``, ``broad:irrelevant@10``, ``user:cold:auc``; higher is better except for the
 metrics in LOWER_IS_BETTER); ``--within METRIC=TOL`` first keeps only the points whose mean
 ``METRIC`` is within TOL of the best point's (e.g. the lowest broad irrelevant@10 among the
-points within 0.002 AUC of the best). A run that already holds its validation evaluation is
-reused, so an interrupted sweep resumes (refused if it was trained on another split than the
-world's).
+points within 0.002 AUC of the best). With ``--incumbent KEY=V …`` (today's default, a point
+of the grid) and ``--min-gain G``, the incumbent stays unless that point beats its mean
+objective by at least G and beats it in every seed (the rule of the crowd window's choice,
+docs/fidelity.md); the record keeps the best mean beside the winner. A run that already holds
+its validation evaluation is reused, so an interrupted sweep resumes (refused if it was
+trained on another split than the world's).
 
 Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
-means, the winner, the rule that chose it, and the commands.
+means, the point of the best mean, the winner, the rule that chose it, and the commands.
 """
 
 from __future__ import annotations
@@ -130,6 +133,20 @@ def choose(means: list[dict[str, float | None]], objective: str,
     return max(candidates, key=lambda i: sign * means[i][objective])
 
 
+def keep_incumbent(points: list[dict], best: int, incumbent: int, objective: str,
+                   min_gain: float) -> int:  # fmt: skip
+    """``best`` if its mean ``objective`` beats the ``incumbent`` point's by at least
+    ``min_gain`` and its value beats the incumbent's in every seed; else ``incumbent``."""
+    sign = -1.0 if lower_is_better(objective) else 1.0
+    new, old = points[best], points[incumbent]
+    if new["mean"][objective] is None or old["mean"][objective] is None:
+        return incumbent
+    gain = sign * (new["mean"][objective] - old["mean"][objective])
+    every_seed = all(sign * (n[objective] - o[objective]) > 0
+                     for n, o in zip(new["per_seed"], old["per_seed"], strict=True))  # fmt: skip
+    return best if gain >= min_gain - 1e-12 and every_seed else incumbent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, required=True)
@@ -146,6 +163,12 @@ def main() -> None:
         metavar="METRIC=TOL",
         help="only points within TOL of the best on METRIC (section:metric)",
     )
+    parser.add_argument("--incumbent", nargs="+", metavar="KEY=V",
+                        help="today's default, a point of the grid: it stays unless beaten by "
+                        "--min-gain on the mean and in every seed")  # fmt: skip
+    parser.add_argument("--min-gain", type=float, default=0.0,
+                        help="with --incumbent: the mean gain a point needs to replace "
+                        "it")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every point")
     parser.add_argument("--tag", required=True, help="results/sweep_<tag>.json")
@@ -171,6 +194,12 @@ def main() -> None:
     if args.within:
         name, _, tolerance = args.within.rpartition("=")
         within = (name, float(tolerance))
+    incumbent = None
+    if args.incumbent:
+        wanted = dict(item.split("=", 1) for item in args.incumbent)
+        if wanted not in points(grid):
+            parser.error(f"--incumbent {' '.join(args.incumbent)} is not a point of the grid")
+        incumbent = points(grid).index(wanted)
     for point in points(grid):  # every point's config must load before anything trains
         load_experiment(args.config, [*args.set, *(f"{k}={v}" for k, v in point.items())])
 
@@ -200,10 +229,15 @@ def main() -> None:
         results.append({"point": point, "per_seed": per_seed, "mean": means,
                         "valid_days": evaluations[0]["test_days"],
                         "metrics": [e["metrics"] for e in evaluations]})  # fmt: skip
-    winner = choose([r["mean"] for r in results], args.objective, within)
+    best = choose([r["mean"] for r in results], args.objective, within)
     rule = f"best mean {args.objective} over seeds {args.seeds}"
     if within:
         rule += f" among the points within {within[1]} of the best {within[0]}"
+    winner = best
+    if incumbent is not None:
+        winner = keep_incumbent(results, best, incumbent, args.objective, args.min_gain)
+        rule += (f", replacing the incumbent {results[incumbent]['point']} only if at least "
+                 f"{args.min_gain} better on the mean and better in every seed")  # fmt: skip
     record = {
         "config": str(args.config),
         "world": str(world),
@@ -213,6 +247,7 @@ def main() -> None:
         "objective": args.objective,
         "rule": rule,
         "points": results,
+        "best_mean": results[best]["point"],
         "winner": results[winner]["point"],
         "commands": commands,
         "machine": machine(),

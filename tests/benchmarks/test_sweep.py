@@ -41,6 +41,22 @@ def test_the_winner_is_the_best_objective_within_the_tolerance_of_another_metric
         sweep.choose([{"all:auc": None}], "all:auc")
 
 
+def test_the_incumbent_stays_unless_beaten_by_the_gain_on_the_mean_and_in_every_seed():
+    def point(*seeds: float) -> dict:
+        per_seed = [{"all:auc": v} for v in seeds]
+        return {"per_seed": per_seed, "mean": {"all:auc": sum(seeds) / len(seeds)}}
+
+    points = [point(0.6596, 0.6588), point(0.6597, 0.6592), point(0.6610, 0.6587)]
+    assert sweep.keep_incumbent(points, 1, 0, "all:auc", 0.0003) == 0  # +0.00025: too little
+    assert sweep.keep_incumbent(points, 1, 0, "all:auc", 0.0002) == 1
+    assert sweep.keep_incumbent(points, 2, 0, "all:auc", 0.0003) == 0  # +0.00065, one seed down
+    key = "broad:irrelevant@10"  # lower is better
+    lower = [{"per_seed": [{key: 0.30}], "mean": {key: 0.30}},
+             {"per_seed": [{key: 0.20}], "mean": {key: 0.20}}]  # fmt: skip
+    assert sweep.keep_incumbent(lower, 1, 0, key, 0.05) == 1
+    assert sweep.keep_incumbent(lower, 1, 0, key, 0.2) == 0
+
+
 def test_a_metric_is_read_from_its_section():
     evaluation = {"metrics": {"auc": 0.7}, "broad": {"irrelevant@10": 0.2},
                   "slices": {"user:cold": {"auc": 0.6}}}  # fmt: skip
@@ -76,6 +92,7 @@ def test_a_sweep_chooses_on_the_worlds_validation_days_and_never_scores_the_test
                                                       {"train.lr_dense": "0.01"}]  # fmt: skip
     aucs = [p["mean"]["all:auc"] for p in record["points"]]
     assert record["winner"] == record["points"][aucs.index(max(aucs))]["point"]
+    assert record["best_mean"] == record["winner"]
     swept = list((runs / "sweep" / "tiny-s0" / "t").iterdir())
     assert len(swept) == 2
     for run in swept:
