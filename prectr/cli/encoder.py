@@ -110,6 +110,10 @@ def cmd_encoder_train(args: argparse.Namespace) -> int:
     console.print(f"{result['kind']}: {result['steps']} steps on {result['samples']:,} samples "
                   f"({result['train_pairs_per_s']:,.0f} pairs/s), student in "
                   f"{args.out / 'student'}")  # fmt: skip
+    if train.max_steps and result["steps"] < train.max_steps and not result.get("stopped_early"):
+        console.print(f"[yellow]note[/]: the run ended with its {count(result['epochs'], 'epoch')} "
+                      f"at step {result['steps']}, before --max-steps {train.max_steps}; raise "
+                      "--epochs for more steps")  # fmt: skip
     if result["unmatched_labels"]:
         console.print(f"{result['unmatched_labels']:,} teacher labels name pairs outside the "
                       "log's training pairs; left out", style="dim")  # fmt: skip
