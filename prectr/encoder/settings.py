@@ -161,7 +161,8 @@ class EncoderTrainConfig(Section):
     ema_decay: float = Field(0.0, ge=0, lt=1)
     """An exponential moving average of the student's weights, updated after every step with
     this decay (0: off, the student as trained): what validation scores, the kept checkpoint
-    holds and the run exports and scores on held-out pairs."""
+    holds and the run exports and scores on held-out pairs. Measured at 0.98 and 0.995 and not
+    adopted (docs/fidelity.md, "A moving average of the student's weights")."""
     precision: Precision = "fp32"
     """The student's training passes: ``fp32``, ``bf16`` (bfloat16 autocast; weights,
     optimiser, losses, validation and scoring in float32) or ``auto`` (bf16 on a processor with
