@@ -195,10 +195,13 @@ def main() -> None:
         name, _, tolerance = args.within.rpartition("=")
         within = (name, float(tolerance))
     incumbent = None
+    if args.min_gain < 0 or (args.min_gain and not args.incumbent):
+        parser.error("--min-gain is a gain (>= 0) over an --incumbent")
     if args.incumbent:
-        wanted = dict(item.split("=", 1) for item in args.incumbent)
+        wanted = {key: values[0] for key, values in parse_grid(args.incumbent).items()}
         if wanted not in points(grid):
-            parser.error(f"--incumbent {' '.join(args.incumbent)} is not a point of the grid")
+            parser.error(f"--incumbent {' '.join(args.incumbent)} is not a point of the grid "
+                         "(one value a key, written as in --grid)")  # fmt: skip
         incumbent = points(grid).index(wanted)
     for point in points(grid):  # every point's config must load before anything trains
         load_experiment(args.config, [*args.set, *(f"{k}={v}" for k, v in point.items())])

@@ -22,21 +22,21 @@ keeps the student of the best ``select`` figure so far as ``checkpoints/best.pt`
 default the sum of macro-F1 and Spearman (validation logs the sum): macro-F1 because a student
 that predicts the majority grade scores high accuracy and a low macro-F1, Spearman because a
 ranker reads the student's order; ``select: macro_f1`` or ``spearman`` keeps the best of one.
-With ``ema_decay``, an exponential moving average of the student's weights (updated after every
-step; :class:`torch.optim.swa_utils.AveragedModel`) is the student that validation scores, the
-checkpoints keep and the run exports. Both
-run on the training engine (:class:`prectr.train.engine.Engine`), under
+Distillation and SFT run on the training engine (:class:`prectr.train.engine.Engine`), under
 ``torchrun`` in several processes too: every process reads the pairs, each trains on its share
 of every batch (the batch size is over all processes), the engine averages the gradients, and
-the main process trains the tokenizer and writes every file.
+the main process trains the tokenizer and writes every file. With ``ema_decay`` (either kind),
+an exponential moving average of the student's weights, updated after every step
+(:class:`torch.optim.swa_utils.AveragedModel`), is the student that validation scores, the
+checkpoints keep and the run exports.
 
 A run directory holds ``config.json``, ``tokenizer.json`` (trained on the log's training-day
 queries and titles unless ``init`` or ``tokenizer`` brings one; the same texts give the same
 tokenizer), ``train_log.jsonl`` (the mean losses every
 ``log_every`` steps, split ``train``, and each validation's scores, split ``valid``) with its
-TensorBoard scalars in ``tb/``, ``checkpoints/last.pt`` (student, projection, optimizer, RNG,
-steps into the epoch: a killed run resumes at the same step and ends with the same weights), the
-exported ``student/`` directory and ``metrics.json``
+TensorBoard scalars in ``tb/``, ``checkpoints/last.pt`` (student, projection, weight average,
+optimizer, RNG, steps into the epoch: a killed run resumes at the same step and ends with the
+same weights), the exported ``student/`` directory and ``metrics.json``
 with the held-out evaluation (:mod:`prectr.encoder.evaluate`) and the share of the training
 days' distinct queries and titles that the student's piece limits truncate. A new student keeps
 the piece limits its tokenizer chose (:mod:`prectr.text.tokenizer`) unless the student
@@ -192,6 +192,7 @@ class EncoderRun:
         return self.student if self.average is None else self.average.module
 
     def _average_step(self) -> None:
+        """Fold the student's weights after a step into the average."""
         self.average.update_parameters(self.student)
 
     @property

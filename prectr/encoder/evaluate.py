@@ -96,17 +96,19 @@ MOSTLY_RANKED = 0.5
 
 def degenerate_metrics(metrics: dict[str, float]) -> list[str]:
     """Warnings, one a line, for figures of :func:`held_out_metrics` that are the same for
-    every model (or undefined) on the sample they were measured on. (Spearman is undefined for
-    a model whose expected grade is constant, such as the majority grade: nan.)"""
+    every model, or on most requests, or undefined, on the sample they were measured on.
+    (Spearman is undefined for a model whose expected grade is constant, such as the majority
+    grade: nan.)"""
     out = []
     ranked, requests = metrics["ranked_requests"], metrics["requests"]
     if ranked == 0:
         out.append("ndcg@10 is degenerate: no held-out request has two titles of different "
                    "grades, so every model scores 1 (or nan)")  # fmt: skip
     elif ranked < MOSTLY_RANKED * requests:
-        out.append(f"ndcg@10 tells models apart on {ranked:,} of {requests:,} held-out requests "
-                   f"({ranked / requests:.0%}), those with two titles of different grades; "
-                   "every model scores 1 on the others")  # fmt: skip
+        out.append(f"only {ranked:,} of the {requests:,} held-out requests "
+                   f"({ranked / requests:.0%}) rank two titles of different grades; on the "
+                   "others ndcg@10 is the same for every model (1, or left out where every "
+                   "title is grade 0)")  # fmt: skip
     missing = [str(g) for g in range(GRADES) if np.isnan(metrics[f"recall@{g}"])]
     if missing:
         out.append(f"no held-out row has grade {', '.join(missing)}: its recall and mean "

@@ -80,19 +80,24 @@ def test_a_sweep_chooses_on_the_worlds_validation_days_and_never_scores_the_test
     simulate(load_config("tiny", overrides={"valid_days": 2}), world)
     config = tmp_path / "dnn.yaml"
     config.write_text(yaml.safe_dump(tiny_config(world, threads=1).to_dict()))
-    done = subprocess.run(
-        [sys.executable, str(Path(sweep.__file__)), "--config", str(config), "--preset", "tiny",
-         "--world-set", "valid_days=2", "--grid", "train.lr_dense=0.001,0.01", "--tag", "t",
-         "--runs", str(runs), "--results", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    base = [sys.executable, str(Path(sweep.__file__)), "--config", str(config), "--preset",
+            "tiny", "--world-set", "valid_days=2", "--grid", "train.lr_dense=0.001,0.01",
+            "--tag", "t", "--runs", str(runs), "--results", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "sweep_t.json").read_text())
     assert [p["point"] for p in record["points"]] == [{"train.lr_dense": "0.001"},
                                                       {"train.lr_dense": "0.01"}]  # fmt: skip
     aucs = [p["mean"]["all:auc"] for p in record["points"]]
+    assert record["winner"] == record["best_mean"]
     assert record["winner"] == record["points"][aucs.index(max(aucs))]["point"]
-    assert record["best_mean"] == record["winner"]
+    for point in record["points"]:  # the runs reused: no gain of 1 AUC unseats an incumbent
+        value = point["point"]["train.lr_dense"]
+        incumbent = ["--incumbent", f"train.lr_dense={value}", "--min-gain", "1"]
+        done = subprocess.run([*base, *incumbent], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        again = json.loads((tmp_path / "sweep_t.json").read_text())
+        assert again["winner"] == point["point"] and again["best_mean"] == record["winner"]
     swept = list((runs / "sweep" / "tiny-s0" / "t").iterdir())
     assert len(swept) == 2
     for run in swept:
@@ -111,6 +116,20 @@ def test_a_sweep_that_would_move_the_split_is_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "must not move the split" in done.stderr
     assert not (tmp_path / "worlds").exists()  # refused before anything is simulated
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--incumbent", "train.lr_dense=0.1"], "is not a point of the grid"),
+    (["--min-gain", "0.001"], "--min-gain is a gain (>= 0) over an --incumbent"),
+])  # fmt: skip
+def test_an_incumbent_off_the_grid_or_a_gain_without_one_is_refused(tmp_path, flags, error):
+    done = subprocess.run(
+        [sys.executable, str(Path(sweep.__file__)), "--config", "configs/dnn_bench.yaml",
+         "--grid", "train.lr_dense=0.001,0.01", "--tag", "t", "--runs", str(tmp_path), *flags],
+        capture_output=True, text=True, cwd=Path(sweep.__file__).parents[1],
+    )  # fmt: skip
+    assert done.returncode == 2 and error in done.stderr
+    assert not (tmp_path / "worlds").exists()
 
 
 def test_a_run_trained_on_another_split_is_not_reused(tmp_path):

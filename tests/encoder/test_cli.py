@@ -140,9 +140,9 @@ def test_a_human_graded_set_at_one_instant_trains_and_evaluates_by_hashed_query(
                          *split], capsys)  # fmt: skip
     text = " ".join(out.split())
     assert code == 0 and "scored against the human grades" in text and "(recall@g)" in text
-    steps = json.loads((tmp_path / "s" / "metrics.json").read_text())["steps"]
-    assert steps < 6 and f"1 epoch at step {steps}, before --max-steps 6; raise --epochs" in text
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    steps = metrics["steps"]
+    assert steps < 6 and f"1 epoch at step {steps}, before --max-steps 6; raise --epochs" in text
     assert metrics["held_out"]["recall@1"] != metrics["held_out"]["recall@1"]  # no grade 1: nan
     predictions = ["--predictions", str(tmp_path / "p.parquet"), "--json"]
     code, out = run_cli(["encoder", "evaluate", str(tmp_path / "s/student"), "--log", log, *split,

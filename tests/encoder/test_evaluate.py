@@ -53,7 +53,7 @@ def test_ndcg_is_flagged_when_most_requests_rank_one_grade() -> None:
     m = held_out_metrics(np.eye(4)[grade], grade, request)
     assert m["ranked_requests"] == 1 and m["requests"] == 4
     warning = degenerate_metrics(m)[0]
-    assert warning.startswith("ndcg@10 tells models apart on 1 of 4 held-out requests (25%)")
+    assert warning.startswith("only 1 of the 4 held-out requests (25%) rank two titles")
     m = held_out_metrics(np.eye(4)[grade], grade, np.array([0, 0, 1, 1, 1]))  # both rank grades
     assert degenerate_metrics(m) == []
 
