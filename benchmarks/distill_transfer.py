@@ -8,7 +8,8 @@ Prints a table and writes results/distill_transfer.json.
 
 Every recipe distils the default student from the same teacher labels with the same tokenizer
 and seed, then fine-tunes it on the human grades for --sft-steps steps (SFT keeps the student of
-the best validation macro-F1); SFT alone from scratch runs the same steps. Validation is SFT's:
+the best validation ``select`` figure, by default macro-F1 + Spearman); SFT alone from scratch runs
+the same steps. Validation is SFT's:
 the human-graded pairs of the hashed top share of the training queries
 (:mod:`prectr.encoder.distill`), on which the distilled students are scored too; test is
 --eval-requests held-out pools (the same for every run), against the simulator's true grades.
