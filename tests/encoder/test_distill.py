@@ -103,6 +103,15 @@ def test_bad_teacher_labels_are_refused_naming_file_row_and_field(
     assert "labels.parquet" in str(err.value)
 
 
+def killed_and_resumed(log, out, settings: EncoderTrainConfig, **args) -> EncoderRun:
+    """A distillation into ``out`` killed after step 4 (its last checkpoint: step 3), and the
+    run that resumes it, not yet fitted."""
+    killed = EncoderRun("distill", log, out, train=settings, stop_after=4, **args)
+    with pytest.raises(StopTraining):
+        killed.fit()
+    return EncoderRun("distill", log, out, train=settings, resume=True, **args)
+
+
 def test_distillation_resumes_exactly_after_a_kill(
     tiny_world, labels_path, tokenizer, tmp_path
 ) -> None:
@@ -110,12 +119,7 @@ def test_distillation_resumes_exactly_after_a_kill(
     args = dict(student=STUDENT, labels=labels_path, tokenizer=shared)
     whole = EncoderRun("distill", tiny_world, tmp_path / "whole", train=train(7), **args)
     whole.fit()
-    killed = EncoderRun("distill", tiny_world, tmp_path / "killed", train=train(7),
-                        stop_after=4, **args)  # fmt: skip
-    with pytest.raises(StopTraining):
-        killed.fit()
-    resumed = EncoderRun("distill", tiny_world, tmp_path / "killed", train=train(7),
-                         resume=True, **args)  # fmt: skip
+    resumed = killed_and_resumed(tiny_world, tmp_path / "killed", train(7), **args)
     assert resumed.state["step"] == 3  # the last checkpoint, written every 3 steps
     resumed.fit()
     for a, b in zip(whole.student.state_dict().values(), resumed.student.state_dict().values(),
@@ -478,12 +482,7 @@ def test_ema_decay_exports_the_moving_average_of_the_weights_and_resumes_exactly
     recorded = json.loads((tmp_path / "ema" / "config.json").read_text())["train"]
     assert recorded["ema_decay"] == 0.8
     assert "ema_decay" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
-    killed = EncoderRun("distill", tiny_world, tmp_path / "killed", stop_after=4,
-                        train=train(7, ema_decay=0.8), **args)  # fmt: skip
-    with pytest.raises(StopTraining):
-        killed.fit()
-    EncoderRun("distill", tiny_world, tmp_path / "killed", train=train(7, ema_decay=0.8),
-               resume=True, **args).fit()  # fmt: skip
+    killed_and_resumed(tiny_world, tmp_path / "killed", train(7, ema_decay=0.8), **args).fit()
     resumed, _ = load_student(tmp_path / "killed" / "student")
     for a, b in zip(exported.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
