@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ VALID_EVALUATION = split_file(EVALUATION, "valid")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
-    """``key=v1,v2`` items as key -> values (kept as text, parsed as YAML by `--set`)."""
+    """``key=v1,v2`` items as key -> values (kept as text, parsed as YAML by `--set`). A
+    value may be a YAML list: ``model_params.relevance_hidden=[64],[64,32]`` is two values,
+    the commas inside brackets belonging to them."""
     grid: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -53,8 +56,23 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"grid item {item!r}: expected section.key=value1,value2,...")
         if key in grid:
             raise ValueError(f"grid item {item!r}: {key} is given twice")
-        grid[key] = values.split(",")
+        grid[key] = split_values(values, item)
     return grid
+
+
+def split_values(values: str, item: str) -> list[str]:
+    """``values`` split at the commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(values):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(f"grid item {item!r}: a ']' closes no '['")
+        if char == "," and depth == 0:
+            parts.append(values[start:at])
+            start = at + 1
+    if depth:
+        raise ValueError(f"grid item {item!r}: a '[' is not closed")
+    return [*parts, values[start:]]
 
 
 def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -65,7 +83,8 @@ def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 def point_name(point: dict[str, str]) -> str:
     """A directory name for a grid point: its last key parts and values."""
-    return "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in point.items()) or "base"
+    name = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in point.items()) or "base"
+    return re.sub(r"[^\w.=+-]", "", name.replace(",", "-"))
 
 
 def metric(evaluation: dict, spec: str) -> float | None:
@@ -205,6 +224,9 @@ def main() -> None:
         incumbent = points(grid).index(wanted)
     for point in points(grid):  # every point's config must load before anything trains
         load_experiment(args.config, [*args.set, *(f"{k}={v}" for k, v in point.items())])
+    names = [point_name(point) for point in points(grid)]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"two grid points share a run directory name: {names}")
 
     commands: list[str] = []
     world = world_dir(args, commands, args.runs)

@@ -23,7 +23,11 @@ def test_the_grid_is_every_combination_in_the_order_given():
         {"model_params.mix_max": "0.5", "features.crowd_days": "7"},
     ]
     assert sweep.point_name(sweep.points(grid)[1]) == "mix_max-0.5_crowd_days-7"
-    for bad in (["noise_scale"], ["a=1", "a=2"], ["=1"]):
+    lists = sweep.parse_grid(["model_params.relevance_hidden=[64],[64, 32]"])
+    assert lists == {"model_params.relevance_hidden": ["[64]", "[64, 32]"]}
+    names = [sweep.point_name(point) for point in sweep.points(lists)]
+    assert names == ["relevance_hidden-64", "relevance_hidden-64-32"]
+    for bad in (["noise_scale"], ["a=1", "a=2"], ["=1"], ["a=[1,2"], ["a=1],[2"]):
         with pytest.raises(ValueError, match="grid item"):
             sweep.parse_grid(bad)
 
