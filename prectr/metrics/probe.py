@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from prectr.data.dataset import Batch
 from prectr.metrics.click import auc
-
-LOW_GRADES = 1  # real candidates with a human grade <= this are the probe's negatives
+from prectr.modules.rsl import LOW_GRADES
 
 
 def probe_auc(
@@ -60,8 +59,9 @@ def probe_auc(
 def synthetic_probe_auc(model, batches: Iterable[Batch], steps: int = 300, seed: int = 0) -> float:
     """:func:`probe_auc` of ``model``'s synthetic relevance embeddings (made from the clicks
     of ``batches``, as in training) against the relevance embeddings of the batches' real
-    candidates graded <= :data:`LOW_GRADES`. ``model``: a PRECTR with synthetic negatives;
-    ``batches`` should hold graded candidates (e.g. ``rows="all"``)."""
+    candidates graded below :data:`~prectr.modules.rsl.LOW_GRADES` (0 or 1). ``model``: a
+    PRECTR with synthetic negatives; ``batches`` should hold graded candidates (e.g.
+    ``rows="all"``)."""
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
@@ -71,7 +71,7 @@ def synthetic_probe_auc(model, batches: Iterable[Batch], steps: int = 300, seed:
             out = model(batch)
             clicked = torch.nonzero(batch.exposed & (batch.click > 0)).squeeze(1)
             synthetic.append(model.synthetic_relevance(batch, out, clicked))
-            low = (batch.relevance >= 0) & (batch.relevance <= LOW_GRADES)
+            low = (batch.relevance >= 0) & (batch.relevance < LOW_GRADES)
             real.append(out["relevance"][low])
     model.train(was_training)
     return probe_auc(torch.cat(synthetic), torch.cat(real), steps, seed)

@@ -119,7 +119,7 @@ from prectr.modules.incentive import (
     RelevanceIncentive,
     crowd_fields,
 )
-from prectr.modules.rsl import RSLModule
+from prectr.modules.rsl import LOW_GRADES, RSLModule
 from prectr.modules.text import Precision, TextEncoder, build_text_encoder, text_roles
 
 # the choices a config's model_params is checked against when it loads
@@ -129,7 +129,6 @@ Push = Literal["both", "negatives"]
 CrowdSignal = Literal[CROWD_SIGNALS]
 CrowdSource = Literal[CROWD_SOURCES]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
-LOW_GRADES = 2  # grades 0 and 1: a synthetic negative's reconstructed label is one of them
 
 
 @register("prectr_v1")

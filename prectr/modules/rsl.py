@@ -21,6 +21,9 @@ from prectr.data.groups import find, require
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 
 GRADES = 4
+# grades 0 (irrelevant) and 1 (complement): the low grades a synthetic hard negative is
+# reconstructed as, and the real candidates the linear probe compares it with
+LOW_GRADES = 2
 MATCH = (g.TITLE_MATCH, g.CATEGORY_MATCH)
 
 
