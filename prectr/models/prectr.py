@@ -141,6 +141,7 @@ class PRECTR(RankingModel):
         hidden: tuple[int, ...] = (256, 128, 64),
         attention_hidden: tuple[int, ...] = (80, 40),
         target_attention: bool = False,  # results/sweep_v2_target_attention_valid3.json
+        # RSL head and consistency_weight: results/sweep_v2_head_consistency_valid3.json
         relevance_hidden: tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
         monotone: bool = False,
