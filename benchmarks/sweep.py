@@ -61,18 +61,25 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 
 def split_values(values: str, item: str) -> list[str]:
-    """``values`` split at the commas outside brackets."""
+    """``values`` split at the commas outside brackets (``[]`` and ``{}``, YAML's flow
+    collections); quoted commas are not recognised: write such a value as a list. Empty and
+    repeated values are refused."""
     parts, depth, start = [], 0, 0
     for at, char in enumerate(values):
-        depth += {"[": 1, "]": -1}.get(char, 0)
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
         if depth < 0:
-            raise ValueError(f"grid item {item!r}: a ']' closes no '['")
+            raise ValueError(f"grid item {item!r}: a closing bracket opens nothing")
         if char == "," and depth == 0:
             parts.append(values[start:at])
             start = at + 1
     if depth:
-        raise ValueError(f"grid item {item!r}: a '[' is not closed")
-    return [*parts, values[start:]]
+        raise ValueError(f"grid item {item!r}: a bracket is not closed")
+    parts.append(values[start:])
+    if any(not part.strip() for part in parts):
+        raise ValueError(f"grid item {item!r}: an empty value")
+    if len(set(parts)) < len(parts):
+        raise ValueError(f"grid item {item!r}: a value is given twice")
+    return parts
 
 
 def points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -85,6 +92,18 @@ def point_name(point: dict[str, str]) -> str:
     """A directory name for a grid point: its last key parts and values."""
     name = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in point.items()) or "base"
     return re.sub(r"[^\w.=+-]", "", name.replace(",", "-"))
+
+
+def run_names(grid: dict[str, list[str]]) -> list[str]:
+    """Each point's :func:`point_name`, refused if two points would share a run directory
+    (names compared case-folded, as a case-insensitive file system would)."""
+    names = [point_name(point) for point in points(grid)]
+    seen: dict[str, dict[str, str]] = {}
+    for name, point in zip(names, points(grid), strict=True):
+        other = seen.setdefault(name.casefold(), point)
+        if other is not point:
+            raise ValueError(f"grid points {other} and {point} share the run directory {name!r}")
+    return names
 
 
 def metric(evaluation: dict, spec: str) -> float | None:
@@ -224,18 +243,19 @@ def main() -> None:
         incumbent = points(grid).index(wanted)
     for point in points(grid):  # every point's config must load before anything trains
         load_experiment(args.config, [*args.set, *(f"{k}={v}" for k, v in point.items())])
-    names = [point_name(point) for point in points(grid)]
-    if len(set(names)) < len(names):
-        raise SystemExit(f"two grid points share a run directory name: {names}")
+    try:
+        names = run_names(grid)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
 
     commands: list[str] = []
     world = world_dir(args, commands, args.runs)
     split = world_split(world)
     jobs, runs = [], []
-    for point in points(grid):
+    for point, name in zip(points(grid), names, strict=True):
         overrides = [*args.set, *(f"{k}={v}" for k, v in point.items()), *split]
         for seed in args.seeds:
-            out = args.runs / "sweep" / world.name / args.tag / f"{point_name(point)}-s{seed}"
+            out = args.runs / "sweep" / world.name / args.tag / f"{name}-s{seed}"
             check_reused_split(out, split)
             runs.append((point, seed, out))
             job = training_job(args.config, world, out, seed, overrides, commands, "valid")

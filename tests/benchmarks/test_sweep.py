@@ -25,9 +25,15 @@ def test_the_grid_is_every_combination_in_the_order_given():
     assert sweep.point_name(sweep.points(grid)[1]) == "mix_max-0.5_crowd_days-7"
     lists = sweep.parse_grid(["model_params.relevance_hidden=[64],[64, 32]"])
     assert lists == {"model_params.relevance_hidden": ["[64]", "[64, 32]"]}
-    names = [sweep.point_name(point) for point in sweep.points(lists)]
-    assert names == ["relevance_hidden-64", "relevance_hidden-64-32"]
-    for bad in (["noise_scale"], ["a=1", "a=2"], ["=1"], ["a=[1,2"], ["a=1],[2"]):
+    assert sweep.run_names(lists) == ["relevance_hidden-64", "relevance_hidden-64-32"]
+    nested = sweep.parse_grid(["a=[[1,2],[3]],[4],{b: 1, c: 2},/tmp/x"])
+    assert nested == {"a": ["[[1,2],[3]]", "[4]", "{b: 1, c: 2}", "/tmp/x"]}
+    with pytest.raises(ValueError, match="share the run directory"):
+        sweep.run_names(sweep.parse_grid(["a=[1,2],1-2"]))
+    with pytest.raises(ValueError, match="share the run directory"):
+        sweep.run_names(sweep.parse_grid(["a=X,x"]))  # one directory on a case-blind disk
+    malformed = ["noise_scale"], ["=1"], ["a=[1,2"], ["a=1],[2"], ["a=1,,2"], ["a=1,"]
+    for bad in (*malformed, ["a=1", "a=2"], ["a=1,1"]):
         with pytest.raises(ValueError, match="grid item"):
             sweep.parse_grid(bad)
 
