@@ -97,12 +97,13 @@ def point_name(point: dict[str, str]) -> str:
 def run_names(grid: dict[str, list[str]]) -> list[str]:
     """Each point's :func:`point_name`, refused if two points would share a run directory
     (names compared case-folded, as a case-insensitive file system would)."""
-    names = [point_name(point) for point in points(grid)]
-    seen: dict[str, dict[str, str]] = {}
-    for name, point in zip(names, points(grid), strict=True):
-        other = seen.setdefault(name.casefold(), point)
+    names, seen = [], {}
+    for point in points(grid):
+        names.append(point_name(point))
+        other = seen.setdefault(names[-1].casefold(), point)
         if other is not point:
-            raise ValueError(f"grid points {other} and {point} share the run directory {name!r}")
+            raise ValueError(f"grid points {other} and {point} share the run directory "
+                             f"{names[-1]!r}")  # fmt: skip
     return names
 
 
