@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import yaml
 from record import machine, write_record
 from runner import JOBS, PRECTR, ROOT, add_world_flags, run_all, training_job, world_dir
 
-from prectr.config import load_experiment
+from prectr.config import load_experiment, read_config
 from prectr.io import atomic_file
 from prectr.metrics import relaimpr
 from prectr.metrics.paired import RESAMPLES, date_interval, interval, seed_interval
@@ -128,7 +127,7 @@ def train_and_evaluate(
     per config name, each seed's evaluation with its training figures."""
     runs, jobs = [], []
     for config in configs:
-        name = yaml.safe_load(config.read_text()).get("name") or config.stem
+        name = read_config(config).get("name") or config.stem
         for seed in seeds:
             out = root / world.name / f"{name}-s{seed}"
             runs.append((name, seed, out))

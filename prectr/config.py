@@ -4,8 +4,9 @@ A config names a model and its parameters, the features, the data and the traini
 section is a pydantic model (:class:`prectr.section.Section`): unknown keys (with the closest
 known one) and values of the wrong type are refused before anything runs, naming the key's path;
 so are an unknown model and its unknown or ill-typed parameters, checked against the parameters
-its constructor declares (:func:`prectr.models.registry.params_model`). :func:`config_schema` is
-the JSON schema of a config file, for editors.
+its constructor declares (:func:`prectr.models.registry.params_model`). A config may name
+another as its ``base`` and change some of its keys (:func:`read_config`). :func:`config_schema`
+is the JSON schema of a config file, for editors.
 """
 
 from __future__ import annotations
@@ -221,10 +222,56 @@ def saved_experiment(run_dir: str | Path) -> ExperimentConfig:
     return experiment_from_dict(values, str(path))
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML config, then apply ``section.key=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
+BASE = "base"
+"""The key by which a config file names the config it changes (a path relative to its own
+directory): see :func:`read_config`."""
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A config file's settings laid over those of the config it names as ``base``, that one's
+    over its own base, and so on: mappings merge key by key, any other value (a list included)
+    is the file's own. ``name`` is not inherited: a config names itself, or takes its file's
+    stem. An ablation is thus its reference config and the keys it changes. A base that is
+    missing, a file that is not a mapping, and a chain that comes back to a file are refused,
+    naming the files."""
+    return _read_config(Path(path), ())
+
+
+def _read_config(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ValueError(f"{chain[0]}: its bases come back to a file: {loop}")
+    if not path.is_file():
+        named = f" (the base of {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"{path}: no such config file{named}")
     values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config is a mapping of sections, not {type(values).__name__}")
+    base = values.pop(BASE, None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: {BASE}: a config file's path, not {base!r}")
+    inherited = _read_config(path.parent / base, (*chain, path.resolve()))
+    inherited.pop("name", None)
+    return _laid_over(inherited, values)
+
+
+def _laid_over(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over``'s keys laid over ``under``'s, mappings merged key by key."""
+    merged = dict(under)
+    for key, value in over.items():
+        below = merged.get(key)
+        both = isinstance(below, dict) and isinstance(value, dict)
+        merged[key] = _laid_over(below, value) if both else value
+    return merged
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (with its bases, :func:`read_config`), then apply
+    ``section.key=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    values = read_config(path)
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected section.key=value")
@@ -242,16 +289,26 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
 def config_schema() -> dict[str, Any]:
     """The JSON schema of an experiment config file: every section's keys, types and defaults,
     ``model`` one of the registered models and ``model_params`` the chosen model's parameters
-    (one ``if model is X then model_params is X's`` clause per model)."""
+    (one ``if model is X then model_params is X's`` clause per model), and ``base``. A file
+    with a base is checked for its own keys: the model's parameters only where it names the
+    model (the loader checks the whole, :func:`read_config`)."""
     schema = ExperimentConfig.model_json_schema()
     models = registered_models()
     schema["properties"]["model"]["enum"] = models
+    schema["properties"][BASE] = {
+        "type": "string",
+        "title": "Base",
+        "description": "The config this one changes, a path relative to this file: its "
+        "settings lie beneath this file's (mappings merged key by key), its name excepted.",
+    }
+    del schema["required"]  # the model alone, which a config with a base may leave to it
+    schema["anyOf"] = [{"required": ["model"]}, {"required": [BASE]}]
     clauses = []
     for name in models:
         params = params_model(name).model_json_schema()
         schema["$defs"][f"{name}_params"] = params
         clauses.append({
-            "if": {"properties": {"model": {"const": name}}},
+            "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
             "then": {"properties": {"model_params": {"$ref": f"#/$defs/{name}_params"}}},
         })  # fmt: skip
     schema["allOf"] = clauses

@@ -12,7 +12,13 @@ import yaml
 from pydantic import ValidationError
 
 from prectr.cli import main
-from prectr.config import ExperimentConfig, config_schema, experiment_from_dict, load_experiment
+from prectr.config import (
+    ExperimentConfig,
+    config_schema,
+    experiment_from_dict,
+    load_experiment,
+    read_config,
+)
 from prectr.data.features import FeatureConfig, feature_specs
 from prectr.models.registry import MODELS, build_model, model_params
 from prectr.section import ConfigError
@@ -99,6 +105,55 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(values, message) -> 
         experiment_from_dict({"model": "dnn", **values}, "c.yaml")
 
 
+def write(path: Path, values: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_a_config_changes_its_base_key_by_key_and_names_itself(tmp_path) -> None:
+    """Mappings merge through every level of bases, lists and scalars are the file's own, the
+    name is never inherited, and overrides apply to the whole."""
+    write(tmp_path / "ref" / "a.yaml", {
+        "model": "dnn", "name": "a", "model_params": {"hidden": [64, 32], "dropout": 0.1},
+        "data": {"batch_size": 512, "test_days": 3}, "train": {"epochs": 3, "lr_dense": 0.01},
+    })  # fmt: skip
+    write(tmp_path / "ref" / "b.yaml", {"base": "a.yaml", "name": "b",
+                                        "model_params": {"hidden": [8]}})  # fmt: skip
+    child = write(tmp_path / "c.yaml", {"base": "ref/b.yaml", "train": {"epochs": 1}})
+    assert read_config(child) == {
+        "model": "dnn", "model_params": {"hidden": [8], "dropout": 0.1},
+        "data": {"batch_size": 512, "test_days": 3}, "train": {"epochs": 1, "lr_dense": 0.01},
+    }  # fmt: skip
+    config = load_experiment(child, ["train.lr_dense=0.5"])
+    assert config.name == "" and config.model_params["hidden"] == [8]
+    assert (config.train.epochs, config.train.lr_dense, config.data.batch_size) == (1, 0.5, 512)
+    assert "base" not in config.to_dict()  # a run saves the whole config, not the chain
+
+
+LOOP = r"c.yaml: its bases come back to a file: .*c.yaml -> .*d.yaml -> .*c.yaml"
+
+
+@pytest.mark.parametrize(
+    ("files", "error", "message"),
+    [
+        ({"c.yaml": {"base": "gone.yaml"}}, FileNotFoundError,
+         r"gone.yaml: no such config file \(the base of .*c.yaml\)"),
+        ({"c.yaml": {"base": "d.yaml"}, "d.yaml": {"base": "c.yaml"}}, ValueError, LOOP),
+        ({"c.yaml": {"base": "c.yaml"}}, ValueError, "come back"),
+        ({"c.yaml": {"base": ["a.yaml"]}}, ValueError,
+         r"c.yaml: base: a config file's path, not \['a.yaml'\]"),
+        ({"c.yaml": {"base": "d.yaml"}, "d.yaml": [1, 2]}, ValueError,
+         "d.yaml: a config is a mapping of sections, not list"),
+    ],
+)  # fmt: skip
+def test_a_base_that_is_missing_looping_or_not_a_config_is_refused(tmp_path, files, error, message):
+    for name, values in files.items():
+        write(tmp_path / name, values)
+    with pytest.raises(error, match=message):
+        load_experiment(tmp_path / "c.yaml")
+
+
 def test_every_problem_is_reported_at_once_with_its_path() -> None:
     with pytest.raises(ValueError) as caught:
         values = {"model_params": {"hidden": ["wide"]}, "data": {"batch_size": "big"},
@@ -169,6 +224,7 @@ def test_every_config_passes_the_exported_schema_and_a_typo_does_not(tmp_path, c
         {"model": "dnn", "model_params": {"relevance_hidden": [8]}},  # a parameter of prectr
         {"model": "gbdt"},
         {"model": "dnn", "train": {"epochs": "x"}},
+        {"train": {"epochs": 1}},  # neither a model nor a base to take it from
     ]
     for values in bad:  # each refused by the schema as by the loader
         assert list(validator.iter_errors(values)), values
