@@ -65,12 +65,45 @@ def training_job(
     evaluate = [PRECTR, "evaluate", str(out), "--world", str(world)]
     if split != "test":
         evaluate += ["--split", split]
+    if (out / "config.yaml").is_file():
+        check_reused_config(out, config, [*overrides, f"train.seed={seed}"])
     if (out / split_file(EVALUATION, split)).is_file():
         commands += [shlex.join(train) + "   # (reused)", shlex.join(evaluate)]
         return None
     if out.exists():
         train.append("--resume")
     return [train, evaluate]
+
+
+def check_reused_config(run: Path, config: Path, overrides: list[str]) -> None:
+    """Refuse to reuse or resume the run at ``run`` if it was trained with other settings than
+    ``config`` with ``overrides`` gives now, at any key both hold: a config (or the base it
+    names) edited since the run. Keys only one side holds are not compared (a setting the
+    library added since, a model parameter left to its default), nor the name and the log,
+    which the benchmark's run directory and ``--log`` set."""
+    from prectr.config import load_experiment
+
+    saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    wanted = load_experiment(config, overrides).to_dict()
+    unset = {("name",), ("data", "log")}
+    differ = [f"{'.'.join(key)}: {was!r} then, {now!r} now"
+              for key, was, now in _differences(saved, wanted, ()) if key not in unset]  # fmt: skip
+    if differ:
+        raise SystemExit(f"{run}: trained with other settings than {config} gives now "
+                         f"({'; '.join(differ)}); move the run away to train it again")  # fmt: skip
+
+
+def _differences(
+    a: dict, b: dict, at: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], object, object]]:
+    """The keys (paths) both mappings hold with different values, mappings compared key by key."""
+    found = []
+    for key in a.keys() & b.keys():
+        if isinstance(a[key], dict) and isinstance(b[key], dict):
+            found += _differences(a[key], b[key], (*at, key))
+        elif a[key] != b[key]:
+            found.append(((*at, key), a[key], b[key]))
+    return sorted(found, key=lambda d: d[0])
 
 
 def add_world_flags(parser: argparse.ArgumentParser, preset: str = "bench") -> None:

@@ -230,10 +230,11 @@ directory): see :func:`read_config`."""
 def read_config(path: str | Path) -> dict[str, Any]:
     """A config file's settings laid over those of the config it names as ``base``, that one's
     over its own base, and so on: mappings merge key by key, any other value (a list included)
-    is the file's own. ``name`` is not inherited: a config names itself, or takes its file's
-    stem. An ablation is thus its reference config and the keys it changes. A base that is
-    missing, a file that is not a mapping, and a chain that comes back to a file are refused,
-    naming the files."""
+    is the file's own. ``name`` is not inherited (a config without one is named by the
+    commands after its file). An ablation is thus its reference config and the keys it
+    changes; a key can be changed, not removed. The base's path is read from the directory of
+    the file itself, a link followed. A base that is missing or empty, a file that is not a
+    mapping, and a chain that comes back to a file are refused, naming the files."""
     return _read_config(Path(path), ())
 
 
@@ -247,12 +248,12 @@ def _read_config(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config is a mapping of sections, not {type(values).__name__}")
-    base = values.pop(BASE, None)
-    if base is None:
+    if BASE not in values:
         return values
+    base = values.pop(BASE)
     if not isinstance(base, str) or not base:
         raise ValueError(f"{path}: {BASE}: a config file's path, not {base!r}")
-    inherited = _read_config(path.parent / base, (*chain, path.resolve()))
+    inherited = _read_config(path.resolve().parent / base, (*chain, path.resolve()))
     inherited.pop("name", None)
     return _laid_over(inherited, values)
 
@@ -290,18 +291,22 @@ def config_schema() -> dict[str, Any]:
     """The JSON schema of an experiment config file: every section's keys, types and defaults,
     ``model`` one of the registered models and ``model_params`` the chosen model's parameters
     (one ``if model is X then model_params is X's`` clause per model), and ``base``. A file
-    with a base is checked for its own keys: the model's parameters only where it names the
-    model (the loader checks the whole, :func:`read_config`)."""
+    with a base is checked for its own keys; where it leaves the model to its base, each of its
+    ``model_params`` must be one that some model takes (the loader checks the whole,
+    :func:`read_config`)."""
     schema = ExperimentConfig.model_json_schema()
     models = registered_models()
     schema["properties"]["model"]["enum"] = models
     schema["properties"][BASE] = {
         "type": "string",
+        "minLength": 1,
         "title": "Base",
         "description": "The config this one changes, a path relative to this file: its "
         "settings lie beneath this file's (mappings merged key by key), its name excepted.",
     }
-    del schema["required"]  # the model alone, which a config with a base may leave to it
+    schema["required"].remove("model")  # a config with a base may leave it to the base
+    if not schema["required"]:
+        del schema["required"]
     schema["anyOf"] = [{"required": ["model"]}, {"required": [BASE]}]
     clauses = []
     for name in models:
@@ -311,5 +316,11 @@ def config_schema() -> dict[str, Any]:
             "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
             "then": {"properties": {"model_params": {"$ref": f"#/$defs/{name}_params"}}},
         })  # fmt: skip
+    # without its model named here, a parameter must be one some model takes
+    some_model = [{"$ref": f"#/$defs/{name}_params"} for name in models]
+    clauses.append({
+        "if": {"not": {"required": ["model"]}},
+        "then": {"properties": {"model_params": {"anyOf": some_model}}},
+    })  # fmt: skip
     schema["allOf"] = clauses
     return schema

@@ -129,6 +129,10 @@ def test_a_config_changes_its_base_key_by_key_and_names_itself(tmp_path) -> None
     assert config.name == "" and config.model_params["hidden"] == [8]
     assert (config.train.epochs, config.train.lr_dense, config.data.batch_size) == (1, 0.5, 512)
     assert "base" not in config.to_dict()  # a run saves the whole config, not the chain
+    link = tmp_path / "elsewhere" / "link.yaml"  # a base is read beside the file a link names
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "ref" / "b.yaml")
+    assert read_config(link)["model_params"] == {"hidden": [8], "dropout": 0.1}
 
 
 LOOP = r"c.yaml: its bases come back to a file: .*c.yaml -> .*d.yaml -> .*c.yaml"
@@ -143,6 +147,7 @@ LOOP = r"c.yaml: its bases come back to a file: .*c.yaml -> .*d.yaml -> .*c.yaml
         ({"c.yaml": {"base": "c.yaml"}}, ValueError, "come back"),
         ({"c.yaml": {"base": ["a.yaml"]}}, ValueError,
          r"c.yaml: base: a config file's path, not \['a.yaml'\]"),
+        ({"c.yaml": {"base": None}}, ValueError, "c.yaml: base: a config file's path, not None"),
         ({"c.yaml": {"base": "d.yaml"}, "d.yaml": [1, 2]}, ValueError,
          "d.yaml: a config is a mapping of sections, not list"),
     ],
@@ -225,6 +230,8 @@ def test_every_config_passes_the_exported_schema_and_a_typo_does_not(tmp_path, c
         {"model": "gbdt"},
         {"model": "dnn", "train": {"epochs": "x"}},
         {"train": {"epochs": 1}},  # neither a model nor a base to take it from
+        {"base": "prectr_v2_bench.yaml", "model_params": {"cross_usr": False}},  # no model takes it
+        {"base": ""},
     ]
     for values in bad:  # each refused by the schema as by the loader
         assert list(validator.iter_errors(values)), values

@@ -13,9 +13,10 @@ every candidate, ~100 synthetic and ~190 real rows): Gaussian noise after the Re
 mechanism, on the same model and rows) 0.88; Gaussian noise before it 0.99 (30 steps); the
 mixing towards a low-grade candidate 0.91 at ``mix_max`` 0.5, 0.82 at 0.1 (the default) and 0.39
 at 0; trained in the trainer's two stages (a relevance epoch, then a click epoch) instead of 10
-steps, 0.86. On `bench`'s trained PRECTR-V2 (16 validation batches): 0.87 at 0.5, 0.80 at 0.25, 0.64 at
-0.1 and 0.48 at 0 (docs/fidelity.md, "Synthetic negatives nearer the real low-grade ones"). The
-negatives keep a share of their click, which a linear probe sees the more the larger it is.
+steps, 0.86. On `bench`'s trained PRECTR-V2 (16 validation batches): 0.87 at 0.5, 0.80 at 0.25,
+0.64 at 0.1 and 0.48 at 0 (docs/fidelity.md, "Synthetic negatives nearer the real low-grade
+ones"). The negatives keep a share of their click, which a linear probe sees the more the larger
+it is.
 """
 
 from __future__ import annotations

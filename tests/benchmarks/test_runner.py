@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import runner
@@ -38,3 +39,31 @@ def test_a_world_is_reused_only_when_made_with_the_preset_seed_and_knobs_asked(t
     ):
         with pytest.raises(SystemExit, match=re.escape(named)):
             runner.check_reused_world(world, asked)
+
+
+def test_a_run_is_reused_only_while_its_config_gives_the_settings_it_was_trained_with(tmp_path):
+    """An evaluated run is reused, or an interrupted one resumed, only if its saved settings
+    are what its config (through its base) and the overrides give now, at every key both
+    hold; its name and log are the benchmark's to set."""
+    from prectr.config import load_experiment
+
+    base = tmp_path / "base.yaml"
+    base.write_text("model: dnn\nmodel_params: {hidden: [8]}\ntrain: {epochs: 3}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: base.yaml\nname: child\ntrain: {lr_dense: 0.5}\n")
+    run = tmp_path / "runs" / "child-s0"
+    run.mkdir(parents=True)
+    saved = load_experiment(child, ["train.seed=0", "train.epochs=1"]).to_dict()
+    saved["name"], saved["data"]["log"] = "renamed", "/elsewhere/world"
+    del saved["train"]["patience"]  # a setting the library added after the run
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    (run / "evaluation.json").write_text("{}")
+    commands: list[str] = []
+    assert runner.training_job(child, tmp_path, run, 0, ["train.epochs=1"], commands) is None
+    assert commands[0].endswith("# (reused)")
+    base.write_text("model: dnn\nmodel_params: {hidden: [16]}\ntrain: {epochs: 3}\n")
+    with pytest.raises(SystemExit, match=re.escape("model_params.hidden: [8] then, [16] now")):
+        runner.training_job(child, tmp_path, run, 0, ["train.epochs=1"], commands)
+    (run / "evaluation.json").unlink()  # interrupted: resumed under the same check
+    with pytest.raises(SystemExit, match=re.escape("train.seed: 0 then, 1 now")):
+        runner.training_job(child, tmp_path, run, 1, ["train.epochs=1"], commands)
