@@ -62,6 +62,23 @@ def test_the_student_trains_end_to_end_at_the_encoder_learning_rate(encoded, stu
     assert all(p.grad is not None for p in model.rsl.text.text_encoder.parameters())
 
 
+def test_the_two_model_fusion_reads_the_text_through_the_student_as_prectr_does(
+    encoded, student_dir
+):
+    """The fusion's relevance classifier reads the student, trained at the encoder's rate; its
+    CTR model does not read the student's pieces."""
+    model = build(encoded, "two_model", text_encoder="student", student=str(student_dir))
+    config = experiment_from_dict({"model": "two_model", "train": {"lr_encoder": 1e-5}})
+    groups = {g["name"]: g for g in param_groups(model, config)}
+    student = {id(p) for p in model.relevance.text.text_encoder.parameters()}
+    assert {id(p) for p in groups["encoder"]["params"]} == student
+    assert "piece" not in model.ctr.embedding.tables
+    assert "piece" in build(encoded, "dnn").tower.embedding.tables  # DNN reads every feature
+    batch = encoded[1]
+    model.loss(batch, model(batch))["loss_relevance"].backward()
+    assert all(p.grad is not None for p in model.relevance.text.text_encoder.parameters())
+
+
 def test_a_frozen_student_gets_no_gradient_and_stays_in_inference_mode(encoded, student_dir):
     model = build(encoded, text_encoder="student", student=str(student_dir), frozen_encoder=True)
     model.train()
