@@ -291,8 +291,8 @@ def config_schema() -> dict[str, Any]:
     """The JSON schema of an experiment config file: every section's keys, types and defaults,
     ``model`` one of the registered models and ``model_params`` the chosen model's parameters
     (one ``if model is X then model_params is X's`` clause per model), and ``base``. A file
-    with a base is checked for its own keys; where it leaves the model to its base, each of its
-    ``model_params`` must be one that some model takes (the loader checks the whole,
+    with a base is checked for its own keys; where it leaves the model to its base, its
+    ``model_params`` must all be parameters of one model (the loader checks the whole,
     :func:`read_config`)."""
     schema = ExperimentConfig.model_json_schema()
     models = registered_models()
@@ -316,7 +316,7 @@ def config_schema() -> dict[str, Any]:
             "if": {"properties": {"model": {"const": name}}, "required": ["model"]},
             "then": {"properties": {"model_params": {"$ref": f"#/$defs/{name}_params"}}},
         })  # fmt: skip
-    # without its model named here, a parameter must be one some model takes
+    # without its model named here, the parameters must be those of some model
     some_model = [{"$ref": f"#/$defs/{name}_params"} for name in models]
     clauses.append({
         "if": {"not": {"required": ["model"]}},
