@@ -23,8 +23,9 @@ class TwoModel(RankingModel):
 
     A relevance classifier (:class:`~prectr.modules.rsl.RSLModule` over a text encoder,
     cross-entropy on the rows with a human grade) and a CTR model (DNN's :class:`FieldMLP` on
-    every feature but the text encoder's own inputs, click cross-entropy on its own logit plus
-    the position bias) are trained side by side with no shared parameters. The text encoder is
+    every feature but the student's pieces and the cache's text rows, which are the text
+    encoder's alone; the words stay features, as in DNN; click cross-entropy on its own logit
+    plus the position bias) are trained side by side with no shared parameters. The text encoder is
     PRECTR's choice, with the same parameters (:func:`~prectr.modules.text.build_text_encoder`:
     the bag of tokens by default, the distilled student, or a frozen encoder's cache), so the
     fusion can read the text as the unified model it is compared with does. They meet only at
