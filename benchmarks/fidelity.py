@@ -1,19 +1,23 @@
 """Issue 16's targets for PRECTR-V2, measured: each with its figure, its CI and met or not.
 
-Run: .venv/bin/python benchmarks/fidelity.py --seeds 0 1 2
-Trains (with benchmarks/quality.py's machinery, in runs/fidelity; a run that already holds
-its evaluation is reused, whatever code trained it) PRECTR, PRECTR-V2, its no-mining,
-other-query-crowd, no-debias, synthetic-negatives and debiasing-control variants and the
-two-model fusion on
+Run: .venv/bin/python benchmarks/fidelity.py --seeds 0 1 2 [--encoder student] [--no-dates]
+Trains (with benchmarks/quality.py's machinery, in runs/fidelity, or the student's in
+runs/quality beside quality.py's headline runs; a run that already holds its evaluation is
+reused, whatever code trained it, if its saved config is what the config gives now) the
+headline pair (PRECTR and PRECTR-V2; ``--encoder student``: PRECTR with a frozen MiniLM, V2
+with the distilled student trained end to end), V2 (the student's towers fixed), its
+no-mining, other-query-crowd, no-debias, synthetic-negatives and debiasing-control variants
+and the two-model fusion on
 `bench`, and V2, its no-mining ablation and its other-query control on `stationary`;
 evaluates each on its test days; compares the pairs each target reads (`prectr compare`, seeds
-pooled resample by resample, on the test days pooled and on each of them, so that every
+pooled resample by resample, on the test days pooled and, unless ``--no-dates``, on each of
+them, so that every
 figure also carries the interval that counts the dates and the seeds: ``date_diff``,
 ``date_lo``, ``date_hi``, ``date_df``, :func:`quality.over_dates`; the targets are judged by
 the request CI, as pre-registered); then reads every target (docs/fidelity.md holds the
 pre-registration these are judged against):
 
-* ``v2_minus_v1``: V2 - V1 on AUC and user-GAUC, CI above 0;
+* ``v2_minus_v1``: the headline pair, V2 - V1 on AUC and user-GAUC, CI above 0;
 * ``cold_start``: V2 - V1 larger on cold and low-activity users and on tail and unseen queries
   than on all requests, and the no-mining ablation loses most of it there (V2 - ablation at
   least half of V2 - V1); V2 - the other-query control beside it;
@@ -29,7 +33,8 @@ pre-registration these are judged against):
 * ``probe``: a linear probe's AUC telling synthetic from real low-grade relevance embeddings
   at most 0.75, on the validation rows of each run trained with synthetic negatives.
 
-Writes results/fidelity.json (``targets``: one key per target) and results/fidelity.md.
+Writes results/fidelity.json (``targets``: one key per target) and results/fidelity.md, or
+with ``--encoder student`` results/fidelity_student.json and .md.
 """
 
 from __future__ import annotations
@@ -43,29 +48,55 @@ from quality import add_comparison_flags, over_dates, pair_differences, train_an
 from record import machine, write_record
 from runner import JOBS, ROOT, preset_world
 
+from prectr.config import read_config
 from prectr.io import atomic_file
 
-BENCH = {
-    "prectr_v1": "configs/prectr_v1_bench.yaml",
-    "prectr_v2": "configs/prectr_v2_bench.yaml",
-    "prectr_v2_no_crowd": "configs/prectr_v2_no_crowd_bench.yaml",
-    "prectr_v2_crowd_other": "configs/prectr_v2_crowd_other_bench.yaml",
-    "prectr_v2_no_debias": "configs/prectr_v2_no_debias_bench.yaml",
-    "prectr_v2_synthetic": "configs/prectr_v2_synthetic_bench.yaml",
-    "prectr_v2_debias_control": "configs/prectr_v2_debias_control_bench.yaml",
-    "two_model": "configs/two_model_bench.yaml",
+# each encoder's arms, by role: ``v1`` and ``v2_headline`` are the headline pair (issue 16, item
+# 7), ``v2`` the V2 whose ablations and controls the other roles are
+ARMS = {
+    # the fast variant: both models read the bag of words
+    "bag": {
+        "v1": "configs/prectr_v1_bench.yaml",
+        "v2_headline": "configs/prectr_v2_bench.yaml",
+        "v2": "configs/prectr_v2_bench.yaml",
+        "no_mining": "configs/prectr_v2_no_crowd_bench.yaml",
+        "other_crowd": "configs/prectr_v2_crowd_other_bench.yaml",
+        "no_debias": "configs/prectr_v2_no_debias_bench.yaml",
+        "synthetic": "configs/prectr_v2_synthetic_bench.yaml",
+        "debias_control": "configs/prectr_v2_debias_control_bench.yaml",
+        "two_model": "configs/two_model_bench.yaml",
+    },
+    # the paper's: PRECTR with a frozen MiniLM against V2 with the student trained end to end;
+    # the ablations and controls are of the student config's default, towers fixed (the end to
+    # end arm trains at 0.2x its samples/s)
+    "student": {
+        "v1": "configs/prectr_v1_minilm_bench.yaml",
+        "v2_headline": "configs/prectr_v2_student_e2e_bench.yaml",
+        "v2": "configs/prectr_v2_student_bench.yaml",
+        "no_mining": "configs/prectr_v2_student_no_crowd_bench.yaml",
+        "other_crowd": "configs/prectr_v2_student_crowd_other_bench.yaml",
+        "no_debias": "configs/prectr_v2_student_no_debias_bench.yaml",
+        "synthetic": "configs/prectr_v2_student_synthetic_bench.yaml",
+        "debias_control": "configs/prectr_v2_student_debias_control_bench.yaml",
+        "two_model": "configs/two_model_student_bench.yaml",
+    },
 }
-STATIONARY = ("prectr_v2", "prectr_v2_no_crowd", "prectr_v2_crowd_other")
-# runs of their own: quality.py's runs under runs/quality may predate the code measured here
-RUNS = ROOT / "runs" / "fidelity"
-BENCH_PAIRS = {
-    "v2_vs_v1": ("prectr_v1", "prectr_v2"),
-    "mining": ("prectr_v2_no_crowd", "prectr_v2"),
-    "mining_control": ("prectr_v2_crowd_other", "prectr_v2"),
-    "debias": ("prectr_v2_no_debias", "prectr_v2"),
-    "synthetic": ("prectr_v2_no_debias", "prectr_v2_synthetic"),
-    "debias_control": ("prectr_v2_debias_control", "prectr_v2"),
-    "v2_vs_two_model": ("two_model", "prectr_v2"),
+# the runs of each encoder: the bag's of their own (quality.py's under runs/quality may predate
+# the code measured here); the student's are quality.py's headline runs, one click epoch as its
+# registration trained them (docs/fidelity.md, "Item 7's headline pair on `bench`"), reused
+# only where their saved config is what the configs and overrides give now
+RUNS = {"bag": ROOT / "runs" / "fidelity", "student": ROOT / "runs" / "quality"}
+OVERRIDES = {"bag": [], "student": ["train.epochs=1"]}
+RECORD = {"bag": "fidelity", "student": "fidelity_student"}
+STATIONARY = ("v2", "no_mining", "other_crowd")
+PAIRS = {  # each target's pair of roles (A, B), read as B - A
+    "v2_vs_v1": ("v1", "v2_headline"),
+    "mining": ("no_mining", "v2"),
+    "mining_control": ("other_crowd", "v2"),
+    "debias": ("no_debias", "v2"),
+    "synthetic": ("no_debias", "synthetic"),
+    "debias_control": ("debias_control", "v2"),
+    "v2_vs_two_model": ("two_model", "v2"),
 }
 COLD_SLICES = ("user:cold", "user:low", "query:tail", "query:unseen")
 CALIBRATION = (0.95, 1.05)
@@ -117,8 +148,8 @@ def targets(
     probe: list[float],
 ) -> dict[str, dict]:
     """Every target from the pooled differences (pair -> section -> metric -> diff, lo, hi,
-    spans_zero) on `bench` and `stationary`, the bench runs' evaluations (config -> seeds) and
-    the probe AUC of each run trained with synthetic negatives."""
+    spans_zero) on `bench` and `stationary`, the bench runs' evaluations (role -> seeds, the
+    roles of :data:`ARMS`) and the probe AUC of each run trained with synthetic negatives."""
     v2_v1, mining, control = bench["v2_vs_v1"], bench["mining"], bench["mining_control"]
     out: dict[str, dict] = {}
     pooled = {m: v2_v1["all"].get(m) for m in ("auc", "gauc_user")}
@@ -155,7 +186,7 @@ def targets(
     }
     debias = {}
     for pair in ("debias", "synthetic", "debias_control"):
-        reference = BENCH_PAIRS[pair][0]  # the relative fall is against the pair's A
+        reference = PAIRS[pair][0]  # the relative fall is against the pair's A
         base = float(np.mean([r["broad"]["irrelevant@10"] for r in runs[reference]]))
         broad, auc = bench[pair].get("broad", {}).get("irrelevant@10"), bench[pair]["all"]["auc"]
         debias[pair] = {
@@ -179,9 +210,9 @@ def targets(
         "measured": {m: _cell(d) for m, d in fusion.items()},
         "met": all(d is not None and d["diff"] >= 0 for d in fusion.values()),
     }
-    ratios = {
-        f"{name}-s{r['seed']}": {day: m["calibration"] for day, m in r["per_day"].items()}
-        for name, seeds in runs.items()
+    ratios = {  # by run: a config in two roles (the bag's V2) is one run
+        Path(r["run"]).name: {day: m["calibration"] for day, m in r["per_day"].items()}
+        for seeds in runs.values()
         for r in seeds
     }
     values = [v for days in ratios.values() for v in days.values()]
@@ -213,11 +244,12 @@ def run_probe(run: Path, batches: int = 16) -> float:
     return synthetic_probe_auc(trained.model, itertools.islice(every.epoch(), batches))
 
 
-def markdown(record: dict) -> str:
-    lines = ["| target | met | measured |", "|---|---|---|"]
+def markdown(record: dict, path: str) -> str:
+    """The targets as a table, each pointing at its figures in the record at ``path``."""
+    lines = [f"Encoder: {record['encoder']}.", "", "| target | met | measured |", "|---|---|---|"]
     for key, target in record["targets"].items():
         lines.append(f"| `{key}`: {target['target']} | {'yes' if target['met'] else '**no**'} "
-                     f"| see results/fidelity.json `targets.{key}` |")  # fmt: skip
+                     f"| see {path} `targets.{key}` |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -225,37 +257,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--encoder", choices=list(ARMS), default="bag",
+                        help="whose arms: the bag of words for both models (the fast variant) or "
+                        "the paper's (V1 with a frozen MiniLM, V2 with the distilled student; "
+                        "writes results/fidelity_student.json)")  # fmt: skip
+    parser.add_argument("--no-dates", action="store_true",
+                        help="compare on the test days pooled only, not on each: no "
+                        "interval over the dates, a quarter of the comparisons at three "
+                        "test days")  # fmt: skip
     add_comparison_flags(parser)
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
+    arms = ARMS[args.encoder]
+    name = {role: read_config(ROOT / config)["name"] for role, config in arms.items()}
     commands: list[str] = []
     measured, runs = {}, {}
-    for preset, names, pairs in (
-        ("bench", list(BENCH), BENCH_PAIRS),
-        ("stationary", list(STATIONARY), {k: BENCH_PAIRS[k] for k in ("mining", "mining_control")}),
+    for preset, roles, pairs in (
+        ("bench", list(arms), PAIRS),
+        ("stationary", list(STATIONARY), {k: PAIRS[k] for k in ("mining", "mining_control")}),
     ):
         world = preset_world(preset, args.world_seed, commands)
-        configs = [ROOT / BENCH[name] for name in names]
-        runs[preset] = train_and_evaluate(configs, args.seeds, world, [], commands, RUNS)
-        pooled = pair_differences(runs[preset], pairs, world, args, commands)
-        days = sorted({day for seeds in runs[preset].values() for r in seeds
+        configs = list(dict.fromkeys(ROOT / arms[role] for role in roles))
+        by_name = train_and_evaluate(configs, args.seeds, world, OVERRIDES[args.encoder],
+                                     commands, RUNS[args.encoder])  # fmt: skip
+        runs[preset] = {role: by_name[name[role]] for role in roles}
+        named = {key: (name[a], name[b]) for key, (a, b) in pairs.items()}
+        pooled = pair_differences(by_name, named, world, args, commands)
+        days = sorted({day for seeds in by_name.values() for r in seeds
                        for day in r["per_day"]})  # fmt: skip
-        by_day = {day: pair_differences(runs[preset], pairs, world, args, commands, day)
-                  for day in days} if len(days) > 1 else {}  # fmt: skip
+        by_day = {day: pair_differences(by_name, named, world, args, commands, day)
+                  for day in days} if len(days) > 1 and not args.no_dates else {}  # fmt: skip
         measured[preset] = with_dates(pooled, by_day)
-    probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["prectr_v2_synthetic"]]
+    probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["synthetic"]]
     record = {
+        "encoder": args.encoder,
+        "arms": {role: name[role] for role in arms},
         "targets": targets(measured["bench"], measured["stationary"], runs["bench"], probe),
         "differences": measured,
         "seeds": args.seeds,
         "commands": commands,
         "machine": machine(),
     }
-    out = ROOT / "results" / "fidelity.json"
+    out = ROOT / "results" / f"{RECORD[args.encoder]}.json"
     write_record(out, record)
+    table = markdown(record, str(out.relative_to(ROOT)))
     with atomic_file(out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(record))
-    print(markdown(record))
+        tmp.write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

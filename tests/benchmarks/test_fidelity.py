@@ -39,10 +39,10 @@ def measured(gain: float) -> tuple[dict, dict, dict]:
         "mining_control": {"all": {"auc": d(0.0005, -0.001, 0.002)}},
     }
     day = {"per_day": {"d1": {"calibration": 0.97}, "d2": {"calibration": 1.06}}}
-    runs = {"prectr_v2_no_debias": [{"seed": 0, "broad": {"irrelevant@10": np.float64(0.40)},
-                                     **day}],
-            "prectr_v2_debias_control": [{"seed": 0, "broad": {"irrelevant@10": 0.16},
-                                          **day}]}  # fmt: skip
+    runs = {"no_debias": [{"seed": 0, "run": "runs/fidelity/bench-s0/prectr_v2_no_debias-s0",
+                           "broad": {"irrelevant@10": np.float64(0.40)}, **day}],
+            "debias_control": [{"seed": 0, "run": "runs/fidelity/bench-s0/control-s0",
+                                "broad": {"irrelevant@10": 0.16}, **day}]}  # fmt: skip
     return bench, stationary, runs
 
 
@@ -63,6 +63,7 @@ def test_each_target_is_read_off_its_pair():
     assert not debias["debias_control"]["met"]  # under 20% of the control's
     assert not got["v2_vs_two_model"]["met"]  # behind on NDCG@10
     assert not got["calibration"]["met"]  # 1.06 on the second day
+    assert set(got["calibration"]["measured"]) == {"prectr_v2_no_debias-s0", "control-s0"}
     assert not got["probe"]["met"] and got["probe"]["measured"] == [0.84, 0.80]
 
 
@@ -97,3 +98,17 @@ def test_every_figure_carries_the_interval_over_dates_but_is_judged_by_the_reque
     assert got["v2_minus_v1"]["met"]  # the request CI, as pre-registered, decides
     # a world of one test day has no dates to count: the figures as they are
     assert fidelity.with_dates(bench, {}) == bench
+
+
+def test_every_encoder_has_every_role_each_pair_reads_and_its_configs_exist():
+    from prectr.config import read_config
+
+    root = Path(fidelity.ROOT)
+    roles = {role for pair in fidelity.PAIRS.values() for role in pair} | set(fidelity.STATIONARY)
+    for encoder, arms in fidelity.ARMS.items():
+        assert roles <= set(arms), encoder
+        names = {role: read_config(root / config)["name"] for role, config in arms.items()}
+        # one config per role, but for the bag's V2, which is the headline's too
+        assert len(set(names.values())) == len(names) - (encoder == "bag"), names
+    keyed = (fidelity.RUNS, fidelity.OVERRIDES, fidelity.RECORD)
+    assert all(set(table) == set(fidelity.ARMS) for table in keyed)
