@@ -18,8 +18,9 @@ points within 0.002 AUC of the best). With ``--incumbent KEY=V …`` (today's de
 of the grid) and ``--min-gain G``, the incumbent stays unless that point beats its mean
 objective by at least G and beats it in every seed (the rule of the crowd window's choice,
 docs/fidelity.md); the record keeps the best mean beside the winner. A run that already holds
-its validation evaluation is reused, so an interrupted sweep resumes (refused if it was
-trained on another split than the world's).
+its validation evaluation is reused, so an interrupted sweep resumes (refused, by
+``runner.check_reused_config``, if it was trained with other settings than the config, the grid
+point and the world's split give now: a config edited since, or another split).
 
 Writes results/sweep_<tag>.json: the grid, every point's validation metrics per seed and their
 means, the point of the best mean, the winner, the rule that chose it, and the commands.
@@ -37,7 +38,7 @@ import numpy as np
 from record import machine, write_record
 from runner import JOBS, ROOT, add_world_flags, run_all, training_job, world_dir
 
-from prectr.config import load_experiment, saved_experiment
+from prectr.config import load_experiment
 from prectr.data.simulate.world import World
 from prectr.evaluation.run import EVALUATION, split_file
 from prectr.metrics import LOWER_IS_BETTER
@@ -135,20 +136,6 @@ def world_split(world: Path) -> list[str]:
 def split_overrides(valid_days: int, test_days: int) -> list[str]:
     """The ``--set`` overrides of a split of ``valid_days`` and ``test_days``."""
     return [f"data.valid_days={valid_days}", f"data.test_days={test_days}"]
-
-
-def check_reused_split(run: Path, split: list[str]) -> None:
-    """Refuse to reuse a run already at ``run`` that was trained on another split than the
-    world's (``split``, as :func:`world_split` gives it)."""
-    if not (run / "config.yaml").is_file():
-        return
-    data = saved_experiment(run).data
-    had = split_overrides(data.valid_days, data.test_days)
-    if had != split:
-        raise SystemExit(
-            f"{run} was trained on the split {', '.join(had)}, not the world's "
-            f"{', '.join(split)}: remove it, or sweep under another --tag"
-        )
 
 
 def lower_is_better(spec: str) -> bool:
@@ -257,7 +244,6 @@ def main() -> None:
         overrides = [*args.set, *(f"{k}={v}" for k, v in point.items()), *split]
         for seed in args.seeds:
             out = args.runs / "sweep" / world.name / args.tag / f"{name}-s{seed}"
-            check_reused_split(out, split)
             runs.append((point, seed, out))
             job = training_job(args.config, world, out, seed, overrides, commands, "valid")
             if job is not None:

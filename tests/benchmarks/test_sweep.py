@@ -143,12 +143,18 @@ def test_an_incumbent_off_the_grid_or_a_gain_without_one_is_refused(tmp_path, fl
 
 
 def test_a_run_trained_on_another_split_is_not_reused(tmp_path):
+    """The sweep's split travels as overrides, so the benchmarks' general check
+    (``runner.check_reused_config``) refuses a run trained on another split."""
+    from runner import training_job
+
+    from prectr.config import load_experiment
+
+    config = tmp_path / "dnn.yaml"
+    config.write_text("model: dnn\nmodel_params: {hidden: [8]}\n")
     run = tmp_path / "run"
     run.mkdir()
-    split = ["data.valid_days=3", "data.test_days=3"]
-    sweep.check_reused_split(run, split)  # nothing there yet
-    config = tiny_config(tmp_path, data={"valid_days": 1, "test_days": 3}).to_dict()
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(SystemExit, match=r"data\.valid_days=1, data\.test_days=3, not the world's"):
-        sweep.check_reused_split(run, split)
-    sweep.check_reused_split(run, ["data.valid_days=1", "data.test_days=3"])
+    saved = load_experiment(config, ["train.seed=0", *sweep.split_overrides(1, 3)]).to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(SystemExit, match=r"data\.valid_days: 1 then, 3 now"):
+        training_job(config, tmp_path, run, 0, sweep.split_overrides(3, 3), [])
+    assert training_job(config, tmp_path, run, 0, sweep.split_overrides(1, 3), []) is not None
