@@ -2,17 +2,19 @@
 
 Run: .venv/bin/python benchmarks/fidelity.py --seeds 0 1 2 [--encoder student] [--no-dates]
 Trains (with benchmarks/quality.py's machinery, in runs/fidelity, or the student's in
-runs/quality beside quality.py's headline runs; a run that already holds its evaluation is
-reused, whatever code trained it, if its saved config is what the config gives now) the
-headline pair (PRECTR and PRECTR-V2; ``--encoder student``: PRECTR with a frozen MiniLM, V2
-with the distilled student trained end to end), V2 (the student's towers fixed), its
+runs/quality beside quality.py's headline runs, at one click epoch, ``train.epochs=1``, as
+those were trained; a run that already holds its evaluation is reused, whatever code trained
+it, and one whose saved config is not what its config and overrides give now stops the
+benchmark: :func:`runner.check_reused_config`) the headline pair (PRECTR and PRECTR-V2;
+``--encoder student``: PRECTR with a frozen MiniLM, V2 with the distilled student trained end
+to end), V2 (the student's: its towers fixed, the student config's default), its
 no-mining, other-query-crowd, no-debias, synthetic-negatives and debiasing-control variants
 and the two-model fusion on
 `bench`, and V2, its no-mining ablation and its other-query control on `stationary`;
 evaluates each on its test days; compares the pairs each target reads (`prectr compare`, seeds
 pooled resample by resample, on the test days pooled and, unless ``--no-dates``, on each of
-them, so that every
-figure also carries the interval that counts the dates and the seeds: ``date_diff``,
+them, so that every figure then
+also carries the interval that counts the dates and the seeds: ``date_diff``,
 ``date_lo``, ``date_hi``, ``date_df``, :func:`quality.over_dates`; the targets are judged by
 the request CI, as pre-registered); then reads every target (docs/fidelity.md holds the
 pre-registration these are judged against):
@@ -20,7 +22,8 @@ pre-registration these are judged against):
 * ``v2_minus_v1``: the headline pair, V2 - V1 on AUC and user-GAUC, CI above 0;
 * ``cold_start``: V2 - V1 larger on cold and low-activity users and on tail and unseen queries
   than on all requests, and the no-mining ablation loses most of it there (V2 - ablation at
-  least half of V2 - V1); V2 - the other-query control beside it;
+  least half of V2 - V1; with the student, the towers-fixed V2's mining part against the
+  end-to-end pair's gain); V2 - the other-query control beside it;
 * ``negative_control``: on `stationary` V2 - the other-query control's AUC CI includes 0 (the
   same module reading another query's crowd, ``crowd_from: other``: what mining learns from
   the crowd, capacity and training path held equal); V2 - the no-mining ablation beside it;
@@ -44,11 +47,16 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from quality import add_comparison_flags, over_dates, pair_differences, train_and_evaluate
+from quality import (
+    add_comparison_flags,
+    over_dates,
+    pair_differences,
+    run_name,
+    train_and_evaluate,
+)
 from record import machine, write_record
 from runner import JOBS, ROOT, preset_world
 
-from prectr.config import read_config
 from prectr.io import atomic_file
 
 # each encoder's arms, by role: ``v1`` and ``v2_headline`` are the headline pair (issue 16, item
@@ -83,8 +91,8 @@ ARMS = {
 }
 # the runs of each encoder: the bag's of their own (quality.py's under runs/quality may predate
 # the code measured here); the student's are quality.py's headline runs, one click epoch as its
-# registration trained them (docs/fidelity.md, "Item 7's headline pair on `bench`"), reused
-# only where their saved config is what the configs and overrides give now
+# registration trained them (docs/fidelity.md, "Item 7's headline pair on `bench`"); a saved
+# config that is not what the configs and overrides give now stops the benchmark
 RUNS = {"bag": ROOT / "runs" / "fidelity", "student": ROOT / "runs" / "quality"}
 OVERRIDES = {"bag": [], "student": ["train.epochs=1"]}
 RECORD = {"bag": "fidelity", "student": "fidelity_student"}
@@ -259,8 +267,8 @@ def main() -> None:
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--encoder", choices=list(ARMS), default="bag",
                         help="whose arms: the bag of words for both models (the fast variant) or "
-                        "the paper's (V1 with a frozen MiniLM, V2 with the distilled student; "
-                        "writes results/fidelity_student.json)")  # fmt: skip
+                        "the paper's (V1 with a frozen MiniLM, V2 with the distilled student, "
+                        "one click epoch; writes results/fidelity_student.json)")  # fmt: skip
     parser.add_argument("--no-dates", action="store_true",
                         help="compare on the test days pooled only, not on each: no "
                         "interval over the dates, a quarter of the comparisons at three "
@@ -269,7 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     JOBS[0] = max(1, args.jobs)
     arms = ARMS[args.encoder]
-    name = {role: read_config(ROOT / config)["name"] for role, config in arms.items()}
+    name = {role: run_name(ROOT / config) for role, config in arms.items()}
     commands: list[str] = []
     measured, runs = {}, {}
     for preset, roles, pairs in (
@@ -291,6 +299,7 @@ def main() -> None:
     probe = [run_probe(ROOT / r["run"]) for r in runs["bench"]["synthetic"]]
     record = {
         "encoder": args.encoder,
+        "dates": not args.no_dates,
         "arms": {role: name[role] for role in arms},
         "targets": targets(measured["bench"], measured["stationary"], runs["bench"], probe),
         "differences": measured,

@@ -114,6 +114,11 @@ def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
                         "share of the cores")  # fmt: skip
 
 
+def run_name(config: Path) -> str:
+    """The name a config's runs take: its ``name`` (through its bases), else its file's stem."""
+    return read_config(config).get("name") or config.stem
+
+
 def train_and_evaluate(
     configs: list[Path],
     seeds: list[int],
@@ -127,7 +132,7 @@ def train_and_evaluate(
     per config name, each seed's evaluation with its training figures."""
     runs, jobs = [], []
     for config in configs:
-        name = read_config(config).get("name") or config.stem
+        name = run_name(config)
         for seed in seeds:
             out = root / world.name / f"{name}-s{seed}"
             runs.append((name, seed, out))
