@@ -300,7 +300,7 @@ def main() -> None:
     record = {
         "encoder": args.encoder,
         "dates": not args.no_dates,
-        "arms": {role: name[role] for role in arms},
+        "arms": name,
         "targets": targets(measured["bench"], measured["stationary"], runs["bench"], probe),
         "differences": measured,
         "seeds": args.seeds,

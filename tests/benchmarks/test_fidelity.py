@@ -101,13 +101,11 @@ def test_every_figure_carries_the_interval_over_dates_but_is_judged_by_the_reque
 
 
 def test_every_encoder_has_every_role_each_pair_reads_and_its_configs_exist():
-    from prectr.config import read_config
-
     root = Path(fidelity.ROOT)
     roles = {role for pair in fidelity.PAIRS.values() for role in pair} | set(fidelity.STATIONARY)
     for encoder, arms in fidelity.ARMS.items():
         assert roles <= set(arms), encoder
-        names = {role: read_config(root / config)["name"] for role, config in arms.items()}
+        names = {role: fidelity.run_name(root / config) for role, config in arms.items()}
         # one config per role, but for the bag's V2, which is the headline's too
         assert len(set(names.values())) == len(names) - (encoder == "bag"), names
     keyed = (fidelity.RUNS, fidelity.OVERRIDES, fidelity.RECORD)
