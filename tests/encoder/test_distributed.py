@@ -88,5 +88,10 @@ def test_language_model_fine_tuning_runs_in_two_processes_as_in_one(tmp_path, lo
                             lora_rank=lora_rank)  # fmt: skip
     _finetune(llm, str(tmp_path / "one"), config)
     in_processes(tmp_path, "init", _finetune, llm, str(tmp_path / "two"), config)
-    assert_two_equal_one(tmp_path / "one.run", tmp_path / "two.run", ["model"], 1e-5)
+    # the tiny model's gradients are about 1e-4, so Adam's normalised step (about lr whatever the
+    # gradient's size) turns the two processes' other summation order into weight differences
+    # of up to 5.5e-5 after 10 steps on an AMD EPYC (under 1e-5 on an Intel Xeon): within 1% of
+    # one step, where the run moves each weight tensor's median element by 0.02-0.04 (2-4 steps)
+    # from its start, the scale at which other batches would show
+    assert_two_equal_one(tmp_path / "one.run", tmp_path / "two.run", ["model"], config.lr / 100)
     assert load_teacher(tmp_path / "two").grade_logits(["sofa"], ["oak chair"]).shape == (1, 4)
