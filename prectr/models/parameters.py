@@ -16,6 +16,9 @@ DESCRIPTIONS: dict[str, str] = {
     "encoding and the four grade logits",
     # PRECTR: the unified relevance-CTR
     "monotone": "make each candidate's click logit non-decreasing in the relevance grade",
+    "grade_heads": "the click heads per relevance grade: free (each grade its own output of "
+    "the click trunk, the paper's) or offset (one click logit for the candidate plus a learnt "
+    "offset per grade, the same for every candidate)",
     "target_attention": "the click trunk's candidate attends over the user's clicked items "
     "(DIN's target attention); false reads them only mean-pooled, an Emb+MLP input",
     "text_encoder": "how the relevance module reads query and title: bag (mean of word "

@@ -109,7 +109,7 @@ from prectr.losses.pairwise_debias import pairwise_debias, truncation
 from prectr.losses.reduction import per_row
 from prectr.models.registry import RankingModel, register
 from prectr.modules.attention import CandidateInterest
-from prectr.modules.base_ctr import BaseCTR
+from prectr.modules.base_ctr import BaseCTR, GradeHeads
 from prectr.modules.embeddings import FeatureEmbedding
 from prectr.modules.fusion import fuse
 from prectr.modules.incentive import (
@@ -145,6 +145,7 @@ class PRECTR(RankingModel):
         relevance_hidden: tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
         monotone: bool = False,
+        grade_heads: GradeHeads = "free",
         incentive: bool = True,
         cross_user: bool = False,
         crowd_identity: bool = True,
@@ -194,7 +195,7 @@ class PRECTR(RankingModel):
         embedding = FeatureEmbedding([s for s in specs if s not in unread], vocab_sizes,
                                      embedding_dim, unpooled={s.name for s in crowd})  # fmt: skip
         self.base_ctr = BaseCTR(embedding, self.rsl.dim, hidden, attention_hidden, dropout,
-                                monotone, target_attention)  # fmt: skip
+                                monotone, target_attention, grade_heads)  # fmt: skip
         self.preference, self.incentive = None, None
         if incentive:
             self.preference = PreferenceMining(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +12,10 @@ from prectr.data.dataset import Batch
 from prectr.modules.attention import CandidateInterest
 from prectr.modules.embeddings import FeatureEmbedding, mlp
 from prectr.modules.rsl import GRADES
+
+# the click heads per grade: each its own output of the trunk (the paper's), or one shared
+# click logit plus a learnt offset per grade
+GradeHeads = Literal["free", "offset"]
 
 
 class BaseCTR(CandidateInterest):
@@ -20,7 +26,12 @@ class BaseCTR(CandidateInterest):
     ``target_attention`` the clicked items only mean-pooled, an Emb+MLP input); the trunk MLP
     reads the context with the relevance embedding, so the click heads condition on relevance.
     ``monotone`` makes the click logit non-decreasing in the grade: head ``r`` is head 0 plus a
-    sum of ``r`` softplus increments.
+    sum of ``r`` softplus increments. ``grade_heads`` ``offset`` ties the heads: one click logit
+    for the candidate plus a learnt offset per grade (no input reaches the offsets), so the
+    grades' heads differ by constants and a candidate's uncertain grade estimate moves its
+    score along one curve, as the two-model fusion's utility moves its click probability,
+    rather than through heads that each learnt their own function of the candidate; ``free``
+    (the paper's) gives every grade its own output of the trunk.
 
     The trunk's first layer is applied in two parts, ``W_c context + b`` (:meth:`context_layer`)
     plus ``W_r relevance``: the same layer, but the context's part can be computed once and
@@ -37,11 +48,15 @@ class BaseCTR(CandidateInterest):
         dropout: float = 0.0,
         monotone: bool = False,
         target_attention: bool = False,
+        grade_heads: GradeHeads = "free",
     ):
         super().__init__(embedding, attention_hidden, target_attention)
         self.monotone = monotone
         self.trunk = nn.Sequential(mlp([self.out_dim + relevance_dim, *hidden], dropout), nn.ReLU())
-        self.heads = mlp([hidden[-1], GRADES])
+        tied = grade_heads == "offset"
+        self.heads = mlp([hidden[-1], 1 if tied else GRADES])
+        # head 0's offset is the shared logit's bias: the other grades' are relative to it
+        self.grade_offsets = nn.Parameter(torch.zeros(GRADES - 1)) if tied else None
         shared = request_columns(embedding, self.interest_dim)
         for name, columns in (("request_columns", shared), ("row_columns", ~shared)):
             self.register_buffer(name, torch.nonzero(columns).squeeze(1), persistent=False)
@@ -82,10 +97,13 @@ class BaseCTR(CandidateInterest):
         relevance_weight = self.trunk[0][0].weight[:, self.out_dim :]
         hidden = context_layer + F.linear(relevance, relevance_weight)
         logits = self.heads(self.trunk[1](self.trunk[0][1:](hidden)))
-        if not self.monotone:
+        if self.grade_offsets is None and not self.monotone:
             return logits
-        increments = F.softplus(logits[:, 1:]).cumsum(-1)
-        return torch.cat([logits[:, :1], logits[:, :1] + increments], 1)
+        first, tied = logits[:, :1], self.grade_offsets
+        steps = logits[:, 1:] if tied is None else tied.expand(len(logits), -1)
+        if self.monotone:
+            steps = F.softplus(steps).cumsum(-1)
+        return torch.cat([first, first + steps], 1)
 
 
 def request_columns(embedding: FeatureEmbedding, interest_dim: int) -> torch.Tensor:

@@ -319,6 +319,28 @@ def test_monotone_click_heads_never_fall_with_the_grade(world, batch) -> None:
             < 0).any()  # fmt: skip
 
 
+@pytest.mark.parametrize("monotone", [False, True])
+def test_offset_grade_heads_differ_by_the_same_constants_for_every_candidate(
+    world, batch, monotone
+) -> None:
+    model = build(world, grade_heads="offset", monotone=monotone)
+    with torch.no_grad():
+        model.base_ctr.grade_offsets.copy_(torch.tensor([-1.0, 0.5, 2.0]))
+    out = model(batch)
+    logits = model.base_ctr.click_logits(out["context"], out["relevance"])
+    steps = logits - logits[:, :1]
+    assert torch.allclose(steps, steps[:1].expand_as(steps), atol=1e-6)
+    expected = torch.tensor([0.0, -1.0, 0.5, 2.0])
+    if monotone:
+        expected = torch.cat([torch.zeros(1), F.softplus(torch.tensor([-1.0, 0.5, 2.0])).cumsum(0)])
+    assert torch.allclose(steps[0], expected, atol=1e-6)
+    assert logits[:, 0].std() > 0  # the shared click logit still reads the candidate
+    # the offsets learn from the click loss through the fusion
+    model.loss(batch, out)["loss"].backward()
+    assert model.base_ctr.grade_offsets.grad.abs().sum() > 0
+    assert model.base_ctr.heads[-1].weight.shape[0] == 1
+
+
 def test_incentive_experts_have_their_signs(world, batch) -> None:
     model = build(world)
     out = model(batch)
