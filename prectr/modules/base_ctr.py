@@ -1,4 +1,4 @@
-"""The Base CTR module: P(click | rsl = r, x), one click head per relevance grade."""
+"""The Base CTR module: P(click | rsl = r, x), a click logit per relevance grade."""
 
 from __future__ import annotations
 
@@ -19,19 +19,17 @@ GradeHeads = Literal["free", "offset"]
 
 
 class BaseCTR(CandidateInterest):
-    """A click trunk with a click head per grade.
+    """A click trunk with a click logit per grade (free or tied heads).
 
     The *context* is DIN's input (every field embedding, the candidate's target attention over
     the user's clicked items, the numerics: :class:`CandidateInterest`; without
     ``target_attention`` the clicked items only mean-pooled, an Emb+MLP input); the trunk MLP
     reads the context with the relevance embedding, so the click heads condition on relevance.
     ``monotone`` makes the click logit non-decreasing in the grade: head ``r`` is head 0 plus a
-    sum of ``r`` softplus increments. ``grade_heads`` ``offset`` ties the heads: one click logit
-    for the candidate plus a learnt offset per grade (no input reaches the offsets), so the
-    grades' heads differ by constants and a candidate's uncertain grade estimate moves its
-    score along one curve, as the two-model fusion's utility moves its click probability,
-    rather than through heads that each learnt their own function of the candidate; ``free``
-    (the paper's) gives every grade its own output of the trunk.
+    sum of ``r`` softplus increments. ``grade_heads`` ``free`` (the paper's) gives every grade
+    its own output of the trunk; ``offset`` ties the heads: one click logit for the candidate
+    plus a learnt offset per grade, the same for every candidate, so the grades' heads differ
+    by constants (docs/fidelity.md, "Tied click heads for the paper's V2 arm").
 
     The trunk's first layer is applied in two parts, ``W_c context + b`` (:meth:`context_layer`)
     plus ``W_r relevance``: the same layer, but the context's part can be computed once and
@@ -99,8 +97,8 @@ class BaseCTR(CandidateInterest):
         logits = self.heads(self.trunk[1](self.trunk[0][1:](hidden)))
         if self.grade_offsets is None and not self.monotone:
             return logits
-        first, tied = logits[:, :1], self.grade_offsets
-        steps = logits[:, 1:] if tied is None else tied.expand(len(logits), -1)
+        first, offsets = logits[:, :1], self.grade_offsets
+        steps = logits[:, 1:] if offsets is None else offsets  # the offsets broadcast over rows
         if self.monotone:
             steps = F.softplus(steps).cumsum(-1)
         return torch.cat([first, first + steps], 1)

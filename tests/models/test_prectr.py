@@ -335,10 +335,25 @@ def test_offset_grade_heads_differ_by_the_same_constants_for_every_candidate(
         expected = torch.cat([torch.zeros(1), F.softplus(torch.tensor([-1.0, 0.5, 2.0])).cumsum(0)])
     assert torch.allclose(steps[0], expected, atol=1e-6)
     assert logits[:, 0].std() > 0  # the shared click logit still reads the candidate
-    # the offsets learn from the click loss through the fusion
+    assert torch.allclose(out["click_logits"], logits, atol=1e-5)  # what the fusion reads
+    # the offsets and the shared head learn from the click loss through the fusion
     model.loss(batch, out)["loss"].backward()
     assert model.base_ctr.grade_offsets.grad.abs().sum() > 0
+    assert model.base_ctr.heads[-1].weight.grad.abs().sum() > 0
     assert model.base_ctr.heads[-1].weight.shape[0] == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_offset_grade_heads_trace_for_any_batch_size(world, batch) -> None:
+    """Export traces the scoring graph on one batch and serves others: the offsets must not
+    fix the number of rows."""
+    model = build(world, grade_heads="offset").eval().requires_grad_(False)
+    with torch.no_grad():
+        out = model(batch)
+        inputs = (out["context_layer"], out["relevance"])
+        traced = torch.jit.trace(lambda *x: model.base_ctr.layered_click_logits(*x), inputs)
+        fewer = tuple(x[:7] for x in inputs)
+        assert torch.allclose(traced(*fewer), model.base_ctr.layered_click_logits(*fewer))
 
 
 def test_incentive_experts_have_their_signs(world, batch) -> None:
