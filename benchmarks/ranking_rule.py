@@ -39,6 +39,10 @@ replayed under every rule its scores allow:
   mixture over the grade distribution, whose weights move a candidate's click estimate with
   the model's uncertainty about its grade, so that uncertainty enters through the utility
   (and the incentive, which the shift keeps);
+* ``fused^A`` (the same weights and runs): the fused probability ``sum_r P(click | r, x)
+  P(r | x)`` alone, without the incentive and the reference position's bias that the served
+  score adds to its logit, times the run's own utility to the power ``A``: the served order
+  with the incentive taken out (the model still trained with it);
 * ``prior_heads^A`` (the same weights and runs): the heads mixed by one grade distribution,
   the run's own averaged over every evaluated row, the same for every candidate, shifted as
   ``modal_head^A``, times the run's own utility to the power ``A``: a click part whose heads
@@ -196,8 +200,8 @@ def rules(
     """Every rule the run's scores allow (see the module's docstring), by name, and the
     number of rows whose click part could not be recovered (:func:`click_part`); ``others``:
     the other runs' relevance utilities, by run name; ``weights``: the powers of the run's own
-    utility read as ``utility^A``, ``modal_head^A`` and ``prior_heads^A``, and of the grade
-    given a click as ``given_click^A``."""
+    utility read as ``utility^A``, ``fused^A``, ``modal_head^A`` and ``prior_heads^A``, and of
+    the grade given a click as ``given_click^A``."""
     out = {"served": scores["score"]}
     own = utility(scores)
     click, unrecovered = click_part(run, scores["score"], own, checkpoint)
@@ -214,6 +218,7 @@ def rules(
         prior = mixed_click(click, heads, fused, pool_mix)
         for weight in weights:
             out[f"given_click^{weight:g}"] = click * given_click(heads, grades, weight)
+            out[f"fused^{weight:g}"] = fused * own**weight
             out[f"modal_head^{weight:g}"] = modal * own**weight
             out[f"prior_heads^{weight:g}"] = prior * own**weight
     for name, theirs in (others or {}).items():
@@ -307,7 +312,8 @@ def main() -> None:
         default=[],
         metavar="A",
         help="also rank by the click part (or its heads mixed otherwise: modal_head^A, "
-        "prior_heads^A) times the run's own utility to the power A, and by the click part "
+        "prior_heads^A; or without the incentive: fused^A) times the run's own utility to the "
+        "power A, and by the click part "
         "times the expected (grade / 3)^A given a click",
     )
     parser.add_argument("--resamples", type=int, default=RESAMPLES)

@@ -151,6 +151,14 @@ def test_the_rules_read_each_mix_of_the_heads(tmp_path):
     np.testing.assert_allclose(ranked["prior_heads^1"], 0.425 * own)
     np.testing.assert_allclose(ranked["within_true_grade:prior_heads"], [9.425, 0.425])
     np.testing.assert_allclose(ranked["within_true_grade:own_head"], [9.6, 0.1])
+    np.testing.assert_allclose(ranked["fused^1"], fused * own)
+    # an incentive in the served score moves every rule read from it, not the fused one
+    logit = np.log(fused / (1 - fused)) + np.array([1.0, -1.0])
+    moved, _ = ranking_rule.rules(
+        run, scores | {"score": 1 / (1 + np.exp(-logit))}, np.array([3, 0]), weights=(1.0,)
+    )
+    np.testing.assert_allclose(moved["fused^1"], fused * own)
+    assert not np.allclose(moved["utility^1"], ranked["utility^1"])
 
 
 def test_the_unexposed_share_counts_the_top_ten_of_each_request():
