@@ -5,7 +5,9 @@ Read top to bottom, as the method section of the paper.
 **Unified relevance-CTR.** The RSL module gives P(rsl = r | x) over four relevance grades from
 the query and title text, through a *relevance embedding*. The Base CTR module gives
 P(click | rsl = r, x), one click head per grade over an Emb+MLP trunk (every field embedding,
-the user's clicked items mean-pooled, the numerics) that also reads the relevance embedding;
+the user's clicked items mean-pooled, the numerics) that also reads the relevance embedding
+(``grade_heads: offset`` ties the heads: one click logit plus a learnt offset per grade, read
+level with the paper's free heads on `bench`: docs/fidelity.md, "Tied click heads");
 ``target_attention: true`` gives it DIN's target attention over the clicked items, which
 ordered the never-shown candidates of one grade worse and was dropped on three validation
 dates (docs/fidelity.md, "The Emb+MLP click trunk"). They are fused by conditional probability,
